@@ -1,0 +1,207 @@
+// Package bittorrent holds the domain of a tracker: info hashes, peers,
+// announce and scrape requests and answers, and the one kind of error a
+// client may see. It imports only the standard library; every other package
+// of Tracklink points inward to it.
+package bittorrent
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// InfoHash identifies a torrent: the SHA-1 of its info dictionary (v1) or the
+// SHA-256 of it truncated to 20 bytes (v2), as clients announce it.
+type InfoHash [20]byte
+
+// String returns the info hash as 40 lowercase hex digits.
+func (h InfoHash) String() string { return hex.EncodeToString(h[:]) }
+
+// InfoHashFromBytes returns b as an info hash, or a ClientError when b is
+// not exactly 20 bytes long.
+func InfoHashFromBytes(b []byte) (InfoHash, error) {
+	var h InfoHash
+	if len(b) != len(h) {
+		return h, ClientError(fmt.Sprintf("info_hash must be 20 bytes, got %d", len(b)))
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+// ParseInfoHash reads 40 hex digits.
+func ParseInfoHash(s string) (InfoHash, error) {
+	var h InfoHash
+	if len(s) != 2*len(h) {
+		return h, fmt.Errorf("info hash must be 40 hex digits, got %d characters", len(s))
+	}
+	if _, err := hex.Decode(h[:], []byte(s)); err != nil {
+		return h, fmt.Errorf("info hash: %w", err)
+	}
+	return h, nil
+}
+
+// PeerID is the 20-byte id a client chooses for itself.
+type PeerID [20]byte
+
+// Peer is one client in a swarm: its id and the address it accepts
+// connections on. Two peers are the same peer when all three parts match.
+type Peer struct {
+	ID   PeerID
+	Addr netip.AddrPort
+}
+
+// Is6 reports whether the peer has an IPv6 (non-IPv4-mapped) address.
+func (p Peer) Is6() bool { return !p.Addr.Addr().Is4() }
+
+// The binary form of a peer is its address (4 or 16 bytes), its port (2 bytes,
+// big endian) and its id (20 bytes): 26 bytes for IPv4, 38 for IPv6. The
+// length alone tells the family. It is the member of a swarm's sorted sets in
+// Redis and the peer's form on the link, so every node and the hub agree on
+// what "the same peer" is.
+const (
+	PeerLen4 = 4 + 2 + 20
+	PeerLen6 = 16 + 2 + 20
+)
+
+// AppendBinary appends the binary form of p to b.
+func (p Peer) AppendBinary(b []byte) []byte {
+	a := p.Addr.Addr().Unmap()
+	if a.Is4() {
+		v := a.As4()
+		b = append(b, v[:]...)
+	} else {
+		v := a.As16()
+		b = append(b, v[:]...)
+	}
+	port := p.Addr.Port()
+	b = append(b, byte(port>>8), byte(port))
+	return append(b, p.ID[:]...)
+}
+
+// MarshalBinary returns the binary form of p.
+func (p Peer) MarshalBinary() ([]byte, error) {
+	return p.AppendBinary(make([]byte, 0, PeerLen6)), nil
+}
+
+// ErrBadPeer is returned for a binary peer of the wrong length.
+var ErrBadPeer = errors.New("binary peer must be 26 or 38 bytes")
+
+// PeerFromBinary decodes the binary form written by AppendBinary. It accepts
+// a string so that Redis replies decode without a copy.
+func PeerFromBinary(s string) (Peer, error) {
+	var p Peer
+	var ipLen int
+	switch len(s) {
+	case PeerLen4:
+		ipLen = 4
+	case PeerLen6:
+		ipLen = 16
+	default:
+		return p, ErrBadPeer
+	}
+	var a netip.Addr
+	if ipLen == 4 {
+		var v [4]byte
+		copy(v[:], s)
+		a = netip.AddrFrom4(v)
+	} else {
+		var v [16]byte
+		copy(v[:], s)
+		a = netip.AddrFrom16(v)
+	}
+	port := uint16(s[ipLen])<<8 | uint16(s[ipLen+1])
+	p.Addr = netip.AddrPortFrom(a, port)
+	copy(p.ID[:], s[ipLen+2:])
+	return p, nil
+}
+
+// Event is the event parameter of an announce.
+type Event uint8
+
+// The events of BEP 3. None is a regular, periodic announce.
+const (
+	None Event = iota
+	Started
+	Completed
+	Stopped
+)
+
+var eventNames = [...]string{None: "", Started: "started", Completed: "completed", Stopped: "stopped"}
+
+// String returns the event as it appears in a query string.
+func (e Event) String() string {
+	if int(e) < len(eventNames) {
+		return eventNames[e]
+	}
+	return fmt.Sprintf("event(%d)", e)
+}
+
+// ParseEvent reads an event parameter; "" and "empty" are None.
+func ParseEvent(s string) (Event, error) {
+	switch s {
+	case "", "empty":
+		return None, nil
+	case "started":
+		return Started, nil
+	case "completed":
+		return Completed, nil
+	case "stopped":
+		return Stopped, nil
+	}
+	return None, ClientError("unknown event")
+}
+
+// AnnounceRequest is one announce, validated.
+type AnnounceRequest struct {
+	InfoHash   InfoHash
+	Peer       Peer
+	Uploaded   uint64
+	Downloaded uint64
+	Left       uint64
+	Event      Event
+	Compact    bool
+	NoPeerID   bool
+	// NumWant is how many peers the client asked for; -1 when it did not say.
+	NumWant   int
+	Key       string
+	TrackerID string
+}
+
+// Seeder reports whether the announcing peer has the whole torrent.
+func (r *AnnounceRequest) Seeder() bool { return r.Left == 0 }
+
+// AnnounceResponse is what a tracker answers to an announce.
+type AnnounceResponse struct {
+	Interval    time.Duration
+	MinInterval time.Duration
+	Complete    int // seeders
+	Incomplete  int // leechers
+	// Peers is a random sample of the swarm, never the requesting peer
+	// itself, and no seeders when the requesting peer is a seeder. Both
+	// address families may be present; the frontend sorts them out.
+	Peers []Peer
+}
+
+// Scrape is the state of one swarm as BEP 48 reports it.
+type Scrape struct {
+	InfoHash   InfoHash
+	Complete   int // seeders
+	Incomplete int // leechers
+	Downloaded int // completed downloads counted so far
+}
+
+// ClientError is the only kind of error a client may see: its text becomes
+// the bencoded failure reason. Every other error is logged, and the client
+// sees a generic message.
+type ClientError string
+
+func (e ClientError) Error() string { return string(e) }
+
+// IsClientError reports whether err is, or wraps, a ClientError, and returns it.
+func IsClientError(err error) (ClientError, bool) {
+	var ce ClientError
+	ok := errors.As(err, &ce)
+	return ce, ok
+}

@@ -1,0 +1,69 @@
+package redisstore
+
+import (
+	"encoding/hex"
+	"fmt"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+// Keyspace names the Redis keys of one tracker node. Every key of one swarm
+// carries the same hash tag, {node:infohash}, so that the swarm lives in one
+// Redis Cluster slot and one script may touch all of its keys:
+//
+//	<prefix>:{<node>:<infohash hex>}:s   sorted set of seeders, score = last seen (unix s)
+//	<prefix>:{<node>:<infohash hex>}:l   sorted set of leechers, score = last seen
+//	<prefix>:{<node>:<infohash hex>}:c   completed downloads counter
+//
+// Replicas of one node share its keyspace; other nodes' keyspaces are
+// written only by the hub.
+type Keyspace struct {
+	prefix string
+	node   string
+}
+
+// NewKeyspace returns the keyspace of node under prefix. Both must be
+// non-empty and free of characters that would break the hash tag.
+func NewKeyspace(prefix, node string) (Keyspace, error) {
+	if err := ValidName("key prefix", prefix); err != nil {
+		return Keyspace{}, err
+	}
+	if err := ValidName("node id", node); err != nil {
+		return Keyspace{}, err
+	}
+	return Keyspace{prefix: prefix, node: node}, nil
+}
+
+// Node returns the node id the keyspace belongs to.
+func (k Keyspace) Node() string { return k.node }
+
+// SwarmKeys are the three keys of one swarm.
+type SwarmKeys struct{ Seeders, Leechers, Completed string }
+
+// Swarm returns the keys of the swarm of ih.
+func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
+	var hx [40]byte
+	hex.Encode(hx[:], ih[:])
+	base := k.prefix + ":{" + k.node + ":" + string(hx[:]) + "}:"
+	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Completed: base + "c"}
+}
+
+func (s SwarmKeys) list() []string { return []string{s.Seeders, s.Leechers, s.Completed} }
+
+// MaxNameLen bounds node ids and key prefixes.
+const MaxNameLen = 64
+
+// ValidName checks a node id or key prefix: 1 to 64 characters of
+// [A-Za-z0-9._-].
+func ValidName(what, s string) error {
+	if s == "" || len(s) > MaxNameLen {
+		return fmt.Errorf("%s must be 1 to %d characters, got %d", what, MaxNameLen, len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%s %q: only letters, digits, '.', '_' and '-' are allowed", what, s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,444 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/embedded"
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+
+// backend is a Redis the conformance suite runs against.
+type backend struct {
+	name   string
+	client func(t *testing.T) redis.UniversalClient
+}
+
+var nodeSeq atomic.Int64
+
+// newStore returns a store in a keyspace of its own, with a clock the test
+// moves by hand.
+func newStore(t *testing.T, rdb redis.UniversalClient, lifetime time.Duration) (*Store, *fakeClock) {
+	t.Helper()
+	s, err := New(rdb, Config{
+		Prefix:       "test",
+		NodeID:       fmt.Sprintf("n%d", nodeSeq.Add(1)),
+		PeerLifetime: lifetime,
+		CompletedTTL: 10 * lifetime,
+		Timeout:      2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &fakeClock{t: time.Now()}
+	s.now = clk.Now
+	return s, clk
+}
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func backends() []backend {
+	return []backend{
+		{"redis", func(t *testing.T) redis.UniversalClient { return redistest.Shared(t).Client(t) }},
+		{"embedded", func(t *testing.T) redis.UniversalClient {
+			srv, err := embedded.Open("127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { srv.Run(ctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done; srv.Close() })
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			t.Cleanup(func() { c.Close() })
+			return c
+		}},
+	}
+}
+
+func peer(i int, v6 bool) bittorrent.Peer {
+	var p bittorrent.Peer
+	copy(p.ID[:], fmt.Sprintf("-TL0001-%012d", i))
+	if v6 {
+		p.Addr = netip.AddrPortFrom(netip.MustParseAddr(fmt.Sprintf("2001:db8::%x", i+1)), uint16(10000+i))
+	} else {
+		p.Addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(10000+i))
+	}
+	return p
+}
+
+func req(ih bittorrent.InfoHash, p bittorrent.Peer, left uint64, ev bittorrent.Event) *bittorrent.AnnounceRequest {
+	return &bittorrent.AnnounceRequest{InfoHash: ih, Peer: p, Left: left, Event: ev, NumWant: -1}
+}
+
+func hash(s string) bittorrent.InfoHash {
+	var h bittorrent.InfoHash
+	copy(h[:], s)
+	return h
+}
+
+func announce(t *testing.T, s *Store, r *bittorrent.AnnounceRequest, numWant int) Announced {
+	t.Helper()
+	a, err := s.Announce(context.Background(), r, numWant)
+	if err != nil {
+		t.Fatalf("announce: %v", err)
+	}
+	return a
+}
+
+func peerSet(ps []bittorrent.Peer) map[bittorrent.Peer]bool {
+	m := make(map[bittorrent.Peer]bool, len(ps))
+	for _, p := range ps {
+		m[p] = true
+	}
+	return m
+}
+
+func TestConformance(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Run("counts and samples", func(t *testing.T) { testCountsAndSamples(t, b.client(t)) })
+			t.Run("seeders not sent to seeders", func(t *testing.T) { testSeederGetsLeechers(t, b.client(t)) })
+			t.Run("stop and complete", func(t *testing.T) { testStopComplete(t, b.client(t)) })
+			t.Run("expiry by score", func(t *testing.T) { testExpiryByScore(t, b.client(t)) })
+			t.Run("swarm key TTL", func(t *testing.T) { testKeyTTL(t, b.client(t)) })
+			t.Run("address families", func(t *testing.T) { testFamilies(t, b.client(t)) })
+			t.Run("numwant", func(t *testing.T) { testNumWant(t, b.client(t)) })
+			t.Run("keyspaces apart", func(t *testing.T) { testKeyspaces(t, b.client(t)) })
+			t.Run("exact counts under concurrency", func(t *testing.T) { testConcurrentCounts(t, b.client(t)) })
+			t.Run("script flushed", func(t *testing.T) { testNoScript(t, b.client(t)) })
+		})
+	}
+}
+
+func testCountsAndSamples(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, rdb, time.Minute)
+	ih := hash("counts")
+	a := announce(t, s, req(ih, peer(1, false), 100, bittorrent.Started), 50)
+	if a.Seeders != 0 || a.Leechers != 1 || len(a.Peers) != 0 {
+		t.Fatalf("first leecher: got %d seeders, %d leechers, %d peers; want 0, 1, 0", a.Seeders, a.Leechers, len(a.Peers))
+	}
+	a = announce(t, s, req(ih, peer(2, false), 100, bittorrent.Started), 50)
+	if a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != peer(1, false) {
+		t.Fatalf("second leecher: got %d leechers, peers %v; want 2 and peer 1", a.Leechers, a.Peers)
+	}
+	// Re-announcing does not add the peer twice.
+	a = announce(t, s, req(ih, peer(1, false), 50, bittorrent.None), 50)
+	if a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != peer(2, false) {
+		t.Fatalf("re-announce: got %d leechers, peers %v; want 2 and peer 2", a.Leechers, a.Peers)
+	}
+	sc, err := s.Scrape(context.Background(), []bittorrent.InfoHash{ih, hash("nothing")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bittorrent.Scrape{{InfoHash: ih, Incomplete: 2}, {InfoHash: hash("nothing")}}
+	for i := range want {
+		if sc[i] != want[i] {
+			t.Errorf("scrape[%d] = %+v, want %+v", i, sc[i], want[i])
+		}
+	}
+}
+
+func testSeederGetsLeechers(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, rdb, time.Minute)
+	ih := hash("seeders")
+	for i := 0; i < 5; i++ {
+		announce(t, s, req(ih, peer(i, false), 0, bittorrent.Started), 0)
+	}
+	for i := 5; i < 8; i++ {
+		announce(t, s, req(ih, peer(i, false), 10, bittorrent.Started), 0)
+	}
+	a := announce(t, s, req(ih, peer(0, false), 0, bittorrent.None), 50)
+	if a.Seeders != 5 || a.Leechers != 3 {
+		t.Fatalf("counts %d/%d, want 5/3", a.Seeders, a.Leechers)
+	}
+	got := peerSet(a.Peers)
+	if len(a.Peers) != 3 || !got[peer(5, false)] || !got[peer(6, false)] || !got[peer(7, false)] {
+		t.Fatalf("seeder got %v, want exactly the 3 leechers", a.Peers)
+	}
+	a = announce(t, s, req(ih, peer(5, false), 10, bittorrent.None), 50)
+	if len(a.Peers) != 7 || peerSet(a.Peers)[peer(5, false)] {
+		t.Fatalf("leecher got %d peers %v, want the 7 others", len(a.Peers), a.Peers)
+	}
+}
+
+func testStopComplete(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, rdb, time.Minute)
+	ctx := context.Background()
+	ih := hash("stopcomplete")
+	announce(t, s, req(ih, peer(1, false), 10, bittorrent.Started), 0)
+	announce(t, s, req(ih, peer(2, false), 10, bittorrent.Started), 0)
+	a := announce(t, s, req(ih, peer(1, false), 0, bittorrent.Completed), 0)
+	if !a.Completion || a.Seeders != 1 || a.Leechers != 1 {
+		t.Fatalf("completed: %+v, want a counted completion and 1/1", a)
+	}
+	// A repeated completion from a seeder is not counted again.
+	a = announce(t, s, req(ih, peer(1, false), 0, bittorrent.Completed), 0)
+	if a.Completion {
+		t.Fatal("second completion of the same peer was counted")
+	}
+	// Completed with bytes left is not a completion.
+	a = announce(t, s, req(ih, peer(2, false), 5, bittorrent.Completed), 0)
+	if a.Completion || a.Leechers != 1 {
+		t.Fatalf("completed with left>0: %+v", a)
+	}
+	a = announce(t, s, req(ih, peer(2, false), 5, bittorrent.Stopped), 50)
+	if a.Seeders != 1 || a.Leechers != 0 || len(a.Peers) != 0 {
+		t.Fatalf("stopped: %+v, want 1/0 and no peers", a)
+	}
+	// Stopping a peer that is not there leaves counts alone, never negative.
+	a = announce(t, s, req(ih, peer(3, false), 5, bittorrent.Stopped), 0)
+	if a.Seeders != 1 || a.Leechers != 0 {
+		t.Fatalf("stopping an absent peer: %+v", a)
+	}
+	a = announce(t, s, req(ih, peer(1, false), 0, bittorrent.Stopped), 0)
+	if a.Seeders != 0 || a.Leechers != 0 {
+		t.Fatalf("last stop: %+v", a)
+	}
+	sc, err := s.Scrape(ctx, []bittorrent.InfoHash{ih})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc[0].Downloaded != 1 || sc[0].Complete != 0 || sc[0].Incomplete != 0 {
+		t.Fatalf("scrape after stops: %+v, want downloaded 1 and nobody", sc[0])
+	}
+	// The empty swarm's sorted sets are gone; the counter stays.
+	k := s.ks.Swarm(ih)
+	if n := rdb.Exists(ctx, k.Seeders, k.Leechers).Val(); n != 0 {
+		t.Fatalf("%d sorted sets left for an empty swarm", n)
+	}
+}
+
+func testExpiryByScore(t *testing.T, rdb redis.UniversalClient) {
+	s, clk := newStore(t, rdb, 30*time.Second)
+	ctx := context.Background()
+	ih := hash("expiry")
+	announce(t, s, req(ih, peer(1, false), 0, bittorrent.Started), 0)
+	announce(t, s, req(ih, peer(2, false), 10, bittorrent.Started), 0)
+	clk.Add(20 * time.Second)
+	announce(t, s, req(ih, peer(3, false), 10, bittorrent.Started), 0)
+	clk.Add(11 * time.Second) // peers 1 and 2 are 31s old now; 3 is 11s old
+	sc, err := s.Scrape(ctx, []bittorrent.InfoHash{ih})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc[0].Complete != 0 || sc[0].Incomplete != 1 {
+		t.Fatalf("scrape counted expired peers: %+v", sc[0])
+	}
+	a := announce(t, s, req(ih, peer(4, false), 10, bittorrent.Started), 50)
+	if a.Seeders != 0 || a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != peer(3, false) {
+		t.Fatalf("announce returned expired peers: %+v", a)
+	}
+	// The write trimmed them from Redis too.
+	k := s.ks.Swarm(ih)
+	if n := rdb.ZCard(ctx, k.Seeders).Val() + rdb.ZCard(ctx, k.Leechers).Val(); n != 2 {
+		t.Fatalf("%d members stored, want 2 after trimming", n)
+	}
+}
+
+func testKeyTTL(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, rdb, time.Second)
+	ctx := context.Background()
+	ih := hash("ttl")
+	announce(t, s, req(ih, peer(1, false), 0, bittorrent.Completed), 0)
+	announce(t, s, req(ih, peer(2, false), 10, bittorrent.Started), 0)
+	k := s.ks.Swarm(ih)
+	for _, key := range []string{k.Seeders, k.Leechers, k.Completed} {
+		ttl := rdb.TTL(ctx, key).Val()
+		if ttl <= 0 || ttl > 10*time.Second {
+			t.Fatalf("TTL of %s = %s, want within (0, 10s]", key, ttl)
+		}
+	}
+	deadline := time.Now().Add(6 * time.Second)
+	for rdb.Exists(ctx, k.Seeders, k.Leechers).Val() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("idle swarm's keys did not expire within 6s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rdb.Exists(ctx, k.Completed).Val() != 1 {
+		t.Fatal("completed counter expired with the peers; it must outlive them")
+	}
+}
+
+func testFamilies(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, rdb, time.Minute)
+	ih := hash("families")
+	announce(t, s, req(ih, peer(1, true), 0, bittorrent.Started), 0)
+	announce(t, s, req(ih, peer(2, false), 0, bittorrent.Started), 0)
+	a := announce(t, s, req(ih, peer(3, true), 10, bittorrent.Started), 50)
+	got := peerSet(a.Peers)
+	if len(a.Peers) != 2 || !got[peer(1, true)] || !got[peer(2, false)] {
+		t.Fatalf("got %v, want the v6 and the v4 peer intact", a.Peers)
+	}
+	if !peer(1, true).Is6() || peer(2, false).Is6() {
+		t.Fatal("family of test peers is wrong")
+	}
+}
+
+func testNumWant(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, rdb, time.Minute)
+	ih := hash("numwant")
+	for i := 0; i < 300; i++ {
+		announce(t, s, req(ih, peer(i, false), uint64(i%2), bittorrent.Started), 0)
+	}
+	seen := map[bittorrent.Peer]bool{}
+	for round := 0; round < 20; round++ {
+		a := announce(t, s, req(ih, peer(1, false), 1, bittorrent.None), 50)
+		if len(a.Peers) != 50 {
+			t.Fatalf("got %d peers, want 50", len(a.Peers))
+		}
+		set := peerSet(a.Peers)
+		if len(set) != 50 {
+			t.Fatalf("sample has duplicates: %d distinct of 50", len(set))
+		}
+		if set[peer(1, false)] {
+			t.Fatal("peer got itself")
+		}
+		for p := range set {
+			seen[p] = true
+		}
+	}
+	// 20 random samples of 50 out of 299 cover far more than one sample.
+	if len(seen) < 150 {
+		t.Fatalf("samples are not random: %d distinct peers over 20 samples", len(seen))
+	}
+	if a := announce(t, s, req(ih, peer(1, false), 1, bittorrent.None), 0); len(a.Peers) != 0 {
+		t.Fatalf("numwant 0 returned %d peers", len(a.Peers))
+	}
+}
+
+func testKeyspaces(t *testing.T, rdb redis.UniversalClient) {
+	a, _ := newStore(t, rdb, time.Minute)
+	b, _ := newStore(t, rdb, time.Minute)
+	ih := hash("shared torrent")
+	announce(t, a, req(ih, peer(1, false), 10, bittorrent.Started), 0)
+	got := announce(t, b, req(ih, peer(2, false), 10, bittorrent.Started), 50)
+	if got.Leechers != 1 || len(got.Peers) != 0 {
+		t.Fatalf("node b sees node a's peers without a link: %+v", got)
+	}
+}
+
+func testConcurrentCounts(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, rdb, time.Minute)
+	ctx := context.Background()
+	ih := hash("concurrent")
+	const workers, peersEach, rounds = 8, 10, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				for i := 0; i < peersEach; i++ {
+					p := peer(w*peersEach+i, i%2 == 0)
+					// Every peer: start as leecher, complete, and the odd
+					// ones stop at the end of the last round.
+					for _, step := range []struct {
+						left uint64
+						ev   bittorrent.Event
+					}{{10, bittorrent.Started}, {0, bittorrent.Completed}} {
+						a, err := s.Announce(ctx, req(ih, p, step.left, step.ev), 5)
+						if err != nil {
+							errs <- err
+							return
+						}
+						if a.Seeders < 0 || a.Leechers < 0 || a.Seeders+a.Leechers > workers*peersEach {
+							errs <- fmt.Errorf("impossible counts %d/%d", a.Seeders, a.Leechers)
+							return
+						}
+					}
+					if r == rounds-1 && i%2 == 1 {
+						if _, err := s.Announce(ctx, req(ih, p, 0, bittorrent.Stopped), 0); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	sc, err := s.Scrape(ctx, []bittorrent.InfoHash{ih})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every peer went leecher -> seeder each round, so each round counted
+	// one completion per peer: rounds*workers*peersEach. Half stopped.
+	want := bittorrent.Scrape{InfoHash: ih, Complete: workers * peersEach / 2, Incomplete: 0, Downloaded: rounds * workers * peersEach}
+	if sc[0] != want {
+		t.Fatalf("scrape = %+v, want %+v", sc[0], want)
+	}
+}
+
+func testNoScript(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, rdb, time.Minute)
+	ctx := context.Background()
+	if err := s.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	announce(t, s, req(hash("noscript"), peer(1, false), 1, bittorrent.Started), 0)
+}
+
+func TestRedisDownFailsFast(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond, MaxRetries: 1})
+	t.Cleanup(func() { rdb.Close() })
+	s, _ := newStore(t, rdb, time.Minute)
+	s.timeout = 500 * time.Millisecond
+	ih := hash("down")
+	announce(t, s, req(ih, peer(1, false), 1, bittorrent.Started), 0)
+	srv.Stop()
+	start := time.Now()
+	if _, err := s.Announce(context.Background(), req(ih, peer(2, false), 1, bittorrent.Started), 5); err == nil {
+		t.Fatal("announce succeeded with Redis down")
+	}
+	// Bounded by the store's timeout: generous margin, this is not a speed test.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("announce with Redis down took %s", d)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The same client recovers by itself (a fresh Redis: no scripts loaded).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := s.Announce(context.Background(), req(ih, peer(2, false), 1, bittorrent.Started), 5)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store did not recover after Redis came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

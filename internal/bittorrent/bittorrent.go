@@ -55,18 +55,22 @@ type Peer struct {
 // Is6 reports whether the peer has an IPv6 (non-IPv4-mapped) address.
 func (p Peer) Is6() bool { return !p.Addr.Addr().Is4() }
 
-// The binary form of a peer is its address (4 or 16 bytes), its port (2 bytes,
-// big endian) and its id (20 bytes): 26 bytes for IPv4, 38 for IPv6. The
-// length alone tells the family. It is the member of a swarm's sorted sets in
-// Redis and the peer's form on the link, so every node and the hub agree on
-// what "the same peer" is.
+// The binary form of a peer is its address (4 or 16 bytes) and port (2
+// bytes, big endian), optionally followed by its id (20 bytes): 6 or 18 bytes
+// without the id, 26 or 38 with it. The length alone tells the family and
+// whether the id is there. It is the member of a swarm's sorted sets in Redis
+// and the peer's form on the link, so every node and the hub agree on what
+// "the same peer" is.
 const (
-	PeerLen4 = 4 + 2 + 20
-	PeerLen6 = 16 + 2 + 20
+	PeerLen4       = 4 + 2
+	PeerLen6       = 16 + 2
+	PeerLen4WithID = PeerLen4 + 20
+	PeerLen6WithID = PeerLen6 + 20
 )
 
-// AppendBinary appends the binary form of p to b.
-func (p Peer) AppendBinary(b []byte) []byte {
+// AppendBinary appends the binary form of p to b, with the peer id when
+// withID is set.
+func (p Peer) AppendBinary(b []byte, withID bool) []byte {
 	a := p.Addr.Addr().Unmap()
 	if a.Is4() {
 		v := a.As4()
@@ -77,26 +81,25 @@ func (p Peer) AppendBinary(b []byte) []byte {
 	}
 	port := p.Addr.Port()
 	b = append(b, byte(port>>8), byte(port))
-	return append(b, p.ID[:]...)
-}
-
-// MarshalBinary returns the binary form of p.
-func (p Peer) MarshalBinary() ([]byte, error) {
-	return p.AppendBinary(make([]byte, 0, PeerLen6)), nil
+	if withID {
+		b = append(b, p.ID[:]...)
+	}
+	return b
 }
 
 // ErrBadPeer is returned for a binary peer of the wrong length.
-var ErrBadPeer = errors.New("binary peer must be 26 or 38 bytes")
+var ErrBadPeer = errors.New("binary peer must be 6, 18, 26 or 38 bytes")
 
-// PeerFromBinary decodes the binary form written by AppendBinary. It accepts
-// a string so that Redis replies decode without a copy.
+// PeerFromBinary decodes the binary form written by AppendBinary; a peer
+// stored without its id has the zero PeerID. It accepts a string so that
+// Redis replies decode without a copy.
 func PeerFromBinary(s string) (Peer, error) {
 	var p Peer
 	var ipLen int
 	switch len(s) {
-	case PeerLen4:
+	case PeerLen4, PeerLen4WithID:
 		ipLen = 4
-	case PeerLen6:
+	case PeerLen6, PeerLen6WithID:
 		ipLen = 16
 	default:
 		return p, ErrBadPeer

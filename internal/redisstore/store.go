@@ -34,6 +34,12 @@ type Config struct {
 	CompletedTTL time.Duration
 	// Timeout bounds every call to Redis.
 	Timeout time.Duration
+	// PeerIDs stores each peer's id in its member, so that dictionary-model
+	// answers (compact=0) can carry "peer id". It costs 20 bytes a peer, and
+	// makes the id part of the peer's identity. Off, a peer is its address
+	// and port, as most trackers see it, and every client is served
+	// compact. All nodes of a link must agree on it.
+	PeerIDs bool
 }
 
 // Store is a node's view of its keyspace. It is safe for concurrent use.
@@ -43,6 +49,7 @@ type Store struct {
 	lifetime     int64 // seconds
 	completedTTL int64 // seconds
 	timeout      time.Duration
+	peerIDs      bool
 	now          func() time.Time
 }
 
@@ -72,6 +79,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 		lifetime:     ceilSeconds(cfg.PeerLifetime),
 		completedTTL: ceilSeconds(cfg.CompletedTTL),
 		timeout:      cfg.Timeout,
+		peerIDs:      cfg.PeerIDs,
 		now:          time.Now,
 	}, nil
 }
@@ -121,8 +129,8 @@ func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, n
 	defer cancel()
 
 	now := s.now().Unix()
-	var member [bittorrent.PeerLen6]byte
-	m := req.Peer.AppendBinary(member[:0])
+	var member [bittorrent.PeerLen6WithID]byte
+	m := req.Peer.AppendBinary(member[:0], s.peerIDs)
 	op := opLeecher
 	switch {
 	case req.Event == bittorrent.Stopped:

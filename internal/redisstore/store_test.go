@@ -27,11 +27,29 @@ type backend struct {
 
 var nodeSeq atomic.Int64
 
+// suite is one run of the conformance suite: a Redis, and whether members
+// carry peer ids.
+type suite struct {
+	rdb     redis.UniversalClient
+	peerIDs bool
+}
+
+// p returns test peer i as the store gives it back.
+func (su suite) p(i int, v6 bool) bittorrent.Peer {
+	p := peer(i, v6)
+	if !su.peerIDs {
+		p.ID = bittorrent.PeerID{}
+	}
+	return p
+}
+
 // newStore returns a store in a keyspace of its own, with a clock the test
 // moves by hand.
-func newStore(t *testing.T, rdb redis.UniversalClient, lifetime time.Duration) (*Store, *fakeClock) {
+func newStore(t *testing.T, su suite, lifetime time.Duration) (*Store, *fakeClock) {
 	t.Helper()
+	rdb := su.rdb
 	s, err := New(rdb, Config{
+		PeerIDs:      su.peerIDs,
 		Prefix:       "test",
 		NodeID:       fmt.Sprintf("n%d", nodeSeq.Add(1)),
 		PeerLifetime: lifetime,
@@ -116,36 +134,65 @@ func peerSet(ps []bittorrent.Peer) map[bittorrent.Peer]bool {
 }
 
 func TestConformance(t *testing.T) {
+	tests := []struct {
+		name string
+		f    func(*testing.T, suite)
+	}{
+		{"counts and samples", testCountsAndSamples},
+		{"seeders not sent to seeders", testSeederGetsLeechers},
+		{"stop and complete", testStopComplete},
+		{"expiry by score", testExpiryByScore},
+		{"swarm key TTL", testKeyTTL},
+		{"address families", testFamilies},
+		{"numwant", testNumWant},
+		{"keyspaces apart", testKeyspaces},
+		{"exact counts under concurrency", testConcurrentCounts},
+		{"script flushed", testNoScript},
+		{"peer identity", testIdentity},
+	}
 	for _, b := range backends() {
-		t.Run(b.name, func(t *testing.T) {
-			t.Run("counts and samples", func(t *testing.T) { testCountsAndSamples(t, b.client(t)) })
-			t.Run("seeders not sent to seeders", func(t *testing.T) { testSeederGetsLeechers(t, b.client(t)) })
-			t.Run("stop and complete", func(t *testing.T) { testStopComplete(t, b.client(t)) })
-			t.Run("expiry by score", func(t *testing.T) { testExpiryByScore(t, b.client(t)) })
-			t.Run("swarm key TTL", func(t *testing.T) { testKeyTTL(t, b.client(t)) })
-			t.Run("address families", func(t *testing.T) { testFamilies(t, b.client(t)) })
-			t.Run("numwant", func(t *testing.T) { testNumWant(t, b.client(t)) })
-			t.Run("keyspaces apart", func(t *testing.T) { testKeyspaces(t, b.client(t)) })
-			t.Run("exact counts under concurrency", func(t *testing.T) { testConcurrentCounts(t, b.client(t)) })
-			t.Run("script flushed", func(t *testing.T) { testNoScript(t, b.client(t)) })
-		})
+		for _, ids := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/peerids=%v", b.name, ids), func(t *testing.T) {
+				for _, tc := range tests {
+					t.Run(tc.name, func(t *testing.T) { tc.f(t, suite{rdb: b.client(t), peerIDs: ids}) })
+				}
+			})
+		}
 	}
 }
 
-func testCountsAndSamples(t *testing.T, rdb redis.UniversalClient) {
-	s, _ := newStore(t, rdb, time.Minute)
+// testIdentity: with ids, a peer is (address, port, id); without, a new id
+// on the same address and port is the same peer.
+func testIdentity(t *testing.T, su suite) {
+	s, _ := newStore(t, su, time.Minute)
+	ih := hash("identity")
+	p := peer(1, false)
+	announce(t, s, req(ih, p, 10, bittorrent.Started), 0)
+	p.ID[0] ^= 0xff
+	a := announce(t, s, req(ih, p, 10, bittorrent.Started), 0)
+	want := 1
+	if su.peerIDs {
+		want = 2
+	}
+	if a.Leechers != want {
+		t.Fatalf("same address and port with a new id: %d leechers, want %d", a.Leechers, want)
+	}
+}
+
+func testCountsAndSamples(t *testing.T, su suite) {
+	s, _ := newStore(t, su, time.Minute)
 	ih := hash("counts")
 	a := announce(t, s, req(ih, peer(1, false), 100, bittorrent.Started), 50)
 	if a.Seeders != 0 || a.Leechers != 1 || len(a.Peers) != 0 {
 		t.Fatalf("first leecher: got %d seeders, %d leechers, %d peers; want 0, 1, 0", a.Seeders, a.Leechers, len(a.Peers))
 	}
 	a = announce(t, s, req(ih, peer(2, false), 100, bittorrent.Started), 50)
-	if a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != peer(1, false) {
+	if a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != su.p(1, false) {
 		t.Fatalf("second leecher: got %d leechers, peers %v; want 2 and peer 1", a.Leechers, a.Peers)
 	}
 	// Re-announcing does not add the peer twice.
 	a = announce(t, s, req(ih, peer(1, false), 50, bittorrent.None), 50)
-	if a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != peer(2, false) {
+	if a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != su.p(2, false) {
 		t.Fatalf("re-announce: got %d leechers, peers %v; want 2 and peer 2", a.Leechers, a.Peers)
 	}
 	sc, err := s.Scrape(context.Background(), []bittorrent.InfoHash{ih, hash("nothing")})
@@ -160,8 +207,8 @@ func testCountsAndSamples(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-func testSeederGetsLeechers(t *testing.T, rdb redis.UniversalClient) {
-	s, _ := newStore(t, rdb, time.Minute)
+func testSeederGetsLeechers(t *testing.T, su suite) {
+	s, _ := newStore(t, su, time.Minute)
 	ih := hash("seeders")
 	for i := 0; i < 5; i++ {
 		announce(t, s, req(ih, peer(i, false), 0, bittorrent.Started), 0)
@@ -174,17 +221,18 @@ func testSeederGetsLeechers(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatalf("counts %d/%d, want 5/3", a.Seeders, a.Leechers)
 	}
 	got := peerSet(a.Peers)
-	if len(a.Peers) != 3 || !got[peer(5, false)] || !got[peer(6, false)] || !got[peer(7, false)] {
+	if len(a.Peers) != 3 || !got[su.p(5, false)] || !got[su.p(6, false)] || !got[su.p(7, false)] {
 		t.Fatalf("seeder got %v, want exactly the 3 leechers", a.Peers)
 	}
 	a = announce(t, s, req(ih, peer(5, false), 10, bittorrent.None), 50)
-	if len(a.Peers) != 7 || peerSet(a.Peers)[peer(5, false)] {
+	if len(a.Peers) != 7 || peerSet(a.Peers)[su.p(5, false)] {
 		t.Fatalf("leecher got %d peers %v, want the 7 others", len(a.Peers), a.Peers)
 	}
 }
 
-func testStopComplete(t *testing.T, rdb redis.UniversalClient) {
-	s, _ := newStore(t, rdb, time.Minute)
+func testStopComplete(t *testing.T, su suite) {
+	rdb := su.rdb
+	s, _ := newStore(t, su, time.Minute)
 	ctx := context.Background()
 	ih := hash("stopcomplete")
 	announce(t, s, req(ih, peer(1, false), 10, bittorrent.Started), 0)
@@ -230,8 +278,9 @@ func testStopComplete(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-func testExpiryByScore(t *testing.T, rdb redis.UniversalClient) {
-	s, clk := newStore(t, rdb, 30*time.Second)
+func testExpiryByScore(t *testing.T, su suite) {
+	rdb := su.rdb
+	s, clk := newStore(t, su, 30*time.Second)
 	ctx := context.Background()
 	ih := hash("expiry")
 	announce(t, s, req(ih, peer(1, false), 0, bittorrent.Started), 0)
@@ -247,7 +296,7 @@ func testExpiryByScore(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatalf("scrape counted expired peers: %+v", sc[0])
 	}
 	a := announce(t, s, req(ih, peer(4, false), 10, bittorrent.Started), 50)
-	if a.Seeders != 0 || a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != peer(3, false) {
+	if a.Seeders != 0 || a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != su.p(3, false) {
 		t.Fatalf("announce returned expired peers: %+v", a)
 	}
 	// The write trimmed them from Redis too.
@@ -257,8 +306,9 @@ func testExpiryByScore(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-func testKeyTTL(t *testing.T, rdb redis.UniversalClient) {
-	s, _ := newStore(t, rdb, time.Second)
+func testKeyTTL(t *testing.T, su suite) {
+	rdb := su.rdb
+	s, _ := newStore(t, su, time.Second)
 	ctx := context.Background()
 	ih := hash("ttl")
 	announce(t, s, req(ih, peer(1, false), 0, bittorrent.Completed), 0)
@@ -282,14 +332,14 @@ func testKeyTTL(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-func testFamilies(t *testing.T, rdb redis.UniversalClient) {
-	s, _ := newStore(t, rdb, time.Minute)
+func testFamilies(t *testing.T, su suite) {
+	s, _ := newStore(t, su, time.Minute)
 	ih := hash("families")
 	announce(t, s, req(ih, peer(1, true), 0, bittorrent.Started), 0)
 	announce(t, s, req(ih, peer(2, false), 0, bittorrent.Started), 0)
 	a := announce(t, s, req(ih, peer(3, true), 10, bittorrent.Started), 50)
 	got := peerSet(a.Peers)
-	if len(a.Peers) != 2 || !got[peer(1, true)] || !got[peer(2, false)] {
+	if len(a.Peers) != 2 || !got[su.p(1, true)] || !got[su.p(2, false)] {
 		t.Fatalf("got %v, want the v6 and the v4 peer intact", a.Peers)
 	}
 	if !peer(1, true).Is6() || peer(2, false).Is6() {
@@ -297,8 +347,8 @@ func testFamilies(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-func testNumWant(t *testing.T, rdb redis.UniversalClient) {
-	s, _ := newStore(t, rdb, time.Minute)
+func testNumWant(t *testing.T, su suite) {
+	s, _ := newStore(t, su, time.Minute)
 	ih := hash("numwant")
 	for i := 0; i < 300; i++ {
 		announce(t, s, req(ih, peer(i, false), uint64(i%2), bittorrent.Started), 0)
@@ -313,7 +363,7 @@ func testNumWant(t *testing.T, rdb redis.UniversalClient) {
 		if len(set) != 50 {
 			t.Fatalf("sample has duplicates: %d distinct of 50", len(set))
 		}
-		if set[peer(1, false)] {
+		if set[su.p(1, false)] {
 			t.Fatal("peer got itself")
 		}
 		for p := range set {
@@ -329,9 +379,9 @@ func testNumWant(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-func testKeyspaces(t *testing.T, rdb redis.UniversalClient) {
-	a, _ := newStore(t, rdb, time.Minute)
-	b, _ := newStore(t, rdb, time.Minute)
+func testKeyspaces(t *testing.T, su suite) {
+	a, _ := newStore(t, su, time.Minute)
+	b, _ := newStore(t, su, time.Minute)
 	ih := hash("shared torrent")
 	announce(t, a, req(ih, peer(1, false), 10, bittorrent.Started), 0)
 	got := announce(t, b, req(ih, peer(2, false), 10, bittorrent.Started), 50)
@@ -340,8 +390,8 @@ func testKeyspaces(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-func testConcurrentCounts(t *testing.T, rdb redis.UniversalClient) {
-	s, _ := newStore(t, rdb, time.Minute)
+func testConcurrentCounts(t *testing.T, su suite) {
+	s, _ := newStore(t, su, time.Minute)
 	ctx := context.Background()
 	ih := hash("concurrent")
 	const workers, peersEach, rounds = 8, 10, 5
@@ -397,8 +447,9 @@ func testConcurrentCounts(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
-func testNoScript(t *testing.T, rdb redis.UniversalClient) {
-	s, _ := newStore(t, rdb, time.Minute)
+func testNoScript(t *testing.T, su suite) {
+	rdb := su.rdb
+	s, _ := newStore(t, su, time.Minute)
 	ctx := context.Background()
 	if err := s.Prepare(ctx); err != nil {
 		t.Fatal(err)
@@ -413,7 +464,7 @@ func TestRedisDownFailsFast(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond, MaxRetries: 1})
 	t.Cleanup(func() { rdb.Close() })
-	s, _ := newStore(t, rdb, time.Minute)
+	s, _ := newStore(t, suite{rdb: rdb}, time.Minute)
 	s.timeout = 500 * time.Millisecond
 	ih := hash("down")
 	announce(t, s, req(ih, peer(1, false), 1, bittorrent.Started), 0)

@@ -1,0 +1,152 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+// BenchmarkAnnounce measures one announce (one script call) against a real
+// redis-server, in swarms of several sizes, from several goroutines.
+func BenchmarkAnnounce(b *testing.B) {
+	for _, swarm := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("swarm=%d", swarm), func(b *testing.B) {
+			srv := redistest.Start(b)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			defer rdb.Close()
+			s := benchStore(b, rdb)
+			const torrents = 100
+			fill(b, s, torrents, swarm)
+			var seq atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					i := int(seq.Add(1))
+					r := req(benchHash(i%torrents), peer(i%swarm, false), uint64(i%2), bittorrent.None)
+					if _, err := s.Announce(ctx, r, 50); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkScrape measures a scrape of 10 hashes.
+func BenchmarkScrape(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	s := benchStore(b, rdb)
+	fill(b, s, 100, 10)
+	hashes := make([]bittorrent.InfoHash, 10)
+	for i := range hashes {
+		hashes[i] = benchHash(i * 7)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Scrape(context.Background(), hashes); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkMemoryPerPeer fills 10k torrents of 10 peers (100k peers, half
+// seeders) into a fresh redis-server and reports used_memory growth per
+// peer. Target: at most 64 bytes.
+// With peerids=true (TRACKER_STORE_PEER_IDS) each member is 20 bytes longer.
+func BenchmarkMemoryPerPeer(b *testing.B) {
+	for _, ids := range []bool{false, true} {
+		b.Run(fmt.Sprintf("peerids=%v", ids), func(b *testing.B) {
+			for range b.N {
+				srv := redistest.Start(b)
+				rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+				s := benchStore(b, rdb)
+				s.peerIDs = ids
+				before := usedMemory(b, rdb)
+				const torrents, per = 10000, 10
+				fill(b, s, torrents, per)
+				after := usedMemory(b, rdb)
+				b.ReportMetric(float64(after-before)/float64(torrents*per), "bytes/peer")
+				rdb.Close()
+				srv.Stop()
+			}
+		})
+	}
+}
+
+func benchStore(b *testing.B, rdb redis.UniversalClient) *Store {
+	s, err := New(rdb, Config{Prefix: "tl", NodeID: "node1", PeerLifetime: 45 * time.Minute, CompletedTTL: 30 * 24 * time.Hour, Timeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func benchHash(i int) bittorrent.InfoHash {
+	var h bittorrent.InfoHash
+	copy(h[:], fmt.Sprintf("bench-torrent-%06d", i))
+	return h
+}
+
+// fill announces torrents x per peers, half of them seeders, from 16 goroutines.
+func fill(b *testing.B, s *Store, torrents, per int) {
+	b.Helper()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	total := int64(torrents * per)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= total {
+					return
+				}
+				t, p := int(i)/per, int(i)%per
+				if _, err := s.Announce(context.Background(), req(benchHash(t), peer(p, false), uint64(p%2), bittorrent.Started), 0); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func usedMemory(b *testing.B, rdb redis.UniversalClient) int64 {
+	b.Helper()
+	info, err := rdb.Info(context.Background(), "memory").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatal("no used_memory in INFO memory")
+	return 0
+}

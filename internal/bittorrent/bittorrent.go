@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 )
 
 // InfoHash identifies a torrent: the SHA-1 of its info dictionary (v1) or the
@@ -175,16 +174,17 @@ type AnnounceRequest struct {
 // Seeder reports whether the announcing peer has the whole torrent.
 func (r *AnnounceRequest) Seeder() bool { return r.Left == 0 }
 
-// AnnounceResponse is what a tracker answers to an announce.
-type AnnounceResponse struct {
-	Interval    time.Duration
-	MinInterval time.Duration
-	Complete    int // seeders
-	Incomplete  int // leechers
-	// Peers is a random sample of the swarm, never the requesting peer
-	// itself, and no seeders when the requesting peer is a seeder. Both
-	// address families may be present; the frontend sorts them out.
+// AnnounceResult is what the store answers to an announce.
+type AnnounceResult struct {
+	Seeders, Leechers int
+	// Peers is a random sample of at most the asked number of peers, never
+	// the announcing peer, and no seeders for a seeder.
 	Peers []Peer
+	// Completion is true when this announce counted a completed download
+	// (event=completed from a peer that was not a seeder yet).
+	Completion bool
+	// Seen is the last-seen time the store recorded, in unix seconds.
+	Seen int64
 }
 
 // Scrape is the state of one swarm as BEP 48 reports it.

@@ -109,28 +109,28 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.rdb.Ping(ctx).Err()
 }
 
-// Announced is the store's answer to an announce.
-type Announced struct {
-	Seeders, Leechers int
-	// Peers is a random sample of at most the asked number of peers, never
-	// the announcing peer, and no seeders for a seeder.
-	Peers []bittorrent.Peer
-	// Completion is true when this announce counted a completed download
-	// (event=completed from a peer that was not a seeder yet).
-	Completion bool
-	// Seen is the last-seen time the store recorded, in unix seconds.
-	Seen int64
-}
-
 // Announce records req in the swarm and returns the swarm's counts and up to
 // numWant peers, in one round trip.
-func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (Announced, error) {
+func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	c := s.newCall(req, numWant)
+	res, err := announceScript.Run(ctx, s.rdb, c.keys, c.args...).Slice()
+	return c.decode(res, err)
+}
 
+// announceCall is one announce, ready to send.
+type announceCall struct {
+	keys    []string
+	args    []any
+	self    string
+	numWant int
+	seen    int64
+}
+
+func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCall {
 	now := s.now().Unix()
-	var member [bittorrent.PeerLen6WithID]byte
-	m := req.Peer.AppendBinary(member[:0], s.peerIDs)
+	m := string(req.Peer.AppendBinary(make([]byte, 0, bittorrent.PeerLen6WithID), s.peerIDs))
 	op := opLeecher
 	switch {
 	case req.Event == bittorrent.Stopped:
@@ -142,14 +142,21 @@ func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, n
 	if req.Event == bittorrent.Completed {
 		completed = "1"
 	}
-	keys := s.ks.Swarm(req.InfoHash)
-	res, err := announceScript.Run(ctx, s.rdb, keys.list(),
-		now, now-s.lifetime, s.lifetime+1, m, op, completed, numWant, s.completedTTL).Slice()
-	if err != nil {
-		return Announced{}, fmt.Errorf("store announce: %w", err)
+	return announceCall{
+		keys:    s.ks.Swarm(req.InfoHash).list(),
+		args:    []any{now, now - s.lifetime, s.lifetime + 1, m, op, completed, numWant, s.completedTTL},
+		self:    m,
+		numWant: numWant,
+		seen:    now,
 	}
-	out, err := decodeAnnounce(res, string(m), numWant)
-	out.Seen = now
+}
+
+func (c announceCall) decode(res []any, err error) (bittorrent.AnnounceResult, error) {
+	if err != nil {
+		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", err)
+	}
+	out, err := decodeAnnounce(res, c.self, c.numWant)
+	out.Seen = c.seen
 	return out, err
 }
 
@@ -161,17 +168,17 @@ const (
 
 // decodeAnnounce reads the script's reply {seeders, leechers, counted,
 // member...}: drops self, and picks numWant of the candidates at random.
-func decodeAnnounce(res []any, self string, numWant int) (Announced, error) {
+func decodeAnnounce(res []any, self string, numWant int) (bittorrent.AnnounceResult, error) {
 	if len(res) < 3 {
-		return Announced{}, fmt.Errorf("store announce: short reply of %d items", len(res))
+		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: short reply of %d items", len(res))
 	}
 	nS, ok1 := res[0].(int64)
 	nL, ok2 := res[1].(int64)
 	counted, ok3 := res[2].(int64)
 	if !ok1 || !ok2 || !ok3 {
-		return Announced{}, fmt.Errorf("store announce: malformed reply %v", res[:3])
+		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: malformed reply %v", res[:3])
 	}
-	out := Announced{Seeders: int(nS), Leechers: int(nL), Completion: counted == 1}
+	out := bittorrent.AnnounceResult{Seeders: int(nS), Leechers: int(nL), Completion: counted == 1}
 	cands := res[3:]
 	if len(cands) == 0 || numWant <= 0 {
 		return out, nil

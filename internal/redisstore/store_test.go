@@ -30,8 +30,15 @@ var nodeSeq atomic.Int64
 // suite is one run of the conformance suite: a Redis, and whether members
 // carry peer ids.
 type suite struct {
-	rdb     redis.UniversalClient
-	peerIDs bool
+	rdb       redis.UniversalClient
+	peerIDs   bool
+	pipelined bool // announce through a running Pipeliner
+}
+
+// testStore is a store as the suite drives it: directly or pipelined.
+type testStore struct {
+	*Store
+	announce func(context.Context, *bittorrent.AnnounceRequest, int) (bittorrent.AnnounceResult, error)
 }
 
 // p returns test peer i as the store gives it back.
@@ -45,7 +52,7 @@ func (su suite) p(i int, v6 bool) bittorrent.Peer {
 
 // newStore returns a store in a keyspace of its own, with a clock the test
 // moves by hand.
-func newStore(t *testing.T, su suite, lifetime time.Duration) (*Store, *fakeClock) {
+func newStore(t *testing.T, su suite, lifetime time.Duration) (*testStore, *fakeClock) {
 	t.Helper()
 	rdb := su.rdb
 	s, err := New(rdb, Config{
@@ -61,7 +68,16 @@ func newStore(t *testing.T, su suite, lifetime time.Duration) (*Store, *fakeCloc
 	}
 	clk := &fakeClock{t: time.Now()}
 	s.now = clk.Now
-	return s, clk
+	ts := &testStore{Store: s, announce: s.Announce}
+	if su.pipelined {
+		p := NewPipeliner(s, 2, 16, 64)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { p.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		ts.announce = p.Announce
+	}
+	return ts, clk
 }
 
 type fakeClock struct {
@@ -116,9 +132,9 @@ func hash(s string) bittorrent.InfoHash {
 	return h
 }
 
-func announce(t *testing.T, s *Store, r *bittorrent.AnnounceRequest, numWant int) Announced {
+func announce(t *testing.T, s *testStore, r *bittorrent.AnnounceRequest, numWant int) bittorrent.AnnounceResult {
 	t.Helper()
-	a, err := s.Announce(context.Background(), r, numWant)
+	a, err := s.announce(context.Background(), r, numWant)
 	if err != nil {
 		t.Fatalf("announce: %v", err)
 	}
@@ -151,10 +167,14 @@ func TestConformance(t *testing.T) {
 		{"peer identity", testIdentity},
 	}
 	for _, b := range backends() {
-		for _, ids := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/peerids=%v", b.name, ids), func(t *testing.T) {
+		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}} {
+			t.Run(fmt.Sprintf("%s/peerids=%v/pipelined=%v", b.name, mode.peerIDs, mode.pipelined), func(t *testing.T) {
 				for _, tc := range tests {
-					t.Run(tc.name, func(t *testing.T) { tc.f(t, suite{rdb: b.client(t), peerIDs: ids}) })
+					t.Run(tc.name, func(t *testing.T) {
+						su := mode
+						su.rdb = b.client(t)
+						tc.f(t, su)
+					})
 				}
 			})
 		}
@@ -410,7 +430,7 @@ func testConcurrentCounts(t *testing.T, su suite) {
 						left uint64
 						ev   bittorrent.Event
 					}{{10, bittorrent.Started}, {0, bittorrent.Completed}} {
-						a, err := s.Announce(ctx, req(ih, p, step.left, step.ev), 5)
+						a, err := s.announce(ctx, req(ih, p, step.left, step.ev), 5)
 						if err != nil {
 							errs <- err
 							return
@@ -421,7 +441,7 @@ func testConcurrentCounts(t *testing.T, su suite) {
 						}
 					}
 					if r == rounds-1 && i%2 == 1 {
-						if _, err := s.Announce(ctx, req(ih, p, 0, bittorrent.Stopped), 0); err != nil {
+						if _, err := s.announce(ctx, req(ih, p, 0, bittorrent.Stopped), 0); err != nil {
 							errs <- err
 							return
 						}

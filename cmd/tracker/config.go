@@ -1,0 +1,226 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/tracklink/tracklink/internal/httpapi"
+	"github.com/tracklink/tracklink/internal/redisstore"
+)
+
+// envPrefix is the prefix of every variable Tracklink reads.
+const envPrefix = "TRACKER_"
+
+// Config is the whole configuration of a node, read once from the
+// environment here and handed to each component as its own part.
+type Config struct {
+	NodeID        string        `env:"NODE_ID"`
+	RedisURL      string        `env:"REDIS_URL"`
+	RedisCluster  bool          `env:"REDIS_CLUSTER" envDefault:"false"`
+	RedisPrefix   string        `env:"REDIS_PREFIX" envDefault:"tl"`
+	RedisTimeout  time.Duration `env:"REDIS_TIMEOUT" envDefault:"1s"`
+	RedisPoolSize int           `env:"REDIS_POOL_SIZE" envDefault:"0"`
+	// Announces are sent in pipelines by this many workers (0: one call each).
+	RedisPipelineWorkers int           `env:"REDIS_PIPELINE_WORKERS" envDefault:"4"`
+	RedisPipelineBatch   int           `env:"REDIS_PIPELINE_BATCH" envDefault:"64"`
+	PeerLifetime         time.Duration `env:"PEER_LIFETIME" envDefault:"0s"`
+	CompletedTTL         time.Duration `env:"COMPLETED_TTL" envDefault:"720h"`
+	StorePeerIDs         bool          `env:"STORE_PEER_IDS" envDefault:"false"`
+	LogFormat            string        `env:"LOG_FORMAT" envDefault:"text"`
+	LogLevel             slog.Level    `env:"LOG_LEVEL" envDefault:"info"`
+	DebugAddr            string        `env:"DEBUG_ADDR"`
+
+	HTTP httpapi.Config
+}
+
+// LogValue keeps secrets (the Redis URL may carry a password) out of logs.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("node_id", c.NodeID),
+		slog.String("redis", redactURL(c.RedisURL)),
+		slog.Bool("redis_cluster", c.RedisCluster),
+		slog.String("http_addr", c.HTTP.Addr),
+		slog.Duration("interval", c.HTTP.Interval),
+		slog.Duration("peer_lifetime", c.PeerLifetime),
+	)
+}
+
+func redactURL(u string) string {
+	if u == "" {
+		return "embedded"
+	}
+	if at := strings.LastIndexByte(u, '@'); at >= 0 {
+		if i := strings.Index(u, "://"); i >= 0 && i < at {
+			return u[:i+3] + "REDACTED@" + u[at+1:]
+		}
+	}
+	return u
+}
+
+// loadConfig parses environ (NAME=value pairs) into a Config, fills
+// derived defaults and validates. Errors name the variable.
+func loadConfig(environ []string) (Config, []string, error) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	var c Config
+	if err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars}); err != nil {
+		return c, nil, namedEnvError(err, vars)
+	}
+	if c.NodeID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return c, nil, fmt.Errorf("TRACKER_NODE_ID is not set and the hostname is unknown: %w", err)
+		}
+		c.NodeID = sanitizeNodeID(h)
+	}
+	if c.PeerLifetime == 0 {
+		c.PeerLifetime = (c.HTTP.Interval + c.HTTP.IntervalJitter) * 3 / 2
+	}
+	if err := c.validate(); err != nil {
+		return c, nil, err
+	}
+	return c, unknownVars(vars), nil
+}
+
+func (c Config) validate() error {
+	if err := redisstore.ValidName("TRACKER_NODE_ID", c.NodeID); err != nil {
+		return err
+	}
+	if err := redisstore.ValidName("TRACKER_REDIS_PREFIX", c.RedisPrefix); err != nil {
+		return err
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		return errors.New("TRACKER_REDIS_URL must start with redis:// or rediss://")
+	}
+	if c.RedisCluster && c.RedisURL == "" {
+		return errors.New("TRACKER_REDIS_CLUSTER needs TRACKER_REDIS_URL")
+	}
+	if c.RedisTimeout < time.Millisecond || c.RedisTimeout > time.Minute {
+		return errors.New("TRACKER_REDIS_TIMEOUT must be from 1ms to 1m")
+	}
+	if c.RedisPoolSize < 0 || c.RedisPoolSize > 10000 {
+		return errors.New("TRACKER_REDIS_POOL_SIZE must be from 0 (automatic) to 10000")
+	}
+	if c.RedisPipelineWorkers < 0 || c.RedisPipelineWorkers > 256 {
+		return errors.New("TRACKER_REDIS_PIPELINE_WORKERS must be from 0 (off) to 256")
+	}
+	if c.RedisPipelineBatch < 1 || c.RedisPipelineBatch > 1024 {
+		return errors.New("TRACKER_REDIS_PIPELINE_BATCH must be from 1 to 1024")
+	}
+	if c.PeerLifetime < c.HTTP.Interval {
+		return errors.New("TRACKER_PEER_LIFETIME must not be shorter than TRACKER_ANNOUNCE_INTERVAL (peers would vanish between announces)")
+	}
+	if c.CompletedTTL < c.PeerLifetime {
+		return errors.New("TRACKER_COMPLETED_TTL must not be shorter than TRACKER_PEER_LIFETIME")
+	}
+	if c.DebugAddr != "" {
+		host, _, err := net.SplitHostPort(c.DebugAddr)
+		if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.IsLoopback() {
+			return errors.New("TRACKER_DEBUG_ADDR must be a loopback host:port (pprof must not be public)")
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return errors.New("TRACKER_LOG_FORMAT must be text or json")
+	}
+	return c.HTTP.Validate()
+}
+
+// sanitizeNodeID turns a hostname into a valid node id.
+func sanitizeNodeID(h string) string {
+	b := []byte(h)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > redisstore.MaxNameLen {
+		b = b[:redisstore.MaxNameLen]
+	}
+	if len(b) == 0 {
+		return "node"
+	}
+	return string(b)
+}
+
+// namedEnvError rewrites caarlos0/env's errors, which name struct fields,
+// to name the variable and the value that was refused.
+func namedEnvError(err error, vars map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	byField := fieldVars(reflect.TypeOf(Config{}), envPrefix)
+	msgs := make([]string, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if name, ok := byField[pe.Name]; ok {
+				msgs = append(msgs, fmt.Sprintf("%s=%q is not a valid %s: %v", name, vars[name], pe.Type, pe.Err))
+				continue
+			}
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New("configuration: " + strings.Join(msgs, "; "))
+}
+
+// fieldVars maps the struct's field names (nested structs included) to
+// their variable names.
+func fieldVars(t reflect.Type, prefix string) map[string]string {
+	out := map[string]string{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
+			for k, v := range fieldVars(f.Type, prefix+f.Tag.Get("envPrefix")) {
+				out[k] = v
+			}
+			continue
+		}
+		if name, _, _ := strings.Cut(f.Tag.Get("env"), ","); name != "" {
+			out[f.Name] = prefix + name
+		}
+	}
+	return out
+}
+
+// knownVars lists every variable the program reads.
+func knownVars() map[string]bool {
+	known := map[string]bool{}
+	for _, v := range []any{&Config{}} {
+		params, err := env.GetFieldParamsWithOptions(v, env.Options{Prefix: envPrefix})
+		if err != nil {
+			panic(err) // static struct tags; covered by tests
+		}
+		for _, p := range params {
+			known[p.Key] = true
+		}
+	}
+	return known
+}
+
+// unknownVars returns TRACKER_ variables that nothing reads: most often a typo.
+func unknownVars(vars map[string]string) []string {
+	known := knownVars()
+	var out []string
+	for k := range vars {
+		if strings.HasPrefix(k, envPrefix) && !known[k] {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

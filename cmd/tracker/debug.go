@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+)
+
+// serveDebug serves pprof on a loopback address (TRACKER_DEBUG_ADDR) until ctx ends.
+func serveDebug(ctx context.Context, g *errgroup.Group, addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	g.Go(func() error {
+		go func() { <-ctx.Done(); hs.Close() }()
+		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	return nil
+}
+
+// roundTripCounter counts the node's round trips to Redis: one per command
+// or pipeline sent, whatever a script runs inside Redis.
+type roundTripCounter struct{ c prometheus.Counter }
+
+func newRoundTripCounter(reg prometheus.Registerer) redis.Hook {
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tracker_redis_roundtrips_total",
+		Help: "Round trips to Redis (a command or a pipeline each).",
+	})
+	reg.MustRegister(c)
+	return roundTripCounter{c}
+}
+
+func (h roundTripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h roundTripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.c.Inc()
+		return next(ctx, cmd)
+	}
+}
+
+func (h roundTripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.c.Inc()
+		return next(ctx, cmds)
+	}
+}

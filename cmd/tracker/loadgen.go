@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/tracklink/tracklink/internal/loadgen"
+)
+
+// runLoadgen is `tracker loadgen`: the announce benchmark against a running node.
+func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tracker loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg loadgen.Config
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:6969/announce", "announce URL of the node (loopback only)")
+	fs.IntVar(&cfg.Conns, "conns", 64, "concurrent keep-alive connections")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the measured phase")
+	fs.IntVar(&cfg.Torrents, "torrents", 10000, "torrents")
+	fs.IntVar(&cfg.Peers, "peers", 10, "peers per torrent")
+	fs.IntVar(&cfg.NumWant, "numwant", 50, "numwant of each announce")
+	fs.StringVar(&cfg.Redis, "redis", "", "host:port of the node's Redis, for round trips, connections and memory per peer")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	if cfg.Duration > 10*time.Minute || cfg.Conns > 4096 {
+		return usageError("loadgen: at most 10m and 4096 connections")
+	}
+	res, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, res)
+	return nil
+}

@@ -1,0 +1,69 @@
+// Command tracker is Tracklink: a BitTorrent tracker node on Redis (the
+// default), and the tools that go with it.
+//
+//	tracker            run a tracker node (configured by TRACKER_* variables)
+//	tracker version    print the version
+//	tracker loadgen    measure a running node (see scripts/bench-node.sh)
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Stamped at build time with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, "tracker:", err)
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "tracker:", err)
+		os.Exit(1)
+	}
+}
+
+// usageError is a command line the program does not understand.
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+const usage = `usage:
+  tracker            run a tracker node, configured by TRACKER_* environment variables
+  tracker version    print the version and commit
+  tracker loadgen    announce load against a running node (flags: -h)
+`
+
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	cmd := ""
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch cmd {
+	case "", "node":
+		return runNode(ctx, environ, stderr, nil)
+	case "loadgen":
+		return runLoadgen(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "tracker %s (commit %s)\n", version, commit)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return usageError(fmt.Sprintf("unknown command %q\n%s", cmd, usage))
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tracklink/tracklink/internal/embedded"
+	"github.com/tracklink/tracklink/internal/httpapi"
+	"github.com/tracklink/tracklink/internal/redisstore"
+)
+
+// runNode runs a tracker node until ctx ends. When started is not nil it
+// receives the node's HTTP address once the node listens (for tests).
+func runNode(ctx context.Context, environ []string, logOut io.Writer, started chan<- net.Addr) error {
+	cfg, unknown, err := loadConfig(environ)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, logOut)
+	for _, k := range unknown {
+		log.Warn("unknown variable ignored (typo?)", "name", k)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	redisURL := cfg.RedisURL
+	if redisURL == "" {
+		emb, err := embedded.Open("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer emb.Close()
+		g.Go(func() error { return emb.Run(ctx) })
+		redisURL = "redis://" + emb.Addr()
+		log.Info("embedded single-node mode: peers live in this process's memory; set TRACKER_REDIS_URL to use Redis", "store", emb.Addr())
+	}
+	rdb, err := newRedisClient(redisURL, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	store, err := redisstore.New(rdb, redisstore.Config{
+		Prefix:       cfg.RedisPrefix,
+		NodeID:       cfg.NodeID,
+		PeerLifetime: cfg.PeerLifetime,
+		CompletedTTL: cfg.CompletedTTL,
+		Timeout:      cfg.RedisTimeout,
+		PeerIDs:      cfg.StorePeerIDs,
+	})
+	if err != nil {
+		return err
+	}
+	if err := store.Prepare(ctx); err != nil {
+		// Not fatal: the node answers with a failure reason until Redis
+		// is back, and the scripts load themselves then.
+		log.Warn("redis not ready at start; serving failures until it is", "err", err)
+	}
+
+	var peers httpapi.Store = store
+	if cfg.RedisPipelineWorkers > 0 {
+		p := redisstore.NewPipeliner(store, cfg.RedisPipelineWorkers, cfg.RedisPipelineBatch, 16*cfg.RedisPipelineWorkers*cfg.RedisPipelineBatch)
+		g.Go(func() error { return p.Run(ctx) })
+		peers = p
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rdb.AddHook(newRoundTripCounter(reg))
+	srv, err := httpapi.New(cfg.HTTP, peers, nil, log, reg, reg)
+	if err != nil {
+		return err
+	}
+	ln, err := httpapi.Listen(cfg.HTTP.Addr)
+	if err != nil {
+		return err
+	}
+	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "version", version)
+	if started != nil {
+		started <- ln.Addr()
+	}
+	g.Go(func() error { return srv.Serve(ctx, ln) })
+	if cfg.DebugAddr != "" {
+		if err := serveDebug(ctx, g, cfg.DebugAddr, log); err != nil {
+			return err
+		}
+	}
+	err = g.Wait()
+	log.Info("tracker node stopped")
+	return err
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// newRedisClient connects to a Redis (or a Redis Cluster) with every
+// timeout bounded by TRACKER_REDIS_TIMEOUT, so that a dead Redis costs a
+// client one timeout, never a hang.
+func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
+	if cfg.RedisCluster {
+		o, err := redis.ParseClusterURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
+		}
+		boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
+		return redis.NewClusterClient(o), nil
+	}
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
+	}
+	boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
+	return redis.NewClient(o), nil
+}
+
+// boundRedis sets the client's timeouts, retries and pool size.
+func boundRedis(cfg Config, dial, read, write, pool *time.Duration, retries, size *int) {
+	*dial, *read, *write, *pool = cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout
+	*retries = 1
+	if cfg.RedisPoolSize > 0 {
+		*size = cfg.RedisPoolSize
+	}
+}

@@ -1,0 +1,38 @@
+package httpapi
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics of the frontend. Labels are bounded: outcome is ok, client_error,
+// error or canceled (the client left first); op is announce, scrape or ping.
+type metrics struct {
+	announces, scrapes     *prometheus.CounterVec
+	announceDur, scrapeDur *prometheus.HistogramVec
+	storeErrors            *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	buckets := []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}
+	m := &metrics{
+		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracker_announces_total", Help: "Announces by outcome.",
+		}, []string{"outcome"}),
+		scrapes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracker_scrapes_total", Help: "Scrapes by outcome.",
+		}, []string{"outcome"}),
+		announceDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tracker_announce_duration_seconds", Help: "Time to answer an announce.", Buckets: buckets,
+		}, []string{"outcome"}),
+		scrapeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tracker_scrape_duration_seconds", Help: "Time to answer a scrape.", Buckets: buckets,
+		}, []string{"outcome"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracker_redis_errors_total", Help: "Failed Redis operations by operation.",
+		}, []string{"op"}),
+	}
+	for _, c := range []prometheus.Collector{m.announces, m.scrapes, m.announceDur, m.scrapeDur, m.storeErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,112 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+// Address families in an answer: a client gets peers of both families.
+// IPv4 peers go in "peers" and IPv6 peers in "peers6" (BEP 7), never mixed:
+// compact strings of 6 and 18 bytes a peer (BEP 23). In the dictionary model
+// (compact=0) "peers" is a list of dictionaries of IPv4 peers, and IPv6
+// peers still come compact in "peers6", the only form BEP 7 defines.
+
+type announceResponse struct {
+	Complete    int    `bencode:"complete"`
+	Incomplete  int    `bencode:"incomplete"`
+	Interval    int64  `bencode:"interval"`
+	MinInterval int64  `bencode:"min interval"`
+	Peers       any    `bencode:"peers"`
+	Peers6      []byte `bencode:"peers6,omitempty"`
+}
+
+type dictPeer struct {
+	IP     string `bencode:"ip"`
+	PeerID []byte `bencode:"peer id,omitempty"`
+	Port   uint16 `bencode:"port"`
+}
+
+type scrapeResponse struct {
+	Files map[string]scrapeFile `bencode:"files"`
+}
+
+type scrapeFile struct {
+	Complete   int `bencode:"complete"`
+	Downloaded int `bencode:"downloaded"`
+	Incomplete int `bencode:"incomplete"`
+}
+
+type failureResponse struct {
+	Reason string `bencode:"failure reason"`
+}
+
+func writeAnnounce(w http.ResponseWriter, req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult, interval, minInterval time.Duration) {
+	resp := announceResponse{
+		Complete:    res.Seeders,
+		Incomplete:  res.Leechers,
+		Interval:    int64(interval / time.Second),
+		MinInterval: int64(minInterval / time.Second),
+	}
+	var v4, v6 []byte
+	for _, p := range res.Peers {
+		if p.Is6() {
+			v6 = p.AppendBinary(v6, false)
+		}
+	}
+	if req.Compact {
+		v4 = make([]byte, 0, bittorrent.PeerLen4*len(res.Peers))
+		for _, p := range res.Peers {
+			if !p.Is6() {
+				v4 = p.AppendBinary(v4, false)
+			}
+		}
+		resp.Peers = v4
+	} else {
+		dict := make([]dictPeer, 0, len(res.Peers))
+		for _, p := range res.Peers {
+			if p.Is6() {
+				continue
+			}
+			d := dictPeer{IP: p.Addr.Addr().String(), Port: p.Addr.Port()}
+			// A peer stored without its id (the default) has none to give.
+			if !req.NoPeerID && p.ID != (bittorrent.PeerID{}) {
+				d.PeerID = p.ID[:]
+			}
+			dict = append(dict, d)
+		}
+		resp.Peers = dict
+	}
+	resp.Peers6 = v6
+	writeBencode(w, resp)
+}
+
+func writeScrape(w http.ResponseWriter, res []bittorrent.Scrape) {
+	resp := scrapeResponse{Files: make(map[string]scrapeFile, len(res))}
+	for _, s := range res {
+		resp.Files[string(s.InfoHash[:])] = scrapeFile{Complete: s.Complete, Downloaded: s.Downloaded, Incomplete: s.Incomplete}
+	}
+	writeBencode(w, resp)
+}
+
+// writeFailure answers with a bencoded failure reason and HTTP 200, which is
+// what clients expect and show to their users.
+func writeFailure(w http.ResponseWriter, err error) {
+	writeBencode(w, failureResponse{Reason: err.Error()})
+}
+
+func writeBencode(w http.ResponseWriter, v any) {
+	b, err := bencode.Marshal(v)
+	if err != nil {
+		// Only our own fixed types are marshalled; this cannot happen
+		// unless a type above is broken, which the tests would show.
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h["Content-Type"] = []string{"text/plain"}
+	w.Write(b)
+}

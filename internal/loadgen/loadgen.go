@@ -1,0 +1,325 @@
+// Package loadgen is the project's HTTP announce load generator: it fills a
+// node with swarms, then announces from many keep-alive connections for a
+// fixed time and reports throughput, latency percentiles, and (given the
+// node's Redis) Redis round trips and new connections per announce and
+// memory per peer. It is a measuring tool, not part of the tracker.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Config of one run.
+type Config struct {
+	URL      string        // announce URL of the node
+	Conns    int           // concurrent keep-alive connections
+	Duration time.Duration // length of the measured phase
+	Torrents int
+	Peers    int // peers per torrent
+	NumWant  int
+	Redis    string // host:port of the node's Redis, for INFO figures; optional
+}
+
+// Result of one run.
+type Result struct {
+	Announces     int64
+	Failures      int64 // bencoded failure reasons and transport errors
+	Rate          float64
+	P50, P99, Max time.Duration
+	RoundTrips    float64       // node's Redis round trips per announce (its /metrics); -1 if unknown
+	NewRedisConns int64         // connections Redis accepted during the measured phase; -1 without Redis
+	BytesPerPeer  float64       // used_memory growth per peer during the fill; -1 without Redis
+	RedisCPU      time.Duration // Redis CPU time per announce in the measured phase
+	FilledPeers   int
+	FirstFailure  string
+}
+
+// String formats the result for people.
+func (r Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "announces: %d in the measured phase, %d failures\n", r.Announces, r.Failures)
+	fmt.Fprintf(&b, "rate: %.0f announces/s\n", r.Rate)
+	fmt.Fprintf(&b, "latency: p50 %s, p99 %s, max %s\n", r.P50, r.P99, r.Max)
+	if r.RoundTrips >= 0 {
+		fmt.Fprintf(&b, "redis round trips per announce: %.3f (node's tracker_redis_roundtrips_total)\n", r.RoundTrips)
+	}
+	if r.NewRedisConns >= 0 {
+		fmt.Fprintf(&b, "new redis connections during the measured phase: %d\n", r.NewRedisConns)
+		fmt.Fprintf(&b, "redis memory: %.1f bytes per peer (%d peers filled)\n", r.BytesPerPeer, r.FilledPeers)
+		fmt.Fprintf(&b, "redis CPU per announce: %s\n", r.RedisCPU)
+	}
+	if r.FirstFailure != "" {
+		fmt.Fprintf(&b, "first failure: %s\n", r.FirstFailure)
+	}
+	return b.String()
+}
+
+// Run fills the node and measures it.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if cfg.Conns < 1 || cfg.Torrents < 1 || cfg.Peers < 1 || cfg.Duration <= 0 {
+		return Result{}, errors.New("loadgen: conns, torrents, peers and duration must be positive")
+	}
+	if _, err := url.Parse(cfg.URL); err != nil {
+		return Result{}, fmt.Errorf("loadgen: url: %w", err)
+	}
+	tr := &http.Transport{
+		MaxIdleConns:        cfg.Conns,
+		MaxIdleConnsPerHost: cfg.Conns,
+		MaxConnsPerHost:     cfg.Conns,
+		IdleConnTimeout:     time.Minute,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+
+	var rdb *redis.Client
+	res := Result{RoundTrips: -1, NewRedisConns: -1, BytesPerPeer: -1}
+	metricsURL := strings.TrimSuffix(cfg.URL, "/announce") + "/metrics"
+	if cfg.Redis != "" {
+		rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis})
+		defer rdb.Close()
+	}
+
+	// Fill: every peer announces once, so each swarm holds cfg.Peers peers.
+	var memBefore int64
+	if rdb != nil {
+		memBefore = info(ctx, rdb, "memory", "used_memory")
+	}
+	total := cfg.Torrents * cfg.Peers
+	var next atomic.Int64
+	var fillErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.Conns; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 0, 512)
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= total {
+					return
+				}
+				buf = announceURL(buf[:0], cfg, i/cfg.Peers, i%cfg.Peers, "&event=started&numwant=0")
+				if err := do(ctx, hc, string(buf)); err != nil {
+					fillErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if e := fillErr.Load(); e != nil {
+		return res, fmt.Errorf("loadgen: fill failed: %s", e)
+	}
+	res.FilledPeers = total
+	if rdb != nil {
+		res.BytesPerPeer = float64(info(ctx, rdb, "memory", "used_memory")-memBefore) / float64(total)
+	}
+
+	// Measure.
+	var connsBefore int64
+	var cpuBefore float64
+	if rdb != nil {
+		connsBefore = info(ctx, rdb, "stats", "total_connections_received")
+		cpuBefore = redisCPU(ctx, rdb)
+	}
+	rtBefore, annBefore, metricsErr := nodeCounters(ctx, hc, metricsURL)
+	mctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	lat := make([][]time.Duration, cfg.Conns)
+	var failures atomic.Int64
+	var firstFailure atomic.Value
+	start := time.Now()
+	for w := 0; w < cfg.Conns; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 42))
+			buf := make([]byte, 0, 512)
+			ls := make([]time.Duration, 0, 1<<16)
+			extra := "&numwant=" + strconv.Itoa(cfg.NumWant)
+			for mctx.Err() == nil {
+				buf = announceURL(buf[:0], cfg, rng.IntN(cfg.Torrents), rng.IntN(cfg.Peers), extra)
+				t0 := time.Now()
+				err := do(mctx, hc, string(buf))
+				if mctx.Err() != nil {
+					break // cut off by the end of the run: not counted
+				}
+				ls = append(ls, time.Since(t0))
+				if err != nil {
+					failures.Add(1)
+					firstFailure.CompareAndSwap(nil, err.Error())
+				}
+			}
+			lat[w] = ls
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var all []time.Duration
+	for _, ls := range lat {
+		all = append(all, ls...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	res.Announces = int64(len(all))
+	res.Failures = failures.Load()
+	if f := firstFailure.Load(); f != nil {
+		res.FirstFailure = f.(string)
+	}
+	res.Rate = float64(len(all)) / elapsed.Seconds()
+	if len(all) > 0 {
+		res.P50 = all[len(all)/2]
+		res.P99 = all[len(all)*99/100]
+		res.Max = all[len(all)-1]
+	}
+	if rdb != nil {
+		res.NewRedisConns = info(ctx, rdb, "stats", "total_connections_received") - connsBefore
+		if res.Announces > 0 {
+			res.RedisCPU = time.Duration((redisCPU(ctx, rdb) - cpuBefore) / float64(res.Announces) * 1e9)
+		}
+	}
+	if metricsErr == nil {
+		rt, ann, err := nodeCounters(ctx, hc, metricsURL)
+		if err == nil && ann > annBefore {
+			res.RoundTrips = (rt - rtBefore) / (ann - annBefore)
+		}
+	}
+	return res, nil
+}
+
+// nodeCounters reads the node's Redis round trips and successful announces
+// from its Prometheus text endpoint.
+func nodeCounters(ctx context.Context, hc *http.Client, u string) (roundTrips, announces float64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, 0, err
+	}
+	found := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		f, perr := strconv.ParseFloat(val, 64)
+		if perr != nil {
+			continue
+		}
+		switch name {
+		case "tracker_redis_roundtrips_total":
+			roundTrips = f
+			found++
+		case `tracker_announces_total{outcome="ok"}`:
+			announces = f
+			found++
+		}
+	}
+	if found != 2 {
+		return 0, 0, errors.New("node metrics lack the round-trip or announce counters")
+	}
+	return roundTrips, announces, nil
+}
+
+func announceURL(b []byte, cfg Config, torrent, peer int, extra string) []byte {
+	b = append(b, cfg.URL...)
+	b = append(b, "?info_hash="...)
+	b = appendID(b, 't', torrent)
+	b = append(b, "&peer_id="...)
+	b = appendID(b, 'p', torrent*cfg.Peers+peer)
+	b = append(b, "&port="...)
+	b = strconv.AppendInt(b, int64(1024+peer), 10)
+	// Half of the peers are seeders.
+	b = append(b, "&uploaded=0&downloaded=0&left="...)
+	b = strconv.AppendInt(b, int64(peer%2), 10)
+	b = append(b, "&compact=1&key=x"...)
+	return append(b, extra...)
+}
+
+// appendID writes a 20-byte id: a kind byte, 19 decimal digits (URL-safe).
+func appendID(b []byte, kind byte, n int) []byte {
+	b = append(b, kind)
+	s := strconv.Itoa(n)
+	for i := len(s); i < 19; i++ {
+		b = append(b, '0')
+	}
+	return append(b, s...)
+}
+
+var errFailure = errors.New("failure reason")
+
+func do(ctx context.Context, hc *http.Client, u string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("HTTP %s", resp.Status)
+	}
+	if strings.HasPrefix(string(body), "d14:failure reason") {
+		return fmt.Errorf("%w: %s", errFailure, body)
+	}
+	return nil
+}
+
+func info(ctx context.Context, rdb *redis.Client, section, field string) int64 {
+	s, err := rdb.Info(ctx, section).Result()
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// redisCPU returns Redis's main-thread CPU seconds (user + system).
+func redisCPU(ctx context.Context, rdb *redis.Client) float64 {
+	s, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, line := range strings.Split(s, "\r\n") {
+		for _, f := range []string{"used_cpu_user:", "used_cpu_sys:"} {
+			if v, ok := strings.CutPrefix(line, f); ok {
+				x, _ := strconv.ParseFloat(v, 64)
+				total += x
+			}
+		}
+	}
+	return total
+}

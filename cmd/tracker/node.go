@@ -26,6 +26,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		return err
 	}
 	log := newLogger(cfg, logOut)
+	redis.SetLogger(redisLogger{log})
 	for _, k := range unknown {
 		log.Warn("unknown variable ignored (typo?)", "name", k)
 	}
@@ -133,4 +134,12 @@ func boundRedis(cfg Config, dial, read, write, pool *time.Duration, retries, siz
 	if cfg.RedisPoolSize > 0 {
 		*size = cfg.RedisPoolSize
 	}
+}
+
+// redisLogger sends go-redis's own messages (dial failures and the like) to
+// the node's log.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

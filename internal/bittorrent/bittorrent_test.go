@@ -1,0 +1,66 @@
+package bittorrent
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestPeerBinaryRoundTrip(t *testing.T) {
+	id := PeerID{'-', 'T', 'L'}
+	for _, tc := range []struct {
+		addr   string
+		withID bool
+		length int
+	}{
+		{"192.0.2.1:6881", false, PeerLen4},
+		{"192.0.2.1:6881", true, PeerLen4WithID},
+		{"[2001:db8::1]:1", false, PeerLen6},
+		{"[2001:db8::1]:65535", true, PeerLen6WithID},
+		{"[::ffff:192.0.2.9]:80", false, PeerLen4}, // v4-mapped is stored as v4
+	} {
+		p := Peer{ID: id, Addr: netip.MustParseAddrPort(tc.addr)}
+		b := p.AppendBinary(nil, tc.withID)
+		if len(b) != tc.length {
+			t.Fatalf("%s: %d bytes, want %d", tc.addr, len(b), tc.length)
+		}
+		got, err := PeerFromBinary(string(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Peer{Addr: netip.AddrPortFrom(p.Addr.Addr().Unmap(), p.Addr.Port())}
+		if tc.withID {
+			want.ID = id
+		}
+		if got != want {
+			t.Fatalf("%s: round trip gave %+v, want %+v", tc.addr, got, want)
+		}
+	}
+	for _, n := range []int{0, 5, 7, 20, 39} {
+		if _, err := PeerFromBinary(string(make([]byte, n))); err == nil {
+			t.Fatalf("%d bytes accepted", n)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	if _, err := ParseEvent("paused"); err == nil {
+		t.Fatal("unknown event accepted")
+	}
+	for s, want := range map[string]Event{"": None, "empty": None, "started": Started, "completed": Completed, "stopped": Stopped} {
+		if e, err := ParseEvent(s); err != nil || e != want || (s != "empty" && e.String() != s) {
+			t.Fatalf("%q: %v %v", s, e, err)
+		}
+	}
+	h, err := ParseInfoHash("0123456789abcdef0123456789abcdef01234567")
+	if err != nil || h.String() != "0123456789abcdef0123456789abcdef01234567" {
+		t.Fatal(h, err)
+	}
+	for _, bad := range []string{"", "xyz", "0123456789abcdef0123456789abcdef0123456g"} {
+		if _, err := ParseInfoHash(bad); err == nil {
+			t.Fatalf("%q accepted", bad)
+		}
+	}
+	if _, err := InfoHashFromBytes(make([]byte, 19)); err == nil {
+		t.Fatal("19 bytes accepted")
+	}
+}

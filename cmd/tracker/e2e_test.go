@@ -77,6 +77,7 @@ func TestEndToEndWithRealClient(t *testing.T) {
 	modes := map[string][]string{
 		"redis":    {"TRACKER_REDIS_URL=" + redistest.Shared(t).URL(), "TRACKER_NODE_ID=e2e"},
 		"embedded": nil,
+		"cluster":  {"TRACKER_REDIS_URL=" + redistest.StartCluster(t).URL(), "TRACKER_REDIS_CLUSTER=true", "TRACKER_NODE_ID=e2e"},
 	}
 	for name, environ := range modes {
 		t.Run(name, func(t *testing.T) {

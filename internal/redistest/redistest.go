@@ -208,3 +208,33 @@ func tail(path string) string {
 	}
 	return strings.Join(lines, " | ")
 }
+
+// StartCluster starts a one-node Redis Cluster (all 16384 slots on one
+// redis-server): enough to prove that every multi-key operation stays in
+// one slot, which Redis Cluster refuses otherwise (CROSSSLOT).
+func StartCluster(tb testing.TB) *Server {
+	tb.Helper()
+	dir := tb.TempDir()
+	s, err := start(dir, []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf")})
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	tb.Cleanup(s.Stop)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		tb.Fatalf("redistest: cluster addslots: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, _ := c.ClusterInfo(ctx).Result()
+		if strings.Contains(info, "cluster_state:ok") {
+			return s
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: cluster not ok within 10s: %s", info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/tracklink/tracklink/internal/httpapi"
+	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -39,8 +40,13 @@ type Config struct {
 	LogFormat            string        `env:"LOG_FORMAT" envDefault:"text"`
 	LogLevel             slog.Level    `env:"LOG_LEVEL" envDefault:"info"`
 	DebugAddr            string        `env:"DEBUG_ADDR"`
+	// AdminToken guards the admin endpoints; empty: they are off.
+	AdminToken     string        `env:"ADMIN_TOKEN"`
+	HubName        string        `env:"HUB_NAME"`
+	HubNodeTimeout time.Duration `env:"HUB_NODE_TIMEOUT" envDefault:"1m"`
 
 	HTTP httpapi.Config
+	Link link.Config
 }
 
 // LogValue keeps secrets (the Redis URL may carry a password) out of logs.
@@ -52,6 +58,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("http_addr", c.HTTP.Addr),
 		slog.Duration("interval", c.HTTP.Interval),
 		slog.Duration("peer_lifetime", c.PeerLifetime),
+		slog.Any("link", c.Link),
+		slog.Bool("admin", c.AdminToken != ""),
 	)
 }
 
@@ -86,6 +94,9 @@ func loadConfig(environ []string) (Config, []string, error) {
 			return c, nil, fmt.Errorf("TRACKER_NODE_ID is not set and the hostname is unknown: %w", err)
 		}
 		c.NodeID = sanitizeNodeID(h)
+	}
+	if c.HubName == "" {
+		c.HubName = "hub-" + c.NodeID
 	}
 	if c.PeerLifetime == 0 {
 		c.PeerLifetime = (c.HTTP.Interval + c.HTTP.IntervalJitter) * 3 / 2
@@ -136,7 +147,33 @@ func (c Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return errors.New("TRACKER_LOG_FORMAT must be text or json")
 	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		return errors.New("TRACKER_ADMIN_TOKEN must be at least 16 characters")
+	}
+	if err := redisstore.ValidName("TRACKER_HUB_NAME", c.HubName); err != nil {
+		return err
+	}
+	if c.HubNodeTimeout < time.Second {
+		return errors.New("TRACKER_HUB_NODE_TIMEOUT must be at least 1s")
+	}
+	if c.Link.RedisURL != "" && !strings.HasPrefix(c.Link.RedisURL, "redis://") && !strings.HasPrefix(c.Link.RedisURL, "rediss://") {
+		return errors.New("TRACKER_LINK_REDIS_URL must start with redis:// or rediss://")
+	}
+	if c.Link.Enabled() && c.RedisURL == "" {
+		return errors.New("the link (TRACKER_LINK_PASSWORD) needs TRACKER_REDIS_URL: the embedded store is private to one process")
+	}
+	if err := c.Link.Validate(); err != nil {
+		return err
+	}
 	return c.HTTP.Validate()
+}
+
+// linkRedisURL is the Redis that carries the link channel.
+func (c Config) linkRedisURL() string {
+	if c.Link.RedisURL != "" {
+		return c.Link.RedisURL
+	}
+	return c.RedisURL
 }
 
 // sanitizeNodeID turns a hostname into a valid node id.

@@ -2,6 +2,7 @@
 // default), and the tools that go with it.
 //
 //	tracker            run a tracker node (configured by TRACKER_* variables)
+//	tracker hub        run the link's hub
 //	tracker version    print the version
 //	tracker loadgen    measure a running node (see scripts/bench-node.sh)
 package main
@@ -44,6 +45,7 @@ func (e usageError) Error() string { return string(e) }
 
 const usage = `usage:
   tracker            run a tracker node, configured by TRACKER_* environment variables
+  tracker hub        run the link's hub (same variables; TRACKER_LINK_PASSWORD required)
   tracker version    print the version and commit
   tracker loadgen    announce load against a running node (flags: -h)
 `
@@ -56,6 +58,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	switch cmd {
 	case "", "node":
 		return runNode(ctx, environ, stderr, nil)
+	case "hub":
+		return runHub(ctx, environ, stderr, nil)
 	case "loadgen":
 		return runLoadgen(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/embedded"
 	"github.com/tracklink/tracklink/internal/httpapi"
+	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -73,10 +74,32 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		peers = p
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	rdb.AddHook(newRoundTripCounter(reg))
-	srv, err := httpapi.New(cfg.HTTP, peers, nil, log, reg, reg)
+
+	var sink httpapi.ChangeSink
+	var routes []httpapi.Route
+	if cfg.Link.Enabled() {
+		linkRDB := rdb
+		if cfg.linkRedisURL() != cfg.RedisURL {
+			c, err := newRedisClient(cfg.linkRedisURL(), Config{RedisTimeout: cfg.RedisTimeout})
+			if err != nil {
+				return fmt.Errorf("TRACKER_LINK_REDIS_URL: %w", err)
+			}
+			defer c.Close()
+			linkRDB = c
+		}
+		ln, err := link.NewNode(cfg.Link, cfg.NodeID, cfg.RedisPrefix, cfg.StorePeerIDs, linkRDB, rdb, log, reg)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return ln.Run(ctx) })
+		sink = ln
+		routes = append(routes,
+			httpapi.Route{Method: "GET", Pattern: "/link/status", Handler: ln.StatusHandler()},
+			httpapi.Route{Method: "POST", Pattern: "/admin/link/reset", Handler: httpapi.RequireToken(cfg.AdminToken, ln.ResetHandler())})
+	}
+	srv, err := httpapi.New(cfg.HTTP, peers, sink, log, reg, reg, routes...)
 	if err != nil {
 		return err
 	}
@@ -97,6 +120,12 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	err = g.Wait()
 	log.Info("tracker node stopped")
 	return err
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {

@@ -208,3 +208,29 @@ func IsClientError(err error) (ClientError, bool) {
 	ok := errors.As(err, &ce)
 	return ce, ok
 }
+
+// ChangeOp is what happened to a peer.
+type ChangeOp uint8
+
+// The ops of a PeerChange.
+const (
+	OpLeecher ChangeOp = iota + 1 // announced with bytes left
+	OpSeeder                      // announced complete
+	OpStopped                     // left the swarm
+)
+
+// PeerChange is one peer's change in one swarm, as the link carries it from
+// the node that saw it to the other nodes.
+type PeerChange struct {
+	InfoHash InfoHash
+	Op       ChangeOp
+	// Completion marks a change that counted a completed download at its
+	// origin. It is counted once at each other node too, however often it
+	// is applied.
+	Completion bool
+	// Seen is when the origin saw the peer, unix seconds. A relayed peer
+	// keeps it, so it expires everywhere at the same moment.
+	Seen int64
+	// Peer is the peer's binary form (see AppendBinary).
+	Peer string
+}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+
+	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+const testPassword = "correct horse battery staple"
+
+var clusterSeq atomic.Int64
+
+// cluster is a hub and nodes, each run in-process exactly as main runs
+// them, on one real redis-server.
+type cluster struct {
+	t       *testing.T
+	redis   *redistest.Server
+	channel string
+	hub     *proc
+	nodes   map[string]*proc
+}
+
+type proc struct {
+	url    string // http://host:port
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+// stop cancels the process and waits for it; it may be called again.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.once.Do(func() { p.cancel(); p.err = <-p.done })
+	if p.err != nil {
+		t.Errorf("stopped with %v", p.err)
+	}
+}
+
+func startProc(t *testing.T, run func(context.Context, []string, io.Writer, chan<- net.Addr) error, environ []string) *proc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan net.Addr, 1)
+	p := &proc{cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- run(ctx, environ, io.Discard, started) }()
+	select {
+	case a := <-started:
+		p.url = "http://" + a.String()
+	case err := <-p.done:
+		t.Fatalf("did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not start within 10s")
+	}
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+func newCluster(t *testing.T, nodes ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, redis: redistest.Start(t), channel: fmt.Sprintf("tltest%d", clusterSeq.Add(1)), nodes: map[string]*proc{}}
+	c.startHub()
+	for _, n := range nodes {
+		c.startNode(n, testPassword)
+	}
+	return c
+}
+
+func (c *cluster) env(extra ...string) []string {
+	return append([]string{
+		"TRACKER_HTTP_ADDR=127.0.0.1:0",
+		"TRACKER_REDIS_URL=" + c.redis.URL(),
+		"TRACKER_LINK_CHANNEL=" + c.channel,
+		"TRACKER_LINK_HEARTBEAT=100ms",
+		"TRACKER_ADMIN_TOKEN=test-admin-token-123",
+		"TRACKER_LOG_LEVEL=error",
+	}, extra...)
+}
+
+func (c *cluster) startHub() {
+	c.hub = startProc(c.t, runHub, c.env("TRACKER_LINK_PASSWORD="+testPassword, "TRACKER_HUB_NAME=hub1"))
+}
+
+func (c *cluster) startNode(name, password string) *proc {
+	p := startProc(c.t, runNode, c.env("TRACKER_NODE_ID="+name, "TRACKER_LINK_PASSWORD="+password))
+	c.nodes[name] = p
+	return p
+}
+
+// announce sends one announce to a node and returns the decoded answer.
+func announceTo(t *testing.T, base string, ih string, port int, left int, event string) map[string]any {
+	t.Helper()
+	u := fmt.Sprintf("%s/announce?info_hash=%s&peer_id=%s&port=%d&uploaded=0&downloaded=0&left=%d&event=%s",
+		base, url.QueryEscape(ih), url.QueryEscape(fmt.Sprintf("-TT0001-%012d", port)), port, left, event)
+	return getBencode(t, u)
+}
+
+func getBencode(t *testing.T, u string) map[string]any {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := bencode.Unmarshal(body, &m); err != nil {
+		t.Fatalf("%s: %q: %v", u, body, err)
+	}
+	if fr, ok := m["failure reason"]; ok {
+		t.Fatalf("%s: failure %v", u, fr)
+	}
+	return m
+}
+
+type counts struct{ seeders, leechers, downloaded int64 }
+
+func scrapeOf(t *testing.T, base, ih string) counts {
+	t.Helper()
+	m := getBencode(t, base+"/scrape?info_hash="+url.QueryEscape(ih))
+	f, _ := m["files"].(map[string]any)[ih].(map[string]any)
+	return counts{f["complete"].(int64), f["incomplete"].(int64), f["downloaded"].(int64)}
+}
+
+// eventually polls cond until it holds or within elapses.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func (c *cluster) waitLinked(names ...string) {
+	c.t.Helper()
+	for _, n := range names {
+		p := c.nodes[n]
+		eventually(c.t, 5*time.Second, n+" link up", func() bool {
+			resp, err := http.Get(p.url + "/link/status")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return strings.Contains(string(b), `"state":"up"`)
+		})
+	}
+	// The hub relays to a node once it has heard from it.
+	eventually(c.t, 5*time.Second, "hub sees all nodes", func() bool {
+		resp, err := http.Get(c.hub.url + "/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Count(string(b), `"live":true`) >= len(names)
+	})
+}
+
+func hubCounter(t *testing.T, hubURL, metric string) float64 {
+	t.Helper()
+	resp, err := http.Get(hubURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, val, ok := strings.Cut(line, " "); ok && name == metric {
+			var f float64
+			fmt.Sscan(val, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+func TestLinkConvergence(t *testing.T) {
+	c := newCluster(t, "node1", "node2", "node3")
+	c.waitLinked("node1", "node2", "node3")
+	ih := "common-torrent-00001"
+	n1, n2, n3 := c.nodes["node1"].url, c.nodes["node2"].url, c.nodes["node3"].url
+
+	announceTo(t, n1, ih, 7001, 100, "started")
+	for _, n := range []string{n2, n3} {
+		took := eventually(t, time.Second, "peer 1 on "+n, func() bool { return scrapeOf(t, n, ih).leechers == 1 })
+		t.Logf("converged on %s in %s", n, took)
+	}
+	r := announceTo(t, n2, ih, 7002, 100, "started")
+	if r["peers"] != "\x7f\x00\x00\x01\x1b\x59" {
+		t.Fatalf("client 2 at node2 got %q, want client 1 (127.0.0.1:7001)", r["peers"])
+	}
+	eventually(t, time.Second, "peer 2 on node3", func() bool { return scrapeOf(t, n3, ih).leechers == 2 })
+	r = announceTo(t, n3, ih, 7003, 0, "completed")
+	if p := r["peers"].(string); len(p) != 12 || !strings.Contains(p, "\x1b\x59") || !strings.Contains(p, "\x1b\x5a") {
+		t.Fatalf("client 3 at node3 got %q, want clients 1 and 2", p)
+	}
+	want := counts{seeders: 1, leechers: 2, downloaded: 1}
+	for _, n := range []string{n1, n2, n3} {
+		eventually(t, time.Second, "exact counts on "+n, func() bool { return scrapeOf(t, n, ih) == want })
+	}
+	// The relayed peer keeps its origin's last-seen time: it expires
+	// everywhere at once.
+	rdb := c.redis.Client(t)
+	var scores []float64
+	for _, n := range []string{"node1", "node2", "node3"} {
+		key := fmt.Sprintf("tl:{%s:%x}:l", n, ih)
+		members, err := rdb.ZRangeWithScores(context.Background(), key, 0, -1).Result()
+		if err != nil || len(members) != 2 {
+			t.Fatalf("%s: %v %v", key, members, err)
+		}
+		scores = append(scores, members[0].Score, members[1].Score)
+	}
+	for i := 2; i < len(scores); i++ {
+		if scores[i] != scores[i%2] {
+			t.Fatalf("relayed scores differ from the origin's: %v", scores)
+		}
+	}
+	announceTo(t, n1, ih, 7001, 100, "stopped")
+	for _, n := range []string{n1, n2, n3} {
+		eventually(t, time.Second, "stop on "+n, func() bool { return scrapeOf(t, n, ih) == counts{1, 1, 1} })
+	}
+}
+
+func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
+	c := newCluster(t, "node1", "node2")
+	c.startNode("intruder", "not the link password")
+	c.waitLinked("node1", "node2")
+	ih := "intruder-torrent-001"
+	announceTo(t, c.nodes["intruder"].url, ih, 7001, 0, "started")
+	eventually(t, 2*time.Second, "bad MAC counted", func() bool {
+		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`) > 0
+	})
+
+	// Capture a genuine message and replay it, tampered and as is.
+	rdb := c.redis.Client(t)
+	ctx := context.Background()
+	sub := rdb.Subscribe(ctx, c.channel+":up")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	announceTo(t, c.nodes["node1"].url, "genuine-torrent-0001", 7100, 5, "started")
+	up, _ := link.Keys(testPassword)
+	var genuine []byte
+	for genuine == nil {
+		m, err := sub.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lm, err := link.Decode(up, []byte(m.Payload)); err == nil && lm.Node == "node1" && lm.Kind == link.KindUpdates {
+			genuine = []byte(m.Payload)
+		}
+	}
+	replays := hubCounter(t, c.hub.url, `hub_rejected_total{reason="replay"}`)
+	rdb.Publish(ctx, c.channel+":up", genuine)
+	eventually(t, 2*time.Second, "replay counted", func() bool {
+		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="replay"}`) > replays
+	})
+	tampered := append([]byte(nil), genuine...)
+	tampered[len(tampered)-40] ^= 0xff
+	badMAC := hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`)
+	rdb.Publish(ctx, c.channel+":up", tampered)
+	rdb.Publish(ctx, c.channel+":up", []byte{2, 1, 0})
+	rdb.Publish(ctx, c.channel+":up", []byte("garbage"))
+	rdb.Publish(ctx, c.channel+":up", []byte{1, 1, 0})
+	eventually(t, 2*time.Second, "tampered, future version and garbage counted", func() bool {
+		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`) > badMAC &&
+			hubCounter(t, c.hub.url, `hub_rejected_total{reason="unknown_version"}`) > 0 &&
+			hubCounter(t, c.hub.url, `hub_rejected_total{reason="malformed"}`) > 0
+	})
+	time.Sleep(300 * time.Millisecond)
+	for _, n := range []string{"node1", "node2"} {
+		if got := scrapeOf(t, c.nodes[n].url, ih); got != (counts{}) {
+			t.Fatalf("intruder's peer reached %s: %+v", n, got)
+		}
+	}
+	// Nothing of the intruder's in any keyspace but its own.
+	keys, _ := rdb.Keys(ctx, fmt.Sprintf("tl:{node*:%x}:*", ih)).Result()
+	if len(keys) != 0 {
+		t.Fatalf("intruder's torrent in keyspaces %v", keys)
+	}
+}
+
+func TestLinkResyncAfterHubRestart(t *testing.T) {
+	c := newCluster(t, "node1", "node2")
+	c.waitLinked("node1", "node2")
+	c.hub.stop(t)
+	ih := "while-hub-was-down01"
+	announceTo(t, c.nodes["node1"].url, ih, 7001, 0, "started")
+	announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
+	time.Sleep(200 * time.Millisecond)
+	if got := scrapeOf(t, c.nodes["node2"].url, ih); got.seeders != 0 {
+		t.Fatalf("relayed without a hub: %+v", got)
+	}
+	// Nodes keep serving from their own keyspaces while the hub is down.
+	if r := announceTo(t, c.nodes["node1"].url, ih, 7003, 10, "started"); r["complete"] != int64(1) {
+		t.Fatalf("node1 without hub: %v", r)
+	}
+	c.startHub()
+	for _, n := range []string{"node1", "node2"} {
+		took := eventually(t, 5*time.Second, "resync of "+n, func() bool { return scrapeOf(t, c.nodes[n].url, ih) == counts{1, 2, 0} })
+		t.Logf("%s resynced %s after the hub restarted", n, took)
+	}
+}
+
+func TestLinkResyncOnJoin(t *testing.T) {
+	c := newCluster(t, "node1", "node2")
+	c.waitLinked("node1", "node2")
+	ih := "before-node3-joined1"
+	announceTo(t, c.nodes["node1"].url, ih, 7001, 0, "started")
+	announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
+	c.startNode("node3", testPassword)
+	took := eventually(t, 5*time.Second, "node3 resynced", func() bool { return scrapeOf(t, c.nodes["node3"].url, ih) == counts{1, 1, 0} })
+	t.Logf("joining node resynced in %s", took)
+	// Restart node3 (its keyspace stays): new peers since then reach it.
+	c.nodes["node3"].stop(t)
+	announceTo(t, c.nodes["node1"].url, ih, 7004, 10, "started")
+	c.startNode("node3", testPassword)
+	eventually(t, 5*time.Second, "restarted node3 resynced", func() bool { return scrapeOf(t, c.nodes["node3"].url, ih) == counts{1, 2, 0} })
+}
+
+func TestLinkSoftSplitHealed(t *testing.T) {
+	c := newCluster(t, "node1", "node2")
+	c.waitLinked("node1", "node2")
+	rdb := c.redis.Client(t)
+	if err := rdb.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ih := "after-the-split-0001"
+	took := eventually(t, 5*time.Second, "link healed", func() bool {
+		announceTo(t, c.nodes["node1"].url, ih, 7001, 10, "started")
+		return scrapeOf(t, c.nodes["node2"].url, ih).leechers == 1
+	})
+	t.Logf("healed after CLIENT KILL TYPE pubsub in %s", took)
+	c.waitLinked("node1", "node2")
+
+	// A silent split: the hub is gone, subscriptions stay up. Nodes notice
+	// the missing heartbeats and say so.
+	c.hub.stop(t)
+	eventually(t, 2*time.Second, "split detected", func() bool {
+		resp, err := http.Get(c.nodes["node1"].url + "/link/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"state":"split"`)
+	})
+	c.startHub()
+	c.waitLinked("node1", "node2")
+
+	// Reset by hand: needs the token.
+	req, _ := http.NewRequest("POST", c.nodes["node1"].url+"/admin/link/reset", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("reset without token: %v %v", resp, err)
+	}
+	req.Header.Set("Authorization", "Bearer test-admin-token-123")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("reset with token: %v %v", resp, err)
+	}
+	req, _ = http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
+	req.Header.Set("Authorization", "Bearer test-admin-token-123")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("hub reset: %v %v", resp, err)
+	}
+	c.waitLinked("node1", "node2")
+	announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
+	eventually(t, time.Second, "converges after resets", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih).leechers == 2 })
+}
+
+func TestLinkSurvivesRedisRestart(t *testing.T) {
+	c := newCluster(t, "node1", "node2")
+	c.waitLinked("node1", "node2")
+	if err := c.redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ih := "after-redis-restart1"
+	took := eventually(t, 10*time.Second, "recovered", func() bool {
+		resp, err := http.Get(fmt.Sprintf("%s/announce?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1", c.nodes["node1"].url, url.QueryEscape(ih)))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return scrapeOrZero(c.nodes["node2"].url, ih).leechers == 1
+	})
+	t.Logf("recovered from a Redis restart in %s", took)
+}
+
+// scrapeOrZero is scrapeOf for moments when the node may answer with a failure.
+func scrapeOrZero(base, ih string) counts {
+	resp, err := http.Get(base + "/scrape?info_hash=" + url.QueryEscape(ih))
+	if err != nil {
+		return counts{}
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if bencode.Unmarshal(b, &m) != nil {
+		return counts{}
+	}
+	files, _ := m["files"].(map[string]any)
+	f, _ := files[ih].(map[string]any)
+	if f == nil {
+		return counts{}
+	}
+	return counts{f["complete"].(int64), f["incomplete"].(int64), f["downloaded"].(int64)}
+}

@@ -1,0 +1,444 @@
+package link
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redisstore"
+)
+
+// Config is the link's part of the configuration, shared by nodes and the hub.
+type Config struct {
+	// Password turns the link on; it must be the same on every node and the hub.
+	Password string `env:"LINK_PASSWORD"`
+	// RedisURL is the Redis that carries the link channel (default: TRACKER_REDIS_URL).
+	RedisURL string `env:"LINK_REDIS_URL"`
+	// Channel names the pub/sub channels: <channel>:up (nodes to hub) and
+	// <channel>:down (hub to nodes).
+	Channel string `env:"LINK_CHANNEL" envDefault:"tl:link"`
+	// Heartbeat is how often each side says it is alive. Three missed
+	// heartbeats make a soft split.
+	Heartbeat time.Duration `env:"LINK_HEARTBEAT" envDefault:"1s"`
+	// Flush bounds how long a local change waits to be batched.
+	Flush time.Duration `env:"LINK_FLUSH" envDefault:"5ms"`
+	// Queue bounds the local changes waiting to be published; beyond it
+	// changes are dropped and counted (the next resync repairs them).
+	Queue int `env:"LINK_QUEUE" envDefault:"65536"`
+	// MaxSkew is how far a message's timestamp may be from the receiver's
+	// clock; older ones are refused as stale.
+	MaxSkew time.Duration `env:"LINK_MAX_SKEW" envDefault:"30s"`
+}
+
+// Enabled reports whether the link is on.
+func (c Config) Enabled() bool { return c.Password != "" }
+
+// LogValue keeps the password out of logs.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(slog.Bool("enabled", c.Enabled()), slog.String("channel", c.Channel), slog.Duration("heartbeat", c.Heartbeat))
+}
+
+// Validate checks the settings; errors name the variable.
+func (c Config) Validate() error {
+	switch {
+	case c.Enabled() && len(c.Password) < 12:
+		return errors.New("TRACKER_LINK_PASSWORD must be at least 12 characters")
+	case c.Channel == "" || len(c.Channel) > 128:
+		return errors.New("TRACKER_LINK_CHANNEL must be 1 to 128 characters")
+	case c.Heartbeat < 50*time.Millisecond || c.Heartbeat > time.Minute:
+		return errors.New("TRACKER_LINK_HEARTBEAT must be from 50ms to 1m")
+	case c.Flush < 0 || c.Flush > time.Second:
+		return errors.New("TRACKER_LINK_FLUSH must be from 0 to 1s")
+	case c.Queue < 1 || c.Queue > 1<<22:
+		return errors.New("TRACKER_LINK_QUEUE must be from 1 to 4194304")
+	case c.MaxSkew < time.Second || c.MaxSkew > time.Hour:
+		return errors.New("TRACKER_LINK_MAX_SKEW must be from 1s to 1h")
+	}
+	return nil
+}
+
+// UpChannel and DownChannel name the two directions.
+func (c Config) UpChannel() string   { return c.Channel + ":up" }
+func (c Config) DownChannel() string { return c.Channel + ":down" }
+
+// States of a node's link.
+const (
+	StateDown  = "down"  // no subscription (Redis unreachable)
+	StateSplit = "split" // subscribed, but no hub heartbeat for 3 heartbeats
+	StateUp    = "up"
+)
+
+// Node is a tracker node's side of the link. It implements the frontend's
+// ChangeSink: every local change is queued (never blocking the announce)
+// and published in signed batches. It never publishes what the hub relayed,
+// since relayed peers never pass through the frontend.
+type Node struct {
+	cfg       Config
+	id        string
+	prefix    string
+	peerIDs   bool
+	up, down  Key
+	link      redis.UniversalClient // carries the channel
+	store     redis.UniversalClient // holds the keyspace (the swarm index)
+	session   uint64
+	seq       uint64 // owned by the publisher goroutine
+	queue     chan bittorrent.PeerChange
+	helloReq  chan struct{}
+	resetReq  chan struct{}
+	log       *slog.Logger
+	m         nodeMetrics
+	lastHub   atomic.Int64 // unix ms of the last valid hub heartbeat
+	subState  atomic.Value // string
+	hubMu     sync.Mutex
+	hubSeqs   map[string]uint64 // hub name+session -> last seq
+	published atomic.Int64
+}
+
+type nodeMetrics struct {
+	changes, dropped, publishErrs, splits, resets prometheus.Counter
+	rejected                                      *prometheus.CounterVec
+}
+
+// NewNode returns the link of node id. link carries the channel, store holds
+// the node's keyspace (they may be the same client). It starts nothing.
+func NewNode(cfg Config, id, prefix string, peerIDs bool, link, store redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
+	if !cfg.Enabled() {
+		return nil, errors.New("link: no password, no link")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	up, down := Keys(cfg.Password)
+	n := &Node{
+		cfg: cfg, id: id, prefix: prefix, peerIDs: peerIDs, up: up, down: down, link: link, store: store,
+		session: randomSession(), queue: make(chan bittorrent.PeerChange, cfg.Queue),
+		helloReq: make(chan struct{}, 1), resetReq: make(chan struct{}, 1), log: log.With("link_node", id),
+		hubSeqs: map[string]uint64{},
+	}
+	n.subState.Store(StateDown)
+	c := func(name, help string) prometheus.Counter {
+		x := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+		reg.MustRegister(x)
+		return x
+	}
+	n.m = nodeMetrics{
+		changes:     c("tracker_link_published_changes_total", "Local peer changes published to the link."),
+		dropped:     c("tracker_link_dropped_changes_total", "Local peer changes dropped because the link queue was full."),
+		publishErrs: c("tracker_link_publish_errors_total", "Failed link publishes."),
+		splits:      c("tracker_link_splits_total", "Soft splits detected (no hub heartbeat) and healed by resubscribing."),
+		resets:      c("tracker_link_resets_total", "Link resets requested by an operator."),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracker_link_rejected_total", Help: "Messages from the hub refused, by reason.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(n.m.rejected)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tracker_link_up", Help: "1 when the hub's heartbeats arrive, else 0.",
+	}, func() float64 {
+		if n.State() == StateUp {
+			return 1
+		}
+		return 0
+	}))
+	return n, nil
+}
+
+func randomSession() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:]) | 1
+}
+
+// LocalChange queues a change the node's own store accepted. It never
+// blocks: when the queue is full the change is dropped and counted.
+func (n *Node) LocalChange(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult) {
+	c := bittorrent.PeerChange{
+		InfoHash:   req.InfoHash,
+		Op:         bittorrent.OpLeecher,
+		Completion: res.Completion,
+		Seen:       res.Seen,
+		Peer:       string(req.Peer.AppendBinary(make([]byte, 0, bittorrent.PeerLen6WithID), n.peerIDs)),
+	}
+	switch {
+	case req.Event == bittorrent.Stopped:
+		c.Op = bittorrent.OpStopped
+	case req.Seeder():
+		c.Op = bittorrent.OpSeeder
+	}
+	select {
+	case n.queue <- c:
+	default:
+		n.m.dropped.Inc()
+	}
+}
+
+// Run publishes and listens until ctx ends.
+func (n *Node) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { n.publish(ctx); close(done) }()
+	n.listen(ctx)
+	<-done
+	return nil
+}
+
+// Reset re-establishes the subscription and says hello again, which makes
+// the hub resync this node (the old "Reset Tracker Link").
+func (n *Node) Reset() {
+	n.m.resets.Inc()
+	select {
+	case n.resetReq <- struct{}{}:
+	default:
+	}
+}
+
+// State returns up, split or down.
+func (n *Node) State() string {
+	s := n.subState.Load().(string)
+	if s == StateDown {
+		return s
+	}
+	if time.Since(time.UnixMilli(n.lastHub.Load())) > 3*n.cfg.Heartbeat {
+		return StateSplit
+	}
+	return StateUp
+}
+
+// NodeStatus is the JSON status of a node's link.
+type NodeStatus struct {
+	Node             string    `json:"node"`
+	Session          string    `json:"session"`
+	State            string    `json:"state"`
+	LastHubHeartbeat time.Time `json:"last_hub_heartbeat"`
+	PublishedBatches int64     `json:"published_batches"`
+	QueuedChanges    int       `json:"queued_changes"`
+}
+
+// Status returns the link's state.
+func (n *Node) Status() NodeStatus {
+	return NodeStatus{
+		Node: n.id, Session: fmt.Sprintf("%016x", n.session), State: n.State(),
+		LastHubHeartbeat: time.UnixMilli(n.lastHub.Load()).UTC(), PublishedBatches: n.published.Load(),
+		QueuedChanges: len(n.queue),
+	}
+}
+
+// StatusHandler serves Status as JSON.
+func (n *Node) StatusHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(n.Status())
+	})
+}
+
+// ResetHandler resets the link (POST; authentication is the caller's).
+func (n *Node) ResetHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n.Reset()
+		w.Write([]byte("link reset requested\n"))
+	})
+}
+
+func (n *Node) publish(ctx context.Context) {
+	hb := time.NewTicker(n.cfg.Heartbeat)
+	defer hb.Stop()
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	armed := false
+	batch := make([]bittorrent.PeerChange, 0, MaxChanges)
+	send := func(kind Kind, changes []bittorrent.PeerChange) {
+		n.seq++
+		m := &Message{Kind: kind, Node: n.id, Session: n.session, Seq: n.seq, Time: time.Now().UnixMilli(), Changes: changes}
+		b, err := Encode(n.up, m)
+		if err != nil {
+			n.log.Error("link encode", "err", err)
+			return
+		}
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if len(changes) > 0 {
+			// The swarm index lets the hub resync without scanning keys.
+			pipe := n.store.Pipeline()
+			key := redisstore.IndexKey(n.prefix, n.id)
+			for _, c := range changes {
+				pipe.ZAdd(pctx, key, redis.Z{Score: float64(c.Seen), Member: string(c.InfoHash[:])})
+			}
+			if _, err := pipe.Exec(pctx); err != nil {
+				n.log.Warn("link index write failed", "err", err)
+			}
+		}
+		if err := n.link.Publish(pctx, n.cfg.UpChannel(), b).Err(); err != nil {
+			// The sequence number is spent: the hub sees a gap and resyncs.
+			n.m.publishErrs.Inc()
+			n.log.Warn("link publish failed", "kind", kind, "err", err)
+			return
+		}
+		if kind == KindUpdates {
+			n.published.Add(1)
+			n.m.changes.Add(float64(len(changes)))
+		}
+	}
+	flushBatch := func() {
+		if len(batch) > 0 {
+			send(KindUpdates, batch)
+			batch = batch[:0]
+		}
+		if armed {
+			flush.Stop()
+			armed = false
+		}
+	}
+	send(KindHello, nil)
+	for {
+		select {
+		case <-ctx.Done():
+			flushBatch()
+			return
+		case c := <-n.queue:
+			batch = append(batch, c)
+			if len(batch) >= MaxChanges || n.cfg.Flush == 0 {
+				flushBatch()
+			} else if !armed {
+				flush.Reset(n.cfg.Flush)
+				armed = true
+			}
+		case <-flush.C:
+			armed = false
+			flushBatch()
+		case <-hb.C:
+			send(KindHeartbeat, nil)
+		case <-n.helloReq:
+			flushBatch()
+			send(KindHello, nil)
+		}
+	}
+}
+
+// listen subscribes to the hub's channel and watches its heartbeats. A
+// subscription that carries no heartbeat for three intervals is a soft
+// split: it is dropped and made anew, and the node says hello, which makes
+// the hub resync it.
+func (n *Node) listen(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	first := true
+	for ctx.Err() == nil {
+		ps := n.link.Subscribe(ctx, n.cfg.DownChannel())
+		if _, err := ps.Receive(ctx); err != nil {
+			ps.Close()
+			n.subState.Store(StateDown)
+			if ctx.Err() == nil {
+				n.log.Warn("link subscribe failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		n.subState.Store("subscribed")
+		n.lastHub.Store(time.Now().UnixMilli()) // grace period for the first heartbeat
+		if !first {
+			n.requestHello()
+		}
+		first = false
+		reason := n.receive(ctx, ps)
+		ps.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("link re-established", "reason", reason)
+	}
+}
+
+func (n *Node) requestHello() {
+	select {
+	case n.helloReq <- struct{}{}:
+	default:
+	}
+}
+
+// receive handles messages until the subscription fails, goes silent, or
+// an operator resets it; it says which.
+func (n *Node) receive(ctx context.Context, ps *redis.PubSub) string {
+	for {
+		select {
+		case <-n.resetReq:
+			return "reset by operator"
+		default:
+		}
+		msg, err := ps.ReceiveTimeout(ctx, n.cfg.Heartbeat)
+		if ctx.Err() != nil {
+			return "stopping"
+		}
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				n.subState.Store(StateDown)
+				return "subscription error: " + err.Error()
+			}
+		}
+		if m, ok := msg.(*redis.Message); ok {
+			n.handle([]byte(m.Payload))
+		}
+		if n.State() == StateSplit {
+			n.m.splits.Inc()
+			return "soft split: no hub heartbeat for 3 intervals"
+		}
+	}
+}
+
+func (n *Node) handle(b []byte) {
+	m, err := Decode(n.down, b)
+	if err != nil {
+		n.m.rejected.WithLabelValues(Reason(err)).Inc()
+		return
+	}
+	now := time.Now().UnixMilli()
+	if m.Kind != KindHubHeartbeat {
+		n.m.rejected.WithLabelValues("malformed").Inc()
+		return
+	}
+	if d := now - m.Time; d > n.cfg.MaxSkew.Milliseconds() || -d > n.cfg.MaxSkew.Milliseconds() {
+		n.m.rejected.WithLabelValues("stale").Inc()
+		return
+	}
+	key := fmt.Sprintf("%s/%x", m.Node, m.Session)
+	n.hubMu.Lock()
+	last, seen := n.hubSeqs[key]
+	if seen && m.Seq <= last {
+		n.hubMu.Unlock()
+		n.m.rejected.WithLabelValues("replay").Inc()
+		return
+	}
+	if !seen && len(n.hubSeqs) >= 16 {
+		clear(n.hubSeqs) // hub sessions come and go; a replay within MaxSkew of a forgotten one only refreshes a heartbeat
+	}
+	n.hubSeqs[key] = m.Seq
+	n.hubMu.Unlock()
+	n.lastHub.Store(now)
+}
+
+// Reason maps a Decode error to the reason it is counted under.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ErrBadMAC):
+		return "bad_mac"
+	case errors.Is(err, ErrVersion):
+		return "unknown_version"
+	default:
+		return "malformed"
+	}
+}

@@ -1,0 +1,195 @@
+package redisstore
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+//go:embed apply.lua
+var applySrc string
+
+var applyScript = redis.NewScript(applySrc)
+
+// Relayer writes relayed peer changes into the keyspaces of other nodes and
+// reads swarms back for resyncs. The hub is its only user: it is the only
+// writer of relayed peers.
+type Relayer struct {
+	rdb          redis.UniversalClient
+	prefix       string
+	lifetime     int64
+	completedTTL int64
+	timeout      time.Duration
+	now          func() time.Time
+}
+
+// NewRelayer returns a relayer; cfg.NodeID is not used.
+func NewRelayer(rdb redis.UniversalClient, cfg Config) (*Relayer, error) {
+	cfg.NodeID = "hub"
+	s, err := New(rdb, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Relayer{rdb: rdb, prefix: cfg.Prefix, lifetime: s.lifetime, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now}, nil
+}
+
+// Target is one swarm of one node and the changes to apply to it.
+type Target struct {
+	Node    string
+	Changes []bittorrent.PeerChange // all of one info hash
+}
+
+// Apply applies every target's changes in one pipeline (one round trip)
+// and returns how many changes were applied (not older than what a node
+// held already).
+func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
+	if len(targets) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	now := r.now().Unix()
+	build := func(pipe redis.Pipeliner, eval bool) ([]*redis.Cmd, error) {
+		cmds := make([]*redis.Cmd, 0, len(targets))
+		for _, t := range targets {
+			if len(t.Changes) == 0 {
+				continue
+			}
+			ks, err := NewKeyspace(r.prefix, t.Node)
+			if err != nil {
+				return nil, err
+			}
+			args := make([]any, 0, 4+3*len(t.Changes))
+			args = append(args, now, now-r.lifetime, r.lifetime, r.completedTTL)
+			for _, c := range t.Changes {
+				args = append(args, opCode(c), c.Seen, c.Peer)
+			}
+			keys := ks.Swarm(t.Changes[0].InfoHash).list()
+			if eval {
+				cmds = append(cmds, applyScript.Eval(ctx, pipe, keys, args...))
+			} else {
+				cmds = append(cmds, applyScript.EvalSha(ctx, pipe, keys, args...))
+			}
+		}
+		return cmds, nil
+	}
+	pipe := r.rdb.Pipeline()
+	cmds, err := build(pipe, false)
+	if err != nil {
+		return 0, err
+	}
+	pipe.Exec(ctx)
+	if anyNoScript(cmds) {
+		// Re-sending the whole batch with EVAL is safe: applying is idempotent.
+		pipe = r.rdb.Pipeline()
+		if cmds, err = build(pipe, true); err != nil {
+			return 0, err
+		}
+		pipe.Exec(ctx)
+	}
+	applied := 0
+	for _, c := range cmds {
+		n, err := c.Int()
+		if err != nil {
+			return applied, fmt.Errorf("relay apply: %w", err)
+		}
+		applied += n
+	}
+	return applied, nil
+}
+
+func anyNoScript(cmds []*redis.Cmd) bool {
+	for _, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}
+
+func opCode(c bittorrent.PeerChange) string {
+	switch {
+	case c.Op == bittorrent.OpStopped:
+		return "X"
+	case c.Op == bittorrent.OpSeeder && c.Completion:
+		return "C"
+	case c.Op == bittorrent.OpSeeder:
+		return "S"
+	default:
+		return "L"
+	}
+}
+
+// Swarms returns the live peers of some of one node's swarms as changes
+// (seen = their score), in one round trip, for a resync.
+func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
+	ks, err := NewKeyspace(r.prefix, node)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	min := "(" + strconv.FormatInt(r.now().Unix()-r.lifetime, 10)
+	pipe := r.rdb.Pipeline()
+	type pair struct{ s, l *redis.ZSliceCmd }
+	cmds := make([]pair, len(hashes))
+	for i, ih := range hashes {
+		k := ks.Swarm(ih)
+		cmds[i] = pair{
+			pipe.ZRangeByScoreWithScores(ctx, k.Seeders, &redis.ZRangeBy{Min: min, Max: "+inf"}),
+			pipe.ZRangeByScoreWithScores(ctx, k.Leechers, &redis.ZRangeBy{Min: min, Max: "+inf"}),
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("relay read swarms: %w", err)
+	}
+	out := make([][]bittorrent.PeerChange, len(hashes))
+	for i, ih := range hashes {
+		s, l := cmds[i].s.Val(), cmds[i].l.Val()
+		cs := make([]bittorrent.PeerChange, 0, len(s)+len(l))
+		for _, z := range s {
+			cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpSeeder, Seen: int64(z.Score), Peer: z.Member.(string)})
+		}
+		for _, z := range l {
+			cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: int64(z.Score), Peer: z.Member.(string)})
+		}
+		out[i] = cs
+	}
+	return out, nil
+}
+
+// IndexKey is the key of a node's swarm index: a sorted set of the info
+// hashes its peers announced, score = last local announce. The node's link
+// publisher keeps it (off the announce path); the hub reads it to resync
+// without scanning keys. Its hash tag starts with the node id so that one
+// ACL key pattern, <prefix>:{<node>:*, covers a node's whole keyspace.
+func IndexKey(prefix, node string) string { return prefix + ":{" + node + ":swarms}" }
+
+// Indexed returns the info hashes of node's index seen within the peer
+// lifetime, trimming older entries.
+func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHash, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	key := IndexKey(r.prefix, node)
+	cutoff := r.now().Unix() - r.lifetime
+	pipe := r.rdb.Pipeline()
+	pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(cutoff, 10))
+	members := pipe.ZRange(ctx, key, 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("relay read index: %w", err)
+	}
+	out := make([]bittorrent.InfoHash, 0, len(members.Val()))
+	for _, m := range members.Val() {
+		if ih, err := bittorrent.InfoHashFromBytes([]byte(m)); err == nil {
+			out = append(out, ih)
+		}
+	}
+	return out, nil
+}

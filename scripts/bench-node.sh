@@ -5,6 +5,12 @@
 #
 #   scripts/bench-node.sh [conns] [duration] [extra TRACKER_* assignments...]
 #
+# With LINK=1 the link is on: a hub and a second (idle) node also run, so
+# every announce is published, relayed and written into the second node's
+# keyspace in the same Redis. They run on CPU $HUB_CPU (default 1, beside
+# the load generator, as a hub is a process of its own); HUB_CPU=0 puts the
+# whole link on the node's core.
+#
 # Prints announces/s, p50/p99 latency, Redis commands and new connections per
 # announce during the measured phase, and Redis bytes per stored peer.
 set -euo pipefail
@@ -27,8 +33,18 @@ taskset -c 0 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonl
 pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
+linkenv=()
+if [ "${LINK:-0}" = 1 ]; then
+  linkenv=(TRACKER_LINK_PASSWORD=bench-link-password)
+  env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$(free_port)" \
+      TRACKER_LOG_LEVEL=warn "${linkenv[@]}" taskset -c "${HUB_CPU:-1}" "$work/tracker" hub &
+  pids+=($!)
+  env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$(free_port)" \
+      TRACKER_NODE_ID=bench2 TRACKER_LOG_LEVEL=warn "${linkenv[@]}" taskset -c "${HUB_CPU:-1}" "$work/tracker" &
+  pids+=($!)
+fi
 env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$hport" \
-    TRACKER_NODE_ID=bench TRACKER_LOG_LEVEL=warn "$@" \
+    TRACKER_NODE_ID=bench TRACKER_LOG_LEVEL=warn "${linkenv[@]}" "$@" \
     taskset -c 0 "$work/tracker" &
 pids+=($!)
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$hport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

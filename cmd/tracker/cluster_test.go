@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +27,7 @@ var clusterSeq atomic.Int64
 // cluster is a hub and nodes, each run in-process exactly as main runs
 // them, on one real redis-server.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	redis   *redistest.Server
 	channel string
 	hub     *proc
@@ -42,7 +43,7 @@ type proc struct {
 }
 
 // stop cancels the process and waits for it; it may be called again.
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	t.Helper()
 	p.once.Do(func() { p.cancel(); p.err = <-p.done })
 	if p.err != nil {
@@ -50,12 +51,12 @@ func (p *proc) stop(t *testing.T) {
 	}
 }
 
-func startProc(t *testing.T, run func(context.Context, []string, io.Writer, chan<- net.Addr) error, environ []string) *proc {
+func startProc(t testing.TB, run func(context.Context, []string, io.Writer, chan<- net.Addr) error, environ []string) *proc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan net.Addr, 1)
 	p := &proc{cancel: cancel, done: make(chan error, 1)}
-	go func() { p.done <- run(ctx, environ, io.Discard, started) }()
+	go func() { p.done <- run(ctx, environ, logSink, started) }()
 	select {
 	case a := <-started:
 		p.url = "http://" + a.String()
@@ -68,7 +69,7 @@ func startProc(t *testing.T, run func(context.Context, []string, io.Writer, chan
 	return p
 }
 
-func newCluster(t *testing.T, nodes ...string) *cluster {
+func newCluster(t testing.TB, nodes ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, redis: redistest.Start(t), channel: fmt.Sprintf("tltest%d", clusterSeq.Add(1)), nodes: map[string]*proc{}}
 	c.startHub()
@@ -85,7 +86,8 @@ func (c *cluster) env(extra ...string) []string {
 		"TRACKER_LINK_CHANNEL=" + c.channel,
 		"TRACKER_LINK_HEARTBEAT=100ms",
 		"TRACKER_ADMIN_TOKEN=test-admin-token-123",
-		"TRACKER_LOG_LEVEL=error",
+		"TRACKER_LOG_LEVEL=info", // visible with TRACKLINK_TEST_LOGS=1
+		"TRACKER_LOG_FORMAT=text",
 	}, extra...)
 }
 
@@ -100,14 +102,14 @@ func (c *cluster) startNode(name, password string) *proc {
 }
 
 // announce sends one announce to a node and returns the decoded answer.
-func announceTo(t *testing.T, base string, ih string, port int, left int, event string) map[string]any {
+func announceTo(t testing.TB, base string, ih string, port int, left int, event string) map[string]any {
 	t.Helper()
 	u := fmt.Sprintf("%s/announce?info_hash=%s&peer_id=%s&port=%d&uploaded=0&downloaded=0&left=%d&event=%s",
 		base, url.QueryEscape(ih), url.QueryEscape(fmt.Sprintf("-TT0001-%012d", port)), port, left, event)
 	return getBencode(t, u)
 }
 
-func getBencode(t *testing.T, u string) map[string]any {
+func getBencode(t testing.TB, u string) map[string]any {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
@@ -127,7 +129,7 @@ func getBencode(t *testing.T, u string) map[string]any {
 
 type counts struct{ seeders, leechers, downloaded int64 }
 
-func scrapeOf(t *testing.T, base, ih string) counts {
+func scrapeOf(t testing.TB, base, ih string) counts {
 	t.Helper()
 	m := getBencode(t, base+"/scrape?info_hash="+url.QueryEscape(ih))
 	f, _ := m["files"].(map[string]any)[ih].(map[string]any)
@@ -135,7 +137,7 @@ func scrapeOf(t *testing.T, base, ih string) counts {
 }
 
 // eventually polls cond until it holds or within elapses.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
@@ -173,7 +175,7 @@ func (c *cluster) waitLinked(names ...string) {
 	})
 }
 
-func hubCounter(t *testing.T, hubURL, metric string) float64 {
+func hubCounter(t testing.TB, hubURL, metric string) float64 {
 	t.Helper()
 	resp, err := http.Get(hubURL + "/metrics")
 	if err != nil {
@@ -420,4 +422,46 @@ func scrapeOrZero(base, ih string) counts {
 		return counts{}
 	}
 	return counts{f["complete"].(int64), f["incomplete"].(int64), f["downloaded"].(int64)}
+}
+
+// logSink receives the cluster processes' logs (set TRACKLINK_TEST_LOGS=1 to see them).
+var logSink io.Writer = io.Discard
+
+func init() {
+	if os.Getenv("TRACKLINK_TEST_LOGS") != "" {
+		logSink = os.Stderr
+	}
+}
+
+// TestLinkTwoHubs: a second hub relays the same changes again; idempotent
+// relays keep every count exact, and either hub alone keeps the link up.
+func TestLinkTwoHubs(t *testing.T) {
+	c := newCluster(t, "node1", "node2")
+	first := c.hub
+	c.hub = startProc(t, runHub, c.env("TRACKER_LINK_PASSWORD="+testPassword, "TRACKER_HUB_NAME=hub2"))
+	c.waitLinked("node1", "node2")
+	ih := "two-hubs-torrent-001"
+	announceTo(t, c.nodes["node1"].url, ih, 7001, 10, "started")
+	announceTo(t, c.nodes["node1"].url, ih, 7001, 0, "completed")
+	announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
+	want := counts{seeders: 1, leechers: 1, downloaded: 1}
+	for _, n := range []string{"node1", "node2"} {
+		eventually(t, time.Second, "exact counts on "+n, func() bool {
+			got := scrapeOf(t, c.nodes[n].url, ih)
+			if got != want {
+				t.Logf("%s: %+v", n, got)
+			}
+			return got == want
+		})
+	}
+	time.Sleep(300 * time.Millisecond) // both hubs have relayed by now
+	for _, n := range []string{"node1", "node2"} {
+		if got := scrapeOf(t, c.nodes[n].url, ih); got != want {
+			t.Fatalf("%s with two hubs: %+v, want %+v", n, got, want)
+		}
+	}
+	first.stop(t)
+	ih2 := "two-hubs-torrent-002"
+	announceTo(t, c.nodes["node2"].url, ih2, 7003, 10, "started")
+	eventually(t, time.Second, "second hub alone relays", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih2).leechers == 1 })
 }

@@ -183,7 +183,7 @@ type AnnounceResult struct {
 	// Completion is true when this announce counted a completed download
 	// (event=completed from a peer that was not a seeder yet).
 	Completion bool
-	// Seen is the last-seen time the store recorded, in unix seconds.
+	// Seen is the last-seen time the store recorded, in unix milliseconds.
 	Seen int64
 }
 
@@ -228,8 +228,9 @@ type PeerChange struct {
 	// origin. It is counted once at each other node too, however often it
 	// is applied.
 	Completion bool
-	// Seen is when the origin saw the peer, unix seconds. A relayed peer
-	// keeps it, so it expires everywhere at the same moment.
+	// Seen is when the origin saw the peer, unix milliseconds. A relayed
+	// peer keeps it, so it expires everywhere at the same moment; it also
+	// orders the changes of one peer.
 	Seen int64
 	// Peer is the peer's binary form (see AppendBinary).
 	Peer string

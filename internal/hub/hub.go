@@ -206,13 +206,19 @@ func (h *Hub) receive(ctx context.Context, ps *redis.PubSub) string {
 			}
 		}
 		if m, ok := msg.(*redis.Message); ok {
-			if m.Channel == h.cfg.Link.DownChannel() {
-				h.echo([]byte(m.Payload))
-			} else {
+			// Anything arriving proves the subscription carries messages;
+			// under a backlog our own heartbeat may be queued behind
+			// updates, and that is no split.
+			h.mu.Lock()
+			h.lastEcho = time.Now()
+			h.mu.Unlock()
+			if m.Channel != h.cfg.Link.DownChannel() {
 				h.handle(ctx, []byte(m.Payload))
 			}
 		}
 		h.mu.Lock()
+		// The hub hears its own heartbeats on the down channel, so a healthy
+		// subscription never stays silent for three of them.
 		silent := time.Since(h.lastEcho) > 3*h.cfg.Link.Heartbeat
 		h.mu.Unlock()
 		if silent {
@@ -220,18 +226,6 @@ func (h *Hub) receive(ctx context.Context, ps *redis.PubSub) string {
 			return "soft split: own heartbeats stopped arriving"
 		}
 	}
-}
-
-// echo notes the hub's own heartbeat coming back: proof the subscription
-// carries messages.
-func (h *Hub) echo(b []byte) {
-	m, err := link.Decode(h.down, b)
-	if err != nil || m.Kind != link.KindHubHeartbeat || m.Node != h.cfg.Name || m.Session != h.session {
-		return // another hub's heartbeat, or noise: not ours to judge
-	}
-	h.mu.Lock()
-	h.lastEcho = time.Now()
-	h.mu.Unlock()
 }
 
 func (h *Hub) reject(reason string, node *nodeState) {

@@ -137,7 +137,7 @@ func NewNode(cfg Config, id, prefix string, peerIDs bool, link, store redis.Univ
 		changes:     c("tracker_link_published_changes_total", "Local peer changes published to the link."),
 		dropped:     c("tracker_link_dropped_changes_total", "Local peer changes dropped because the link queue was full."),
 		publishErrs: c("tracker_link_publish_errors_total", "Failed link publishes."),
-		splits:      c("tracker_link_splits_total", "Soft splits detected (no hub heartbeat) and healed by resubscribing."),
+		splits:      c("tracker_link_splits_total", "Subscriptions remade because no hub heartbeat came for 3 intervals (soft split)."),
 		resets:      c("tracker_link_resets_total", "Link resets requested by an operator."),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tracker_link_rejected_total", Help: "Messages from the hub refused, by reason.",
@@ -269,12 +269,16 @@ func (n *Node) publish(ctx context.Context) {
 		defer cancel()
 		if len(changes) > 0 {
 			// The swarm index lets the hub resync without scanning keys.
-			pipe := n.store.Pipeline()
-			key := redisstore.IndexKey(n.prefix, n.id)
+			// One variadic ZADD a batch; the last change of a torrent wins.
+			seen := make(map[bittorrent.InfoHash]int64, len(changes))
 			for _, c := range changes {
-				pipe.ZAdd(pctx, key, redis.Z{Score: float64(c.Seen), Member: string(c.InfoHash[:])})
+				seen[c.InfoHash] = max(seen[c.InfoHash], c.Seen)
 			}
-			if _, err := pipe.Exec(pctx); err != nil {
+			zs := make([]redis.Z, 0, len(seen))
+			for ih, t := range seen {
+				zs = append(zs, redis.Z{Score: float64(t), Member: string(ih[:])})
+			}
+			if err := n.store.ZAdd(pctx, redisstore.IndexKey(n.prefix, n.id), zs...).Err(); err != nil {
 				n.log.Warn("link index write failed", "err", err)
 			}
 		}
@@ -349,12 +353,11 @@ func (n *Node) listen(ctx context.Context) {
 		}
 		backoff = 100 * time.Millisecond
 		n.subState.Store("subscribed")
-		n.lastHub.Store(time.Now().UnixMilli()) // grace period for the first heartbeat
 		if !first {
 			n.requestHello()
 		}
 		first = false
-		reason := n.receive(ctx, ps)
+		reason := n.receive(ctx, ps, time.Now())
 		ps.Close()
 		if ctx.Err() != nil {
 			return
@@ -372,7 +375,7 @@ func (n *Node) requestHello() {
 
 // receive handles messages until the subscription fails, goes silent, or
 // an operator resets it; it says which.
-func (n *Node) receive(ctx context.Context, ps *redis.PubSub) string {
+func (n *Node) receive(ctx context.Context, ps *redis.PubSub, subscribed time.Time) string {
 	for {
 		select {
 		case <-n.resetReq:
@@ -393,7 +396,11 @@ func (n *Node) receive(ctx context.Context, ps *redis.PubSub) string {
 		if m, ok := msg.(*redis.Message); ok {
 			n.handle([]byte(m.Payload))
 		}
-		if n.State() == StateSplit {
+		// Silent for three heartbeats since the later of the last hub
+		// heartbeat and this subscription: make a new one. State() keeps
+		// saying split until a heartbeat really arrives.
+		last := max(n.lastHub.Load(), subscribed.UnixMilli())
+		if time.Since(time.UnixMilli(last)) > 3*n.cfg.Heartbeat {
 			n.m.splits.Inc()
 			return "soft split: no hub heartbeat for 3 intervals"
 		}

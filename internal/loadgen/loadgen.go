@@ -45,6 +45,7 @@ type Result struct {
 	NewRedisConns int64         // connections Redis accepted during the measured phase; -1 without Redis
 	BytesPerPeer  float64       // used_memory growth per peer during the fill; -1 without Redis
 	RedisCPU      time.Duration // Redis CPU time per announce in the measured phase
+	NodeCPU       time.Duration // the node's CPU time per announce (its process_cpu_seconds_total)
 	FilledPeers   int
 	FirstFailure  string
 }
@@ -62,6 +63,9 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "new redis connections during the measured phase: %d\n", r.NewRedisConns)
 		fmt.Fprintf(&b, "redis memory: %.1f bytes per peer (%d peers filled)\n", r.BytesPerPeer, r.FilledPeers)
 		fmt.Fprintf(&b, "redis CPU per announce: %s\n", r.RedisCPU)
+	}
+	if r.NodeCPU > 0 {
+		fmt.Fprintf(&b, "node CPU per announce: %s (node + redis: %s)\n", r.NodeCPU, r.NodeCPU+r.RedisCPU)
 	}
 	if r.FirstFailure != "" {
 		fmt.Fprintf(&b, "first failure: %s\n", r.FirstFailure)
@@ -137,7 +141,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		connsBefore = info(ctx, rdb, "stats", "total_connections_received")
 		cpuBefore = redisCPU(ctx, rdb)
 	}
-	rtBefore, annBefore, metricsErr := nodeCounters(ctx, hc, metricsURL)
+	rtBefore, annBefore, cpuNodeBefore, metricsErr := nodeCounters(ctx, hc, metricsURL)
 	mctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	lat := make([][]time.Duration, cfg.Conns)
@@ -193,9 +197,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 	if metricsErr == nil {
-		rt, ann, err := nodeCounters(ctx, hc, metricsURL)
+		rt, ann, cpu, err := nodeCounters(ctx, hc, metricsURL)
 		if err == nil && ann > annBefore {
 			res.RoundTrips = (rt - rtBefore) / (ann - annBefore)
+			res.NodeCPU = time.Duration((cpu - cpuNodeBefore) / (ann - annBefore) * 1e9)
 		}
 	}
 	return res, nil
@@ -203,19 +208,19 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 // nodeCounters reads the node's Redis round trips and successful announces
 // from its Prometheus text endpoint.
-func nodeCounters(ctx context.Context, hc *http.Client, u string) (roundTrips, announces float64, err error) {
+func nodeCounters(ctx context.Context, hc *http.Client, u string) (roundTrips, announces, cpu float64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	found := 0
 	for _, line := range strings.Split(string(body), "\n") {
@@ -234,12 +239,14 @@ func nodeCounters(ctx context.Context, hc *http.Client, u string) (roundTrips, a
 		case `tracker_announces_total{outcome="ok"}`:
 			announces = f
 			found++
+		case "process_cpu_seconds_total":
+			cpu = f
 		}
 	}
 	if found != 2 {
-		return 0, 0, errors.New("node metrics lack the round-trip or announce counters")
+		return 0, 0, 0, errors.New("node metrics lack the round-trip or announce counters")
 	}
-	return roundTrips, announces, nil
+	return roundTrips, announces, cpu, nil
 }
 
 func announceURL(b []byte, cfg Config, torrent, peer int, extra string) []byte {

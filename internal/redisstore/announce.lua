@@ -2,7 +2,7 @@
 -- script, so concurrent writers can never make them drift or go negative.
 --
 -- KEYS: seeders zset, leechers zset, completed counter
--- ARGV: now, cutoff (scores <= cutoff have expired), swarm TTL (s), member,
+-- ARGV: now (unix ms), cutoff (scores <= cutoff have expired), swarm TTL (s), member,
 --       op ("L" leecher, "S" seeder, "X" stopped), completed ("1"/"0"),
 --       numwant, completed-counter TTL (s)
 -- Reply: {seeders, leechers, counted (1 when a completion was counted),

@@ -1,50 +1,73 @@
--- Apply relayed peer changes to one swarm of one node, idempotently: a
--- change is applied only when it is at least as recent as what the node
--- holds for that peer, so repeating or reordering relays changes nothing,
--- and a completion counts only when the peer was not a seeder here yet.
+-- Apply relayed peer changes to swarms of one node, idempotently. Changes
+-- of one peer are ordered by their origin time (ms): a change older than
+-- what the node holds is skipped, so a change applied twice, or relayed by
+-- two hubs, or replayed by a resync, changes nothing. A stop leaves a
+-- tombstone (until the peer would have expired anyway) so that a late copy
+-- of an earlier announce cannot bring the peer back; and a completion counts
+-- only when the peer was not a seeder here yet.
 --
--- KEYS: seeders zset, leechers zset, completed counter
--- ARGV: now, cutoff, lifetime (s), completed TTL (s), then per change:
---       op ("L", "S", "C" = seeder with a completion, "X" = stopped), seen, member
+-- KEYS: per swarm: seeders, leechers, completed counter, tombstones. Under
+--       Redis Cluster a call carries one swarm (one slot); on one Redis it
+--       may carry many, which saves a script call per swarm.
+-- ARGV: now (ms), cutoff (ms), lifetime (ms), completed TTL (s), then per
+--       swarm: its number of changes n, then n times: op ("L", "S", "C" =
+--       seeder with a completion, "X" = stopped), seen (ms), member
 -- Reply: number of changes applied.
-local S, L, C = KEYS[1], KEYS[2], KEYS[3]
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', S, '-inf', cutoff)
-redis.call('ZREMRANGEBYSCORE', L, '-inf', cutoff)
 local applied = 0
 local newest = {}
-for i = 5, #ARGV, 3 do
-  local op, seen, m = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  if seen > cutoff then
-    local sS = redis.call('ZSCORE', S, m)
-    local sL = redis.call('ZSCORE', L, m)
-    local cur = 0
-    if sS then cur = tonumber(sS) end
-    if sL and tonumber(sL) > cur then cur = tonumber(sL) end
-    if seen >= cur then
-      applied = applied + 1
+local a = 5
+for k = 1, #KEYS, 4 do
+  local S, L, C, X = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for i = a, a + 3 * (n - 1), 3 do
+    local op, seen, m = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+    if seen > cutoff then
+      local sS = redis.call('ZSCORE', S, m)
+      local sL = redis.call('ZSCORE', L, m)
+      local cur = 0
+      if sS then cur = tonumber(sS) end
+      if sL and tonumber(sL) > cur then cur = tonumber(sL) end
       if op == 'X' then
-        redis.call('ZREM', S, m)
-        redis.call('ZREM', L, m)
-      elseif op == 'L' then
-        if sS then redis.call('ZREM', S, m) end
-        redis.call('ZADD', L, seen, m)
-        if (newest[L] or 0) < seen then newest[L] = seen end
-      else
-        if sL then redis.call('ZREM', L, m) end
-        redis.call('ZADD', S, seen, m)
-        if (newest[S] or 0) < seen then newest[S] = seen end
-        if op == 'C' and not sS then
-          redis.call('INCR', C)
-          redis.call('EXPIRE', C, ARGV[4])
+        if seen >= cur then
+          applied = applied + 1
+          if sS then redis.call('ZREM', S, m) end
+          if sL then redis.call('ZREM', L, m) end
+          local t = redis.call('ZSCORE', X, m)
+          if not t or tonumber(t) < seen then
+            redis.call('ZADD', X, seen, m)
+            if (newest[X] or 0) < seen then newest[X] = seen end
+          end
+        end
+      elseif seen > cur then
+        local t = redis.call('ZSCORE', X, m)
+        if not t or tonumber(t) < seen then
+          applied = applied + 1
+          if op == 'L' then
+            if sS then redis.call('ZREM', S, m) end
+            redis.call('ZADD', L, seen, m)
+            if (newest[L] or 0) < seen then newest[L] = seen end
+          else
+            if sL then redis.call('ZREM', L, m) end
+            redis.call('ZADD', S, seen, m)
+            if (newest[S] or 0) < seen then newest[S] = seen end
+            if op == 'C' and not sS then
+              redis.call('INCR', C)
+              redis.call('EXPIRE', C, ARGV[4])
+            end
+          end
         end
       end
     end
   end
+  a = a + 3 * n
 end
--- A set lives until its youngest member expires.
+-- Each set written is trimmed (expiry as a side effect of writes) and
+-- lives until its youngest member expires.
 for key, seen in pairs(newest) do
-  local want = seen + life - now + 1
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+  local want = math.floor((seen + life - now) / 1000) + 1
   if redis.call('TTL', key) < want then
     redis.call('EXPIRE', key, want)
   end

@@ -11,9 +11,11 @@ import (
 // carries the same hash tag, {node:infohash}, so that the swarm lives in one
 // Redis Cluster slot and one script may touch all of its keys:
 //
-//	<prefix>:{<node>:<infohash hex>}:s   sorted set of seeders, score = last seen (unix s)
+//	<prefix>:{<node>:<infohash hex>}:s   sorted set of seeders, score = last seen (unix ms)
 //	<prefix>:{<node>:<infohash hex>}:l   sorted set of leechers, score = last seen
 //	<prefix>:{<node>:<infohash hex>}:c   completed downloads counter
+//	<prefix>:{<node>:<infohash hex>}:x   relayed stops: member = peer, score = stop time
+//	                                     (written by the hub only, trimmed like the peers)
 //
 // Replicas of one node share its keyspace; other nodes' keyspaces are
 // written only by the hub.
@@ -37,18 +39,22 @@ func NewKeyspace(prefix, node string) (Keyspace, error) {
 // Node returns the node id the keyspace belongs to.
 func (k Keyspace) Node() string { return k.node }
 
-// SwarmKeys are the three keys of one swarm.
-type SwarmKeys struct{ Seeders, Leechers, Completed string }
+// SwarmKeys are the keys of one swarm.
+type SwarmKeys struct{ Seeders, Leechers, Completed, Stopped string }
 
 // Swarm returns the keys of the swarm of ih.
 func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
 	var hx [40]byte
 	hex.Encode(hx[:], ih[:])
 	base := k.prefix + ":{" + k.node + ":" + string(hx[:]) + "}:"
-	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Completed: base + "c"}
+	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Completed: base + "c", Stopped: base + "x"}
 }
 
 func (s SwarmKeys) list() []string { return []string{s.Seeders, s.Leechers, s.Completed} }
+
+func (s SwarmKeys) relayList() []string {
+	return []string{s.Seeders, s.Leechers, s.Completed, s.Stopped}
+}
 
 // MaxNameLen bounds node ids and key prefixes.
 const MaxNameLen = 64

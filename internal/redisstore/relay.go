@@ -23,7 +23,9 @@ var applyScript = redis.NewScript(applySrc)
 // writer of relayed peers.
 type Relayer struct {
 	rdb          redis.UniversalClient
+	cluster      bool // one swarm per script call (one slot each)
 	prefix       string
+	lifetimeMs   int64
 	lifetime     int64
 	completedTTL int64
 	timeout      time.Duration
@@ -37,7 +39,8 @@ func NewRelayer(rdb redis.UniversalClient, cfg Config) (*Relayer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Relayer{rdb: rdb, prefix: cfg.Prefix, lifetime: s.lifetime, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now}, nil
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Relayer{rdb: rdb, cluster: cluster, prefix: cfg.Prefix, lifetime: s.lifetime, lifetimeMs: s.lifetimeMs, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now}, nil
 }
 
 // Target is one swarm of one node and the changes to apply to it.
@@ -48,34 +51,49 @@ type Target struct {
 
 // Apply applies every target's changes in one pipeline (one round trip)
 // and returns how many changes were applied (not older than what a node
-// held already).
+// held already). On one Redis, all swarms of one node go in one script
+// call; under Redis Cluster each swarm is a call of its own.
 func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 	if len(targets) == 0 {
 		return 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	now := r.now().Unix()
+	now := r.now().UnixMilli()
+	// Group into calls: per node, or per node and swarm under Cluster.
+	type call struct {
+		keys []string
+		args []any
+	}
+	var calls []*call
+	byNode := map[string]*call{}
+	for _, t := range targets {
+		if len(t.Changes) == 0 {
+			continue
+		}
+		ks, err := NewKeyspace(r.prefix, t.Node)
+		if err != nil {
+			return 0, err
+		}
+		c := byNode[t.Node]
+		if c == nil || r.cluster {
+			c = &call{args: []any{now, now - r.lifetimeMs, r.lifetimeMs, r.completedTTL}}
+			calls = append(calls, c)
+			byNode[t.Node] = c
+		}
+		c.keys = append(c.keys, ks.Swarm(t.Changes[0].InfoHash).relayList()...)
+		c.args = append(c.args, len(t.Changes))
+		for _, ch := range t.Changes {
+			c.args = append(c.args, opCode(ch), ch.Seen, ch.Peer)
+		}
+	}
 	build := func(pipe redis.Pipeliner, eval bool) ([]*redis.Cmd, error) {
-		cmds := make([]*redis.Cmd, 0, len(targets))
-		for _, t := range targets {
-			if len(t.Changes) == 0 {
-				continue
-			}
-			ks, err := NewKeyspace(r.prefix, t.Node)
-			if err != nil {
-				return nil, err
-			}
-			args := make([]any, 0, 4+3*len(t.Changes))
-			args = append(args, now, now-r.lifetime, r.lifetime, r.completedTTL)
-			for _, c := range t.Changes {
-				args = append(args, opCode(c), c.Seen, c.Peer)
-			}
-			keys := ks.Swarm(t.Changes[0].InfoHash).list()
+		cmds := make([]*redis.Cmd, 0, len(calls))
+		for _, c := range calls {
 			if eval {
-				cmds = append(cmds, applyScript.Eval(ctx, pipe, keys, args...))
+				cmds = append(cmds, applyScript.Eval(ctx, pipe, c.keys, c.args...))
 			} else {
-				cmds = append(cmds, applyScript.EvalSha(ctx, pipe, keys, args...))
+				cmds = append(cmds, applyScript.EvalSha(ctx, pipe, c.keys, c.args...))
 			}
 		}
 		return cmds, nil
@@ -136,7 +154,7 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	min := "(" + strconv.FormatInt(r.now().Unix()-r.lifetime, 10)
+	min := "(" + strconv.FormatInt(r.now().UnixMilli()-r.lifetimeMs, 10)
 	pipe := r.rdb.Pipeline()
 	type pair struct{ s, l *redis.ZSliceCmd }
 	cmds := make([]pair, len(hashes))
@@ -166,7 +184,7 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 }
 
 // IndexKey is the key of a node's swarm index: a sorted set of the info
-// hashes its peers announced, score = last local announce. The node's link
+// hashes its peers announced, score = last local announce (unix ms). The node's link
 // publisher keeps it (off the announce path); the hub reads it to resync
 // without scanning keys. Its hash tag starts with the node id so that one
 // ACL key pattern, <prefix>:{<node>:*, covers a node's whole keyspace.
@@ -178,7 +196,7 @@ func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHa
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	key := IndexKey(r.prefix, node)
-	cutoff := r.now().Unix() - r.lifetime
+	cutoff := r.now().UnixMilli() - r.lifetimeMs
 	pipe := r.rdb.Pipeline()
 	pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(cutoff, 10))
 	members := pipe.ZRange(ctx, key, 0, -1)

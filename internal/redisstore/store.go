@@ -46,7 +46,8 @@ type Config struct {
 type Store struct {
 	rdb          redis.UniversalClient
 	ks           Keyspace
-	lifetime     int64 // seconds
+	lifetime     int64 // seconds (key TTLs)
+	lifetimeMs   int64 // milliseconds (scores)
 	completedTTL int64 // seconds
 	timeout      time.Duration
 	peerIDs      bool
@@ -77,6 +78,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 		rdb:          rdb,
 		ks:           ks,
 		lifetime:     ceilSeconds(cfg.PeerLifetime),
+		lifetimeMs:   ceilSeconds(cfg.PeerLifetime) * 1000,
 		completedTTL: ceilSeconds(cfg.CompletedTTL),
 		timeout:      cfg.Timeout,
 		peerIDs:      cfg.PeerIDs,
@@ -129,7 +131,7 @@ type announceCall struct {
 }
 
 func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCall {
-	now := s.now().Unix()
+	now := s.now().UnixMilli()
 	m := string(req.Peer.AppendBinary(make([]byte, 0, bittorrent.PeerLen6WithID), s.peerIDs))
 	op := opLeecher
 	switch {
@@ -144,7 +146,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	}
 	return announceCall{
 		keys:    s.ks.Swarm(req.InfoHash).list(),
-		args:    []any{now, now - s.lifetime, s.lifetime + 1, m, op, completed, numWant, s.completedTTL},
+		args:    []any{now, now - s.lifetimeMs, s.lifetime + 1, m, op, completed, numWant, s.completedTTL},
 		self:    m,
 		numWant: numWant,
 		seen:    now,
@@ -211,7 +213,7 @@ func decodeAnnounce(res []any, self string, numWant int) (bittorrent.AnnounceRes
 func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	min := "(" + strconv.FormatInt(s.now().Unix()-s.lifetime, 10)
+	min := "(" + strconv.FormatInt(s.now().UnixMilli()-s.lifetimeMs, 10)
 	pipe := s.rdb.Pipeline()
 	type cmds struct {
 		seeders, leechers *redis.IntCmd

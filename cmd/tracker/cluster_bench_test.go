@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redisstore"
+)
+
+// BenchmarkPropagation: announce at node1, time until node2's keyspace
+// holds the peer. Reports p50 and p99 (target p99 < 50 ms on loopback).
+func BenchmarkPropagation(b *testing.B) {
+	c := newCluster(b, "node1", "node2", "node3")
+	c.waitLinked("node1", "node2", "node3")
+	rdb := c.redis.Client(b)
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ih := fmt.Sprintf("propagation-%08d", i)
+		key := fmt.Sprintf("tl:{node2:%x}:l", ih)
+		start := time.Now()
+		resp, err := http.Get(fmt.Sprintf("%s/announce?info_hash=%s&peer_id=-TT0001-%012d&port=7001&left=1", c.nodes["node1"].url, ih, i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		for rdb.ZCard(ctx, key).Val() == 0 {
+			if time.Since(start) > 5*time.Second {
+				b.Fatal("not propagated within 5s")
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkHubRelay: a source node publishes full batches of changes; the
+// hub relays each to the three other live nodes. Reports changes taken in
+// per second and keyspace writes per second (target ≥ 100,000 updates/s).
+func BenchmarkHubRelay(b *testing.B) {
+	c := newCluster(b, "node1", "node2", "node3")
+	c.waitLinked("node1", "node2", "node3")
+	rdb := c.redis.Client(b)
+	ctx := context.Background()
+	up, _ := link.Keys(testPassword)
+	const perMsg = link.MaxChanges
+	session := uint64(time.Now().UnixNano())
+	var seq uint64
+	publish := func(changes []bittorrent.PeerChange, kind link.Kind) {
+		seq++
+		msg, err := link.Encode(up, &link.Message{Kind: kind, Node: "benchsrc", Session: session, Seq: seq, Time: time.Now().UnixMilli(), Changes: changes})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := rdb.Publish(ctx, c.channel+":up", msg).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	publish(nil, link.KindHello)
+	before := hubCounter(b, c.hub.url, "hub_relayed_updates_total")
+	now := time.Now().UnixMilli()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		changes := make([]bittorrent.PeerChange, perMsg)
+		for j := range changes {
+			var ih bittorrent.InfoHash
+			copy(ih[:], fmt.Sprintf("relay-%06d", (i*perMsg+j)/10))
+			n := i*perMsg + j
+			changes[j] = bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: now,
+				Peer: string([]byte{10, byte(n >> 16), byte(n >> 8), byte(n), 0x1a, 0xe1})}
+		}
+		publish(changes, link.KindUpdates)
+	}
+	want := before + float64(3*perMsg*b.N)
+	for hubCounter(b, c.hub.url, "hub_relayed_updates_total") < want {
+		if time.Since(start) > 2*time.Minute {
+			b.Fatalf("relayed %v of %v", hubCounter(b, c.hub.url, "hub_relayed_updates_total")-before, want-before)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	el := time.Since(start).Seconds()
+	b.ReportMetric(float64(perMsg*b.N)/el, "changes/s")
+	b.ReportMetric(float64(3*perMsg*b.N)/el, "writes/s")
+}
+
+// BenchmarkResync100k: node1 holds 100k peers (10k torrents of 10) that
+// nobody else has; node2 joins. Reports the time until node2 has them all
+// (target < 5 s).
+func BenchmarkResync100k(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		c := newCluster(b, "node1")
+		c.waitLinked("node1")
+		rdb := c.redis.Client(b)
+		relay, err := redisstore.NewRelayer(rdb, redisstore.Config{Prefix: "tl", PeerLifetime: 48 * time.Minute, CompletedTTL: 720 * time.Hour, Timeout: 10 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		now := time.Now().UnixMilli()
+		const torrents, per = 10000, 10
+		var ts []redisstore.Target
+		idx := rdb.Pipeline()
+		for i := 0; i < torrents; i++ {
+			var ih bittorrent.InfoHash
+			copy(ih[:], fmt.Sprintf("resync-%08d", i))
+			cs := make([]bittorrent.PeerChange, per)
+			for j := range cs {
+				n := i*per + j
+				cs[j] = bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.ChangeOp(1 + j%2), Seen: now, Peer: string([]byte{10, byte(n >> 16), byte(n >> 8), byte(n), 0x1a, 0xe1})}
+			}
+			ts = append(ts, redisstore.Target{Node: "node1", Changes: cs})
+			idx.ZAdd(ctx, redisstore.IndexKey("tl", "node1"), redis.Z{Score: float64(now), Member: string(ih[:])})
+			if len(ts) == 500 {
+				if _, err := relay.Apply(ctx, ts); err != nil {
+					b.Fatal(err)
+				}
+				ts = ts[:0]
+			}
+		}
+		if _, err := idx.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+		resyncs := hubCounter(b, c.hub.url, "hub_resyncs_total")
+		b.StartTimer()
+		start := time.Now()
+		c.startNode("node2", testPassword)
+		var last bittorrent.InfoHash
+		copy(last[:], fmt.Sprintf("resync-%08d", torrents-1))
+		lastKey := "tl:{node2:" + last.String() + "}:l"
+		for hubCounter(b, c.hub.url, "hub_resyncs_total") <= resyncs || rdb.ZCard(ctx, lastKey).Val() != per/2 {
+			if time.Since(start) > time.Minute {
+				b.Fatalf("resync did not finish within a minute: resyncs %v -> %v, last swarm on node2 has %d",
+					resyncs, hubCounter(b, c.hub.url, "hub_resyncs_total"), rdb.ZCard(ctx, lastKey).Val())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s/resync")
+		b.StopTimer()
+		var total int64
+		keys := 0
+		iter := rdb.Scan(ctx, 0, "tl:{node2:*}:*", 1000).Iterator() // test-side check only
+		for iter.Next(ctx) {
+			keys++
+			total += rdb.ZCard(ctx, iter.Val()).Val()
+		}
+		if total != torrents*per {
+			b.Fatalf("node2 holds %d peers after resync, want %d", total, torrents*per)
+		}
+		b.StartTimer()
+	}
+}

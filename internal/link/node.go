@@ -104,7 +104,19 @@ type Node struct {
 	hubMu     sync.Mutex
 	hubSeqs   map[string]uint64 // hub name+session -> last seq
 	published atomic.Int64
+	// indexed remembers when each torrent was last written to the swarm
+	// index (publisher goroutine only), so the index is refreshed once per
+	// IndexRefresh per torrent, not on every announce. Bounded: cleared
+	// when it holds maxIndexed entries (the cost is one more write each).
+	indexed map[bittorrent.InfoHash]int64
 }
+
+// IndexRefresh is how often a node refreshes a torrent's entry in its
+// swarm index while the torrent is active; readers keep entries for the
+// peer lifetime plus this.
+const IndexRefresh = time.Minute
+
+const maxIndexed = 1 << 20
 
 type nodeMetrics struct {
 	changes, dropped, publishErrs, splits, resets prometheus.Counter
@@ -125,7 +137,7 @@ func NewNode(cfg Config, id, prefix string, peerIDs bool, link, store redis.Univ
 		cfg: cfg, id: id, prefix: prefix, peerIDs: peerIDs, up: up, down: down, link: link, store: store,
 		session: randomSession(), queue: make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), resetReq: make(chan struct{}, 1), log: log.With("link_node", id),
-		hubSeqs: map[string]uint64{},
+		hubSeqs: map[string]uint64{}, indexed: map[bittorrent.InfoHash]int64{},
 	}
 	n.subState.Store(StateDown)
 	c := func(name, help string) prometheus.Counter {
@@ -269,17 +281,25 @@ func (n *Node) publish(ctx context.Context) {
 		defer cancel()
 		if len(changes) > 0 {
 			// The swarm index lets the hub resync without scanning keys.
-			// One variadic ZADD a batch; the last change of a torrent wins.
-			seen := make(map[bittorrent.InfoHash]int64, len(changes))
+			// One variadic ZADD a batch, of the torrents not refreshed
+			// within IndexRefresh.
+			if len(n.indexed) >= maxIndexed {
+				clear(n.indexed)
+			}
+			var zs []redis.Z
 			for _, c := range changes {
-				seen[c.InfoHash] = max(seen[c.InfoHash], c.Seen)
+				if c.Seen-n.indexed[c.InfoHash] >= IndexRefresh.Milliseconds() {
+					n.indexed[c.InfoHash] = c.Seen
+					zs = append(zs, redis.Z{Score: float64(c.Seen), Member: string(c.InfoHash[:])})
+				}
 			}
-			zs := make([]redis.Z, 0, len(seen))
-			for ih, t := range seen {
-				zs = append(zs, redis.Z{Score: float64(t), Member: string(ih[:])})
-			}
-			if err := n.store.ZAdd(pctx, redisstore.IndexKey(n.prefix, n.id), zs...).Err(); err != nil {
-				n.log.Warn("link index write failed", "err", err)
+			if len(zs) > 0 {
+				if err := n.store.ZAdd(pctx, redisstore.IndexKey(n.prefix, n.id), zs...).Err(); err != nil {
+					n.log.Warn("link index write failed", "err", err)
+					for _, z := range zs {
+						delete(n.indexed, bittorrent.InfoHash([]byte(z.Member.(string))))
+					}
+				}
 			}
 		}
 		if err := n.link.Publish(pctx, n.cfg.UpChannel(), b).Err(); err != nil {

@@ -34,14 +34,14 @@ for k = 1, #KEYS, 4 do
           applied = applied + 1
           if sS then redis.call('ZREM', S, m) end
           if sL then redis.call('ZREM', L, m) end
-          local t = redis.call('ZSCORE', X, m)
-          if not t or tonumber(t) < seen then
-            redis.call('ZADD', X, seen, m)
-            if (newest[X] or 0) < seen then newest[X] = seen end
-          end
+          redis.call('ZADD', X, 'GT', seen, m)
+          if (newest[X] or 0) < seen then newest[X] = seen end
         end
       elseif seen > cur then
-        local t = redis.call('ZSCORE', X, m)
+        -- A tombstone matters only for an absent peer: a present one was
+        -- re-added after any stop, so its score is newer than the stop.
+        local t = false
+        if cur == 0 then t = redis.call('ZSCORE', X, m) end
         if not t or tonumber(t) < seen then
           applied = applied + 1
           if op == 'L' then

@@ -190,13 +190,18 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 // ACL key pattern, <prefix>:{<node>:*, covers a node's whole keyspace.
 func IndexKey(prefix, node string) string { return prefix + ":{" + node + ":swarms}" }
 
+// indexSlack is how much longer than the peer lifetime an index entry
+// counts: nodes refresh an active torrent's entry every minute (see
+// link.IndexRefresh), not on every announce.
+const indexSlack = 2 * time.Minute
+
 // Indexed returns the info hashes of node's index seen within the peer
-// lifetime, trimming older entries.
+// lifetime (plus the refresh slack), trimming older entries.
 func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHash, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	key := IndexKey(r.prefix, node)
-	cutoff := r.now().UnixMilli() - r.lifetimeMs
+	cutoff := r.now().UnixMilli() - r.lifetimeMs - indexSlack.Milliseconds()
 	pipe := r.rdb.Pipeline()
 	pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(cutoff, 10))
 	members := pipe.ZRange(ctx, key, 0, -1)

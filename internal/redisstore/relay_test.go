@@ -1,0 +1,92 @@
+package redisstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+// TestRelayIdempotent: applying relayed changes twice, out of order, or
+// after a stop never double-counts, never resurrects, never regresses.
+func TestRelayIdempotent(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	r, err := NewRelayer(rdb, Config{Prefix: "relaytest", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := New(rdb, Config{Prefix: "relaytest", NodeID: "target", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ih := hash("relayed")
+	p := string(peer(1, false).AppendBinary(nil, false))
+	now := time.Now().UnixMilli()
+	ch := func(op bittorrent.ChangeOp, completion bool, seen int64) bittorrent.PeerChange {
+		return bittorrent.PeerChange{InfoHash: ih, Op: op, Completion: completion, Seen: seen, Peer: p}
+	}
+	apply := func(cs ...bittorrent.PeerChange) int {
+		t.Helper()
+		n, err := r.Apply(ctx, []Target{{Node: "target", Changes: cs}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	state := func() bittorrent.Scrape {
+		t.Helper()
+		sc, err := node.Scrape(ctx, []bittorrent.InfoHash{ih})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc[0]
+	}
+	started, completed, stopped := ch(bittorrent.OpLeecher, false, now-3000), ch(bittorrent.OpSeeder, true, now-2000), ch(bittorrent.OpStopped, false, now-1000)
+
+	apply(started, completed)
+	if s := state(); s.Complete != 1 || s.Incomplete != 0 || s.Downloaded != 1 {
+		t.Fatalf("after start+complete: %+v", s)
+	}
+	// A second hub relays the same, in order and out of order.
+	if n := apply(started, completed); n != 0 {
+		t.Fatalf("duplicates applied: %d", n)
+	}
+	apply(completed)
+	apply(started)
+	if s := state(); s.Complete != 1 || s.Incomplete != 0 || s.Downloaded != 1 {
+		t.Fatalf("after duplicates: %+v", s)
+	}
+	apply(stopped)
+	if s := state(); s.Complete != 0 || s.Incomplete != 0 {
+		t.Fatalf("after stop: %+v", s)
+	}
+	// Late copies of what came before the stop do not bring the peer back
+	// nor count its completion again.
+	if n := apply(started, completed); n != 0 {
+		t.Fatalf("late copies applied: %d", n)
+	}
+	if s := state(); s.Complete != 0 || s.Downloaded != 1 {
+		t.Fatalf("after late copies: %+v", s)
+	}
+	// A newer announce after the stop is a new session of the peer.
+	apply(ch(bittorrent.OpLeecher, false, now))
+	if s := state(); s.Incomplete != 1 {
+		t.Fatalf("after re-announce: %+v", s)
+	}
+	// Expired changes are not stored at all.
+	other := bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: now - 2*time.Hour.Milliseconds(), Peer: string(peer(2, false).AppendBinary(nil, false))}
+	if n := apply(other); n != 0 {
+		t.Fatal("expired change applied")
+	}
+	// The relayed peer keeps its origin time, and its set lives until it expires.
+	k := node.ks.Swarm(ih)
+	if sc := rdb.ZScore(ctx, k.Leechers, p).Val(); int64(sc) != now {
+		t.Fatalf("score %v, want the origin's %d", sc, now)
+	}
+	if ttl := rdb.TTL(ctx, k.Leechers).Val(); ttl < 59*time.Minute || ttl > 61*time.Minute {
+		t.Fatalf("TTL %s, want about the peer lifetime", ttl)
+	}
+}

@@ -3,6 +3,8 @@
 //
 //	tracker            run a tracker node (configured by TRACKER_* variables)
 //	tracker hub        run the link's hub
+//	tracker cluster    run redis, a hub and N nodes as local processes
+//	tracker healthcheck  exit 0 when the local node answers /healthz
 //	tracker version    print the version
 //	tracker loadgen    measure a running node (see scripts/bench-node.sh)
 package main
@@ -46,6 +48,8 @@ func (e usageError) Error() string { return string(e) }
 const usage = `usage:
   tracker            run a tracker node, configured by TRACKER_* environment variables
   tracker hub        run the link's hub (same variables; TRACKER_LINK_PASSWORD required)
+  tracker cluster    run redis-server, a hub and N linked nodes locally (flags: -h)
+  tracker healthcheck [URL]  exit 0 when the node at TRACKER_HTTP_ADDR answers /healthz
   tracker version    print the version and commit
   tracker loadgen    announce load against a running node (flags: -h)
 `
@@ -60,6 +64,10 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return runNode(ctx, environ, stderr, nil)
 	case "hub":
 		return runHub(ctx, environ, stderr, nil)
+	case "cluster":
+		return runLocalCluster(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, args[1:], environ)
 	case "loadgen":
 		return runLoadgen(ctx, args[1:], stdout, stderr)
 	case "version":

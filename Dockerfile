@@ -1,0 +1,23 @@
+# Tracklink: one static binary, run as node (default) or `hub`.
+#   docker build --build-arg VERSION=1.0.0 --build-arg COMMIT=$(git rev-parse --short HEAD) -t tracklink .
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+ARG COMMIT=unknown
+RUN CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
+      -o /out/tracker ./cmd/tracker
+
+# The final image holds the binary and nothing else: no shell, no package
+# manager. The health check is the binary itself (`tracker healthcheck`).
+FROM scratch
+COPY --from=build /out/tracker /tracker
+USER 65532:65532
+EXPOSE 6969
+ENV TRACKER_HTTP_ADDR=:6969
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["/tracker", "healthcheck"]
+ENTRYPOINT ["/tracker"]

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// composeFile is the part of a compose file the checks read.
+type composeFile struct {
+	Services map[string]struct {
+		Build       any               `yaml:"build"`
+		Image       string            `yaml:"image"`
+		Command     []string          `yaml:"command"`
+		EnvFile     any               `yaml:"env_file"`
+		Environment map[string]string `yaml:"environment"`
+		Ports       []string          `yaml:"ports"`
+		DependsOn   map[string]struct {
+			Condition string `yaml:"condition"`
+		} `yaml:"depends_on"`
+		Healthcheck *struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
+	} `yaml:"services"`
+}
+
+func loadCompose(t *testing.T, name string) composeFile {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c composeFile
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return c
+}
+
+// TestComposeFiles checks what `docker compose up` would need, without a
+// Docker engine: every variable set is one the program reads; the link
+// password has no working default; dependencies wait for health checks
+// that exist; published ports reach TRACKER_HTTP_ADDR; images run the
+// roles they claim.
+func TestComposeFiles(t *testing.T) {
+	known := knownVars()
+	for _, file := range []string{"docker-compose.yml", "docker-compose.friends.yml"} {
+		t.Run(file, func(t *testing.T) {
+			c := loadCompose(t, file)
+			if _, ok := c.Services["redis"]; !ok {
+				t.Fatal("no redis service")
+			}
+			hubs, nodes := 0, 0
+			for name, s := range c.Services {
+				if name == "redis" {
+					if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), "ping") {
+						t.Errorf("redis needs a ping health check")
+					}
+					continue
+				}
+				for k, v := range s.Environment {
+					if !known[k] {
+						t.Errorf("%s sets %s, which the program does not read", name, k)
+					}
+					if k == "TRACKER_LINK_PASSWORD" && !strings.Contains(v, ":?") {
+						t.Errorf("%s: TRACKER_LINK_PASSWORD must be required (${TRACKER_LINK_PASSWORD:?...}), got %q", name, v)
+					}
+				}
+				if _, ok := s.Environment["TRACKER_LINK_PASSWORD"]; !ok {
+					t.Errorf("%s does not take TRACKER_LINK_PASSWORD", name)
+				}
+				if s.Environment["TRACKER_REDIS_URL"] != "redis://redis:6379" {
+					t.Errorf("%s: TRACKER_REDIS_URL = %q", name, s.Environment["TRACKER_REDIS_URL"])
+				}
+				if s.Build == nil || s.EnvFile == nil {
+					t.Errorf("%s must build the image and read .env", name)
+				}
+				for dep, d := range s.DependsOn {
+					ds, ok := c.Services[dep]
+					if !ok {
+						t.Errorf("%s depends on unknown %s", name, dep)
+						continue
+					}
+					// Our image has a HEALTHCHECK; redis declares one here.
+					if d.Condition == "service_healthy" && dep == "redis" && ds.Healthcheck == nil {
+						t.Errorf("%s waits for %s to be healthy, which has no health check", name, dep)
+					}
+				}
+				_, port, err := splitAddr(s.Environment["TRACKER_HTTP_ADDR"])
+				if err != nil {
+					t.Errorf("%s: TRACKER_HTTP_ADDR: %v", name, err)
+				}
+				for _, p := range s.Ports {
+					if !strings.HasSuffix(p, ":"+port) {
+						t.Errorf("%s publishes %s, but listens on %s", name, p, port)
+					}
+				}
+				// Parse the service's environment as the program would.
+				environ := []string{}
+				for k, v := range s.Environment {
+					if k == "TRACKER_LINK_PASSWORD" {
+						v = "a password of enough length"
+					}
+					environ = append(environ, k+"="+v)
+				}
+				if _, _, err := loadConfig(environ); err != nil {
+					t.Errorf("%s: its environment does not load: %v", name, err)
+				}
+				if len(s.Command) > 0 && s.Command[0] == "hub" {
+					hubs++
+				} else {
+					nodes++
+					if _, ok := s.DependsOn["hub"]; !ok {
+						t.Errorf("node service %s should start after the hub", name)
+					}
+				}
+			}
+			if hubs != 1 || nodes < 1 {
+				t.Fatalf("%d hubs and %d node services", hubs, nodes)
+			}
+		})
+	}
+	// The friends topology: two trackers with fixed, different node ids.
+	f := loadCompose(t, "docker-compose.friends.yml")
+	if f.Services["alpha"].Environment["TRACKER_NODE_ID"] != "alpha" || f.Services["beta"].Environment["TRACKER_NODE_ID"] != "beta" {
+		t.Fatal("friends topology needs node ids alpha and beta")
+	}
+}
+
+func splitAddr(a string) (string, string, error) {
+	i := strings.LastIndexByte(a, ':')
+	if i < 0 {
+		return "", "", fmt.Errorf("%q has no port", a)
+	}
+	return a[:i], a[i+1:], nil
+}
+
+// TestDockerfile checks the image recipe: multi-stage, static, non-root,
+// version stamped, health checked by the binary itself.
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := string(b)
+	froms := regexp.MustCompile(`(?m)^FROM\s+(\S+)`).FindAllStringSubmatch(d, -1)
+	if len(froms) < 2 || froms[len(froms)-1][1] != "scratch" {
+		t.Fatalf("want a multi-stage build ending FROM scratch, got %v", froms)
+	}
+	for _, want := range []string{
+		"CGO_ENABLED=0",
+		"-X main.version=${VERSION}",
+		"-X main.commit=${COMMIT}",
+		"USER 65532:65532",
+		`CMD ["/tracker", "healthcheck"]`,
+		`ENTRYPOINT ["/tracker"]`,
+		"./cmd/tracker",
+	} {
+		if !strings.Contains(d, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	// The stamped variables exist.
+	if version == "" || commit == "" {
+		t.Fatal("version variables missing")
+	}
+}
+
+// TestLocalCluster runs `tracker cluster` (the compose topology as
+// processes): redis-server, the hub and two nodes; a peer announced to node 1
+// is returned by node 2; stopping the runner stops every process.
+func TestLocalCluster(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "tracker")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	base, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runLocalCluster(ctx, []string{"-nodes", "2", "-base-port", fmt.Sprint(base), "-bin", bin}, &out, os.Stderr)
+	}()
+	n1, n2 := fmt.Sprintf("http://127.0.0.1:%d", base), fmt.Sprintf("http://127.0.0.1:%d", base+1)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "cluster ready") {
+		select {
+		case err := <-done:
+			t.Fatalf("cluster exited: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ready within 20s:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ih := "local-cluster-torr01"
+	announceTo(t, n1, ih, 7001, 10, "started")
+	eventually(t, 5*time.Second, "peer on node 2", func() bool { return scrapeOrZero(n2, ih).leechers == 1 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("cluster stopped with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("cluster did not stop")
+	}
+	if resp, err := http.Get(n1 + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatal("node 1 still answers after the runner stopped")
+	}
+}
+
+// syncBuffer is a strings.Builder safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// runLocalCluster is `tracker cluster`: the compose topology as local
+// processes, for trying a cluster without Docker: a redis-server, the hub
+// and N linked nodes on consecutive loopback ports. It stops them all when
+// ctx ends (Ctrl-C).
+func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tracker cluster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	nodes := fs.Int("nodes", 3, "number of tracker nodes")
+	basePort := fs.Int("base-port", 6969, "HTTP port of node 1; node i listens on base-port+i-1, the hub after the last node")
+	redisPort := fs.Int("redis-port", 0, "port of the redis-server to start (0: a free one)")
+	bin := fs.String("bin", "", "tracker binary to run (default: this one)")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	if *nodes < 1 || *nodes > 64 || *basePort < 1 || *basePort+*nodes > 65535 {
+		return usageError("cluster: 1 to 64 nodes, ports within 1..65535")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return errors.New("cluster: redis-server is not installed (apt-get install redis-server)")
+	}
+	exe := *bin
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	if *redisPort == 0 {
+		p, err := freeLoopbackPort()
+		if err != nil {
+			return err
+		}
+		*redisPort = p
+	}
+	dir, err := os.MkdirTemp("", "tracklink-cluster")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// One password for this local network, shared by all its processes.
+	var pw [16]byte
+	rand.Read(pw[:])
+	common := []string{
+		"TRACKER_REDIS_URL=redis://127.0.0.1:" + strconv.Itoa(*redisPort),
+		"TRACKER_LINK_PASSWORD=" + hex.EncodeToString(pw[:]),
+	}
+	var procs []*child
+	defer func() { stopAll(procs) }()
+	died := make(chan error, 2+*nodes)
+	start := func(name string, env []string, argv ...string) error {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(append(os.Environ(), common...), env...)
+		cmd.Stdout, cmd.Stderr = stderr, stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("cluster: start %s: %w", name, err)
+		}
+		c := &child{cmd: cmd, exited: make(chan struct{})}
+		go func() {
+			err := cmd.Wait()
+			close(c.exited)
+			died <- fmt.Errorf("cluster: %s exited: %v", name, err)
+		}()
+		procs = append(procs, c)
+		return nil
+	}
+	if err := start("redis", nil, "redis-server", "--port", strconv.Itoa(*redisPort), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"); err != nil {
+		return err
+	}
+	if err := waitTCP(ctx, "127.0.0.1:"+strconv.Itoa(*redisPort)); err != nil {
+		return fmt.Errorf("cluster: redis: %w", err)
+	}
+	hubAddr := "127.0.0.1:" + strconv.Itoa(*basePort+*nodes)
+	if err := start("hub", []string{"TRACKER_HTTP_ADDR=" + hubAddr, "TRACKER_HUB_NAME=hub"}, exe, "hub"); err != nil {
+		return err
+	}
+	urls := []string{}
+	for i := 1; i <= *nodes; i++ {
+		addr := "127.0.0.1:" + strconv.Itoa(*basePort+i-1)
+		if err := start(fmt.Sprintf("node%d", i), []string{"TRACKER_NODE_ID=node" + strconv.Itoa(i), "TRACKER_HTTP_ADDR=" + addr}, exe); err != nil {
+			return err
+		}
+		urls = append(urls, "http://"+addr)
+	}
+	for _, u := range append([]string{"http://" + hubAddr}, urls...) {
+		if err := waitReady(ctx, u+"/readyz"); err != nil {
+			return fmt.Errorf("cluster: %s: %w", u, err)
+		}
+	}
+	fmt.Fprintf(stdout, "cluster ready: redis 127.0.0.1:%d, hub http://%s/status\n", *redisPort, hubAddr)
+	for i, u := range urls {
+		fmt.Fprintf(stdout, "node%d announce URL: %s/announce\n", i+1, u)
+	}
+	// Until stopped, or until any process dies.
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-died:
+		return err
+	}
+}
+
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// stopAll sends SIGTERM to every process and waits for it; a process still
+// running after 10 seconds gets SIGKILL.
+func stopAll(procs []*child) {
+	for _, p := range procs {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	expired := make(chan struct{})
+	t := time.AfterFunc(10*time.Second, func() { close(expired) })
+	defer t.Stop()
+	for _, p := range procs {
+		select {
+		case <-p.exited:
+		case <-expired:
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	}
+}
+
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitTCP(ctx context.Context, addr string) error {
+	for i := 0; i < 100; i++ {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("not listening after 5s")
+}
+
+func waitReady(ctx context.Context, u string) error {
+	c := &http.Client{Timeout: time.Second}
+	for i := 0; i < 200; i++ {
+		if resp, err := c.Get(u); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("not ready after 10s")
+}
+
+// runHealthcheck is `tracker healthcheck [URL]`: exit 0 when the node (or
+// hub) answers /healthz. The container image's HEALTHCHECK runs it, so the
+// image needs no shell or curl.
+func runHealthcheck(ctx context.Context, args, environ []string) error {
+	u := ""
+	if len(args) > 0 {
+		u = args[0]
+	} else {
+		addr := ":6969"
+		for _, kv := range environ {
+			if v, ok := strings.CutPrefix(kv, "TRACKER_HTTP_ADDR="); ok && v != "" {
+				addr = v
+			}
+		}
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("healthcheck: TRACKER_HTTP_ADDR %q: %w", addr, err)
+		}
+		u = "http://127.0.0.1:" + port + "/healthz"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("healthcheck: %s", resp.Status)
+	}
+	return nil
+}

@@ -1,6 +1,6 @@
 -- Apply relayed peer changes to swarms of one node, idempotently. Changes
--- of one peer are ordered by their origin time (ms): a change older than
--- what the node holds is skipped, so a change applied twice, or relayed by
+-- of one peer are ordered by their origin time (ms): a change not newer
+-- than what the node holds is skipped, so a change applied twice, or relayed by
 -- two hubs, or replayed by a resync, changes nothing. A stop leaves a
 -- tombstone (until the peer would have expired anyway) so that a late copy
 -- of an earlier announce cannot bring the peer back; and a completion counts
@@ -37,7 +37,9 @@ for k = 1, #KEYS, 4 do
           redis.call('ZADD', X, 'GT', seen, m)
           if (newest[X] or 0) < seen then newest[X] = seen end
         end
-      elseif seen > cur then
+      elseif seen > cur or (seen == cur and op ~= 'L' and sL) then
+        -- (At the same millisecond a leecher may still become a seeder,
+        -- never the reverse: that keeps duplicates harmless.)
         -- A tombstone matters only for an absent peer: a present one was
         -- re-added after any stop, so its score is newer than the stop.
         local t = false

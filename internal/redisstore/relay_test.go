@@ -90,3 +90,35 @@ func TestRelayIdempotent(t *testing.T) {
 		t.Fatalf("TTL %s, want about the peer lifetime", ttl)
 	}
 }
+
+// TestRelaySameMillisecond: a start and a completion in the same
+// millisecond still make a seeder, and duplicates of either change nothing.
+func TestRelaySameMillisecond(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	r, err := NewRelayer(rdb, Config{Prefix: "relaytest2", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := New(rdb, Config{Prefix: "relaytest2", NodeID: "target", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ih := hash("same ms")
+	p := string(peer(1, false).AppendBinary(nil, false))
+	now := time.Now().UnixMilli()
+	l := bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: now, Peer: p}
+	c := bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpSeeder, Completion: true, Seen: now, Peer: p}
+	for _, batch := range [][]bittorrent.PeerChange{{l, c}, {l, c}, {c}, {l}} {
+		if _, err := r.Apply(ctx, []Target{{Node: "target", Changes: batch}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc, err := node.Scrape(ctx, []bittorrent.InfoHash{ih})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc[0].Complete != 1 || sc[0].Incomplete != 0 || sc[0].Downloaded != 1 {
+		t.Fatalf("got %+v, want one seeder counted once", sc[0])
+	}
+}

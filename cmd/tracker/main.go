@@ -5,6 +5,7 @@
 //	tracker hub        run the link's hub
 //	tracker cluster    run redis, a hub and N nodes as local processes
 //	tracker healthcheck  exit 0 when the local node answers /healthz
+//	tracker torrent    reannounce, show and create .torrent files
 //	tracker version    print the version
 //	tracker loadgen    measure a running node (see scripts/bench-node.sh)
 package main
@@ -50,6 +51,7 @@ const usage = `usage:
   tracker hub        run the link's hub (same variables; TRACKER_LINK_PASSWORD required)
   tracker cluster    run redis-server, a hub and N linked nodes locally (flags: -h)
   tracker healthcheck [URL]  exit 0 when the node at TRACKER_HTTP_ADDR answers /healthz
+  tracker torrent    reannounce, show or create .torrent files (tracker torrent for usage)
   tracker version    print the version and commit
   tracker loadgen    announce load against a running node (flags: -h)
 `
@@ -64,6 +66,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return runNode(ctx, environ, stderr, nil)
 	case "hub":
 		return runHub(ctx, environ, stderr, nil)
+	case "torrent":
+		return runTorrent(ctx, args[1:], stdout, stderr)
 	case "cluster":
 		return runLocalCluster(ctx, args[1:], stdout, stderr)
 	case "healthcheck":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -34,6 +35,23 @@ func serveDebug(ctx context.Context, g *errgroup.Group, addr string, log *slog.L
 		return nil
 	})
 	return nil
+}
+
+// jsonHandler serves what get returns as JSON (status endpoints).
+func jsonHandler(get func() any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(get())
+	})
+}
+
+// actionHandler runs do and says so (admin endpoints; authentication is
+// httpapi.RequireToken's).
+func actionHandler(do func(), done string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		do()
+		w.Write([]byte(done + "\n"))
+	})
 }
 
 // roundTripCounter counts the node's round trips to Redis: one per command

@@ -63,8 +63,8 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		w.Write([]byte("ready\n"))
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	r.Get("/status", h.StatusHandler().ServeHTTP)
-	r.Post("/admin/link/reset", httpapi.RequireToken(cfg.AdminToken, h.ResetHandler()).ServeHTTP)
+	r.Method("GET", "/status", jsonHandler(func() any { return h.Status() }))
+	r.Method("POST", "/admin/link/reset", httpapi.RequireToken(cfg.AdminToken, actionHandler(h.Reset, "hub link reset requested")))
 
 	ln, err := httpapi.Listen(cfg.HTTP.Addr)
 	if err != nil {

@@ -96,8 +96,8 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		g.Go(func() error { return ln.Run(ctx) })
 		sink = ln
 		routes = append(routes,
-			httpapi.Route{Method: "GET", Pattern: "/link/status", Handler: ln.StatusHandler()},
-			httpapi.Route{Method: "POST", Pattern: "/admin/link/reset", Handler: httpapi.RequireToken(cfg.AdminToken, ln.ResetHandler())})
+			httpapi.Route{Method: "GET", Pattern: "/link/status", Handler: jsonHandler(func() any { return ln.Status() })},
+			httpapi.Route{Method: "POST", Pattern: "/admin/link/reset", Handler: httpapi.RequireToken(cfg.AdminToken, actionHandler(ln.Reset, "link reset requested"))})
 	}
 	srv, err := httpapi.New(cfg.HTTP, peers, sink, log, reg, reg, routes...)
 	if err != nil {

@@ -81,8 +81,20 @@ func TestLinkRealClientsDownload(t *testing.T) {
 	ih := string(st.InfoHash().Bytes())
 	eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes["nodeB"].url, ih).seeders == 1 })
 
-	leecher := realClient(t, leechDir, false)
-	lt, err := leecher.AddTorrent(miFor("nodeB"))
+	download(t, realClient(t, leechDir, false), miFor("nodeB"))
+	got, err := os.ReadFile(filepath.Join(leechDir, "payload.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("downloaded file differs from the seeded one")
+	}
+}
+
+// download adds mi to a client and waits until it has the whole torrent.
+func download(t *testing.T, cl *torrent.Client, mi *metainfo.MetaInfo) {
+	t.Helper()
+	lt, err := cl.AddTorrent(mi)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,23 +102,17 @@ func TestLinkRealClientsDownload(t *testing.T) {
 	lt.DownloadAll()
 	select {
 	case <-lt.Complete().On():
+		return
 	case <-time.After(10 * time.Second):
-		// Rarely the client's first connection attempt fails and it waits
-		// to retry; say what it knows, then give it time.
-		st := lt.Stats()
-		t.Logf("slow download: %d of %d bytes, peers known %d, active %d, half-open %d",
-			lt.BytesCompleted(), lt.Length(), st.TotalPeers, st.ActivePeers, st.HalfOpenPeers)
-		select {
-		case <-lt.Complete().On():
-		case <-time.After(80 * time.Second):
-			t.Fatalf("download did not complete: %d of %d bytes", lt.BytesCompleted(), lt.Length())
-		}
 	}
-	got, err := os.ReadFile(filepath.Join(leechDir, "payload.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sha256.Sum256(got) != sha256.Sum256(data) {
-		t.Fatal("downloaded file differs from the seeded one")
+	// Rarely the client's first connection attempt fails and it waits to
+	// retry; say what it knows, then give it time.
+	st := lt.Stats()
+	t.Logf("slow download: %d of %d bytes, peers known %d, active %d, half-open %d",
+		lt.BytesCompleted(), lt.Length(), st.TotalPeers, st.ActivePeers, st.HalfOpenPeers)
+	select {
+	case <-lt.Complete().On():
+	case <-time.After(80 * time.Second):
+		t.Fatalf("download did not complete: %d of %d bytes", lt.BytesCompleted(), lt.Length())
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
 
@@ -104,18 +103,7 @@ func TestCreatedTorrentDownloads(t *testing.T) {
 	}
 	<-st.GotInfo()
 	st.VerifyData()
-	leecher := realClient(t, leechDir, false)
-	lt, err := leecher.AddTorrent(mi)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-lt.GotInfo()
-	lt.DownloadAll()
-	select {
-	case <-lt.Complete().On():
-	case <-time.After(90 * time.Second):
-		t.Fatalf("download incomplete: %d of %d", lt.BytesCompleted(), lt.Length())
-	}
+	download(t, realClient(t, leechDir, false), mi)
 	got, _ := os.ReadFile(filepath.Join(leechDir, "file.bin"))
 	if !bytes.Equal(got, payload) {
 		t.Fatal("downloaded data differs")

@@ -185,19 +185,7 @@ func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
 	numWant = min(numWant, s.cfg.NumWantMax)
 	res, err := s.store.Announce(r.Context(), req, numWant)
 	if err != nil {
-		if _, ok := bittorrent.IsClientError(err); ok {
-			outcome = "client_error"
-			writeFailure(w, err)
-			return
-		}
-		if r.Context().Err() != nil {
-			outcome = "canceled" // the client went away; not Redis's fault
-			return
-		}
-		outcome = "error"
-		s.m.storeErrors.WithLabelValues("announce").Inc()
-		s.log.Error("announce failed", "info_hash", req.InfoHash, "err", err)
-		writeFailure(w, errors.New(genericFailure))
+		outcome = s.storeFailed(w, r, "announce", err, "info_hash", req.InfoHash)
 		return
 	}
 	if s.sink != nil {
@@ -225,22 +213,28 @@ func (s *Server) scrape(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.store.Scrape(r.Context(), hashes)
 	if err != nil {
-		if _, ok := bittorrent.IsClientError(err); ok {
-			outcome = "client_error"
-			writeFailure(w, err)
-			return
-		}
-		if r.Context().Err() != nil {
-			outcome = "canceled"
-			return
-		}
-		outcome = "error"
-		s.m.storeErrors.WithLabelValues("scrape").Inc()
-		s.log.Error("scrape failed", "hashes", len(hashes), "err", err)
-		writeFailure(w, errors.New(genericFailure))
+		outcome = s.storeFailed(w, r, "scrape", err, "hashes", len(hashes))
 		return
 	}
 	writeScrape(w, res)
+}
+
+// storeFailed answers a request whose store call failed and returns the
+// outcome to count: a client error is the client's to see; a client that
+// went away is not Redis's fault; anything else is logged and counted, and
+// the client gets the generic failure reason.
+func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, op string, err error, attrs ...any) string {
+	if _, ok := bittorrent.IsClientError(err); ok {
+		writeFailure(w, err)
+		return "client_error"
+	}
+	if r.Context().Err() != nil {
+		return "canceled"
+	}
+	s.m.storeErrors.WithLabelValues(op).Inc()
+	s.log.Error(op+" failed", append(attrs, "err", err)...)
+	writeFailure(w, errors.New(genericFailure))
+	return "error"
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {

@@ -12,11 +12,9 @@ package hub
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -509,20 +507,4 @@ func (h *Hub) Status() Status {
 		s.Nodes[name] = nodeStatus{nodeState: *st, Live: time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout}
 	}
 	return s
-}
-
-// StatusHandler serves Status as JSON.
-func (h *Hub) StatusHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(h.Status())
-	})
-}
-
-// ResetHandler resets the hub's link (POST; authentication is the caller's).
-func (h *Hub) ResetHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		h.Reset()
-		w.Write([]byte("hub link reset requested\n"))
-	})
 }

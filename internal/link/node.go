@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,22 +242,6 @@ func (n *Node) Status() NodeStatus {
 		LastHubHeartbeat: time.UnixMilli(n.lastHub.Load()).UTC(), PublishedBatches: n.published.Load(),
 		QueuedChanges: len(n.queue),
 	}
-}
-
-// StatusHandler serves Status as JSON.
-func (n *Node) StatusHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(n.Status())
-	})
-}
-
-// ResetHandler resets the link (POST; authentication is the caller's).
-func (n *Node) ResetHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		n.Reset()
-		w.Write([]byte("link reset requested\n"))
-	})
 }
 
 func (n *Node) publish(ctx context.Context) {

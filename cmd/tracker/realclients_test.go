@@ -79,7 +79,10 @@ func TestLinkRealClientsDownload(t *testing.T) {
 		t.Fatal("seeder does not have the whole file")
 	}
 	ih := string(st.InfoHash().Bytes())
-	eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes["nodeB"].url, ih).seeders == 1 })
+	took := eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes["nodeB"].url, ih).seeders == 1 })
+	t.Logf("seeder relayed to node B after %s", took)
+	start := time.Now()
+	defer func() { t.Logf("download took %s", time.Since(start)) }()
 
 	download(t, realClient(t, leechDir, false), miFor("nodeB"))
 	got, err := os.ReadFile(filepath.Join(leechDir, "payload.bin"))

@@ -156,22 +156,12 @@ func (h *Hub) loadNodes(ctx context.Context) error {
 }
 
 func (h *Hub) listen(ctx context.Context) {
-	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		ps := h.link.Subscribe(ctx, h.cfg.Link.UpChannel(), h.cfg.Link.DownChannel())
-		if _, err := ps.Receive(ctx); err != nil {
-			ps.Close()
-			if ctx.Err() == nil {
-				h.log.Warn("hub subscribe failed", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
+		ps := link.Subscribe(ctx, h.link, func(err error) { h.log.Warn("hub subscribe failed", "err", err) },
+			h.cfg.Link.UpChannel(), h.cfg.Link.DownChannel())
+		if ps == nil {
+			return
 		}
-		backoff = 100 * time.Millisecond
 		h.mu.Lock()
 		h.lastEcho = time.Now()
 		h.mu.Unlock()

@@ -336,24 +336,15 @@ func (n *Node) publish(ctx context.Context) {
 // split: it is dropped and made anew, and the node says hello, which makes
 // the hub resync it.
 func (n *Node) listen(ctx context.Context) {
-	backoff := 100 * time.Millisecond
 	first := true
 	for ctx.Err() == nil {
-		ps := n.link.Subscribe(ctx, n.cfg.DownChannel())
-		if _, err := ps.Receive(ctx); err != nil {
-			ps.Close()
+		ps := Subscribe(ctx, n.link, func(err error) {
 			n.subState.Store(StateDown)
-			if ctx.Err() == nil {
-				n.log.Warn("link subscribe failed", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
+			n.log.Warn("link subscribe failed", "err", err)
+		}, n.cfg.DownChannel())
+		if ps == nil {
+			return
 		}
-		backoff = 100 * time.Millisecond
 		n.subState.Store("subscribed")
 		if !first {
 			n.requestHello()
@@ -366,6 +357,31 @@ func (n *Node) listen(ctx context.Context) {
 		}
 		n.log.Warn("link re-established", "reason", reason)
 	}
+}
+
+// Subscribe subscribes to channels, retrying with backoff (100 ms doubling
+// to 5 s, each failure reported to failed) until it succeeds or ctx ends
+// (then it returns nil).
+func Subscribe(ctx context.Context, rdb redis.UniversalClient, failed func(error), channels ...string) *redis.PubSub {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		ps := rdb.Subscribe(ctx, channels...)
+		_, err := ps.Receive(ctx)
+		if err == nil {
+			return ps
+		}
+		ps.Close()
+		if ctx.Err() != nil {
+			break
+		}
+		failed(err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
 }
 
 func (n *Node) requestHello() {

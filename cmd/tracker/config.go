@@ -41,8 +41,11 @@ type Config struct {
 	LogLevel             slog.Level    `env:"LOG_LEVEL" envDefault:"info"`
 	DebugAddr            string        `env:"DEBUG_ADDR"`
 	// AdminToken guards the admin endpoints; empty: they are off.
-	AdminToken     string        `env:"ADMIN_TOKEN"`
-	HubName        string        `env:"HUB_NAME"`
+	AdminToken string `env:"ADMIN_TOKEN"`
+	HubName    string `env:"HUB_NAME"`
+	// AllowedDir turns on allowed-torrents mode: only its .torrent files.
+	AllowedDir     string        `env:"ALLOWED_DIR"`
+	AllowedRescan  time.Duration `env:"ALLOWED_RESCAN" envDefault:"10s"`
 	HubNodeTimeout time.Duration `env:"HUB_NODE_TIMEOUT" envDefault:"1m"`
 
 	HTTP httpapi.Config
@@ -152,6 +155,9 @@ func (c Config) validate() error {
 	}
 	if err := redisstore.ValidName("TRACKER_HUB_NAME", c.HubName); err != nil {
 		return err
+	}
+	if c.AllowedRescan < 100*time.Millisecond || c.AllowedRescan > time.Hour {
+		return errors.New("TRACKER_ALLOWED_RESCAN must be from 100ms to 1h")
 	}
 	if c.HubNodeTimeout < time.Second {
 		return errors.New("TRACKER_HUB_NODE_TIMEOUT must be at least 1s")

@@ -25,6 +25,7 @@ type composeFile struct {
 		EnvFile     any               `yaml:"env_file"`
 		Environment map[string]string `yaml:"environment"`
 		Ports       []string          `yaml:"ports"`
+		Volumes     []string          `yaml:"volumes"`
 		DependsOn   map[string]struct {
 			Condition string `yaml:"condition"`
 		} `yaml:"depends_on"`
@@ -130,10 +131,17 @@ func TestComposeFiles(t *testing.T) {
 			}
 		})
 	}
-	// The friends topology: two trackers with fixed, different node ids.
+	// The friends topology: two trackers with fixed, different node ids,
+	// each restricted to a torrent directory of its own.
 	f := loadCompose(t, "docker-compose.friends.yml")
 	if f.Services["alpha"].Environment["TRACKER_NODE_ID"] != "alpha" || f.Services["beta"].Environment["TRACKER_NODE_ID"] != "beta" {
 		t.Fatal("friends topology needs node ids alpha and beta")
+	}
+	for _, n := range []string{"alpha", "beta"} {
+		s := f.Services[n]
+		if s.Environment["TRACKER_ALLOWED_DIR"] != "/torrents" || len(s.Volumes) != 1 || s.Volumes[0] != "./torrents/"+n+":/torrents" {
+			t.Fatalf("%s: want TRACKER_ALLOWED_DIR=/torrents on ./torrents/%s, got %q %v", n, n, s.Environment["TRACKER_ALLOWED_DIR"], s.Volumes)
+		}
 	}
 }
 

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/hub"
 	"github.com/tracklink/tracklink/internal/redisstore"
@@ -49,7 +51,8 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		return err
 	}
 	reg := newRegistry()
-	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout}, linkRDB, relay, nil, log, reg)
+	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout}, linkRDB, relay,
+		allowed.NewCarrier(rdb, cfg.RedisPrefix, 2*time.Second), log, reg)
 	if err != nil {
 		return err
 	}

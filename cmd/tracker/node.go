@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/embedded"
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
@@ -79,6 +80,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 
 	var sink httpapi.ChangeSink
 	var routes []httpapi.Route
+	var linkNode *link.Node
 	if cfg.Link.Enabled() {
 		linkRDB := rdb
 		if cfg.linkRedisURL() != cfg.RedisURL {
@@ -95,13 +97,32 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		}
 		g.Go(func() error { return ln.Run(ctx) })
 		sink = ln
+		linkNode = ln
 		routes = append(routes,
 			httpapi.Route{Method: "GET", Pattern: "/link/status", Handler: jsonHandler(func() any { return ln.Status() })},
 			httpapi.Route{Method: "POST", Pattern: "/admin/link/reset", Handler: httpapi.RequireToken(cfg.AdminToken, actionHandler(ln.Reset, "link reset requested"))})
 	}
+	var gate *allowed.Set
+	if cfg.AllowedDir != "" {
+		if gate, err = allowed.New(rdb, cfg.RedisPrefix, cfg.NodeID, cfg.AllowedDir, cfg.AllowedRescan, log); err != nil {
+			return err
+		}
+		if linkNode != nil {
+			gate.OnChange = linkNode.Hello
+		}
+		if err := gate.Sync(ctx); err != nil {
+			log.Warn("allowed torrents not loaded at start; retrying", "err", err)
+		}
+		g.Go(func() error { return gate.Run(ctx) })
+		routes = append(routes, torrentRoutes(gate, cfg.AdminToken)...)
+	}
 	srv, err := httpapi.New(cfg.HTTP, peers, sink, log, reg, reg, routes...)
 	if err != nil {
 		return err
+	}
+	if gate != nil {
+		srv.SetGate(gate)
+		log.Info("allowed-torrents mode", "dir", cfg.AllowedDir, "torrents", len(gate.List()))
 	}
 	ln, err := httpapi.Listen(cfg.HTTP.Addr)
 	if err != nil {

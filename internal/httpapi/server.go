@@ -70,11 +70,22 @@ type ChangeSink interface {
 	LocalChange(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult)
 }
 
+// Gate says whether the node carries a torrent (allowed-torrents mode).
+// It must answer from memory: it is asked on every announce.
+type Gate interface {
+	Carries(ih bittorrent.InfoHash) bool
+}
+
+// NotAuthorized is the failure reason for a torrent the node does not carry,
+// in the wording clients and users know.
+const NotAuthorized = "Requested download is not authorized for use with this tracker."
+
 // Server serves the tracker protocol over HTTP.
 type Server struct {
 	cfg     Config
 	store   Store
 	sink    ChangeSink
+	gate    Gate
 	log     *slog.Logger
 	m       *metrics
 	handler http.Handler
@@ -111,6 +122,10 @@ func New(cfg Config, store Store, sink ChangeSink, log *slog.Logger, reg prometh
 	s.handler = r
 	return s, nil
 }
+
+// SetGate restricts the server to the torrents g carries. Call it before
+// serving.
+func (s *Server) SetGate(g Gate) { s.gate = g }
 
 // ServeHTTP makes the server an http.Handler (for tests and embedding).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
@@ -178,6 +193,11 @@ func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
 		writeFailure(w, err)
 		return
 	}
+	if s.gate != nil && !s.gate.Carries(req.InfoHash) {
+		outcome = "client_error"
+		writeFailure(w, bittorrent.ClientError(NotAuthorized))
+		return
+	}
 	numWant := req.NumWant
 	if numWant < 0 {
 		numWant = s.cfg.NumWantDefault
@@ -210,6 +230,15 @@ func (s *Server) scrape(w http.ResponseWriter, r *http.Request) {
 		outcome = "client_error"
 		writeFailure(w, err)
 		return
+	}
+	if s.gate != nil {
+		for _, ih := range hashes {
+			if !s.gate.Carries(ih) {
+				outcome = "client_error"
+				writeFailure(w, bittorrent.ClientError(NotAuthorized))
+				return
+			}
+		}
 	}
 	res, err := s.store.Scrape(r.Context(), hashes)
 	if err != nil {

@@ -269,6 +269,9 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 	h.mu.Unlock()
 
 	if joined || gap || m.Kind == link.KindHello {
+		if f, ok := h.carrier.(interface{ Forget(string) }); ok {
+			f.Forget(m.Node) // a hello may mean its carried torrents changed
+		}
 		h.log.Info("node (re)joined or lost messages: resync", "node", m.Node, "joined", joined, "gap", gap, "kind", m.Kind)
 		h.remember(ctx, m.Node, now)
 		h.requestResync()

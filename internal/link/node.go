@@ -213,6 +213,10 @@ func (n *Node) Reset() {
 	}
 }
 
+// Hello makes the node say hello again, which makes the hub resync it (after
+// the set of torrents it carries changed).
+func (n *Node) Hello() { n.requestHello() }
+
 // State returns up, split or down.
 func (n *Node) State() string {
 	s := n.subState.Load().(string)

@@ -1,0 +1,317 @@
+// Package allowed is a node's allowed-torrents mode (BNBT's allowed_dir):
+// the node carries only the torrents whose .torrent files are in a
+// directory or were uploaded through the admin API. The set lives in the
+// node's keyspace, so every replica of the node agrees, and a flag key tells
+// the hub that the node is in this mode; each replica keeps a copy in memory
+// so that checking an announce costs no Redis round trip.
+package allowed
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/torrentfile"
+)
+
+// Keys of a node's allowed set and of its mode flag. Both are in the
+// node's keyspace pattern <prefix>:{<node>:*.
+func SetKey(prefix, node string) string  { return prefix + ":{" + node + ":allowed}" }
+func FlagKey(prefix, node string) string { return prefix + ":{" + node + ":allowed-mode}" }
+
+// Set is the torrents a node carries.
+type Set struct {
+	rdb      redis.UniversalClient
+	key      string
+	flag     string
+	dir      string
+	interval time.Duration
+	log      *slog.Logger
+
+	mu     sync.RWMutex
+	hashes map[bittorrent.InfoHash]bool
+
+	// OnChange, when set (before Run), is called after the carried set
+	// changed: the link says hello, so the hub resyncs this node.
+	OnChange func()
+}
+
+// New returns the allowed set of node, fed from dir. It starts nothing.
+func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Duration, log *slog.Logger) (*Set, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("TRACKER_ALLOWED_DIR: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("TRACKER_ALLOWED_DIR: %s is not a directory", dir)
+	}
+	return &Set{rdb: rdb, key: SetKey(prefix, node), flag: FlagKey(prefix, node), dir: dir, interval: interval,
+		log: log.With("allowed_dir", dir), hashes: map[bittorrent.InfoHash]bool{}}, nil
+}
+
+// Carries reports whether the node carries ih. It reads memory only.
+func (s *Set) Carries(ih bittorrent.InfoHash) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.hashes[ih]
+}
+
+// Run rescans the directory and refreshes the set every interval until ctx
+// ends. The first scan happens at once.
+func (s *Set) Run(ctx context.Context) error {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		if err := s.Sync(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("allowed torrents not refreshed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Sync makes the Redis set equal to the directory's torrents, raises the
+// mode flag, and loads the set into memory.
+func (s *Set) Sync(ctx context.Context) error {
+	dirHashes, bad := scan(s.dir)
+	for path, err := range bad {
+		s.log.Warn("torrent file refused", "file", path, "err", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cur, err := s.rdb.SMembers(ctx, s.key).Result()
+	if err != nil {
+		return err
+	}
+	inRedis := map[string]bool{}
+	for _, m := range cur {
+		inRedis[m] = true
+	}
+	pipe := s.rdb.Pipeline()
+	for ih := range dirHashes {
+		if !inRedis[string(ih[:])] {
+			pipe.SAdd(ctx, s.key, string(ih[:]))
+		}
+	}
+	for m := range inRedis {
+		var ih bittorrent.InfoHash
+		copy(ih[:], m)
+		if !dirHashes[ih] {
+			pipe.SRem(ctx, s.key, m)
+		}
+	}
+	pipe.Set(ctx, s.flag, "1", 3*s.interval+time.Minute)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	changed := !sameSet(s.hashes, dirHashes)
+	s.hashes = dirHashes
+	s.mu.Unlock()
+	if changed && s.OnChange != nil {
+		s.OnChange()
+	}
+	return nil
+}
+
+func sameSet(a, b map[bittorrent.InfoHash]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// scan reads every .torrent in dir: each file's v1 hash and, for v2 and
+// hybrid torrents, the truncated v2 hash that clients announce.
+func scan(dir string) (map[bittorrent.InfoHash]bool, map[string]error) {
+	out := map[bittorrent.InfoHash]bool{}
+	bad := map[string]error{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		bad[dir] = err
+		return out, bad
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || filepath.Ext(e.Name()) != ".torrent" {
+			continue
+		}
+		f, err := torrentfile.Read(filepath.Join(dir, e.Name()))
+		if err != nil {
+			bad[e.Name()] = err
+			continue
+		}
+		for _, ih := range hashesOf(f) {
+			out[ih] = true
+		}
+	}
+	return out, bad
+}
+
+func hashesOf(f *torrentfile.File) []bittorrent.InfoHash {
+	var out []bittorrent.InfoHash
+	if h, ok := f.InfoHashV1(); ok {
+		out = append(out, h)
+	}
+	if h, ok := f.InfoHashV2(); ok {
+		var t bittorrent.InfoHash
+		copy(t[:], h[:20])
+		out = append(out, t)
+	}
+	return out
+}
+
+// Add stores an uploaded .torrent in the directory (named by its info hash)
+// and carries it at once.
+func (s *Set) Add(ctx context.Context, b []byte) (bittorrent.InfoHash, error) {
+	f, err := torrentfile.Parse(b)
+	if err != nil {
+		return bittorrent.InfoHash{}, bittorrent.ClientError("invalid torrent: " + err.Error())
+	}
+	hs := hashesOf(f)
+	path := filepath.Join(s.dir, hex.EncodeToString(hs[0][:])+".torrent")
+	if err := torrentfile.WriteAtomic(path, b, 0o644); err != nil {
+		return hs[0], err
+	}
+	return hs[0], s.Sync(ctx)
+}
+
+// Remove deletes the directory's torrents with info hash ih.
+func (s *Set) Remove(ctx context.Context, ih bittorrent.InfoHash) error {
+	path, err := s.find(ih)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil {
+		return err
+	}
+	return s.Sync(ctx)
+}
+
+// ErrNotCarried is returned for a torrent the node does not carry.
+var ErrNotCarried = errors.New("torrent not carried")
+
+// File returns the .torrent of ih.
+func (s *Set) File(ih bittorrent.InfoHash) ([]byte, error) {
+	path, err := s.find(ih)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
+}
+
+func (s *Set) find(ih bittorrent.InfoHash) (string, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || filepath.Ext(e.Name()) != ".torrent" {
+			continue
+		}
+		p := filepath.Join(s.dir, e.Name())
+		f, err := torrentfile.Read(p)
+		if err != nil {
+			continue
+		}
+		for _, h := range hashesOf(f) {
+			if h == ih {
+				return p, nil
+			}
+		}
+	}
+	return "", ErrNotCarried
+}
+
+// List returns the carried info hashes.
+func (s *Set) List() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.hashes))
+	for ih := range s.hashes {
+		out = append(out, ih.String())
+	}
+	return out
+}
+
+// Carrier is the hub's view of which torrents each node carries: nodes
+// without the mode flag carry everything; others carry their set. Sets are
+// cached for refresh.
+type Carrier struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	refresh time.Duration
+
+	mu    sync.Mutex
+	nodes map[string]*nodeSet
+}
+
+type nodeSet struct {
+	fetched time.Time
+	all     bool
+	hashes  map[string]bool
+}
+
+// NewCarrier returns a Carrier that reads node sets at most once per refresh.
+func NewCarrier(rdb redis.UniversalClient, prefix string, refresh time.Duration) *Carrier {
+	return &Carrier{rdb: rdb, prefix: prefix, refresh: refresh, nodes: map[string]*nodeSet{}}
+}
+
+// Carries implements the hub's Carrier. On a Redis error it says no: a
+// relay dropped now is repaired by the next resync; one stored wrongly is not.
+func (c *Carrier) Carries(ctx context.Context, node string, ih bittorrent.InfoHash) bool {
+	c.mu.Lock()
+	ns := c.nodes[node]
+	c.mu.Unlock()
+	if ns == nil || time.Since(ns.fetched) > c.refresh {
+		fresh, err := c.fetch(ctx, node)
+		if err != nil {
+			return false
+		}
+		c.mu.Lock()
+		c.nodes[node] = fresh
+		c.mu.Unlock()
+		ns = fresh
+	}
+	return ns.all || ns.hashes[string(ih[:])]
+}
+
+// Forget drops the cached set of node (the hub calls it when the node says
+// hello, which it does after its set changed).
+func (c *Carrier) Forget(node string) {
+	c.mu.Lock()
+	delete(c.nodes, node)
+	c.mu.Unlock()
+}
+
+func (c *Carrier) fetch(ctx context.Context, node string) (*nodeSet, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	pipe := c.rdb.Pipeline()
+	flag := pipe.Exists(ctx, FlagKey(c.prefix, node))
+	members := pipe.SMembers(ctx, SetKey(c.prefix, node))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	ns := &nodeSet{fetched: time.Now(), all: flag.Val() == 0, hashes: map[string]bool{}}
+	for _, m := range members.Val() {
+		ns.hashes[m] = true
+	}
+	return ns, nil
+}

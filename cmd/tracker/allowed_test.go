@@ -146,3 +146,56 @@ func decodeMap(t *testing.T, b []byte) map[string]any {
 	}
 	return m
 }
+
+// TestTorrentSharing: a torrent node1 carries reaches node2, which accepts
+// shared torrents, but not node3, which does not; node2, down during a
+// release, catches up when it rejoins; invalid offers are refused.
+func TestTorrentSharing(t *testing.T) {
+	c := newCluster(t)
+	dirs := map[string]string{"node1": t.TempDir(), "node2": t.TempDir(), "node3": t.TempDir()}
+	start := func(n string, accept bool) {
+		c.nodes[n] = startProc(t, runNode, c.env("TRACKER_NODE_ID="+n, "TRACKER_LINK_PASSWORD="+testPassword,
+			"TRACKER_ALLOWED_DIR="+dirs[n], "TRACKER_ALLOWED_RESCAN=200ms", fmt.Sprintf("TRACKER_SHARE_ACCEPT=%v", accept)))
+	}
+	_, ih := makeTorrent(t, "release1", dirs["node1"])
+	start("node1", false)
+	start("node2", true)
+	start("node3", false)
+	c.waitLinked("node1", "node2", "node3")
+	shared := func(dir, ih string) bool {
+		_, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%x.torrent", ih)))
+		return err == nil
+	}
+	took := eventually(t, 5*time.Second, "node2 carries the shared torrent", func() bool {
+		return shared(dirs["node2"], ih) && announceRaw(t, c.nodes["node2"].url, ih, 7000)["failure reason"] == nil
+	})
+	t.Logf("shared torrent carried by node2 after %s", took)
+	announceTo(t, c.nodes["node1"].url, ih, 7001, 10, "started")
+	eventually(t, 2*time.Second, "peers converge on node2", func() bool { return scrapeOrZero(c.nodes["node2"].url, ih).leechers == 2 })
+	time.Sleep(500 * time.Millisecond)
+	if shared(dirs["node3"], ih) || announceRaw(t, c.nodes["node3"].url, ih, 7002)["failure reason"] == nil {
+		t.Fatal("node3, which does not accept shared torrents, carries it")
+	}
+
+	// node2 is down while node1 releases another torrent.
+	c.nodes["node2"].stop(t)
+	_, ih2 := makeTorrent(t, "release2", dirs["node1"])
+	time.Sleep(500 * time.Millisecond)
+	start("node2", true)
+	eventually(t, 5*time.Second, "node2 caught up after rejoining", func() bool { return shared(dirs["node2"], ih2) })
+
+	// An invalid offer (written straight into node1's catalog) is refused.
+	rdb := c.redis.Client(t)
+	rdb.HSet(context.Background(), "tl:{node1:catalog}", strings.Repeat("ab", 20), "not a torrent")
+	req, _ := http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
+	req.Header.Set("Authorization", "Bearer test-admin-token-123")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("hub reset: %v %v", resp, err)
+	}
+	eventually(t, 5*time.Second, "invalid offer refused", func() bool {
+		return hubCounter(t, c.hub.url, "hub_shared_refused_total") > 0
+	})
+	if shared(dirs["node2"], strings.Repeat("\xab", 20)) {
+		t.Fatal("invalid torrent stored")
+	}
+}

@@ -44,8 +44,11 @@ type Config struct {
 	AdminToken string `env:"ADMIN_TOKEN"`
 	HubName    string `env:"HUB_NAME"`
 	// AllowedDir turns on allowed-torrents mode: only its .torrent files.
-	AllowedDir     string        `env:"ALLOWED_DIR"`
-	AllowedRescan  time.Duration `env:"ALLOWED_RESCAN" envDefault:"10s"`
+	AllowedDir    string        `env:"ALLOWED_DIR"`
+	AllowedRescan time.Duration `env:"ALLOWED_RESCAN" envDefault:"10s"`
+	// Torrent sharing over the link (allowed-torrents mode only).
+	ShareOffer     bool          `env:"SHARE_OFFER" envDefault:"true"`
+	ShareAccept    bool          `env:"SHARE_ACCEPT" envDefault:"false"`
 	HubNodeTimeout time.Duration `env:"HUB_NODE_TIMEOUT" envDefault:"1m"`
 
 	HTTP httpapi.Config

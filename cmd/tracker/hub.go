@@ -51,7 +51,7 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		return err
 	}
 	reg := newRegistry()
-	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout}, linkRDB, relay,
+	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout, Sharer: allowed.NewSharer(rdb, cfg.RedisPrefix)}, linkRDB, relay,
 		allowed.NewCarrier(rdb, cfg.RedisPrefix, 2*time.Second), log, reg)
 	if err != nil {
 		return err

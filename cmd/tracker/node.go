@@ -109,6 +109,9 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		}
 		if linkNode != nil {
 			gate.OnChange = linkNode.Hello
+			refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "tracker_shared_torrents_refused_total", Help: "Shared torrents refused as invalid."})
+			reg.MustRegister(refused)
+			gate.Share(allowed.ShareOptions{Offer: cfg.ShareOffer, Accept: cfg.ShareAccept, Refused: refused.Inc})
 		}
 		if err := gate.Sync(ctx); err != nil {
 			log.Warn("allowed torrents not loaded at start; retrying", "err", err)

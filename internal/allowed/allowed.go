@@ -33,6 +33,10 @@ type Set struct {
 	rdb      redis.UniversalClient
 	key      string
 	flag     string
+	catalog  string
+	inbox    string
+	accept   string
+	share    ShareOptions
 	dir      string
 	interval time.Duration
 	log      *slog.Logger
@@ -55,8 +59,12 @@ func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Dura
 		return nil, fmt.Errorf("TRACKER_ALLOWED_DIR: %s is not a directory", dir)
 	}
 	return &Set{rdb: rdb, key: SetKey(prefix, node), flag: FlagKey(prefix, node), dir: dir, interval: interval,
+		catalog: CatalogKey(prefix, node), inbox: InboxKey(prefix, node), accept: AcceptKey(prefix, node),
 		log: log.With("allowed_dir", dir), hashes: map[bittorrent.InfoHash]bool{}}, nil
 }
+
+// Share turns torrent sharing on (call before Run).
+func (s *Set) Share(o ShareOptions) { s.share = o }
 
 // Carries reports whether the node carries ih. It reads memory only.
 func (s *Set) Carries(ih bittorrent.InfoHash) bool {
@@ -85,12 +93,15 @@ func (s *Set) Run(ctx context.Context) error {
 // Sync makes the Redis set equal to the directory's torrents, raises the
 // mode flag, and loads the set into memory.
 func (s *Set) Sync(ctx context.Context) error {
-	dirHashes, bad := scan(s.dir)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.takeInbox(ctx); err != nil {
+		return err
+	}
+	dirHashes, files, bad := scan(s.dir)
 	for path, err := range bad {
 		s.log.Warn("torrent file refused", "file", path, "err", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	cur, err := s.rdb.SMembers(ctx, s.key).Result()
 	if err != nil {
 		return err
@@ -113,6 +124,9 @@ func (s *Set) Sync(ctx context.Context) error {
 		}
 	}
 	pipe.Set(ctx, s.flag, "1", 3*s.interval+time.Minute)
+	if err := s.offer(ctx, pipe, files); err != nil {
+		return err
+	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}
@@ -139,14 +153,16 @@ func sameSet(a, b map[bittorrent.InfoHash]bool) bool {
 }
 
 // scan reads every .torrent in dir: each file's v1 hash and, for v2 and
-// hybrid torrents, the truncated v2 hash that clients announce.
-func scan(dir string) (map[bittorrent.InfoHash]bool, map[string]error) {
+// hybrid torrents, the truncated v2 hash that clients announce; and the
+// files by their first hash (hex).
+func scan(dir string) (map[bittorrent.InfoHash]bool, map[string]string, map[string]error) {
 	out := map[bittorrent.InfoHash]bool{}
+	files := map[string]string{}
 	bad := map[string]error{}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		bad[dir] = err
-		return out, bad
+		return out, files, bad
 	}
 	for _, e := range entries {
 		if !e.Type().IsRegular() || filepath.Ext(e.Name()) != ".torrent" {
@@ -157,11 +173,13 @@ func scan(dir string) (map[bittorrent.InfoHash]bool, map[string]error) {
 			bad[e.Name()] = err
 			continue
 		}
-		for _, ih := range hashesOf(f) {
+		hs := hashesOf(f)
+		for _, ih := range hs {
 			out[ih] = true
 		}
+		files[hs[0].String()] = filepath.Join(dir, e.Name())
 	}
-	return out, bad
+	return out, files, bad
 }
 
 func hashesOf(f *torrentfile.File) []bittorrent.InfoHash {

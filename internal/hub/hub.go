@@ -47,6 +47,14 @@ type Config struct {
 	// NodeTimeout: a node not heard from for this long is not relayed to
 	// (its rejoin resyncs it).
 	NodeTimeout time.Duration
+	// Sharer, when set, copies torrents that nodes offer to nodes that
+	// accept them, as part of every resync.
+	Sharer Sharer
+}
+
+// Sharer copies offered torrents to accepting nodes (allowed.Sharer).
+type Sharer interface {
+	Share(ctx context.Context, nodes []string, refused func()) (int, error)
 }
 
 // Hub relays between nodes.
@@ -83,6 +91,7 @@ type metrics struct {
 	rejected            *prometheus.CounterVec
 	relayed, dropped    prometheus.Counter
 	resyncs, splits     prometheus.Counter
+	shared, refused     prometheus.Counter
 	lag, resyncDuration prometheus.Histogram
 }
 
@@ -109,11 +118,13 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay *redisstore.Relayer, c
 		dropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_dropped_updates_total", Help: "Peer changes not relayed to a node that does not carry the torrent."}),
 		resyncs:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_resyncs_total", Help: "Resyncs run."}),
 		splits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_splits_total", Help: "Soft splits of the hub's own subscription, healed."}),
+		shared:   prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_torrents_total", Help: "Torrents copied to nodes that accept shared torrents."}),
+		refused:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_refused_total", Help: "Offered torrents refused as invalid."}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_propagation_seconds", Help: "From a node publishing a change to the hub having written it to the other nodes.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5}}),
 		resyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_resync_seconds", Help: "Duration of resyncs.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 	}
-	reg.MustRegister(h.m.rejected, h.m.relayed, h.m.dropped, h.m.resyncs, h.m.splits, h.m.lag, h.m.resyncDuration)
+	reg.MustRegister(h.m.rejected, h.m.relayed, h.m.dropped, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration)
 	return h, nil
 }
 
@@ -419,6 +430,13 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 	nodes := h.targets("")
 	if len(nodes) < 2 {
 		return 0, nil
+	}
+	if h.cfg.Sharer != nil {
+		n, err := h.cfg.Sharer.Share(ctx, nodes, h.m.refused.Inc)
+		h.m.shared.Add(float64(n))
+		if err != nil {
+			return 0, err
+		}
 	}
 	seen := map[bittorrent.InfoHash]bool{}
 	var torrents []bittorrent.InfoHash

@@ -1,0 +1,174 @@
+package allowed
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/torrentfile"
+)
+
+// Torrent sharing. A node in allowed-torrents mode on a link offers the
+// torrents it carries: it keeps their metainfo in a catalog in its own
+// keyspace. A node that accepts shared torrents raises a flag. On every
+// resync the hub copies each offered torrent that an accepting node lacks
+// into that node's inbox (keys in the accepting node's keyspace; a node
+// writes only its own keys). The accepting node validates what arrives,
+// stores it in its directory, and from then on carries it; its carried set
+// changed, so it says hello and is resynced with the torrent's peers.
+
+// CatalogKey, InboxKey and AcceptKey are in the node's keyspace.
+func CatalogKey(prefix, node string) string { return prefix + ":{" + node + ":catalog}" }
+func InboxKey(prefix, node string) string   { return prefix + ":{" + node + ":inbox}" }
+func AcceptKey(prefix, node string) string  { return prefix + ":{" + node + ":accept-shared}" }
+
+// ShareOptions turns sharing on for a Set (before Run).
+type ShareOptions struct {
+	Offer  bool // keep a catalog of the carried torrents for the hub
+	Accept bool // take torrents other nodes offer
+	// Refused counts shared torrents refused as invalid; may be nil.
+	Refused func()
+}
+
+// share is the sharing half of Sync: take the inbox, then offer the
+// directory's torrents. It returns after the inbox's files are in the
+// directory, so the scan that follows carries them.
+func (s *Set) takeInbox(ctx context.Context) error {
+	if !s.share.Accept {
+		return nil
+	}
+	inbox, err := s.rdb.HGetAll(ctx, s.inbox).Result()
+	if err != nil {
+		return err
+	}
+	for name, body := range inbox {
+		if _, err := torrentfile.Parse([]byte(body)); err != nil || len(name) != 40 {
+			if s.share.Refused != nil {
+				s.share.Refused()
+			}
+			s.log.Warn("shared torrent refused", "name", name, "err", err)
+		} else if _, err := hex.DecodeString(name); err == nil {
+			path := filepath.Join(s.dir, name+".torrent")
+			if _, err := os.Stat(path); os.IsNotExist(err) {
+				if err := torrentfile.WriteAtomic(path, []byte(body), 0o644); err != nil {
+					return err // keep it in the inbox; next time
+				}
+				s.log.Info("carrying a shared torrent", "info_hash", name)
+			}
+		}
+		s.rdb.HDel(ctx, s.inbox, name)
+	}
+	return nil
+}
+
+// offer writes the catalog: the metainfo of every carried torrent, by its
+// first info hash.
+func (s *Set) offer(ctx context.Context, pipe redis.Pipeliner, files map[string]string) error {
+	if !s.share.Offer {
+		return nil
+	}
+	have, err := s.rdb.HKeys(ctx, s.catalog).Result()
+	if err != nil {
+		return err
+	}
+	had := map[string]bool{}
+	for _, k := range have {
+		had[k] = true
+		if _, ok := files[k]; !ok {
+			pipe.HDel(ctx, s.catalog, k)
+		}
+	}
+	for k, path := range files {
+		if had[k] {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		pipe.HSet(ctx, s.catalog, k, b)
+	}
+	if s.share.Accept {
+		pipe.Set(ctx, s.accept, "1", 3*s.interval+time.Minute)
+	}
+	return nil
+}
+
+// Sharer is the hub's half: it copies offered torrents to accepting nodes.
+type Sharer struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// NewSharer returns the hub's sharer.
+func NewSharer(rdb redis.UniversalClient, prefix string) *Sharer {
+	return &Sharer{rdb: rdb, prefix: prefix}
+}
+
+// Share copies every torrent offered by one of nodes into the inbox of each
+// accepting node that neither carries it nor has it waiting. It returns how
+// many it copied. Invalid metainfo is counted by refused and not copied.
+func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	type state struct {
+		accept  bool
+		carried map[string]bool
+	}
+	states := map[string]state{}
+	offered := map[string]string{} // hex ih -> node that offers it
+	for _, n := range nodes {
+		pipe := sh.rdb.Pipeline()
+		acc := pipe.Exists(ctx, AcceptKey(sh.prefix, n))
+		carried := pipe.SMembers(ctx, SetKey(sh.prefix, n))
+		cat := pipe.HKeys(ctx, CatalogKey(sh.prefix, n))
+		inbox := pipe.HKeys(ctx, InboxKey(sh.prefix, n))
+		if _, err := pipe.Exec(ctx); err != nil {
+			return 0, fmt.Errorf("share: read %s: %w", n, err)
+		}
+		st := state{accept: acc.Val() == 1, carried: map[string]bool{}}
+		for _, m := range carried.Val() {
+			st.carried[hex.EncodeToString([]byte(m))] = true
+		}
+		for _, k := range inbox.Val() {
+			st.carried[k] = true
+		}
+		states[n] = st
+		for _, k := range cat.Val() {
+			offered[k] = n
+		}
+	}
+	copied := 0
+	for ih, from := range offered {
+		var body []byte
+		for _, n := range nodes {
+			st := states[n]
+			if !st.accept || st.carried[ih] {
+				continue
+			}
+			if body == nil {
+				b, err := sh.rdb.HGet(ctx, CatalogKey(sh.prefix, from), ih).Bytes()
+				if err != nil {
+					return copied, err
+				}
+				if _, err := torrentfile.Parse(b); err != nil {
+					if refused != nil {
+						refused()
+					}
+					break
+				}
+				body = b
+			}
+			if err := sh.rdb.HSet(ctx, InboxKey(sh.prefix, n), ih, body).Err(); err != nil {
+				return copied, err
+			}
+			copied++
+		}
+	}
+	return copied, nil
+}

@@ -177,6 +177,13 @@ func TestTorrentSharing(t *testing.T) {
 		t.Fatal("node3, which does not accept shared torrents, carries it")
 	}
 
+	// Sharing turned on for node3: it carries the torrent and converges.
+	c.nodes["node3"].stop(t)
+	start("node3", true)
+	eventually(t, 5*time.Second, "node3 converged after accepting", func() bool {
+		return shared(dirs["node3"], ih) && scrapeOrZero(c.nodes["node3"].url, ih).leechers == 2
+	})
+
 	// node2 is down while node1 releases another torrent.
 	c.nodes["node2"].stop(t)
 	_, ih2 := makeTorrent(t, "release2", dirs["node1"])

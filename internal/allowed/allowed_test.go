@@ -1,0 +1,87 @@
+package allowed
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/torrentfile"
+)
+
+func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+
+// hybrid returns a hybrid (v1 + v2) torrent and its two announced hashes.
+func hybrid(t *testing.T) ([]byte, bittorrent.InfoHash, bittorrent.InfoHash) {
+	t.Helper()
+	b, err := bencode.Marshal(map[string]any{"info": map[string]any{
+		"name": "h", "piece length": 16384, "meta version": 2, "length": 10, "pieces": strings.Repeat("p", 20),
+		"file tree": map[string]any{"h": map[string]any{"": map[string]any{"length": 10}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := torrentfile.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, _ := f.InfoHashV1()
+	h2, _ := f.InfoHashV2()
+	var t2 bittorrent.InfoHash
+	copy(t2[:], h2[:20])
+	return b, h1, t2
+}
+
+func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	dir := t.TempDir()
+	b, v1, v2 := hybrid(t)
+	os.WriteFile(filepath.Join(dir, "h.torrent"), b, 0o644)
+	os.WriteFile(filepath.Join(dir, "junk.torrent"), []byte("nonsense"), 0o644)
+	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("ignored"), 0o644)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := New(rdb, "allowtest", "n1", dir, time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := 0
+	s.OnChange = func() { changes++ }
+	ctx := context.Background()
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Carries(v1) || !s.Carries(v2) || len(s.List()) != 2 || changes != 1 {
+		t.Fatalf("carries v1 %v v2 %v, list %v, changes %d", s.Carries(v1), s.Carries(v2), s.List(), changes)
+	}
+	// A second replica reading the same keyspace agrees; so does the hub.
+	if n := rdb.SCard(ctx, SetKey("allowtest", "n1")).Val(); n != 2 {
+		t.Fatalf("redis set holds %d", n)
+	}
+	c := NewCarrier(rdb, "allowtest", time.Minute)
+	if !c.Carries(ctx, "n1", v2) || c.Carries(ctx, "n1", bittorrent.InfoHash{1}) || !c.Carries(ctx, "not-in-mode", bittorrent.InfoHash{1}) {
+		t.Fatal("carrier disagrees")
+	}
+	if got, err := s.File(v2); err != nil || string(got) != string(b) {
+		t.Fatalf("file by v2 hash: %v", err)
+	}
+	if err := s.Remove(ctx, v1); err != nil {
+		t.Fatal(err)
+	}
+	if s.Carries(v1) || s.Carries(v2) || changes != 2 {
+		t.Fatal("still carried after removal")
+	}
+	if _, err := s.Add(ctx, []byte("d4:infoi1ee")); err == nil {
+		t.Fatal("invalid upload accepted")
+	}
+	if _, err := New(rdb, "allowtest", "n1", filepath.Join(dir, "missing"), time.Second, log); err == nil {
+		t.Fatal("missing directory accepted")
+	}
+}

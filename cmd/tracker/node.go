@@ -95,7 +95,6 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return ln.Run(ctx) })
 		sink = ln
 		linkNode = ln
 		routes = append(routes,
@@ -118,6 +117,11 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		}
 		g.Go(func() error { return gate.Run(ctx) })
 		routes = append(routes, torrentRoutes(gate, cfg.AdminToken)...)
+	}
+	// The link starts after the allowed set's first sync, so that the
+	// hub's resync on our hello already sees what we carry and accept.
+	if linkNode != nil {
+		g.Go(func() error { return linkNode.Run(ctx) })
 	}
 	srv, err := httpapi.New(cfg.HTTP, peers, sink, log, reg, reg, routes...)
 	if err != nil {

@@ -54,12 +54,18 @@ func (t *tiersFlag) Set(v string) error {
 	return nil
 }
 
+// tierFlags defines --announce-list and --tier on fs.
+func tierFlags(fs *flag.FlagSet) *tiersFlag {
+	var t tiersFlag
+	fs.Var(&t, "announce-list", "comma-separated announce URLs, one tier (the first also becomes announce)")
+	fs.Var(&t, "tier", "comma-separated announce URLs of one more tier (repeatable)")
+	return &t
+}
+
 func runReannounce(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tracker torrent reannounce", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var tiers tiersFlag
-	fs.Var(&tiers, "announce-list", "comma-separated announce URLs, one tier (the first also becomes announce)")
-	fs.Var(&tiers, "tier", "comma-separated announce URLs of one more tier (repeatable)")
+	tiers := tierFlags(fs)
 	dry := fs.Bool("dry-run", false, "print what would change, write nothing")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
@@ -151,9 +157,7 @@ func runShow(args []string, stdout, stderr io.Writer) error {
 func runCreate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tracker torrent create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var tiers tiersFlag
-	fs.Var(&tiers, "announce-list", "comma-separated announce URLs, one tier (the first also becomes announce)")
-	fs.Var(&tiers, "tier", "comma-separated announce URLs of one more tier (repeatable)")
+	tiers := tierFlags(fs)
 	out := fs.String("o", "", "output .torrent file")
 	pl := fs.Int64("piece-length", 0, "piece length in bytes, a power of two (default: chosen for 1000-2000 pieces)")
 	private := fs.Bool("private", false, "set the private flag (BEP 27)")

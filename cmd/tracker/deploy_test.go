@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -97,7 +98,7 @@ func TestComposeFiles(t *testing.T) {
 						t.Errorf("%s waits for %s to be healthy, which has no health check", name, dep)
 					}
 				}
-				_, port, err := splitAddr(s.Environment["TRACKER_HTTP_ADDR"])
+				_, port, err := net.SplitHostPort(s.Environment["TRACKER_HTTP_ADDR"])
 				if err != nil {
 					t.Errorf("%s: TRACKER_HTTP_ADDR: %v", name, err)
 				}
@@ -143,14 +144,6 @@ func TestComposeFiles(t *testing.T) {
 			t.Fatalf("%s: want TRACKER_ALLOWED_DIR=/torrents on ./torrents/%s, got %q %v", n, n, s.Environment["TRACKER_ALLOWED_DIR"], s.Volumes)
 		}
 	}
-}
-
-func splitAddr(a string) (string, string, error) {
-	i := strings.LastIndexByte(a, ':')
-	if i < 0 {
-		return "", "", fmt.Errorf("%q has no port", a)
-	}
-	return a[:i], a[i+1:], nil
 }
 
 // TestDockerfile checks the image recipe: multi-stage, static, non-root,

@@ -41,8 +41,10 @@ type Set struct {
 	interval time.Duration
 	log      *slog.Logger
 
-	mu     sync.RWMutex
-	hashes map[bittorrent.InfoHash]bool
+	mu sync.RWMutex
+	// paths maps every carried info hash (v1, and truncated v2) to its
+	// file, so checks and downloads never read the directory.
+	paths map[bittorrent.InfoHash]string
 
 	// OnChange, when set (before Run), is called after the carried set
 	// changed: the link says hello, so the hub resyncs this node.
@@ -60,7 +62,7 @@ func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Dura
 	}
 	return &Set{rdb: rdb, key: SetKey(prefix, node), flag: FlagKey(prefix, node), dir: dir, interval: interval,
 		catalog: CatalogKey(prefix, node), inbox: InboxKey(prefix, node), accept: AcceptKey(prefix, node),
-		log: log.With("allowed_dir", dir), hashes: map[bittorrent.InfoHash]bool{}}, nil
+		log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}}, nil
 }
 
 // Share turns torrent sharing on (call before Run).
@@ -70,7 +72,8 @@ func (s *Set) Share(o ShareOptions) { s.share = o }
 func (s *Set) Carries(ih bittorrent.InfoHash) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.hashes[ih]
+	_, ok := s.paths[ih]
+	return ok
 }
 
 // Run rescans the directory and refreshes the set every interval until ctx
@@ -98,7 +101,7 @@ func (s *Set) Sync(ctx context.Context) error {
 	if err := s.takeInbox(ctx); err != nil {
 		return err
 	}
-	dirHashes, files, bad := scan(s.dir)
+	dirPaths, files, bad := scan(s.dir)
 	for path, err := range bad {
 		s.log.Warn("torrent file refused", "file", path, "err", err)
 	}
@@ -111,7 +114,7 @@ func (s *Set) Sync(ctx context.Context) error {
 		inRedis[m] = true
 	}
 	pipe := s.rdb.Pipeline()
-	for ih := range dirHashes {
+	for ih := range dirPaths {
 		if !inRedis[string(ih[:])] {
 			pipe.SAdd(ctx, s.key, string(ih[:]))
 		}
@@ -119,7 +122,7 @@ func (s *Set) Sync(ctx context.Context) error {
 	for m := range inRedis {
 		var ih bittorrent.InfoHash
 		copy(ih[:], m)
-		if !dirHashes[ih] {
+		if _, ok := dirPaths[ih]; !ok {
 			pipe.SRem(ctx, s.key, m)
 		}
 	}
@@ -131,8 +134,8 @@ func (s *Set) Sync(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	changed := !sameSet(s.hashes, dirHashes)
-	s.hashes = dirHashes
+	changed := !sameKeys(s.paths, dirPaths)
+	s.paths = dirPaths
 	s.mu.Unlock()
 	if changed && s.OnChange != nil {
 		s.OnChange()
@@ -140,23 +143,23 @@ func (s *Set) Sync(ctx context.Context) error {
 	return nil
 }
 
-func sameSet(a, b map[bittorrent.InfoHash]bool) bool {
+func sameKeys(a, b map[bittorrent.InfoHash]string) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for k := range a {
-		if !b[k] {
+		if _, ok := b[k]; !ok {
 			return false
 		}
 	}
 	return true
 }
 
-// scan reads every .torrent in dir: each file's v1 hash and, for v2 and
-// hybrid torrents, the truncated v2 hash that clients announce; and the
-// files by their first hash (hex).
-func scan(dir string) (map[bittorrent.InfoHash]bool, map[string]string, map[string]error) {
-	out := map[bittorrent.InfoHash]bool{}
+// scan reads every .torrent in dir: the file of each info hash (v1 and, for
+// v2 and hybrid torrents, the truncated v2 hash that clients announce), and
+// the files by their first hash (hex).
+func scan(dir string) (map[bittorrent.InfoHash]string, map[string]string, map[string]error) {
+	out := map[bittorrent.InfoHash]string{}
 	files := map[string]string{}
 	bad := map[string]error{}
 	entries, err := os.ReadDir(dir)
@@ -174,10 +177,11 @@ func scan(dir string) (map[bittorrent.InfoHash]bool, map[string]string, map[stri
 			continue
 		}
 		hs := hashesOf(f)
+		path := filepath.Join(dir, e.Name())
 		for _, ih := range hs {
-			out[ih] = true
+			out[ih] = path
 		}
-		files[hs[0].String()] = filepath.Join(dir, e.Name())
+		files[hs[0].String()] = path
 	}
 	return out, files, bad
 }
@@ -235,24 +239,10 @@ func (s *Set) File(ih bittorrent.InfoHash) ([]byte, error) {
 }
 
 func (s *Set) find(ih bittorrent.InfoHash) (string, error) {
-	entries, err := os.ReadDir(s.dir)
-	if err != nil {
-		return "", err
-	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() || filepath.Ext(e.Name()) != ".torrent" {
-			continue
-		}
-		p := filepath.Join(s.dir, e.Name())
-		f, err := torrentfile.Read(p)
-		if err != nil {
-			continue
-		}
-		for _, h := range hashesOf(f) {
-			if h == ih {
-				return p, nil
-			}
-		}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if p, ok := s.paths[ih]; ok {
+		return p, nil
 	}
 	return "", ErrNotCarried
 }
@@ -261,8 +251,8 @@ func (s *Set) find(ih bittorrent.InfoHash) (string, error) {
 func (s *Set) List() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]string, 0, len(s.hashes))
-	for ih := range s.hashes {
+	out := make([]string, 0, len(s.paths))
+	for ih := range s.paths {
 		out = append(out, ih.String())
 	}
 	return out

@@ -36,9 +36,6 @@ func NewKeyspace(prefix, node string) (Keyspace, error) {
 	return Keyspace{prefix: prefix, node: node}, nil
 }
 
-// Node returns the node id the keyspace belongs to.
-func (k Keyspace) Node() string { return k.node }
-
 // SwarmKeys are the keys of one swarm.
 type SwarmKeys struct{ Seeders, Leechers, Completed, Stopped string }
 

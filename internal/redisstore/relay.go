@@ -26,7 +26,6 @@ type Relayer struct {
 	cluster      bool // one swarm per script call (one slot each)
 	prefix       string
 	lifetimeMs   int64
-	lifetime     int64
 	completedTTL int64
 	timeout      time.Duration
 	now          func() time.Time
@@ -40,7 +39,7 @@ func NewRelayer(rdb redis.UniversalClient, cfg Config) (*Relayer, error) {
 		return nil, err
 	}
 	_, cluster := rdb.(*redis.ClusterClient)
-	return &Relayer{rdb: rdb, cluster: cluster, prefix: cfg.Prefix, lifetime: s.lifetime, lifetimeMs: s.lifetimeMs, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now}, nil
+	return &Relayer{rdb: rdb, cluster: cluster, prefix: cfg.Prefix, lifetimeMs: s.lifetimeMs, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now}, nil
 }
 
 // Target is one swarm of one node and the changes to apply to it.
@@ -87,7 +86,7 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 			c.args = append(c.args, opCode(ch), ch.Seen, ch.Peer)
 		}
 	}
-	build := func(pipe redis.Pipeliner, eval bool) ([]*redis.Cmd, error) {
+	build := func(pipe redis.Pipeliner, eval bool) []*redis.Cmd {
 		cmds := make([]*redis.Cmd, 0, len(calls))
 		for _, c := range calls {
 			if eval {
@@ -96,20 +95,15 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 				cmds = append(cmds, applyScript.EvalSha(ctx, pipe, c.keys, c.args...))
 			}
 		}
-		return cmds, nil
+		return cmds
 	}
 	pipe := r.rdb.Pipeline()
-	cmds, err := build(pipe, false)
-	if err != nil {
-		return 0, err
-	}
-	pipe.Exec(ctx)
+	cmds := build(pipe, false)
+	pipe.Exec(ctx) // per-command errors are read below
 	if anyNoScript(cmds) {
 		// Re-sending the whole batch with EVAL is safe: applying is idempotent.
 		pipe = r.rdb.Pipeline()
-		if cmds, err = build(pipe, true); err != nil {
-			return 0, err
-		}
+		cmds = build(pipe, true)
 		pipe.Exec(ctx)
 	}
 	applied := 0

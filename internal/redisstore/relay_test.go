@@ -5,22 +5,33 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redistest"
 )
 
+// newRelayPair returns a relayer and the store of node "target" under prefix,
+// on the shared redis-server, with a one-hour peer lifetime.
+func newRelayPair(t *testing.T, prefix string) (redis.UniversalClient, *Relayer, *Store) {
+	t.Helper()
+	rdb := redistest.Shared(t).Client(t)
+	cfg := Config{Prefix: prefix, NodeID: "target", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second}
+	r, err := NewRelayer(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := New(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rdb, r, node
+}
+
 // TestRelayIdempotent: applying relayed changes twice, out of order, or
 // after a stop never double-counts, never resurrects, never regresses.
 func TestRelayIdempotent(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
-	r, err := NewRelayer(rdb, Config{Prefix: "relaytest", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := New(rdb, Config{Prefix: "relaytest", NodeID: "target", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rdb, r, node := newRelayPair(t, "relaytest")
 	ctx := context.Background()
 	ih := hash("relayed")
 	p := string(peer(1, false).AppendBinary(nil, false))
@@ -94,15 +105,7 @@ func TestRelayIdempotent(t *testing.T) {
 // TestRelaySameMillisecond: a start and a completion in the same
 // millisecond still make a seeder, and duplicates of either change nothing.
 func TestRelaySameMillisecond(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
-	r, err := NewRelayer(rdb, Config{Prefix: "relaytest2", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := New(rdb, Config{Prefix: "relaytest2", NodeID: "target", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, r, node := newRelayPair(t, "relaytest2")
 	ctx := context.Background()
 	ih := hash("same ms")
 	p := string(peer(1, false).AppendBinary(nil, false))

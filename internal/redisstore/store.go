@@ -88,9 +88,6 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 
 func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
 
-// Keyspace returns the store's keyspace.
-func (s *Store) Keyspace() Keyspace { return s.ks }
-
 // Prepare loads the scripts into Redis so that the first announce does not
 // pay for a NOSCRIPT round trip. Announces recover from NOSCRIPT by
 // themselves (after a Redis restart or SCRIPT FLUSH), so this is an

@@ -169,6 +169,31 @@ type AnnounceRequest struct {
 	NumWant   int
 	Key       string
 	TrackerID string
+	// Family restricts the peers of the answer to one address family.
+	// HTTP answers carry both (IPv6 ones in peers6); a UDP answer carries
+	// the family of the socket the request came on (BEP 15).
+	Family Family
+}
+
+// Family says which address families of peers an answer may carry.
+type Family uint8
+
+// The families an answer may be restricted to.
+const (
+	BothFamilies Family = iota
+	OnlyIPv4
+	OnlyIPv6
+)
+
+// Carries reports whether an answer restricted to f may carry p.
+func (f Family) Carries(p Peer) bool {
+	switch f {
+	case OnlyIPv4:
+		return !p.Is6()
+	case OnlyIPv6:
+		return p.Is6()
+	}
+	return true
 }
 
 // Seeder reports whether the announcing peer has the whole torrent.

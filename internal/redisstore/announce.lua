@@ -4,7 +4,8 @@
 -- KEYS: seeders zset, leechers zset, completed counter
 -- ARGV: now (unix ms), cutoff (scores <= cutoff have expired), swarm TTL (s), member,
 --       op ("L" leecher, "S" seeder, "X" stopped), completed ("1"/"0"),
---       numwant, completed-counter TTL (s)
+--       numwant, completed-counter TTL (s),
+--       family of the candidates ("0" both, "4" IPv4 only, "6" IPv6 only)
 -- Reply: {seeders, leechers, counted (1 when a completion was counted),
 --         candidate members...}
 local S, L, C = KEYS[1], KEYS[2], KEYS[3]
@@ -44,18 +45,46 @@ if want <= 0 then
   return out
 end
 
+-- A member's length tells its family: 6 or 26 bytes IPv4, 18 or 38 IPv6.
+local fam = ARGV[9]
+local function fits(m)
+  if fam == '4' then
+    return #m == 6 or #m == 26
+  elseif fam == '6' then
+    return #m == 18 or #m == 38
+  end
+  return true
+end
+
 local function take(key, n, k)
   if n == 0 or k <= 0 then
     return
   end
   local r
-  if n <= k then
+  if fam == '0' then
+    if n <= k then
+      r = redis.call('ZRANGE', key, 0, -1)
+    else
+      r = redis.call('ZRANDMEMBER', key, k)
+    end
+    for i = 1, #r do
+      out[#out + 1] = r[i]
+    end
+    return
+  end
+  -- One family only (a UDP answer): members of the other family are
+  -- skipped, so draw from the whole set while it is small (exact), and
+  -- four times the wanted number from a large one (enough unless the
+  -- family is under about a quarter of the swarm).
+  if n <= 8 * k then
     r = redis.call('ZRANGE', key, 0, -1)
   else
-    r = redis.call('ZRANDMEMBER', key, k)
+    r = redis.call('ZRANDMEMBER', key, 4 * k)
   end
   for i = 1, #r do
-    out[#out + 1] = r[i]
+    if fits(r[i]) then
+      out[#out + 1] = r[i]
+    end
   end
 end
 

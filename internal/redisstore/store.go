@@ -141,9 +141,16 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	if req.Event == bittorrent.Completed {
 		completed = "1"
 	}
+	family := "0"
+	switch req.Family {
+	case bittorrent.OnlyIPv4:
+		family = "4"
+	case bittorrent.OnlyIPv6:
+		family = "6"
+	}
 	return announceCall{
 		keys:    s.ks.Swarm(req.InfoHash).list(),
-		args:    []any{now, now - s.lifetimeMs, s.lifetime + 1, m, op, completed, numWant, s.completedTTL},
+		args:    []any{now, now - s.lifetimeMs, s.lifetime + 1, m, op, completed, numWant, s.completedTTL, family},
 		self:    m,
 		numWant: numWant,
 		seen:    now,

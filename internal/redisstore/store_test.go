@@ -160,6 +160,7 @@ func TestConformance(t *testing.T) {
 		{"expiry by score", testExpiryByScore},
 		{"swarm key TTL", testKeyTTL},
 		{"address families", testFamilies},
+		{"one family only", testOneFamily},
 		{"numwant", testNumWant},
 		{"keyspaces apart", testKeyspaces},
 		{"exact counts under concurrency", testConcurrentCounts},
@@ -364,6 +365,50 @@ func testFamilies(t *testing.T, su suite) {
 	}
 	if !peer(1, true).Is6() || peer(2, false).Is6() {
 		t.Fatal("family of test peers is wrong")
+	}
+}
+
+// testOneFamily: an answer restricted to one family (UDP) carries only that
+// family, all of it in a small swarm, and still numwant of it in a large
+// swarm where that family is half of the peers.
+func testOneFamily(t *testing.T, su suite) {
+	s, _ := newStore(t, su, time.Minute)
+	small := hash("one family small")
+	for i := 0; i < 10; i++ {
+		announce(t, s, req(small, peer(i, i%2 == 0), uint64(i%3), bittorrent.Started), 0)
+	}
+	for i, fam := range []bittorrent.Family{bittorrent.OnlyIPv4, bittorrent.OnlyIPv6} {
+		r := req(small, peer(100, fam == bittorrent.OnlyIPv6), 1, bittorrent.None)
+		r.Family = fam
+		a := announce(t, s, r, 50)
+		if len(a.Peers) != 5 {
+			t.Fatalf("family %d: got %d peers, want the 5 of that family", fam, len(a.Peers))
+		}
+		for _, p := range a.Peers {
+			if !fam.Carries(p) {
+				t.Fatalf("family %d: got %v", fam, p.Addr)
+			}
+		}
+		if a.Seeders+a.Leechers != 11+i {
+			t.Fatalf("counts %d+%d, want every peer of both families", a.Seeders, a.Leechers)
+		}
+	}
+	large := hash("one family large")
+	for i := 0; i < 400; i++ {
+		announce(t, s, req(large, peer(i, i%2 == 0), 1, bittorrent.Started), 0)
+	}
+	r := req(large, peer(1000, true), 1, bittorrent.None)
+	r.Family = bittorrent.OnlyIPv6
+	for round := 0; round < 5; round++ {
+		a := announce(t, s, r, 30)
+		if len(a.Peers) != 30 {
+			t.Fatalf("got %d IPv6 peers of 200, want 30", len(a.Peers))
+		}
+		for _, p := range a.Peers {
+			if !p.Is6() {
+				t.Fatalf("IPv4 peer %v in an IPv6-only answer", p.Addr)
+			}
+		}
 	}
 }
 

@@ -16,7 +16,7 @@ RUN CGO_ENABLED=0 go build -trimpath \
 FROM scratch
 COPY --from=build /out/tracker /tracker
 USER 65532:65532
-EXPOSE 6969
+EXPOSE 6969/tcp 6969/udp
 ENV TRACKER_HTTP_ADDR=:6969
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/tracker", "healthcheck"]

@@ -82,6 +82,8 @@ func newCluster(t testing.TB, nodes ...string) *cluster {
 func (c *cluster) env(extra ...string) []string {
 	return append([]string{
 		"TRACKER_HTTP_ADDR=127.0.0.1:0",
+		"TRACKER_UDP_ADDR=127.0.0.1:0",
+		"TRACKER_UDP_SECRET=" + testUDPSecret,
 		"TRACKER_REDIS_URL=" + c.redis.URL(),
 		"TRACKER_LINK_CHANNEL=" + c.channel,
 		"TRACKER_LINK_HEARTBEAT=100ms",

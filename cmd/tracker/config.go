@@ -17,6 +17,8 @@ import (
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/tracker"
+	"github.com/tracklink/tracklink/internal/udpapi"
 )
 
 // envPrefix is the prefix of every variable Tracklink reads.
@@ -51,9 +53,16 @@ type Config struct {
 	ShareAccept    bool          `env:"SHARE_ACCEPT" envDefault:"false"`
 	HubNodeTimeout time.Duration `env:"HUB_NODE_TIMEOUT" envDefault:"1m"`
 
-	HTTP httpapi.Config
-	Link link.Config
+	Tracker tracker.Config
+	HTTP    httpapi.Config
+	UDP     udpapi.Config
+	Link    link.Config
 }
+
+// defaultUDPAddr is TRACKER_UDP_ADDR when the variable is not set. It has
+// no envDefault tag because caarlos0/env applies a default to a variable
+// set empty too, and "TRACKER_UDP_ADDR=" (or "off") turns UDP off.
+const defaultUDPAddr = ":6969"
 
 // LogValue keeps secrets (the Redis URL may carry a password) out of logs.
 func (c Config) LogValue() slog.Value {
@@ -62,7 +71,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("redis", redactURL(c.RedisURL)),
 		slog.Bool("redis_cluster", c.RedisCluster),
 		slog.String("http_addr", c.HTTP.Addr),
-		slog.Duration("interval", c.HTTP.Interval),
+		slog.Any("udp", c.UDP),
+		slog.Duration("interval", c.Tracker.Interval),
 		slog.Duration("peer_lifetime", c.PeerLifetime),
 		slog.Any("link", c.Link),
 		slog.Bool("admin", c.AdminToken != ""),
@@ -94,6 +104,12 @@ func loadConfig(environ []string) (Config, []string, error) {
 	if err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars}); err != nil {
 		return c, nil, namedEnvError(err, vars)
 	}
+	switch v, set := vars[envPrefix+"UDP_ADDR"]; {
+	case !set:
+		c.UDP.Addr = defaultUDPAddr
+	case v == "off":
+		c.UDP.Addr = ""
+	}
 	if c.NodeID == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -105,7 +121,7 @@ func loadConfig(environ []string) (Config, []string, error) {
 		c.HubName = "hub-" + c.NodeID
 	}
 	if c.PeerLifetime == 0 {
-		c.PeerLifetime = (c.HTTP.Interval + c.HTTP.IntervalJitter) * 3 / 2
+		c.PeerLifetime = (c.Tracker.Interval + c.Tracker.IntervalJitter) * 3 / 2
 	}
 	if err := c.validate(); err != nil {
 		return c, nil, err
@@ -138,7 +154,7 @@ func (c Config) validate() error {
 	if c.RedisPipelineBatch < 1 || c.RedisPipelineBatch > 1024 {
 		return errors.New("TRACKER_REDIS_PIPELINE_BATCH must be from 1 to 1024")
 	}
-	if c.PeerLifetime < c.HTTP.Interval {
+	if c.PeerLifetime < c.Tracker.Interval {
 		return errors.New("TRACKER_PEER_LIFETIME must not be shorter than TRACKER_ANNOUNCE_INTERVAL (peers would vanish between announces)")
 	}
 	if c.CompletedTTL < c.PeerLifetime {
@@ -174,7 +190,27 @@ func (c Config) validate() error {
 	if err := c.Link.Validate(); err != nil {
 		return err
 	}
+	if err := c.Tracker.Validate(); err != nil {
+		return err
+	}
+	if err := c.UDP.Validate(); err != nil {
+		return err
+	}
 	return c.HTTP.Validate()
+}
+
+// validateNode checks what only a tracker node needs (the hub serves no
+// UDP). A UDP connection ID must be accepted by every process that may
+// serve the same tracker, so their secret is configured, never generated
+// per process; only the embedded store, private to one process, may do
+// without.
+func (c Config) validateNode() error {
+	if c.UDP.Enabled() && c.UDP.Secret == "" && c.RedisURL != "" {
+		return errors.New("TRACKER_UDP_SECRET is required when UDP is on (TRACKER_UDP_ADDR) and peers live in Redis: " +
+			"every process serving this tracker must accept the others' connection IDs. Set the same random string " +
+			"of at least 16 characters on all of them (e.g. openssl rand -hex 16), or TRACKER_UDP_ADDR=off")
+	}
+	return nil
 }
 
 // linkRedisURL is the Redis that carries the link channel.

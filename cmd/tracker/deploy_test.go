@@ -74,8 +74,8 @@ func TestComposeFiles(t *testing.T) {
 					if !known[k] {
 						t.Errorf("%s sets %s, which the program does not read", name, k)
 					}
-					if k == "TRACKER_LINK_PASSWORD" && !strings.Contains(v, ":?") {
-						t.Errorf("%s: TRACKER_LINK_PASSWORD must be required (${TRACKER_LINK_PASSWORD:?...}), got %q", name, v)
+					if (k == "TRACKER_LINK_PASSWORD" || k == "TRACKER_UDP_SECRET") && !strings.Contains(v, ":?") {
+						t.Errorf("%s: %s must be required (${%s:?...}), got %q", name, k, k, v)
 					}
 				}
 				if _, ok := s.Environment["TRACKER_LINK_PASSWORD"]; !ok {
@@ -102,26 +102,39 @@ func TestComposeFiles(t *testing.T) {
 				if err != nil {
 					t.Errorf("%s: TRACKER_HTTP_ADDR: %v", name, err)
 				}
+				udpPort := ""
+				if a, ok := s.Environment["TRACKER_UDP_ADDR"]; ok {
+					if _, udpPort, err = net.SplitHostPort(a); err != nil {
+						t.Errorf("%s: TRACKER_UDP_ADDR: %v", name, err)
+					}
+				}
 				for _, p := range s.Ports {
-					if !strings.HasSuffix(p, ":"+port) {
-						t.Errorf("%s publishes %s, but listens on %s", name, p, port)
+					if !strings.HasSuffix(p, ":"+port) && (udpPort == "" || !strings.HasSuffix(p, ":"+udpPort+"/udp")) {
+						t.Errorf("%s publishes %s, but listens on %s (TCP) and %q (UDP)", name, p, port, udpPort)
 					}
 				}
 				// Parse the service's environment as the program would.
 				environ := []string{}
 				for k, v := range s.Environment {
-					if k == "TRACKER_LINK_PASSWORD" {
+					switch k {
+					case "TRACKER_LINK_PASSWORD":
 						v = "a password of enough length"
+					case "TRACKER_UDP_SECRET":
+						v = "a UDP secret of enough length"
 					}
 					environ = append(environ, k+"="+v)
 				}
-				if _, _, err := loadConfig(environ); err != nil {
+				cfg, _, err := loadConfig(environ)
+				if err != nil {
 					t.Errorf("%s: its environment does not load: %v", name, err)
 				}
 				if len(s.Command) > 0 && s.Command[0] == "hub" {
 					hubs++
 				} else {
 					nodes++
+					if err := cfg.validateNode(); err != nil {
+						t.Errorf("node service %s: %v", name, err)
+					}
 					if _, ok := s.DependsOn["hub"]; !ok {
 						t.Errorf("node service %s should start after the hub", name)
 					}

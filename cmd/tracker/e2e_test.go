@@ -27,7 +27,7 @@ func startNode(t *testing.T, environ ...string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	environ = append([]string{"TRACKER_HTTP_ADDR=127.0.0.1:0"}, environ...)
+	environ = append([]string{"TRACKER_HTTP_ADDR=127.0.0.1:0", "TRACKER_UDP_ADDR=127.0.0.1:0", "TRACKER_UDP_SECRET=" + testUDPSecret}, environ...)
 	go func() { done <- runNode(ctx, environ, io.Discard, started) }()
 	t.Cleanup(func() {
 		cancel()
@@ -134,6 +134,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"TRACKER_TRUSTED_PROXIES=10.0.0.0/99", "TRACKER_TRUSTED_PROXIES"},
 		{"TRACKER_PEER_LIFETIME=1m", "TRACKER_PEER_LIFETIME"},
 		{"TRACKER_LOG_LEVEL=loud", "TRACKER_LOG_LEVEL"},
+		{"TRACKER_UDP_SECRET=short", "TRACKER_UDP_SECRET"},
+		{"TRACKER_UDP_WORKERS=0", "TRACKER_UDP_WORKERS"},
+		{"TRACKER_UDP_ADDR=nonsense", "TRACKER_UDP_ADDR"},
 	} {
 		_, _, err := loadConfig([]string{tc.env})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -148,8 +151,22 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTP.Addr != ":6969" || c.RedisURL != "" || c.PeerLifetime != 48*time.Minute || c.NodeID == "" {
+	if c.HTTP.Addr != ":6969" || c.UDP.Addr != ":6969" || c.RedisURL != "" || c.PeerLifetime != 48*time.Minute || c.NodeID == "" {
 		t.Fatalf("defaults: %+v", c)
+	}
+	for _, off := range []string{"TRACKER_UDP_ADDR=", "TRACKER_UDP_ADDR=off"} {
+		if c, _, err := loadConfig([]string{off}); err != nil || c.UDP.Enabled() {
+			t.Fatalf("%s: UDP on (%v)", off, err)
+		}
+	}
+	// With peers in Redis, other processes may serve the same tracker: the
+	// UDP secret must be configured, and the error says how.
+	c, _, err = loadConfig([]string{"TRACKER_REDIS_URL=redis://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.validateNode(); err == nil || !strings.Contains(err.Error(), "TRACKER_UDP_SECRET") {
+		t.Fatalf("UDP on Redis without a secret: %v", err)
 	}
 }
 
@@ -159,8 +176,20 @@ func TestTakenPortFailsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	err = runNode(context.Background(), []string{"TRACKER_HTTP_ADDR=" + ln.Addr().String()}, io.Discard, nil)
+	err = runNode(context.Background(), []string{"TRACKER_HTTP_ADDR=" + ln.Addr().String(), "TRACKER_UDP_ADDR=off"}, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "listen on") {
 		t.Fatalf("err = %v", err)
 	}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	err = runNode(context.Background(), []string{"TRACKER_HTTP_ADDR=127.0.0.1:0", "TRACKER_UDP_ADDR=" + pc.LocalAddr().String()}, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "udp listen on") {
+		t.Fatalf("UDP port taken: err = %v", err)
+	}
 }
+
+// testUDPSecret keys UDP connection IDs of the nodes the tests start.
+const testUDPSecret = "udp-secret-of-the-tests"

@@ -26,7 +26,7 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := flag.NewFlagSet("tracker cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	nodes := fs.Int("nodes", 3, "number of tracker nodes")
-	basePort := fs.Int("base-port", 6969, "HTTP port of node 1; node i listens on base-port+i-1, the hub after the last node")
+	basePort := fs.Int("base-port", 6969, "HTTP and UDP port of node 1; node i listens on base-port+i-1, the hub after the last node")
 	redisPort := fs.Int("redis-port", 0, "port of the redis-server to start (0: a free one)")
 	bin := fs.String("bin", "", "tracker binary to run (default: this one)")
 	if err := fs.Parse(args); err != nil {
@@ -58,12 +58,15 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	defer os.RemoveAll(dir)
 
-	// One password for this local network, shared by all its processes.
-	var pw [16]byte
+	// One link password and one UDP secret for this local network, shared
+	// by all its processes.
+	var pw, udpSecret [16]byte
 	rand.Read(pw[:])
+	rand.Read(udpSecret[:])
 	common := []string{
 		"TRACKER_REDIS_URL=redis://127.0.0.1:" + strconv.Itoa(*redisPort),
 		"TRACKER_LINK_PASSWORD=" + hex.EncodeToString(pw[:]),
+		"TRACKER_UDP_SECRET=" + hex.EncodeToString(udpSecret[:]),
 	}
 	var procs []*child
 	defer func() { stopAll(procs) }()
@@ -92,13 +95,14 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 		return fmt.Errorf("cluster: redis: %w", err)
 	}
 	hubAddr := "127.0.0.1:" + strconv.Itoa(*basePort+*nodes)
-	if err := start("hub", []string{"TRACKER_HTTP_ADDR=" + hubAddr, "TRACKER_HUB_NAME=hub"}, exe, "hub"); err != nil {
+	if err := start("hub", []string{"TRACKER_HTTP_ADDR=" + hubAddr, "TRACKER_UDP_ADDR=off", "TRACKER_HUB_NAME=hub"}, exe, "hub"); err != nil {
 		return err
 	}
 	urls := []string{}
 	for i := 1; i <= *nodes; i++ {
 		addr := "127.0.0.1:" + strconv.Itoa(*basePort+i-1)
-		if err := start(fmt.Sprintf("node%d", i), []string{"TRACKER_NODE_ID=node" + strconv.Itoa(i), "TRACKER_HTTP_ADDR=" + addr}, exe); err != nil {
+		env := []string{"TRACKER_NODE_ID=node" + strconv.Itoa(i), "TRACKER_HTTP_ADDR=" + addr, "TRACKER_UDP_ADDR=" + addr}
+		if err := start(fmt.Sprintf("node%d", i), env, exe); err != nil {
 			return err
 		}
 		urls = append(urls, "http://"+addr)
@@ -110,7 +114,7 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	fmt.Fprintf(stdout, "cluster ready: redis 127.0.0.1:%d, hub http://%s/status\n", *redisPort, hubAddr)
 	for i, u := range urls {
-		fmt.Fprintf(stdout, "node%d announce URL: %s/announce\n", i+1, u)
+		fmt.Fprintf(stdout, "node%d announce URLs: %s/announce udp://%s/announce\n", i+1, u, strings.TrimPrefix(u, "http://"))
 	}
 	// Until stopped, or until any process dies.
 	select {

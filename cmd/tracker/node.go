@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,8 @@ import (
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/tracker"
+	"github.com/tracklink/tracklink/internal/udpapi"
 )
 
 // runNode runs a tracker node until ctx ends. When started is not nil it
@@ -25,6 +28,9 @@ import (
 func runNode(ctx context.Context, environ []string, logOut io.Writer, started chan<- net.Addr) error {
 	cfg, unknown, err := loadConfig(environ)
 	if err != nil {
+		return err
+	}
+	if err := cfg.validateNode(); err != nil {
 		return err
 	}
 	log := newLogger(cfg, logOut)
@@ -68,7 +74,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		log.Warn("redis not ready at start; serving failures until it is", "err", err)
 	}
 
-	var peers httpapi.Store = store
+	var peers tracker.Store = store
 	if cfg.RedisPipelineWorkers > 0 {
 		p := redisstore.NewPipeliner(store, cfg.RedisPipelineWorkers, cfg.RedisPipelineBatch, 16*cfg.RedisPipelineWorkers*cfg.RedisPipelineBatch)
 		g.Go(func() error { return p.Run(ctx) })
@@ -78,7 +84,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	reg := newRegistry()
 	rdb.AddHook(newRoundTripCounter(reg))
 
-	var sink httpapi.ChangeSink
+	var sink tracker.ChangeSink
 	var routes []httpapi.Route
 	var linkNode *link.Node
 	if cfg.Link.Enabled() {
@@ -123,23 +129,52 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if linkNode != nil {
 		g.Go(func() error { return linkNode.Run(ctx) })
 	}
-	srv, err := httpapi.New(cfg.HTTP, peers, sink, log, reg, reg, routes...)
+	opts := tracker.Options{Sink: sink}
+	if gate != nil {
+		opts.Gate = gate
+		log.Info("allowed-torrents mode", "dir", cfg.AllowedDir, "torrents", len(gate.List()))
+	}
+	svc, err := tracker.New(cfg.Tracker, peers, opts, log, reg)
 	if err != nil {
 		return err
 	}
-	if gate != nil {
-		srv.SetGate(gate)
-		log.Info("allowed-torrents mode", "dir", cfg.AllowedDir, "torrents", len(gate.List()))
+	var udp *udpapi.Server
+	var udpConns []*net.UDPConn
+	if cfg.UDP.Enabled() {
+		if udp, err = udpapi.New(cfg.UDP, udpSecret(cfg), svc, log, reg); err != nil {
+			return err
+		}
+		if udpConns, err = udpapi.Listen(cfg.UDP.Addr); err != nil {
+			return err
+		}
+	}
+	udpAddrs := make([]string, len(udpConns))
+	for i, c := range udpConns {
+		udpAddrs[i] = c.LocalAddr().String()
+	}
+	if udp != nil {
+		routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/udp/status", Handler: jsonHandler(func() any {
+			return udpStatus{Addrs: udpAddrs, Status: udp.Status()}
+		})})
+	}
+	srv, err := httpapi.New(cfg.HTTP, svc, log, reg, reg, routes...)
+	if err != nil {
+		closeUDP(udpConns)
+		return err
 	}
 	ln, err := httpapi.Listen(cfg.HTTP.Addr)
 	if err != nil {
+		closeUDP(udpConns)
 		return err
 	}
-	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "version", version)
+	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "version", version)
 	if started != nil {
 		started <- ln.Addr()
 	}
 	g.Go(func() error { return srv.Serve(ctx, ln) })
+	if udp != nil {
+		g.Go(func() error { return udp.Serve(ctx, udpConns) })
+	}
 	if cfg.DebugAddr != "" {
 		if err := serveDebug(ctx, g, cfg.DebugAddr, log); err != nil {
 			return err
@@ -148,6 +183,30 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	err = g.Wait()
 	log.Info("tracker node stopped")
 	return err
+}
+
+// udpStatus is what /udp/status shows: where UDP listens and its counts.
+type udpStatus struct {
+	Addrs []string `json:"addrs"`
+	udpapi.Status
+}
+
+func closeUDP(conns []*net.UDPConn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// udpSecret is the key of UDP connection IDs: TRACKER_UDP_SECRET, or, for
+// the embedded store only (one process by construction, validateNode
+// requires the setting otherwise), a random key of this process.
+func udpSecret(cfg Config) []byte {
+	if cfg.UDP.Secret != "" {
+		return []byte(cfg.UDP.Secret)
+	}
+	k := make([]byte, 32)
+	rand.Read(k)
+	return k
 }
 
 func newRegistry() *prometheus.Registry {

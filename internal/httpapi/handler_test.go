@@ -20,21 +20,32 @@ import (
 
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/tracker"
 )
 
 func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
 
 var nodeSeq atomic.Int64
 
-func testConfig() Config {
-	return Config{
-		Interval: 30 * time.Minute, MinInterval: 5 * time.Minute, IntervalJitter: time.Minute,
-		NumWantDefault: 50, NumWantMax: 200, ScrapeMaxHashes: 4, ShutdownTimeout: time.Second,
+// testConfig is a node's configuration in these tests: the HTTP front
+// end's and the service's.
+type testConfig struct {
+	http Config
+	svc  tracker.Config
+}
+
+func defaultTestConfig() testConfig {
+	return testConfig{
+		http: Config{ScrapeMaxHashes: 4, ShutdownTimeout: time.Second},
+		svc: tracker.Config{
+			Interval: 30 * time.Minute, MinInterval: 5 * time.Minute, IntervalJitter: time.Minute,
+			NumWantDefault: 50, NumWantMax: 200,
+		},
 	}
 }
 
 // newTestServer serves a node on a real Redis, in a keyspace of its own.
-func newTestServer(t *testing.T, rdb redis.UniversalClient, cfg Config, peerIDs bool) (*httptest.Server, *prometheus.Registry) {
+func newTestServer(t *testing.T, rdb redis.UniversalClient, cfg testConfig, peerIDs bool) (*httptest.Server, *prometheus.Registry) {
 	t.Helper()
 	store, err := redisstore.New(rdb, redisstore.Config{
 		Prefix: "httptest", NodeID: fmt.Sprintf("n%d", nodeSeq.Add(1)),
@@ -44,7 +55,12 @@ func newTestServer(t *testing.T, rdb redis.UniversalClient, cfg Config, peerIDs 
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := New(cfg, store, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, reg)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc, err := tracker.New(cfg.svc, store, tracker.Options{}, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg.http, svc, log, reg, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +99,7 @@ func announceURL(base string, ih, pid string, port int, left int, extra string) 
 
 func TestAnnounceAndScrape(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
-	ts, reg := newTestServer(t, rdb, testConfig(), true)
+	ts, reg := newTestServer(t, rdb, defaultTestConfig(), true)
 	ih := strings.Repeat("h", 20)
 
 	r := get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1001, 10, "&event=started"))
@@ -152,8 +168,8 @@ func TestAnnounceAndScrape(t *testing.T) {
 
 func TestIPv6PeersApart(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
-	cfg := testConfig()
-	cfg.AllowIPParam = true
+	cfg := defaultTestConfig()
+	cfg.svc.AllowIPParam = true
 	ts, _ := newTestServer(t, rdb, cfg, false)
 	ih := strings.Repeat("6", 20)
 	get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1001, 10, "&ip=2001:db8::1"))
@@ -181,7 +197,7 @@ func TestIPv6PeersApart(t *testing.T) {
 
 func TestClientErrorsAreBencoded(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
-	ts, reg := newTestServer(t, rdb, testConfig(), false)
+	ts, reg := newTestServer(t, rdb, defaultTestConfig(), false)
 	for _, path := range []string{
 		"/announce",
 		"/announce?info_hash=short",
@@ -205,13 +221,13 @@ func TestRedisDownGivesFailureQuickly(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, MaxRetries: 1})
 	t.Cleanup(func() { rdb.Close() })
-	ts, reg := newTestServer(t, rdb, testConfig(), false)
+	ts, reg := newTestServer(t, rdb, defaultTestConfig(), false)
 	ih := strings.Repeat("d", 20)
 	get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1, 1, ""))
 	srv.Stop()
 	start := time.Now()
 	r := get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1, 1, ""))
-	if r["failure reason"] != genericFailure {
+	if r["failure reason"] != tracker.Unavailable {
 		t.Fatalf("with Redis down: %v", r)
 	}
 	if d := time.Since(start); d > 5*time.Second {

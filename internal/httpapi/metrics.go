@@ -3,11 +3,10 @@ package httpapi
 import "github.com/prometheus/client_golang/prometheus"
 
 // metrics of the frontend. Labels are bounded: outcome is ok, client_error,
-// error or canceled (the client left first); op is announce, scrape or ping.
+// error or canceled (the client left first).
 type metrics struct {
 	announces, scrapes     *prometheus.CounterVec
 	announceDur, scrapeDur *prometheus.HistogramVec
-	storeErrors            *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -25,11 +24,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		scrapeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tracker_scrape_duration_seconds", Help: "Time to answer a scrape.", Buckets: buckets,
 		}, []string{"outcome"}),
-		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tracker_redis_errors_total", Help: "Failed Redis operations by operation.",
-		}, []string{"op"}),
 	}
-	for _, c := range []prometheus.Collector{m.announces, m.scrapes, m.announceDur, m.scrapeDur, m.storeErrors} {
+	for _, c := range []prometheus.Collector{m.announces, m.scrapes, m.announceDur, m.scrapeDur} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

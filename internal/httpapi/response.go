@@ -7,6 +7,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/tracker"
 )
 
 // Address families in an answer: a client gets peers of both families.
@@ -44,12 +45,12 @@ type failureResponse struct {
 	Reason string `bencode:"failure reason"`
 }
 
-func writeAnnounce(w http.ResponseWriter, req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult, interval, minInterval time.Duration) {
+func writeAnnounce(w http.ResponseWriter, req *bittorrent.AnnounceRequest, res *tracker.Answer) {
 	resp := announceResponse{
 		Complete:    res.Seeders,
 		Incomplete:  res.Leechers,
-		Interval:    int64(interval / time.Second),
-		MinInterval: int64(minInterval / time.Second),
+		Interval:    int64(res.Interval / time.Second),
+		MinInterval: int64(res.MinInterval / time.Second),
 	}
 	var v4, v6 []byte
 	for _, p := range res.Peers {

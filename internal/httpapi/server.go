@@ -1,7 +1,8 @@
 // Package httpapi is the tracker's HTTP frontend: BEP 3 announce (with BEP 23
 // compact and BEP 7 IPv6 peers), BEP 48 scrape, health and readiness probes,
 // and Prometheus metrics. It parses and validates everything a client sends,
-// asks the store, and bencodes the answer. It owns no state.
+// asks the tracker service (internal/tracker), and bencodes the answer. It
+// owns no state.
 package httpapi
 
 import (
@@ -9,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -20,35 +20,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/tracker"
 )
 
-// Config is the frontend's part of the configuration.
+// Config is the HTTP front end's part of the configuration (the rules it
+// shares with UDP are tracker.Config).
 type Config struct {
 	Addr            string         `env:"HTTP_ADDR" envDefault:":6969"`
-	Interval        time.Duration  `env:"ANNOUNCE_INTERVAL" envDefault:"30m"`
-	MinInterval     time.Duration  `env:"MIN_INTERVAL" envDefault:"5m"`
-	IntervalJitter  time.Duration  `env:"INTERVAL_JITTER" envDefault:"2m"`
-	NumWantDefault  int            `env:"NUMWANT_DEFAULT" envDefault:"50"`
-	NumWantMax      int            `env:"NUMWANT_MAX" envDefault:"200"`
 	ScrapeMaxHashes int            `env:"SCRAPE_MAX_HASHES" envDefault:"64"`
 	TrustedProxies  []netip.Prefix `env:"TRUSTED_PROXIES"`
-	AllowIPParam    bool           `env:"ALLOW_IP_PARAM" envDefault:"false"`
 	ShutdownTimeout time.Duration  `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
 
 // Validate checks the frontend settings; errors name the variable.
 func (c Config) Validate() error {
 	switch {
-	case c.Interval < time.Second:
-		return errors.New("TRACKER_ANNOUNCE_INTERVAL must be at least 1s")
-	case c.MinInterval <= 0 || c.MinInterval > c.Interval:
-		return errors.New("TRACKER_MIN_INTERVAL must be positive and at most TRACKER_ANNOUNCE_INTERVAL")
-	case c.IntervalJitter < 0 || c.IntervalJitter > c.Interval/2:
-		return errors.New("TRACKER_INTERVAL_JITTER must be between 0 and half of TRACKER_ANNOUNCE_INTERVAL")
-	case c.NumWantMax < 1 || c.NumWantMax > 1000:
-		return errors.New("TRACKER_NUMWANT_MAX must be from 1 to 1000")
-	case c.NumWantDefault < 0 || c.NumWantDefault > c.NumWantMax:
-		return errors.New("TRACKER_NUMWANT_DEFAULT must be from 0 to TRACKER_NUMWANT_MAX")
 	case c.ScrapeMaxHashes < 1 || c.ScrapeMaxHashes > 1000:
 		return errors.New("TRACKER_SCRAPE_MAX_HASHES must be from 1 to 1000")
 	case c.ShutdownTimeout <= 0:
@@ -57,35 +43,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Store is what the frontend needs of the peer store.
-type Store interface {
-	Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error)
-	Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error)
-	Ping(ctx context.Context) error
-}
-
-// ChangeSink receives every local peer change after the store accepted it
-// (the link publishes them). It must not block.
-type ChangeSink interface {
-	LocalChange(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult)
-}
-
-// Gate says whether the node carries a torrent (allowed-torrents mode).
-// It must answer from memory: it is asked on every announce.
-type Gate interface {
-	Carries(ih bittorrent.InfoHash) bool
-}
-
-// NotAuthorized is the failure reason for a torrent the node does not carry,
-// in the wording clients and users know.
-const NotAuthorized = "Requested download is not authorized for use with this tracker."
-
 // Server serves the tracker protocol over HTTP.
 type Server struct {
 	cfg     Config
-	store   Store
-	sink    ChangeSink
-	gate    Gate
+	svc     *tracker.Service
 	log     *slog.Logger
 	m       *metrics
 	handler http.Handler
@@ -99,9 +60,9 @@ type Route struct {
 	Handler         http.Handler
 }
 
-// New returns a server. sink may be nil (no link). Metrics are registered
-// on reg.
-func New(cfg Config, store Store, sink ChangeSink, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, extra ...Route) (*Server, error) {
+// New returns a server of svc. Metrics are registered on reg; /metrics
+// serves gatherer.
+func New(cfg Config, svc *tracker.Service, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, extra ...Route) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -109,7 +70,7 @@ func New(cfg Config, store Store, sink ChangeSink, log *slog.Logger, reg prometh
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: store, sink: sink, log: log, m: m, extra: extra}
+	s := &Server{cfg: cfg, svc: svc, log: log, m: m, extra: extra}
 	r := chi.NewRouter()
 	r.Get("/announce", s.announce)
 	r.Get("/scrape", s.scrape)
@@ -122,10 +83,6 @@ func New(cfg Config, store Store, sink ChangeSink, log *slog.Logger, reg prometh
 	s.handler = r
 	return s, nil
 }
-
-// SetGate restricts the server to the torrents g carries. Call it before
-// serving.
-func (s *Server) SetGate(g Gate) { s.gate = g }
 
 // ServeHTTP makes the server an http.Handler (for tests and embedding).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
@@ -177,98 +134,59 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, shutdownTimeout
 	return nil
 }
 
-// genericFailure is what a client sees when the fault is ours, not its own.
-const genericFailure = "tracker temporarily unavailable, try again later"
-
 func (s *Server) announce(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	outcome := "ok"
+	var err error
 	defer func() {
+		outcome := tracker.Outcome(err)
 		s.m.announces.WithLabelValues(outcome).Inc()
 		s.m.announceDur.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 	}()
-	req, err := parseAnnounce(r.URL.RawQuery, announceParams{from: s.clientAddr(r), allowIP: s.cfg.AllowIPParam})
+	var req *bittorrent.AnnounceRequest
+	req, err = parseAnnounce(r.URL.RawQuery, announceParams{from: s.clientAddr(r), allowIP: s.svc.Config().AllowIPParam})
 	if err != nil {
-		outcome = "client_error"
 		writeFailure(w, err)
 		return
 	}
-	if s.gate != nil && !s.gate.Carries(req.InfoHash) {
-		outcome = "client_error"
-		writeFailure(w, bittorrent.ClientError(NotAuthorized))
+	var ans tracker.Answer
+	if ans, err = s.svc.Announce(r.Context(), req); err != nil {
+		s.fail(w, r, err)
 		return
 	}
-	numWant := req.NumWant
-	if numWant < 0 {
-		numWant = s.cfg.NumWantDefault
-	}
-	numWant = min(numWant, s.cfg.NumWantMax)
-	res, err := s.store.Announce(r.Context(), req, numWant)
-	if err != nil {
-		outcome = s.storeFailed(w, r, "announce", err, "info_hash", req.InfoHash)
-		return
-	}
-	if s.sink != nil {
-		s.sink.LocalChange(req, &res)
-	}
-	interval := s.cfg.Interval
-	if s.cfg.IntervalJitter > 0 {
-		interval += rand.N(s.cfg.IntervalJitter)
-	}
-	writeAnnounce(w, req, &res, interval, s.cfg.MinInterval)
+	writeAnnounce(w, req, &ans)
 }
 
 func (s *Server) scrape(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	outcome := "ok"
+	var err error
 	defer func() {
+		outcome := tracker.Outcome(err)
 		s.m.scrapes.WithLabelValues(outcome).Inc()
 		s.m.scrapeDur.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 	}()
-	hashes, err := parseScrape(r.URL.RawQuery, s.cfg.ScrapeMaxHashes)
-	if err != nil {
-		outcome = "client_error"
+	var hashes []bittorrent.InfoHash
+	if hashes, err = parseScrape(r.URL.RawQuery, s.cfg.ScrapeMaxHashes); err != nil {
 		writeFailure(w, err)
 		return
 	}
-	if s.gate != nil {
-		for _, ih := range hashes {
-			if !s.gate.Carries(ih) {
-				outcome = "client_error"
-				writeFailure(w, bittorrent.ClientError(NotAuthorized))
-				return
-			}
-		}
-	}
-	res, err := s.store.Scrape(r.Context(), hashes)
-	if err != nil {
-		outcome = s.storeFailed(w, r, "scrape", err, "hashes", len(hashes))
+	var res []bittorrent.Scrape
+	if res, err = s.svc.Scrape(r.Context(), hashes); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	writeScrape(w, res)
 }
 
-// storeFailed answers a request whose store call failed and returns the
-// outcome to count: a client error is the client's to see; a client that
-// went away is not Redis's fault; anything else is logged and counted, and
-// the client gets the generic failure reason.
-func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, op string, err error, attrs ...any) string {
-	if _, ok := bittorrent.IsClientError(err); ok {
-		writeFailure(w, err)
-		return "client_error"
-	}
+// fail answers a request the service refused, unless the client has gone.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
-		return "canceled"
+		return
 	}
-	s.m.storeErrors.WithLabelValues(op).Inc()
-	s.log.Error(op+" failed", append(attrs, "err", err)...)
-	writeFailure(w, errors.New(genericFailure))
-	return "error"
+	writeFailure(w, errors.New(tracker.ClientMessage(err)))
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	if err := s.store.Ping(r.Context()); err != nil {
-		s.m.storeErrors.WithLabelValues("ping").Inc()
+	if err := s.svc.Ping(r.Context()); err != nil {
 		http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/tracker"
 )
 
 func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
@@ -30,8 +31,12 @@ func TestRunSmall(t *testing.T) {
 	rt := prometheus.NewCounter(prometheus.CounterOpts{Name: "tracker_redis_roundtrips_total"})
 	reg.MustRegister(rt)
 	rt.Add(0)
-	h, err := httpapi.New(httpapi.Config{Interval: time.Hour, MinInterval: time.Minute, NumWantDefault: 50, NumWantMax: 200, ScrapeMaxHashes: 10, ShutdownTimeout: time.Second},
-		store, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, reg)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc, err := tracker.New(tracker.Config{Interval: time.Hour, MinInterval: time.Minute, NumWantDefault: 50, NumWantMax: 200}, store, tracker.Options{}, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpapi.New(httpapi.Config{ScrapeMaxHashes: 10, ShutdownTimeout: time.Second}, svc, log, reg, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,246 @@
+// Package tracker is a node's protocol-independent core: the rules that
+// every front end (HTTP, UDP) applies to an announce and a scrape. It owns
+// the allowed-torrents check, numwant and its cap, the store call, the
+// hand-off of each local change to the link, the announce interval, and the
+// one place where a failure that is not the client's becomes what a client
+// sees. Front ends parse and encode; they decide nothing else.
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+// Config is the protocol-independent part of the configuration.
+type Config struct {
+	Interval       time.Duration `env:"ANNOUNCE_INTERVAL" envDefault:"30m"`
+	MinInterval    time.Duration `env:"MIN_INTERVAL" envDefault:"5m"`
+	IntervalJitter time.Duration `env:"INTERVAL_JITTER" envDefault:"2m"`
+	NumWantDefault int           `env:"NUMWANT_DEFAULT" envDefault:"50"`
+	NumWantMax     int           `env:"NUMWANT_MAX" envDefault:"200"`
+	AllowIPParam   bool          `env:"ALLOW_IP_PARAM" envDefault:"false"`
+}
+
+// Validate checks the settings; errors name the variable.
+func (c Config) Validate() error {
+	switch {
+	case c.Interval < time.Second:
+		return errors.New("TRACKER_ANNOUNCE_INTERVAL must be at least 1s")
+	case c.Interval > 24*time.Hour:
+		return errors.New("TRACKER_ANNOUNCE_INTERVAL must be at most 24h")
+	case c.MinInterval <= 0 || c.MinInterval > c.Interval:
+		return errors.New("TRACKER_MIN_INTERVAL must be positive and at most TRACKER_ANNOUNCE_INTERVAL")
+	case c.IntervalJitter < 0 || c.IntervalJitter > c.Interval/2:
+		return errors.New("TRACKER_INTERVAL_JITTER must be between 0 and half of TRACKER_ANNOUNCE_INTERVAL")
+	case c.NumWantMax < 1 || c.NumWantMax > 1000:
+		return errors.New("TRACKER_NUMWANT_MAX must be from 1 to 1000")
+	case c.NumWantDefault < 0 || c.NumWantDefault > c.NumWantMax:
+		return errors.New("TRACKER_NUMWANT_DEFAULT must be from 0 to TRACKER_NUMWANT_MAX")
+	}
+	return nil
+}
+
+// Store is what the service needs of the peer store.
+type Store interface {
+	Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error)
+	Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error)
+	Ping(ctx context.Context) error
+}
+
+// ChangeSink receives every local peer change after the store accepted it
+// (the link publishes them). It must not block.
+type ChangeSink interface {
+	LocalChange(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult)
+}
+
+// Gate says whether the node carries a torrent (allowed-torrents mode).
+// It must answer from memory: it is asked on every announce.
+type Gate interface {
+	Carries(ih bittorrent.InfoHash) bool
+}
+
+// Options are the service's optional collaborators; the zero value is a
+// node without a link and without allowed-torrents mode.
+type Options struct {
+	Sink ChangeSink
+	Gate Gate
+}
+
+// NotAuthorized is the failure reason for a torrent the node does not carry,
+// in the wording clients and users know.
+const NotAuthorized = "Requested download is not authorized for use with this tracker."
+
+// Unavailable is what a client sees when the fault is ours, not its own.
+const Unavailable = "tracker temporarily unavailable, try again later"
+
+// Service answers announces and scrapes for every front end. It is safe for
+// concurrent use.
+type Service struct {
+	cfg    Config
+	store  Store
+	opts   Options
+	failed *prometheus.CounterVec
+	errLog *sampledLog
+}
+
+// New returns a service on store. Its metric (store failures by operation)
+// is registered on reg.
+func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	failed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tracker_redis_errors_total", Help: "Failed store (Redis) operations by operation.",
+	}, []string{"op"})
+	if err := reg.Register(failed); err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, store: store, opts: opts, failed: failed, errLog: newSampledLog(log, 10*time.Second)}, nil
+}
+
+// Config returns the service's settings (front ends read the intervals and
+// whether the ip parameter counts).
+func (s *Service) Config() Config { return s.cfg }
+
+// Answer is what an announce gets back.
+type Answer struct {
+	bittorrent.AnnounceResult
+	// Interval is the announce interval with its random jitter.
+	Interval    time.Duration
+	MinInterval time.Duration
+}
+
+// Announce records req and returns the swarm's counts and a random sample
+// of its peers. The error is a bittorrent.ClientError (the client's fault,
+// its text for the client to see), ErrUnavailable (ours: logged, counted),
+// or the caller's context error.
+func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest) (Answer, error) {
+	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
+		return Answer{}, bittorrent.ClientError(NotAuthorized)
+	}
+	numWant := req.NumWant
+	if numWant < 0 {
+		numWant = s.cfg.NumWantDefault
+	}
+	numWant = min(numWant, s.cfg.NumWantMax)
+	res, err := s.store.Announce(ctx, req, numWant)
+	if err != nil {
+		return Answer{}, s.storeFailed(ctx, "announce", err)
+	}
+	if s.opts.Sink != nil {
+		s.opts.Sink.LocalChange(req, &res)
+	}
+	interval := s.cfg.Interval
+	if s.cfg.IntervalJitter > 0 {
+		interval += rand.N(s.cfg.IntervalJitter)
+	}
+	return Answer{AnnounceResult: res, Interval: interval, MinInterval: s.cfg.MinInterval}, nil
+}
+
+// Scrape returns the counts of each swarm, in the order asked. Errors are
+// as Announce's.
+func (s *Service) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
+	if s.opts.Gate != nil {
+		for _, ih := range hashes {
+			if !s.opts.Gate.Carries(ih) {
+				return nil, bittorrent.ClientError(NotAuthorized)
+			}
+		}
+	}
+	res, err := s.store.Scrape(ctx, hashes)
+	if err != nil {
+		return nil, s.storeFailed(ctx, "scrape", err)
+	}
+	return res, nil
+}
+
+// Ping reports whether the store answers (readiness).
+func (s *Service) Ping(ctx context.Context) error {
+	if err := s.store.Ping(ctx); err != nil {
+		return s.storeFailed(ctx, "ping", err)
+	}
+	return nil
+}
+
+// ErrUnavailable is returned when the store failed for a reason that is not
+// the client's. Its text is what the client sees (Unavailable).
+var ErrUnavailable = errors.New(Unavailable)
+
+// storeFailed sorts a store error: a client error is the client's to see; a
+// caller that went away is not the store's fault; anything else is counted,
+// logged (sampled, never a line per request) and becomes ErrUnavailable.
+func (s *Service) storeFailed(ctx context.Context, op string, err error) error {
+	if _, ok := bittorrent.IsClientError(err); ok {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", op, ctx.Err())
+	}
+	s.failed.WithLabelValues(op).Inc()
+	s.errLog.Error(op+" failed", err)
+	return fmt.Errorf("%w (%s: %v)", ErrUnavailable, op, err)
+}
+
+// Outcome names how a request ended, for the front ends' metrics: ok,
+// client_error, canceled (the client left first) or error (ours).
+func Outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrUnavailable):
+		return "error"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "canceled"
+	}
+	if _, ok := bittorrent.IsClientError(err); ok {
+		return "client_error"
+	}
+	return "error"
+}
+
+// ClientMessage is the text a client may see for err: a client error's own
+// text, else the generic Unavailable.
+func ClientMessage(err error) string {
+	if ce, ok := bittorrent.IsClientError(err); ok {
+		return string(ce)
+	}
+	return Unavailable
+}
+
+// sampledLog logs an error at most once per period, with the number of
+// errors it did not log since the last line, so that a failing Redis under
+// load gives a line every few seconds, not one per request.
+type sampledLog struct {
+	log    *slog.Logger
+	period time.Duration
+	mu     sync.Mutex
+	last   time.Time
+	quiet  int
+}
+
+func newSampledLog(log *slog.Logger, period time.Duration) *sampledLog {
+	return &sampledLog{log: log, period: period}
+}
+
+func (l *sampledLog) Error(msg string, err error) {
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.last) < l.period {
+		l.quiet++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := l.quiet
+	l.last, l.quiet = now, 0
+	l.mu.Unlock()
+	l.log.Error(msg, "err", err, "suppressed_since_last", suppressed)
+}

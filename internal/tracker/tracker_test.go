@@ -1,0 +1,146 @@
+package tracker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+// fakeStore records what it was asked and fails when told to.
+type fakeStore struct {
+	numWant int
+	err     error
+	scraped []bittorrent.InfoHash
+}
+
+func (f *fakeStore) Announce(_ context.Context, _ *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
+	f.numWant = numWant
+	return bittorrent.AnnounceResult{Seeders: 1, Seen: 42}, f.err
+}
+
+func (f *fakeStore) Scrape(_ context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
+	f.scraped = hashes
+	return make([]bittorrent.Scrape, len(hashes)), f.err
+}
+
+func (f *fakeStore) Ping(context.Context) error { return f.err }
+
+type sink struct{ got []int64 }
+
+func (s *sink) LocalChange(_ *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult) {
+	s.got = append(s.got, res.Seen)
+}
+
+type gate map[bittorrent.InfoHash]bool
+
+func (g gate) Carries(ih bittorrent.InfoHash) bool { return g[ih] }
+
+var testCfg = Config{Interval: 30 * time.Minute, MinInterval: 5 * time.Minute, IntervalJitter: time.Minute, NumWantDefault: 50, NumWantMax: 200}
+
+func newService(t *testing.T, st Store, opts Options, logTo *bytes.Buffer) (*Service, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	s, err := New(testCfg, st, opts, slog.New(slog.NewTextHandler(logTo, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, reg
+}
+
+func TestAnnounceRules(t *testing.T) {
+	st, sk := &fakeStore{}, &sink{}
+	carried := bittorrent.InfoHash{1}
+	svc, _ := newService(t, st, Options{Sink: sk, Gate: gate{carried: true}}, &bytes.Buffer{})
+	ctx := context.Background()
+	for _, tc := range []struct{ asked, want int }{{-1, 50}, {0, 0}, {7, 7}, {1 << 20, 200}} {
+		ans, err := svc.Announce(ctx, &bittorrent.AnnounceRequest{InfoHash: carried, NumWant: tc.asked})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.numWant != tc.want {
+			t.Errorf("numwant %d: store asked for %d, want %d", tc.asked, st.numWant, tc.want)
+		}
+		if ans.Interval < 30*time.Minute || ans.Interval >= 31*time.Minute || ans.MinInterval != 5*time.Minute || ans.Seeders != 1 {
+			t.Errorf("answer %+v", ans)
+		}
+	}
+	if len(sk.got) != 4 || sk.got[0] != 42 {
+		t.Fatalf("the link got %v, want every accepted change", sk.got)
+	}
+	_, err := svc.Announce(ctx, &bittorrent.AnnounceRequest{InfoHash: bittorrent.InfoHash{2}})
+	if ce, ok := bittorrent.IsClientError(err); !ok || string(ce) != NotAuthorized || Outcome(err) != "client_error" {
+		t.Fatalf("torrent not carried: %v", err)
+	}
+	if _, err := svc.Scrape(ctx, []bittorrent.InfoHash{carried, {2}}); ClientMessage(err) != NotAuthorized {
+		t.Fatalf("scrape of a torrent not carried: %v", err)
+	}
+	if len(sk.got) != 4 {
+		t.Fatal("a refused announce reached the link")
+	}
+}
+
+func TestStoreFailures(t *testing.T) {
+	st := &fakeStore{err: errors.New("connection refused")}
+	var logs bytes.Buffer
+	svc, reg := newService(t, st, Options{}, &logs)
+	ctx := context.Background()
+	for i := 0; i < 100; i++ {
+		_, err := svc.Announce(ctx, &bittorrent.AnnounceRequest{NumWant: -1})
+		if !errors.Is(err, ErrUnavailable) || Outcome(err) != "error" || ClientMessage(err) != Unavailable {
+			t.Fatalf("store failure: %v", err)
+		}
+	}
+	// One line for a hundred failures: sampled, never a line per request.
+	if n := strings.Count(logs.String(), "announce failed"); n != 1 {
+		t.Fatalf("%d log lines for 100 failures:\n%s", n, logs.String())
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetMetric()[0].GetCounter().GetValue() != 100 {
+		t.Fatalf("failures counted: %v", mfs)
+	}
+	// A caller that went away is not the store's fault.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := svc.Announce(gone, &bittorrent.AnnounceRequest{}); Outcome(err) != "canceled" {
+		t.Fatalf("canceled caller: %v (%s)", err, Outcome(err))
+	}
+	// A client error from the store is the client's to see.
+	st.err = fmt.Errorf("store: %w", bittorrent.ClientError("bad peer"))
+	if _, err := svc.Announce(ctx, &bittorrent.AnnounceRequest{}); ClientMessage(err) != "bad peer" {
+		t.Fatalf("client error from the store: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := testCfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mut  func(*Config)
+		name string
+	}{
+		{func(c *Config) { c.Interval = 0 }, "TRACKER_ANNOUNCE_INTERVAL"},
+		{func(c *Config) { c.MinInterval = time.Hour }, "TRACKER_MIN_INTERVAL"},
+		{func(c *Config) { c.IntervalJitter = 20 * time.Minute }, "TRACKER_INTERVAL_JITTER"},
+		{func(c *Config) { c.NumWantMax = 0 }, "TRACKER_NUMWANT_MAX"},
+		{func(c *Config) { c.NumWantDefault = 201 }, "TRACKER_NUMWANT_DEFAULT"},
+	} {
+		c := testCfg
+		tc.mut(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

@@ -101,6 +101,13 @@ func TestEndToEndWithRealClient(t *testing.T) {
 			}
 			clientAnnounce(t, u, ih, 7003, 0, tracker.Completed)
 			clientAnnounce(t, u, ih, 7001, 100, tracker.Stopped)
+			// Over UDP, the same swarm.
+			uu := udpAnnounceURL(t, strings.TrimSuffix(u, "/announce"))
+			r = clientAnnounce(t, uu, ih, 7004, 10, tracker.Started)
+			if r.Leechers != 1 || r.Seeders != 2 || len(r.Peers) != 2 || !ports(r.Peers)[7002] || !ports(r.Peers)[7003] {
+				t.Fatalf("UDP leecher: %+v", r)
+			}
+			clientAnnounce(t, uu, ih, 7004, 10, tracker.Stopped)
 
 			// An info hash with a space and a plus: clients encode them
 			// differently ('+' or %20, %2B), the tracker must read both.

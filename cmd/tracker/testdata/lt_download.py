@@ -1,0 +1,43 @@
+"""Download one torrent with libtorrent (Debian's python3-libtorrent), a
+BitTorrent client Tracklink did not write, finding peers only through the
+torrent's trackers: no DHT, local discovery, UPnP or NAT-PMP; loopback only.
+
+    python3 lt_download.py FILE.torrent SAVE_DIR TIMEOUT_SECONDS
+
+Exits 0 once the whole torrent is downloaded and checked, 1 on timeout.
+Tracker replies and errors go to stderr, so a failing test shows them.
+"""
+import sys
+import time
+
+import libtorrent as lt
+
+torrent, save, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+ses = lt.session({
+    "listen_interfaces": "127.0.0.1:0",
+    "enable_dht": False,
+    "enable_lsd": False,
+    "enable_upnp": False,
+    "enable_natpmp": False,
+    "enable_incoming_utp": False,
+    "enable_outgoing_utp": False,
+    # The seeder runs on the same loopback address.
+    "allow_multiple_connections_per_ip": True,
+    "alert_mask": lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification,
+})
+atp = lt.add_torrent_params()
+atp.ti = lt.torrent_info(torrent)
+atp.save_path = save
+h = ses.add_torrent(atp)
+deadline = time.time() + timeout
+while time.time() < deadline:
+    for a in ses.pop_alerts():
+        print("libtorrent:", a.message(), file=sys.stderr)
+    s = h.status()
+    if s.is_seeding:
+        print("done", s.total_wanted, file=sys.stderr)
+        sys.exit(0)
+    time.sleep(0.1)
+s = h.status()
+print("timeout: %d of %d bytes, %d peers" % (s.total_wanted_done, s.total_wanted, s.num_peers), file=sys.stderr)
+sys.exit(1)

@@ -15,8 +15,9 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("tracker loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg loadgen.Config
-	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:6969/announce", "announce URL of the node (loopback only)")
-	fs.IntVar(&cfg.Conns, "conns", 64, "concurrent keep-alive connections")
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:6969/announce", "announce URL of the node, http:// or udp:// (loopback only)")
+	fs.StringVar(&cfg.MetricsURL, "metrics", "", "the node's /metrics URL, for round trips and CPU per announce (default: from an http:// -url)")
+	fs.IntVar(&cfg.Conns, "conns", 64, "concurrent clients: keep-alive connections, or UDP sockets that connect once and then announce")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the measured phase")
 	fs.IntVar(&cfg.Torrents, "torrents", 10000, "torrents")
 	fs.IntVar(&cfg.Peers, "peers", 10, "peers per torrent")

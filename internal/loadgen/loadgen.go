@@ -1,8 +1,10 @@
-// Package loadgen is the project's HTTP announce load generator: it fills a
-// node with swarms, then announces from many keep-alive connections for a
-// fixed time and reports throughput, latency percentiles, and (given the
-// node's Redis) Redis round trips and new connections per announce and
-// memory per peer. It is a measuring tool, not part of the tracker.
+// Package loadgen is the project's announce load generator, HTTP or UDP: it
+// fills a node with swarms, then announces from many simulated clients (HTTP
+// keep-alive connections, or UDP sockets that connect once and then
+// announce) for a fixed time and reports throughput, latency percentiles,
+// CPU per announce, and (given the node's Redis) Redis round trips and new
+// connections per announce and memory per peer. It is a measuring tool, not
+// part of the tracker.
 package loadgen
 
 import (
@@ -26,13 +28,18 @@ import (
 
 // Config of one run.
 type Config struct {
-	URL      string        // announce URL of the node
-	Conns    int           // concurrent keep-alive connections
-	Duration time.Duration // length of the measured phase
-	Torrents int
-	Peers    int // peers per torrent
-	NumWant  int
-	Redis    string // host:port of the node's Redis, for INFO figures; optional
+	// URL is the node's announce URL: http://host:port/announce, or
+	// udp://host:port[/announce] for the UDP mode.
+	URL string
+	// MetricsURL is the node's /metrics, for round trips and CPU per
+	// announce; by default derived from an http:// URL (none for udp://).
+	MetricsURL string
+	Conns      int           // concurrent clients: keep-alive connections or UDP sockets
+	Duration   time.Duration // length of the measured phase
+	Torrents   int
+	Peers      int // peers per torrent
+	NumWant    int
+	Redis      string // host:port of the node's Redis, for INFO figures; optional
 }
 
 // Result of one run.
@@ -78,7 +85,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Conns < 1 || cfg.Torrents < 1 || cfg.Peers < 1 || cfg.Duration <= 0 {
 		return Result{}, errors.New("loadgen: conns, torrents, peers and duration must be positive")
 	}
-	if _, err := url.Parse(cfg.URL); err != nil {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
 		return Result{}, fmt.Errorf("loadgen: url: %w", err)
 	}
 	tr := &http.Transport{
@@ -91,9 +99,39 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 
+	var newClient func() (client, error)
+	metricsURL, okMetric := cfg.MetricsURL, `tracker_announces_total{outcome="ok"}`
+	switch u.Scheme {
+	case "http", "https":
+		newClient = func() (client, error) { return &httpClient{hc: hc, cfg: cfg}, nil }
+		if metricsURL == "" {
+			metricsURL = strings.TrimSuffix(cfg.URL, "/announce") + "/metrics"
+		}
+	case "udp":
+		newClient = func() (client, error) { return dialUDP(ctx, u.Host, cfg) }
+		okMetric = `tracker_udp_requests_total{action="announce",outcome="ok"}`
+	default:
+		return Result{}, fmt.Errorf("loadgen: url scheme %q: want http or udp", u.Scheme)
+	}
+	clients := make([]client, cfg.Conns)
+	for i := range clients {
+		c, err := newClient()
+		if err != nil {
+			for _, c := range clients[:i] {
+				c.Close()
+			}
+			return Result{}, fmt.Errorf("loadgen: %w", err)
+		}
+		clients[i] = c
+	}
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+
 	var rdb *redis.Client
 	res := Result{RoundTrips: -1, NewRedisConns: -1, BytesPerPeer: -1}
-	metricsURL := strings.TrimSuffix(cfg.URL, "/announce") + "/metrics"
 	if cfg.Redis != "" {
 		rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis})
 		defer rdb.Close()
@@ -108,18 +146,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	var next atomic.Int64
 	var fillErr atomic.Value
 	var wg sync.WaitGroup
-	for w := 0; w < cfg.Conns; w++ {
+	for _, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 0, 512)
 			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
 				if i >= total {
 					return
 				}
-				buf = announceURL(buf[:0], cfg, i/cfg.Peers, i%cfg.Peers, "&event=started&numwant=0")
-				if err := do(ctx, hc, string(buf)); err != nil {
+				if err := c.Announce(ctx, i/cfg.Peers, i%cfg.Peers, true); err != nil {
 					fillErr.CompareAndSwap(nil, err.Error())
 				}
 			}
@@ -139,29 +175,33 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	var cpuBefore float64
 	if rdb != nil {
 		connsBefore = info(ctx, rdb, "stats", "total_connections_received")
-		cpuBefore = redisCPU(ctx, rdb)
+		cpuBefore = RedisCPU(ctx, rdb)
 	}
-	rtBefore, annBefore, cpuNodeBefore, metricsErr := nodeCounters(ctx, hc, metricsURL)
-	mctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	metricsErr := errors.New("no metrics URL")
+	var rtBefore, annBefore, cpuNodeBefore float64
+	if metricsURL != "" {
+		rtBefore, annBefore, cpuNodeBefore, metricsErr = nodeCounters(ctx, hc, metricsURL, okMetric)
+	}
+	end := time.Now().Add(cfg.Duration)
+	mctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	lat := make([][]time.Duration, cfg.Conns)
 	var failures atomic.Int64
 	var firstFailure atomic.Value
 	start := time.Now()
-	for w := 0; w < cfg.Conns; w++ {
+	for w, c := range clients {
 		wg.Add(1)
-		go func(w int) {
+		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 42))
-			buf := make([]byte, 0, 512)
 			ls := make([]time.Duration, 0, 1<<16)
-			extra := "&numwant=" + strconv.Itoa(cfg.NumWant)
 			for mctx.Err() == nil {
-				buf = announceURL(buf[:0], cfg, rng.IntN(cfg.Torrents), rng.IntN(cfg.Peers), extra)
 				t0 := time.Now()
-				err := do(mctx, hc, string(buf))
-				if mctx.Err() != nil {
-					break // cut off by the end of the run: not counted
+				err := c.Announce(mctx, rng.IntN(cfg.Torrents), rng.IntN(cfg.Peers), false)
+				// Cut off by the end of the run: not counted. The clock
+				// is checked too, since the context's timer may fire late.
+				if mctx.Err() != nil || !time.Now().Before(end) {
+					break
 				}
 				ls = append(ls, time.Since(t0))
 				if err != nil {
@@ -170,7 +210,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				}
 			}
 			lat[w] = ls
-		}(w)
+		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -193,11 +233,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if rdb != nil {
 		res.NewRedisConns = info(ctx, rdb, "stats", "total_connections_received") - connsBefore
 		if res.Announces > 0 {
-			res.RedisCPU = time.Duration((redisCPU(ctx, rdb) - cpuBefore) / float64(res.Announces) * 1e9)
+			res.RedisCPU = time.Duration((RedisCPU(ctx, rdb) - cpuBefore) / float64(res.Announces) * 1e9)
 		}
 	}
 	if metricsErr == nil {
-		rt, ann, cpu, err := nodeCounters(ctx, hc, metricsURL)
+		rt, ann, cpu, err := nodeCounters(ctx, hc, metricsURL, okMetric)
 		if err == nil && ann > annBefore {
 			res.RoundTrips = (rt - rtBefore) / (ann - annBefore)
 			res.NodeCPU = time.Duration((cpu - cpuNodeBefore) / (ann - annBefore) * 1e9)
@@ -206,9 +246,35 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, nil
 }
 
+// client is one simulated client: an HTTP keep-alive connection or a UDP
+// socket. It is used by one goroutine at a time.
+type client interface {
+	// Announce announces peer of torrent: at the fill (started,
+	// numwant 0) or in the measured phase (numwant cfg.NumWant).
+	Announce(ctx context.Context, torrent, peer int, fill bool) error
+	Close()
+}
+
+type httpClient struct {
+	hc  *http.Client
+	cfg Config
+	buf []byte
+}
+
+func (c *httpClient) Announce(ctx context.Context, torrent, peer int, fill bool) error {
+	extra := "&event=started&numwant=0"
+	if !fill {
+		extra = "&numwant=" + strconv.Itoa(c.cfg.NumWant)
+	}
+	c.buf = announceURL(c.buf[:0], c.cfg, torrent, peer, extra)
+	return do(ctx, c.hc, string(c.buf))
+}
+
+func (c *httpClient) Close() {}
+
 // nodeCounters reads the node's Redis round trips and successful announces
 // from its Prometheus text endpoint.
-func nodeCounters(ctx context.Context, hc *http.Client, u string) (roundTrips, announces, cpu float64, err error) {
+func nodeCounters(ctx context.Context, hc *http.Client, u, okMetric string) (roundTrips, announces, cpu float64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, 0, 0, err
@@ -236,7 +302,7 @@ func nodeCounters(ctx context.Context, hc *http.Client, u string) (roundTrips, a
 		case "tracker_redis_roundtrips_total":
 			roundTrips = f
 			found++
-		case `tracker_announces_total{outcome="ok"}`:
+		case okMetric:
 			announces = f
 			found++
 		case "process_cpu_seconds_total":
@@ -313,8 +379,8 @@ func info(ctx context.Context, rdb *redis.Client, section, field string) int64 {
 	return 0
 }
 
-// redisCPU returns Redis's main-thread CPU seconds (user + system).
-func redisCPU(ctx context.Context, rdb *redis.Client) float64 {
+// RedisCPU returns the CPU seconds Redis has used so far (user + system).
+func RedisCPU(ctx context.Context, rdb *redis.Client) float64 {
 	s, err := rdb.Info(ctx, "cpu").Result()
 	if err != nil {
 		return 0

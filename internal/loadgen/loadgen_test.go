@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/redistest"
 	"github.com/tracklink/tracklink/internal/tracker"
+	"github.com/tracklink/tracklink/internal/udpapi"
 )
 
 func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
@@ -28,6 +30,7 @@ func TestRunSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rt := prometheus.NewCounter(prometheus.CounterOpts{Name: "tracker_redis_roundtrips_total"})
 	reg.MustRegister(rt)
 	rt.Add(0)
@@ -51,5 +54,36 @@ func TestRunSmall(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), Config{URL: ts.URL, Conns: 0}); err == nil {
 		t.Fatal("zero connections accepted")
+	}
+
+	// The UDP mode, against the same service: each client connects once,
+	// then announces; the node's metrics count UDP announces.
+	us, err := udpapi.New(udpapi.Config{Addr: "127.0.0.1:0", Workers: 4, ReadBuffer: 1 << 20, ScrapeMaxHashes: 10}, []byte("loadgen-udp-secret"), svc, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns, err := udpapi.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- us.Serve(ctx, conns) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	res, err = Run(context.Background(), Config{URL: "udp://" + conns[0].LocalAddr().String(), MetricsURL: ts.URL + "/metrics",
+		Conns: 4, Duration: 300 * time.Millisecond, Torrents: 20, Peers: 5, NumWant: 10, Redis: srv.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Announces == 0 || res.Failures != 0 || res.FilledPeers != 100 || res.P99 < res.P50 || res.RoundTrips != 0 || res.NodeCPU <= 0 {
+		t.Fatalf("implausible UDP result: %+v\nnode: %+v", res, us.Status())
+	}
+	if st := us.Status(); st.Requests["announce"]["ok"] < uint64(res.Announces) || st.Requests["connect"]["ok"] != 4 {
+		t.Fatalf("node saw %+v, the generator %d announces from 4 clients", st.Requests, res.Announces)
 	}
 }

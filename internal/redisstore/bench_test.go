@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/loadgen"
 	"github.com/tracklink/tracklink/internal/redistest"
 )
 
@@ -150,3 +151,63 @@ func usedMemory(b *testing.B, rdb redis.UniversalClient) int64 {
 	b.Fatal("no used_memory in INFO memory")
 	return 0
 }
+
+// BenchmarkRedisCPUPerAnnounce reports the Redis CPU time one announce
+// costs (used_cpu_user + used_cpu_sys over the run, per announce), sent in
+// batches of 16 as the UDP front end sends them, in 10k swarms of 10 peers
+// (half seeders), numwant 50, for both families (HTTP) and one (UDP).
+func BenchmarkRedisCPUPerAnnounce(b *testing.B) {
+	for _, fam := range []bittorrent.Family{bittorrent.BothFamilies, bittorrent.OnlyIPv4} {
+		b.Run(fmt.Sprintf("family=%d", fam), func(b *testing.B) {
+			srv := redistest.Start(b)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			defer rdb.Close()
+			s := benchStore(b, rdb)
+			const torrents, swarm, batch = 10000, 10, 16
+			fill(b, s, torrents, swarm)
+			ctx := context.Background()
+			reqs := make([]*bittorrent.AnnounceRequest, batch)
+			want := make([]int, batch)
+			out, errs := make([]bittorrent.AnnounceResult, batch), make([]error, batch)
+			before, scriptBefore := loadgen.RedisCPU(context.Background(), rdb), scriptUsec(b, rdb)
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				for j := range reqs {
+					k := i + j
+					reqs[j] = req(benchHash(k%torrents), peer((k/torrents)%swarm, false), uint64(k%2), bittorrent.None)
+					reqs[j].Family, want[j] = fam, 50
+				}
+				s.AnnounceBatch(ctx, reqs, want, out, errs)
+				for _, err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric((loadgen.RedisCPU(context.Background(), rdb)-before)*1e6/float64(b.N), "redis-µs/announce")
+			b.ReportMetric((scriptUsec(b, rdb)-scriptBefore)/float64(b.N), "script-µs/announce")
+		})
+	}
+}
+
+// scriptUsec is the time Redis spent running EVALSHA so far, µs
+// (INFO commandstats): the script alone, without the network.
+func scriptUsec(tb testing.TB, rdb *redis.Client) float64 {
+	s, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "cmdstat_evalsha:"); ok {
+			for _, f := range strings.Split(v, ",") {
+				if u, ok := strings.CutPrefix(f, "usec="); ok {
+					x, _ := strconv.ParseFloat(u, 64)
+					return x
+				}
+			}
+		}
+	}
+	return 0
+}
+

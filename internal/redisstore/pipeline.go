@@ -28,7 +28,7 @@ type Pipeliner struct {
 }
 
 type pipelinedCall struct {
-	announceCall
+	*announceCall
 	done chan pipelinedResult
 }
 
@@ -48,7 +48,8 @@ func NewPipeliner(s *Store, workers, maxBatch, queue int) *Pipeliner {
 func (p *Pipeliner) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.s.timeout)
 	defer cancel()
-	c := &pipelinedCall{announceCall: p.s.newCall(req, numWant), done: make(chan pipelinedResult, 1)}
+	call := p.s.newCall(req, numWant)
+	c := &pipelinedCall{announceCall: &call, done: make(chan pipelinedResult, 1)}
 	select {
 	case p.calls <- c:
 	case <-ctx.Done():
@@ -60,6 +61,12 @@ func (p *Pipeliner) Announce(ctx context.Context, req *bittorrent.AnnounceReques
 	case <-ctx.Done():
 		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", ctx.Err())
 	}
+}
+
+// AnnounceBatch is Store.AnnounceBatch: the batch is a pipeline already,
+// so it does not wait in the queue.
+func (p *Pipeliner) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
+	p.s.AnnounceBatch(ctx, reqs, numWant, out, errs)
 }
 
 // Scrape is Store.Scrape.
@@ -110,41 +117,51 @@ func (p *Pipeliner) Run(ctx context.Context) error {
 	}
 }
 
-// send runs one batch: EVALSHA for all, then EVAL for those Redis did not
-// have the script for (after a restart or SCRIPT FLUSH).
+// send runs one batch and hands each caller its reply.
 func (p *Pipeliner) send(ctx context.Context, batch []*pipelinedCall) {
 	ctx, cancel := context.WithTimeout(ctx, p.s.timeout)
 	defer cancel()
-	cmds := p.exec(ctx, batch, false)
-	var retry []*pipelinedCall
-	var retryIdx []int
-	for i, cmd := range cmds {
-		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			retry, retryIdx = append(retry, batch[i]), append(retryIdx, i)
-		}
-	}
-	if len(retry) > 0 {
-		for j, cmd := range p.exec(ctx, retry, true) {
-			cmds[retryIdx[j]] = cmd
-		}
-	}
+	calls := make([]*announceCall, len(batch))
 	for i, c := range batch {
-		res, err := cmds[i].Slice()
-		c.done <- pipelinedResult{res: res, err: err}
+		calls[i] = c.announceCall
+	}
+	for i, cmd := range p.s.sendCalls(ctx, calls) {
+		res, err := cmd.Slice()
+		batch[i].done <- pipelinedResult{res: res, err: err}
 	}
 }
 
-func (p *Pipeliner) exec(ctx context.Context, batch []*pipelinedCall, eval bool) []*redis.Cmd {
-	pipe := p.s.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
-	for i, c := range batch {
+// sendCalls runs calls in one pipeline: EVALSHA for all, then EVAL for
+// those Redis did not have the script for (after a restart or SCRIPT
+// FLUSH). Each command carries its own reply or error.
+func (s *Store) sendCalls(ctx context.Context, calls []*announceCall) []*redis.Cmd {
+	cmds := s.exec(ctx, calls, false)
+	var retry []*announceCall
+	var retryIdx []int
+	for i, cmd := range cmds {
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			retry, retryIdx = append(retry, calls[i]), append(retryIdx, i)
+		}
+	}
+	if len(retry) > 0 {
+		for j, cmd := range s.exec(ctx, retry, true) {
+			cmds[retryIdx[j]] = cmd
+		}
+	}
+	return cmds
+}
+
+func (s *Store) exec(ctx context.Context, calls []*announceCall, eval bool) []*redis.Cmd {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, c := range calls {
 		if eval {
 			cmds[i] = announceScript.Eval(ctx, pipe, c.keys, c.args...)
 		} else {
 			cmds[i] = announceScript.EvalSha(ctx, pipe, c.keys, c.args...)
 		}
 	}
-	// Per-command errors are read from each command below.
+	// Per-command errors are read from each command by the caller.
 	pipe.Exec(ctx)
 	return cmds
 }

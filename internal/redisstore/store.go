@@ -118,6 +118,26 @@ func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, n
 	return c.decode(res, err)
 }
 
+// AnnounceBatch records every request of reqs, each with its numWant, in
+// one pipeline (one round trip; under Redis Cluster one per Redis node
+// involved): each is still its own atomic script. Results and errors go to
+// out[i] and errs[i], which must be as long as reqs. A front end that reads
+// requests in batches (UDP) answers a whole batch this way.
+func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	calls := make([]announceCall, len(reqs))
+	ptrs := make([]*announceCall, len(reqs))
+	for i, r := range reqs {
+		calls[i] = s.newCall(r, numWant[i])
+		ptrs[i] = &calls[i]
+	}
+	for i, cmd := range s.sendCalls(ctx, ptrs) {
+		res, err := cmd.Slice()
+		out[i], errs[i] = calls[i].decode(res, err)
+	}
+}
+
 // announceCall is one announce, ready to send.
 type announceCall struct {
 	keys    []string

@@ -33,6 +33,7 @@ type suite struct {
 	rdb       redis.UniversalClient
 	peerIDs   bool
 	pipelined bool // announce through a running Pipeliner
+	batched   bool // announce through AnnounceBatch, a batch of one
 }
 
 // testStore is a store as the suite drives it: directly or pipelined.
@@ -69,6 +70,13 @@ func newStore(t *testing.T, su suite, lifetime time.Duration) (*testStore, *fake
 	clk := &fakeClock{t: time.Now()}
 	s.now = clk.Now
 	ts := &testStore{Store: s, announce: s.Announce}
+	if su.batched {
+		ts.announce = func(ctx context.Context, r *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
+			out, errs := make([]bittorrent.AnnounceResult, 1), make([]error, 1)
+			s.AnnounceBatch(ctx, []*bittorrent.AnnounceRequest{r}, []int{numWant}, out, errs)
+			return out[0], errs[0]
+		}
+	}
 	if su.pipelined {
 		p := NewPipeliner(s, 2, 16, 64)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -168,8 +176,8 @@ func TestConformance(t *testing.T) {
 		{"peer identity", testIdentity},
 	}
 	for _, b := range backends() {
-		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}} {
-			t.Run(fmt.Sprintf("%s/peerids=%v/pipelined=%v", b.name, mode.peerIDs, mode.pipelined), func(t *testing.T) {
+		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}, {batched: true}} {
+			t.Run(fmt.Sprintf("%s/peerids=%v/pipelined=%v/batched=%v", b.name, mode.peerIDs, mode.pipelined, mode.batched), func(t *testing.T) {
 				for _, tc := range tests {
 					t.Run(tc.name, func(t *testing.T) {
 						su := mode
@@ -523,6 +531,38 @@ func testNoScript(t *testing.T, su suite) {
 		t.Fatal(err)
 	}
 	announce(t, s, req(hash("noscript"), peer(1, false), 1, bittorrent.Started), 0)
+}
+
+// TestAnnounceBatch: many announces in one pipeline, each its own script:
+// the answers are in order and see the writes before them; a batch after
+// SCRIPT FLUSH recovers by itself.
+func TestAnnounceBatch(t *testing.T) {
+	s, _ := newStore(t, suite{rdb: redistest.Shared(t).Client(t)}, time.Minute)
+	ih := hash("batch")
+	const n = 20
+	reqs := make([]*bittorrent.AnnounceRequest, n)
+	want := make([]int, n)
+	for i := range reqs {
+		reqs[i], want[i] = req(ih, peer(i, i%3 == 0), uint64(i%2), bittorrent.Started), 50
+	}
+	out, errs := make([]bittorrent.AnnounceResult, n), make([]error, n)
+	for round := 0; round < 2; round++ {
+		if round == 1 {
+			if err := s.rdb.ScriptFlush(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.AnnounceBatch(context.Background(), reqs, want, out, errs)
+		for i := range reqs {
+			if errs[i] != nil {
+				t.Fatalf("round %d, announce %d: %v", round, i, errs[i])
+			}
+		}
+	}
+	// In the second round every announce sees all n peers.
+	if got := out[n-1]; got.Seeders+got.Leechers != n || len(got.Peers) != n-1 {
+		t.Fatalf("last answer: %d+%d peers, %d returned", got.Seeders, got.Leechers, len(got.Peers))
+	}
 }
 
 func TestRedisDownFailsFast(t *testing.T) {

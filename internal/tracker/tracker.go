@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +53,9 @@ func (c Config) Validate() error {
 // Store is what the service needs of the peer store.
 type Store interface {
 	Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error)
+	// AnnounceBatch is Announce for many requests in one round trip;
+	// out and errs are as long as reqs.
+	AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error)
 	Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error)
 	Ping(ctx context.Context) error
 }
@@ -127,15 +131,77 @@ func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest)
 	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
 		return Answer{}, bittorrent.ClientError(NotAuthorized)
 	}
-	numWant := req.NumWant
-	if numWant < 0 {
-		numWant = s.cfg.NumWantDefault
-	}
-	numWant = min(numWant, s.cfg.NumWantMax)
-	res, err := s.store.Announce(ctx, req, numWant)
+	res, err := s.store.Announce(ctx, req, s.numWant(req))
 	if err != nil {
 		return Answer{}, s.storeFailed(ctx, "announce", err)
 	}
+	return s.answer(req, res), nil
+}
+
+// Batch is a reusable set of announces answered together (a UDP front
+// end's batch of datagrams). Add requests, call AnnounceBatch, then read
+// Answers and Errs, index for index; Reset to reuse it.
+type Batch struct {
+	Reqs    []*bittorrent.AnnounceRequest
+	Answers []Answer
+	Errs    []error
+
+	toStore []*bittorrent.AnnounceRequest
+	idx     []int
+	numWant []int
+	res     []bittorrent.AnnounceResult
+	errs    []error
+}
+
+// Add appends a request to the batch.
+func (b *Batch) Add(req *bittorrent.AnnounceRequest) { b.Reqs = append(b.Reqs, req) }
+
+// Reset empties the batch, keeping its memory.
+func (b *Batch) Reset() { b.Reqs = b.Reqs[:0] }
+
+// AnnounceBatch answers every request of b, as Announce answers one, with
+// one store round trip for all of them.
+func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
+	n := len(b.Reqs)
+	b.Answers = slices.Grow(b.Answers[:0], n)[:n]
+	b.Errs = slices.Grow(b.Errs[:0], n)[:n]
+	b.toStore, b.idx, b.numWant = b.toStore[:0], b.idx[:0], b.numWant[:0]
+	for i, req := range b.Reqs {
+		b.Answers[i], b.Errs[i] = Answer{}, nil
+		if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
+			b.Errs[i] = bittorrent.ClientError(NotAuthorized)
+			continue
+		}
+		b.toStore, b.idx, b.numWant = append(b.toStore, req), append(b.idx, i), append(b.numWant, s.numWant(req))
+	}
+	if len(b.toStore) == 0 {
+		return
+	}
+	m := len(b.toStore)
+	b.res = slices.Grow(b.res[:0], m)[:m]
+	b.errs = slices.Grow(b.errs[:0], m)[:m]
+	s.store.AnnounceBatch(ctx, b.toStore, b.numWant, b.res, b.errs)
+	for j, i := range b.idx {
+		if err := b.errs[j]; err != nil {
+			b.Errs[i] = s.storeFailed(ctx, "announce", err)
+			continue
+		}
+		b.Answers[i] = s.answer(b.Reqs[i], b.res[j])
+	}
+}
+
+// numWant is how many peers the store is asked for: the client's number,
+// or the default, and never more than the cap.
+func (s *Service) numWant(req *bittorrent.AnnounceRequest) int {
+	n := req.NumWant
+	if n < 0 {
+		n = s.cfg.NumWantDefault
+	}
+	return min(n, s.cfg.NumWantMax)
+}
+
+// answer hands an accepted change to the link and picks the interval.
+func (s *Service) answer(req *bittorrent.AnnounceRequest, res bittorrent.AnnounceResult) Answer {
 	if s.opts.Sink != nil {
 		s.opts.Sink.LocalChange(req, &res)
 	}
@@ -143,7 +209,7 @@ func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest)
 	if s.cfg.IntervalJitter > 0 {
 		interval += rand.N(s.cfg.IntervalJitter)
 	}
-	return Answer{AnnounceResult: res, Interval: interval, MinInterval: s.cfg.MinInterval}, nil
+	return Answer{AnnounceResult: res, Interval: interval, MinInterval: s.cfg.MinInterval}
 }
 
 // Scrape returns the counts of each swarm, in the order asked. Errors are

@@ -17,14 +17,25 @@ import (
 
 // fakeStore records what it was asked and fails when told to.
 type fakeStore struct {
-	numWant int
-	err     error
-	scraped []bittorrent.InfoHash
+	numWant   int
+	batchWant []int
+	err       error
+	scraped   []bittorrent.InfoHash
 }
 
 func (f *fakeStore) Announce(_ context.Context, _ *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
 	f.numWant = numWant
 	return bittorrent.AnnounceResult{Seeders: 1, Seen: 42}, f.err
+}
+
+func (f *fakeStore) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
+	f.batchWant = append(f.batchWant[:0], numWant...)
+	for i, r := range reqs {
+		out[i], errs[i] = f.Announce(ctx, r, numWant[i])
+		if r.Left == 666 {
+			errs[i] = errors.New("this one failed")
+		}
+	}
 }
 
 func (f *fakeStore) Scrape(_ context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
@@ -85,6 +96,35 @@ func TestAnnounceRules(t *testing.T) {
 	}
 	if len(sk.got) != 4 {
 		t.Fatal("a refused announce reached the link")
+	}
+}
+
+// TestAnnounceBatch: a batch gets the same rules as single announces, each
+// request its own answer or error; refused ones never reach the store.
+func TestAnnounceBatch(t *testing.T) {
+	st, sk := &fakeStore{}, &sink{}
+	carried := bittorrent.InfoHash{1}
+	svc, _ := newService(t, st, Options{Sink: sk, Gate: gate{carried: true}}, &bytes.Buffer{})
+	var b Batch
+	for round := 0; round < 2; round++ {
+		b.Reset()
+		b.Add(&bittorrent.AnnounceRequest{InfoHash: carried, NumWant: -1})
+		b.Add(&bittorrent.AnnounceRequest{InfoHash: bittorrent.InfoHash{9}, NumWant: 5})
+		b.Add(&bittorrent.AnnounceRequest{InfoHash: carried, NumWant: 1000})
+		b.Add(&bittorrent.AnnounceRequest{InfoHash: carried, NumWant: 3, Left: 666})
+		svc.AnnounceBatch(context.Background(), &b)
+		if fmt.Sprint(st.batchWant) != "[50 200 3]" {
+			t.Fatalf("store asked for %v", st.batchWant)
+		}
+		if b.Errs[0] != nil || b.Errs[2] != nil || b.Answers[0].Seeders != 1 || b.Answers[0].Interval < 30*time.Minute {
+			t.Fatalf("answers %+v errors %v", b.Answers, b.Errs)
+		}
+		if ClientMessage(b.Errs[1]) != NotAuthorized || Outcome(b.Errs[3]) != "error" {
+			t.Fatalf("errors %v", b.Errs)
+		}
+	}
+	if len(sk.got) != 4 {
+		t.Fatalf("the link got %d changes, want the 2 accepted of each round", len(sk.got))
 	}
 }
 

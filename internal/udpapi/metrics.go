@@ -63,13 +63,12 @@ const (
 	dropShort dropReason = iota
 	dropTooLong
 	dropBadProtocol
-	dropQueueFull
-	dropSendQueueFull
+	dropReceiveBuffer
 	dropSendError
 	numDrops
 )
 
-var dropNames = [numDrops]string{"short", "too_long", "bad_protocol_id", "queue_full", "send_queue_full", "send_error"}
+var dropNames = [numDrops]string{"short", "too_long", "bad_protocol_id", "receive_buffer_full", "send_error"}
 
 // durBuckets are the latency buckets of announces and scrapes, seconds.
 var durBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}
@@ -90,7 +89,7 @@ func newMetrics() *metrics {
 	for _, a := range []action{actAnnounce, actScrape} {
 		m.dur[a] = prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:        "tracker_udp_request_duration_seconds",
-			Help:        "Time to answer a UDP announce or scrape, from its dequeue by a worker.",
+			Help:        "Store time of a UDP announce (its batch's round trip) or scrape.",
 			Buckets:     durBuckets,
 			ConstLabels: prometheus.Labels{"action": actionNames[a]},
 		})
@@ -98,8 +97,9 @@ func newMetrics() *metrics {
 	return m
 }
 
-func (m *metrics) request(a action, o outcome) { m.requests[a][o].Add(1) }
-func (m *metrics) drop(r dropReason)           { m.dropped[r].Add(1) }
+func (m *metrics) request(a action, o outcome)  { m.requests[a][o].Add(1) }
+func (m *metrics) drop(r dropReason)            { m.dropped[r].Add(1) }
+func (m *metrics) dropN(r dropReason, n uint64) { m.dropped[r].Add(n) }
 func (m *metrics) observe(a action, d time.Duration) {
 	if h := m.dur[a]; h != nil {
 		h.Observe(d.Seconds())

@@ -1,19 +1,25 @@
 // Package udpapi is the tracker's UDP front end: BEP 15 connect, announce,
 // scrape and error, with BEP 41 URL data, on an IPv4 and an IPv6 socket.
 // Like the HTTP front end it parses, asks the tracker service
-// (internal/tracker) and encodes; it owns no state beyond its queues.
+// (internal/tracker) and encodes; it owns no state beyond its buffers.
 //
-// Packets flow through bounded stages, with no goroutine per packet:
+// Each socket is served by a fixed number of workers (TRACKER_UDP_WORKERS),
+// with no goroutine per packet. A worker takes a batch of datagrams in one
+// system call (recvmmsg), answers it, and sends the replies in one
+// (sendmmsg):
 //
-//	reader (one per socket, recvmmsg batches)
-//	  ├─ too short, not a request: dropped and counted, no reply
-//	  ├─ connect: answered at once (a MAC, no store call)
-//	  ├─ bad connection ID: a short error reply, never longer than the request
-//	  └─ anything else: queued for the workers (dropped and counted when full)
-//	workers (TRACKER_UDP_WORKERS): one store call each, reply queued
-//	writer (one per socket, sendmmsg batches)
+//	too short, too long, not a request: dropped and counted, no reply
+//	connect: answered from the MAC alone
+//	bad connection ID: a short error reply, never longer than the request
+//	announces: all of the batch's in one store round trip (a pipeline)
+//	scrapes: one store round trip each
 //
-// Packet buffers come from a pool and go back to it once written.
+// Under load batches grow, so system calls and round trips per announce
+// fall; under light load a batch is one datagram and nothing waits for a
+// timer. The queue in front of the workers is the socket's receive buffer
+// (TRACKER_UDP_READ_BUFFER): bounded by the kernel, which drops what does
+// not fit, and every such drop is counted (SO_RXQ_OVFL). A worker owns its
+// packet buffers and reuses them.
 package udpapi
 
 import (
@@ -25,6 +31,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,11 +52,14 @@ type Config struct {
 	// Secret keys connection IDs. Every process that serves one tracker
 	// address (replicas, nodes behind one DNS name) must share it.
 	Secret string `env:"UDP_SECRET"`
-	// Workers bounds the requests handled at once (store calls in flight).
-	Workers int `env:"UDP_WORKERS" envDefault:"128"`
-	// Queue bounds the requests waiting for a worker, and the replies
-	// waiting for a socket; beyond it packets are dropped and counted.
-	Queue int `env:"UDP_QUEUE" envDefault:"4096"`
+	// Workers is how many goroutines serve each socket, each a batch of
+	// datagrams at a time: the store round trips in flight per socket.
+	Workers int `env:"UDP_WORKERS" envDefault:"4"`
+	// ReadBuffer is the socket receive buffer in bytes: the queue of
+	// datagrams waiting for a worker. The kernel drops what does not fit
+	// (counted); it may cap the size (net.core.rmem_max), and the size in
+	// force is logged.
+	ReadBuffer int `env:"UDP_READ_BUFFER" envDefault:"4194304"`
 	// ScrapeMaxHashes bounds the info hashes of one scrape.
 	ScrapeMaxHashes int `env:"UDP_SCRAPE_MAX_HASHES" envDefault:"74"`
 }
@@ -78,10 +88,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.Secret != "" && len(c.Secret) < MinSecretLen:
 		return fmt.Errorf("TRACKER_UDP_SECRET must be at least %d characters", MinSecretLen)
-	case c.Workers < 1 || c.Workers > 4096:
-		return errors.New("TRACKER_UDP_WORKERS must be from 1 to 4096")
-	case c.Queue < 1 || c.Queue > 1<<20:
-		return errors.New("TRACKER_UDP_QUEUE must be from 1 to 1048576")
+	case c.Workers < 1 || c.Workers > 256:
+		return errors.New("TRACKER_UDP_WORKERS must be from 1 to 256")
+	case c.ReadBuffer < 4096 || c.ReadBuffer > 1<<30:
+		return errors.New("TRACKER_UDP_READ_BUFFER must be from 4096 to 1073741824 bytes")
 	case c.ScrapeMaxHashes < 1 || c.ScrapeMaxHashes > MaxScrapeHashes:
 		return fmt.Errorf("TRACKER_UDP_SCRAPE_MAX_HASHES must be from 1 to %d", MaxScrapeHashes)
 	}
@@ -95,7 +105,6 @@ type Server struct {
 	svc    *tracker.Service
 	log    *slog.Logger
 	m      *metrics
-	pool   sync.Pool
 	now    func() time.Time
 }
 
@@ -112,9 +121,7 @@ func New(cfg Config, secret []byte, svc *tracker.Service, log *slog.Logger, reg 
 	if err := reg.Register(m); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, secret: secret, svc: svc, log: log, m: m, now: time.Now}
-	s.pool.New = func() any { return &packet{out: make([]byte, 0, 1024)} }
-	return s, nil
+	return &Server{cfg: cfg, secret: secret, svc: svc, log: log, m: m, now: time.Now}, nil
 }
 
 // Listen opens the sockets synchronously, so that a taken port fails at
@@ -161,41 +168,42 @@ func Listen(addr string) ([]*net.UDPConn, error) {
 	}
 }
 
-// Serve serves on conns until ctx ends, then stops reading, lets the
-// requests already read finish through the store and their replies go out,
-// and closes conns. It returns when all of that is done.
+// Serve serves on conns until ctx ends, then stops reading, answers the
+// batches already read (their store calls bounded by the store's own
+// timeout), and closes conns. It returns when all of that is done, or at
+// the first socket error.
 func (s *Server) Serve(ctx context.Context, conns []*net.UDPConn) error {
-	work := make(chan *packet, s.cfg.Queue)
 	socks := make([]*socket, len(conns))
-	var readers, workers, writers sync.WaitGroup
-	errc := make(chan error, len(conns))
 	for i, c := range conns {
-		sk := &socket{conn: c, out: make(chan *packet, s.cfg.Queue)}
+		sk := &socket{conn: c}
 		if c.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
 			sk.bc, sk.fam = ipv4.NewPacketConn(c), bittorrent.OnlyIPv4
 		} else {
 			sk.bc, sk.fam = ipv6.NewPacketConn(c), bittorrent.OnlyIPv6
 		}
+		if err := c.SetReadBuffer(s.cfg.ReadBuffer); err != nil {
+			s.log.Warn("udp: read buffer not set", "addr", c.LocalAddr().String(), "err", err)
+		}
+		if err := countDrops(c); err != nil {
+			s.log.Warn("udp: kernel drops will not be counted", "addr", c.LocalAddr().String(), "err", err)
+		}
+		s.log.Info("udp socket", "addr", c.LocalAddr().String(), "read_buffer", readBufferOf(c), "workers", s.cfg.Workers)
 		socks[i] = sk
-		writers.Add(1)
-		go func() { defer writers.Done(); s.write(sk) }()
 	}
-	// Requests already read are answered even while shutting down: the
-	// store bounds each call with its own timeout.
 	reqCtx := context.WithoutCancel(ctx)
-	for range s.cfg.Workers {
-		workers.Add(1)
-		go func() { defer workers.Done(); s.work(reqCtx, work) }()
-	}
 	stopping := make(chan struct{})
+	errc := make(chan error, len(socks)*s.cfg.Workers)
+	var wg sync.WaitGroup
 	for _, sk := range socks {
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			if err := s.read(sk, work, stopping); err != nil {
-				errc <- err
-			}
-		}()
+		for range s.cfg.Workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.work(reqCtx, sk, stopping); err != nil {
+					errc <- err
+				}
+			}()
+		}
 	}
 	var err error
 	select {
@@ -206,24 +214,18 @@ func (s *Server) Serve(ctx context.Context, conns []*net.UDPConn) error {
 	for _, sk := range socks {
 		sk.conn.SetReadDeadline(time.Now())
 	}
-	readers.Wait()
-	close(work)
-	workers.Wait()
-	for _, sk := range socks {
-		close(sk.out)
-	}
-	writers.Wait()
+	wg.Wait()
 	for _, sk := range socks {
 		sk.conn.Close()
 	}
 	return err
 }
 
-// Status is what /status shows of UDP.
+// Status is what /udp/status shows.
 type Status struct {
 	// Requests counts requests by action, then by outcome.
 	Requests map[string]map[string]uint64 `json:"requests"`
-	// Dropped counts packets that got no reply, by reason.
+	// Dropped counts datagrams that got no reply, by reason.
 	Dropped map[string]uint64 `json:"dropped"`
 }
 
@@ -240,20 +242,25 @@ const batchSize = 32
 // packet is one request and, once handled, its reply.
 type packet struct {
 	buf  [readBufSize + 1]byte
+	oob  [64]byte
 	n    int
 	from netip.AddrPort
-	sock *socket
 	out  []byte
 	ua   net.UDPAddr
 	ip   [16]byte
+	// req is the parsed announce, when the packet is one.
+	req  bittorrent.AnnounceRequest
+	txID uint32
 }
 
-// socket is one listening socket with its reply queue.
+// socket is one listening socket.
 type socket struct {
 	conn *net.UDPConn
 	bc   batchConn
 	fam  bittorrent.Family
-	out  chan *packet
+	// kernelDrops is the highest count of drops the kernel reported for
+	// this socket (SO_RXQ_OVFL is cumulative).
+	kernelDrops atomic.Uint64
 }
 
 // batchConn is what ipv4.PacketConn and ipv6.PacketConn share: batched
@@ -263,33 +270,29 @@ type batchConn interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
-func (s *Server) get() *packet { return s.pool.Get().(*packet) }
-
-func (s *Server) put(p *packet) {
-	if cap(p.out) > 64<<10 {
-		p.out = make([]byte, 0, 1024)
-	}
-	p.out, p.sock = p.out[:0], nil
-	s.pool.Put(p)
+// worker is one goroutine's state: its packets, messages and batch.
+type worker struct {
+	ids   *connIDs
+	pkts  [batchSize]*packet
+	rmsgs [batchSize]ipv4.Message
+	wmsgs [batchSize]ipv4.Message
+	anns  []*packet
+	batch tracker.Batch
 }
 
-// read reads batches from one socket until stopping is closed, answers
-// what needs no store, and queues the rest for the workers.
-func (s *Server) read(sk *socket, work chan<- *packet, stopping <-chan struct{}) error {
-	ids := newConnIDs(s.secret)
-	pkts := make([]*packet, batchSize)
-	msgs := make([]ipv4.Message, batchSize)
-	for i := range pkts {
-		pkts[i] = s.get()
-		msgs[i].Buffers = [][]byte{pkts[i].buf[:]}
+// work reads, answers and writes batches from one socket until stopping
+// is closed.
+func (s *Server) work(ctx context.Context, sk *socket, stopping <-chan struct{}) error {
+	w := &worker{ids: newConnIDs(s.secret)}
+	for i := range w.pkts {
+		p := &packet{out: make([]byte, 0, 1024)}
+		w.pkts[i] = p
+		w.rmsgs[i].Buffers = [][]byte{p.buf[:]}
+		w.rmsgs[i].OOB = p.oob[:]
+		w.wmsgs[i].Buffers = make([][]byte, 1)
 	}
-	defer func() {
-		for _, p := range pkts {
-			s.put(p)
-		}
-	}()
 	for {
-		n, err := sk.bc.ReadBatch(msgs, 0)
+		n, err := sk.bc.ReadBatch(w.rmsgs[:], 0)
 		if err != nil {
 			select {
 			case <-stopping:
@@ -302,27 +305,54 @@ func (s *Server) read(sk *socket, work chan<- *packet, stopping <-chan struct{})
 			}
 			return fmt.Errorf("udp read: %w", err)
 		}
-		now := s.now()
-		for i := range n {
-			p := pkts[i]
-			p.n, p.sock = msgs[i].N, sk
-			ua, ok := msgs[i].Addr.(*net.UDPAddr)
-			if !ok {
-				continue
-			}
-			p.from = ua.AddrPort()
-			p.from = netip.AddrPortFrom(p.from.Addr().Unmap(), p.from.Port())
-			if s.triage(p, ids, now, work) {
-				pkts[i] = s.get()
-				msgs[i].Buffers[0] = pkts[i].buf[:]
-			}
-		}
+		s.answer(ctx, sk, w, n)
+		s.send(sk, w, n)
 	}
 }
 
-// triage decides what a datagram gets; it returns true when it handed p
-// on (to the workers or the writer), false when p may be reused.
-func (s *Server) triage(p *packet, ids *connIDs, now time.Time, work chan<- *packet) bool {
+// answer fills the reply (p.out) of each of the first n packets of w, or
+// leaves it empty for no reply.
+func (s *Server) answer(ctx context.Context, sk *socket, w *worker, n int) {
+	now := s.now()
+	w.anns, w.batch.Reqs = w.anns[:0], w.batch.Reqs[:0]
+	for i := range n {
+		p, m := w.pkts[i], &w.rmsgs[i]
+		p.n, p.out = m.N, p.out[:0]
+		if m.NN > 0 {
+			s.kernelDropped(sk, m.OOB[:m.NN])
+		}
+		ua, ok := m.Addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		p.from = ua.AddrPort()
+		p.from = netip.AddrPortFrom(p.from.Addr().Unmap(), p.from.Port())
+		if s.triage(p, w.ids, now) {
+			s.prepare(ctx, sk, w, p)
+		}
+	}
+	if len(w.anns) == 0 {
+		return
+	}
+	start := time.Now()
+	s.svc.AnnounceBatch(ctx, &w.batch)
+	took := time.Since(start)
+	for j, p := range w.anns {
+		err := w.batch.Errs[j]
+		s.m.request(actAnnounce, outcomeOf(tracker.Outcome(err)))
+		s.m.observe(actAnnounce, took)
+		if err != nil {
+			p.out = appendError(p.out[:0], p.txID, tracker.ClientMessage(err), 1<<16)
+			continue
+		}
+		ans := &w.batch.Answers[j]
+		p.out = appendAnnounceReply(p.out[:0], p.txID, int64(ans.Interval/time.Second), ans.Leechers, ans.Seeders, ans.Peers, sk.fam)
+	}
+}
+
+// triage answers what needs no store (connect, bad connection IDs, junk)
+// and reports whether p is an authenticated request for the store.
+func (s *Server) triage(p *packet, ids *connIDs, now time.Time) bool {
 	if p.n > readBufSize {
 		s.m.drop(dropTooLong)
 		return false
@@ -340,91 +370,62 @@ func (s *Server) triage(p *packet, ids *connIDs, now time.Time, work chan<- *pac
 		}
 		p.out = appendConnectReply(p.out[:0], h.txID, ids.issue(p.from.Addr(), now))
 		s.m.request(actConnect, outOK)
-		return s.reply(p)
+		return false
 	}
-	act := actionOf(h.action)
 	if !ids.valid(h.connID, p.from.Addr(), now) {
 		// Unauthenticated: the reply is cut to the request's length, so a
 		// forged source address gains an attacker nothing.
 		p.out = appendError(p.out[:0], h.txID, "connection ID expired or invalid; connect again", p.n)
-		s.m.request(act, outBadConnID)
-		return s.reply(p)
-	}
-	select {
-	case work <- p:
-		return true
-	default:
-		s.m.drop(dropQueueFull)
+		s.m.request(actionOf(h.action), outBadConnID)
 		return false
 	}
+	return true
 }
 
-// reply queues p's reply for its socket's writer.
-func (s *Server) reply(p *packet) bool {
-	select {
-	case p.sock.out <- p:
-		return true
-	default:
-		s.m.drop(dropSendQueueFull)
-		return false
-	}
-}
-
-// work handles authenticated requests until work is closed.
-func (s *Server) work(ctx context.Context, work <-chan *packet) {
-	for p := range work {
-		s.handle(ctx, p)
-		if !s.reply(p) {
-			s.put(p)
-		}
-	}
-}
-
-// handle answers one authenticated request into p.out.
-func (s *Server) handle(ctx context.Context, p *packet) {
+// prepare handles an authenticated request: an announce joins the batch,
+// anything else is answered at once.
+func (s *Server) prepare(ctx context.Context, sk *socket, w *worker, p *packet) {
 	b := p.buf[:p.n]
 	h, _ := parseHeader(b)
-	start := time.Now()
+	p.txID = h.txID
 	var err error
 	act := actionOf(h.action)
 	switch h.action {
 	case actionAnnounce:
-		err = s.announce(ctx, p, h, b)
+		if err = s.parseAnnounce(sk, p, b); err == nil {
+			w.anns = append(w.anns, p)
+			w.batch.Add(&p.req)
+			return
+		}
 	case actionScrape:
+		start := time.Now()
 		err = s.scrape(ctx, p, h, b)
+		s.m.observe(actScrape, time.Since(start))
 	default:
 		err = bittorrent.ClientError("unknown action " + strconv.FormatUint(uint64(h.action), 10))
 	}
-	outcome := tracker.Outcome(err)
-	s.m.request(act, outcomeOf(outcome))
-	if act != actUnknown {
-		s.m.observe(act, time.Since(start))
-	}
+	s.m.request(act, outcomeOf(tracker.Outcome(err)))
 	if err != nil {
 		p.out = appendError(p.out[:0], h.txID, tracker.ClientMessage(err), 1<<16)
 	}
 }
 
-func (s *Server) announce(ctx context.Context, p *packet, h header, b []byte) error {
+// parseAnnounce reads an announce into p.req, with the sender's address.
+func (s *Server) parseAnnounce(sk *socket, p *packet, b []byte) error {
 	ap, err := parseAnnounce(b)
 	if err != nil {
 		return err
 	}
-	req := &ap.req
 	addr := p.from.Addr()
-	if s.svc.Config().AllowIPParam && ap.ip != [4]byte{} && p.sock.fam == bittorrent.OnlyIPv4 {
+	if s.svc.Config().AllowIPParam && ap.ip != [4]byte{} && sk.fam == bittorrent.OnlyIPv4 {
 		addr = netip.AddrFrom4(ap.ip)
 	}
 	if !addr.IsValid() || addr.IsUnspecified() {
 		return bittorrent.ClientError("no usable client address")
 	}
-	req.Peer.Addr = netip.AddrPortFrom(addr, req.Peer.Addr.Port())
-	req.Family = p.sock.fam
-	ans, err := s.svc.Announce(ctx, req)
-	if err != nil {
-		return err
-	}
-	p.out = appendAnnounceReply(p.out[:0], h.txID, int64(ans.Interval/time.Second), ans.Leechers, ans.Seeders, ans.Peers, p.sock.fam)
+	p.req = ap.req
+	p.req.Peer.Addr = netip.AddrPortFrom(addr, ap.req.Peer.Addr.Port())
+	p.req.Family = sk.fam
 	return nil
 }
 
@@ -441,45 +442,49 @@ func (s *Server) scrape(ctx context.Context, p *packet, h header, b []byte) erro
 	return nil
 }
 
-// write sends the replies queued for one socket, in batches, until its
-// queue is closed.
-func (s *Server) write(sk *socket) {
-	msgs := make([]ipv4.Message, batchSize)
-	for i := range msgs {
-		msgs[i].Buffers = make([][]byte, 1)
+// send writes the replies of the first n packets of w in one system call
+// (more only when the kernel takes part of the batch).
+func (s *Server) send(sk *socket, w *worker, n int) {
+	k := 0
+	for i := range n {
+		p := w.pkts[i]
+		if len(p.out) == 0 {
+			continue
+		}
+		w.wmsgs[k].Buffers[0] = p.out
+		w.wmsgs[k].Addr = p.udpAddr()
+		k++
 	}
-	pending := make([]*packet, 0, batchSize)
-	for p := range sk.out {
-		pending = append(pending[:0], p)
-	fill:
-		for len(pending) < batchSize {
-			select {
-			case q, ok := <-sk.out:
-				if !ok {
-					break fill
-				}
-				pending = append(pending, q)
-			default:
-				break fill
-			}
+	for sent := 0; sent < k; {
+		m, err := sk.bc.WriteBatch(w.wmsgs[sent:k], 0)
+		if err != nil {
+			// The datagram at the head failed (a route, a full buffer):
+			// count it and go on with the rest.
+			s.m.drop(dropSendError)
+			m = 1
 		}
-		for i, q := range pending {
-			msgs[i].Buffers[0] = q.out
-			msgs[i].Addr = q.udpAddr()
+		sent += m
+	}
+	for i := range k {
+		w.wmsgs[i].Addr = nil
+	}
+}
+
+// kernelDropped reads the kernel's cumulative drop count of the socket
+// from a datagram's control message and counts what is new.
+func (s *Server) kernelDropped(sk *socket, oob []byte) {
+	total, ok := dropCount(oob)
+	if !ok {
+		return
+	}
+	for {
+		seen := sk.kernelDrops.Load()
+		if total <= seen {
+			return
 		}
-		for sent := 0; sent < len(pending); {
-			n, err := sk.bc.WriteBatch(msgs[sent:len(pending)], 0)
-			if err != nil {
-				// The datagram at the head failed (a route, a full
-				// buffer): count it and go on with the rest.
-				s.m.drop(dropSendError)
-				n = 1
-			}
-			sent += n
-		}
-		for i, q := range pending {
-			msgs[i].Addr = nil
-			s.put(q)
+		if sk.kernelDrops.CompareAndSwap(seen, total) {
+			s.m.dropN(dropReceiveBuffer, total-seen)
+			return
 		}
 	}
 }

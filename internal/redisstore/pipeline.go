@@ -5,18 +5,18 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
-// Pipeliner sends concurrent announces to Redis in pipelines: each worker
-// takes the announces that are waiting, sends them in one write and reads
-// their replies in one read. Under light load a batch is one announce and
-// nothing waits for a timer; under heavy load batches grow, and Redis and
-// the node each make one system call pair per batch instead of per
-// announce. Every announce is still one script, so atomicity and exact
-// counts are unchanged, and each is exactly one round trip.
+// Pipeliner sends concurrent announces to Redis in batches: each worker
+// takes the announces that are waiting and sends them in one script call
+// (Store.sendCalls; a pipeline of calls under Redis Cluster), one write and
+// one read. Under light load a batch is one announce and nothing waits for
+// a timer; under heavy load batches grow, and Redis and the node each make
+// one system call pair and Redis one script call per batch instead of per
+// announce. The script handles each announce as if it were alone, inside
+// one atomic call, so exact counts are unchanged, and each announce is
+// exactly one round trip.
 //
 // The queue is bounded: when it is full, Announce waits for room until its
 // context ends (backpressure, never unbounded memory).
@@ -29,12 +29,7 @@ type Pipeliner struct {
 
 type pipelinedCall struct {
 	*announceCall
-	done chan pipelinedResult
-}
-
-type pipelinedResult struct {
-	res []any
-	err error
+	done chan callResult
 }
 
 // NewPipeliner returns a pipeliner over s with the given number of workers
@@ -49,7 +44,7 @@ func (p *Pipeliner) Announce(ctx context.Context, req *bittorrent.AnnounceReques
 	ctx, cancel := context.WithTimeout(ctx, p.s.timeout)
 	defer cancel()
 	call := p.s.newCall(req, numWant)
-	c := &pipelinedCall{announceCall: &call, done: make(chan pipelinedResult, 1)}
+	c := &pipelinedCall{announceCall: &call, done: make(chan callResult, 1)}
 	select {
 	case p.calls <- c:
 	case <-ctx.Done():
@@ -57,7 +52,7 @@ func (p *Pipeliner) Announce(ctx context.Context, req *bittorrent.AnnounceReques
 	}
 	select {
 	case r := <-c.done:
-		return c.decode(r.res, r.err)
+		return c.decode(r)
 	case <-ctx.Done():
 		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", ctx.Err())
 	}
@@ -110,7 +105,7 @@ func (p *Pipeliner) Run(ctx context.Context) error {
 	for {
 		select {
 		case c := <-p.calls:
-			c.done <- pipelinedResult{err: errors.New("store is shutting down")}
+			c.done <- callResult{err: errors.New("store is shutting down")}
 		default:
 			return nil
 		}
@@ -125,43 +120,9 @@ func (p *Pipeliner) send(ctx context.Context, batch []*pipelinedCall) {
 	for i, c := range batch {
 		calls[i] = c.announceCall
 	}
-	for i, cmd := range p.s.sendCalls(ctx, calls) {
-		res, err := cmd.Slice()
-		batch[i].done <- pipelinedResult{res: res, err: err}
+	res := make([]callResult, len(batch))
+	p.s.sendCalls(ctx, calls, res)
+	for i, c := range batch {
+		c.done <- res[i]
 	}
-}
-
-// sendCalls runs calls in one pipeline: EVALSHA for all, then EVAL for
-// those Redis did not have the script for (after a restart or SCRIPT
-// FLUSH). Each command carries its own reply or error.
-func (s *Store) sendCalls(ctx context.Context, calls []*announceCall) []*redis.Cmd {
-	cmds := s.exec(ctx, calls, false)
-	var retry []*announceCall
-	var retryIdx []int
-	for i, cmd := range cmds {
-		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			retry, retryIdx = append(retry, calls[i]), append(retryIdx, i)
-		}
-	}
-	if len(retry) > 0 {
-		for j, cmd := range s.exec(ctx, retry, true) {
-			cmds[retryIdx[j]] = cmd
-		}
-	}
-	return cmds
-}
-
-func (s *Store) exec(ctx context.Context, calls []*announceCall, eval bool) []*redis.Cmd {
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(calls))
-	for i, c := range calls {
-		if eval {
-			cmds[i] = announceScript.Eval(ctx, pipe, c.keys, c.args...)
-		} else {
-			cmds[i] = announceScript.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
-	}
-	// Per-command errors are read from each command by the caller.
-	pipe.Exec(ctx)
-	return cmds
 }

@@ -51,7 +51,10 @@ type Store struct {
 	completedTTL int64 // seconds
 	timeout      time.Duration
 	peerIDs      bool
-	now          func() time.Time
+	// cluster: scripts may touch one slot only, so a batch is a pipeline
+	// of one script call per announce.
+	cluster bool
+	now     func() time.Time
 }
 
 //go:embed announce.lua
@@ -83,7 +86,13 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 		timeout:      cfg.Timeout,
 		peerIDs:      cfg.PeerIDs,
 		now:          time.Now,
+		cluster:      isCluster(rdb),
 	}, nil
+}
+
+func isCluster(rdb redis.UniversalClient) bool {
+	_, ok := rdb.(*redis.ClusterClient)
+	return ok
 }
 
 func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
@@ -114,15 +123,18 @@ func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, n
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	c := s.newCall(req, numWant)
-	res, err := announceScript.Run(ctx, s.rdb, c.keys, c.args...).Slice()
-	return c.decode(res, err)
+	var res [1]callResult
+	s.sendCalls(ctx, []*announceCall{&c}, res[:])
+	return c.decode(res[0])
 }
 
 // AnnounceBatch records every request of reqs, each with its numWant, in
-// one pipeline (one round trip; under Redis Cluster one per Redis node
-// involved): each is still its own atomic script. Results and errors go to
-// out[i] and errs[i], which must be as long as reqs. A front end that reads
-// requests in batches (UDP) answers a whole batch this way.
+// one round trip (under Redis Cluster one per Redis node involved): one
+// script call for the whole batch on one Redis, a pipeline of one script
+// call per announce on a Cluster; either way each announce is atomic.
+// Results and errors go to out[i] and errs[i], which must be as long as
+// reqs. A front end that reads requests in batches (UDP) answers a whole
+// batch this way.
 func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -132,19 +144,29 @@ func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRe
 		calls[i] = s.newCall(r, numWant[i])
 		ptrs[i] = &calls[i]
 	}
-	for i, cmd := range s.sendCalls(ctx, ptrs) {
-		res, err := cmd.Slice()
-		out[i], errs[i] = calls[i].decode(res, err)
+	res := make([]callResult, len(reqs))
+	s.sendCalls(ctx, ptrs, res)
+	for i := range calls {
+		out[i], errs[i] = calls[i].decode(res[i])
 	}
 }
 
-// announceCall is one announce, ready to send.
+// announceCall is one announce, ready to send: its three keys and its seven
+// values of the script's ARGV.
 type announceCall struct {
-	keys    []string
-	args    []any
+	keys    [3]string
+	args    [7]any
 	self    string
 	numWant int
 	seen    int64
+}
+
+// callResult is one announce's part of a script reply: the counts and its
+// candidates, or the error of the call that carried it.
+type callResult struct {
+	nS, nL, counted int64
+	cands           []any
+	err             error
 }
 
 func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCall {
@@ -168,22 +190,121 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	case bittorrent.OnlyIPv6:
 		family = "6"
 	}
+	k := s.ks.Swarm(req.InfoHash)
 	return announceCall{
-		keys:    s.ks.Swarm(req.InfoHash).list(),
-		args:    []any{now, now - s.lifetimeMs, s.lifetime + 1, m, op, completed, numWant, s.completedTTL, family},
+		keys:    [3]string{k.Seeders, k.Leechers, k.Completed},
+		args:    [7]any{now, now - s.lifetimeMs, m, op, completed, numWant, family},
 		self:    m,
 		numWant: numWant,
 		seen:    now,
 	}
 }
 
-func (c announceCall) decode(res []any, err error) (bittorrent.AnnounceResult, error) {
-	if err != nil {
-		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", err)
+// sendCalls runs calls in one round trip and puts each one's part of the
+// reply in res (as long as calls). On one Redis the batch is one script
+// call; under Redis Cluster, whose scripts may touch one slot only, it is a
+// pipeline of one call per announce. A call Redis did not have the script
+// for (after a restart or SCRIPT FLUSH) is sent again with EVAL.
+func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []callResult) {
+	groups := [][]*announceCall{calls}
+	if s.cluster && len(calls) > 1 {
+		groups = make([][]*announceCall, len(calls))
+		for i := range calls {
+			groups[i] = calls[i : i+1 : i+1]
+		}
 	}
-	out, err := decodeAnnounce(res, c.self, c.numWant)
+	cmds := s.exec(ctx, groups, nil)
+	var retry []int
+	for g, cmd := range cmds {
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			retry = append(retry, g)
+		}
+	}
+	if len(retry) > 0 {
+		again := s.exec(ctx, groups, retry)
+		for j, g := range retry {
+			cmds[g] = again[j]
+		}
+	}
+	i := 0
+	for g, cmd := range cmds {
+		reply, err := cmd.Slice()
+		n := len(groups[g])
+		if err == nil {
+			err = splitReply(reply, res[i:i+n])
+		}
+		if err != nil {
+			for j := range n {
+				res[i+j] = callResult{err: err}
+			}
+		}
+		i += n
+	}
+}
+
+// exec sends one script call per group in one pipeline: EVALSHA, or EVAL
+// for the groups listed in only (nil: every group, by SHA).
+func (s *Store) exec(ctx context.Context, groups [][]*announceCall, only []int) []*redis.Cmd {
+	pipe := s.rdb.Pipeline()
+	send := func(g []*announceCall, eval bool) *redis.Cmd {
+		keys := make([]string, 0, 3*len(g))
+		args := make([]any, 0, 2+7*len(g))
+		args = append(args, s.lifetime+1, s.completedTTL)
+		for _, c := range g {
+			keys = append(keys, c.keys[:]...)
+			args = append(args, c.args[:]...)
+		}
+		if eval {
+			return announceScript.Eval(ctx, pipe, keys, args...)
+		}
+		return announceScript.EvalSha(ctx, pipe, keys, args...)
+	}
+	var cmds []*redis.Cmd
+	if only == nil {
+		for _, g := range groups {
+			cmds = append(cmds, send(g, false))
+		}
+	} else {
+		for _, gi := range only {
+			cmds = append(cmds, send(groups[gi], true))
+		}
+	}
+	// Per-command errors are read from each command by the caller.
+	pipe.Exec(ctx)
+	return cmds
+}
+
+// splitReply cuts a script reply into the parts of its announces:
+// seeders, leechers, counted, n, then n candidates, for each.
+func splitReply(reply []any, res []callResult) error {
+	pos := 0
+	for i := range res {
+		if len(reply) < pos+4 {
+			return fmt.Errorf("store announce: short reply of %d items for %d announces", len(reply), len(res))
+		}
+		nS, ok1 := reply[pos].(int64)
+		nL, ok2 := reply[pos+1].(int64)
+		counted, ok3 := reply[pos+2].(int64)
+		n, ok4 := reply[pos+3].(int64)
+		if !ok1 || !ok2 || !ok3 || !ok4 || n < 0 || int64(len(reply)-pos-4) < n {
+			return fmt.Errorf("store announce: malformed reply at item %d", pos)
+		}
+		res[i] = callResult{nS: nS, nL: nL, counted: counted, cands: reply[pos+4 : pos+4+int(n)]}
+		pos += 4 + int(n)
+	}
+	if pos != len(reply) {
+		return fmt.Errorf("store announce: %d items left over in the reply", len(reply)-pos)
+	}
+	return nil
+}
+
+func (c *announceCall) decode(r callResult) (bittorrent.AnnounceResult, error) {
+	if r.err != nil {
+		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", r.err)
+	}
+	out := decodeAnnounce(r, c.self, c.numWant)
 	out.Seen = c.seen
-	return out, err
+	return out, nil
 }
 
 const (
@@ -192,22 +313,13 @@ const (
 	opStop    = "X"
 )
 
-// decodeAnnounce reads the script's reply {seeders, leechers, counted,
-// member...}: drops self, and picks numWant of the candidates at random.
-func decodeAnnounce(res []any, self string, numWant int) (bittorrent.AnnounceResult, error) {
-	if len(res) < 3 {
-		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: short reply of %d items", len(res))
-	}
-	nS, ok1 := res[0].(int64)
-	nL, ok2 := res[1].(int64)
-	counted, ok3 := res[2].(int64)
-	if !ok1 || !ok2 || !ok3 {
-		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: malformed reply %v", res[:3])
-	}
-	out := bittorrent.AnnounceResult{Seeders: int(nS), Leechers: int(nL), Completion: counted == 1}
-	cands := res[3:]
+// decodeAnnounce reads one announce's part of the reply: drops self, and
+// picks numWant of the candidates at random.
+func decodeAnnounce(r callResult, self string, numWant int) bittorrent.AnnounceResult {
+	out := bittorrent.AnnounceResult{Seeders: int(r.nS), Leechers: int(r.nL), Completion: r.counted == 1}
+	cands := r.cands
 	if len(cands) == 0 || numWant <= 0 {
-		return out, nil
+		return out
 	}
 	peers := make([]bittorrent.Peer, 0, min(len(cands), numWant))
 	// Partial Fisher-Yates over the candidates: each pick is uniform among
@@ -228,7 +340,7 @@ func decodeAnnounce(res []any, self string, numWant int) (bittorrent.AnnounceRes
 		peers = append(peers, p)
 	}
 	out.Peers = peers
-	return out, nil
+	return out
 }
 
 // Scrape returns the counts of each swarm, in one round trip (a pipeline;

@@ -537,15 +537,26 @@ func testNoScript(t *testing.T, su suite) {
 // the answers are in order and see the writes before them; a batch after
 // SCRIPT FLUSH recovers by itself.
 func TestAnnounceBatch(t *testing.T) {
-	s, _ := newStore(t, suite{rdb: redistest.Shared(t).Client(t)}, time.Minute)
+	t.Run("redis", func(t *testing.T) { testAnnounceBatch(t, redistest.Shared(t).Client(t)) })
+	t.Run("cluster", func(t *testing.T) {
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{redistest.StartCluster(t).Addr()}})
+		t.Cleanup(func() { c.Close() })
+		testAnnounceBatch(t, c)
+	})
+}
+
+func testAnnounceBatch(t *testing.T, rdb redis.UniversalClient) {
+	s, _ := newStore(t, suite{rdb: rdb}, time.Minute)
 	ih := hash("batch")
 	const n = 20
-	reqs := make([]*bittorrent.AnnounceRequest, n)
-	want := make([]int, n)
-	for i := range reqs {
+	reqs := make([]*bittorrent.AnnounceRequest, n+1)
+	want := make([]int, n+1)
+	for i := range n {
 		reqs[i], want[i] = req(ih, peer(i, i%3 == 0), uint64(i%2), bittorrent.Started), 50
 	}
-	out, errs := make([]bittorrent.AnnounceResult, n), make([]error, n)
+	// Another swarm in the same batch (another Cluster slot).
+	reqs[n], want[n] = req(hash("batch, another swarm"), peer(1, false), 1, bittorrent.Started), 50
+	out, errs := make([]bittorrent.AnnounceResult, n+1), make([]error, n+1)
 	for round := 0; round < 2; round++ {
 		if round == 1 {
 			if err := s.rdb.ScriptFlush(context.Background()).Err(); err != nil {
@@ -557,6 +568,18 @@ func TestAnnounceBatch(t *testing.T) {
 			if errs[i] != nil {
 				t.Fatalf("round %d, announce %d: %v", round, i, errs[i])
 			}
+		}
+		// In the first round announce i sees the i peers written before
+		// it, in the same call.
+		if round == 0 {
+			for i := range n {
+				if got := out[i].Seeders + out[i].Leechers; got != i+1 {
+					t.Fatalf("announce %d of the first round counts %d peers, want %d", i, got, i+1)
+				}
+			}
+		}
+		if a := out[n]; a.Leechers != 1 || a.Seeders != 0 || len(a.Peers) != 0 {
+			t.Fatalf("the other swarm: %+v", a)
 		}
 	}
 	// In the second round every announce sees all n peers.

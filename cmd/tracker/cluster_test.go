@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 
+	"github.com/tracklink/tracklink/internal/hub"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redistest"
 )
@@ -167,14 +169,28 @@ func (c *cluster) waitLinked(names ...string) {
 	}
 	// The hub relays to a node once it has heard from it.
 	eventually(c.t, 5*time.Second, "hub sees all nodes", func() bool {
-		resp, err := http.Get(c.hub.url + "/status")
+		st, err := hubStatus(c.hub.url)
 		if err != nil {
 			return false
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Count(string(b), `"live":true`) >= len(names)
+		for _, n := range names {
+			if !st.Nodes[n].Live {
+				return false
+			}
+		}
+		return true
 	})
+}
+
+// hubStatus reads the hub's /status.
+func hubStatus(hubURL string) (hub.Status, error) {
+	var st hub.Status
+	resp, err := http.Get(hubURL + "/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
 func hubCounter(t testing.TB, hubURL, metric string) float64 {
@@ -466,4 +482,41 @@ func TestLinkTwoHubs(t *testing.T) {
 	ih2 := "two-hubs-torrent-002"
 	announceTo(t, c.nodes["node2"].url, ih2, 7003, 10, "started")
 	eventually(t, time.Second, "second hub alone relays", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih2).leechers == 1 })
+}
+
+// TestReplicasOfOneNode: two processes serve node "beta" (as
+// docker-compose.friends.yml runs them). Under announces at both, the hub
+// refuses nothing, relays both to alpha, and resyncs once per process
+// start, not again: its resync counter stays flat while they work.
+func TestReplicasOfOneNode(t *testing.T) {
+	c := newCluster(t, "alpha", "beta")
+	c.waitLinked("alpha", "beta")
+	beta2 := startProc(t, runNode, c.env("TRACKER_NODE_ID=beta", "TRACKER_LINK_PASSWORD="+testPassword))
+	eventually(t, 5*time.Second, "hub sees beta's second process", func() bool {
+		st, err := hubStatus(c.hub.url)
+		return err == nil && len(st.Nodes["beta"].Processes) == 2
+	})
+	time.Sleep(300 * time.Millisecond) // the resync beta's second process asked for runs
+	before := hubCounter(t, c.hub.url, "hub_resyncs_total")
+	ih := strings.Repeat("r", 20)
+	for i := 0; i < 100; i++ {
+		base := c.nodes["beta"].url
+		if i%2 == 1 {
+			base = beta2.url
+		}
+		announceTo(t, base, ih, 20000+i, 1, "started")
+	}
+	eventually(t, 2*time.Second, "both replicas' peers at alpha", func() bool {
+		return scrapeOf(t, c.nodes["alpha"].url, ih).leechers == 100
+	})
+	time.Sleep(500 * time.Millisecond) // five heartbeats of each process
+	if n := hubCounter(t, c.hub.url, `hub_rejected_total{reason="replay"}`); n != 0 {
+		t.Fatalf("%v messages of replicas refused as replays", n)
+	}
+	if after := hubCounter(t, c.hub.url, "hub_resyncs_total"); after != before {
+		t.Fatalf("resyncs went from %v to %v while the replicas worked", before, after)
+	}
+	if j := hubCounter(t, c.hub.url, `hub_resync_requests_total{reason="join"}`); j != 3 {
+		t.Fatalf("%v joins asked for resyncs; want 3 (alpha, beta and beta's second process)", j)
+	}
 }

@@ -181,6 +181,9 @@ func (c Config) validate() error {
 	if c.HubNodeTimeout < time.Second {
 		return errors.New("TRACKER_HUB_NODE_TIMEOUT must be at least 1s")
 	}
+	if c.HubNodeTimeout <= c.Link.MaxSkew {
+		return errors.New("TRACKER_HUB_NODE_TIMEOUT must be longer than TRACKER_LINK_MAX_SKEW (a forgotten process's messages must be too old to replay)")
+	}
 	if c.Link.RedisURL != "" && !strings.HasPrefix(c.Link.RedisURL, "redis://") && !strings.HasPrefix(c.Link.RedisURL, "rediss://") {
 		return errors.New("TRACKER_LINK_REDIS_URL must start with redis:// or rediss://")
 	}

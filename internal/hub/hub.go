@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,16 +29,38 @@ import (
 )
 
 // Carrier says whether a node carries a torrent. In allowed-torrents mode
-// (not built yet) a node carries only its own list; a relayed change for
-// a torrent it does not carry is dropped for it, never stored.
+// a node carries only its own list; a relayed change for a torrent it does
+// not carry is dropped for it, never stored. Forget drops what the carrier
+// knows of a node (its hello may mean its torrents changed).
 type Carrier interface {
 	Carries(ctx context.Context, node string, ih bittorrent.InfoHash) bool
+	Forget(node string)
 }
 
 // everything is the Carrier of nodes that carry every torrent.
 type everything struct{}
 
 func (everything) Carries(context.Context, string, bittorrent.InfoHash) bool { return true }
+func (everything) Forget(string)                                             {}
+
+// Relayer writes relayed changes into nodes' keyspaces and reads them for
+// resyncs (redisstore.Relayer).
+type Relayer interface {
+	Apply(ctx context.Context, targets []redisstore.Target) (int, error)
+	Indexed(ctx context.Context, node string) ([]bittorrent.InfoHash, error)
+	Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error)
+}
+
+var _ Relayer = (*redisstore.Relayer)(nil)
+
+// MaxSeqRate bounds how fast a process's sequence numbers may advance: a
+// message whose sequence number is more than MaxSeqRate per second (plus
+// MaxSeqRate) past the last one accepted from that process is refused
+// (seq_jump). A node spends one number per message and rotates its session
+// when a publish fails, so a real node stays far below it; a forged huge
+// number cannot make the process's real messages look like replays for
+// longer than the forged jump divided by this rate.
+const MaxSeqRate = 10000
 
 // Config of a hub.
 type Config struct {
@@ -62,33 +85,49 @@ type Hub struct {
 	cfg      Config
 	up, down link.Key
 	link     redis.UniversalClient
-	relay    *redisstore.Relayer
+	relay    Relayer
 	carrier  Carrier
 	log      *slog.Logger
 	m        metrics
 	session  uint64
 
 	mu       sync.Mutex
-	nodes    map[string]*nodeState
+	procs    map[procKey]*procState
 	lastEcho time.Time
 	resync   chan struct{}
 	reset    chan struct{}
 	resyncs  int64
 }
 
-type nodeState struct {
-	Session       uint64    `json:"-"`
+// A node id may be served by any number of processes (replicas), each with
+// a session of its own: the hub keeps replay and gap state per process, so
+// replicas never look like each other's replays, gaps or rejoins. A node is
+// live while any of its processes is.
+type procKey struct {
+	node    string
+	session uint64
+}
+
+// procState is what the hub knows of one process. Started, last sequence
+// and last time heard are kept in Redis too (procsKey), written once per
+// heartbeat, so that a restarted hub still refuses a replay of what a
+// process sent before the restart. What was accepted in the last heartbeat
+// before a crash may be accepted once more after it: relaying is
+// idempotent (the newest time of a peer wins, a stop leaves a tombstone, a
+// completion counts once per node), so that changes nothing.
+type procState struct {
+	dirty         bool      // changed since last written to Redis
 	LastSeq       uint64    `json:"last_seq"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
+	Started       time.Time `json:"started"`
 	Messages      int64     `json:"messages"`
 	Relayed       int64     `json:"updates_relayed"`
 	Rejected      int64     `json:"rejected"`
 	LagMillis     int64     `json:"propagation_lag_ms"`
-	started       int64     // Time of the session's first message
 }
 
 type metrics struct {
-	rejected            *prometheus.CounterVec
+	rejected, resyncReq *prometheus.CounterVec
 	relayed, dropped    prometheus.Counter
 	resyncs, splits     prometheus.Counter
 	shared, refused     prometheus.Counter
@@ -96,12 +135,17 @@ type metrics struct {
 }
 
 // New returns a hub. It starts nothing.
-func New(cfg Config, linkRDB redis.UniversalClient, relay *redisstore.Relayer, carrier Carrier, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) {
+func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carrier, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) {
 	if !cfg.Link.Enabled() {
 		return nil, errors.New("hub: TRACKER_LINK_PASSWORD is required")
 	}
 	if err := cfg.Link.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.NodeTimeout <= cfg.Link.MaxSkew {
+		// A forgotten process's messages must be too old to be accepted,
+		// or a replay of one would pass as a new process.
+		return nil, fmt.Errorf("TRACKER_HUB_NODE_TIMEOUT (%s) must be longer than TRACKER_LINK_MAX_SKEW (%s)", cfg.NodeTimeout, cfg.Link.MaxSkew)
 	}
 	if carrier == nil {
 		carrier = everything{}
@@ -109,31 +153,33 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay *redisstore.Relayer, c
 	up, down := link.Keys(cfg.Link.Password)
 	h := &Hub{
 		cfg: cfg, up: up, down: down, link: linkRDB, relay: relay, carrier: carrier, log: log.With("hub", cfg.Name),
-		session: uint64(time.Now().UnixNano()) | 1, nodes: map[string]*nodeState{},
+		session: uint64(time.Now().UnixNano()) | 1, procs: map[procKey]*procState{},
 		resync: make(chan struct{}, 1), reset: make(chan struct{}, 1),
 	}
 	h.m = metrics{
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_rejected_total", Help: "Messages refused, by reason."}, []string{"reason"}),
-		relayed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_relayed_updates_total", Help: "Peer changes applied to other nodes' keyspaces."}),
-		dropped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_dropped_updates_total", Help: "Peer changes not relayed to a node that does not carry the torrent."}),
-		resyncs:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_resyncs_total", Help: "Resyncs run."}),
-		splits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_splits_total", Help: "Soft splits of the hub's own subscription, healed."}),
-		shared:   prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_torrents_total", Help: "Torrents copied to nodes that accept shared torrents."}),
-		refused:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_refused_total", Help: "Offered torrents refused as invalid."}),
+		resyncReq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_resync_requests_total",
+			Help: "Why resyncs were asked for: start, join (a new process), hello, gap, relay_failed, resubscribed, reset, retry. Requests while one is pending share it."}, []string{"reason"}),
+		relayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_relayed_updates_total", Help: "Peer changes applied to other nodes' keyspaces."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_dropped_updates_total", Help: "Peer changes not relayed to a node that does not carry the torrent."}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_resyncs_total", Help: "Resyncs run."}),
+		splits:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_splits_total", Help: "Soft splits of the hub's own subscription, healed."}),
+		shared:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_torrents_total", Help: "Torrents copied to nodes that accept shared torrents."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_refused_total", Help: "Offered torrents refused as invalid."}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_propagation_seconds", Help: "From a node publishing a change to the hub having written it to the other nodes.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5}}),
 		resyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_resync_seconds", Help: "Duration of resyncs.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 	}
-	reg.MustRegister(h.m.rejected, h.m.relayed, h.m.dropped, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration)
+	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration)
 	return h, nil
 }
 
 // Run relays until ctx ends. It resyncs every known node at start.
 func (h *Hub) Run(ctx context.Context) error {
-	if err := h.loadNodes(ctx); err != nil {
-		h.log.Warn("could not load known nodes", "err", err)
+	if err := h.loadProcs(ctx); err != nil {
+		h.log.Warn("could not load known processes", "err", err)
 	}
-	h.requestResync()
+	h.requestResync("start")
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); h.heartbeat(ctx) }()
@@ -143,27 +189,68 @@ func (h *Hub) Run(ctx context.Context) error {
 	return nil
 }
 
-// nodesKey persists the nodes the hub has seen, so a restarted hub knows
-// whom to resync before they speak.
-func (h *Hub) nodesKey() string { return h.cfg.Link.Channel + ":nodes" }
+// procsKey persists the processes the hub has heard, so that a restarted
+// hub knows whom to resync before they speak, and refuses replays of what
+// they sent before the restart: field "<node>/<session hex>", value
+// "<started ms> <last seq> <last heard ms>".
+func (h *Hub) procsKey() string { return redisstore.LinkProcsKey(h.cfg.Link.Channel) }
 
-func (h *Hub) loadNodes(ctx context.Context) error {
+func (k procKey) field() string { return fmt.Sprintf("%s/%016x", k.node, k.session) }
+
+func (h *Hub) loadProcs(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	m, err := h.link.HGetAll(ctx, h.nodesKey()).Result()
+	m, err := h.link.HGetAll(ctx, h.procsKey()).Result()
 	if err != nil {
 		return err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for name, v := range m {
-		var ms int64
-		fmt.Sscan(v, &ms)
-		if redisstore.ValidName("node", name) == nil {
-			h.nodes[name] = &nodeState{LastHeartbeat: time.UnixMilli(ms)}
+	var stale []string
+	for field, v := range m {
+		node, sess, ok := strings.Cut(field, "/")
+		var session uint64
+		var started, last int64
+		var seq uint64
+		_, err1 := fmt.Sscanf(sess, "%x", &session)
+		_, err2 := fmt.Sscan(v, &started, &seq, &last)
+		if !ok || err1 != nil || err2 != nil || redisstore.ValidName("node", node) != nil {
+			stale = append(stale, field)
+			continue
 		}
+		if time.Since(time.UnixMilli(last)) > h.cfg.NodeTimeout {
+			stale = append(stale, field)
+			continue
+		}
+		h.procs[procKey{node, session}] = &procState{LastSeq: seq, LastHeartbeat: time.UnixMilli(last), Started: time.UnixMilli(started)}
+	}
+	if len(stale) > 0 {
+		return h.link.HDel(ctx, h.procsKey(), stale...).Err()
 	}
 	return nil
+}
+
+// forget drops processes not heard from for NodeTimeout, in memory and in
+// Redis. Their messages are older than the allowed skew by then, so a
+// replay of one is refused as stale, never taken for a new process.
+func (h *Hub) forget(ctx context.Context) {
+	h.mu.Lock()
+	var gone []string
+	for k, st := range h.procs {
+		if time.Since(st.LastHeartbeat) > h.cfg.NodeTimeout {
+			delete(h.procs, k)
+			gone = append(gone, k.field())
+		}
+	}
+	h.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := h.link.HDel(ctx, h.procsKey(), gone...).Err(); err != nil {
+		h.log.Warn("could not forget silent processes", "err", err)
+	}
 }
 
 func (h *Hub) listen(ctx context.Context) {
@@ -183,7 +270,7 @@ func (h *Hub) listen(ctx context.Context) {
 		}
 		h.log.Warn("hub link re-established", "reason", reason)
 		// Whatever flowed while we were deaf is lost: resync.
-		h.requestResync()
+		h.requestResync("resubscribed")
 	}
 }
 
@@ -227,10 +314,12 @@ func (h *Hub) receive(ctx context.Context, ps *redis.PubSub) string {
 	}
 }
 
-func (h *Hub) reject(reason string, node *nodeState) {
+func (h *Hub) reject(reason string, st *procState) {
 	h.m.rejected.WithLabelValues(reason).Inc()
-	if node != nil {
-		node.Rejected++
+	if st != nil {
+		h.mu.Lock()
+		st.Rejected++
+		h.mu.Unlock()
 	}
 }
 
@@ -246,46 +335,55 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 		return
 	}
 	now := time.Now()
-	if d := now.UnixMilli() - m.Time; d > h.cfg.Link.MaxSkew.Milliseconds() || -d > h.cfg.Link.MaxSkew.Milliseconds() {
+	skew := h.cfg.Link.MaxSkew.Milliseconds()
+	if d := now.UnixMilli() - m.Time; d > skew || -d > skew {
 		h.reject("stale", nil)
 		return
 	}
-	h.mu.Lock()
-	st := h.nodes[m.Node]
-	if st == nil {
-		st = &nodeState{}
-		h.nodes[m.Node] = st
-	}
-	joined, gap := false, false
-	switch {
-	case m.Session == st.Session:
-		if m.Seq <= st.LastSeq {
-			h.mu.Unlock()
-			h.reject("replay", st)
+	// What a change may claim is bounded: it was seen at its origin within
+	// the allowed skew of the message's own time, and never after it
+	// beyond that skew, so no relayed peer outlives its lifetime.
+	for _, c := range m.Changes {
+		if c.Seen > m.Time+skew || c.Seen < m.Time-skew {
+			h.reject("bad_seen", nil)
 			return
 		}
-		gap = m.Seq > st.LastSeq+1
-	case m.Time < st.started:
-		// An older session of this node, after a newer one spoke: a replay.
+	}
+	key := procKey{m.Node, m.Session}
+	h.mu.Lock()
+	st := h.procs[key]
+	joined, gap := false, false
+	switch {
+	case st == nil:
+		if m.Seq > MaxSeqRate {
+			h.mu.Unlock()
+			h.reject("seq_jump", nil)
+			return
+		}
+		st = &procState{Started: now}
+		h.procs[key] = st
+		joined, gap = true, m.Seq != 1
+	case m.Seq <= st.LastSeq:
 		h.mu.Unlock()
 		h.reject("replay", st)
 		return
+	case m.Seq-st.LastSeq > uint64(MaxSeqRate*(1+time.Since(st.LastHeartbeat).Seconds())):
+		h.mu.Unlock()
+		h.reject("seq_jump", st)
+		return
 	default:
-		st.Session, st.started, joined = m.Session, m.Time, true
-		gap = m.Seq != 1
+		gap = m.Seq > st.LastSeq+1
 	}
 	st.LastSeq = m.Seq
 	st.LastHeartbeat = now
 	st.Messages++
+	st.dirty = true
 	h.mu.Unlock()
 
-	if joined || gap || m.Kind == link.KindHello {
-		if f, ok := h.carrier.(interface{ Forget(string) }); ok {
-			f.Forget(m.Node) // a hello may mean its carried torrents changed
-		}
-		h.log.Info("node (re)joined or lost messages: resync", "node", m.Node, "joined", joined, "gap", gap, "kind", m.Kind)
-		h.remember(ctx, m.Node, now)
-		h.requestResync()
+	if reason := resyncReason(joined, gap, m.Kind); reason != "" {
+		h.carrier.Forget(m.Node) // a hello may mean its carried torrents changed
+		h.log.Info("resync", "reason", reason, "node", m.Node, "session", fmt.Sprintf("%016x", m.Session))
+		h.requestResync(reason)
 	}
 	if m.Kind == link.KindUpdates && len(m.Changes) > 0 {
 		n := h.relayChanges(ctx, m.Node, m.Changes)
@@ -298,23 +396,64 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 	}
 }
 
-func (h *Hub) remember(ctx context.Context, node string, now time.Time) {
+// resyncReason says why a message asks for a resync, or "": a process
+// that joined (its first message, whatever its kind), a hello of a known
+// process, or a gap in its sequence.
+func resyncReason(joined, gap bool, kind link.Kind) string {
+	switch {
+	case joined:
+		return "join"
+	case kind == link.KindHello:
+		return "hello"
+	case gap:
+		return "gap"
+	}
+	return ""
+}
+
+// persist writes the state of the processes heard since the last call to
+// Redis, in one command.
+func (h *Hub) persist(ctx context.Context) {
+	h.mu.Lock()
+	fields := map[string]any{}
+	for k, st := range h.procs {
+		if st.dirty {
+			fields[k.field()] = fmt.Sprintf("%d %d %d", st.Started.UnixMilli(), st.LastSeq, st.LastHeartbeat.UnixMilli())
+			st.dirty = false
+		}
+	}
+	h.mu.Unlock()
+	if len(fields) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := h.link.HSet(ctx, h.nodesKey(), node, now.UnixMilli()).Err(); err != nil {
-		h.log.Warn("could not record node", "node", node, "err", err)
+	if err := h.link.HSet(ctx, h.procsKey(), fields).Err(); err != nil {
+		h.log.Warn("could not record process states", "err", err)
+		h.mu.Lock()
+		for k, st := range h.procs {
+			if _, ok := fields[k.field()]; ok {
+				st.dirty = true
+			}
+		}
+		h.mu.Unlock()
 	}
 }
 
-// targets returns the nodes to relay to: every live node but origin.
+// targets returns the nodes to relay to: every node with a live process,
+// but origin.
 func (h *Hub) targets(origin string) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]string, 0, len(h.nodes))
-	for name, st := range h.nodes {
-		if name != origin && time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout {
-			out = append(out, name)
+	live := map[string]bool{}
+	for k, st := range h.procs {
+		if k.node != origin && time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout {
+			live[k.node] = true
 		}
+	}
+	out := make([]string, 0, len(live))
+	for name := range live {
+		out = append(out, name)
 	}
 	sort.Strings(out)
 	return out
@@ -340,7 +479,7 @@ func (h *Hub) relayChanges(ctx context.Context, origin string, changes []bittorr
 	n, err := h.relay.Apply(ctx, ts)
 	if err != nil {
 		h.log.Error("relay failed", "origin", origin, "err", err)
-		h.requestResync() // what was not written, the resync writes
+		h.requestResync("relay_failed") // what was not written, the resync writes
 	}
 	h.m.relayed.Add(float64(n))
 	return n
@@ -353,9 +492,12 @@ func (h *Hub) heartbeat(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			h.persist(context.WithoutCancel(ctx)) // what was heard last
 			return
 		case <-t.C:
 		}
+		h.persist(ctx)
+		h.forget(ctx)
 		seq++
 		b, err := link.Encode(h.down, &link.Message{Kind: link.KindHubHeartbeat, Node: h.cfg.Name, Session: h.session, Seq: seq, Time: time.Now().UnixMilli()})
 		if err != nil {
@@ -370,7 +512,8 @@ func (h *Hub) heartbeat(ctx context.Context) {
 	}
 }
 
-func (h *Hub) requestResync() {
+func (h *Hub) requestResync(reason string) {
+	h.m.resyncReq.WithLabelValues(reason).Inc()
 	select {
 	case h.resync <- struct{}{}:
 	default: // one is pending already; it will see everything
@@ -383,7 +526,7 @@ func (h *Hub) Reset() {
 	case h.reset <- struct{}{}:
 	default:
 	}
-	h.requestResync()
+	h.requestResync("reset")
 }
 
 func (h *Hub) resyncLoop(ctx context.Context) {
@@ -405,7 +548,7 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 				return
 			case <-time.After(time.Second):
 			}
-			h.requestResync()
+			h.requestResync("retry")
 			continue
 		}
 		h.m.resyncs.Inc()
@@ -504,18 +647,42 @@ type Status struct {
 	Nodes   map[string]nodeStatus `json:"nodes"`
 }
 
+// nodeStatus is one node id: live while any of its processes is, with
+// each process (replica) by session.
 type nodeStatus struct {
-	nodeState
+	Live          bool                     `json:"live"`
+	LastHeartbeat time.Time                `json:"last_heartbeat"`
+	Messages      int64                    `json:"messages"`
+	Relayed       int64                    `json:"updates_relayed"`
+	Rejected      int64                    `json:"rejected"`
+	Processes     map[string]processStatus `json:"processes"`
+}
+
+type processStatus struct {
+	procState
 	Live bool `json:"live"`
 }
 
-// Status returns the hub's view of the nodes.
+// Status returns the hub's view of the nodes and their processes.
 func (h *Hub) Status() Status {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := Status{Hub: h.cfg.Name, Resyncs: h.resyncs, Nodes: map[string]nodeStatus{}}
-	for name, st := range h.nodes {
-		s.Nodes[name] = nodeStatus{nodeState: *st, Live: time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout}
+	for k, st := range h.procs {
+		n := s.Nodes[k.node]
+		if n.Processes == nil {
+			n.Processes = map[string]processStatus{}
+		}
+		live := time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout
+		n.Processes[fmt.Sprintf("%016x", k.session)] = processStatus{procState: *st, Live: live}
+		n.Live = n.Live || live
+		if st.LastHeartbeat.After(n.LastHeartbeat) {
+			n.LastHeartbeat = st.LastHeartbeat
+		}
+		n.Messages += st.Messages
+		n.Relayed += st.Relayed
+		n.Rejected += st.Rejected
+		s.Nodes[k.node] = n
 	}
 	return s
 }

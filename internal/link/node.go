@@ -83,15 +83,19 @@ const (
 // and published in signed batches. It never publishes what the hub relayed,
 // since relayed peers never pass through the frontend.
 type Node struct {
-	cfg       Config
-	id        string
-	prefix    string
-	peerIDs   bool
-	up, down  Key
-	link      redis.UniversalClient // carries the channel
-	store     redis.UniversalClient // holds the keyspace (the swarm index)
-	session   uint64
-	seq       uint64 // owned by the publisher goroutine
+	cfg      Config
+	id       string
+	prefix   string
+	peerIDs  bool
+	up, down Key
+	link     redis.UniversalClient // carries the channel
+	store    redis.UniversalClient // holds the keyspace (the swarm index)
+	// session is this process's: random at start, and new again after a
+	// failed publish (the hub then resyncs it as a process that joined,
+	// instead of waiting on a gap of unknown size). seq is owned by the
+	// publisher goroutine.
+	session   atomic.Uint64
+	seq       uint64
 	queue     chan bittorrent.PeerChange
 	helloReq  chan struct{}
 	resetReq  chan struct{}
@@ -133,11 +137,12 @@ func NewNode(cfg Config, id, prefix string, peerIDs bool, link, store redis.Univ
 	up, down := Keys(cfg.Password)
 	n := &Node{
 		cfg: cfg, id: id, prefix: prefix, peerIDs: peerIDs, up: up, down: down, link: link, store: store,
-		session: randomSession(), queue: make(chan bittorrent.PeerChange, cfg.Queue),
+		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), resetReq: make(chan struct{}, 1), log: log.With("link_node", id),
 		hubSeqs: map[string]uint64{}, indexed: map[bittorrent.InfoHash]int64{},
 	}
 	n.subState.Store(StateDown)
+	n.session.Store(randomSession())
 	c := func(name, help string) prometheus.Counter {
 		x := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 		reg.MustRegister(x)
@@ -242,7 +247,7 @@ type NodeStatus struct {
 // Status returns the link's state.
 func (n *Node) Status() NodeStatus {
 	return NodeStatus{
-		Node: n.id, Session: fmt.Sprintf("%016x", n.session), State: n.State(),
+		Node: n.id, Session: fmt.Sprintf("%016x", n.session.Load()), State: n.State(),
 		LastHubHeartbeat: time.UnixMilli(n.lastHub.Load()).UTC(), PublishedBatches: n.published.Load(),
 		QueuedChanges: len(n.queue),
 	}
@@ -257,7 +262,7 @@ func (n *Node) publish(ctx context.Context) {
 	batch := make([]bittorrent.PeerChange, 0, MaxChanges)
 	send := func(kind Kind, changes []bittorrent.PeerChange) {
 		n.seq++
-		m := &Message{Kind: kind, Node: n.id, Session: n.session, Seq: n.seq, Time: time.Now().UnixMilli(), Changes: changes}
+		m := &Message{Kind: kind, Node: n.id, Session: n.session.Load(), Seq: n.seq, Time: time.Now().UnixMilli(), Changes: changes}
 		b, err := Encode(n.up, m)
 		if err != nil {
 			n.log.Error("link encode", "err", err)
@@ -289,9 +294,13 @@ func (n *Node) publish(ctx context.Context) {
 			}
 		}
 		if err := n.link.Publish(pctx, n.cfg.UpChannel(), b).Err(); err != nil {
-			// The sequence number is spent: the hub sees a gap and resyncs.
+			// What was lost, a resync repairs: start a new session, which
+			// the hub resyncs when it hears it. Sequence numbers so stay
+			// consecutive within a session (the hub bounds their jumps).
 			n.m.publishErrs.Inc()
-			n.log.Warn("link publish failed", "kind", kind, "err", err)
+			n.log.Warn("link publish failed; a new session will be resynced", "kind", kind, "err", err)
+			n.session.Store(randomSession())
+			n.seq = 0
 			return
 		}
 		if kind == KindUpdates {

@@ -210,4 +210,3 @@ func scriptUsec(tb testing.TB, rdb *redis.Client) float64 {
 	}
 	return 0
 }
-

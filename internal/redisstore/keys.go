@@ -70,3 +70,7 @@ func ValidName(what, s string) error {
 	}
 	return nil
 }
+
+// LinkProcsKey names the hub's registry of node processes on the link's
+// Redis: one hash per link channel (see hub).
+func LinkProcsKey(channel string) string { return channel + ":procs" }

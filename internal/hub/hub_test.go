@@ -1,0 +1,282 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+
+const password = "a link password of the tests"
+
+// fakeRelayer records what the hub relays.
+type fakeRelayer struct {
+	mu      sync.Mutex
+	applied map[string]int // node -> changes written
+}
+
+func (f *fakeRelayer) Apply(_ context.Context, ts []redisstore.Target) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, t := range ts {
+		f.applied[t.Node] += len(t.Changes)
+		n += len(t.Changes)
+	}
+	return n, nil
+}
+
+func (f *fakeRelayer) Indexed(context.Context, string) ([]bittorrent.InfoHash, error) {
+	return nil, nil
+}
+func (f *fakeRelayer) Swarms(_ context.Context, _ string, hs []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
+	return make([][]bittorrent.PeerChange, len(hs)), nil
+}
+
+func (f *fakeRelayer) to(node string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied[node]
+}
+
+var channelSeq atomic.Int64
+
+// testHub is a hub on a real Redis (its process registry) with a fake
+// relayer; tests feed it messages directly, as its subscription would.
+type testHub struct {
+	*Hub
+	relay *fakeRelayer
+	reg   *prometheus.Registry
+	up    link.Key
+}
+
+func newTestHub(t *testing.T, channel string) *testHub {
+	t.Helper()
+	rdb := redistest.Shared(t).Client(t)
+	cfg := Config{
+		Link:        link.Config{Password: password, Channel: channel, Heartbeat: 100 * time.Millisecond, Flush: time.Millisecond, Queue: 16, MaxSkew: 5 * time.Second},
+		Name:        "hub-test",
+		NodeTimeout: 10 * time.Second,
+	}
+	reg := prometheus.NewRegistry()
+	relay := &fakeRelayer{applied: map[string]int{}}
+	h, err := New(cfg, rdb, relay, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.loadProcs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	up, _ := link.Keys(password)
+	return &testHub{Hub: h, relay: relay, reg: reg, up: up}
+}
+
+func newChannel() string { return fmt.Sprintf("hubtest%d", channelSeq.Add(1)) }
+
+// proc is a node process as the hub hears it.
+type proc struct {
+	node    string
+	session uint64
+	seq     uint64
+	clock   time.Duration // how far this process's clock is off
+}
+
+func (p *proc) msg(t *testing.T, h *testHub, kind link.Kind, changes ...bittorrent.PeerChange) []byte {
+	t.Helper()
+	p.seq++
+	return p.encode(t, h, kind, p.seq, changes...)
+}
+
+func (p *proc) encode(t *testing.T, h *testHub, kind link.Kind, seq uint64, changes ...bittorrent.PeerChange) []byte {
+	t.Helper()
+	b, err := link.Encode(h.up, &link.Message{Kind: kind, Node: p.node, Session: p.session, Seq: seq, Time: p.now().UnixMilli(), Changes: changes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (p *proc) now() time.Time { return time.Now().Add(p.clock) }
+
+func (p *proc) change(i int) bittorrent.PeerChange {
+	peer := bittorrent.Peer{Addr: netipPort(i)}
+	return bittorrent.PeerChange{InfoHash: bittorrent.InfoHash{byte(i)}, Op: bittorrent.OpLeecher, Seen: p.now().UnixMilli(), Peer: string(peer.AppendBinary(nil, false))}
+}
+
+func (h *testHub) rejected(reason string) float64 { return value(h.m.rejected.WithLabelValues(reason)) }
+
+func (h *testHub) resyncRequests(reason string) float64 {
+	return value(h.m.resyncReq.WithLabelValues(reason))
+}
+
+func value(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// TestReplicas: two processes of one node id, clocks 2 s apart, publishing
+// interleaved: nothing is refused, every change is relayed, and each
+// process start asks for one resync, nothing more.
+func TestReplicas(t *testing.T) {
+	h := newTestHub(t, newChannel())
+	ctx := context.Background()
+	alpha := &proc{node: "alpha", session: 1}
+	h.handle(ctx, alpha.msg(t, h, link.KindHello))
+	a := &proc{node: "beta", session: 100, clock: -time.Second}
+	b := &proc{node: "beta", session: 200, clock: time.Second}
+	h.handle(ctx, a.msg(t, h, link.KindHello))
+	h.handle(ctx, b.msg(t, h, link.KindHello))
+	const rounds = 300
+	for i := 0; i < rounds; i++ {
+		h.handle(ctx, a.msg(t, h, link.KindUpdates, a.change(i)))
+		h.handle(ctx, b.msg(t, h, link.KindUpdates, b.change(i)))
+		if i%50 == 0 {
+			h.handle(ctx, a.msg(t, h, link.KindHeartbeat))
+			h.handle(ctx, b.msg(t, h, link.KindHeartbeat))
+		}
+	}
+	for _, reason := range []string{"replay", "stale", "bad_seen", "seq_jump", "bad_mac", "malformed"} {
+		if n := h.rejected(reason); n != 0 {
+			t.Errorf("%v messages refused as %s", n, reason)
+		}
+	}
+	if got := h.relay.to("alpha"); got != 2*rounds {
+		t.Fatalf("%d changes relayed to alpha, want %d", got, 2*rounds)
+	}
+	if got := h.relay.to("beta"); got != 0 {
+		t.Fatalf("%d of beta's own changes relayed back to it", got)
+	}
+	if j, g := h.resyncRequests("join"), h.resyncRequests("gap"); j != 3 || g != 0 {
+		t.Fatalf("resyncs asked for: %v joins (want 3: alpha and beta's two processes), %v gaps", j, g)
+	}
+	st := h.Status()
+	if n := st.Nodes["beta"]; !n.Live || len(n.Processes) != 2 || n.Messages != 2*(1+rounds+rounds/50) {
+		t.Fatalf("beta in the status: %+v", n)
+	}
+}
+
+func TestReplayGapAndBounds(t *testing.T) {
+	h := newTestHub(t, newChannel())
+	ctx := context.Background()
+	alpha := &proc{node: "alpha", session: 1}
+	h.handle(ctx, alpha.msg(t, h, link.KindHello))
+	p := &proc{node: "beta", session: 7}
+	h.handle(ctx, p.msg(t, h, link.KindHello))
+	captured := p.msg(t, h, link.KindUpdates, p.change(1))
+	h.handle(ctx, captured)
+	h.handle(ctx, captured)
+	if h.rejected("replay") != 1 || h.relay.to("alpha") != 1 {
+		t.Fatalf("replay: %v refused, %d relayed", h.rejected("replay"), h.relay.to("alpha"))
+	}
+	// A gap asks for a resync, and the message is still taken.
+	p.seq += 3
+	h.handle(ctx, p.msg(t, h, link.KindUpdates, p.change(2)))
+	if h.resyncRequests("gap") != 1 || h.relay.to("alpha") != 2 {
+		t.Fatal("gap not resynced, or its message dropped")
+	}
+	// A change may not claim to be seen far from its message's time.
+	for _, seen := range []time.Duration{10 * 365 * 24 * time.Hour, 6 * time.Second, -6 * time.Second, -365 * 24 * time.Hour} {
+		c := p.change(3)
+		c.Seen = time.Now().Add(seen).UnixMilli()
+		h.handle(ctx, p.msg(t, h, link.KindUpdates, c))
+	}
+	if h.rejected("bad_seen") != 4 || h.relay.to("alpha") != 2 {
+		t.Fatalf("changes seen out of bounds: %v refused, %d relayed", h.rejected("bad_seen"), h.relay.to("alpha"))
+	}
+	// A huge sequence number is refused; the process's real next message
+	// is still taken.
+	h.handle(ctx, p.encode(t, h, link.KindHeartbeat, math.MaxUint64))
+	h.handle(ctx, (&proc{node: "gamma", session: 9}).encode(t, h, link.KindHello, math.MaxUint64))
+	h.handle(ctx, p.msg(t, h, link.KindUpdates, p.change(4)))
+	if h.rejected("seq_jump") != 2 || h.relay.to("alpha") != 3 {
+		t.Fatalf("huge sequence numbers: %v refused, %d relayed", h.rejected("seq_jump"), h.relay.to("alpha"))
+	}
+	if _, ok := h.Status().Nodes["gamma"]; ok {
+		t.Fatal("a refused process was registered")
+	}
+}
+
+// TestReplayAfterRestart: a hub started on the same Redis knows every
+// process's last sequence number: a message captured before the restart
+// is refused after it.
+func TestReplayAfterRestart(t *testing.T) {
+	channel := newChannel()
+	ctx := context.Background()
+	h := newTestHub(t, channel)
+	p := &proc{node: "beta", session: 42}
+	h.handle(ctx, p.msg(t, h, link.KindHello))
+	captured := p.msg(t, h, link.KindUpdates, p.change(1))
+	h.handle(ctx, captured)
+	h.persist(ctx) // once per heartbeat, and at a clean stop
+
+	again := newTestHub(t, channel)
+	if st := again.Status().Nodes["beta"]; !st.Live || len(st.Processes) != 1 {
+		t.Fatalf("restarted hub does not know beta: %+v", st)
+	}
+	again.handle(ctx, captured)
+	if again.rejected("replay") != 1 {
+		t.Fatal("a message captured before the restart was accepted after it")
+	}
+	again.handle(ctx, p.msg(t, h, link.KindUpdates, p.change(2)))
+	if again.rejected("replay") != 1 || again.resyncRequests("join") != 0 {
+		t.Fatal("the process's next message was refused, or taken for a new process")
+	}
+}
+
+// TestForgetSilentProcesses: a process not heard from for the node timeout
+// is dropped from memory and from Redis; a replay of its messages is too
+// old to pass.
+func TestForgetSilentProcesses(t *testing.T) {
+	channel := newChannel()
+	ctx := context.Background()
+	h := newTestHub(t, channel)
+	p := &proc{node: "beta", session: 5}
+	h.handle(ctx, p.msg(t, h, link.KindHello))
+	q := &proc{node: "beta", session: 6}
+	h.handle(ctx, q.msg(t, h, link.KindHello))
+	h.persist(ctx)
+	h.mu.Lock()
+	h.procs[procKey{"beta", 5}].LastHeartbeat = time.Now().Add(-h.cfg.NodeTimeout - time.Second)
+	h.mu.Unlock()
+	h.forget(ctx)
+	if n := h.Status().Nodes["beta"]; len(n.Processes) != 1 || !n.Live {
+		t.Fatalf("after forgetting one of two processes: %+v", n)
+	}
+	fields, err := h.link.HKeys(ctx, h.procsKey()).Result()
+	if err != nil || len(fields) != 1 || fields[0] != (procKey{"beta", 6}).field() {
+		t.Fatalf("registry in Redis: %v %v", fields, err)
+	}
+	if len(h.targets("")) != 1 {
+		t.Fatal("beta is no longer a target while one process lives")
+	}
+	// Anything the forgotten process sent is older than the skew allows.
+	old := &proc{node: "beta", session: 5, seq: p.seq, clock: -h.cfg.NodeTimeout}
+	h.handle(ctx, old.msg(t, h, link.KindHeartbeat))
+	if h.rejected("stale") != 1 || len(h.Status().Nodes["beta"].Processes) != 1 {
+		t.Fatal("a message of a forgotten process was taken")
+	}
+}
+
+func netipPort(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), uint16(1000+i))
+}

@@ -97,7 +97,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			defer c.Close()
 			linkRDB = c
 		}
-		ln, err := link.NewNode(cfg.Link, cfg.NodeID, cfg.RedisPrefix, cfg.StorePeerIDs, linkRDB, rdb, log, reg)
+		ln, err := link.NewNode(cfg.Link, cfg.NodeID, cfg.RedisPrefix, linkRDB, rdb, log, reg)
 		if err != nil {
 			return err
 		}

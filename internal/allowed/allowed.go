@@ -20,13 +20,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
-
-// Keys of a node's allowed set and of its mode flag. Both are in the
-// node's keyspace pattern <prefix>:{<node>:*.
-func SetKey(prefix, node string) string  { return prefix + ":{" + node + ":allowed}" }
-func FlagKey(prefix, node string) string { return prefix + ":{" + node + ":allowed-mode}" }
 
 // Set is the torrents a node carries.
 type Set struct {
@@ -60,8 +56,8 @@ func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Dura
 	if !st.IsDir() {
 		return nil, fmt.Errorf("TRACKER_ALLOWED_DIR: %s is not a directory", dir)
 	}
-	return &Set{rdb: rdb, key: SetKey(prefix, node), flag: FlagKey(prefix, node), dir: dir, interval: interval,
-		catalog: CatalogKey(prefix, node), inbox: InboxKey(prefix, node), accept: AcceptKey(prefix, node),
+	return &Set{rdb: rdb, key: redisstore.AllowedKey(prefix, node), flag: redisstore.AllowedModeKey(prefix, node), dir: dir, interval: interval,
+		catalog: redisstore.CatalogKey(prefix, node), inbox: redisstore.InboxKey(prefix, node), accept: redisstore.AcceptKey(prefix, node),
 		log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}}, nil
 }
 
@@ -312,8 +308,8 @@ func (c *Carrier) fetch(ctx context.Context, node string) (*nodeSet, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	pipe := c.rdb.Pipeline()
-	flag := pipe.Exists(ctx, FlagKey(c.prefix, node))
-	members := pipe.SMembers(ctx, SetKey(c.prefix, node))
+	flag := pipe.Exists(ctx, redisstore.AllowedModeKey(c.prefix, node))
+	members := pipe.SMembers(ctx, redisstore.AllowedKey(c.prefix, node))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, err
 	}

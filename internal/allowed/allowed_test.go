@@ -13,6 +13,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/redistest"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
@@ -62,7 +63,7 @@ func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
 		t.Fatalf("carries v1 %v v2 %v, list %v, changes %d", s.Carries(v1), s.Carries(v2), s.List(), changes)
 	}
 	// A second replica reading the same keyspace agrees; so does the hub.
-	if n := rdb.SCard(ctx, SetKey("allowtest", "n1")).Val(); n != 2 {
+	if n := rdb.SCard(ctx, redisstore.AllowedKey("allowtest", "n1")).Val(); n != 2 {
 		t.Fatalf("redis set holds %d", n)
 	}
 	c := NewCarrier(rdb, "allowtest", time.Minute)

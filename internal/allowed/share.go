@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
@@ -21,11 +22,6 @@ import (
 // writes only its own keys). The accepting node validates what arrives,
 // stores it in its directory, and from then on carries it; its carried set
 // changed, so it says hello and is resynced with the torrent's peers.
-
-// CatalogKey, InboxKey and AcceptKey are in the node's keyspace.
-func CatalogKey(prefix, node string) string { return prefix + ":{" + node + ":catalog}" }
-func InboxKey(prefix, node string) string   { return prefix + ":{" + node + ":inbox}" }
-func AcceptKey(prefix, node string) string  { return prefix + ":{" + node + ":accept-shared}" }
 
 // ShareOptions turns sharing on for a Set (before Run).
 type ShareOptions struct {
@@ -124,10 +120,10 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 	offered := map[string]string{} // hex ih -> node that offers it
 	for _, n := range nodes {
 		pipe := sh.rdb.Pipeline()
-		acc := pipe.Exists(ctx, AcceptKey(sh.prefix, n))
-		carried := pipe.SMembers(ctx, SetKey(sh.prefix, n))
-		cat := pipe.HKeys(ctx, CatalogKey(sh.prefix, n))
-		inbox := pipe.HKeys(ctx, InboxKey(sh.prefix, n))
+		acc := pipe.Exists(ctx, redisstore.AcceptKey(sh.prefix, n))
+		carried := pipe.SMembers(ctx, redisstore.AllowedKey(sh.prefix, n))
+		cat := pipe.HKeys(ctx, redisstore.CatalogKey(sh.prefix, n))
+		inbox := pipe.HKeys(ctx, redisstore.InboxKey(sh.prefix, n))
 		if _, err := pipe.Exec(ctx); err != nil {
 			return 0, fmt.Errorf("share: read %s: %w", n, err)
 		}
@@ -152,7 +148,7 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 				continue
 			}
 			if body == nil {
-				b, err := sh.rdb.HGet(ctx, CatalogKey(sh.prefix, from), ih).Bytes()
+				b, err := sh.rdb.HGet(ctx, redisstore.CatalogKey(sh.prefix, from), ih).Bytes()
 				if err != nil {
 					return copied, err
 				}
@@ -164,7 +160,7 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 				}
 				body = b
 			}
-			if err := sh.rdb.HSet(ctx, InboxKey(sh.prefix, n), ih, body).Err(); err != nil {
+			if err := sh.rdb.HSet(ctx, redisstore.InboxKey(sh.prefix, n), ih, body).Err(); err != nil {
 				return copied, err
 			}
 			copied++

@@ -205,11 +205,10 @@ type AnnounceResult struct {
 	// Peers is a random sample of at most the asked number of peers, never
 	// the announcing peer, and no seeders for a seeder.
 	Peers []Peer
-	// Completion is true when this announce counted a completed download
-	// (event=completed from a peer that was not a seeder yet).
-	Completion bool
-	// Seen is the last-seen time the store recorded, in unix milliseconds.
-	Seen int64
+	// Change is what the store wrote, described by the store: the peer in
+	// its stored form, its op, the time recorded and whether a completed
+	// download was counted. The link publishes it as it is.
+	Change PeerChange
 }
 
 // Scrape is the state of one swarm as BEP 48 reports it.

@@ -86,7 +86,6 @@ type Node struct {
 	cfg      Config
 	id       string
 	prefix   string
-	peerIDs  bool
 	up, down Key
 	link     redis.UniversalClient // carries the channel
 	store    redis.UniversalClient // holds the keyspace (the swarm index)
@@ -127,7 +126,7 @@ type nodeMetrics struct {
 
 // NewNode returns the link of node id. link carries the channel, store holds
 // the node's keyspace (they may be the same client). It starts nothing.
-func NewNode(cfg Config, id, prefix string, peerIDs bool, link, store redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
+func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
 	if !cfg.Enabled() {
 		return nil, errors.New("link: no password, no link")
 	}
@@ -136,7 +135,7 @@ func NewNode(cfg Config, id, prefix string, peerIDs bool, link, store redis.Univ
 	}
 	up, down := Keys(cfg.Password)
 	n := &Node{
-		cfg: cfg, id: id, prefix: prefix, peerIDs: peerIDs, up: up, down: down, link: link, store: store,
+		cfg: cfg, id: id, prefix: prefix, up: up, down: down, link: link, store: store,
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), resetReq: make(chan struct{}, 1), log: log.With("link_node", id),
 		hubSeqs: map[string]uint64{}, indexed: map[bittorrent.InfoHash]int64{},
@@ -176,22 +175,10 @@ func randomSession() uint64 {
 	return binary.BigEndian.Uint64(b[:]) | 1
 }
 
-// LocalChange queues a change the node's own store accepted. It never
-// blocks: when the queue is full the change is dropped and counted.
-func (n *Node) LocalChange(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult) {
-	c := bittorrent.PeerChange{
-		InfoHash:   req.InfoHash,
-		Op:         bittorrent.OpLeecher,
-		Completion: res.Completion,
-		Seen:       res.Seen,
-		Peer:       string(req.Peer.AppendBinary(make([]byte, 0, bittorrent.PeerLen6WithID), n.peerIDs)),
-	}
-	switch {
-	case req.Event == bittorrent.Stopped:
-		c.Op = bittorrent.OpStopped
-	case req.Seeder():
-		c.Op = bittorrent.OpSeeder
-	}
+// LocalChange queues a change the node's own store wrote, as the store
+// described it. It never blocks: when the queue is full the change is
+// dropped and counted.
+func (n *Node) LocalChange(c bittorrent.PeerChange) {
 	select {
 	case n.queue <- c:
 	default:

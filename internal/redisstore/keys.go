@@ -7,6 +7,8 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
+// Every Redis key name of Tracklink is built in this file.
+//
 // Keyspace names the Redis keys of one tracker node. Every key of one swarm
 // carries the same hash tag, {node:infohash}, so that the swarm lives in one
 // Redis Cluster slot and one script may touch all of its keys:
@@ -74,3 +76,25 @@ func ValidName(what, s string) error {
 // LinkProcsKey names the hub's registry of node processes on the link's
 // Redis: one hash per link channel (see hub).
 func LinkProcsKey(channel string) string { return channel + ":procs" }
+
+// The keys of a node that are not per swarm, all in the node's hash tag
+// {<node>:...} so that a node's ACL user may be limited to its keyspace.
+
+// IndexKey is a node's swarm index (sorted set of info hashes, score = the
+// last time the node saw a change in the swarm), for resyncs.
+func IndexKey(prefix, node string) string { return prefix + ":{" + node + ":swarms}" }
+
+// AllowedKey is the set of info hashes a node carries (allowed-torrents mode).
+func AllowedKey(prefix, node string) string { return prefix + ":{" + node + ":allowed}" }
+
+// AllowedModeKey exists while a node is in allowed-torrents mode.
+func AllowedModeKey(prefix, node string) string { return prefix + ":{" + node + ":allowed-mode}" }
+
+// CatalogKey is a node's hash of the metainfo it offers to share.
+func CatalogKey(prefix, node string) string { return prefix + ":{" + node + ":catalog}" }
+
+// InboxKey is a node's hash of shared metainfo the hub copied to it.
+func InboxKey(prefix, node string) string { return prefix + ":{" + node + ":inbox}" }
+
+// AcceptKey exists while a node accepts shared torrents.
+func AcceptKey(prefix, node string) string { return prefix + ":{" + node + ":accept-shared}" }

@@ -83,7 +83,7 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 		c.keys = append(c.keys, ks.Swarm(t.Changes[0].InfoHash).relayList()...)
 		c.args = append(c.args, len(t.Changes))
 		for _, ch := range t.Changes {
-			c.args = append(c.args, opCode(ch), ch.Seen, ch.Peer)
+			c.args = append(c.args, opLetter(ch.Op, ch.Completion), ch.Seen, ch.Peer)
 		}
 	}
 	build := func(pipe redis.Pipeliner, eval bool) []*redis.Cmd {
@@ -126,19 +126,6 @@ func anyNoScript(cmds []*redis.Cmd) bool {
 	return false
 }
 
-func opCode(c bittorrent.PeerChange) string {
-	switch {
-	case c.Op == bittorrent.OpStopped:
-		return "X"
-	case c.Op == bittorrent.OpSeeder && c.Completion:
-		return "C"
-	case c.Op == bittorrent.OpSeeder:
-		return "S"
-	default:
-		return "L"
-	}
-}
-
 // Swarms returns the live peers of some of one node's swarms as changes
 // (seen = their score), in one round trip, for a resync.
 func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
@@ -177,12 +164,11 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 	return out, nil
 }
 
-// IndexKey is the key of a node's swarm index: a sorted set of the info
+// The key of a node's swarm index (IndexKey, in keys.go) is a sorted set of the info
 // hashes its peers announced, score = last local announce (unix ms). The node's link
 // publisher keeps it (off the announce path); the hub reads it to resync
 // without scanning keys. Its hash tag starts with the node id so that one
 // ACL key pattern, <prefix>:{<node>:*, covers a node's whole keyspace.
-func IndexKey(prefix, node string) string { return prefix + ":{" + node + ":swarms}" }
 
 // indexSlack is how much longer than the peer lifetime an index entry
 // counts: nodes refresh an active torrent's entry every minute (see

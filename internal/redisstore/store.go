@@ -156,9 +156,9 @@ func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRe
 type announceCall struct {
 	keys    [3]string
 	args    [7]any
-	self    string
 	numWant int
-	seen    int64
+	// change is what the call writes; its Completion is set from the reply.
+	change bittorrent.PeerChange
 }
 
 // callResult is one announce's part of a script reply: the counts and its
@@ -172,12 +172,12 @@ type callResult struct {
 func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCall {
 	now := s.now().UnixMilli()
 	m := string(req.Peer.AppendBinary(make([]byte, 0, bittorrent.PeerLen6WithID), s.peerIDs))
-	op := opLeecher
+	op := bittorrent.OpLeecher
 	switch {
 	case req.Event == bittorrent.Stopped:
-		op, numWant = opStop, 0
+		op, numWant = bittorrent.OpStopped, 0
 	case req.Seeder():
-		op = opSeeder
+		op = bittorrent.OpSeeder
 	}
 	completed := "0"
 	if req.Event == bittorrent.Completed {
@@ -193,10 +193,9 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	k := s.ks.Swarm(req.InfoHash)
 	return announceCall{
 		keys:    [3]string{k.Seeders, k.Leechers, k.Completed},
-		args:    [7]any{now, now - s.lifetimeMs, m, op, completed, numWant, family},
-		self:    m,
+		args:    [7]any{now, now - s.lifetimeMs, m, opLetter(op, false), completed, numWant, family},
 		numWant: numWant,
-		seen:    now,
+		change:  bittorrent.PeerChange{InfoHash: req.InfoHash, Op: op, Seen: now, Peer: m},
 	}
 }
 
@@ -302,21 +301,31 @@ func (c *announceCall) decode(r callResult) (bittorrent.AnnounceResult, error) {
 	if r.err != nil {
 		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", r.err)
 	}
-	out := decodeAnnounce(r, c.self, c.numWant)
-	out.Seen = c.seen
+	out := decodeAnnounce(r, c.change.Peer, c.numWant)
+	out.Change = c.change
+	out.Change.Completion = r.counted == 1
 	return out, nil
 }
 
-const (
-	opLeecher = "L"
-	opSeeder  = "S"
-	opStop    = "X"
-)
+// opLetter is the one encoding of a change's op in both scripts
+// (announce.lua and apply.lua): L leecher, S seeder, C seeder whose
+// completion was counted at its origin (apply.lua only), X stopped.
+func opLetter(op bittorrent.ChangeOp, completion bool) string {
+	switch {
+	case op == bittorrent.OpStopped:
+		return "X"
+	case op == bittorrent.OpSeeder && completion:
+		return "C"
+	case op == bittorrent.OpSeeder:
+		return "S"
+	}
+	return "L"
+}
 
 // decodeAnnounce reads one announce's part of the reply: drops self, and
 // picks numWant of the candidates at random.
 func decodeAnnounce(r callResult, self string, numWant int) bittorrent.AnnounceResult {
-	out := bittorrent.AnnounceResult{Seeders: int(r.nS), Leechers: int(r.nL), Completion: r.counted == 1}
+	out := bittorrent.AnnounceResult{Seeders: int(r.nS), Leechers: int(r.nL)}
 	cands := r.cands
 	if len(cands) == 0 || numWant <= 0 {
 		return out

@@ -174,6 +174,7 @@ func TestConformance(t *testing.T) {
 		{"exact counts under concurrency", testConcurrentCounts},
 		{"script flushed", testNoScript},
 		{"peer identity", testIdentity},
+		{"the change it wrote", testChange},
 	}
 	for _, b := range backends() {
 		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}, {batched: true}} {
@@ -267,17 +268,17 @@ func testStopComplete(t *testing.T, su suite) {
 	announce(t, s, req(ih, peer(1, false), 10, bittorrent.Started), 0)
 	announce(t, s, req(ih, peer(2, false), 10, bittorrent.Started), 0)
 	a := announce(t, s, req(ih, peer(1, false), 0, bittorrent.Completed), 0)
-	if !a.Completion || a.Seeders != 1 || a.Leechers != 1 {
+	if !a.Change.Completion || a.Seeders != 1 || a.Leechers != 1 {
 		t.Fatalf("completed: %+v, want a counted completion and 1/1", a)
 	}
 	// A repeated completion from a seeder is not counted again.
 	a = announce(t, s, req(ih, peer(1, false), 0, bittorrent.Completed), 0)
-	if a.Completion {
+	if a.Change.Completion {
 		t.Fatal("second completion of the same peer was counted")
 	}
 	// Completed with bytes left is not a completion.
 	a = announce(t, s, req(ih, peer(2, false), 5, bittorrent.Completed), 0)
-	if a.Completion || a.Leechers != 1 {
+	if a.Change.Completion || a.Leechers != 1 {
 		t.Fatalf("completed with left>0: %+v", a)
 	}
 	a = announce(t, s, req(ih, peer(2, false), 5, bittorrent.Stopped), 50)
@@ -373,6 +374,44 @@ func testFamilies(t *testing.T, su suite) {
 	}
 	if !peer(1, true).Is6() || peer(2, false).Is6() {
 		t.Fatal("family of test peers is wrong")
+	}
+}
+
+// testChange: the store describes each change it wrote, for the link to
+// publish as it is: the stored member, the op, the score and whether a
+// completion was counted.
+func testChange(t *testing.T, su suite) {
+	s, clk := newStore(t, su, time.Minute)
+	ih := hash("change")
+	p := peer(7, false)
+	member := string(p.AppendBinary(nil, su.peerIDs))
+	for _, tc := range []struct {
+		left       uint64
+		ev         bittorrent.Event
+		op         bittorrent.ChangeOp
+		completion bool
+	}{
+		{10, bittorrent.Started, bittorrent.OpLeecher, false},
+		{0, bittorrent.Completed, bittorrent.OpSeeder, true},
+		{0, bittorrent.Completed, bittorrent.OpSeeder, false}, // counted once
+		{0, bittorrent.Stopped, bittorrent.OpStopped, false},
+	} {
+		clk.Add(time.Second)
+		c := announce(t, s, req(ih, p, tc.left, tc.ev), 10).Change
+		want := bittorrent.PeerChange{InfoHash: ih, Op: tc.op, Completion: tc.completion, Seen: clk.Now().UnixMilli(), Peer: member}
+		if c != want {
+			t.Fatalf("%v: change %+v, want %+v", tc.ev, c, want)
+		}
+		if tc.op == bittorrent.OpStopped {
+			continue
+		}
+		key := s.ks.Swarm(ih).Leechers
+		if tc.op == bittorrent.OpSeeder {
+			key = s.ks.Swarm(ih).Seeders
+		}
+		if score := s.rdb.ZScore(context.Background(), key, member).Val(); int64(score) != c.Seen {
+			t.Fatalf("%v: stored score %v, change says %d", tc.ev, score, c.Seen)
+		}
 	}
 }
 

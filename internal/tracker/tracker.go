@@ -60,10 +60,10 @@ type Store interface {
 	Ping(ctx context.Context) error
 }
 
-// ChangeSink receives every local peer change after the store accepted it
-// (the link publishes them). It must not block.
+// ChangeSink receives every local peer change the store wrote, as the store
+// described it (the link publishes them). It must not block.
 type ChangeSink interface {
-	LocalChange(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult)
+	LocalChange(c bittorrent.PeerChange)
 }
 
 // Gate says whether the node carries a torrent (allowed-torrents mode).
@@ -203,7 +203,7 @@ func (s *Service) numWant(req *bittorrent.AnnounceRequest) int {
 // answer hands an accepted change to the link and picks the interval.
 func (s *Service) answer(req *bittorrent.AnnounceRequest, res bittorrent.AnnounceResult) Answer {
 	if s.opts.Sink != nil {
-		s.opts.Sink.LocalChange(req, &res)
+		s.opts.Sink.LocalChange(res.Change)
 	}
 	interval := s.cfg.Interval
 	if s.cfg.IntervalJitter > 0 {

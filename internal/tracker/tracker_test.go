@@ -25,7 +25,7 @@ type fakeStore struct {
 
 func (f *fakeStore) Announce(_ context.Context, _ *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
 	f.numWant = numWant
-	return bittorrent.AnnounceResult{Seeders: 1, Seen: 42}, f.err
+	return bittorrent.AnnounceResult{Seeders: 1, Change: bittorrent.PeerChange{Seen: 42}}, f.err
 }
 
 func (f *fakeStore) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
@@ -47,9 +47,7 @@ func (f *fakeStore) Ping(context.Context) error { return f.err }
 
 type sink struct{ got []int64 }
 
-func (s *sink) LocalChange(_ *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult) {
-	s.got = append(s.got, res.Seen)
-}
+func (s *sink) LocalChange(c bittorrent.PeerChange) { s.got = append(s.got, c.Seen) }
 
 type gate map[bittorrent.InfoHash]bool
 

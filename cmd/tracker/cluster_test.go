@@ -277,14 +277,14 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 		t.Fatal(err)
 	}
 	announceTo(t, c.nodes["node1"].url, "genuine-torrent-0001", 7100, 5, "started")
-	up, _ := link.Keys(testPassword)
+	node1Key := func(string) (link.Key, error) { return link.NodeKey(testPassword, "node1"), nil }
 	var genuine []byte
 	for genuine == nil {
 		m, err := sub.ReceiveMessage(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lm, err := link.Decode(up, []byte(m.Payload)); err == nil && lm.Node == "node1" && lm.Kind == link.KindUpdates {
+		if lm, err := link.DecodeUp([]byte(m.Payload), node1Key); err == nil && lm.Node == "node1" && lm.Kind == link.KindUpdates {
 			genuine = []byte(m.Payload)
 		}
 	}
@@ -297,10 +297,10 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 	tampered[len(tampered)-40] ^= 0xff
 	badMAC := hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`)
 	rdb.Publish(ctx, c.channel+":up", tampered)
-	rdb.Publish(ctx, c.channel+":up", []byte{2, 1, 0})
+	rdb.Publish(ctx, c.channel+":up", []byte{link.Version, 1, 0})
 	rdb.Publish(ctx, c.channel+":up", []byte("garbage"))
-	rdb.Publish(ctx, c.channel+":up", []byte{1, 1, 0})
-	eventually(t, 2*time.Second, "tampered, future version and garbage counted", func() bool {
+	rdb.Publish(ctx, c.channel+":up", []byte{1, 1, 0}) // version 1: one key for all, no longer spoken
+	eventually(t, 2*time.Second, "tampered, old version and garbage counted", func() bool {
 		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`) > badMAC &&
 			hubCounter(t, c.hub.url, `hub_rejected_total{reason="unknown_version"}`) > 0 &&
 			hubCounter(t, c.hub.url, `hub_rejected_total{reason="malformed"}`) > 0
@@ -518,5 +518,52 @@ func TestReplicasOfOneNode(t *testing.T) {
 	}
 	if j := hubCounter(t, c.hub.url, `hub_resync_requests_total{reason="join"}`); j != 3 {
 		t.Fatalf("%v joins asked for resyncs; want 3 (alpha, beta and beta's second process)", j)
+	}
+}
+
+// TestNodeWithItsOwnKeyOnly: a friend's node holds only what `tracker
+// link key` printed for it, not the network secret; it links and
+// converges. A node that signs with another node's key is refused.
+func TestNodeWithItsOwnKeyOnly(t *testing.T) {
+	c := newCluster(t, "node1")
+	var out strings.Builder
+	if err := run(context.Background(), []string{"link", "key", "friend"}, []string{"TRACKER_LINK_PASSWORD=" + testPassword}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var creds []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "TRACKER_") {
+			creds = append(creds, line)
+		}
+	}
+	if len(creds) != 3 || strings.Contains(out.String(), testPassword) {
+		t.Fatalf("tracker link key printed %q", out.String())
+	}
+	c.nodes["friend"] = startProc(t, runNode, c.env(creds...))
+	c.waitLinked("node1", "friend")
+	ih := "friend-torrent-00001"
+	announceTo(t, c.nodes["friend"].url, ih, 7301, 1, "started")
+	eventually(t, time.Second, "friend's peer at node1", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih).leechers == 1 })
+	announceTo(t, c.nodes["node1"].url, ih, 7302, 0, "started")
+	eventually(t, time.Second, "node1's peer at friend", func() bool { return scrapeOf(t, c.nodes["friend"].url, ih).seeders == 1 })
+
+	// Mallory holds friend's key but claims to be node "mallory".
+	var key string
+	for _, kv := range creds {
+		if v, ok := strings.CutPrefix(kv, "TRACKER_LINK_KEY="); ok {
+			key = v
+		}
+	}
+	badMAC := hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`)
+	mallory := startProc(t, runNode, c.env(append(creds[1:], "TRACKER_NODE_ID=mallory", "TRACKER_LINK_KEY="+key)...))
+	announceTo(t, mallory.url, "mallory-torrent-0001", 7303, 1, "started")
+	eventually(t, 2*time.Second, "mallory's messages refused", func() bool {
+		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`) > badMAC
+	})
+	if st, _ := hubStatus(c.hub.url); len(st.Nodes["mallory"].Processes) != 0 {
+		t.Fatal("mallory was registered")
+	}
+	if got := scrapeOf(t, c.nodes["node1"].url, "mallory-torrent-0001"); got != (counts{}) {
+		t.Fatalf("mallory's peer reached node1: %+v", got)
 	}
 }

@@ -25,8 +25,8 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	if err != nil {
 		return err
 	}
-	if !cfg.Link.Enabled() {
-		return errors.New("the hub needs TRACKER_LINK_PASSWORD (the same on every node)")
+	if cfg.Link.Password == "" {
+		return errors.New("the hub needs TRACKER_LINK_PASSWORD, the network secret (nodes hold it too, or only their own key: tracker link key NODE_ID)")
 	}
 	log := newLogger(cfg, logOut).With("role", "hub")
 	for _, k := range unknown {

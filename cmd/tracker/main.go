@@ -6,6 +6,7 @@
 //	tracker cluster    run redis, a hub and N nodes as local processes
 //	tracker healthcheck  exit 0 when the local node answers /healthz
 //	tracker torrent    reannounce, show and create .torrent files
+//	tracker link key   print one node's link credentials
 //	tracker version    print the version
 //	tracker loadgen    measure a running node (see scripts/bench-node.sh)
 package main
@@ -52,6 +53,7 @@ const usage = `usage:
   tracker cluster    run redis-server, a hub and N linked nodes locally (flags: -h)
   tracker healthcheck [URL]  exit 0 when the node at TRACKER_HTTP_ADDR answers /healthz
   tracker torrent    reannounce, show or create .torrent files (tracker torrent for usage)
+  tracker link key NODE_ID  print a node's link key and the hub's public key (needs TRACKER_LINK_PASSWORD)
   tracker version    print the version and commit
   tracker loadgen    announce load against a running node (flags: -h)
 `
@@ -68,6 +70,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return runHub(ctx, environ, stderr, nil)
 	case "torrent":
 		return runTorrent(ctx, args[1:], stdout, stderr)
+	case "link":
+		return runLinkKey(args[1:], environ, stdout)
 	case "cluster":
 		return runLocalCluster(ctx, args[1:], stdout, stderr)
 	case "healthcheck":

@@ -12,6 +12,7 @@ package hub
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,14 +83,15 @@ type Sharer interface {
 
 // Hub relays between nodes.
 type Hub struct {
-	cfg      Config
-	up, down link.Key
-	link     redis.UniversalClient
-	relay    Relayer
-	carrier  Carrier
-	log      *slog.Logger
-	m        metrics
-	session  uint64
+	cfg     Config
+	sign    ed25519.PrivateKey // signs the hub's heartbeats
+	keys    *nodeKeys
+	link    redis.UniversalClient
+	relay   Relayer
+	carrier Carrier
+	log     *slog.Logger
+	m       metrics
+	session uint64
 
 	mu       sync.Mutex
 	procs    map[procKey]*procState
@@ -136,8 +138,8 @@ type metrics struct {
 
 // New returns a hub. It starts nothing.
 func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carrier, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) {
-	if !cfg.Link.Enabled() {
-		return nil, errors.New("hub: TRACKER_LINK_PASSWORD is required")
+	if cfg.Link.Password == "" {
+		return nil, errors.New("hub: TRACKER_LINK_PASSWORD (the network secret) is required")
 	}
 	if err := cfg.Link.Validate(); err != nil {
 		return nil, err
@@ -150,9 +152,9 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 	if carrier == nil {
 		carrier = everything{}
 	}
-	up, down := link.Keys(cfg.Link.Password)
+	priv, _ := link.HubKeys(cfg.Link.Password)
 	h := &Hub{
-		cfg: cfg, up: up, down: down, link: linkRDB, relay: relay, carrier: carrier, log: log.With("hub", cfg.Name),
+		cfg: cfg, sign: priv, keys: newNodeKeys(cfg.Link.Password), link: linkRDB, relay: relay, carrier: carrier, log: log.With("hub", cfg.Name),
 		session: uint64(time.Now().UnixNano()) | 1, procs: map[procKey]*procState{},
 		resync: make(chan struct{}, 1), reset: make(chan struct{}, 1),
 	}
@@ -179,6 +181,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err := h.loadProcs(ctx); err != nil {
 		h.log.Warn("could not load known processes", "err", err)
 	}
+	// The keys of known nodes are derived before they are needed.
+	go h.keys.prepare(h.knownNodes())
 	h.requestResync("start")
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -228,6 +232,21 @@ func (h *Hub) loadProcs(ctx context.Context) error {
 		return h.link.HDel(ctx, h.procsKey(), stale...).Err()
 	}
 	return nil
+}
+
+// knownNodes returns the node ids of the processes the hub knows.
+func (h *Hub) knownNodes() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for k := range h.procs {
+		if !seen[k.node] {
+			seen[k.node] = true
+			out = append(out, k.node)
+		}
+	}
+	return out
 }
 
 // forget drops processes not heard from for NodeTimeout, in memory and in
@@ -325,7 +344,7 @@ func (h *Hub) reject(reason string, st *procState) {
 
 // handle authenticates one message from a node and acts on it.
 func (h *Hub) handle(ctx context.Context, b []byte) {
-	m, err := link.Decode(h.up, b)
+	m, err := link.DecodeUp(b, h.keys.get)
 	if err != nil {
 		h.reject(link.Reason(err), nil)
 		return
@@ -499,7 +518,7 @@ func (h *Hub) heartbeat(ctx context.Context) {
 		h.persist(ctx)
 		h.forget(ctx)
 		seq++
-		b, err := link.Encode(h.down, &link.Message{Kind: link.KindHubHeartbeat, Node: h.cfg.Name, Session: h.session, Seq: seq, Time: time.Now().UnixMilli()})
+		b, err := link.EncodeDown(h.sign, &link.Message{Kind: link.KindHubHeartbeat, Node: h.cfg.Name, Session: h.session, Seq: seq, Time: time.Now().UnixMilli()})
 		if err != nil {
 			h.log.Error("encode heartbeat", "err", err)
 			continue
@@ -685,4 +704,66 @@ func (h *Hub) Status() Status {
 		s.Nodes[k.node] = n
 	}
 	return s
+}
+
+// nodeKeys derives and caches each node's key (link.NodeKey). A derivation
+// costs one argon2id run (about 0.1 s), so names the hub has not heard
+// before are derived at most newKeyRate a second (burst newKeyBurst) and
+// the cache holds at most maxKeys: a flood of messages naming made-up
+// nodes costs the hub at most a tenth of its time, and each is refused
+// as unknown_node.
+type nodeKeys struct {
+	secret string
+	mu     sync.Mutex
+	keys   map[string]link.Key
+	tokens float64
+	last   time.Time
+}
+
+const (
+	newKeyRate  = 1.0
+	newKeyBurst = 4
+	maxKeys     = 4096
+)
+
+func newNodeKeys(secret string) *nodeKeys {
+	return &nodeKeys{secret: secret, keys: map[string]link.Key{}, tokens: newKeyBurst, last: time.Now()}
+}
+
+// get returns the key of node, deriving it if allowed.
+func (k *nodeKeys) get(node string) (link.Key, error) {
+	if err := redisstore.ValidName("node", node); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if key, ok := k.keys[node]; ok {
+		return key, nil
+	}
+	now := time.Now()
+	k.tokens = min(newKeyBurst, k.tokens+now.Sub(k.last).Seconds()*newKeyRate)
+	k.last = now
+	if k.tokens < 1 || len(k.keys) >= maxKeys {
+		return nil, errors.New("too many new node ids; try again later")
+	}
+	k.tokens--
+	key := link.NodeKey(k.secret, node)
+	k.keys[node] = key
+	return key, nil
+}
+
+// prepare derives the keys of nodes the hub already knows, without the
+// rate limit (their names came from the hub's own registry).
+func (k *nodeKeys) prepare(nodes []string) {
+	for _, n := range nodes {
+		if redisstore.ValidName("node", n) != nil {
+			continue
+		}
+		key := link.NodeKey(k.secret, n)
+		k.mu.Lock()
+		if len(k.keys) < maxKeys {
+			k.keys[n] = key
+		}
+		k.mu.Unlock()
+	}
 }

@@ -64,8 +64,23 @@ type testHub struct {
 	*Hub
 	relay *fakeRelayer
 	reg   *prometheus.Registry
-	up    link.Key
 }
+
+// nodeKey derives a node's key once per test binary (argon2id is slow).
+var nodeKey = func() func(node string) link.Key {
+	var mu sync.Mutex
+	keys := map[string]link.Key{}
+	return func(node string) link.Key {
+		mu.Lock()
+		defer mu.Unlock()
+		if k, ok := keys[node]; ok {
+			return k
+		}
+		k := link.NodeKey(password, node)
+		keys[node] = k
+		return k
+	}
+}()
 
 func newTestHub(t *testing.T, channel string) *testHub {
 	t.Helper()
@@ -84,8 +99,7 @@ func newTestHub(t *testing.T, channel string) *testHub {
 	if err := h.loadProcs(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	up, _ := link.Keys(password)
-	return &testHub{Hub: h, relay: relay, reg: reg, up: up}
+	return &testHub{Hub: h, relay: relay, reg: reg}
 }
 
 func newChannel() string { return fmt.Sprintf("hubtest%d", channelSeq.Add(1)) }
@@ -106,7 +120,7 @@ func (p *proc) msg(t *testing.T, h *testHub, kind link.Kind, changes ...bittorre
 
 func (p *proc) encode(t *testing.T, h *testHub, kind link.Kind, seq uint64, changes ...bittorrent.PeerChange) []byte {
 	t.Helper()
-	b, err := link.Encode(h.up, &link.Message{Kind: kind, Node: p.node, Session: p.session, Seq: seq, Time: p.now().UnixMilli(), Changes: changes})
+	b, err := link.EncodeUp(nodeKey(p.node), &link.Message{Kind: kind, Node: p.node, Session: p.session, Seq: seq, Time: p.now().UnixMilli(), Changes: changes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@
 package link
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -15,8 +16,10 @@ import (
 )
 
 // Version is the message format version. A message of another version is
-// refused (and counted) before anything else is read.
-const Version = 1
+// refused (and counted) before anything else is read. Version 2 signs with
+// per-node keys and the hub's Ed25519 key (identity.go); version 1 signed
+// with one key for all.
+const Version = 2
 
 // Kind says what a message is.
 type Kind uint8
@@ -35,6 +38,7 @@ const (
 	MaxChanges = 1024
 	MaxSize    = 128 << 10
 	macLen     = sha256.Size
+	sigLen     = ed25519.SignatureSize
 	headerLen  = 2 + 1 + 8 + 8 + 8 + 2 // version, kind, node len, session, seq, time, count
 )
 
@@ -42,42 +46,89 @@ const (
 type Message struct {
 	Kind    Kind
 	Node    string // sender: a node id, or the hub's name
-	Session uint64 // random per process start: a new one means a (re)join
+	Session uint64 // random per process start: a new one means a process joined
 	Seq     uint64 // 1, 2, ... per session; a gap means lost messages
 	Time    int64  // unix milliseconds at the sender
 	Changes []bittorrent.PeerChange
 }
 
-// Key is an HMAC key for one direction of the link.
+// Key is an HMAC key: a node's (NodeKey).
 type Key []byte
 
-// Keys derives the two direction keys from the link password. Separate keys
-// mean a node's message can never be replayed as the hub's, or the reverse.
-func Keys(password string) (up, down Key) {
-	derive := func(dir string) Key {
-		m := hmac.New(sha256.New, []byte(password))
-		m.Write([]byte("tracklink link v1 " + dir))
-		return m.Sum(nil)
-	}
-	return derive("node->hub"), derive("hub->node")
-}
-
-// Errors of Decode; each is a reason the receiver counts.
+// Errors of decoding; each is a reason the receiver counts.
 var (
-	ErrVersion   = errors.New("unknown version")
-	ErrMalformed = errors.New("malformed")
-	ErrBadMAC    = errors.New("bad MAC")
+	ErrVersion     = errors.New("unknown version")
+	ErrMalformed   = errors.New("malformed")
+	ErrBadMAC      = errors.New("bad MAC")
+	ErrUnknownNode = errors.New("unknown node")
 )
 
-// Encode serialises and signs m.
-func Encode(key Key, m *Message) ([]byte, error) {
+// EncodeUp serialises m and signs it with the sending node's key.
+func EncodeUp(key Key, m *Message) ([]byte, error) {
+	b, err := encodeBody(m, macLen)
+	if err != nil {
+		return nil, err
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write(b)
+	return mac.Sum(b), nil
+}
+
+// EncodeDown serialises m and signs it with the hub's private key.
+func EncodeDown(priv ed25519.PrivateKey, m *Message) ([]byte, error) {
+	b, err := encodeBody(m, sigLen)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, ed25519.Sign(priv, b)...), nil
+}
+
+// DecodeUp checks a node's message: the version, then the MAC (in constant
+// time) with the key of the node the message names, and only then parses
+// the rest. Of an unauthenticated message nothing is read but its version
+// and the sender's name (at most 255 bytes), which selects the key; keyOf
+// refuses names it has no key for (ErrUnknownNode).
+func DecodeUp(b []byte, keyOf func(node string) (Key, error)) (*Message, error) {
+	body, sum, err := split(b, macLen)
+	if err != nil {
+		return nil, err
+	}
+	node, ok := nodeName(body)
+	if !ok {
+		return nil, ErrMalformed
+	}
+	key, err := keyOf(node)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnknownNode, err)
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write(body)
+	if !hmac.Equal(mac.Sum(nil), sum) {
+		return nil, ErrBadMAC
+	}
+	return parseBody(body)
+}
+
+// DecodeDown checks the hub's message with its public key, then parses.
+func DecodeDown(pub ed25519.PublicKey, b []byte) (*Message, error) {
+	body, sig, err := split(b, sigLen)
+	if err != nil {
+		return nil, err
+	}
+	if !ed25519.Verify(pub, body, sig) {
+		return nil, ErrBadMAC
+	}
+	return parseBody(body)
+}
+
+func encodeBody(m *Message, trailer int) ([]byte, error) {
 	if len(m.Node) == 0 || len(m.Node) > 255 {
 		return nil, fmt.Errorf("link encode: node name of %d bytes", len(m.Node))
 	}
 	if len(m.Changes) > MaxChanges {
 		return nil, fmt.Errorf("link encode: %d changes, at most %d", len(m.Changes), MaxChanges)
 	}
-	b := make([]byte, 0, headerLen+len(m.Node)+len(m.Changes)*70+macLen)
+	b := make([]byte, 0, headerLen+len(m.Node)+len(m.Changes)*70+trailer)
 	b = append(b, Version, byte(m.Kind), byte(len(m.Node)))
 	b = append(b, m.Node...)
 	b = binary.BigEndian.AppendUint64(b, m.Session)
@@ -98,33 +149,36 @@ func Encode(key Key, m *Message) ([]byte, error) {
 		b = append(b, byte(len(c.Peer)))
 		b = append(b, c.Peer...)
 	}
-	mac := hmac.New(sha256.New, key)
-	mac.Write(b)
-	b = mac.Sum(b)
-	if len(b) > MaxSize {
-		return nil, fmt.Errorf("link encode: %d bytes, at most %d", len(b), MaxSize)
+	if len(b)+trailer > MaxSize {
+		return nil, fmt.Errorf("link encode: %d bytes, at most %d", len(b)+trailer, MaxSize)
 	}
 	return b, nil
 }
 
-// Decode checks the version, then the MAC (in constant time), and only then
-// parses. Nothing of an unauthenticated message is read beyond its version.
-func Decode(key Key, b []byte) (*Message, error) {
+// split checks the version and the size, and cuts off the trailer (MAC or
+// signature).
+func split(b []byte, trailer int) (body, sum []byte, err error) {
 	if len(b) == 0 {
-		return nil, ErrMalformed
+		return nil, nil, ErrMalformed
 	}
 	if b[0] != Version {
-		return nil, ErrVersion
+		return nil, nil, ErrVersion
 	}
-	if len(b) > MaxSize || len(b) < headerLen+1+macLen {
-		return nil, ErrMalformed
+	if len(b) > MaxSize || len(b) < headerLen+1+trailer {
+		return nil, nil, ErrMalformed
 	}
-	body, sum := b[:len(b)-macLen], b[len(b)-macLen:]
-	mac := hmac.New(sha256.New, key)
-	mac.Write(body)
-	if !hmac.Equal(mac.Sum(nil), sum) {
-		return nil, ErrBadMAC
+	return b[:len(b)-trailer], b[len(b)-trailer:], nil
+}
+
+// nodeName reads the sender's name from an unauthenticated body.
+func nodeName(body []byte) (string, bool) {
+	if len(body) < 3 || len(body) < 3+int(body[2]) || body[2] == 0 {
+		return "", false
 	}
+	return string(body[3 : 3+int(body[2])]), true
+}
+
+func parseBody(body []byte) (*Message, error) {
 	r := reader{b: body[1:]}
 	m := &Message{Kind: Kind(r.byte())}
 	m.Node = string(r.bytes(int(r.byte())))

@@ -2,10 +2,12 @@ package link
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
 	"reflect"
+	"sync"
 	"testing"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
@@ -18,66 +20,149 @@ func sample() *Message {
 	}}
 }
 
-func TestRoundTripAndRejects(t *testing.T) {
-	up, down := Keys("secret")
-	if bytes.Equal(up, down) {
-		t.Fatal("direction keys are equal")
+// Deriving keys costs an argon2id run each: the tests derive a few, once.
+var (
+	testKeysOnce       sync.Once
+	key1, key2, keyBad Key
+	hubPriv            ed25519.PrivateKey
+	hubPub, otherPub   ed25519.PublicKey
+)
+
+func testKeys() {
+	testKeysOnce.Do(func() {
+		key1, key2 = NodeKey("secret", "node1"), NodeKey("secret", "node2")
+		keyBad = NodeKey("wrong", "node1")
+		hubPriv, hubPub = HubKeys("secret")
+		_, otherPub = HubKeys("wrong")
+	})
+}
+
+// keyring is the hub's view: the key of each node id it knows.
+func keyring(node string) (Key, error) {
+	switch node {
+	case "node1":
+		return key1, nil
+	case "node2":
+		return key2, nil
 	}
-	b, err := Encode(up, sample())
+	return nil, errors.New("no such node")
+}
+
+func TestRoundTripAndRejects(t *testing.T) {
+	testKeys()
+	if bytes.Equal(key1, key2) || bytes.Equal(key1, keyBad) {
+		t.Fatal("node keys are not distinct")
+	}
+	b, err := EncodeUp(key1, sample())
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Decode(up, b)
+	m, err := DecodeUp(b, keyring)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(m, sample()) {
 		t.Fatalf("round trip: %+v", m)
 	}
-	otherUp, _ := Keys("wrong")
+	// node2's key cannot sign as node1, nor a key derived from another secret.
+	asOther, _ := EncodeUp(key2, sample())
+	wrongSecret, _ := EncodeUp(keyBad, sample())
+	unknown := sample()
+	unknown.Node = "node9"
+	unknownB, _ := EncodeUp(key1, unknown)
 	tampered := bytes.Clone(b)
 	tampered[20] ^= 1
-	future := bytes.Clone(b)
-	future[0] = 2
+	old := bytes.Clone(b)
+	old[0] = 1
 	for name, tc := range map[string]struct {
-		key  Key
 		b    []byte
 		want error
 	}{
-		"wrong password":  {otherUp, b, ErrBadMAC},
-		"wrong direction": {down, b, ErrBadMAC},
-		"tampered":        {up, tampered, ErrBadMAC},
-		"version":         {up, future, ErrVersion},
-		"truncated":       {up, b[:10], ErrMalformed},
-		"empty":           {up, nil, ErrMalformed},
+		"signed by another node": {asOther, ErrBadMAC},
+		"wrong secret":           {wrongSecret, ErrBadMAC},
+		"unknown node":           {unknownB, ErrUnknownNode},
+		"tampered":               {tampered, ErrBadMAC},
+		"version 1":              {old, ErrVersion},
+		"truncated":              {b[:10], ErrMalformed},
+		"empty":                  {nil, ErrMalformed},
 	} {
-		if _, err := Decode(tc.key, tc.b); !errors.Is(err, tc.want) {
+		if _, err := DecodeUp(tc.b, keyring); !errors.Is(err, tc.want) {
 			t.Errorf("%s: err = %v, want %v", name, err, tc.want)
 		}
 	}
 	// A correctly signed message with a bad peer is malformed, not accepted.
 	bad := sample()
 	bad.Changes[0].Peer = "xyz"
-	b, _ = Encode(up, bad)
-	if _, err := Decode(up, b); !errors.Is(err, ErrMalformed) {
+	b, _ = EncodeUp(key1, bad)
+	if _, err := DecodeUp(b, keyring); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("bad peer: %v", err)
 	}
 }
 
+// TestHubSignature: nodes check the hub's heartbeats with its public key,
+// which cannot sign; a node's key cannot make a hub message.
+func TestHubSignature(t *testing.T) {
+	testKeys()
+	hb := &Message{Kind: KindHubHeartbeat, Node: "hub", Session: 1, Seq: 1, Time: 5}
+	b, err := EncodeDown(hubPriv, hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := DecodeDown(hubPub, b); err != nil || !reflect.DeepEqual(m, hb) {
+		t.Fatalf("hub heartbeat: %v %+v", err, m)
+	}
+	if _, err := DecodeDown(otherPub, b); !errors.Is(err, ErrBadMAC) {
+		t.Fatalf("another network's hub key accepted it: %v", err)
+	}
+	// What a node can sign (HMAC, its key) is no hub message.
+	forged, _ := EncodeUp(key1, hb)
+	if _, err := DecodeDown(hubPub, forged); err == nil {
+		t.Fatal("a node's message passed as the hub's")
+	}
+}
+
+func TestNodeCredentials(t *testing.T) {
+	testKeys()
+	c, err := NodeCredentials(Config{Password: "secret"}, "node1")
+	if err != nil || !bytes.Equal(c.Node, key1) || !bytes.Equal(c.Hub, hubPub) {
+		t.Fatalf("from the secret: %v", err)
+	}
+	printed := Config{Key: hexOf(key1), HubKey: hexOf(hubPub)}
+	c, err = NodeCredentials(printed, "node1")
+	if err != nil || !bytes.Equal(c.Node, key1) || !bytes.Equal(c.Hub, hubPub) {
+		t.Fatalf("from the printed keys: %v", err)
+	}
+	for _, bad := range []Config{{Key: "abc", HubKey: hexOf(hubPub)}, {Key: hexOf(key1), HubKey: "zz"}} {
+		if _, err := NodeCredentials(bad, "node1"); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+func hexOf(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}
+
 func FuzzDecode(f *testing.F) {
-	up, _ := Keys("fuzz")
-	b, _ := Encode(up, sample())
+	testKeys()
+	b, _ := EncodeUp(key1, sample())
 	f.Add(b)
-	hb, _ := Encode(up, &Message{Kind: KindHeartbeat, Node: "n", Session: 1, Seq: 1, Time: 1})
+	hb, _ := EncodeUp(key2, &Message{Kind: KindHeartbeat, Node: "node2", Session: 1, Seq: 1, Time: 1})
 	f.Add(hb)
-	f.Add([]byte{1, 1, 1})
+	f.Add([]byte{2, 1, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := Decode(up, b)
+		m, err := DecodeUp(b, keyring)
 		if err != nil {
 			return
 		}
 		// Whatever decodes must encode back to the same bytes.
-		again, err := Encode(up, m)
+		k, _ := keyring(m.Node)
+		again, err := EncodeUp(k, m)
 		if err != nil || !bytes.Equal(again, b) {
 			t.Fatalf("decoded message does not re-encode: %v", err)
 		}
@@ -85,23 +170,22 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzDecodeSigned reaches the parser behind the MAC: the fuzzed body is
-// signed with the right key before decoding, as a node holding the
-// password could.
+// signed with node1's key before decoding, as node1 could.
 func FuzzDecodeSigned(f *testing.F) {
-	up, _ := Keys("fuzz")
-	b, _ := Encode(up, sample())
+	testKeys()
+	b, _ := EncodeUp(key1, sample())
 	f.Add(b[:len(b)-macLen])
-	f.Add([]byte{1, 3, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0})
-	f.Add([]byte{1, 1, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff})
+	f.Add([]byte{2, 3, 5, 'n', 'o', 'd', 'e', '1', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0})
+	f.Add([]byte{2, 1, 5, 'n', 'o', 'd', 'e', '1', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		mac := hmac.New(sha256.New, up)
+		mac := hmac.New(sha256.New, key1)
 		mac.Write(body)
 		signed := mac.Sum(bytes.Clone(body))
-		m, err := Decode(up, signed)
+		m, err := DecodeUp(signed, func(string) (Key, error) { return key1, nil })
 		if err != nil {
 			return
 		}
-		again, err := Encode(up, m)
+		again, err := EncodeUp(key1, m)
 		if err != nil || !bytes.Equal(again, signed) {
 			t.Fatalf("decoded message does not re-encode: %v", err)
 		}

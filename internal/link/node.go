@@ -20,8 +20,14 @@ import (
 
 // Config is the link's part of the configuration, shared by nodes and the hub.
 type Config struct {
-	// Password turns the link on; it must be the same on every node and the hub.
+	// Password is the network secret: the hub's, and the nodes' in the
+	// simple setup where one operator runs everything. It turns the link on.
 	Password string `env:"LINK_PASSWORD"`
+	// Key and HubKey are what a node holds instead of the secret: its own
+	// key and the hub's public key, as `tracker link key NODE_ID` prints
+	// them. They turn the link on for a node.
+	Key    string `env:"LINK_KEY"`
+	HubKey string `env:"LINK_HUB_KEY"`
 	// RedisURL is the Redis that carries the link channel (default: TRACKER_REDIS_URL).
 	RedisURL string `env:"LINK_REDIS_URL"`
 	// Channel names the pub/sub channels: <channel>:up (nodes to hub) and
@@ -41,18 +47,30 @@ type Config struct {
 }
 
 // Enabled reports whether the link is on.
-func (c Config) Enabled() bool { return c.Password != "" }
+func (c Config) Enabled() bool { return c.Password != "" || c.Key != "" }
 
-// LogValue keeps the password out of logs.
+// LogValue keeps the secret and the keys out of logs.
 func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(slog.Bool("enabled", c.Enabled()), slog.String("channel", c.Channel), slog.Duration("heartbeat", c.Heartbeat))
+	return slog.GroupValue(slog.Bool("enabled", c.Enabled()), slog.Bool("node_key_only", c.Key != ""),
+		slog.String("channel", c.Channel), slog.Duration("heartbeat", c.Heartbeat))
 }
 
 // Validate checks the settings; errors name the variable.
 func (c Config) Validate() error {
 	switch {
-	case c.Enabled() && len(c.Password) < 12:
+	case c.Password != "" && len(c.Password) < 12:
 		return errors.New("TRACKER_LINK_PASSWORD must be at least 12 characters")
+	case c.Password != "" && c.Key != "":
+		return errors.New("set TRACKER_LINK_PASSWORD (the network secret) or TRACKER_LINK_KEY (one node's key), not both")
+	case c.Key != "" && c.HubKey == "":
+		return errors.New("TRACKER_LINK_KEY needs TRACKER_LINK_HUB_KEY (both printed by `tracker link key NODE_ID`)")
+	case c.Key != "":
+		if _, err := ParseNodeKey(c.Key); err != nil {
+			return fmt.Errorf("TRACKER_LINK_KEY: %w", err)
+		}
+		if _, err := ParseHubKey(c.HubKey); err != nil {
+			return fmt.Errorf("TRACKER_LINK_HUB_KEY: %w", err)
+		}
 	case c.Channel == "" || len(c.Channel) > 128:
 		return errors.New("TRACKER_LINK_CHANNEL must be 1 to 128 characters")
 	case c.Heartbeat < 50*time.Millisecond || c.Heartbeat > time.Minute:
@@ -83,12 +101,12 @@ const (
 // and published in signed batches. It never publishes what the hub relayed,
 // since relayed peers never pass through the frontend.
 type Node struct {
-	cfg      Config
-	id       string
-	prefix   string
-	up, down Key
-	link     redis.UniversalClient // carries the channel
-	store    redis.UniversalClient // holds the keyspace (the swarm index)
+	cfg    Config
+	id     string
+	prefix string
+	creds  Credentials
+	link   redis.UniversalClient // carries the channel
+	store  redis.UniversalClient // holds the keyspace (the swarm index)
 	// session is this process's: random at start, and new again after a
 	// failed publish (the hub then resyncs it as a process that joined,
 	// instead of waiting on a gap of unknown size). seq is owned by the
@@ -128,14 +146,17 @@ type nodeMetrics struct {
 // the node's keyspace (they may be the same client). It starts nothing.
 func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
 	if !cfg.Enabled() {
-		return nil, errors.New("link: no password, no link")
+		return nil, errors.New("link: no TRACKER_LINK_PASSWORD or TRACKER_LINK_KEY, no link")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	up, down := Keys(cfg.Password)
+	creds, err := NodeCredentials(cfg, id)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{
-		cfg: cfg, id: id, prefix: prefix, up: up, down: down, link: link, store: store,
+		cfg: cfg, id: id, prefix: prefix, creds: creds, link: link, store: store,
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), resetReq: make(chan struct{}, 1), log: log.With("link_node", id),
 		hubSeqs: map[string]uint64{}, indexed: map[bittorrent.InfoHash]int64{},
@@ -250,7 +271,7 @@ func (n *Node) publish(ctx context.Context) {
 	send := func(kind Kind, changes []bittorrent.PeerChange) {
 		n.seq++
 		m := &Message{Kind: kind, Node: n.id, Session: n.session.Load(), Seq: n.seq, Time: time.Now().UnixMilli(), Changes: changes}
-		b, err := Encode(n.up, m)
+		b, err := EncodeUp(n.creds.Node, m)
 		if err != nil {
 			n.log.Error("link encode", "err", err)
 			return
@@ -426,7 +447,7 @@ func (n *Node) receive(ctx context.Context, ps *redis.PubSub, subscribed time.Ti
 }
 
 func (n *Node) handle(b []byte) {
-	m, err := Decode(n.down, b)
+	m, err := DecodeDown(n.creds.Hub, b)
 	if err != nil {
 		n.m.rejected.WithLabelValues(Reason(err)).Inc()
 		return
@@ -463,6 +484,8 @@ func Reason(err error) string {
 		return "bad_mac"
 	case errors.Is(err, ErrVersion):
 		return "unknown_version"
+	case errors.Is(err, ErrUnknownNode):
+		return "unknown_node"
 	default:
 		return "malformed"
 	}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redisstore"
+)
+
+// runLinkKey is `tracker link key NODE_ID`: with the network secret in
+// TRACKER_LINK_PASSWORD, it prints what the operator of that node needs
+// instead of the secret: the node's own key and the hub's public key.
+func runLinkKey(args, environ []string, stdout io.Writer) error {
+	if len(args) != 2 || args[0] != "key" {
+		return usageError("usage: tracker link key NODE_ID   (TRACKER_LINK_PASSWORD set to the network secret)")
+	}
+	node := args[1]
+	if err := redisstore.ValidName("NODE_ID", node); err != nil {
+		return usageError(err.Error())
+	}
+	// Only the secret is read: this runs on the operator's machine, which
+	// needs no Redis or anything else of a node's configuration.
+	var secret string
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, envPrefix+"LINK_PASSWORD="); ok {
+			secret = v
+		}
+	}
+	cfg := link.Config{Password: secret}
+	if secret == "" {
+		return usageError("tracker link key: set TRACKER_LINK_PASSWORD to the network secret")
+	}
+	if len(secret) < 12 {
+		return errors.New("TRACKER_LINK_PASSWORD must be at least 12 characters")
+	}
+	_, hubPub := link.HubKeys(cfg.Password)
+	fmt.Fprintf(stdout, "# link credentials of node %s: give these to its operator, not the network secret\n", node)
+	fmt.Fprintf(stdout, "TRACKER_NODE_ID=%s\n", node)
+	fmt.Fprintf(stdout, "TRACKER_LINK_KEY=%s\n", hex.EncodeToString(link.NodeKey(cfg.Password, node)))
+	fmt.Fprintf(stdout, "TRACKER_LINK_HUB_KEY=%s\n", hex.EncodeToString(hubPub))
+	return nil
+}

@@ -319,6 +319,11 @@ func (h *Hub) receive(ctx context.Context, ps *redis.PubSub) string {
 			h.mu.Unlock()
 			if m.Channel != h.cfg.Link.DownChannel() {
 				h.handle(ctx, []byte(m.Payload))
+				// Time spent on a message (a first key derivation takes
+				// about 0.1 s) is not silence of the subscription.
+				h.mu.Lock()
+				h.lastEcho = time.Now()
+				h.mu.Unlock()
 			}
 		}
 		h.mu.Lock()

@@ -7,6 +7,7 @@
 //	tracker healthcheck  exit 0 when the local node answers /healthz
 //	tracker torrent    reannounce, show and create .torrent files
 //	tracker link key   print one node's link credentials
+//	tracker acl        print Redis ACL users for the hub and the nodes
 //	tracker version    print the version
 //	tracker loadgen    measure a running node (see scripts/bench-node.sh)
 package main
@@ -54,6 +55,7 @@ const usage = `usage:
   tracker healthcheck [URL]  exit 0 when the node at TRACKER_HTTP_ADDR answers /healthz
   tracker torrent    reannounce, show or create .torrent files (tracker torrent for usage)
   tracker link key NODE_ID  print a node's link key and the hub's public key (needs TRACKER_LINK_PASSWORD)
+  tracker acl NODE_ID...    print Redis ACL users for the hub and each node (flags: -h)
   tracker version    print the version and commit
   tracker loadgen    announce load against a running node (flags: -h)
 `
@@ -72,6 +74,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return runTorrent(ctx, args[1:], stdout, stderr)
 	case "link":
 		return runLinkKey(args[1:], environ, stdout)
+	case "acl":
+		return runACL(args[1:], stdout, stderr)
 	case "cluster":
 		return runLocalCluster(ctx, args[1:], stdout, stderr)
 	case "healthcheck":

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tracklink/tracklink/internal/redisstore"
+)
+
+// runACL is `tracker acl NODE_ID...`: the Redis ACL users of a link on one
+// Redis, as ACL SETUSER commands with fresh random passwords, and the
+// TRACKER_REDIS_URL each role uses. The permissions themselves are
+// aclRules', which the tests apply to a real Redis.
+func runACL(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tracker acl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	prefix := fs.String("prefix", "tl", "TRACKER_REDIS_PREFIX of the network")
+	channel := fs.String("channel", "tl:link", "TRACKER_LINK_CHANNEL of the network")
+	host := fs.String("redis", "REDIS_HOST:6379", "host:port of the Redis, for the URLs printed")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	if fs.NArg() == 0 {
+		return usageError("usage: tracker acl [-prefix tl] [-channel tl:link] [-redis host:port] NODE_ID...")
+	}
+	if err := redisstore.ValidName("-prefix", *prefix); err != nil {
+		return usageError(err.Error())
+	}
+	if *channel == "" || strings.ContainsAny(*channel, " \t\n*?[]{}") {
+		return usageError("-channel must be a plain channel name")
+	}
+	users := []aclUser{hubUser(*prefix, *channel)}
+	for _, n := range fs.Args() {
+		if err := redisstore.ValidName("NODE_ID", n); err != nil {
+			return usageError(err.Error())
+		}
+		users = append(users, nodeUser(*prefix, *channel, n))
+	}
+	fmt.Fprintln(stdout, "# Redis ACL users of a Tracklink network. Run these with redis-cli (or put")
+	fmt.Fprintln(stdout, "# them, without \"ACL SETUSER\", as \"user\" lines in an ACL file); turn the")
+	fmt.Fprintln(stdout, "# default user off once every process uses its own: ACL SETUSER default off")
+	for _, u := range users {
+		pw := randomPassword()
+		fmt.Fprintf(stdout, "\n# %s\nACL SETUSER %s\n", u.about, strings.Join(append([]string{u.name, "reset", "on", ">" + pw}, u.rules...), " "))
+		fmt.Fprintf(stdout, "# TRACKER_REDIS_URL=redis://%s:%s@%s\n", u.name, pw, *host)
+	}
+	return nil
+}
+
+// aclUser is one role's Redis user.
+type aclUser struct {
+	name, about string
+	rules       []string
+}
+
+// aclCommands are the commands every role may run: reads, writes, scripts,
+// key expiry, pub/sub and its own connection, never anything that touches
+// the whole server (@dangerous: FLUSHALL, KEYS, CONFIG, DEBUG, ...) or the
+// script cache of others (SCRIPT FLUSH, SCRIPT KILL).
+var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@scripting", "+@pubsub", "+@connection",
+	"-@dangerous", "-script|flush", "-script|kill", "-function", "+ping"}
+
+// hubUser may read and write every node's keyspace under prefix (it is
+// the only writer of relayed peers), its process registry, and both link
+// channels.
+func hubUser(prefix, channel string) aclUser {
+	rules := []string{"resetkeys", "~" + prefix + ":*", "~" + redisstore.LinkProcsKey(channel),
+		"resetchannels", "&" + channel + ":up", "&" + channel + ":down"}
+	return aclUser{name: prefix + "-hub", about: "the hub: every node's keyspace, its process registry, both link channels", rules: append(rules, aclCommands...)}
+}
+
+// nodeUser may read and write only its node's keys (<prefix>:{<node>:*),
+// publish only on the up channel, and subscribe only to the down channel
+// (a selector: Redis checks channels for PUBLISH and SUBSCRIBE alike).
+func nodeUser(prefix, channel, node string) aclUser {
+	rules := []string{"resetkeys", "~" + prefix + ":{" + node + ":*", "resetchannels", "&" + channel + ":up"}
+	rules = append(rules, aclCommands...)
+	rules = append(rules, "-subscribe", "-psubscribe", "-ssubscribe",
+		"(resetchannels &"+channel+":down -@all +subscribe +unsubscribe +ping)")
+	return aclUser{name: prefix + "-node-" + node, about: "node " + node + ": its own keyspace, publish on :up, subscribe to :down", rules: rules}
+}
+
+func randomPassword() string {
+	var b [24]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

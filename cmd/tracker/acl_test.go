@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+// TestACLUsers applies what `tracker acl` prints to a real Redis, runs the
+// hub and two nodes under their own users, and shows that the link works
+// while a node's user can write only its own keyspace, publish only on the
+// up channel and subscribe only to the down channel.
+func TestACLUsers(t *testing.T) {
+	c := &cluster{t: t, redis: redistest.Start(t), channel: "tl:link", nodes: map[string]*proc{}}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"acl", "-redis", c.redis.Addr(), "node1", "node2"}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	admin := c.redis.Client(t)
+	ctx := context.Background()
+	urls := map[string]string{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if cmd, ok := strings.CutPrefix(line, "ACL SETUSER "); ok {
+			args := []any{"ACL", "SETUSER"}
+			for _, f := range strings.Fields(cmd) {
+				args = append(args, f)
+			}
+			if err := admin.Do(ctx, args...).Err(); err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+		}
+		if u, ok := strings.CutPrefix(line, "# TRACKER_REDIS_URL="); ok {
+			name := strings.TrimPrefix(strings.SplitN(strings.TrimPrefix(u, "redis://"), ":", 2)[0], "tl-")
+			urls[name] = u
+		}
+	}
+	if len(urls) != 3 {
+		t.Fatalf("tracker acl printed %d URLs:\n%s", len(urls), out.String())
+	}
+	c.hub = startProc(t, runHub, c.env("TRACKER_REDIS_URL="+urls["hub"], "TRACKER_LINK_PASSWORD="+testPassword, "TRACKER_HUB_NAME=hub1"))
+	for _, n := range []string{"node1", "node2"} {
+		c.nodes[n] = startProc(t, runNode, c.env("TRACKER_REDIS_URL="+urls["node-"+n], "TRACKER_NODE_ID="+n, "TRACKER_LINK_PASSWORD="+testPassword))
+	}
+	c.waitLinked("node1", "node2")
+	ih := "under-acl-torrent-01"
+	announceTo(t, c.nodes["node1"].url, ih, 7601, 1, "started")
+	eventually(t, 2*time.Second, "node1's peer at node2", func() bool { return scrapeOf(t, c.nodes["node2"].url, ih).leechers == 1 })
+
+	o, err := redis.ParseURL(urls["node-node1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	node1 := redis.NewClient(o)
+	defer node1.Close()
+	for _, tc := range []struct {
+		what    string
+		err     error
+		allowed bool
+	}{
+		{"write its own keyspace", node1.Set(ctx, "tl:{node1:x}", 1, time.Minute).Err(), true},
+		{"publish on the up channel", node1.Publish(ctx, "tl:link:up", "x").Err(), true},
+		{"write another node's keyspace", node1.Set(ctx, "tl:{node2:x}", 1, time.Minute).Err(), false},
+		{"read another node's keyspace", node1.ZCard(ctx, "tl:{node2:swarms}").Err(), false},
+		{"write the hub's registry", node1.HSet(ctx, "tl:link:procs", "node1/1", "0 0 0").Err(), false},
+		{"publish on the down channel", node1.Publish(ctx, "tl:link:down", "x").Err(), false},
+		{"flush everything", node1.FlushAll(ctx).Err(), false},
+		{"run a script on another node's keys", node1.Eval(ctx, "return redis.call('SET', KEYS[1], 1)", []string{"tl:{node2:y}"}).Err(), false},
+	} {
+		if got := tc.err == nil; got != tc.allowed {
+			t.Errorf("node1 may %s: %v, want %v (%v)", tc.what, got, tc.allowed, tc.err)
+		}
+	}
+	// Subscribing: to the down channel yes, to the up channel (other
+	// nodes' changes) no.
+	for ch, allowed := range map[string]bool{"tl:link:down": true, "tl:link:up": false} {
+		ps := node1.Subscribe(ctx, ch)
+		_, err := ps.Receive(ctx)
+		ps.Close()
+		if (err == nil) != allowed {
+			t.Errorf("node1 subscribing to %s: %v, want allowed=%v", ch, err, allowed)
+		}
+	}
+}

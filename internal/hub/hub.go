@@ -12,7 +12,6 @@ package hub
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,21 +83,18 @@ type Sharer interface {
 // Hub relays between nodes.
 type Hub struct {
 	cfg     Config
-	sign    ed25519.PrivateKey // signs the hub's heartbeats
+	ep      *link.Endpoint // publishes heartbeats (Ed25519-signed), listens
 	keys    *nodeKeys
 	link    redis.UniversalClient
 	relay   Relayer
 	carrier Carrier
 	log     *slog.Logger
 	m       metrics
-	session uint64
 
-	mu       sync.Mutex
-	procs    map[procKey]*procState
-	lastEcho time.Time
-	resync   chan struct{}
-	reset    chan struct{}
-	resyncs  int64
+	mu      sync.Mutex
+	procs   map[procKey]*procState
+	resync  chan struct{}
+	resyncs int64
 }
 
 // A node id may be served by any number of processes (replicas), each with
@@ -153,10 +149,12 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 		carrier = everything{}
 	}
 	priv, _ := link.HubKeys(cfg.Link.Password)
+	log = log.With("hub", cfg.Name)
+	sign := func(m *link.Message) ([]byte, error) { return link.EncodeDown(priv, m) }
 	h := &Hub{
-		cfg: cfg, sign: priv, keys: newNodeKeys(cfg.Link.Password), link: linkRDB, relay: relay, carrier: carrier, log: log.With("hub", cfg.Name),
-		session: uint64(time.Now().UnixNano()) | 1, procs: map[procKey]*procState{},
-		resync: make(chan struct{}, 1), reset: make(chan struct{}, 1),
+		cfg: cfg, ep: link.NewEndpoint(cfg.Link, cfg.Name, linkRDB, sign), keys: newNodeKeys(cfg.Link.Password),
+		link: linkRDB, relay: relay, carrier: carrier, log: log,
+		procs: map[procKey]*procState{}, resync: make(chan struct{}, 1),
 	}
 	h.m = metrics{
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_rejected_total", Help: "Messages refused, by reason."}, []string{"reason"}),
@@ -272,70 +270,33 @@ func (h *Hub) forget(ctx context.Context) {
 	}
 }
 
+// listen hands every node message to handle. The hub hears its own
+// heartbeats on the down channel, and anything arriving proves the
+// subscription carries messages (under a backlog its heartbeat may be
+// queued behind updates, and that is no split), so the endpoint's soft
+// split here means total silence; after any lost subscription, whatever
+// flowed meanwhile is lost, so the hub resyncs.
 func (h *Hub) listen(ctx context.Context) {
-	for ctx.Err() == nil {
-		ps := link.Subscribe(ctx, h.link, func(err error) { h.log.Warn("hub subscribe failed", "err", err) },
-			h.cfg.Link.UpChannel(), h.cfg.Link.DownChannel())
-		if ps == nil {
-			return
-		}
-		h.mu.Lock()
-		h.lastEcho = time.Now()
-		h.mu.Unlock()
-		reason := h.receive(ctx, ps)
-		ps.Close()
-		if ctx.Err() != nil {
-			return
-		}
-		h.log.Warn("hub link re-established", "reason", reason)
-		// Whatever flowed while we were deaf is lost: resync.
-		h.requestResync("resubscribed")
-	}
-}
-
-func (h *Hub) receive(ctx context.Context, ps *redis.PubSub) string {
-	for {
-		select {
-		case <-h.reset:
-			return "reset by operator"
-		default:
-		}
-		msg, err := ps.ReceiveTimeout(ctx, h.cfg.Link.Heartbeat)
-		if ctx.Err() != nil {
-			return "stopping"
-		}
-		if err != nil {
-			var ne interface{ Timeout() bool }
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				return "subscription error: " + err.Error()
-			}
-		}
-		if m, ok := msg.(*redis.Message); ok {
-			// Anything arriving proves the subscription carries messages;
-			// under a backlog our own heartbeat may be queued behind
-			// updates, and that is no split.
-			h.mu.Lock()
-			h.lastEcho = time.Now()
-			h.mu.Unlock()
-			if m.Channel != h.cfg.Link.DownChannel() {
-				h.handle(ctx, []byte(m.Payload))
+	h.ep.Listen(ctx, link.Listener{
+		Handle: func(channel string, b []byte) {
+			h.ep.Alive()
+			if channel != h.cfg.Link.DownChannel() {
+				h.handle(ctx, b)
 				// Time spent on a message (a first key derivation takes
 				// about 0.1 s) is not silence of the subscription.
-				h.mu.Lock()
-				h.lastEcho = time.Now()
-				h.mu.Unlock()
+				h.ep.Alive()
 			}
-		}
-		h.mu.Lock()
-		// The hub hears its own heartbeats on the down channel, so a healthy
-		// subscription never stays silent for three of them.
-		silent := time.Since(h.lastEcho) > 3*h.cfg.Link.Heartbeat
-		h.mu.Unlock()
-		if silent {
-			h.m.splits.Inc()
-			return "soft split: own heartbeats stopped arriving"
-		}
-	}
+		},
+		Down:       func(err error) { h.log.Warn("hub subscription failed", "err", err) },
+		Subscribed: func(bool) {},
+		Lost: func(reason string) {
+			if strings.HasPrefix(reason, "soft split") {
+				h.m.splits.Inc()
+			}
+			h.log.Warn("hub link re-established", "reason", reason)
+			h.requestResync("resubscribed")
+		},
+	}, h.cfg.Link.UpChannel(), h.cfg.Link.DownChannel())
 }
 
 func (h *Hub) reject(reason string, st *procState) {
@@ -359,11 +320,11 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 		return
 	}
 	now := time.Now()
-	skew := h.cfg.Link.MaxSkew.Milliseconds()
-	if d := now.UnixMilli() - m.Time; d > skew || -d > skew {
+	if !h.ep.Fresh(m, now) {
 		h.reject("stale", nil)
 		return
 	}
+	skew := h.cfg.Link.MaxSkew.Milliseconds()
 	// What a change may claim is bounded: it was seen at its origin within
 	// the allowed skew of the message's own time, and never after it
 	// beyond that skew, so no relayed peer outlives its lifetime.
@@ -512,7 +473,6 @@ func (h *Hub) relayChanges(ctx context.Context, origin string, changes []bittorr
 func (h *Hub) heartbeat(ctx context.Context) {
 	t := time.NewTicker(h.cfg.Link.Heartbeat)
 	defer t.Stop()
-	var seq uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -522,14 +482,8 @@ func (h *Hub) heartbeat(ctx context.Context) {
 		}
 		h.persist(ctx)
 		h.forget(ctx)
-		seq++
-		b, err := link.EncodeDown(h.sign, &link.Message{Kind: link.KindHubHeartbeat, Node: h.cfg.Name, Session: h.session, Seq: seq, Time: time.Now().UnixMilli()})
-		if err != nil {
-			h.log.Error("encode heartbeat", "err", err)
-			continue
-		}
 		pctx, cancel := context.WithTimeout(ctx, h.cfg.Link.Heartbeat)
-		if err := h.link.Publish(pctx, h.cfg.Link.DownChannel(), b).Err(); err != nil && ctx.Err() == nil {
+		if err := h.ep.Publish(pctx, h.cfg.Link.DownChannel(), link.KindHubHeartbeat, nil); err != nil && ctx.Err() == nil {
 			h.log.Warn("hub heartbeat failed", "err", err)
 		}
 		cancel()
@@ -546,10 +500,7 @@ func (h *Hub) requestResync(reason string) {
 
 // Reset re-establishes the hub's subscription and resyncs every node.
 func (h *Hub) Reset() {
-	select {
-	case h.reset <- struct{}{}:
-	default:
-	}
+	h.ep.Reset()
 	h.requestResync("reset")
 }
 

@@ -2,11 +2,10 @@ package link
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,27 +100,20 @@ const (
 // and published in signed batches. It never publishes what the hub relayed,
 // since relayed peers never pass through the frontend.
 type Node struct {
-	cfg    Config
-	id     string
-	prefix string
-	creds  Credentials
-	link   redis.UniversalClient // carries the channel
-	store  redis.UniversalClient // holds the keyspace (the swarm index)
-	// session is this process's: random at start, and new again after a
-	// failed publish (the hub then resyncs it as a process that joined,
-	// instead of waiting on a gap of unknown size). seq is owned by the
-	// publisher goroutine.
-	session   atomic.Uint64
-	seq       uint64
-	queue     chan bittorrent.PeerChange
-	helloReq  chan struct{}
-	resetReq  chan struct{}
-	log       *slog.Logger
-	m         nodeMetrics
-	lastHub   atomic.Int64 // unix ms of the last valid hub heartbeat
-	subState  atomic.Value // string
-	hubMu     sync.Mutex
-	hubSeqs   map[string]uint64 // hub name+session -> last seq
+	cfg      Config
+	id       string
+	prefix   string
+	creds    Credentials
+	ep       *Endpoint
+	store    redis.UniversalClient // holds the keyspace (the swarm index)
+	queue    chan bittorrent.PeerChange
+	helloReq chan struct{}
+	log      *slog.Logger
+	m        nodeMetrics
+	subState atomic.Value // down or subscribed
+	hubMu    sync.Mutex
+	hubSeqs  map[string]uint64 // hub name+session -> last seq
+	// published counts batches of changes published.
 	published atomic.Int64
 	// indexed remembers when each torrent was last written to the swarm
 	// index (publisher goroutine only), so the index is refreshed once per
@@ -155,14 +147,15 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 	if err != nil {
 		return nil, err
 	}
+	log = log.With("link_node", id)
 	n := &Node{
-		cfg: cfg, id: id, prefix: prefix, creds: creds, link: link, store: store,
+		cfg: cfg, id: id, prefix: prefix, creds: creds, store: store,
+		ep:       NewEndpoint(cfg, id, link, func(m *Message) ([]byte, error) { return EncodeUp(creds.Node, m) }),
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
-		helloReq: make(chan struct{}, 1), resetReq: make(chan struct{}, 1), log: log.With("link_node", id),
+		helloReq: make(chan struct{}, 1), log: log,
 		hubSeqs: map[string]uint64{}, indexed: map[bittorrent.InfoHash]int64{},
 	}
 	n.subState.Store(StateDown)
-	n.session.Store(randomSession())
 	c := func(name, help string) prometheus.Counter {
 		x := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 		reg.MustRegister(x)
@@ -190,12 +183,6 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 	return n, nil
 }
 
-func randomSession() uint64 {
-	var b [8]byte
-	rand.Read(b[:])
-	return binary.BigEndian.Uint64(b[:]) | 1
-}
-
 // LocalChange queues a change the node's own store wrote, as the store
 // described it. It never blocks: when the queue is full the change is
 // dropped and counted.
@@ -220,10 +207,7 @@ func (n *Node) Run(ctx context.Context) error {
 // the hub resync this node (the old "Reset Tracker Link").
 func (n *Node) Reset() {
 	n.m.resets.Inc()
-	select {
-	case n.resetReq <- struct{}{}:
-	default:
-	}
+	n.ep.Reset()
 }
 
 // Hello makes the node say hello again, which makes the hub resync it (after
@@ -236,7 +220,7 @@ func (n *Node) State() string {
 	if s == StateDown {
 		return s
 	}
-	if time.Since(time.UnixMilli(n.lastHub.Load())) > 3*n.cfg.Heartbeat {
+	if time.Since(n.ep.LastAlive()) > 3*n.cfg.Heartbeat {
 		return StateSplit
 	}
 	return StateUp
@@ -255,8 +239,8 @@ type NodeStatus struct {
 // Status returns the link's state.
 func (n *Node) Status() NodeStatus {
 	return NodeStatus{
-		Node: n.id, Session: fmt.Sprintf("%016x", n.session.Load()), State: n.State(),
-		LastHubHeartbeat: time.UnixMilli(n.lastHub.Load()).UTC(), PublishedBatches: n.published.Load(),
+		Node: n.id, Session: fmt.Sprintf("%016x", n.ep.Session()), State: n.State(),
+		LastHubHeartbeat: n.ep.LastAlive().UTC(), PublishedBatches: n.published.Load(),
 		QueuedChanges: len(n.queue),
 	}
 }
@@ -269,13 +253,6 @@ func (n *Node) publish(ctx context.Context) {
 	armed := false
 	batch := make([]bittorrent.PeerChange, 0, MaxChanges)
 	send := func(kind Kind, changes []bittorrent.PeerChange) {
-		n.seq++
-		m := &Message{Kind: kind, Node: n.id, Session: n.session.Load(), Seq: n.seq, Time: time.Now().UnixMilli(), Changes: changes}
-		b, err := EncodeUp(n.creds.Node, m)
-		if err != nil {
-			n.log.Error("link encode", "err", err)
-			return
-		}
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		if len(changes) > 0 {
@@ -301,14 +278,11 @@ func (n *Node) publish(ctx context.Context) {
 				}
 			}
 		}
-		if err := n.link.Publish(pctx, n.cfg.UpChannel(), b).Err(); err != nil {
-			// What was lost, a resync repairs: start a new session, which
-			// the hub resyncs when it hears it. Sequence numbers so stay
-			// consecutive within a session (the hub bounds their jumps).
+		if err := n.ep.Publish(pctx, n.cfg.UpChannel(), kind, changes); err != nil {
+			// What was lost, a resync repairs: the endpoint started a new
+			// session, which the hub resyncs when it hears it.
 			n.m.publishErrs.Inc()
 			n.log.Warn("link publish failed; a new session will be resynced", "kind", kind, "err", err)
-			n.session.Store(randomSession())
-			n.seq = 0
 			return
 		}
 		if kind == KindUpdates {
@@ -353,56 +327,29 @@ func (n *Node) publish(ctx context.Context) {
 }
 
 // listen subscribes to the hub's channel and watches its heartbeats. A
-// subscription that carries no heartbeat for three intervals is a soft
-// split: it is dropped and made anew, and the node says hello, which makes
-// the hub resync it.
+// subscription that carries no valid hub heartbeat for three intervals is
+// a soft split: the endpoint drops it and makes it anew, and the node says
+// hello, which makes the hub resync it.
 func (n *Node) listen(ctx context.Context) {
-	first := true
-	for ctx.Err() == nil {
-		ps := Subscribe(ctx, n.link, func(err error) {
+	n.ep.Listen(ctx, Listener{
+		Handle: func(_ string, b []byte) { n.handle(b) },
+		Down: func(err error) {
 			n.subState.Store(StateDown)
-			n.log.Warn("link subscribe failed", "err", err)
-		}, n.cfg.DownChannel())
-		if ps == nil {
-			return
-		}
-		n.subState.Store("subscribed")
-		if !first {
-			n.requestHello()
-		}
-		first = false
-		reason := n.receive(ctx, ps, time.Now())
-		ps.Close()
-		if ctx.Err() != nil {
-			return
-		}
-		n.log.Warn("link re-established", "reason", reason)
-	}
-}
-
-// Subscribe subscribes to channels, retrying with backoff (100 ms doubling
-// to 5 s, each failure reported to failed) until it succeeds or ctx ends
-// (then it returns nil).
-func Subscribe(ctx context.Context, rdb redis.UniversalClient, failed func(error), channels ...string) *redis.PubSub {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		ps := rdb.Subscribe(ctx, channels...)
-		_, err := ps.Receive(ctx)
-		if err == nil {
-			return ps
-		}
-		ps.Close()
-		if ctx.Err() != nil {
-			break
-		}
-		failed(err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-	return nil
+			n.log.Warn("link subscription failed", "err", err)
+		},
+		Subscribed: func(first bool) {
+			n.subState.Store("subscribed")
+			if !first {
+				n.requestHello()
+			}
+		},
+		Lost: func(reason string) {
+			if strings.HasPrefix(reason, "soft split") {
+				n.m.splits.Inc()
+			}
+			n.log.Warn("link re-established", "reason", reason)
+		},
+	}, n.cfg.DownChannel())
 }
 
 func (n *Node) requestHello() {
@@ -412,52 +359,20 @@ func (n *Node) requestHello() {
 	}
 }
 
-// receive handles messages until the subscription fails, goes silent, or
-// an operator resets it; it says which.
-func (n *Node) receive(ctx context.Context, ps *redis.PubSub, subscribed time.Time) string {
-	for {
-		select {
-		case <-n.resetReq:
-			return "reset by operator"
-		default:
-		}
-		msg, err := ps.ReceiveTimeout(ctx, n.cfg.Heartbeat)
-		if ctx.Err() != nil {
-			return "stopping"
-		}
-		if err != nil {
-			var ne interface{ Timeout() bool }
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				n.subState.Store(StateDown)
-				return "subscription error: " + err.Error()
-			}
-		}
-		if m, ok := msg.(*redis.Message); ok {
-			n.handle([]byte(m.Payload))
-		}
-		// Silent for three heartbeats since the later of the last hub
-		// heartbeat and this subscription: make a new one. State() keeps
-		// saying split until a heartbeat really arrives.
-		last := max(n.lastHub.Load(), subscribed.UnixMilli())
-		if time.Since(time.UnixMilli(last)) > 3*n.cfg.Heartbeat {
-			n.m.splits.Inc()
-			return "soft split: no hub heartbeat for 3 intervals"
-		}
-	}
-}
-
+// handle checks a message from the hub: its signature, its kind, its
+// freshness, and that it is not a replay; a valid heartbeat is a sign of
+// life of the link.
 func (n *Node) handle(b []byte) {
 	m, err := DecodeDown(n.creds.Hub, b)
 	if err != nil {
 		n.m.rejected.WithLabelValues(Reason(err)).Inc()
 		return
 	}
-	now := time.Now().UnixMilli()
 	if m.Kind != KindHubHeartbeat {
 		n.m.rejected.WithLabelValues("malformed").Inc()
 		return
 	}
-	if d := now - m.Time; d > n.cfg.MaxSkew.Milliseconds() || -d > n.cfg.MaxSkew.Milliseconds() {
+	if !n.ep.Fresh(m, time.Now()) {
 		n.m.rejected.WithLabelValues("stale").Inc()
 		return
 	}
@@ -474,7 +389,7 @@ func (n *Node) handle(b []byte) {
 	}
 	n.hubSeqs[key] = m.Seq
 	n.hubMu.Unlock()
-	n.lastHub.Store(now)
+	n.ep.Alive()
 }
 
 // Reason maps a Decode error to the reason it is counted under.

@@ -1,0 +1,182 @@
+package link
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+// Endpoint is one side's connection to the link, the same for a node and
+// the hub: it owns the process's session and sequence numbers, signs and
+// publishes, subscribes with backoff, receives with soft-split detection,
+// and checks what it receives for freshness. The node and the hub are
+// policies on top of it: what a sign of life is, what a message means.
+type Endpoint struct {
+	cfg  Config
+	name string
+	rdb  redis.UniversalClient
+	sign func(*Message) ([]byte, error)
+
+	session atomic.Uint64
+	seq     atomic.Uint64
+	alive   atomic.Int64 // unix ms of the last sign of life on the subscription
+	reset   chan struct{}
+}
+
+// NewEndpoint returns the endpoint of name (a node id or the hub's name) on
+// rdb, which signs what it publishes with sign. It starts nothing.
+func NewEndpoint(cfg Config, name string, rdb redis.UniversalClient, sign func(*Message) ([]byte, error)) *Endpoint {
+	e := &Endpoint{cfg: cfg, name: name, rdb: rdb, sign: sign, reset: make(chan struct{}, 1)}
+	e.session.Store(NewSession())
+	return e
+}
+
+// NewSession returns a random session id, never 0: one per process start,
+// and one more each time a process must be resynced as if it had joined.
+func NewSession() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:]) | 1
+}
+
+// Session returns the current session id.
+func (e *Endpoint) Session() uint64 { return e.session.Load() }
+
+// Publish signs a message of kind with the next sequence number of the
+// session and publishes it on channel. When the publish fails, what it
+// carried is lost, so the endpoint starts a new session: the receiver
+// resyncs a session it has not seen, and sequence numbers stay consecutive
+// within one. Publish is called from one goroutine at a time.
+func (e *Endpoint) Publish(ctx context.Context, channel string, kind Kind, changes []bittorrent.PeerChange) error {
+	m := &Message{Kind: kind, Node: e.name, Session: e.session.Load(), Seq: e.seq.Add(1), Time: time.Now().UnixMilli(), Changes: changes}
+	b, err := e.sign(m)
+	if err != nil {
+		return err
+	}
+	if err := e.rdb.Publish(ctx, channel, b).Err(); err != nil {
+		e.session.Store(NewSession())
+		e.seq.Store(0)
+		return err
+	}
+	return nil
+}
+
+// Fresh reports whether a message's time lies within the allowed skew of
+// now; the receiver refuses other messages as stale.
+func (e *Endpoint) Fresh(m *Message, now time.Time) bool {
+	d := now.UnixMilli() - m.Time
+	skew := e.cfg.MaxSkew.Milliseconds()
+	return d <= skew && -d <= skew
+}
+
+// Alive records a sign of life on the subscription (the policy says what
+// counts: a valid hub heartbeat for a node, anything at all for the hub).
+func (e *Endpoint) Alive() { e.alive.Store(time.Now().UnixMilli()) }
+
+// LastAlive returns when the last sign of life was seen.
+func (e *Endpoint) LastAlive() time.Time { return time.UnixMilli(e.alive.Load()) }
+
+// Reset drops the subscription and makes it anew (the old "Reset Tracker
+// Link").
+func (e *Endpoint) Reset() {
+	select {
+	case e.reset <- struct{}{}:
+	default:
+	}
+}
+
+// Listener is what a policy does with the subscription.
+type Listener struct {
+	// Handle is called with every message received, in order.
+	Handle func(channel string, payload []byte)
+	// Down is called when a subscription fails or cannot be made.
+	Down func(err error)
+	// Subscribed is called each time a subscription is made; first is
+	// true for the first one.
+	Subscribed func(first bool)
+	// Lost is called when a subscription is dropped (a soft split, an
+	// error, a reset), with the reason.
+	Lost func(reason string)
+}
+
+// Listen subscribes to channels and hands each message to l until ctx
+// ends. A subscription with no sign of life (Alive) for three heartbeats
+// since it was made or since the last sign is a soft split: it is dropped
+// and made anew, as it is on error or Reset.
+func (e *Endpoint) Listen(ctx context.Context, l Listener, channels ...string) {
+	first := true
+	for ctx.Err() == nil {
+		ps := Subscribe(ctx, e.rdb, l.Down, channels...)
+		if ps == nil {
+			return
+		}
+		l.Subscribed(first)
+		first = false
+		reason := e.receive(ctx, ps, time.Now(), l)
+		ps.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		l.Lost(reason)
+	}
+}
+
+func (e *Endpoint) receive(ctx context.Context, ps *redis.PubSub, subscribed time.Time, l Listener) string {
+	for {
+		select {
+		case <-e.reset:
+			return "reset by operator"
+		default:
+		}
+		msg, err := ps.ReceiveTimeout(ctx, e.cfg.Heartbeat)
+		if ctx.Err() != nil {
+			return "stopping"
+		}
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				l.Down(err)
+				return "subscription error: " + err.Error()
+			}
+		}
+		if m, ok := msg.(*redis.Message); ok {
+			l.Handle(m.Channel, []byte(m.Payload))
+		}
+		last := max(e.alive.Load(), subscribed.UnixMilli())
+		if time.Since(time.UnixMilli(last)) > 3*e.cfg.Heartbeat {
+			return "soft split: no sign of life for 3 heartbeats"
+		}
+	}
+}
+
+// Subscribe subscribes to channels, retrying with backoff (100 ms doubling
+// to 5 s, each failure reported to failed) until it succeeds or ctx ends
+// (then it returns nil).
+func Subscribe(ctx context.Context, rdb redis.UniversalClient, failed func(error), channels ...string) *redis.PubSub {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		ps := rdb.Subscribe(ctx, channels...)
+		_, err := ps.Receive(ctx)
+		if err == nil {
+			return ps
+		}
+		ps.Close()
+		if ctx.Err() != nil {
+			break
+		}
+		failed(err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
+}

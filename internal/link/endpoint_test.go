@@ -1,0 +1,117 @@
+package link
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+
+func testEndpoint(t *testing.T, rdb redis.UniversalClient) *Endpoint {
+	cfg := Config{Channel: "eptest", Heartbeat: 50 * time.Millisecond, MaxSkew: time.Second}
+	sign := func(m *Message) ([]byte, error) { return []byte(m.Node), nil }
+	return NewEndpoint(cfg, "n1", rdb, sign)
+}
+
+// TestEndpointListen: a subscription without a sign of life for three
+// heartbeats is dropped and made anew (soft split), as it is on Reset;
+// messages reach the handler in between.
+func TestEndpointListen(t *testing.T) {
+	srv := redistest.Shared(t)
+	rdb := srv.Client(t)
+	e := testEndpoint(t, rdb)
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var lost []string
+	var got []string
+	subscribed := make(chan bool, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.Listen(ctx, Listener{
+			Handle: func(ch string, b []byte) {
+				mu.Lock()
+				got = append(got, ch+"="+string(b))
+				mu.Unlock()
+			},
+			Down:       func(error) {},
+			Subscribed: func(first bool) { subscribed <- first },
+			Lost: func(reason string) {
+				mu.Lock()
+				lost = append(lost, reason)
+				mu.Unlock()
+			},
+		}, "eptest:down")
+	}()
+	if first := <-subscribed; !first {
+		t.Fatal("first subscription not reported as first")
+	}
+	if err := e.Publish(ctx, "eptest:down", KindHeartbeat, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody calls Alive: within three heartbeats (150 ms) a soft split.
+	select {
+	case first := <-subscribed:
+		if first {
+			t.Fatal("resubscription reported as first")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no soft split without signs of life")
+	}
+	e.Alive()
+	e.Reset()
+	select {
+	case <-subscribed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Reset did not make a new subscription")
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != "eptest:down=n1" {
+		t.Fatalf("handled %v", got)
+	}
+	if len(lost) < 2 || !strings.HasPrefix(lost[0], "soft split") || !containsPrefix(lost, "reset by operator") {
+		t.Fatalf("lost subscriptions: %v", lost)
+	}
+}
+
+func containsPrefix(ss []string, p string) bool {
+	for _, s := range ss {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEndpointPublishFailureStartsASession: what a failed publish carried
+// is lost, so the endpoint starts a new session (the receiver resyncs it)
+// and numbers it from 1 again.
+func TestEndpointPublishFailureStartsASession(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	e := testEndpoint(t, rdb)
+	ctx := context.Background()
+	s1 := e.Session()
+	if err := e.Publish(ctx, "eptest:up", KindHeartbeat, nil); err != nil || e.seq.Load() != 1 {
+		t.Fatalf("publish: %v, seq %d", err, e.seq.Load())
+	}
+	srv.Stop()
+	if err := e.Publish(ctx, "eptest:up", KindHeartbeat, nil); err == nil {
+		t.Fatal("publish to a stopped Redis succeeded")
+	}
+	if e.Session() == s1 || e.seq.Load() != 0 {
+		t.Fatalf("after a failed publish: session %x (was %x), seq %d", e.Session(), s1, e.seq.Load())
+	}
+}

@@ -25,7 +25,7 @@ func runACL(args []string, stdout, stderr io.Writer) error {
 		return usageError(err.Error())
 	}
 	if fs.NArg() == 0 {
-		return usageError("usage: tracker acl [-prefix tl] [-channel tl:link] [-redis host:port] NODE_ID...")
+		return usageError("usage: tracker acl [-prefix tl] [-channel tl:link] [-redis host:port] NODE_ID...   (\"*\": one user for every node id of one operator)")
 	}
 	if err := redisstore.ValidName("-prefix", *prefix); err != nil {
 		return usageError(err.Error())
@@ -35,6 +35,10 @@ func runACL(args []string, stdout, stderr io.Writer) error {
 	}
 	users := []aclUser{hubUser(*prefix, *channel)}
 	for _, n := range fs.Args() {
+		if n == "*" {
+			users = append(users, nodesUser(*prefix, *channel))
+			continue
+		}
 		if err := redisstore.ValidName("NODE_ID", n); err != nil {
 			return usageError(err.Error())
 		}
@@ -82,6 +86,16 @@ func nodeUser(prefix, channel, node string) aclUser {
 	rules = append(rules, "-subscribe", "-psubscribe", "-ssubscribe",
 		"(resetchannels &"+channel+":down -@all +subscribe +unsubscribe +ping)")
 	return aclUser{name: prefix + "-node-" + node, about: "node " + node + ": its own keyspace, publish on :up, subscribe to :down", rules: rules}
+}
+
+// nodesUser is nodeUser for every node id at once: the user of one
+// operator's replicas whose node ids are not known in advance (compose's
+// --scale names them after their containers). It keeps them out of the
+// hub's registry and the down direction, not out of each other's keys.
+func nodesUser(prefix, channel string) aclUser {
+	u := nodeUser(prefix, channel, "*")
+	u.name, u.about = prefix+"-nodes", "every node of one operator: all node keyspaces, publish on :up, subscribe to :down"
+	return u
 }
 
 func randomPassword() string {

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/anacrolix/torrent/metainfo"
-
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
@@ -75,37 +73,5 @@ func TestTorrentCommands(t *testing.T) {
 	}
 	if _, _, err := runCmd(t, "torrent", "create", "--announce-list", "ftp://x/", "-o", filepath.Join(dir, "x.torrent"), data); err == nil {
 		t.Fatal("ftp announce accepted")
-	}
-}
-
-// TestCreatedTorrentDownloads: a torrent made by `tracker torrent create`
-// for a node is downloaded by a real client from a real seeder through it.
-func TestCreatedTorrentDownloads(t *testing.T) {
-	node := startNode(t) // embedded mode
-	dir := t.TempDir()
-	seedDir, leechDir := filepath.Join(dir, "seed"), filepath.Join(dir, "leech")
-	os.MkdirAll(seedDir, 0o755)
-	os.MkdirAll(leechDir, 0o755)
-	payload := bytes.Repeat([]byte("tracklink "), 200000)
-	os.WriteFile(filepath.Join(seedDir, "file.bin"), payload, 0o644)
-	tor := filepath.Join(dir, "file.torrent")
-	if _, _, err := runCmd(t, "torrent", "create", "--announce-list", node, "-o", tor, filepath.Join(seedDir, "file.bin")); err != nil {
-		t.Fatal(err)
-	}
-	mi, err := metainfo.LoadFromFile(tor)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seeder := realClient(t, seedDir, true)
-	st, err := seeder.AddTorrent(mi)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-st.GotInfo()
-	st.VerifyData()
-	download(t, realClient(t, leechDir, false), mi)
-	got, _ := os.ReadFile(filepath.Join(leechDir, "file.bin"))
-	if !bytes.Equal(got, payload) {
-		t.Fatal("downloaded data differs")
 	}
 }

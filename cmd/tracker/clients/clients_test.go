@@ -1,0 +1,282 @@
+// Package clients tests the tracker with real BitTorrent clients that this
+// project did not write: anacrolix/torrent's client and Debian's
+// libtorrent. It drives the built `tracker` binary as processes (`tracker
+// cluster`, a single node, `tracker torrent create`), so the full client
+// library (webrtc, sqlite and all) is linked only into this test binary,
+// not into the command's own.
+package clients
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
+)
+
+// bin is the tracker binary, built once for the package's tests.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tracklink-clients")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "tracker")
+	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cluster is `tracker cluster`: a redis-server, the hub and linked nodes
+// on consecutive loopback ports, HTTP and UDP on the same port.
+type cluster struct {
+	nodes []string // HTTP base URLs
+}
+
+// startCluster runs `tracker cluster -nodes n` until the end of the test,
+// then stops it (SIGTERM to its PID; it stops its children).
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	base := freePorts(t, n+1)
+	cmd := exec.Command(bin, "cluster", "-nodes", strconv.Itoa(n), "-base-port", strconv.Itoa(base))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Error("tracker cluster did not stop within 20s")
+		}
+	})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "cluster ready") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-exited:
+		t.Fatalf("tracker cluster exited: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tracker cluster not ready within 30s\n%s", logs.String())
+	}
+	c := &cluster{}
+	for i := 0; i < n; i++ {
+		c.nodes = append(c.nodes, "http://127.0.0.1:"+strconv.Itoa(base+i))
+	}
+	return c
+}
+
+// startNode runs one node in embedded mode on a free port until the end of
+// the test, and returns its HTTP base URL.
+func startNode(t *testing.T) string {
+	t.Helper()
+	port := freePorts(t, 1)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "TRACKER_HTTP_ADDR="+addr, "TRACKER_UDP_ADDR="+addr, "TRACKER_LOG_LEVEL=warn")
+	var logs lockedBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			t.Error("node did not stop within 15s")
+		}
+	})
+	u := "http://" + addr
+	eventually(t, 10*time.Second, "node ready", func() bool {
+		resp, err := http.Get(u + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return u
+}
+
+// freePorts returns the first of n consecutive loopback ports free for TCP
+// and UDP.
+func freePorts(t *testing.T, n int) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if base+n > 65535 {
+			continue
+		}
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			a := "127.0.0.1:" + strconv.Itoa(p)
+			tl, err1 := net.Listen("tcp", a)
+			ul, err2 := net.ListenPacket("udp", a)
+			ok = err1 == nil && err2 == nil
+			if tl != nil {
+				tl.Close()
+			}
+			if ul != nil {
+				ul.Close()
+			}
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+// realClient returns an anacrolix/torrent client that can find peers only
+// through trackers: DHT, PEX and web seeds are off (this client has no
+// local peer discovery), and it listens on loopback only.
+func realClient(t *testing.T, dir string, seed bool) *torrent.Client {
+	t.Helper()
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.DataDir = dir
+	cfg.Seed = seed
+	cfg.NoDHT = true
+	cfg.DisablePEX = true
+	cfg.DisableWebtorrent = true
+	cfg.DisableWebseeds = true
+	cfg.DisableIPv6 = true
+	cfg.DisableUTP = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.ListenHost = func(string) string { return "127.0.0.1" }
+	cfg.ListenPort = 0
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+type counts struct{ seeders, leechers int64 }
+
+func scrapeOf(t *testing.T, base, ih string) counts {
+	t.Helper()
+	resp, err := http.Get(base + "/scrape?info_hash=" + url.QueryEscape(ih))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := bencode.Unmarshal(body, &m); err != nil {
+		t.Fatalf("scrape %q: %v", body, err)
+	}
+	f, _ := m["files"].(map[string]any)[ih].(map[string]any)
+	if f == nil {
+		return counts{}
+	}
+	return counts{f["complete"].(int64), f["incomplete"].(int64)}
+}
+
+// udpAnnounceURL returns the udp:// announce URL of the node at base.
+func udpAnnounceURL(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/udp/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct{ Addrs []string }
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || len(st.Addrs) == 0 {
+		t.Fatalf("/udp/status: %v %+v", err, st)
+	}
+	return "udp://" + st.Addrs[0] + "/announce"
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// lockedBuffer collects a process's output for failure messages.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 {
+		return len(p), nil // bounded: the start is what explains a failure
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// runTracker runs the tracker binary with args and returns its output.
+func runTracker(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tracker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}

@@ -62,6 +62,7 @@ func TestComposeFiles(t *testing.T) {
 			if _, ok := c.Services["redis"]; !ok {
 				t.Fatal("no redis service")
 			}
+			users := composeUsers(t, c.Services["redis"].Command)
 			hubs, nodes := 0, 0
 			for name, s := range c.Services {
 				if name == "redis" {
@@ -81,8 +82,10 @@ func TestComposeFiles(t *testing.T) {
 				if _, ok := s.Environment["TRACKER_LINK_PASSWORD"]; !ok {
 					t.Errorf("%s does not take TRACKER_LINK_PASSWORD", name)
 				}
-				if s.Environment["TRACKER_REDIS_URL"] != "redis://redis:6379" {
-					t.Errorf("%s: TRACKER_REDIS_URL = %q", name, s.Environment["TRACKER_REDIS_URL"])
+				// Each role connects as a Redis user of its own.
+				m := regexp.MustCompile(`^redis://([a-z0-9-]+):\$\{[A-Z_]+\}@redis:6379$`).FindStringSubmatch(s.Environment["TRACKER_REDIS_URL"])
+				if m == nil || users[m[1]] == nil {
+					t.Errorf("%s: TRACKER_REDIS_URL = %q, want a user the redis service creates", name, s.Environment["TRACKER_REDIS_URL"])
 				}
 				if s.Build == nil || s.EnvFile == nil {
 					t.Errorf("%s must build the image and read .env", name)
@@ -257,4 +260,55 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// composeUsers reads the Redis users a compose redis service creates
+// ("--user NAME reset on >PASSWORD RULES..."), checks each one's rules
+// against what `tracker acl` prints for that role, and returns them by
+// name.
+func composeUsers(t *testing.T, cmd []string) map[string][]string {
+	t.Helper()
+	users := map[string][]string{}
+	for i := 0; i < len(cmd); i++ {
+		if cmd[i] != "--user" {
+			continue
+		}
+		j := i + 1
+		for j < len(cmd) && !strings.HasPrefix(cmd[j], "--") {
+			j++
+		}
+		u := cmd[i+1 : j]
+		if len(u) < 1 {
+			t.Fatalf("empty --user in %v", cmd)
+		}
+		users[u[0]] = u[1:]
+		i = j - 1
+	}
+	if d := strings.Join(users["default"], " "); d != "reset on nopass -@all +ping" {
+		t.Errorf("the default user may do %q; want only PING (the health check)", d)
+	}
+	for name, rules := range users {
+		var want aclUser
+		switch {
+		case name == "default":
+			continue
+		case name == "tl-hub":
+			want = hubUser("tl", "tl:link")
+		case name == "tl-nodes":
+			want = nodesUser("tl", "tl:link")
+		case strings.HasPrefix(name, "tl-node-"):
+			want = nodeUser("tl", "tl:link", strings.TrimPrefix(name, "tl-node-"))
+		default:
+			t.Errorf("unknown Redis user %s", name)
+			continue
+		}
+		if len(rules) < 3 || rules[0] != "reset" || rules[1] != "on" || !strings.HasPrefix(rules[2], ">${") || !strings.Contains(rules[2], ":?") {
+			t.Errorf("%s: want reset on >${PASSWORD:?...} first, got %v", name, rules)
+			continue
+		}
+		if got := strings.Join(rules[3:], " "); got != strings.Join(want.rules, " ") {
+			t.Errorf("%s: rules\n%s\nwant what tracker acl prints\n%s", name, got, strings.Join(want.rules, " "))
+		}
+	}
+	return users
 }

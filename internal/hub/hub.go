@@ -84,7 +84,7 @@ type Sharer interface {
 type Hub struct {
 	cfg     Config
 	ep      *link.Endpoint // publishes heartbeats (Ed25519-signed), listens
-	keys    *nodeKeys
+	master  link.Master    // derives each node's key
 	link    redis.UniversalClient
 	relay   Relayer
 	carrier Carrier
@@ -148,11 +148,12 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 	if carrier == nil {
 		carrier = everything{}
 	}
-	priv, _ := link.HubKeys(cfg.Link.Password)
+	master := link.NewMaster(cfg.Link.Password)
+	priv, _ := master.HubKeys()
 	log = log.With("hub", cfg.Name)
 	sign := func(m *link.Message) ([]byte, error) { return link.EncodeDown(priv, m) }
 	h := &Hub{
-		cfg: cfg, ep: link.NewEndpoint(cfg.Link, cfg.Name, linkRDB, sign), keys: newNodeKeys(cfg.Link.Password),
+		cfg: cfg, ep: link.NewEndpoint(cfg.Link, cfg.Name, linkRDB, sign), master: master,
 		link: linkRDB, relay: relay, carrier: carrier, log: log,
 		procs: map[procKey]*procState{}, resync: make(chan struct{}, 1),
 	}
@@ -179,8 +180,6 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err := h.loadProcs(ctx); err != nil {
 		h.log.Warn("could not load known processes", "err", err)
 	}
-	// The keys of known nodes are derived before they are needed.
-	go h.keys.prepare(h.knownNodes())
 	h.requestResync("start")
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -232,21 +231,6 @@ func (h *Hub) loadProcs(ctx context.Context) error {
 	return nil
 }
 
-// knownNodes returns the node ids of the processes the hub knows.
-func (h *Hub) knownNodes() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	seen := map[string]bool{}
-	var out []string
-	for k := range h.procs {
-		if !seen[k.node] {
-			seen[k.node] = true
-			out = append(out, k.node)
-		}
-	}
-	return out
-}
-
 // forget drops processes not heard from for NodeTimeout, in memory and in
 // Redis. Their messages are older than the allowed skew by then, so a
 // replay of one is refused as stale, never taken for a new process.
@@ -282,8 +266,8 @@ func (h *Hub) listen(ctx context.Context) {
 			h.ep.Alive()
 			if channel != h.cfg.Link.DownChannel() {
 				h.handle(ctx, b)
-				// Time spent on a message (a first key derivation takes
-				// about 0.1 s) is not silence of the subscription.
+				// Time spent on a message is not silence of the
+				// subscription.
 				h.ep.Alive()
 			}
 		},
@@ -310,7 +294,7 @@ func (h *Hub) reject(reason string, st *procState) {
 
 // handle authenticates one message from a node and acts on it.
 func (h *Hub) handle(ctx context.Context, b []byte) {
-	m, err := link.DecodeUp(b, h.keys.get)
+	m, err := link.DecodeUp(b, h.nodeKey)
 	if err != nil {
 		h.reject(link.Reason(err), nil)
 		return
@@ -662,64 +646,12 @@ func (h *Hub) Status() Status {
 	return s
 }
 
-// nodeKeys derives and caches each node's key (link.NodeKey). A derivation
-// costs one argon2id run (about 0.1 s), so names the hub has not heard
-// before are derived at most newKeyRate a second (burst newKeyBurst) and
-// the cache holds at most maxKeys: a flood of messages naming made-up
-// nodes costs the hub at most a tenth of its time, and each is refused
-// as unknown_node.
-type nodeKeys struct {
-	secret string
-	mu     sync.Mutex
-	keys   map[string]link.Key
-	tokens float64
-	last   time.Time
-}
-
-const (
-	newKeyRate  = 1.0
-	newKeyBurst = 4
-	maxKeys     = 4096
-)
-
-func newNodeKeys(secret string) *nodeKeys {
-	return &nodeKeys{secret: secret, keys: map[string]link.Key{}, tokens: newKeyBurst, last: time.Now()}
-}
-
-// get returns the key of node, deriving it if allowed.
-func (k *nodeKeys) get(node string) (link.Key, error) {
+// nodeKey returns the key of the node a message claims to be from (an
+// HMAC of the master key: microseconds, so no cache is needed); a name that
+// is no valid node id has none.
+func (h *Hub) nodeKey(node string) (link.Key, error) {
 	if err := redisstore.ValidName("node", node); err != nil {
 		return nil, err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if key, ok := k.keys[node]; ok {
-		return key, nil
-	}
-	now := time.Now()
-	k.tokens = min(newKeyBurst, k.tokens+now.Sub(k.last).Seconds()*newKeyRate)
-	k.last = now
-	if k.tokens < 1 || len(k.keys) >= maxKeys {
-		return nil, errors.New("too many new node ids; try again later")
-	}
-	k.tokens--
-	key := link.NodeKey(k.secret, node)
-	k.keys[node] = key
-	return key, nil
-}
-
-// prepare derives the keys of nodes the hub already knows, without the
-// rate limit (their names came from the hub's own registry).
-func (k *nodeKeys) prepare(nodes []string) {
-	for _, n := range nodes {
-		if redisstore.ValidName("node", n) != nil {
-			continue
-		}
-		key := link.NodeKey(k.secret, n)
-		k.mu.Lock()
-		if len(k.keys) < maxKeys {
-			k.keys[n] = key
-		}
-		k.mu.Unlock()
-	}
+	return h.master.NodeKey(node), nil
 }

@@ -2,6 +2,8 @@ package link
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,23 +12,23 @@ import (
 )
 
 // Identities on the link. The network secret (TRACKER_LINK_PASSWORD) is the
-// hub's. From it:
+// hub's. From it, one memory-hard derivation gives a master key,
+// argon2id(secret) (64 MiB, 1 pass: about 0.1 s here), and from the master
+// key, by HMAC-SHA256:
 //
-//   - each node id has a key of its own, NodeKey(secret, node): argon2id of
-//     the secret, salted with the node id. A node signs what it publishes
-//     with its key (HMAC-SHA256), and the hub checks each message with the
-//     key of the node id it claims, so a node's key lets it sign as itself
-//     only. An operator gives a friend's node its key alone
-//     (`tracker link key NODE_ID`), never the secret.
-//   - the hub has an Ed25519 key pair, HubKeys(secret). It signs its
-//     heartbeats with the private key; nodes check them with the public
-//     key, which gives them no power to sign as the hub.
+//   - each node id's key, NodeKey: a node signs what it publishes with its
+//     key, and the hub checks each message with the key of the node id it
+//     claims, so a node's key lets it sign as itself only. An operator gives
+//     a friend's node its key alone (`tracker link key NODE_ID`), never the
+//     secret; a key reveals nothing of the master key (HMAC is a PRF).
+//   - the hub's Ed25519 key pair, HubKeys: the hub signs its heartbeats;
+//     nodes check them with the public key, which cannot sign.
 //
-// Each derivation costs one argon2id run (64 MiB, about 0.1 s here), so a
-// captured message lets an attacker test password guesses at that cost
-// each, not at the cost of one HMAC. A node configured with the secret (the
-// simple one-operator setup) derives its key and the hub's public key at
-// start.
+// Whoever captured a message, or holds a node's key, tests password guesses
+// at one argon2id run each, not at the cost of one HMAC; while the hub,
+// holding the master key, derives any node's key in microseconds (no cache
+// and no rate limit on node names it has not seen). A node configured with
+// the secret derives its credentials once, at start.
 const (
 	kdfTime    = 1
 	kdfMemory  = 64 << 10 // KiB
@@ -35,16 +37,36 @@ const (
 	KeyLen = 32
 )
 
-// NodeKey derives the key of node from the network secret.
-func NodeKey(secret, node string) Key {
-	return argon2.IDKey([]byte(secret), []byte("tracklink link v2 node key:"+node), kdfTime, kdfMemory, kdfThreads, KeyLen)
+// Master is the master key of a network, derived from its secret.
+type Master []byte
+
+// NewMaster derives the master key from the network secret (one argon2id
+// run).
+func NewMaster(secret string) Master {
+	return argon2.IDKey([]byte(secret), []byte("tracklink link v2 master key"), kdfTime, kdfMemory, kdfThreads, KeyLen)
 }
+
+// NodeKey returns the key of node.
+func (m Master) NodeKey(node string) Key {
+	h := hmac.New(sha256.New, m)
+	h.Write([]byte("node key:" + node))
+	return h.Sum(nil)
+}
+
+// HubKeys returns the hub's signing key pair.
+func (m Master) HubKeys() (ed25519.PrivateKey, ed25519.PublicKey) {
+	h := hmac.New(sha256.New, m)
+	h.Write([]byte("hub signing key"))
+	priv := ed25519.NewKeyFromSeed(h.Sum(nil))
+	return priv, priv.Public().(ed25519.PublicKey)
+}
+
+// NodeKey derives the key of node from the network secret.
+func NodeKey(secret, node string) Key { return NewMaster(secret).NodeKey(node) }
 
 // HubKeys derives the hub's signing key pair from the network secret.
 func HubKeys(secret string) (ed25519.PrivateKey, ed25519.PublicKey) {
-	seed := argon2.IDKey([]byte(secret), []byte("tracklink link v2 hub signing key"), kdfTime, kdfMemory, kdfThreads, ed25519.SeedSize)
-	priv := ed25519.NewKeyFromSeed(seed)
-	return priv, priv.Public().(ed25519.PublicKey)
+	return NewMaster(secret).HubKeys()
 }
 
 // ParseNodeKey reads a node key as `tracker link key` prints it (hex).
@@ -76,11 +98,9 @@ type Credentials struct {
 // the hub's public key as given.
 func NodeCredentials(cfg Config, node string) (Credentials, error) {
 	if cfg.Password != "" {
-		// Two derivations, on two cores when there are.
-		hub := make(chan ed25519.PublicKey, 1)
-		go func() { _, pub := HubKeys(cfg.Password); hub <- pub }()
-		key := NodeKey(cfg.Password, node)
-		return Credentials{Node: key, Hub: <-hub}, nil
+		m := NewMaster(cfg.Password)
+		_, pub := m.HubKeys()
+		return Credentials{Node: m.NodeKey(node), Hub: pub}, nil
 	}
 	k, err := ParseNodeKey(cfg.Key)
 	if err != nil {

@@ -30,10 +30,11 @@ var (
 
 func testKeys() {
 	testKeysOnce.Do(func() {
-		key1, key2 = NodeKey("secret", "node1"), NodeKey("secret", "node2")
-		keyBad = NodeKey("wrong", "node1")
-		hubPriv, hubPub = HubKeys("secret")
-		_, otherPub = HubKeys("wrong")
+		m, wrong := NewMaster("secret"), NewMaster("wrong")
+		key1, key2 = m.NodeKey("node1"), m.NodeKey("node2")
+		keyBad = wrong.NodeKey("node1")
+		hubPriv, hubPub = m.HubKeys()
+		_, otherPub = wrong.HubKeys()
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/hub"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redistest"
@@ -518,6 +519,45 @@ func TestReplicasOfOneNode(t *testing.T) {
 	}
 	if j := hubCounter(t, c.hub.url, `hub_resync_requests_total{reason="join"}`); j != 3 {
 		t.Fatalf("%v joins asked for resyncs; want 3 (alpha, beta and beta's second process)", j)
+	}
+
+	// A third process of beta whose clock is 2 s ahead publishes 200
+	// updates while the two real ones serve announces: every change is
+	// relayed, none is refused, and it asks for one resync.
+	rdb := c.redis.Client(t)
+	ctx := context.Background()
+	key := link.NewMaster(testPassword).NodeKey("beta")
+	session := link.NewSession()
+	skewed := strings.Repeat("s", 20)
+	for i := 1; i <= 200; i++ {
+		now := time.Now().Add(2 * time.Second).UnixMilli()
+		ch := bittorrent.PeerChange{InfoHash: bittorrent.InfoHash([]byte(skewed)), Op: bittorrent.OpLeecher, Seen: now,
+			Peer: string([]byte{10, 2, byte(i >> 8), byte(i), 0x1a, 0xe1})}
+		b, err := link.EncodeUp(key, &link.Message{Kind: link.KindUpdates, Node: "beta", Session: session, Seq: uint64(i), Time: now, Changes: []bittorrent.PeerChange{ch}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.Publish(ctx, c.channel+":up", b).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if i%20 == 0 {
+			announceTo(t, beta2.url, ih, 21000+i, 1, "started")
+			announceTo(t, c.nodes["beta"].url, ih, 22000+i, 1, "started")
+		}
+	}
+	eventually(t, 3*time.Second, "the skewed replica's 200 peers at alpha", func() bool {
+		return scrapeOf(t, c.nodes["alpha"].url, skewed).leechers == 200
+	})
+	eventually(t, 3*time.Second, "the real replicas' peers at alpha", func() bool {
+		return scrapeOf(t, c.nodes["alpha"].url, ih).leechers == 120
+	})
+	for _, reason := range []string{"replay", "stale", "bad_seen", "seq_jump"} {
+		if n := hubCounter(t, c.hub.url, `hub_rejected_total{reason="`+reason+`"}`); n != 0 {
+			t.Fatalf("%v messages refused as %s", n, reason)
+		}
+	}
+	if j := hubCounter(t, c.hub.url, `hub_resync_requests_total{reason="join"}`); j != 4 {
+		t.Fatalf("%v joins; want 4 (one more for the skewed process)", j)
 	}
 }
 

@@ -26,10 +26,13 @@ func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
 
 const password = "a link password of the tests"
 
-// fakeRelayer records what the hub relays.
+// fakeRelayer records what the hub relays, and holds what each node's
+// keyspace holds for resyncs.
 type fakeRelayer struct {
 	mu      sync.Mutex
-	applied map[string]int // node -> changes written
+	applied map[string]int                                             // node -> changes written
+	writes  map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange // node -> swarm -> changes written
+	holds   map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange // node -> swarm -> live peers
 }
 
 func (f *fakeRelayer) Apply(_ context.Context, ts []redisstore.Target) (int, error) {
@@ -39,16 +42,49 @@ func (f *fakeRelayer) Apply(_ context.Context, ts []redisstore.Target) (int, err
 	for _, t := range ts {
 		f.applied[t.Node] += len(t.Changes)
 		n += len(t.Changes)
+		if f.writes[t.Node] == nil {
+			f.writes[t.Node] = map[bittorrent.InfoHash][]bittorrent.PeerChange{}
+		}
+		for _, c := range t.Changes {
+			f.writes[t.Node][c.InfoHash] = append(f.writes[t.Node][c.InfoHash], c)
+		}
 	}
 	return n, nil
 }
 
-func (f *fakeRelayer) Indexed(context.Context, string) ([]bittorrent.InfoHash, error) {
-	return nil, nil
+func (f *fakeRelayer) Indexed(_ context.Context, node string) ([]bittorrent.InfoHash, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []bittorrent.InfoHash
+	for ih := range f.holds[node] {
+		out = append(out, ih)
+	}
+	return out, nil
 }
-func (f *fakeRelayer) Swarms(_ context.Context, _ string, hs []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
-	return make([][]bittorrent.PeerChange, len(hs)), nil
+
+func (f *fakeRelayer) Swarms(_ context.Context, node string, hs []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([][]bittorrent.PeerChange, len(hs))
+	for i, ih := range hs {
+		out[i] = f.holds[node][ih]
+	}
+	return out, nil
 }
+
+// fakeCarrier says which node carries which torrents; nodes it has no
+// list for carry everything.
+type fakeCarrier struct {
+	lists  map[string]map[bittorrent.InfoHash]bool
+	forgot atomic.Int64
+}
+
+func (c *fakeCarrier) Carries(_ context.Context, node string, ih bittorrent.InfoHash) bool {
+	l, ok := c.lists[node]
+	return !ok || l[ih]
+}
+
+func (c *fakeCarrier) Forget(string) { c.forgot.Add(1) }
 
 func (f *fakeRelayer) to(node string) int {
 	f.mu.Lock()
@@ -82,7 +118,9 @@ var nodeKey = func() func(node string) link.Key {
 	}
 }()
 
-func newTestHub(t *testing.T, channel string) *testHub {
+func newTestHub(t *testing.T, channel string) *testHub { return newTestHubWith(t, channel, nil) }
+
+func newTestHubWith(t *testing.T, channel string, carrier Carrier) *testHub {
 	t.Helper()
 	rdb := redistest.Shared(t).Client(t)
 	cfg := Config{
@@ -91,8 +129,9 @@ func newTestHub(t *testing.T, channel string) *testHub {
 		NodeTimeout: 10 * time.Second,
 	}
 	reg := prometheus.NewRegistry()
-	relay := &fakeRelayer{applied: map[string]int{}}
-	h, err := New(cfg, rdb, relay, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	relay := &fakeRelayer{applied: map[string]int{}, writes: map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange{},
+		holds: map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange{}}
+	h, err := New(cfg, rdb, relay, carrier, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,4 +332,49 @@ func TestForgetSilentProcesses(t *testing.T) {
 
 func netipPort(i int) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), uint16(1000+i))
+}
+
+// TestResyncUnionAndCarriers: a resync gives every live node the union of
+// all live nodes' peers of each torrent (the newest time of each peer), and
+// skips nodes that do not carry a torrent; relays skip them too, and a
+// hello makes the carrier forget what it knew of the node.
+func TestResyncUnionAndCarriers(t *testing.T) {
+	ih1, ih2 := bittorrent.InfoHash{1}, bittorrent.InfoHash{2}
+	carrier := &fakeCarrier{lists: map[string]map[bittorrent.InfoHash]bool{"c": {ih1: true}}}
+	h := newTestHubWith(t, newChannel(), carrier)
+	ctx := context.Background()
+	for _, n := range []string{"a", "b", "c"} {
+		h.handle(ctx, (&proc{node: n, session: 1}).msg(t, h, link.KindHello))
+	}
+	if carrier.forgot.Load() != 3 {
+		t.Fatalf("carrier forgot %d times, want once per hello", carrier.forgot.Load())
+	}
+	peer := func(i int, seen int64, ih bittorrent.InfoHash) bittorrent.PeerChange {
+		return bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: seen, Peer: string(bittorrent.Peer{Addr: netipPort(i)}.AppendBinary(nil, false))}
+	}
+	h.relay.holds["a"] = map[bittorrent.InfoHash][]bittorrent.PeerChange{ih1: {peer(1, 100, ih1), peer(2, 200, ih1)}, ih2: {peer(9, 100, ih2)}}
+	h.relay.holds["b"] = map[bittorrent.InfoHash][]bittorrent.PeerChange{ih1: {peer(2, 300, ih1), peer(3, 100, ih1)}}
+	if _, err := h.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{peer(1, 0, ih1).Peer: 100, peer(2, 0, ih1).Peer: 300, peer(3, 0, ih1).Peer: 100}
+	for _, n := range []string{"a", "b", "c"} {
+		got := map[string]int64{}
+		for _, c := range h.relay.writes[n][ih1] {
+			got[c.Peer] = c.Seen
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s got %v of torrent 1, want the union %v", n, got, want)
+		}
+	}
+	if len(h.relay.writes["c"][ih2]) != 0 || len(h.relay.writes["b"][ih2]) != 1 {
+		t.Fatalf("torrent 2: c (not carrying) got %d, b got %d", len(h.relay.writes["c"][ih2]), len(h.relay.writes["b"][ih2]))
+	}
+	// A live relay skips c for torrent 2 too, and counts the drop.
+	a := &proc{node: "a", session: 1, seq: 1}
+	before := h.relay.to("c")
+	h.handle(ctx, a.msg(t, h, link.KindUpdates, peer(5, time.Now().UnixMilli(), ih2)))
+	if h.relay.to("c") != before || h.relay.to("b") == 0 || value(h.m.dropped) != 1 {
+		t.Fatalf("relay of torrent 2: c got %d more, b %d, dropped %v", h.relay.to("c")-before, h.relay.to("b"), value(h.m.dropped))
+	}
 }

@@ -67,20 +67,7 @@ func startCluster(t *testing.T, n int) *cluster {
 	}
 	var logs lockedBuffer
 	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			t.Error("tracker cluster did not stop within 20s")
-		}
-	})
+	exited := startProcess(t, cmd)
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -114,20 +101,7 @@ func startNode(t *testing.T) string {
 	cmd.Env = append(os.Environ(), "TRACKER_HTTP_ADDR="+addr, "TRACKER_UDP_ADDR="+addr, "TRACKER_LOG_LEVEL=warn")
 	var logs lockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			t.Error("node did not stop within 15s")
-		}
-	})
+	startProcess(t, cmd)
 	u := "http://" + addr
 	eventually(t, 10*time.Second, "node ready", func() bool {
 		resp, err := http.Get(u + "/readyz")
@@ -138,6 +112,28 @@ func startNode(t *testing.T) string {
 		return resp.StatusCode == 200
 	})
 	return u
+}
+
+// startProcess starts cmd and stops it at the end of the test: SIGTERM to
+// its PID (the cluster runner stops its children), SIGKILL after 20 s. The
+// channel receives its exit.
+func startProcess(t *testing.T, cmd *exec.Cmd) <-chan error {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("%s did not stop within 20s", strings.Join(cmd.Args, " "))
+		}
+	})
+	return exited
 }
 
 // freePorts returns the first of n consecutive loopback ports free for TCP

@@ -49,8 +49,6 @@ func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
 	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Completed: base + "c", Stopped: base + "x"}
 }
 
-func (s SwarmKeys) list() []string { return []string{s.Seeders, s.Leechers, s.Completed} }
-
 func (s SwarmKeys) relayList() []string {
 	return []string{s.Seeders, s.Leechers, s.Completed, s.Stopped}
 }

@@ -39,7 +39,7 @@ func seedFile(t *testing.T, dir string, size int, announceURL string) ([]byte, [
 		t.Fatal(err)
 	}
 	<-st.GotInfo()
-	if err := st.VerifyData(); err != nil {
+	if err := st.VerifyDataContext(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -140,7 +140,9 @@ func TestCreatedTorrentDownloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-st.GotInfo()
-	st.VerifyData()
+	if err := st.VerifyDataContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	download(t, realClient(t, leechDir, false), mi)
 	got, _ := os.ReadFile(filepath.Join(leechDir, "file.bin"))
 	if !bytes.Equal(got, payload) {

@@ -607,3 +607,55 @@ func TestNodeWithItsOwnKeyOnly(t *testing.T) {
 		t.Fatalf("mallory's peer reached node1: %+v", got)
 	}
 }
+
+// TestShutdownUnderLoad: a node stopped (SIGTERM: its context ends) while
+// clients announce fails no request it had accepted: requests in flight
+// finish through the store and the link before those stop.
+func TestShutdownUnderLoad(t *testing.T) {
+	c := newCluster(t, "node1", "node2")
+	c.waitLinked("node1", "node2")
+	n1 := c.nodes["node1"]
+	var ok, failed atomic.Int64
+	var firstFailure atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc := &http.Client{Timeout: 5 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				u := fmt.Sprintf("%s/announce?info_hash=%s&peer_id=-TT0001-%012d&port=%d&uploaded=0&downloaded=0&left=1",
+					n1.url, url.QueryEscape(fmt.Sprintf("shutdown-torrent-%03d", w)), w*100000+i, 10000+i%50000)
+				resp, err := hc.Get(u)
+				if err != nil {
+					continue // not accepted: the listener is closed
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(body), "failure reason") {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, string(body))
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	before := ok.Load()
+	n1.stop(t)
+	close(stop)
+	wg.Wait()
+	if before == 0 {
+		t.Fatal("no load before the stop")
+	}
+	if f := failed.Load(); f != 0 {
+		t.Fatalf("%d accepted announces failed during the shutdown (%d succeeded); first: %v", f, ok.Load(), firstFailure.Load())
+	}
+}

@@ -39,7 +39,21 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		log.Warn("unknown variable ignored (typo?)", "name", k)
 	}
 
-	g, ctx := errgroup.WithContext(ctx)
+	// Shutdown in order: the front ends (HTTP, UDP) run on frontCtx and,
+	// when the signal comes, stop accepting and let the requests in
+	// flight finish through the store; the backend (embedded store,
+	// pipeliner, allowed set, link) runs on backCtx, which ends only once
+	// the front ends are done, so those requests and the link's last
+	// batch still reach Redis. A backend component that fails stops the
+	// front ends too.
+	back, backCtx := errgroup.WithContext(context.WithoutCancel(ctx))
+	backCtx, stopBack := context.WithCancel(backCtx)
+	defer stopBack()
+	front, frontCtx := errgroup.WithContext(ctx)
+	frontCtx, stopFront := context.WithCancel(frontCtx)
+	defer stopFront()
+	go func() { <-backCtx.Done(); stopFront() }()
+
 	redisURL := cfg.RedisURL
 	if redisURL == "" {
 		emb, err := embedded.Open("127.0.0.1:0")
@@ -47,7 +61,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			return err
 		}
 		defer emb.Close()
-		g.Go(func() error { return emb.Run(ctx) })
+		back.Go(func() error { return emb.Run(backCtx) })
 		redisURL = "redis://" + emb.Addr()
 		log.Info("embedded single-node mode: peers live in this process's memory; set TRACKER_REDIS_URL to use Redis", "store", emb.Addr())
 	}
@@ -77,7 +91,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	var peers tracker.Store = store
 	if cfg.RedisPipelineWorkers > 0 {
 		p := redisstore.NewPipeliner(store, cfg.RedisPipelineWorkers, cfg.RedisPipelineBatch, 16*cfg.RedisPipelineWorkers*cfg.RedisPipelineBatch)
-		g.Go(func() error { return p.Run(ctx) })
+		back.Go(func() error { return p.Run(backCtx) })
 		peers = p
 	}
 
@@ -121,13 +135,13 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		if err := gate.Sync(ctx); err != nil {
 			log.Warn("allowed torrents not loaded at start; retrying", "err", err)
 		}
-		g.Go(func() error { return gate.Run(ctx) })
+		back.Go(func() error { return gate.Run(backCtx) })
 		routes = append(routes, torrentRoutes(gate, cfg.AdminToken)...)
 	}
 	// The link starts after the allowed set's first sync, so that the
 	// hub's resync on our hello already sees what we carry and accept.
 	if linkNode != nil {
-		g.Go(func() error { return linkNode.Run(ctx) })
+		back.Go(func() error { return linkNode.Run(backCtx) })
 	}
 	opts := tracker.Options{Sink: sink}
 	if gate != nil {
@@ -171,18 +185,23 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if started != nil {
 		started <- ln.Addr()
 	}
-	g.Go(func() error { return srv.Serve(ctx, ln) })
+	front.Go(func() error { return srv.Serve(frontCtx, ln) })
 	if udp != nil {
-		g.Go(func() error { return udp.Serve(ctx, udpConns) })
+		front.Go(func() error { return udp.Serve(frontCtx, udpConns) })
 	}
 	if cfg.DebugAddr != "" {
-		if err := serveDebug(ctx, g, cfg.DebugAddr, log); err != nil {
+		if err := serveDebug(frontCtx, front, cfg.DebugAddr, log); err != nil {
 			return err
 		}
 	}
-	err = g.Wait()
+	errFront := front.Wait()
+	stopBack()
+	errBack := back.Wait()
 	log.Info("tracker node stopped")
-	return err
+	if errFront != nil {
+		return errFront
+	}
+	return errBack
 }
 
 // udpStatus is what /udp/status shows: where UDP listens and its counts.

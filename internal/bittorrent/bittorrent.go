@@ -119,6 +119,15 @@ func PeerFromBinary(s string) (Peer, error) {
 	return p, nil
 }
 
+// Unicast reports whether a is an address a peer can be reached at and so
+// may be stored: not unspecified, not multicast (224.0.0.0/4, ff00::/8),
+// not the IPv4 broadcast address. Loopback, private and link-local
+// addresses are unicast.
+func Unicast(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
 // Event is the event parameter of an announce.
 type Event uint8
 

@@ -64,3 +64,19 @@ func TestParse(t *testing.T) {
 		t.Fatal("19 bytes accepted")
 	}
 }
+
+func TestUnicast(t *testing.T) {
+	for s, want := range map[string]bool{
+		"192.0.2.1": true, "127.0.0.1": true, "10.1.2.3": true, "169.254.1.1": true, "2001:db8::1": true, "::1": true, "fe80::1": true,
+		"::ffff:192.0.2.1": true,
+		"0.0.0.0":          false, "::": false, "224.0.0.1": false, "239.255.255.250": false, "255.255.255.255": false,
+		"ff02::1": false, "ff05::2": false, "::ffff:224.0.0.1": false,
+	} {
+		if got := Unicast(netip.MustParseAddr(s)); got != want {
+			t.Errorf("Unicast(%s) = %v, want %v", s, got, want)
+		}
+	}
+	if Unicast(netip.Addr{}) {
+		t.Error("the zero address is unicast")
+	}
+}

@@ -166,6 +166,26 @@ func TestAnnounceAndScrape(t *testing.T) {
 	}
 }
 
+// TestOnlyUnicastStored: an ip parameter may not name a multicast or
+// broadcast address; nothing of it is stored.
+func TestOnlyUnicastStored(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	cfg := defaultTestConfig()
+	cfg.svc.AllowIPParam = true
+	ts, _ := newTestServer(t, rdb, cfg, false)
+	ih := strings.Repeat("m", 20)
+	for _, ip := range []string{"224.0.0.1", "255.255.255.255", "ff02::1", "0.0.0.0"} {
+		r := get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1001, 10, "&ip="+ip))
+		if reason, _ := r["failure reason"].(string); !strings.Contains(reason, "unicast") {
+			t.Errorf("ip=%s: %v", ip, r)
+		}
+	}
+	r := get(t, announceURL(ts.URL, ih, strings.Repeat("b", 20), 1002, 10, "&ip=192.0.2.9"))
+	if r["incomplete"] != int64(1) {
+		t.Fatalf("a multicast peer was stored: %v", r)
+	}
+}
+
 func TestIPv6PeersApart(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
 	cfg := defaultTestConfig()

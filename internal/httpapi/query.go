@@ -221,6 +221,9 @@ func parseAnnounce(raw string, ap announceParams) (*bittorrent.AnnounceRequest, 
 			if err != nil || a.Zone() != "" {
 				return bittorrent.ClientError("ip must be an IPv4 or IPv6 address")
 			}
+			if !bittorrent.Unicast(a) {
+				return bittorrent.ClientError("ip must be a unicast address")
+			}
 			addr = a
 		}
 		return nil
@@ -239,7 +242,7 @@ func parseAnnounce(raw string, ap announceParams) (*bittorrent.AnnounceRequest, 
 		return nil, bittorrent.ClientError("missing left")
 	}
 	addr = addr.Unmap()
-	if !addr.IsValid() || addr.IsUnspecified() {
+	if !bittorrent.Unicast(addr) {
 		return nil, bittorrent.ClientError("no usable client address")
 	}
 	r.Peer.Addr = netip.AddrPortFrom(addr, r.Peer.Addr.Port())

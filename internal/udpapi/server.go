@@ -419,8 +419,11 @@ func (s *Server) parseAnnounce(sk *socket, p *packet, b []byte) error {
 	addr := p.from.Addr()
 	if s.svc.Config().AllowIPParam && ap.ip != [4]byte{} && sk.fam == bittorrent.OnlyIPv4 {
 		addr = netip.AddrFrom4(ap.ip)
+		if !bittorrent.Unicast(addr) {
+			return bittorrent.ClientError("ip must be a unicast address")
+		}
 	}
-	if !addr.IsValid() || addr.IsUnspecified() {
+	if !bittorrent.Unicast(addr) {
 		return bittorrent.ClientError("no usable client address")
 	}
 	p.req = ap.req

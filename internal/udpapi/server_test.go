@@ -49,6 +49,7 @@ type nodeOpts struct {
 	workers int
 	rbuf    int           // read buffer, bytes
 	clock   time.Duration // how far this node's clock is ahead
+	allowIP bool          // honour the IPv4 address field
 }
 
 func startNode(t *testing.T, o nodeOpts) *testNode {
@@ -74,7 +75,7 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	svc, err := tracker.New(tracker.Config{Interval: 30 * time.Minute, MinInterval: 5 * time.Minute, NumWantDefault: 50, NumWantMax: 200},
+	svc, err := tracker.New(tracker.Config{Interval: 30 * time.Minute, MinInterval: 5 * time.Minute, NumWantDefault: 50, NumWantMax: 200, AllowIPParam: o.allowIP},
 		o.store, tracker.Options{Gate: o.gate}, log, reg)
 	if err != nil {
 		t.Fatal(err)
@@ -476,5 +477,31 @@ func TestShutdownAnswersWhatWasRead(t *testing.T) {
 	nr, err := r.c.Read(buf)
 	if err != nil || binary.BigEndian.Uint32(buf[:nr]) != actionAnnounce {
 		t.Fatalf("in-flight announce during shutdown: %x %v", buf[:nr], err)
+	}
+}
+
+// TestIPField: with the address field honoured, an announce may name a
+// unicast IPv4 address, never a multicast or broadcast one.
+func TestIPField(t *testing.T) {
+	n := startNode(t, nodeOpts{allowIP: true})
+	r := dialRaw(t, n.v4)
+	id := r.connect()
+	withIP := func(ip [4]byte, port uint16) []byte {
+		b := announceBytes(id, 3, testIH, testPID, 1, 0, -1, port, nil)
+		copy(b[84:88], ip[:])
+		return b
+	}
+	for _, ip := range [][4]byte{{224, 0, 0, 1}, {255, 255, 255, 255}} {
+		if msg := errorText(t, r.roundTrip(withIP(ip, 1), 2*time.Second)); msg != "ip must be a unicast address" {
+			t.Errorf("ip %v: %q", ip, msg)
+		}
+	}
+	rep := r.roundTrip(withIP([4]byte{192, 0, 2, 5}, 2), 2*time.Second)
+	if binary.BigEndian.Uint32(rep) != actionAnnounce || binary.BigEndian.Uint32(rep[12:]) != 1 {
+		t.Fatalf("unicast ip field: %x", rep)
+	}
+	rep = r.roundTrip(withIP([4]byte{192, 0, 2, 6}, 3), 2*time.Second)
+	if len(rep) != 26 || string(rep[20:24]) != "\xc0\x00\x02\x05" {
+		t.Fatalf("the peer named by the ip field is not served as such: %x", rep)
 	}
 }

@@ -314,7 +314,8 @@ func (s *Server) work(ctx context.Context, sk *socket, stopping <-chan struct{})
 // leaves it empty for no reply.
 func (s *Server) answer(ctx context.Context, sk *socket, w *worker, n int) {
 	now := s.now()
-	w.anns, w.batch.Reqs = w.anns[:0], w.batch.Reqs[:0]
+	w.anns = w.anns[:0]
+	w.batch.Reset()
 	for i := range n {
 		p, m := w.pkts[i], &w.rmsgs[i]
 		p.n, p.out = m.N, p.out[:0]

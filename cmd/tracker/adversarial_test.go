@@ -34,7 +34,8 @@ func TestAdversarialLink(t *testing.T) {
 	rejected := func(reason string) float64 {
 		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="`+reason+`"}`)
 	}
-	node1Key, node2Key := link.NodeKey(testPassword, "node1"), link.NodeKey(testPassword, "node2")
+	master := link.NewMaster(testPassword)
+	node1Key, node2Key := master.NodeKey("node1"), master.NodeKey("node2")
 	st, err := hubStatus(c.hub.url)
 	if err != nil {
 		t.Fatal(err)

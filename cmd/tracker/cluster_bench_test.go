@@ -54,7 +54,7 @@ func BenchmarkHubRelay(b *testing.B) {
 	c.waitLinked("node1", "node2", "node3")
 	rdb := c.redis.Client(b)
 	ctx := context.Background()
-	up := link.NodeKey(testPassword, "benchsrc")
+	up := link.NewMaster(testPassword).NodeKey("benchsrc")
 	const perMsg = link.MaxChanges
 	session := uint64(time.Now().UnixNano())
 	var seq uint64

@@ -278,7 +278,7 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 		t.Fatal(err)
 	}
 	announceTo(t, c.nodes["node1"].url, "genuine-torrent-0001", 7100, 5, "started")
-	node1Key := func(string) (link.Key, error) { return link.NodeKey(testPassword, "node1"), nil }
+	node1Key := func(string) (link.Key, error) { return link.NewMaster(testPassword).NodeKey("node1"), nil }
 	var genuine []byte
 	for genuine == nil {
 		m, err := sub.ReceiveMessage(ctx)

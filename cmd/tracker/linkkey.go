@@ -37,10 +37,11 @@ func runLinkKey(args, environ []string, stdout io.Writer) error {
 	if len(secret) < 12 {
 		return errors.New("TRACKER_LINK_PASSWORD must be at least 12 characters")
 	}
-	_, hubPub := link.HubKeys(cfg.Password)
+	master := link.NewMaster(cfg.Password) // one argon2id run
+	_, hubPub := master.HubKeys()
 	fmt.Fprintf(stdout, "# link credentials of node %s: give these to its operator, not the network secret\n", node)
 	fmt.Fprintf(stdout, "TRACKER_NODE_ID=%s\n", node)
-	fmt.Fprintf(stdout, "TRACKER_LINK_KEY=%s\n", hex.EncodeToString(link.NodeKey(cfg.Password, node)))
+	fmt.Fprintf(stdout, "TRACKER_LINK_KEY=%s\n", hex.EncodeToString(master.NodeKey(node)))
 	fmt.Fprintf(stdout, "TRACKER_LINK_HUB_KEY=%s\n", hex.EncodeToString(hubPub))
 	return nil
 }

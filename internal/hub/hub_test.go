@@ -102,21 +102,12 @@ type testHub struct {
 	reg   *prometheus.Registry
 }
 
-// nodeKey derives a node's key once per test binary (argon2id is slow).
-var nodeKey = func() func(node string) link.Key {
-	var mu sync.Mutex
-	keys := map[string]link.Key{}
-	return func(node string) link.Key {
-		mu.Lock()
-		defer mu.Unlock()
-		if k, ok := keys[node]; ok {
-			return k
-		}
-		k := link.NodeKey(password, node)
-		keys[node] = k
-		return k
-	}
-}()
+// testMaster derives the network's master key once per test binary
+// (argon2id is slow).
+var testMaster = sync.OnceValue(func() link.Master { return link.NewMaster(password) })
+
+// nodeKey is a node's key (an HMAC of the master key: cheap).
+func nodeKey(node string) link.Key { return testMaster().NodeKey(node) }
 
 func newTestHub(t *testing.T, channel string) *testHub { return newTestHubWith(t, channel, nil) }
 

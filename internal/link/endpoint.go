@@ -113,7 +113,7 @@ type Listener struct {
 func (e *Endpoint) Listen(ctx context.Context, l Listener, channels ...string) {
 	first := true
 	for ctx.Err() == nil {
-		ps := Subscribe(ctx, e.rdb, l.Down, channels...)
+		ps := subscribe(ctx, e.rdb, l.Down, channels...)
 		if ps == nil {
 			return
 		}
@@ -156,10 +156,10 @@ func (e *Endpoint) receive(ctx context.Context, ps *redis.PubSub, subscribed tim
 	}
 }
 
-// Subscribe subscribes to channels, retrying with backoff (100 ms doubling
+// subscribe subscribes to channels, retrying with backoff (100 ms doubling
 // to 5 s, each failure reported to failed) until it succeeds or ctx ends
 // (then it returns nil).
-func Subscribe(ctx context.Context, rdb redis.UniversalClient, failed func(error), channels ...string) *redis.PubSub {
+func subscribe(ctx context.Context, rdb redis.UniversalClient, failed func(error), channels ...string) *redis.PubSub {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		ps := rdb.Subscribe(ctx, channels...)

@@ -61,14 +61,6 @@ func (m Master) HubKeys() (ed25519.PrivateKey, ed25519.PublicKey) {
 	return priv, priv.Public().(ed25519.PublicKey)
 }
 
-// NodeKey derives the key of node from the network secret.
-func NodeKey(secret, node string) Key { return NewMaster(secret).NodeKey(node) }
-
-// HubKeys derives the hub's signing key pair from the network secret.
-func HubKeys(secret string) (ed25519.PrivateKey, ed25519.PublicKey) {
-	return NewMaster(secret).HubKeys()
-}
-
 // ParseNodeKey reads a node key as `tracker link key` prints it (hex).
 func ParseNodeKey(s string) (Key, error) {
 	b, err := hex.DecodeString(s)

@@ -248,9 +248,10 @@ type packet struct {
 	out  []byte
 	ua   net.UDPAddr
 	ip   [16]byte
+	// h is the request's header, read once by triage.
+	h header
 	// req is the parsed announce, when the packet is one.
-	req  bittorrent.AnnounceRequest
-	txID uint32
+	req bittorrent.AnnounceRequest
 }
 
 // socket is one listening socket.
@@ -343,11 +344,11 @@ func (s *Server) answer(ctx context.Context, sk *socket, w *worker, n int) {
 		s.m.request(actAnnounce, outcomeOf(tracker.Outcome(err)))
 		s.m.observe(actAnnounce, took)
 		if err != nil {
-			p.out = appendError(p.out[:0], p.txID, tracker.ClientMessage(err), 1<<16)
+			p.out = appendError(p.out[:0], p.h.txID, tracker.ClientMessage(err), 1<<16)
 			continue
 		}
 		ans := &w.batch.Answers[j]
-		p.out = appendAnnounceReply(p.out[:0], p.txID, int64(ans.Interval/time.Second), ans.Leechers, ans.Seeders, ans.Peers, sk.fam)
+		p.out = appendAnnounceReply(p.out[:0], p.h.txID, int64(ans.Interval/time.Second), ans.Leechers, ans.Seeders, ans.Peers, sk.fam)
 	}
 }
 
@@ -364,6 +365,7 @@ func (s *Server) triage(p *packet, ids *connIDs, now time.Time) bool {
 		s.m.drop(dropShort)
 		return false
 	}
+	p.h = h
 	if h.action == actionConnect {
 		if h.connID != protocolID {
 			s.m.drop(dropBadProtocol)
@@ -386,9 +388,7 @@ func (s *Server) triage(p *packet, ids *connIDs, now time.Time) bool {
 // prepare handles an authenticated request: an announce joins the batch,
 // anything else is answered at once.
 func (s *Server) prepare(ctx context.Context, sk *socket, w *worker, p *packet) {
-	b := p.buf[:p.n]
-	h, _ := parseHeader(b)
-	p.txID = h.txID
+	b, h := p.buf[:p.n], p.h
 	var err error
 	act := actionOf(h.action)
 	switch h.action {

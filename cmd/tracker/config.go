@@ -118,7 +118,7 @@ func loadConfig(environ []string) (Config, []string, error) {
 		c.NodeID = sanitizeNodeID(h)
 	}
 	if c.HubName == "" {
-		c.HubName = "hub-" + c.NodeID
+		c.HubName = "hub-" + strings.ReplaceAll(c.NodeID, "{port}", "")
 	}
 	if c.PeerLifetime == 0 {
 		c.PeerLifetime = (c.Tracker.Interval + c.Tracker.IntervalJitter) * 3 / 2
@@ -130,7 +130,8 @@ func loadConfig(environ []string) (Config, []string, error) {
 }
 
 func (c Config) validate() error {
-	if err := redisstore.ValidName("TRACKER_NODE_ID", c.NodeID); err != nil {
+	// "{port}" becomes the port a node takes of a range (see listen.go).
+	if err := redisstore.ValidName("TRACKER_NODE_ID", strings.ReplaceAll(c.NodeID, "{port}", "65535")); err != nil {
 		return err
 	}
 	if err := redisstore.ValidName("TRACKER_REDIS_PREFIX", c.RedisPrefix); err != nil {
@@ -208,6 +209,9 @@ func (c Config) validate() error {
 // per process; only the embedded store, private to one process, may do
 // without.
 func (c Config) validateNode() error {
+	if err := c.validateListen(true); err != nil {
+		return err
+	}
 	if c.UDP.Enabled() && c.UDP.Secret == "" && c.RedisURL != "" {
 		return errors.New("TRACKER_UDP_SECRET is required when UDP is on (TRACKER_UDP_ADDR) and peers live in Redis: " +
 			"every process serving this tracker must accept the others' connection IDs. Set the same random string " +

@@ -28,6 +28,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	if cfg.Link.Password == "" {
 		return errors.New("the hub needs TRACKER_LINK_PASSWORD, the network secret (nodes hold it too, or only their own key: tracker link key NODE_ID)")
 	}
+	if err := cfg.validateListen(false); err != nil {
+		return err
+	}
 	log := newLogger(cfg, logOut).With("role", "hub")
 	for _, k := range unknown {
 		log.Warn("unknown variable ignored (typo?)", "name", k)

@@ -205,9 +205,9 @@ func runHealthcheck(ctx context.Context, args, environ []string) error {
 				addr = v
 			}
 		}
-		_, port, err := net.SplitHostPort(addr)
+		port, err := healthPort(addr)
 		if err != nil {
-			return fmt.Errorf("healthcheck: TRACKER_HTTP_ADDR %q: %w", addr, err)
+			return fmt.Errorf("healthcheck: %w", err)
 		}
 		u = "http://127.0.0.1:" + port + "/healthz"
 	}

@@ -38,6 +38,20 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	for _, k := range unknown {
 		log.Warn("unknown variable ignored (typo?)", "name", k)
 	}
+	// Listen first: a port range decides the port, and the port may be
+	// part of the node id that everything below uses.
+	ln, udpConns, err := listenFront(cfg)
+	if err != nil {
+		return err
+	}
+	serving := false
+	defer func() {
+		if !serving {
+			ln.Close()
+			closeUDP(udpConns)
+		}
+	}()
+	cfg.NodeID = expandNodeID(cfg.NodeID, ln)
 
 	// Shutdown in order: the front ends (HTTP, UDP) run on frontCtx and,
 	// when the signal comes, stop accepting and let the requests in
@@ -153,12 +167,8 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		return err
 	}
 	var udp *udpapi.Server
-	var udpConns []*net.UDPConn
 	if cfg.UDP.Enabled() {
 		if udp, err = udpapi.New(cfg.UDP, udpSecret(cfg), svc, log, reg); err != nil {
-			return err
-		}
-		if udpConns, err = udpapi.Listen(cfg.UDP.Addr); err != nil {
 			return err
 		}
 	}
@@ -173,18 +183,13 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	}
 	srv, err := httpapi.New(cfg.HTTP, svc, log, reg, reg, routes...)
 	if err != nil {
-		closeUDP(udpConns)
-		return err
-	}
-	ln, err := httpapi.Listen(cfg.HTTP.Addr)
-	if err != nil {
-		closeUDP(udpConns)
 		return err
 	}
 	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "version", version)
 	if started != nil {
 		started <- ln.Addr()
 	}
+	serving = true
 	front.Go(func() error { return srv.Serve(frontCtx, ln) })
 	if udp != nil {
 		front.Go(func() error { return udp.Serve(frontCtx, udpConns) })

@@ -16,6 +16,9 @@ RUN CGO_ENABLED=0 go build -trimpath \
 FROM scratch
 COPY --from=build /out/tracker /tracker
 USER 65532:65532
+# A node serves HTTP and UDP on 6969; the hub serves its status on 6969/tcp
+# too (the compose files publish it on the host's loopback). Replicas on the
+# host's network take ports of a range instead (TRACKER_HTTP_ADDR=:6969-6971).
 EXPOSE 6969/tcp 6969/udp
 ENV TRACKER_HTTP_ADDR=:6969
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -19,21 +19,39 @@ import (
 
 // composeFile is the part of a compose file the checks read.
 type composeFile struct {
-	Services map[string]struct {
-		Build       any               `yaml:"build"`
-		Image       string            `yaml:"image"`
-		Command     []string          `yaml:"command"`
-		EnvFile     any               `yaml:"env_file"`
-		Environment map[string]string `yaml:"environment"`
-		Ports       []string          `yaml:"ports"`
-		Volumes     []string          `yaml:"volumes"`
-		DependsOn   map[string]struct {
-			Condition string `yaml:"condition"`
-		} `yaml:"depends_on"`
-		Healthcheck *struct {
-			Test []string `yaml:"test"`
-		} `yaml:"healthcheck"`
-	} `yaml:"services"`
+	Services map[string]composeService `yaml:"services"`
+}
+
+type composeService struct {
+	Build       any      `yaml:"build"`
+	Image       string   `yaml:"image"`
+	PullPolicy  string   `yaml:"pull_policy"`
+	NetworkMode string   `yaml:"network_mode"`
+	Command     []string `yaml:"command"`
+	EnvFile     any      `yaml:"env_file"`
+	Environment []string `yaml:"environment"`
+	Ports       []string `yaml:"ports"`
+	Volumes     []string `yaml:"volumes"`
+	DependsOn   map[string]struct {
+		Condition string `yaml:"condition"`
+	} `yaml:"depends_on"`
+	Healthcheck *struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+}
+
+// env splits the service's environment list into the variables it sets
+// and the ones it passes through from .env (a bare NAME).
+func (s composeService) env() (set map[string]string, passed []string) {
+	set = map[string]string{}
+	for _, e := range s.Environment {
+		if k, v, ok := strings.Cut(e, "="); ok {
+			set[k] = v
+		} else {
+			passed = append(passed, e)
+		}
+	}
+	return set, passed
 }
 
 func loadCompose(t *testing.T, name string) composeFile {
@@ -49,11 +67,31 @@ func loadCompose(t *testing.T, name string) composeFile {
 	return c
 }
 
-// TestComposeFiles checks what `docker compose up` would need, without a
-// Docker engine: every variable set is one the program reads; the link
-// password has no working default; dependencies wait for health checks
-// that exist; published ports reach TRACKER_HTTP_ADDR; images run the
-// roles they claim.
+// interpolate resolves compose's ${NAME:-default} to its default and
+// ${NAME:?message} and ${NAME} to a placeholder of enough length.
+func interpolate(v string) string {
+	return regexp.MustCompile(`\$\{[A-Z_]+(:-([^}]*)|:\?[^}]*)?\}`).ReplaceAllStringFunc(v, func(m string) string {
+		if _, def, ok := strings.Cut(m, ":-"); ok {
+			return strings.TrimSuffix(def, "}")
+		}
+		return "placeholder-of-enough-length"
+	})
+}
+
+// Variables only one role reads: passing them to the other role is the
+// leak the compose files must not have.
+var (
+	nodeOnlyVars = regexp.MustCompile(`^TRACKER_(NODE_ID|UDP_.*|NUMWANT_.*|MIN_INTERVAL|ALLOW_IP_PARAM|SCRAPE_MAX_HASHES|TRUSTED_PROXIES|REDIS_PIPELINE_.*|STORE_PEER_IDS|ALLOWED_.*|SHARE_.*|LINK_FLUSH|LINK_QUEUE|LINK_KEY|LINK_HUB_KEY)$`)
+	hubOnlyVars  = regexp.MustCompile(`^TRACKER_HUB_.*$`)
+	// The Redis users' rules name the tl: prefix and the tl:link channel.
+	fixedVars = regexp.MustCompile(`^TRACKER_(REDIS_PREFIX|LINK_CHANNEL|REDIS_URL|LINK_REDIS_URL|LINK_PASSWORD|HTTP_ADDR|DEBUG_ADDR|REDIS_CLUSTER)$`)
+)
+
+// TestComposeFiles checks what `docker compose up` needs, without a
+// Docker engine (TestCompose runs them for real): every variable is one
+// the program reads; each role gets its own variables only; secrets are
+// required; the image is built by one service; nodes use the host's
+// network with a port range, and what is published is on loopback only.
 func TestComposeFiles(t *testing.T) {
 	known := knownVars()
 	for _, file := range []string{"docker-compose.yml", "docker-compose.friends.yml"} {
@@ -63,15 +101,40 @@ func TestComposeFiles(t *testing.T) {
 				t.Fatal("no redis service")
 			}
 			users := composeUsers(t, c.Services["redis"].Command)
-			hubs, nodes := 0, 0
+			hubs, nodes, builds := 0, 0, 0
 			for name, s := range c.Services {
+				for _, p := range s.Ports {
+					if !strings.HasPrefix(p, "127.0.0.1:") {
+						t.Errorf("%s publishes %s beyond the host's loopback", name, p)
+					}
+				}
 				if name == "redis" {
 					if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), "ping") {
 						t.Errorf("redis needs a ping health check")
 					}
 					continue
 				}
-				for k, v := range s.Environment {
+				if s.EnvFile != nil {
+					t.Errorf("%s reads a whole env file; list its role's variables instead", name)
+				}
+				if s.Build != nil {
+					builds++
+				} else if s.Image != "tracklink:latest" || s.PullPolicy != "never" {
+					t.Errorf("%s: without build, want image tracklink:latest and pull_policy never (the image another service builds), got %q %q", name, s.Image, s.PullPolicy)
+				}
+				set, passed := s.env()
+				isHub := len(s.Command) > 0 && s.Command[0] == "hub"
+				for _, k := range passed {
+					switch {
+					case !known[k]:
+						t.Errorf("%s passes %s, which the program does not read", name, k)
+					case fixedVars.MatchString(k):
+						t.Errorf("%s passes %s through; the compose file must set it", name, k)
+					case isHub && nodeOnlyVars.MatchString(k), !isHub && hubOnlyVars.MatchString(k):
+						t.Errorf("%s passes %s, which its role does not read", name, k)
+					}
+				}
+				for k, v := range set {
 					if !known[k] {
 						t.Errorf("%s sets %s, which the program does not read", name, k)
 					}
@@ -79,16 +142,18 @@ func TestComposeFiles(t *testing.T) {
 						t.Errorf("%s: %s must be required (${%s:?...}), got %q", name, k, k, v)
 					}
 				}
-				if _, ok := s.Environment["TRACKER_LINK_PASSWORD"]; !ok {
+				if _, ok := set["TRACKER_LINK_PASSWORD"]; !ok {
 					t.Errorf("%s does not take TRACKER_LINK_PASSWORD", name)
 				}
-				// Each role connects as a Redis user of its own.
-				m := regexp.MustCompile(`^redis://([a-z0-9-]+):\$\{[A-Z_]+\}@redis:6379$`).FindStringSubmatch(s.Environment["TRACKER_REDIS_URL"])
-				if m == nil || users[m[1]] == nil {
-					t.Errorf("%s: TRACKER_REDIS_URL = %q, want a user the redis service creates", name, s.Environment["TRACKER_REDIS_URL"])
+				// Each role connects as a Redis user of its own: the hub
+				// on the compose network, nodes on the host's loopback.
+				host := `redis:6379`
+				if !isHub {
+					host = `127\.0\.0\.1:\$\{TRACKLINK_REDIS_PORT:-6379\}`
 				}
-				if s.Build == nil || s.EnvFile == nil {
-					t.Errorf("%s must build the image and read .env", name)
+				m := regexp.MustCompile(`^redis://([a-z0-9-]+):\$\{[A-Z_]+\}@` + host + `$`).FindStringSubmatch(set["TRACKER_REDIS_URL"])
+				if m == nil || users[m[1]] == nil {
+					t.Errorf("%s: TRACKER_REDIS_URL = %q, want a user the redis service creates at %s", name, set["TRACKER_REDIS_URL"], host)
 				}
 				for dep, d := range s.DependsOn {
 					ds, ok := c.Services[dep]
@@ -101,64 +166,64 @@ func TestComposeFiles(t *testing.T) {
 						t.Errorf("%s waits for %s to be healthy, which has no health check", name, dep)
 					}
 				}
-				_, port, err := net.SplitHostPort(s.Environment["TRACKER_HTTP_ADDR"])
-				if err != nil {
-					t.Errorf("%s: TRACKER_HTTP_ADDR: %v", name, err)
-				}
-				udpPort := ""
-				if a, ok := s.Environment["TRACKER_UDP_ADDR"]; ok {
-					if _, udpPort, err = net.SplitHostPort(a); err != nil {
-						t.Errorf("%s: TRACKER_UDP_ADDR: %v", name, err)
-					}
-				}
-				for _, p := range s.Ports {
-					if !strings.HasSuffix(p, ":"+port) && (udpPort == "" || !strings.HasSuffix(p, ":"+udpPort+"/udp")) {
-						t.Errorf("%s publishes %s, but listens on %s (TCP) and %q (UDP)", name, p, port, udpPort)
-					}
-				}
 				// Parse the service's environment as the program would.
 				environ := []string{}
-				for k, v := range s.Environment {
-					switch k {
-					case "TRACKER_LINK_PASSWORD":
-						v = "a password of enough length"
-					case "TRACKER_UDP_SECRET":
-						v = "a UDP secret of enough length"
-					}
-					environ = append(environ, k+"="+v)
+				for k, v := range set {
+					environ = append(environ, k+"="+interpolate(v))
 				}
 				cfg, _, err := loadConfig(environ)
 				if err != nil {
 					t.Errorf("%s: its environment does not load: %v", name, err)
+					continue
 				}
-				if len(s.Command) > 0 && s.Command[0] == "hub" {
+				if isHub {
 					hubs++
-				} else {
-					nodes++
-					if err := cfg.validateNode(); err != nil {
-						t.Errorf("node service %s: %v", name, err)
+					if err := cfg.validateListen(false); err != nil {
+						t.Errorf("hub: %v", err)
 					}
-					if _, ok := s.DependsOn["hub"]; !ok {
-						t.Errorf("node service %s should start after the hub", name)
+					_, port, _ := net.SplitHostPort(cfg.HTTP.Addr)
+					if len(s.Ports) != 1 || !strings.HasSuffix(s.Ports[0], ":"+port) {
+						t.Errorf("hub listens on %s and publishes %v; want its status on the host's loopback", port, s.Ports)
 					}
+					continue
+				}
+				nodes++
+				if err := cfg.validateNode(); err != nil {
+					t.Errorf("node service %s: %v", name, err)
+				}
+				if _, ok := s.DependsOn["hub"]; !ok {
+					t.Errorf("node service %s should start after the hub", name)
+				}
+				// Clients' own addresses: the host's network, a port
+				// range for the replicas, no published ports.
+				r, _ := parsePortRange(cfg.HTTP.Addr)
+				if s.NetworkMode != "host" || len(s.Ports) > 0 || !r.isRange || cfg.UDP.Addr != cfg.HTTP.Addr {
+					t.Errorf("node service %s: want network_mode host, no ports, HTTP and UDP on one port range; got %q %v %q %q", name, s.NetworkMode, s.Ports, cfg.HTTP.Addr, cfg.UDP.Addr)
+				}
+				if _, ok := set["TRACKER_NODE_ID"]; !ok {
+					t.Errorf("node service %s must set TRACKER_NODE_ID (or every replica takes the host's name)", name)
 				}
 			}
-			if hubs != 1 || nodes < 1 {
-				t.Fatalf("%d hubs and %d node services", hubs, nodes)
+			if hubs != 1 || nodes < 1 || builds != 1 {
+				t.Fatalf("%d hubs, %d node services, %d services that build the image (want 1, at least 1, 1)", hubs, nodes, builds)
 			}
 		})
 	}
 	// The friends topology: two trackers with fixed, different node ids,
 	// each restricted to a torrent directory of its own.
 	f := loadCompose(t, "docker-compose.friends.yml")
-	if f.Services["alpha"].Environment["TRACKER_NODE_ID"] != "alpha" || f.Services["beta"].Environment["TRACKER_NODE_ID"] != "beta" {
-		t.Fatal("friends topology needs node ids alpha and beta")
-	}
 	for _, n := range []string{"alpha", "beta"} {
 		s := f.Services[n]
-		if s.Environment["TRACKER_ALLOWED_DIR"] != "/torrents" || len(s.Volumes) != 1 || s.Volumes[0] != "./torrents/"+n+":/torrents" {
-			t.Fatalf("%s: want TRACKER_ALLOWED_DIR=/torrents on ./torrents/%s, got %q %v", n, n, s.Environment["TRACKER_ALLOWED_DIR"], s.Volumes)
+		set, _ := s.env()
+		up := strings.ToUpper(n)
+		if set["TRACKER_NODE_ID"] != n || set["TRACKER_ALLOWED_DIR"] != "/torrents" || len(s.Volumes) != 1 || s.Volumes[0] != "${"+up+"_TORRENTS:-./torrents/"+n+"}:/torrents" {
+			t.Fatalf("%s: want node id %s and TRACKER_ALLOWED_DIR=/torrents on ./torrents/%s, got %v %v", n, n, n, set, s.Volumes)
 		}
+	}
+	// The default topology: one node id per replica, from its port.
+	set, _ := loadCompose(t, "docker-compose.yml").Services["tracker"].env()
+	if !strings.Contains(set["TRACKER_NODE_ID"], "{port}") {
+		t.Fatalf("tracker replicas need {port} in TRACKER_NODE_ID, got %q", set["TRACKER_NODE_ID"])
 	}
 }
 

@@ -18,7 +18,12 @@ import (
 	"github.com/tracklink/tracklink/internal/redistest"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv(netnsClientVar) != "" {
+		os.Exit(netnsClientMain()) // a client inside a test's network namespace
+	}
+	os.Exit(redistest.Main(m))
+}
 
 // startNode runs a whole node (as main does) with the given environment and
 // returns its announce URL; the node stops at the end of the test.

@@ -1,0 +1,455 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/tracker"
+)
+
+// The compose test runs the real compose files on a real Docker engine
+// and checks them from a client host of its own: a network namespace
+// joined to this host by a veth pair, with an IPv4 and an IPv6 address,
+// so that what the trackers record is a client's address that is neither
+// loopback nor Docker's. It needs root and ../shared/docker/setup.sh (which
+// it runs); the README's test command runs it with
+//
+//	TRACKLINK_COMPOSE_TEST=1 go test -count=1 -run TestCompose -timeout 40m ./cmd/tracker/
+const composeTestVar = "TRACKLINK_COMPOSE_TEST"
+
+// netnsClientVar makes the test binary a one-shot tracker client (see
+// TestMain): it announces what the variable holds and prints the answer.
+// The compose test runs it inside the client's namespace.
+const netnsClientVar = "TRACKLINK_NETNS_CLIENT"
+
+type nsRequest struct {
+	URL      string
+	InfoHash string // hex
+	Port     uint16
+	Left     int64
+	Event    string
+}
+
+type nsAnswer struct {
+	Peers    []string
+	Seeders  int32
+	Leechers int32
+	Err      string
+}
+
+// netnsClientMain is the client's side: anacrolix/torrent's tracker
+// client (HTTP or UDP), which this project did not write.
+func netnsClientMain() int {
+	var req nsRequest
+	var ans nsAnswer
+	if err := json.Unmarshal([]byte(os.Getenv(netnsClientVar)), &req); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	var ih, pid [20]byte
+	hex.Decode(ih[:], []byte(req.InfoHash))
+	copy(pid[:], fmt.Sprintf("-TL0001-%012d", req.Port))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ev := map[string]tracker.AnnounceEvent{"": tracker.None, "started": tracker.Started, "stopped": tracker.Stopped, "completed": tracker.Completed}[req.Event]
+	res, err := tracker.Announce{
+		TrackerUrl: req.URL,
+		Context:    ctx,
+		Request:    tracker.AnnounceRequest{InfoHash: ih, PeerId: pid, Port: req.Port, Left: req.Left, Event: ev, NumWant: 200},
+	}.Do()
+	if err != nil {
+		ans.Err = err.Error()
+	}
+	for _, p := range res.Peers {
+		ans.Peers = append(ans.Peers, net.JoinHostPort(p.IP.String(), strconv.Itoa(p.Port)))
+	}
+	ans.Seeders, ans.Leechers = res.Seeders, res.Leechers
+	json.NewEncoder(os.Stdout).Encode(ans)
+	return 0
+}
+
+// nsClient is a client host: a network namespace with a veth pair to this
+// host. host4/host6 are this host's addresses on the pair (where the
+// trackers, on the host's network, are reached), ip4/ip6 the client's.
+type nsClient struct {
+	name, host4, host6, ip4, ip6 string
+}
+
+var nsSeq atomic.Int32
+
+func newNSClient(t *testing.T) *nsClient {
+	t.Helper()
+	n := os.Getpid()%200 + int(nsSeq.Add(1))
+	c := &nsClient{
+		name:  fmt.Sprintf("tlcli%d", n),
+		host4: fmt.Sprintf("10.213.%d.1", n), ip4: fmt.Sprintf("10.213.%d.2", n),
+		host6: fmt.Sprintf("fd00:213:%x::1", n), ip6: fmt.Sprintf("fd00:213:%x::2", n),
+	}
+	hostIf, nsIf := fmt.Sprintf("tlh%d", n), fmt.Sprintf("tlc%d", n)
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", c.name).Run()
+		exec.Command("ip", "link", "del", hostIf).Run()
+	})
+	for _, args := range [][]string{
+		{"netns", "add", c.name},
+		{"link", "add", hostIf, "type", "veth", "peer", "name", nsIf},
+		{"link", "set", nsIf, "netns", c.name},
+		{"addr", "add", c.host4 + "/24", "dev", hostIf},
+		{"addr", "add", c.host6 + "/64", "dev", hostIf, "nodad"},
+		{"link", "set", hostIf, "up"},
+		{"-n", c.name, "addr", "add", c.ip4 + "/24", "dev", nsIf},
+		{"-n", c.name, "addr", "add", c.ip6 + "/64", "dev", nsIf, "nodad"},
+		{"-n", c.name, "link", "set", nsIf, "up"},
+		{"-n", c.name, "link", "set", "lo", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	return c
+}
+
+// announce runs one announce from inside the namespace.
+func (c *nsClient) announce(t *testing.T, url, ih string, port uint16, left int64, event string) nsAnswer {
+	t.Helper()
+	req, _ := json.Marshal(nsRequest{URL: url, InfoHash: hex.EncodeToString([]byte(ih)), Port: port, Left: left, Event: event})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", c.name, os.Args[0])
+	cmd.Env = append(os.Environ(), netnsClientVar+"="+string(req))
+	out, err := cmd.Output()
+	var ans nsAnswer
+	if err != nil || json.Unmarshal(out, &ans) != nil {
+		t.Fatalf("client in %s: %v: %s", c.name, err, out)
+	}
+	return ans
+}
+
+// sees reports whether the tracker at url, asked by an observer peer of
+// the client (a seeder on port observer), returns peer want.
+func (c *nsClient) sees(t *testing.T, url, ih string, observer uint16, want string) bool {
+	t.Helper()
+	a := c.announce(t, url, ih, observer, 0, "")
+	return a.Err == "" && slices.Contains(a.Peers, want)
+}
+
+// composeProject is one compose file brought up under a project name of
+// the test's own, with its own env file.
+type composeProject struct {
+	t          *testing.T
+	name, file string
+	envFile    string
+}
+
+func (p *composeProject) run(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", append([]string{"compose", "-p", p.name, "-f", p.file, "--env-file", p.envFile}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (p *composeProject) must(timeout time.Duration, args ...string) string {
+	p.t.Helper()
+	out, err := p.run(timeout, args...)
+	if err != nil {
+		logs, _ := p.run(time.Minute, "logs", "--no-color", "--tail", "40")
+		p.t.Fatalf("docker compose %v: %v\n%s\nlogs:\n%s", args, err, out, logs)
+	}
+	return out
+}
+
+// up brings the project up and waits for every container's health check.
+func (p *composeProject) up(args ...string) time.Duration {
+	p.t.Helper()
+	start := time.Now()
+	p.must(20*time.Minute, append([]string{"up", "-d", "--build", "--wait", "--wait-timeout", "300"}, args...)...)
+	return time.Since(start)
+}
+
+// healthy returns the project's containers that are running and healthy
+// (or have no health check), and all of them.
+func (p *composeProject) containers() (healthy, all []string) {
+	p.t.Helper()
+	out := p.must(time.Minute, "ps", "-a", "--format", "{{.Name}} {{.State}} {{.Health}}")
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		all = append(all, f[0])
+		if f[1] == "running" && (len(f) == 2 || f[2] == "healthy") {
+			healthy = append(healthy, f[0])
+		}
+	}
+	return healthy, all
+}
+
+// writeEnv writes the project's .env: the README's required settings and
+// extra.
+func (p *composeProject) writeEnv(extra ...string) {
+	p.t.Helper()
+	lines := append([]string{
+		"TRACKER_LINK_PASSWORD=compose-test-link-password",
+		"TRACKER_UDP_SECRET=compose-test-udp-secret-0123",
+		"REDIS_HUB_PASSWORD=compose-test-hub-0123456789",
+		"REDIS_NODES_PASSWORD=compose-test-nodes-0123456789",
+		"REDIS_ALPHA_PASSWORD=compose-test-alpha-0123456789",
+		"REDIS_BETA_PASSWORD=compose-test-beta-0123456789",
+		// Node-only: must reach no service of docker-compose.yml.
+		"TRACKER_NODE_ID=leaked-from-env",
+	}, extra...)
+	if err := os.WriteFile(p.envFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// liveNodes reads the hub's /status: the live nodes and their live
+// processes, and the resync count.
+func liveNodes(t *testing.T, hubURL string) (map[string]int, int) {
+	t.Helper()
+	st, err := hubStatus(hubURL)
+	if err != nil {
+		return nil, -1
+	}
+	live := map[string]int{}
+	for id, n := range st.Nodes {
+		if !n.Live {
+			continue
+		}
+		for _, p := range n.Processes {
+			if p.Live {
+				live[id]++
+			}
+		}
+	}
+	return live, int(st.Resyncs)
+}
+
+// waitNodes waits until the hub lists exactly the live nodes of want
+// (node id: live processes; 0 for any number). A process that renewed
+// its link session (after a failed publish, e.g. while Redis restarts)
+// leaves its old session listed until TRACKER_HUB_NODE_TIMEOUT.
+func waitNodes(t *testing.T, hubURL string, want map[string]int, what string) {
+	t.Helper()
+	var got map[string]int
+	deadline := time.Now().Add(20 * time.Second)
+	for got, _ = liveNodes(t, hubURL); !sameNodes(got, want); got, _ = liveNodes(t, hubURL) {
+		if time.Now().After(deadline) {
+			st, _ := hubStatus(hubURL)
+			t.Fatalf("%s: the hub lists %v, want %v; status %+v", what, got, want, st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func sameNodes(got, want map[string]int) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for k, v := range want {
+		if got[k] == 0 || v != 0 && got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// dockerSetup runs ../shared/docker/setup.sh once per test binary.
+func dockerSetup(t *testing.T, repo string) {
+	t.Helper()
+	script := filepath.Join(repo, "..", "shared", "docker", "setup.sh")
+	if _, err := os.Stat(script); err != nil {
+		t.Fatalf("the compose test needs %s: %v", script, err)
+	}
+	start := time.Now()
+	if out, err := exec.Command("bash", script, repo).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	t.Logf("compose: docker setup took %s", time.Since(start).Round(time.Second))
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	p, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCompose(t *testing.T) {
+	if os.Getenv(composeTestVar) == "" {
+		t.Skip("the compose test runs with " + composeTestVar + "=1 (root and Docker; the README's test command sets it)")
+	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerSetup(t, repo)
+	t.Run("default", func(t *testing.T) { testComposeDefault(t, repo) })
+	t.Run("friends", func(t *testing.T) { testComposeFriends(t, repo) })
+}
+
+// testComposeDefault: docker-compose.yml with three tracker replicas.
+func testComposeDefault(t *testing.T, repo string) {
+	hubPort := freeTCPPort(t)
+	p := &composeProject{t: t, name: "tlcompose-test", file: filepath.Join(repo, "docker-compose.yml"), envFile: filepath.Join(t.TempDir(), ".env")}
+	p.writeEnv(fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("TRACKLINK_REDIS_PORT=%d", freeTCPPort(t)), "TRACKER_LINK_HEARTBEAT=500ms")
+	t.Cleanup(func() { downAndCheck(t, p) })
+	p.run(2*time.Minute, "down", "-v", "--remove-orphans") // leftovers of an interrupted run
+	took := p.up("--scale", "tracker=3")
+	out, _ := exec.Command("docker", "image", "inspect", "tracklink:latest", "--format", "{{.Size}}").Output()
+	size, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	t.Logf("compose: docker-compose.yml up with 3 replicas, healthy in %s; image %.1f MB", took.Round(time.Second), float64(size)/1e6)
+	if healthy, all := p.containers(); len(healthy) != 5 || len(all) != 5 {
+		t.Fatalf("want 5 healthy containers (redis, hub, 3 trackers), got %v of %v", healthy, all)
+	}
+	hubURL := fmt.Sprintf("http://127.0.0.1:%d", hubPort)
+	waitNodes(t, hubURL, map[string]int{"tracker-6969": 1, "tracker-6970": 1, "tracker-6971": 1}, "at start")
+	want := map[string]int{"tracker-6969": 0, "tracker-6970": 0, "tracker-6971": 0}
+
+	c := newNSClient(t)
+	httpURL := func(port int) string { return fmt.Sprintf("http://%s:%d/announce", c.host4, port) }
+	udp6URL := func(port int) string { return fmt.Sprintf("udp://[%s]:%d/announce", c.host6, port) }
+	ih := "compose-test-torrent"
+	peer4 := net.JoinHostPort(c.ip4, "51413")
+	peer6 := net.JoinHostPort(c.ip6, "51414")
+	// IPv4 over HTTP at one replica, IPv6 over UDP at another.
+	if a := c.announce(t, httpURL(6969), ih, 51413, 100, "started"); a.Err != "" {
+		t.Fatalf("announce at 6969: %s", a.Err)
+	}
+	if a := c.announce(t, udp6URL(6970), ih, 51414, 100, "started"); a.Err != "" {
+		t.Fatalf("announce at 6970 over UDP/IPv6: %s", a.Err)
+	}
+	for _, port := range []int{6970, 6971} {
+		eventually(t, 10*time.Second, fmt.Sprintf("%s (IPv4, announced at 6969) at %d", peer4, port), func() bool { return c.sees(t, httpURL(port), ih, 52000, peer4) })
+	}
+	for _, port := range []int{6969, 6971} {
+		eventually(t, 10*time.Second, fmt.Sprintf("%s (IPv6, announced at 6970) at %d", peer6, port), func() bool { return c.sees(t, udp6URL(port), ih, 52001, peer6) })
+	}
+	// A stop at the replica that has the peer removes it everywhere.
+	c.announce(t, httpURL(6969), ih, 51413, 100, "stopped")
+	c.announce(t, udp6URL(6970), ih, 51414, 100, "stopped")
+	for _, port := range []int{6969, 6970, 6971} {
+		eventually(t, 10*time.Second, fmt.Sprintf("stopped peers gone at %d", port), func() bool {
+			return !c.sees(t, httpURL(port), ih, 52002, peer4) && !c.sees(t, udp6URL(port), ih, 52003, peer6)
+		})
+	}
+
+	// Redis restarts (with its RDB), then the hub restarts: each time a
+	// new peer reaches every replica again.
+	for i, svc := range []string{"redis", "hub"} {
+		start := time.Now()
+		p.must(2*time.Minute, "restart", svc)
+		port := uint16(51420 + i)
+		peer := net.JoinHostPort(c.ip4, strconv.Itoa(int(port)))
+		announced := false
+		eventually(t, 60*time.Second, "a new peer at every replica after the "+svc+" restart", func() bool {
+			if !announced {
+				announced = c.announce(t, httpURL(6969+i), ih, port, 100, "started").Err == ""
+				return false
+			}
+			for _, to := range []int{6969, 6970, 6971} {
+				if !c.sees(t, httpURL(to), ih, 52004, peer) {
+					return false
+				}
+			}
+			return true
+		})
+		t.Logf("compose: after a %s restart, a new peer reached every replica in %s", svc, time.Since(start).Round(100*time.Millisecond))
+		waitNodes(t, hubURL, want, "after the "+svc+" restart")
+	}
+}
+
+// testComposeFriends: docker-compose.friends.yml, trackers alpha and beta
+// of two replicas each, each on a torrent directory of its own.
+func testComposeFriends(t *testing.T, repo string) {
+	hubPort := freeTCPPort(t)
+	dirs := map[string]string{"alpha": t.TempDir(), "beta": t.TempDir()}
+	for _, d := range dirs {
+		if err := os.Chown(d, 65532, 65532); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, shared := makeTorrent(t, "shared", dirs["alpha"], dirs["beta"])
+	_, private := makeTorrent(t, "private", dirs["alpha"])
+	p := &composeProject{t: t, name: "tlcompose-friends-test", file: filepath.Join(repo, "docker-compose.friends.yml"), envFile: filepath.Join(t.TempDir(), ".env")}
+	env := []string{
+		fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("TRACKLINK_REDIS_PORT=%d", freeTCPPort(t)),
+		"ALPHA_TORRENTS=" + dirs["alpha"], "BETA_TORRENTS=" + dirs["beta"], "TRACKER_ALLOWED_RESCAN=1s",
+	}
+	p.writeEnv(env...)
+	t.Cleanup(func() { downAndCheck(t, p) })
+	p.run(2*time.Minute, "down", "-v", "--remove-orphans")
+	took := p.up()
+	t.Logf("compose: docker-compose.friends.yml up (2 + 2 replicas), healthy in %s", took.Round(time.Second))
+	if healthy, all := p.containers(); len(healthy) != 6 || len(all) != 6 {
+		t.Fatalf("want 6 healthy containers (redis, hub, 2 alpha, 2 beta), got %v of %v", healthy, all)
+	}
+	hubURL := fmt.Sprintf("http://127.0.0.1:%d", hubPort)
+	want := map[string]int{"alpha": 2, "beta": 2}
+	waitNodes(t, hubURL, want, "at start")
+
+	c := newNSClient(t)
+	u := func(port int) string { return fmt.Sprintf("http://%s:%d/announce", c.host4, port) }
+	peer := net.JoinHostPort(c.ip4, "51500")
+	if a := c.announce(t, u(7000), shared, 51500, 100, "started"); a.Err != "" {
+		t.Fatalf("shared torrent at alpha: %s", a.Err)
+	}
+	for _, port := range []int{7001, 7100, 7101} {
+		eventually(t, 10*time.Second, fmt.Sprintf("the shared torrent's peer at %d", port), func() bool { return c.sees(t, u(port), shared, 52100, peer) })
+	}
+	if a := c.announce(t, u(7001), private, 51501, 100, "started"); a.Err != "" {
+		t.Fatalf("private torrent at alpha: %s", a.Err)
+	}
+	for _, port := range []int{7100, 7101} {
+		if a := c.announce(t, u(port), private, 52101, 0, ""); a.Err == "" {
+			t.Fatalf("beta (%d) serves alpha's private torrent: %+v", port, a)
+		}
+	}
+
+	// Replicas of one node id cause no resyncs while idle.
+	_, before := liveNodes(t, hubURL)
+	time.Sleep(10 * time.Second)
+	_, after := liveNodes(t, hubURL)
+	t.Logf("compose: friends hub resyncs %d, then %d after 10 s idle", before, after)
+	if before < 0 || after != before {
+		t.Fatalf("hub resyncs went from %d to %d in 10 s idle", before, after)
+	}
+
+	// Sharing on: beta accepts what alpha offers, and the private
+	// torrent's peer reaches it.
+	p.writeEnv(append(env, "TRACKER_SHARE_ACCEPT=true")...)
+	p.up()
+	privatePeer := net.JoinHostPort(c.ip4, "51501")
+	for _, port := range []int{7100, 7101} {
+		eventually(t, 30*time.Second, fmt.Sprintf("alpha's torrent shared to beta (%d)", port), func() bool { return c.sees(t, u(port), private, 52102, privatePeer) })
+	}
+}
+
+// downAndCheck tears the project down, volumes included, and checks that
+// nothing of it is left.
+func downAndCheck(t *testing.T, p *composeProject) {
+	if out, err := p.run(3*time.Minute, "down", "-v", "--remove-orphans", "--timeout", "20"); err != nil {
+		t.Errorf("down: %v\n%s", err, out)
+	}
+	if _, all := p.containers(); len(all) != 0 {
+		t.Errorf("containers left after down: %v", all)
+	}
+	if out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label=com.docker.compose.project="+p.name).Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("volumes left after down -v: %s", out)
+	}
+}

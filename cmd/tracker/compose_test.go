@@ -267,12 +267,16 @@ func sameNodes(got, want map[string]int) bool {
 	return true
 }
 
-// dockerSetup runs ../shared/docker/setup.sh once per test binary.
+// dockerSetup runs ../shared/docker/setup.sh (next to the repository, or
+// where TRACKLINK_DOCKER_SETUP says).
 func dockerSetup(t *testing.T, repo string) {
 	t.Helper()
-	script := filepath.Join(repo, "..", "shared", "docker", "setup.sh")
+	script := os.Getenv("TRACKLINK_DOCKER_SETUP")
+	if script == "" {
+		script = filepath.Join(repo, "..", "shared", "docker", "setup.sh")
+	}
 	if _, err := os.Stat(script); err != nil {
-		t.Fatalf("the compose test needs %s: %v", script, err)
+		t.Fatalf("the compose test needs the Docker setup script (TRACKLINK_DOCKER_SETUP, default ../shared/docker/setup.sh): %v", err)
 	}
 	start := time.Now()
 	if out, err := exec.Command("bash", script, repo).CombinedOutput(); err != nil {

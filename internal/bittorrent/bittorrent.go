@@ -182,6 +182,10 @@ type AnnounceRequest struct {
 	// HTTP answers carry both (IPv6 ones in peers6); a UDP answer carries
 	// the family of the socket the request came on (BEP 15).
 	Family Family
+	// Source is the address the request came from: the connection's, or
+	// the client's as a trusted proxy vouches for it; never the client's
+	// own claim (the ip parameter). Per-address limits apply to it.
+	Source netip.Addr
 }
 
 // Family says which address families of peers an answer may carry.

@@ -246,6 +246,7 @@ func parseAnnounce(raw string, ap announceParams) (*bittorrent.AnnounceRequest, 
 		return nil, bittorrent.ClientError("no usable client address")
 	}
 	r.Peer.Addr = netip.AddrPortFrom(addr, r.Peer.Addr.Port())
+	r.Source = ap.from.Unmap()
 	return r, nil
 }
 

@@ -29,6 +29,15 @@ type Config struct {
 	NumWantDefault int           `env:"NUMWANT_DEFAULT" envDefault:"50"`
 	NumWantMax     int           `env:"NUMWANT_MAX" envDefault:"200"`
 	AllowIPParam   bool          `env:"ALLOW_IP_PARAM" envDefault:"false"`
+	// Announces per second per client address (IPv6: per /64), in bursts
+	// of up to RateBurst; 0 turns the limit off. RateSlots bounds the
+	// limiter's table (24 bytes a slot). Clients on loopback (this host:
+	// benchmarks, tools, a local proxy that is not a trusted one) are not
+	// limited unless RateLimitLoopback.
+	RateLimit         float64 `env:"RATE_LIMIT" envDefault:"20"`
+	RateBurst         int     `env:"RATE_BURST" envDefault:"300"`
+	RateSlots         int     `env:"RATE_LIMIT_SLOTS" envDefault:"262144"`
+	RateLimitLoopback bool    `env:"RATE_LIMIT_LOOPBACK" envDefault:"false"`
 }
 
 // Validate checks the settings; errors name the variable.
@@ -46,6 +55,12 @@ func (c Config) Validate() error {
 		return errors.New("TRACKER_NUMWANT_MAX must be from 1 to 1000")
 	case c.NumWantDefault < 0 || c.NumWantDefault > c.NumWantMax:
 		return errors.New("TRACKER_NUMWANT_DEFAULT must be from 0 to TRACKER_NUMWANT_MAX")
+	case c.RateLimit < 0 || c.RateLimit > 1e6:
+		return errors.New("TRACKER_RATE_LIMIT must be from 0 (off) to 1000000 announces a second")
+	case c.RateLimit > 0 && (c.RateBurst < 1 || c.RateBurst > 1e6):
+		return errors.New("TRACKER_RATE_BURST must be from 1 to 1000000")
+	case c.RateLimit > 0 && (c.RateSlots < limiterShards || c.RateSlots > 1<<26):
+		return fmt.Errorf("TRACKER_RATE_LIMIT_SLOTS must be from %d to %d", limiterShards, 1<<26)
 	}
 	return nil
 }
@@ -86,6 +101,10 @@ const NotAuthorized = "Requested download is not authorized for use with this tr
 // Unavailable is what a client sees when the fault is ours, not its own.
 const Unavailable = "tracker temporarily unavailable, try again later"
 
+// RateLimited is the failure reason of an announce over the per-address
+// limit.
+const RateLimited = "too many announces from your address; try again later"
+
 // Service answers announces and scrapes for every front end. It is safe for
 // concurrent use.
 type Service struct {
@@ -93,7 +112,10 @@ type Service struct {
 	store  Store
 	opts   Options
 	failed *prometheus.CounterVec
-	errLog *sampledLog
+	// refused counts announces refused by a limit, by reason.
+	refused *prometheus.CounterVec
+	limiter *addrLimiter // nil: no per-address limit
+	errLog  *sampledLog
 }
 
 // New returns a service on store. Its metric (store failures by operation)
@@ -105,10 +127,19 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 	failed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tracker_redis_errors_total", Help: "Failed store (Redis) operations by operation.",
 	}, []string{"op"})
-	if err := reg.Register(failed); err != nil {
-		return nil, err
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tracker_announces_refused_total", Help: "Announces refused by a limit, by reason.",
+	}, []string{"reason"})
+	for _, c := range []prometheus.Collector{failed, refused} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
-	return &Service{cfg: cfg, store: store, opts: opts, failed: failed, errLog: newSampledLog(log, 10*time.Second)}, nil
+	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, errLog: newSampledLog(log, 10*time.Second)}
+	if cfg.RateLimit > 0 {
+		s.limiter = newAddrLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateSlots)
+	}
+	return s, nil
 }
 
 // Config returns the service's settings (front ends read the intervals and
@@ -128,8 +159,8 @@ type Answer struct {
 // its text for the client to see), ErrUnavailable (ours: logged, counted),
 // or the caller's context error.
 func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest) (Answer, error) {
-	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
-		return Answer{}, bittorrent.ClientError(NotAuthorized)
+	if err := s.admit(req, time.Now()); err != nil {
+		return Answer{}, err
 	}
 	res, err := s.store.Announce(ctx, req, s.numWant(req))
 	if err != nil {
@@ -166,10 +197,11 @@ func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
 	b.Answers = slices.Grow(b.Answers[:0], n)[:n]
 	b.Errs = slices.Grow(b.Errs[:0], n)[:n]
 	b.toStore, b.idx, b.numWant = b.toStore[:0], b.idx[:0], b.numWant[:0]
+	now := time.Now()
 	for i, req := range b.Reqs {
 		b.Answers[i], b.Errs[i] = Answer{}, nil
-		if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
-			b.Errs[i] = bittorrent.ClientError(NotAuthorized)
+		if err := s.admit(req, now); err != nil {
+			b.Errs[i] = err
 			continue
 		}
 		b.toStore, b.idx, b.numWant = append(b.toStore, req), append(b.idx, i), append(b.numWant, s.numWant(req))
@@ -188,6 +220,19 @@ func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
 		}
 		b.Answers[i] = s.answer(b.Reqs[i], b.res[j])
 	}
+}
+
+// admit applies what the node decides before the store: the torrent is
+// carried, and the client's address is within its rate.
+func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
+	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
+		return bittorrent.ClientError(NotAuthorized)
+	}
+	if s.limiter != nil && req.Source.IsValid() && (s.cfg.RateLimitLoopback || !req.Source.IsLoopback()) && !s.limiter.allow(req.Source, now) {
+		s.refused.WithLabelValues("rate_limit").Inc()
+		return bittorrent.ClientError(RateLimited)
+	}
+	return nil
 }
 
 // numWant is how many peers the store is asked for: the client's number,

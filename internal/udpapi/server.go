@@ -430,6 +430,7 @@ func (s *Server) parseAnnounce(sk *socket, p *packet, b []byte) error {
 	p.req = ap.req
 	p.req.Peer.Addr = netip.AddrPortFrom(addr, ap.req.Peer.Addr.Port())
 	p.req.Family = sk.fam
+	p.req.Source = p.from.Addr()
 	return nil
 }
 

@@ -1,0 +1,141 @@
+package tracker
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+func TestAddrLimiter(t *testing.T) {
+	l := newAddrLimiter(2, 5, 1<<12)
+	now := time.Unix(1000, 0)
+	a := netip.MustParseAddr("198.51.100.7")
+	for i := 0; i < 5; i++ {
+		if !l.allow(a, now) {
+			t.Fatalf("announce %d of a burst of 5 refused", i+1)
+		}
+	}
+	if l.allow(a, now) {
+		t.Fatal("6th announce of a burst of 5 allowed")
+	}
+	// Other addresses have buckets of their own; mapped IPv4 is IPv4.
+	if !l.allow(netip.MustParseAddr("198.51.100.8"), now) {
+		t.Fatal("another address refused")
+	}
+	if l.allow(netip.MustParseAddr("::ffff:198.51.100.7"), now) {
+		t.Fatal("the IPv4-mapped form of an empty bucket's address allowed")
+	}
+	// 2 a second: after 1 s, two more, not three.
+	now = now.Add(time.Second)
+	if !l.allow(a, now) || !l.allow(a, now) || l.allow(a, now) {
+		t.Fatal("refill is not 2 tokens a second")
+	}
+	// A long pause refills to the burst, not beyond.
+	now = now.Add(time.Hour)
+	n := 0
+	for l.allow(a, now) {
+		n++
+	}
+	if n != 5 {
+		t.Fatalf("after an hour %d announces allowed, want the burst (5)", n)
+	}
+	// IPv6 is limited per /64.
+	p1, p2 := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")
+	for i := 0; i < 5; i++ {
+		l.allow(p1, now)
+	}
+	if l.allow(p2, now) {
+		t.Fatal("another address of the same /64 has a bucket of its own")
+	}
+	if !l.allow(netip.MustParseAddr("2001:db8:1:3::1"), now) {
+		t.Fatal("another /64 refused")
+	}
+}
+
+// TestAddrLimiterBounded: a million distinct addresses leave the table at
+// its size, and an address that was evicted gets a full bucket (lenient,
+// never a wrong refusal).
+func TestAddrLimiterBounded(t *testing.T) {
+	l := newAddrLimiter(1, 3, 1<<10)
+	now := time.Unix(1000, 0)
+	a := netip.MustParseAddr("203.0.113.1")
+	for i := 0; i < 3; i++ {
+		l.allow(a, now)
+	}
+	for i := 0; i < 1_000_000; i++ {
+		b := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if !l.allow(b, now) {
+			t.Fatalf("first announce of fresh address %s refused", b)
+		}
+	}
+	size := 0
+	for i := range l.shards {
+		size += len(l.shards[i].slots)
+	}
+	if size != 1<<10 {
+		t.Fatalf("table has %d slots after a million addresses, want %d", size, 1<<10)
+	}
+	if !l.allow(a, now) {
+		t.Fatal("an evicted address was refused")
+	}
+}
+
+func TestServiceRateLimit(t *testing.T) {
+	cfg := testCfg
+	cfg.RateLimit, cfg.RateBurst, cfg.RateSlots = 1, 3, 1024
+	svc := serviceWith(t, cfg)
+	req := func(src string) *bittorrent.AnnounceRequest {
+		return &bittorrent.AnnounceRequest{Source: netip.MustParseAddr(src), NumWant: -1}
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := svc.Announce(context.Background(), req("192.0.2.1")); err != nil {
+			t.Fatalf("announce %d: %v", i, err)
+		}
+	}
+	_, err := svc.Announce(context.Background(), req("192.0.2.1"))
+	if ce, ok := bittorrent.IsClientError(err); !ok || string(ce) != RateLimited {
+		t.Fatalf("4th announce: %v, want %q", err, RateLimited)
+	}
+	// The batch path applies the same limit, request by request.
+	var b Batch
+	b.Add(req("192.0.2.1"))
+	b.Add(req("192.0.2.2"))
+	svc.AnnounceBatch(context.Background(), &b)
+	if _, ok := bittorrent.IsClientError(b.Errs[0]); !ok || b.Errs[1] != nil {
+		t.Fatalf("batch: %v", b.Errs)
+	}
+	if got := testutil.ToFloat64(svc.refused.WithLabelValues("rate_limit")); got != 2 {
+		t.Fatalf("refused{rate_limit} = %v, want 2", got)
+	}
+	// Loopback is not limited by default ...
+	for i := 0; i < 10; i++ {
+		if _, err := svc.Announce(context.Background(), req("127.0.0.1")); err != nil {
+			t.Fatalf("loopback announce %d: %v", i, err)
+		}
+	}
+	// ... unless asked.
+	cfg.RateLimitLoopback = true
+	svc = serviceWith(t, cfg)
+	for i := 0; i < 3; i++ {
+		svc.Announce(context.Background(), req("::1"))
+	}
+	if _, err := svc.Announce(context.Background(), req("::1")); err == nil {
+		t.Fatal("loopback not limited with RateLimitLoopback")
+	}
+}
+
+func serviceWith(t *testing.T, cfg Config) *Service {
+	t.Helper()
+	s, err := New(cfg, &fakeStore{}, Options{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

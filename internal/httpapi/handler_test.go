@@ -279,28 +279,36 @@ func TestRedisDownGivesFailureQuickly(t *testing.T) {
 }
 
 func TestTrustedProxies(t *testing.T) {
-	s := &Server{cfg: Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}}}
+	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}
 	tests := []struct {
-		remote, xff, xreal, want string
+		header, remote string
+		set            map[string]string
+		want           string
 	}{
-		{"192.0.2.1:5000", "198.51.100.1", "", "192.0.2.1"},                           // untrusted peer: headers ignored
-		{"127.0.0.1:5000", "198.51.100.1", "", "198.51.100.1"},                        // trusted proxy
-		{"127.0.0.1:5000", "203.0.113.9, 198.51.100.1, 10.1.1.1", "", "198.51.100.1"}, // right-most untrusted hop
-		{"127.0.0.1:5000", "", "198.51.100.2", "198.51.100.2"},                        // X-Real-IP
-		{"127.0.0.1:5000", "garbage", "", "127.0.0.1"},                                // unparsable: the peer itself
-		{"[::ffff:127.0.0.1]:5000", "2001:db8::5", "", "2001:db8::5"},                 // v4-mapped proxy address
+		{"X-Forwarded-For", "192.0.2.1:5000", map[string]string{"X-Forwarded-For": "198.51.100.1"}, "192.0.2.1"},                           // untrusted peer: headers ignored
+		{"X-Forwarded-For", "127.0.0.1:5000", map[string]string{"X-Forwarded-For": "198.51.100.1"}, "198.51.100.1"},                        // trusted proxy
+		{"X-Forwarded-For", "127.0.0.1:5000", map[string]string{"X-Forwarded-For": "203.0.113.9, 198.51.100.1, 10.1.1.1"}, "198.51.100.1"}, // right-most untrusted hop
+		{"X-Forwarded-For", "127.0.0.1:5000", map[string]string{"X-Forwarded-For": "198.51.100.1:4321"}, "198.51.100.1"},                   // ip:port
+		{"X-Forwarded-For", "127.0.0.1:5000", map[string]string{"X-Forwarded-For": "[2001:db8::7]:4321"}, "2001:db8::7"},                   // [ipv6]:port
+		{"X-Forwarded-For", "127.0.0.1:5000", map[string]string{"X-Forwarded-For": "garbage"}, "invalid IP"},                               // unparsable: refused, not the proxy
+		{"X-Forwarded-For", "127.0.0.1:5000", map[string]string{"X-Real-IP": "198.51.100.2"}, "invalid IP"},                                // only the configured header counts
+		{"X-Forwarded-For", "127.0.0.1:5000", nil, "invalid IP"},                                                                           // no header from a proxy
+		{"X-Forwarded-For", "[::ffff:127.0.0.1]:5000", map[string]string{"X-Forwarded-For": "2001:db8::5"}, "2001:db8::5"},                 // v4-mapped proxy address
+		{"X-Real-IP", "127.0.0.1:5000", map[string]string{"X-Real-IP": "198.51.100.2", "X-Forwarded-For": "203.0.113.66"}, "198.51.100.2"}, // the proxy's header wins over the client's
+		{"X-Real-IP", "127.0.0.1:5000", map[string]string{"X-Real-IP": "198.51.100.2:80"}, "198.51.100.2"},
+		{"Forwarded", "127.0.0.1:5000", map[string]string{"Forwarded": `for=203.0.113.5;proto=https, for="[2001:db8::9]:443";by=10.0.0.1`}, "2001:db8::9"},
+		{"Forwarded", "127.0.0.1:5000", map[string]string{"Forwarded": `for=198.51.100.3, for=10.2.2.2`}, "198.51.100.3"},
+		{"CF-Connecting-IP", "10.9.9.9:5000", map[string]string{"Cf-Connecting-Ip": "198.51.100.4"}, "198.51.100.4"},
 	}
 	for _, tc := range tests {
+		s := &Server{cfg: Config{TrustedProxies: proxies, ProxyHeader: tc.header}}
 		r := httptest.NewRequest("GET", "/announce", nil)
 		r.RemoteAddr = tc.remote
-		if tc.xff != "" {
-			r.Header.Set("X-Forwarded-For", tc.xff)
-		}
-		if tc.xreal != "" {
-			r.Header.Set("X-Real-IP", tc.xreal)
+		for k, v := range tc.set {
+			r.Header.Set(k, v)
 		}
 		if got := s.clientAddr(r).String(); got != tc.want {
-			t.Errorf("remote %s xff %q real %q: got %s, want %s", tc.remote, tc.xff, tc.xreal, got, tc.want)
+			t.Errorf("%s from %s with %v: got %s, want %s", tc.header, tc.remote, tc.set, got, tc.want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -29,7 +30,10 @@ type Config struct {
 	Addr            string         `env:"HTTP_ADDR" envDefault:":6969"`
 	ScrapeMaxHashes int            `env:"SCRAPE_MAX_HASHES" envDefault:"64"`
 	TrustedProxies  []netip.Prefix `env:"TRUSTED_PROXIES"`
-	ShutdownTimeout time.Duration  `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	// ProxyHeader is the one header a trusted proxy's client address is
+	// read from.
+	ProxyHeader     string        `env:"PROXY_HEADER" envDefault:"X-Forwarded-For"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
 
 // Validate checks the frontend settings; errors name the variable.
@@ -39,6 +43,8 @@ func (c Config) Validate() error {
 		return errors.New("TRACKER_SCRAPE_MAX_HASHES must be from 1 to 1000")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("TRACKER_SHUTDOWN_TIMEOUT must be positive")
+	case strings.ContainsAny(c.ProxyHeader, " :\t\r\n"):
+		return errors.New("TRACKER_PROXY_HEADER must be a header name (X-Forwarded-For, Forwarded, X-Real-IP, ...)")
 	}
 	return nil
 }
@@ -65,6 +71,9 @@ type Route struct {
 func New(cfg Config, svc *tracker.Service, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, extra ...Route) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.ProxyHeader == "" {
+		cfg.ProxyHeader = headerXFF
 	}
 	m, err := newMetrics(reg)
 	if err != nil {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -63,5 +65,63 @@ func TestRateLimitPerAddress(t *testing.T) {
 	m, _ := io.ReadAll(resp.Body)
 	if !strings.Contains(string(m), `tracker_announces_refused_total{reason="rate_limit"} 2`) {
 		t.Fatalf("metrics lack 2 rate_limit refusals:\n%s", m)
+	}
+}
+
+// TestConnectionCap: with TRACKER_HTTP_MAX_CONNS open (idle keep-alive
+// ones included), a new connection is closed at once and counted; when
+// one closes, a new one is served.
+func TestConnectionCap(t *testing.T) {
+	announceURL := startNode(t, "TRACKER_HTTP_MAX_CONNS=3")
+	addr := strings.TrimSuffix(strings.TrimPrefix(announceURL, "http://"), "/announce")
+	health := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	var idle []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := health(c); err != nil {
+			t.Fatalf("connection %d under the cap: %v", i, err)
+		}
+		idle = append(idle, c)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := health(c); err == nil {
+		t.Fatal("a 4th connection was served with a cap of 3")
+	}
+	idle[0].Close()
+	var m []byte
+	refused := 1 // the 4th, and each attempt before the node saw the close
+	eventually(t, 5*time.Second, "a connection served once one closed", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			refused++
+			return false
+		}
+		defer resp.Body.Close()
+		m, _ = io.ReadAll(resp.Body)
+		return true
+	})
+	for _, want := range []string{fmt.Sprintf("tracker_http_connections_refused_total %d\n", refused), "tracker_http_connections 3\n"} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }

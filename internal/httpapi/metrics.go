@@ -7,6 +7,8 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	announces, scrapes     *prometheus.CounterVec
 	announceDur, scrapeDur *prometheus.HistogramVec
+	conns                  prometheus.Gauge
+	connsRefused           prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -24,8 +26,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		scrapeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tracker_scrape_duration_seconds", Help: "Time to answer a scrape.", Buckets: buckets,
 		}, []string{"outcome"}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tracker_http_connections", Help: "HTTP connections open.",
+		}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tracker_http_connections_refused_total", Help: "HTTP connections closed at once because TRACKER_HTTP_MAX_CONNS were open.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.announces, m.scrapes, m.announceDur, m.scrapeDur} {
+	for _, c := range []prometheus.Collector{m.announces, m.scrapes, m.announceDur, m.scrapeDur, m.conns, m.connsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -32,7 +32,9 @@ type Config struct {
 	TrustedProxies  []netip.Prefix `env:"TRUSTED_PROXIES"`
 	// ProxyHeader is the one header a trusted proxy's client address is
 	// read from.
-	ProxyHeader     string        `env:"PROXY_HEADER" envDefault:"X-Forwarded-For"`
+	ProxyHeader string `env:"PROXY_HEADER" envDefault:"X-Forwarded-For"`
+	// MaxConns bounds the HTTP connections open at once; 0: no bound.
+	MaxConns        int           `env:"HTTP_MAX_CONNS" envDefault:"10000"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
 
@@ -43,6 +45,8 @@ func (c Config) Validate() error {
 		return errors.New("TRACKER_SCRAPE_MAX_HASHES must be from 1 to 1000")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("TRACKER_SHUTDOWN_TIMEOUT must be positive")
+	case c.MaxConns < 0 || c.MaxConns > 10_000_000:
+		return errors.New("TRACKER_HTTP_MAX_CONNS must be from 0 (no bound) to 10000000")
 	case strings.ContainsAny(c.ProxyHeader, " :\t\r\n"):
 		return errors.New("TRACKER_PROXY_HEADER must be a header name (X-Forwarded-For, Forwarded, X-Real-IP, ...)")
 	}
@@ -110,6 +114,9 @@ func Listen(addr string) (net.Listener, error) {
 // flight finish for at most the configured shutdown timeout, and closes
 // idle keep-alive connections.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.cfg.MaxConns > 0 {
+		ln = &capListener{Listener: ln, max: int64(s.cfg.MaxConns), opened: s.m.conns, refused: s.m.connsRefused}
+	}
 	return Serve(ctx, ln, s, s.cfg.ShutdownTimeout, s.log)
 }
 

@@ -15,6 +15,9 @@ RUN CGO_ENABLED=0 go build -trimpath \
 # manager. The health check is the binary itself (`tracker healthcheck`).
 FROM scratch
 COPY --from=build /out/tracker /tracker
+# CA roots, for rediss:// to a Redis with a public certificate (a private
+# CA: TRACKER_REDIS_CA_FILE, mounted).
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 # A node serves HTTP and UDP on 6969; the hub serves its status on 6969/tcp
 # too (the compose files publish it on the host's loopback). Replicas on the

@@ -33,6 +33,12 @@ type Config struct {
 	RedisPrefix   string        `env:"REDIS_PREFIX" envDefault:"tl"`
 	RedisTimeout  time.Duration `env:"REDIS_TIMEOUT" envDefault:"1s"`
 	RedisPoolSize int           `env:"REDIS_POOL_SIZE" envDefault:"0"`
+	// TLS of rediss:// URLs: the CA that signed Redis's certificate
+	// (default: the system's roots) and a client certificate for Redis's
+	// tls-auth-clients. PEM files.
+	RedisCAFile   string `env:"REDIS_CA_FILE"`
+	RedisCertFile string `env:"REDIS_CERT_FILE"`
+	RedisKeyFile  string `env:"REDIS_KEY_FILE"`
 	// Announces are sent in pipelines by this many workers (0: one call each).
 	RedisPipelineWorkers int           `env:"REDIS_PIPELINE_WORKERS" envDefault:"4"`
 	RedisPipelineBatch   int           `env:"REDIS_PIPELINE_BATCH" envDefault:"64"`
@@ -139,6 +145,13 @@ func (c Config) validate() error {
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		return errors.New("TRACKER_REDIS_URL must start with redis:// or rediss://")
+	}
+	tlsFiles := c.RedisCAFile != "" || c.RedisCertFile != "" || c.RedisKeyFile != ""
+	if tlsFiles && !strings.HasPrefix(c.RedisURL, "rediss://") && !strings.HasPrefix(c.Link.RedisURL, "rediss://") {
+		return errors.New("TRACKER_REDIS_CA_FILE, TRACKER_REDIS_CERT_FILE and TRACKER_REDIS_KEY_FILE are for TLS: use a rediss:// URL")
+	}
+	if (c.RedisCertFile == "") != (c.RedisKeyFile == "") {
+		return errors.New("TRACKER_REDIS_CERT_FILE and TRACKER_REDIS_KEY_FILE go together (a client certificate and its key)")
 	}
 	if c.RedisCluster && c.RedisURL == "" {
 		return errors.New("TRACKER_REDIS_CLUSTER needs TRACKER_REDIS_URL")

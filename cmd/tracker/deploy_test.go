@@ -247,6 +247,7 @@ func TestDockerfile(t *testing.T) {
 		`CMD ["/tracker", "healthcheck"]`,
 		`ENTRYPOINT ["/tracker"]`,
 		"./cmd/tracker",
+		"/etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt",
 	} {
 		if !strings.Contains(d, want) {
 			t.Errorf("Dockerfile lacks %q", want)

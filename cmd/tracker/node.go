@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,7 +121,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if cfg.Link.Enabled() {
 		linkRDB := rdb
 		if cfg.linkRedisURL() != cfg.RedisURL {
-			c, err := newRedisClient(cfg.linkRedisURL(), Config{RedisTimeout: cfg.RedisTimeout})
+			c, err := newRedisClient(cfg.linkRedisURL(), Config{RedisTimeout: cfg.RedisTimeout, RedisCAFile: cfg.RedisCAFile, RedisCertFile: cfg.RedisCertFile, RedisKeyFile: cfg.RedisKeyFile})
 			if err != nil {
 				return fmt.Errorf("TRACKER_LINK_REDIS_URL: %w", err)
 			}
@@ -257,6 +260,9 @@ func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
 			return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
 		}
 		boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
+		if err := redisTLS(cfg, o.TLSConfig); err != nil {
+			return nil, err
+		}
 		return redis.NewClusterClient(o), nil
 	}
 	o, err := redis.ParseURL(url)
@@ -264,7 +270,40 @@ func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
 	}
 	boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
+	if err := redisTLS(cfg, o.TLSConfig); err != nil {
+		return nil, err
+	}
 	return redis.NewClient(o), nil
+}
+
+// redisTLS applies TRACKER_REDIS_CA_FILE and the client certificate to the
+// TLS settings of a rediss:// URL (nil for redis://: nothing to do). The
+// files are read once, at start, and a bad one stops the start with its
+// variable's name.
+func redisTLS(cfg Config, t *tls.Config) error {
+	if t == nil {
+		return nil
+	}
+	t.MinVersion = tls.VersionTLS12
+	if cfg.RedisCAFile != "" {
+		pem, err := os.ReadFile(cfg.RedisCAFile)
+		if err != nil {
+			return fmt.Errorf("TRACKER_REDIS_CA_FILE: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("TRACKER_REDIS_CA_FILE: %s holds no PEM certificate", cfg.RedisCAFile)
+		}
+		t.RootCAs = pool
+	}
+	if cfg.RedisCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.RedisCertFile, cfg.RedisKeyFile)
+		if err != nil {
+			return fmt.Errorf("TRACKER_REDIS_CERT_FILE / TRACKER_REDIS_KEY_FILE: %w", err)
+		}
+		t.Certificates = []tls.Certificate{cert}
+	}
+	return nil
 }
 
 // boundRedis sets the client's timeouts, retries and pool size.

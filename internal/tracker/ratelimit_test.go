@@ -139,3 +139,17 @@ func serviceWith(t *testing.T, cfg Config) *Service {
 	}
 	return s
 }
+
+// BenchmarkAddrLimiter is the limiter's cost per announce, from many
+// goroutines over many addresses.
+func BenchmarkAddrLimiter(b *testing.B) {
+	l := newAddrLimiter(20, 300, 1<<18)
+	b.RunParallel(func(pb *testing.PB) {
+		i := uint32(0)
+		now := time.Now()
+		for pb.Next() {
+			i++
+			l.allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), now)
+		}
+	})
+}

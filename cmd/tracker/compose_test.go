@@ -376,6 +376,16 @@ func testComposeDefault(t *testing.T, repo string) {
 		t.Logf("compose: after a %s restart, a new peer reached every replica in %s", svc, time.Since(start).Round(100*time.Millisecond))
 		waitNodes(t, hubURL, want, "after the "+svc+" restart")
 	}
+
+	// down and up with Redis's volume kept: the replicas come back under
+	// the same ids, so the hub lists the same three nodes, none stale.
+	p.must(3*time.Minute, "down", "--timeout", "20")
+	took = p.up("--scale", "tracker=3")
+	t.Logf("compose: up again after down (volume kept), healthy in %s", took.Round(time.Second))
+	waitNodes(t, hubURL, want, "after down and up")
+	if st, err := hubStatus(hubURL); err != nil || len(st.Nodes) != 3 {
+		t.Fatalf("after down and up the hub knows %d nodes (%v), want 3", len(st.Nodes), err)
+	}
 }
 
 // testComposeFriends: docker-compose.friends.yml, trackers alpha and beta

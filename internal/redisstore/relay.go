@@ -175,24 +175,46 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 // link.IndexRefresh), not on every announce.
 const indexSlack = 2 * time.Minute
 
+// indexPage is how many index entries one read asks for: a resync never
+// makes Redis build one reply of a whole index, however large it grew.
+const indexPage = 1000
+
 // Indexed returns the info hashes of node's index seen within the peer
-// lifetime (plus the refresh slack), trimming older entries.
+// lifetime (plus the refresh slack), trimming older entries. It reads the
+// index in pages (ZSCAN: every entry present for the whole read is
+// returned, entries refreshed meanwhile included), each call bounded by the
+// timeout.
 func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHash, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
 	key := IndexKey(r.prefix, node)
 	cutoff := r.now().UnixMilli() - r.lifetimeMs - indexSlack.Milliseconds()
-	pipe := r.rdb.Pipeline()
-	pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(cutoff, 10))
-	members := pipe.ZRange(ctx, key, 0, -1)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("relay read index: %w", err)
+	tctx, cancel := context.WithTimeout(ctx, r.timeout)
+	err := r.rdb.ZRemRangeByScore(tctx, key, "-inf", strconv.FormatInt(cutoff, 10)).Err()
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("relay trim index: %w", err)
 	}
-	out := make([]bittorrent.InfoHash, 0, len(members.Val()))
-	for _, m := range members.Val() {
-		if ih, err := bittorrent.InfoHashFromBytes([]byte(m)); err == nil {
-			out = append(out, ih)
+	var out []bittorrent.InfoHash
+	seen := map[bittorrent.InfoHash]bool{} // ZSCAN may return an entry twice
+	var cursor uint64
+	for {
+		tctx, cancel := context.WithTimeout(ctx, r.timeout)
+		page, next, err := r.rdb.ZScan(tctx, key, cursor, "", indexPage).Result()
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("relay read index: %w", err)
+		}
+		for i := 0; i+1 < len(page); i += 2 { // member, score
+			score, err := strconv.ParseFloat(page[i+1], 64)
+			if err != nil || int64(score) <= cutoff {
+				continue
+			}
+			if ih, err := bittorrent.InfoHashFromBytes([]byte(page[i])); err == nil && !seen[ih] {
+				seen[ih] = true
+				out = append(out, ih)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return out, nil
 		}
 	}
-	return out, nil
 }

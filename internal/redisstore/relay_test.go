@@ -125,3 +125,45 @@ func TestRelaySameMillisecond(t *testing.T) {
 		t.Fatalf("got %+v, want one seeder counted once", sc[0])
 	}
 }
+
+// TestIndexedInPages: an index larger than a page (and than Redis's compact
+// encoding, which ZSCAN returns whole) is read in pages: every live entry
+// once, expired ones trimmed.
+func TestIndexedInPages(t *testing.T) {
+	rdb, r, _ := newRelayPair(t, "idxpages")
+	ctx := context.Background()
+	key := IndexKey("idxpages", "n1")
+	now := time.Now().UnixMilli()
+	const live, expired = 2500, 300
+	var zs []redis.Z
+	for i := 0; i < live+expired; i++ {
+		var ih bittorrent.InfoHash
+		ih[0], ih[1], ih[2] = byte(i>>16), byte(i>>8), byte(i)
+		score := now
+		if i >= live {
+			score = now - 2*time.Hour.Milliseconds() - indexSlack.Milliseconds()
+		}
+		zs = append(zs, redis.Z{Score: float64(score), Member: string(ih[:])})
+	}
+	if err := rdb.ZAdd(ctx, key, zs...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Indexed(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[bittorrent.InfoHash]bool{}
+	for _, ih := range got {
+		n := int(ih[0])<<16 | int(ih[1])<<8 | int(ih[2])
+		if n >= live || seen[ih] {
+			t.Fatalf("entry %d returned (expired or twice)", n)
+		}
+		seen[ih] = true
+	}
+	if len(seen) != live {
+		t.Fatalf("%d live entries read, want %d", len(seen), live)
+	}
+	if n := rdb.ZCard(ctx, key).Val(); n != live {
+		t.Fatalf("index holds %d entries after the read, want %d (expired trimmed)", n, live)
+	}
+}

@@ -23,6 +23,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&cfg.Peers, "peers", 10, "peers per torrent")
 	fs.IntVar(&cfg.NumWant, "numwant", 50, "numwant of each announce")
 	fs.StringVar(&cfg.Redis, "redis", "", "host:port of the node's Redis, for round trips, connections and memory per peer")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "announces a second in all, paced (0: as fast as the node answers)")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}

@@ -40,6 +40,10 @@ type Config struct {
 	Peers      int // peers per torrent
 	NumWant    int
 	Redis      string // host:port of the node's Redis, for INFO figures; optional
+	// Rate paces the measured phase at this many announces a second in
+	// all (0: as fast as the node answers), for steady load in fault and
+	// soak runs.
+	Rate float64
 }
 
 // Result of one run.
@@ -195,7 +199,24 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 42))
 			ls := make([]time.Duration, 0, 1<<16)
+			var every time.Duration // this client's share of the rate
+			if cfg.Rate > 0 {
+				every = time.Duration(float64(cfg.Conns) / cfg.Rate * 1e9)
+			}
+			due := time.Now().Add(time.Duration(w) * every / time.Duration(cfg.Conns))
 			for mctx.Err() == nil {
+				if every > 0 {
+					if d := time.Until(due); d > 0 {
+						select {
+						case <-time.After(d):
+						case <-mctx.Done():
+						}
+						if mctx.Err() != nil {
+							break
+						}
+					}
+					due = due.Add(every)
+				}
 				t0 := time.Now()
 				err := c.Announce(mctx, rng.IntN(cfg.Torrents), rng.IntN(cfg.Peers), false)
 				// Cut off by the end of the run: not counted. The clock

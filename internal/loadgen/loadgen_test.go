@@ -52,6 +52,11 @@ func TestRunSmall(t *testing.T) {
 	if res.Announces == 0 || res.Failures != 0 || res.FilledPeers != 100 || res.P99 < res.P50 || res.BytesPerPeer <= 0 || res.RoundTrips != 0 {
 		t.Fatalf("implausible result: %+v", res)
 	}
+	// Paced: 200 announces a second for 1 s, whatever the node could do.
+	res, err = Run(context.Background(), Config{URL: ts.URL + "/announce", Conns: 4, Duration: time.Second, Torrents: 20, Peers: 5, NumWant: 10, Rate: 200})
+	if err != nil || res.Failures != 0 || res.Announces < 170 || res.Announces > 210 {
+		t.Fatalf("paced at 200/s for 1 s: %d announces (%v)", res.Announces, err)
+	}
 	if _, err := Run(context.Background(), Config{URL: ts.URL, Conns: 0}); err == nil {
 		t.Fatal("zero connections accepted")
 	}

@@ -50,6 +50,7 @@ type Config struct {
 type Result struct {
 	Announces     int64
 	Failures      int64 // bencoded failure reasons and transport errors
+	Refused       int64 // of Failures, the bencoded failure reasons: requests the node took and refused
 	Rate          float64
 	P50, P99, Max time.Duration
 	RoundTrips    float64       // node's Redis round trips per announce (its /metrics); -1 if unknown
@@ -64,7 +65,7 @@ type Result struct {
 // String formats the result for people.
 func (r Result) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "announces: %d in the measured phase, %d failures\n", r.Announces, r.Failures)
+	fmt.Fprintf(&b, "announces: %d in the measured phase, %d failures (%d failure reasons, %d transport errors)\n", r.Announces, r.Failures, r.Refused, r.Failures-r.Refused)
 	fmt.Fprintf(&b, "rate: %.0f announces/s\n", r.Rate)
 	fmt.Fprintf(&b, "latency: p50 %s, p99 %s, max %s\n", r.P50, r.P99, r.Max)
 	if r.RoundTrips >= 0 {
@@ -190,7 +191,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	mctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	lat := make([][]time.Duration, cfg.Conns)
-	var failures atomic.Int64
+	var failures, refused atomic.Int64
 	var firstFailure atomic.Value
 	start := time.Now()
 	for w, c := range clients {
@@ -227,6 +228,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				ls = append(ls, time.Since(t0))
 				if err != nil {
 					failures.Add(1)
+					if errors.Is(err, errFailure) {
+						refused.Add(1)
+					}
 					firstFailure.CompareAndSwap(nil, err.Error())
 				}
 			}
@@ -241,7 +245,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	res.Announces = int64(len(all))
-	res.Failures = failures.Load()
+	res.Failures, res.Refused = failures.Load(), refused.Load()
 	if f := firstFailure.Load(); f != nil {
 		res.FirstFailure = f.(string)
 	}

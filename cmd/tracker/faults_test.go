@@ -1,0 +1,588 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+// The fault suite runs Redis, a hub and three nodes as real processes (the
+// built binary), drives steady announce load at all three with `tracker
+// loadgen -rate`, and injects one fault at a time. For each it reports the
+// client requests that failed, how long until a peer announced at any node
+// reaches all three again, the peers lost (a peer live at one node and
+// missing at another once the load stops and the link had 30 s to repair:
+// must be 0), and the processes' memory and goroutines before and after.
+//
+//	TRACKLINK_FAULTS=short go test -count=1 -run TestFaults -v ./cmd/tracker/   (CI: 8 s of load per fault)
+//	TRACKLINK_FAULTS=long  go test -count=1 -run TestFaults -v -timeout 60m ./cmd/tracker/   (60 s)
+//	TRACKLINK_SOAK=1h      go test -count=1 -run TestSoak -v -timeout 90m ./cmd/tracker/
+const (
+	faultsVar = "TRACKLINK_FAULTS"
+	soakVar   = "TRACKLINK_SOAK"
+)
+
+// rig is the processes of one fault run.
+type rig struct {
+	t       *testing.T
+	bin     string
+	dir     string
+	redis   *redistest.Server
+	rdb     *redis.Client
+	channel string
+	hub     *osProc
+	nodes   []*osProc
+}
+
+// osProc is one tracker process (node or hub), restartable on its port.
+type osProc struct {
+	name, role string
+	port       int
+	env        []string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+}
+
+func (p *osProc) url() string { return fmt.Sprintf("http://127.0.0.1:%d", p.port) }
+
+func buildTracker(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tracker")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func newRig(t *testing.T, nodes int) *rig {
+	t.Helper()
+	r := &rig{t: t, bin: buildTracker(t), dir: t.TempDir(), channel: fmt.Sprintf("tlfault%d", os.Getpid())}
+	r.redis = redistest.Start(t)
+	r.rdb = r.redis.Client(t)
+	r.hub = &osProc{name: "hub", role: "hub", port: freeTCPPort(t)}
+	r.start(r.hub)
+	for i := 1; i <= nodes; i++ {
+		n := &osProc{name: fmt.Sprintf("node%d", i), role: "node", port: freeTCPPort(t)}
+		r.nodes = append(r.nodes, n)
+		r.start(n)
+	}
+	t.Cleanup(func() {
+		for _, p := range append([]*osProc{r.hub}, r.nodes...) {
+			r.stop(p, syscall.SIGKILL)
+		}
+	})
+	r.waitLinked()
+	return r
+}
+
+// start runs p (again) on its port and waits for /healthz.
+func (r *rig) start(p *osProc) {
+	r.t.Helper()
+	env := append(os.Environ(),
+		"TRACKER_REDIS_URL="+r.redis.URL(),
+		"TRACKER_LINK_PASSWORD="+testPassword,
+		"TRACKER_LINK_CHANNEL="+r.channel,
+		"TRACKER_LINK_HEARTBEAT=200ms",
+		"TRACKER_HTTP_ADDR="+fmt.Sprintf("127.0.0.1:%d", p.port),
+		"TRACKER_UDP_ADDR=off",
+		"TRACKER_LOG_LEVEL=warn",
+		"TRACKER_HUB_NODE_TIMEOUT=5s",
+		"TRACKER_LINK_MAX_SKEW=3s",
+	)
+	args := []string{}
+	if p.role == "hub" {
+		args = append(args, "hub")
+		env = append(env, "TRACKER_HUB_NAME=hub")
+	} else {
+		env = append(env, "TRACKER_NODE_ID="+p.name)
+	}
+	env = append(env, p.env...)
+	logf, err := os.OpenFile(filepath.Join(r.dir, p.name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	p.cmd = exec.Command(r.bin, args...)
+	p.cmd.Env, p.cmd.Stdout, p.cmd.Stderr = env, logf, logf
+	if err := p.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	go func(c *exec.Cmd, ch chan struct{}) { c.Wait(); logf.Close(); close(ch) }(p.cmd, p.exited)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if resp, err := http.Get(p.url() + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-p.exited:
+			r.t.Fatalf("%s exited at start: %s", p.name, r.logTail(p))
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s not healthy within 15s: %s", p.name, r.logTail(p))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop signals p and waits for it to exit (SIGKILL after 20 s).
+func (r *rig) stop(p *osProc, sig syscall.Signal) {
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	p.cmd = nil
+}
+
+func (r *rig) logTail(p *osProc) string {
+	b, _ := os.ReadFile(filepath.Join(r.dir, p.name+".log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// waitLinked waits until every node's link is up and the hub lists them.
+func (r *rig) waitLinked() {
+	r.t.Helper()
+	eventually(r.t, 20*time.Second, "every node linked", func() bool {
+		st, err := hubStatus(r.hub.url())
+		if err != nil {
+			return false
+		}
+		for _, n := range r.nodes {
+			if !st.Nodes[n.name].Live {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// procUsage is one process's memory and goroutines, from its /metrics.
+type procUsage struct{ rss, goroutines float64 }
+
+var metricLine = regexp.MustCompile(`(?m)^(process_resident_memory_bytes|go_goroutines) (\S+)$`)
+
+func (r *rig) usage(p *osProc) procUsage {
+	resp, err := http.Get(p.url() + "/metrics")
+	if err != nil {
+		return procUsage{-1, -1}
+	}
+	defer resp.Body.Close()
+	var u procUsage
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if m := metricLine.FindStringSubmatch(sc.Text()); m != nil {
+			v, _ := strconv.ParseFloat(m[2], 64)
+			if m[1] == "go_goroutines" {
+				u.goroutines = v
+			} else {
+				u.rss = v
+			}
+		}
+	}
+	return u
+}
+
+// loadResult is what one `tracker loadgen` process reported.
+type loadResult struct {
+	announces, failures, refused int
+	err                          error
+}
+
+var loadLine = regexp.MustCompile(`announces: (\d+) in the measured phase, (\d+) failures \((\d+) failure reasons`)
+
+// load runs `tracker loadgen` at every node for d at rate announces a
+// second each, on the same torrents (common to all nodes), and returns
+// their results when they end.
+func (r *rig) load(ctx context.Context, d time.Duration, rate float64) <-chan []loadResult {
+	out := make(chan []loadResult, 1)
+	res := make([]loadResult, len(r.nodes))
+	var wg sync.WaitGroup
+	for i, n := range r.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.CommandContext(ctx, r.bin, "loadgen", "-url", n.url()+"/announce", "-conns", "8", "-duration", d.String(),
+				"-torrents", "100", "-peers", "10", "-numwant", "20", "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
+			b, err := cmd.CombinedOutput()
+			m := loadLine.FindStringSubmatch(string(b))
+			if err != nil || m == nil {
+				res[i].err = fmt.Errorf("loadgen at %s: %v: %s", n.name, err, b)
+				return
+			}
+			res[i].announces, _ = strconv.Atoi(m[1])
+			res[i].failures, _ = strconv.Atoi(m[2])
+			res[i].refused, _ = strconv.Atoi(m[3])
+		}()
+	}
+	go func() { wg.Wait(); out <- res }()
+	return out
+}
+
+// livePeers reads every node's keyspace: torrent (hex) -> live peers.
+func (r *rig) livePeers() []map[string]map[string]bool {
+	ctx := context.Background()
+	cutoff := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10)
+	out := make([]map[string]map[string]bool, len(r.nodes))
+	for i, n := range r.nodes {
+		out[i] = map[string]map[string]bool{}
+		iter := r.rdb.Scan(ctx, 0, "tl:{"+n.name+":*}:[sl]", 1000).Iterator()
+		for iter.Next(ctx) {
+			key := iter.Val()
+			ih := key[len("tl:{"+n.name+":") : len(key)-3]
+			ms, _ := r.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "(" + cutoff, Max: "+inf"}).Result()
+			if out[i][ih] == nil {
+				out[i][ih] = map[string]bool{}
+			}
+			for _, m := range ms {
+				out[i][ih][m] = true
+			}
+		}
+	}
+	return out
+}
+
+// missing counts peers live at some node and missing at another.
+func missing(sets []map[string]map[string]bool) int {
+	n := 0
+	union := map[string]map[string]bool{}
+	for _, s := range sets {
+		for ih, ms := range s {
+			if union[ih] == nil {
+				union[ih] = map[string]bool{}
+			}
+			for m := range ms {
+				union[ih][m] = true
+			}
+		}
+	}
+	for ih, ms := range union {
+		for m := range ms {
+			for _, s := range sets {
+				if !s[ih][m] {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+// probeReach announces a new peer at every node, on a torrent of its
+// own, until one round's peers are in every node's keyspace within 2 s,
+// and returns how long that took from start.
+func (r *rig) probeReach(start time.Time, probe int) time.Duration {
+	r.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for round := 0; time.Now().Before(deadline); round++ {
+		ih := fmt.Sprintf("fp%03d-%014d", probe, round)
+		ok := true
+		for i, n := range r.nodes {
+			resp, err := http.Get(fmt.Sprintf("%s/announce?info_hash=%s&peer_id=-FP0001-%012d&port=%d&left=1", n.url(), escape(ih), 30000+i, 30000+i))
+			if err != nil {
+				ok = false
+				continue
+			}
+			resp.Body.Close()
+		}
+		hexIH := fmt.Sprintf("%x", ih)
+		if ok && within(2*time.Second, func() bool {
+			for _, s := range r.livePeers() {
+				if len(s[hexIH]) < len(r.nodes) {
+					return false
+				}
+			}
+			return true
+		}) {
+			return time.Since(start)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.t.Fatalf("probe peers did not reach every node within 60 s")
+	return 0
+}
+
+// fault is one injection: it breaks something at the start of a window of
+// load and heals it (returning when healed).
+type fault struct {
+	name   string
+	inject func(r *rig)
+}
+
+func faults() []fault {
+	return []fault{
+		{"hub kill -9, restart", func(r *rig) {
+			r.stop(r.hub, syscall.SIGKILL)
+			time.Sleep(time.Second)
+			r.start(r.hub)
+		}},
+		{"node kill -9, restart", func(r *rig) {
+			r.stop(r.nodes[1], syscall.SIGKILL)
+			time.Sleep(time.Second)
+			r.start(r.nodes[1])
+		}},
+		{"Redis restart with its RDB", func(r *rig) {
+			r.rdb.ShutdownSave(context.Background())
+			if err := r.redis.Restart(); err != nil {
+				r.t.Fatal(err)
+			}
+		}},
+		{"Redis paused 3 s (CLIENT PAUSE)", func(r *rig) {
+			r.rdb.Do(context.Background(), "CLIENT", "PAUSE", "3000", "ALL")
+			time.Sleep(3 * time.Second)
+		}},
+		{"pub/sub connections killed", func(r *rig) {
+			r.rdb.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub")
+		}},
+		{"a node process with its clock 2 s ahead (200 updates)", func(r *rig) {
+			// A process of a fourth node, "skewed", whose clock runs 2 s
+			// ahead, publishes what it saw: its peers must reach every
+			// node, and the hub must refuse nothing.
+			key := link.NewMaster(testPassword).NodeKey("skewed")
+			session := link.NewSession()
+			for i := 1; i <= 200; i++ {
+				now := time.Now().Add(2 * time.Second).UnixMilli()
+				ch := bittorrent.PeerChange{InfoHash: bittorrent.InfoHash([]byte("skewed-clock-torrent")), Op: bittorrent.OpLeecher, Seen: now,
+					Peer: string([]byte{10, 3, byte(i >> 8), byte(i), 0x1a, 0xe1})}
+				b, err := link.EncodeUp(key, &link.Message{Kind: link.KindUpdates, Node: "skewed", Session: session, Seq: uint64(i), Time: now, Changes: []bittorrent.PeerChange{ch}})
+				if err != nil {
+					r.t.Fatal(err)
+				}
+				if err := r.rdb.Publish(context.Background(), r.channel+":up", b).Err(); err != nil {
+					r.t.Fatal(err)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			hexIH := fmt.Sprintf("%x", "skewed-clock-torrent")
+			eventually(r.t, 5*time.Second, "the skewed process's 200 peers at every node", func() bool {
+				for _, s := range r.livePeers() {
+					if len(s[hexIH]) != 200 {
+						return false
+					}
+				}
+				return true
+			})
+		}},
+		{"SIGTERM of node 3, restart", func(r *rig) {
+			r.stop(r.nodes[2], syscall.SIGTERM)
+			r.start(r.nodes[2])
+		}},
+	}
+}
+
+func TestFaults(t *testing.T) {
+	mode := os.Getenv(faultsVar)
+	if mode == "" {
+		t.Skip("the fault suite runs with " + faultsVar + "=short or long (the README's test command runs the short form)")
+	}
+	window, rate := 8*time.Second, 200.0
+	if mode == "long" {
+		window, rate = 60*time.Second, 1000.0
+	}
+	r := newRig(t, 3)
+	type row struct {
+		name             string
+		requests, failed int
+		refused          int
+		reach            time.Duration
+		lost             int
+		hubRefused       float64
+		before, after    []procUsage
+	}
+	var rows []row
+	for i, f := range faults() {
+		ctx, cancel := context.WithTimeout(context.Background(), window+2*time.Minute)
+		before := []procUsage{r.usage(r.hub)}
+		for _, n := range r.nodes {
+			before = append(before, r.usage(n))
+		}
+		refusedBefore := hubRefused(t, r.hub.url())
+		done := r.load(ctx, window, rate)
+		time.Sleep(window / 4)
+		f.inject(r)
+		healed := time.Now()
+		reach := r.probeReach(healed, i)
+		res := <-done
+		cancel()
+		rw := row{name: f.name, reach: reach, before: before, hubRefused: hubRefused(t, r.hub.url()) - refusedBefore}
+		for _, lr := range res {
+			if lr.err != nil {
+				t.Fatalf("%s: %v", f.name, lr.err)
+			}
+			rw.requests += lr.announces
+			rw.failed += lr.failures
+			rw.refused += lr.refused
+		}
+		// The load has stopped: give the link 30 s to repair, then count
+		// the peers some node misses.
+		lost := -1
+		within(30*time.Second, func() bool { lost = missing(r.livePeers()); return lost == 0 })
+		rw.lost = lost
+		rw.after = []procUsage{r.usage(r.hub)}
+		for _, n := range r.nodes {
+			rw.after = append(rw.after, r.usage(n))
+		}
+		rows = append(rows, rw)
+		if rw.hubRefused > 0 {
+			t.Errorf("%s: the hub refused %v messages", f.name, rw.hubRefused)
+		}
+		if lost != 0 {
+			t.Errorf("%s: %d peers live at one node and missing at another 30 s after the load stopped", f.name, lost)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n| fault (%s load, %.0f/s at each of 3 nodes) | requests | failed (failure reasons) | a new peer at every node after healing | peers lost | messages the hub refused | hub+nodes RSS MB before → after | goroutines before → after |\n|---|---|---|---|---|---|---|---|\n", window, rate)
+	for _, rw := range rows {
+		var rb, ra, gb, ga float64
+		for i := range rw.before {
+			rb, ra, gb, ga = rb+rw.before[i].rss, ra+rw.after[i].rss, gb+rw.before[i].goroutines, ga+rw.after[i].goroutines
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d (%d) | %s | %d | %.0f | %.0f → %.0f | %.0f → %.0f |\n", rw.name, rw.requests, rw.failed, rw.refused,
+			rw.reach.Round(10*time.Millisecond), rw.lost, max(0, rw.hubRefused), rb/1e6, ra/1e6, gb, ga)
+	}
+	t.Log(b.String())
+}
+
+// TestSoak runs the rig for TRACKLINK_SOAK at a steady rate and reports
+// memory and goroutines of every process and Redis's memory each minute:
+// they must stay flat. The rate is half of what the rig measured as its
+// peak (TRACKLINK_SOAK_RATE overrides).
+func TestSoak(t *testing.T) {
+	d, err := time.ParseDuration(os.Getenv(soakVar))
+	if err != nil || d <= 0 {
+		t.Skip("the soak runs with " + soakVar + "=1h (a duration)")
+	}
+	r := newRig(t, 3)
+	rate, _ := strconv.ParseFloat(os.Getenv("TRACKLINK_SOAK_RATE"), 64)
+	if rate <= 0 {
+		res := <-r.load(context.Background(), 10*time.Second, 0)
+		total := 0
+		for _, lr := range res {
+			if lr.err != nil {
+				t.Fatal(lr.err)
+			}
+			total += lr.announces
+		}
+		peak := float64(total) / 10
+		rate = peak / 2 / float64(len(r.nodes))
+		t.Logf("peak %.0f announces/s over the 3 nodes; soak at %.0f/s per node", peak, rate)
+	}
+	type sample struct {
+		at       time.Duration
+		rss, gor float64
+		redisMem int64
+	}
+	var samples []sample
+	start := time.Now()
+	take := func() {
+		var s sample
+		s.at = time.Since(start).Round(time.Second)
+		for _, p := range append([]*osProc{r.hub}, r.nodes...) {
+			u := r.usage(p)
+			s.rss += u.rss
+			s.gor += u.goroutines
+		}
+		s.redisMem = infoInt(r.rdb, "memory", "used_memory")
+		samples = append(samples, s)
+		t.Logf("soak %s: hub+nodes RSS %.1f MB, goroutines %.0f, Redis used_memory %.1f MB", s.at, s.rss/1e6, s.gor, float64(s.redisMem)/1e6)
+	}
+	failed, requests := 0, 0
+	for time.Since(start) < d {
+		window := min(10*time.Minute, d-time.Since(start))
+		done := r.load(context.Background(), window, rate)
+		tick := time.NewTicker(time.Minute)
+	wait:
+		for {
+			select {
+			case res := <-done:
+				for _, lr := range res {
+					if lr.err != nil {
+						t.Fatal(lr.err)
+					}
+					requests += lr.announces
+					failed += lr.failures
+				}
+				break wait
+			case <-tick.C:
+				take()
+			}
+		}
+		tick.Stop()
+	}
+	take()
+	t.Logf("soak: %d requests, %d failed, over %s", requests, failed, time.Since(start).Round(time.Second))
+	if len(samples) >= 3 {
+		sort.SliceStable(samples, func(i, j int) bool { return samples[i].at < samples[j].at })
+		first, last := samples[1], samples[len(samples)-1] // after the first minute's warm-up
+		t.Logf("soak: from %s to %s: RSS %.1f → %.1f MB, goroutines %.0f → %.0f, Redis %.1f → %.1f MB",
+			first.at, last.at, first.rss/1e6, last.rss/1e6, first.gor, last.gor, float64(first.redisMem)/1e6, float64(last.redisMem)/1e6)
+	}
+	if failed != 0 {
+		t.Errorf("%d of %d soak requests failed", failed, requests)
+	}
+}
+
+func infoInt(rdb *redis.Client, section, field string) int64 {
+	s, err := rdb.Info(context.Background(), section).Result()
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// hubRefused is the hub's refusals of link messages, all reasons (a
+// restarted hub starts from 0 again).
+func hubRefused(t *testing.T, hubURL string) float64 {
+	t.Helper()
+	resp, err := http.Get(hubURL + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	total := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if name, v, ok := strings.Cut(sc.Text(), " "); ok && strings.HasPrefix(name, "hub_rejected_total{") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return total
+}

@@ -45,9 +45,12 @@ type Config struct {
 	PeerLifetime         time.Duration `env:"PEER_LIFETIME" envDefault:"0s"`
 	CompletedTTL         time.Duration `env:"COMPLETED_TTL" envDefault:"720h"`
 	StorePeerIDs         bool          `env:"STORE_PEER_IDS" envDefault:"false"`
-	LogFormat            string        `env:"LOG_FORMAT" envDefault:"text"`
-	LogLevel             slog.Level    `env:"LOG_LEVEL" envDefault:"info"`
-	DebugAddr            string        `env:"DEBUG_ADDR"`
+	// New swarms this process may start: a second, and at once.
+	NewSwarmsRate  float64    `env:"NEW_SWARMS_RATE" envDefault:"50"`
+	NewSwarmsBurst int        `env:"NEW_SWARMS_BURST" envDefault:"100000"`
+	LogFormat      string     `env:"LOG_FORMAT" envDefault:"text"`
+	LogLevel       slog.Level `env:"LOG_LEVEL" envDefault:"info"`
+	DebugAddr      string     `env:"DEBUG_ADDR"`
 	// AdminToken guards the admin endpoints; empty: they are off.
 	AdminToken string `env:"ADMIN_TOKEN"`
 	HubName    string `env:"HUB_NAME"`
@@ -170,6 +173,12 @@ func (c Config) validate() error {
 	}
 	if c.PeerLifetime < c.Tracker.Interval {
 		return errors.New("TRACKER_PEER_LIFETIME must not be shorter than TRACKER_ANNOUNCE_INTERVAL (peers would vanish between announces)")
+	}
+	if c.NewSwarmsRate < 0 || c.NewSwarmsRate > 1e6 {
+		return errors.New("TRACKER_NEW_SWARMS_RATE must be from 0 (no cap) to 1000000 a second")
+	}
+	if c.NewSwarmsBurst < 1 || c.NewSwarmsBurst > 100_000_000 {
+		return errors.New("TRACKER_NEW_SWARMS_BURST must be from 1 to 100000000")
 	}
 	if c.CompletedTTL < c.PeerLifetime {
 		return errors.New("TRACKER_COMPLETED_TTL must not be shorter than TRACKER_PEER_LIFETIME")

@@ -417,6 +417,7 @@ func TestFaults(t *testing.T) {
 		reach            time.Duration
 		lost             int
 		hubRefused       float64
+		whole            time.Duration // from the end of the load until every node has every peer
 		before, after    []procUsage
 	}
 	var rows []row
@@ -446,8 +447,9 @@ func TestFaults(t *testing.T) {
 		// The load has stopped: give the link 30 s to repair, then count
 		// the peers some node misses.
 		lost := -1
+		stopped := time.Now()
 		within(30*time.Second, func() bool { lost = missing(r.livePeers()); return lost == 0 })
-		rw.lost = lost
+		rw.lost, rw.whole = lost, time.Since(stopped)
 		rw.after = []procUsage{r.usage(r.hub)}
 		for _, n := range r.nodes {
 			rw.after = append(rw.after, r.usage(n))
@@ -461,14 +463,14 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| fault (%s load, %.0f/s at each of 3 nodes) | requests | failed (failure reasons) | a new peer at every node after healing | peers lost | messages the hub refused | hub+nodes RSS MB before → after | goroutines before → after |\n|---|---|---|---|---|---|---|---|\n", window, rate)
+	fmt.Fprintf(&b, "\n| fault (%s load, %.0f/s at each of 3 nodes) | requests | failed (failure reasons) | a new peer at every node after healing | every peer at every node, after the load stopped | peers lost | messages the hub refused | hub+nodes RSS MB before → after | goroutines before → after |\n|---|---|---|---|---|---|---|---|---|\n", window, rate)
 	for _, rw := range rows {
 		var rb, ra, gb, ga float64
 		for i := range rw.before {
 			rb, ra, gb, ga = rb+rw.before[i].rss, ra+rw.after[i].rss, gb+rw.before[i].goroutines, ga+rw.after[i].goroutines
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d (%d) | %s | %d | %.0f | %.0f → %.0f | %.0f → %.0f |\n", rw.name, rw.requests, rw.failed, rw.refused,
-			rw.reach.Round(10*time.Millisecond), rw.lost, max(0, rw.hubRefused), rb/1e6, ra/1e6, gb, ga)
+		fmt.Fprintf(&b, "| %s | %d | %d (%d) | %s | %s | %d | %.0f | %.0f → %.0f | %.0f → %.0f |\n", rw.name, rw.requests, rw.failed, rw.refused,
+			rw.reach.Round(10*time.Millisecond), rw.whole.Round(10*time.Millisecond), rw.lost, max(0, rw.hubRefused), rb/1e6, ra/1e6, gb, ga)
 	}
 	t.Log(b.String())
 }

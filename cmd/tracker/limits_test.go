@@ -15,6 +15,7 @@ import (
 
 	"github.com/anacrolix/torrent/tracker"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	trk "github.com/tracklink/tracklink/internal/tracker"
 )
 
@@ -123,5 +124,42 @@ func TestConnectionCap(t *testing.T) {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// TestNewSwarmsCap: a node takes TRACKER_NEW_SWARMS_BURST new torrents at
+// once, then refuses new ones with a failure reason, counted, while its
+// live swarms go on.
+func TestNewSwarmsCap(t *testing.T) {
+	announceURL := startNode(t, "TRACKER_NEW_SWARMS_RATE=0.001", "TRACKER_NEW_SWARMS_BURST=2")
+	base := strings.TrimSuffix(announceURL, "/announce")
+	get := func(ih string, port int) string {
+		resp, err := http.Get(fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-%012d&port=%d&left=1", announceURL, url.QueryEscape(ih), port, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for i, ih := range []string{"new-swarm-cap-000001", "new-swarm-cap-000002"} {
+		if b := get(ih, 7000+i); strings.Contains(b, "failure") {
+			t.Fatalf("new torrent %d within the burst: %s", i, b)
+		}
+	}
+	if b := get("new-swarm-cap-000003", 7002); !strings.Contains(b, string(bittorrent.ErrNoNewSwarms)) {
+		t.Fatalf("third new torrent: %s", b)
+	}
+	if b := get("new-swarm-cap-000001", 7003); strings.Contains(b, "failure") {
+		t.Fatalf("a new peer of a live torrent at the cap: %s", b)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(m), `tracker_announces_refused_total{reason="swarm_cap"} 1`) {
+		t.Fatalf("metrics lack the swarm_cap refusal:\n%s", m)
 	}
 }

@@ -95,6 +95,10 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		CompletedTTL: cfg.CompletedTTL,
 		Timeout:      cfg.RedisTimeout,
 		PeerIDs:      cfg.StorePeerIDs,
+		// The cap on new swarms bounds the swarms of this process by
+		// rate × lifetime + burst, whatever clients announce.
+		NewSwarmRate:  cfg.NewSwarmsRate,
+		NewSwarmBurst: cfg.NewSwarmsBurst,
 	})
 	if err != nil {
 		return err

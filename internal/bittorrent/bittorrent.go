@@ -239,6 +239,10 @@ type ClientError string
 
 func (e ClientError) Error() string { return string(e) }
 
+// ErrNoNewSwarms is the failure reason of an announce that would start a
+// new swarm while the node is at its cap on new swarms.
+const ErrNoNewSwarms = ClientError("this tracker takes no new torrents right now; try again later")
+
 // IsClientError reports whether err is, or wraps, a ClientError, and returns it.
 func IsClientError(err error) (ClientError, bool) {
 	var ce ClientError

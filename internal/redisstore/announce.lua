@@ -6,12 +6,14 @@
 -- touch one slot only).
 --
 -- KEYS: per announce: seeders zset, leechers zset, completed counter
--- ARGV: swarm TTL (s), completed-counter TTL (s), then per announce 7 values:
+-- ARGV: swarm TTL (s), completed-counter TTL (s), then per announce 8 values:
 --       now (unix ms), cutoff (scores <= cutoff have expired), member,
 --       op ("L" leecher, "S" seeder, "X" stopped), completed ("1"/"0"),
---       numwant, family of the candidates ("0" both, "4" IPv4, "6" IPv6)
--- Reply: per announce: seeders, leechers, counted (1 when a completion was
---        counted), n, then n candidate members
+--       numwant, family of the candidates ("0" both, "4" IPv4, "6" IPv6),
+--       create ("1" the announce may start a new swarm, "0" it may not)
+-- Reply: per announce: seeders, leechers, flags (+1 a completion was
+--        counted, +2 the announce started a new swarm; -1 refused: a new
+--        swarm and create "0"), n, then n candidate members
 local ttl, cttl = ARGV[1], ARGV[2]
 local out = {}
 
@@ -25,18 +27,29 @@ local function fits(fam, m)
   return true
 end
 
-local function announce(S, L, C, now, cutoff, m, op, completed, want, fam)
+local function announce(S, L, C, now, cutoff, m, op, completed, want, fam, create)
   -- Trimming expired peers is a side effect of every write: no sweeps.
   redis.call('ZREMRANGEBYSCORE', S, '-inf', cutoff)
   redis.call('ZREMRANGEBYSCORE', L, '-inf', cutoff)
 
+  -- At the node's cap on new swarms, a swarm with no live peer (its keys
+  -- are gone once trimmed empty) is not started. Checked only then.
+  if create == '0' and op ~= 'X' and redis.call('EXISTS', S, L) == 0 then
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+    out[#out + 1] = -1
+    out[#out + 1] = 0
+    return
+  end
+
   local counted = 0
+  local new = 0
   if op == 'X' then
     redis.call('ZREM', S, m)
     redis.call('ZREM', L, m)
   elseif op == 'S' then
     redis.call('ZREM', L, m)
-    local new = redis.call('ZADD', S, now, m)
+    new = redis.call('ZADD', S, now, m)
     redis.call('EXPIRE', S, ttl)
     -- A completion counts once per peer: a repeated event=completed from a
     -- peer that already is a seeder is not counted again.
@@ -47,7 +60,7 @@ local function announce(S, L, C, now, cutoff, m, op, completed, want, fam)
     redis.call('EXPIRE', C, cttl)
   else
     redis.call('ZREM', S, m)
-    redis.call('ZADD', L, now, m)
+    new = redis.call('ZADD', L, now, m)
     redis.call('EXPIRE', L, ttl)
     redis.call('EXPIRE', C, cttl)
   end
@@ -56,6 +69,10 @@ local function announce(S, L, C, now, cutoff, m, op, completed, want, fam)
   local nL = redis.call('ZCARD', L)
   out[#out + 1] = nS
   out[#out + 1] = nL
+  -- A new member that is alone in the swarm started it.
+  if new == 1 and nS + nL == 1 then
+    counted = counted + 2
+  end
   out[#out + 1] = counted
   local at = #out + 1
   out[at] = 0
@@ -102,8 +119,8 @@ local function announce(S, L, C, now, cutoff, m, op, completed, want, fam)
 end
 
 for i = 0, #KEYS / 3 - 1 do
-  local a = 3 + 7 * i
+  local a = 3 + 8 * i
   announce(KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3],
-    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6])
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7])
 end
 return out

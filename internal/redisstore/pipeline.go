@@ -52,7 +52,7 @@ func (p *Pipeliner) Announce(ctx context.Context, req *bittorrent.AnnounceReques
 	}
 	select {
 	case r := <-c.done:
-		return c.decode(r)
+		return p.s.decode(c.announceCall, r)
 	case <-ctx.Done():
 		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", ctx.Err())
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,6 +41,14 @@ type Config struct {
 	// and port, as most trackers see it, and every client is served
 	// compact. All nodes of a link must agree on it.
 	PeerIDs bool
+	// NewSwarmRate caps how many new swarms (torrents with no live peer)
+	// this process starts: a token bucket of NewSwarmRate a second, in
+	// bursts of up to NewSwarmBurst. An announce that would start one
+	// beyond it gets bittorrent.ErrNoNewSwarms. Since swarms expire after
+	// the peer lifetime, the swarms a process can hold are bounded by
+	// NewSwarmRate × lifetime + NewSwarmBurst. 0: no cap.
+	NewSwarmRate  float64
+	NewSwarmBurst int
 }
 
 // Store is a node's view of its keyspace. It is safe for concurrent use.
@@ -55,6 +64,7 @@ type Store struct {
 	// of one script call per announce.
 	cluster bool
 	now     func() time.Time
+	swarms  *swarmBudget // nil: no cap on new swarms
 }
 
 //go:embed announce.lua
@@ -77,7 +87,12 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	if cfg.Timeout <= 0 {
 		return nil, errors.New("redis timeout must be positive")
 	}
+	var budget *swarmBudget
+	if cfg.NewSwarmRate > 0 {
+		budget = &swarmBudget{perNano: cfg.NewSwarmRate / 1e9, burst: float64(max(1, cfg.NewSwarmBurst)), tokens: float64(max(1, cfg.NewSwarmBurst))}
+	}
 	return &Store{
+		swarms:       budget,
 		rdb:          rdb,
 		ks:           ks,
 		lifetime:     ceilSeconds(cfg.PeerLifetime),
@@ -125,7 +140,7 @@ func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, n
 	c := s.newCall(req, numWant)
 	var res [1]callResult
 	s.sendCalls(ctx, []*announceCall{&c}, res[:])
-	return c.decode(res[0])
+	return s.decode(&c, res[0])
 }
 
 // AnnounceBatch records every request of reqs, each with its numWant, in
@@ -147,15 +162,15 @@ func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRe
 	res := make([]callResult, len(reqs))
 	s.sendCalls(ctx, ptrs, res)
 	for i := range calls {
-		out[i], errs[i] = calls[i].decode(res[i])
+		out[i], errs[i] = s.decode(&calls[i], res[i])
 	}
 }
 
-// announceCall is one announce, ready to send: its three keys and its seven
+// announceCall is one announce, ready to send: its three keys and its eight
 // values of the script's ARGV.
 type announceCall struct {
 	keys    [3]string
-	args    [7]any
+	args    [8]any
 	numWant int
 	// change is what the call writes; its Completion is set from the reply.
 	change bittorrent.PeerChange
@@ -190,10 +205,14 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	case bittorrent.OnlyIPv6:
 		family = "6"
 	}
+	create := "1"
+	if s.swarms != nil && !s.swarms.available(now) {
+		create = "0"
+	}
 	k := s.ks.Swarm(req.InfoHash)
 	return announceCall{
 		keys:    [3]string{k.Seeders, k.Leechers, k.Completed},
-		args:    [7]any{now, now - s.lifetimeMs, m, opLetter(op, false), completed, numWant, family},
+		args:    [8]any{now, now - s.lifetimeMs, m, opLetter(op, false), completed, numWant, family, create},
 		numWant: numWant,
 		change:  bittorrent.PeerChange{InfoHash: req.InfoHash, Op: op, Seen: now, Peer: m},
 	}
@@ -247,7 +266,7 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, only []int) 
 	pipe := s.rdb.Pipeline()
 	send := func(g []*announceCall, eval bool) *redis.Cmd {
 		keys := make([]string, 0, 3*len(g))
-		args := make([]any, 0, 2+7*len(g))
+		args := make([]any, 0, 2+8*len(g))
 		args = append(args, s.lifetime+1, s.completedTTL)
 		for _, c := range g {
 			keys = append(keys, c.keys[:]...)
@@ -274,7 +293,7 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, only []int) 
 }
 
 // splitReply cuts a script reply into the parts of its announces:
-// seeders, leechers, counted, n, then n candidates, for each.
+// seeders, leechers, flags, n, then n candidates, for each.
 func splitReply(reply []any, res []callResult) error {
 	pos := 0
 	for i := range res {
@@ -297,14 +316,56 @@ func splitReply(reply []any, res []callResult) error {
 	return nil
 }
 
-func (c *announceCall) decode(r callResult) (bittorrent.AnnounceResult, error) {
+// decode reads one announce's result; a swarm it started takes a token
+// of the new-swarm budget.
+func (s *Store) decode(c *announceCall, r callResult) (bittorrent.AnnounceResult, error) {
 	if r.err != nil {
 		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", r.err)
 	}
+	if r.counted < 0 {
+		return bittorrent.AnnounceResult{}, bittorrent.ErrNoNewSwarms
+	}
+	if r.counted&2 != 0 && s.swarms != nil {
+		s.swarms.take(c.change.Seen)
+	}
 	out := decodeAnnounce(r, c.change.Peer, c.numWant)
 	out.Change = c.change
-	out.Change.Completion = r.counted == 1
+	out.Change.Completion = r.counted&1 != 0
 	return out, nil
+}
+
+// swarmBudget is the token bucket of new swarms of one process. An
+// announce asks whether a token is there before it is sent and takes it
+// when the reply says it started a swarm, so concurrent announces may
+// overdraw it by at most the announces in flight (the bucket then
+// refills from below zero).
+type swarmBudget struct {
+	mu      sync.Mutex
+	perNano float64
+	burst   float64
+	tokens  float64
+	last    int64 // unix ms of the last refill
+}
+
+func (b *swarmBudget) refill(nowMs int64) {
+	if nowMs > b.last {
+		b.tokens = min(b.burst, b.tokens+float64(nowMs-b.last)*1e6*b.perNano)
+		b.last = nowMs
+	}
+}
+
+func (b *swarmBudget) available(nowMs int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(nowMs)
+	return b.tokens >= 1
+}
+
+func (b *swarmBudget) take(nowMs int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(nowMs)
+	b.tokens--
 }
 
 // opLetter is the one encoding of a change's op in both scripts

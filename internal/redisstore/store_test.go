@@ -660,3 +660,54 @@ func TestRedisDownFailsFast(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestNewSwarmCap: at its cap a store starts no new swarm (the announce
+// is refused, nothing is written), while announces, stops and completions
+// in live swarms go on; the budget refills with time; expired swarms are
+// new again.
+func TestNewSwarmCap(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			rdb := b.client(t)
+			s, clk := newStore(t, suite{rdb: rdb}, time.Minute)
+			s.swarms = &swarmBudget{perNano: 1.0 / 1e9, burst: 2, tokens: 2} // 1 a second, 2 at once
+			ctx := context.Background()
+			for i := 0; i < 2; i++ {
+				if _, err := s.Announce(ctx, req(hash(fmt.Sprint("cap", i)), peer(1, false), 1, bittorrent.Started), 10); err != nil {
+					t.Fatalf("new swarm %d within the burst: %v", i, err)
+				}
+			}
+			third := hash("cap third")
+			if _, err := s.Announce(ctx, req(third, peer(1, false), 1, bittorrent.Started), 10); err != bittorrent.ErrNoNewSwarms {
+				t.Fatalf("third new swarm: %v, want ErrNoNewSwarms", err)
+			}
+			if n, _ := rdb.Exists(ctx, s.ks.Swarm(third).Leechers).Result(); n != 0 {
+				t.Fatal("a refused new swarm was written")
+			}
+			// Live swarms go on: a second peer, a completion, a stop.
+			if r, err := s.Announce(ctx, req(hash("cap0"), peer(2, false), 1, bittorrent.Started), 10); err != nil || r.Leechers != 2 {
+				t.Fatalf("join a live swarm at the cap: %+v %v", r, err)
+			}
+			if r, err := s.Announce(ctx, req(hash("cap0"), peer(2, false), 0, bittorrent.Completed), 10); err != nil || !r.Change.Completion {
+				t.Fatalf("completion at the cap: %+v %v", r, err)
+			}
+			if _, err := s.Announce(ctx, req(third, peer(1, false), 1, bittorrent.Stopped), 10); err != nil {
+				t.Fatalf("a stop is never refused: %v", err)
+			}
+			// The batch path refuses the same way.
+			out, errs := make([]bittorrent.AnnounceResult, 2), make([]error, 2)
+			s.AnnounceBatch(ctx, []*bittorrent.AnnounceRequest{req(third, peer(1, false), 1, bittorrent.Started), req(hash("cap1"), peer(3, false), 1, bittorrent.Started)}, []int{10, 10}, out, errs)
+			if errs[0] != bittorrent.ErrNoNewSwarms || errs[1] != nil {
+				t.Fatalf("batch at the cap: %v", errs)
+			}
+			// A second later there is one token again.
+			clk.Add(time.Second)
+			if _, err := s.Announce(ctx, req(third, peer(1, false), 1, bittorrent.Started), 10); err != nil {
+				t.Fatalf("new swarm after the refill: %v", err)
+			}
+			if _, err := s.Announce(ctx, req(hash("cap fourth"), peer(1, false), 1, bittorrent.Started), 10); err != bittorrent.ErrNoNewSwarms {
+				t.Fatalf("fourth new swarm: %v", err)
+			}
+		})
+	}
+}

@@ -290,7 +290,10 @@ var ErrUnavailable = errors.New(Unavailable)
 // caller that went away is not the store's fault; anything else is counted,
 // logged (sampled, never a line per request) and becomes ErrUnavailable.
 func (s *Service) storeFailed(ctx context.Context, op string, err error) error {
-	if _, ok := bittorrent.IsClientError(err); ok {
+	if ce, ok := bittorrent.IsClientError(err); ok {
+		if ce == bittorrent.ErrNoNewSwarms {
+			s.refused.WithLabelValues("swarm_cap").Inc()
+		}
 		return err
 	}
 	if ctx.Err() != nil {

@@ -138,10 +138,12 @@ func (c *nsClient) announce(t *testing.T, url, ih string, port uint16, left int6
 }
 
 // sees reports whether the tracker at url, asked by an observer peer of
-// the client (a seeder on port observer), returns peer want.
+// the client (a seeder on port observer), returns peer want. The observer
+// announces "started" each time: a regular re-announce this soon would be
+// refused (min interval).
 func (c *nsClient) sees(t *testing.T, url, ih string, observer uint16, want string) bool {
 	t.Helper()
-	a := c.announce(t, url, ih, observer, 0, "")
+	a := c.announce(t, url, ih, observer, 0, "started")
 	return a.Err == "" && slices.Contains(a.Peers, want)
 }
 

@@ -81,7 +81,7 @@ func interpolate(v string) string {
 // Variables only one role reads: passing them to the other role is the
 // leak the compose files must not have.
 var (
-	nodeOnlyVars = regexp.MustCompile(`^TRACKER_(NODE_ID|UDP_.*|NUMWANT_.*|MIN_INTERVAL|ALLOW_IP_PARAM|RATE_.*|SCRAPE_MAX_HASHES|HTTP_MAX_CONNS|TRUSTED_PROXIES|PROXY_HEADER|REDIS_PIPELINE_.*|STORE_PEER_IDS|NEW_SWARMS_.*|ALLOWED_.*|SHARE_.*|LINK_FLUSH|LINK_QUEUE|LINK_KEY|LINK_HUB_KEY)$`)
+	nodeOnlyVars = regexp.MustCompile(`^TRACKER_(NODE_ID|UDP_.*|NUMWANT_.*|MIN_INTERVAL|ALLOW_IP_PARAM|RATE_.*|LIMIT_LOOPBACK|ENFORCE_MIN_INTERVAL|MIN_INTERVAL_SLOTS|SCRAPE_MAX_HASHES|HTTP_MAX_CONNS|TRUSTED_PROXIES|PROXY_HEADER|REDIS_PIPELINE_.*|STORE_PEER_IDS|NEW_SWARMS_.*|ALLOWED_.*|SHARE_.*|LINK_FLUSH|LINK_QUEUE|LINK_KEY|LINK_HUB_KEY)$`)
 	hubOnlyVars  = regexp.MustCompile(`^TRACKER_HUB_.*$`)
 	// The Redis users' rules name the tl: prefix and the tl:link channel.
 	fixedVars = regexp.MustCompile(`^TRACKER_(REDIS_PREFIX|LINK_CHANNEL|REDIS_URL|LINK_REDIS_URL|LINK_PASSWORD|HTTP_ADDR|DEBUG_ADDR|REDIS_CLUSTER)$`)

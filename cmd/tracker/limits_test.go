@@ -23,7 +23,7 @@ import (
 // then the failure reason, counted by reason; the bucket is per address
 // across both front ends.
 func TestRateLimitPerAddress(t *testing.T) {
-	announceURL := startNode(t, "TRACKER_RATE_LIMIT=0.1", "TRACKER_RATE_BURST=4", "TRACKER_RATE_LIMIT_LOOPBACK=true")
+	announceURL := startNode(t, "TRACKER_RATE_LIMIT=0.1", "TRACKER_RATE_BURST=4", "TRACKER_LIMIT_LOOPBACK=true")
 	base := strings.TrimSuffix(announceURL, "/announce")
 	httpAnnounce := func(port int) string {
 		resp, err := http.Get(fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-%012d&port=%d&left=1", announceURL, url.QueryEscape("rate-limit-torrent01"), port, port))
@@ -161,5 +161,39 @@ func TestNewSwarmsCap(t *testing.T) {
 	m, _ := io.ReadAll(resp.Body)
 	if !strings.Contains(string(m), `tracker_announces_refused_total{reason="swarm_cap"} 1`) {
 		t.Fatalf("metrics lack the swarm_cap refusal:\n%s", m)
+	}
+}
+
+// TestMinIntervalOverHTTP: a regular re-announce sooner than min interval
+// gets a failure reason, counted; events pass.
+func TestMinIntervalOverHTTP(t *testing.T) {
+	announceURL := startNode(t, "TRACKER_LIMIT_LOOPBACK=true", "TRACKER_RATE_LIMIT=0")
+	base := strings.TrimSuffix(announceURL, "/announce")
+	get := func(event string) string {
+		resp, err := http.Get(fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1&event=%s", announceURL, url.QueryEscape("min-interval-torrent"), event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if b := get("started"); strings.Contains(b, "failure") {
+		t.Fatalf("started: %s", b)
+	}
+	if b := get(""); !strings.Contains(b, "min interval is 5m0s") {
+		t.Fatalf("regular re-announce at once: %s", b)
+	}
+	if b := get("completed"); strings.Contains(b, "failure") {
+		t.Fatalf("completed: %s", b)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(m), `tracker_announces_refused_total{reason="min_interval"} 1`) {
+		t.Fatalf("metrics lack the min_interval refusal")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,13 +122,13 @@ func TestServiceRateLimit(t *testing.T) {
 		}
 	}
 	// ... unless asked.
-	cfg.RateLimitLoopback = true
+	cfg.LimitLoopback = true
 	svc = serviceWith(t, cfg)
 	for i := 0; i < 3; i++ {
 		svc.Announce(context.Background(), req("::1"))
 	}
 	if _, err := svc.Announce(context.Background(), req("::1")); err == nil {
-		t.Fatal("loopback not limited with RateLimitLoopback")
+		t.Fatal("loopback not limited with LimitLoopback")
 	}
 }
 
@@ -152,4 +153,51 @@ func BenchmarkAddrLimiter(b *testing.B) {
 			l.allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), now)
 		}
 	})
+}
+
+func TestMinIntervalEnforced(t *testing.T) {
+	cfg := testCfg // min interval 5m
+	cfg.EnforceMinInterval, cfg.MinIntervalSlots = true, 1024
+	svc := serviceWith(t, cfg)
+	now := time.Unix(1_000_000, 0)
+	peerAt := func(src string, port uint16, ev bittorrent.Event) *bittorrent.AnnounceRequest {
+		a := netip.MustParseAddr(src)
+		return &bittorrent.AnnounceRequest{InfoHash: bittorrent.InfoHash{7}, Peer: bittorrent.Peer{Addr: netip.AddrPortFrom(a, port)}, Source: a, Event: ev, NumWant: -1}
+	}
+	admit := func(r *bittorrent.AnnounceRequest, after time.Duration) error {
+		now = now.Add(after)
+		return svc.admit(r, now)
+	}
+	if err := admit(peerAt("192.0.2.9", 6881, bittorrent.Started), 0); err != nil {
+		t.Fatal(err)
+	}
+	// A regular re-announce a minute later is too soon ...
+	err := admit(peerAt("192.0.2.9", 6881, bittorrent.None), time.Minute)
+	if ce, ok := bittorrent.IsClientError(err); !ok || !strings.Contains(string(ce), "min interval is 5m0s") {
+		t.Fatalf("re-announce after 1m: %v", err)
+	}
+	// ... events are not, nor another port or another torrent.
+	for _, r := range []*bittorrent.AnnounceRequest{peerAt("192.0.2.9", 6881, bittorrent.Completed), peerAt("192.0.2.9", 6882, bittorrent.None)} {
+		if err := admit(r, time.Second); err != nil {
+			t.Fatalf("%+v: %v", r, err)
+		}
+	}
+	// After min interval (9/10 of it counts) a regular one is fine.
+	if err := admit(peerAt("192.0.2.9", 6881, bittorrent.None), 4*time.Minute+31*time.Second); err != nil {
+		t.Fatalf("re-announce after 4m31s: %v", err)
+	}
+	// A stop forgets the peer: its next start and announce are new.
+	admit(peerAt("192.0.2.9", 6881, bittorrent.Stopped), time.Second)
+	if err := admit(peerAt("192.0.2.9", 6881, bittorrent.None), time.Second); err != nil {
+		t.Fatalf("announce after a stop: %v", err)
+	}
+	// Loopback clients are not judged unless LimitLoopback.
+	for i := 0; i < 3; i++ {
+		if err := admit(peerAt("127.0.0.1", 6881, bittorrent.None), time.Second); err != nil {
+			t.Fatalf("loopback re-announce: %v", err)
+		}
+	}
+	if got := testutil.ToFloat64(svc.refused.WithLabelValues("min_interval")); got != 1 {
+		t.Fatalf("refused{min_interval} = %v, want 1", got)
+	}
 }

@@ -33,11 +33,17 @@ type Config struct {
 	// of up to RateBurst; 0 turns the limit off. RateSlots bounds the
 	// limiter's table (24 bytes a slot). Clients on loopback (this host:
 	// benchmarks, tools, a local proxy that is not a trusted one) are not
-	// limited unless RateLimitLoopback.
-	RateLimit         float64 `env:"RATE_LIMIT" envDefault:"20"`
-	RateBurst         int     `env:"RATE_BURST" envDefault:"300"`
-	RateSlots         int     `env:"RATE_LIMIT_SLOTS" envDefault:"262144"`
-	RateLimitLoopback bool    `env:"RATE_LIMIT_LOOPBACK" envDefault:"false"`
+	// limited, by this or by EnforceMinInterval, unless LimitLoopback.
+	RateLimit     float64 `env:"RATE_LIMIT" envDefault:"20"`
+	RateBurst     int     `env:"RATE_BURST" envDefault:"300"`
+	RateSlots     int     `env:"RATE_LIMIT_SLOTS" envDefault:"262144"`
+	LimitLoopback bool    `env:"LIMIT_LOOPBACK" envDefault:"false"`
+	// EnforceMinInterval refuses a regular re-announce (no event) of a
+	// peer sooner than 9/10 of MinInterval after its last announce to
+	// this process, remembered in a table of MinIntervalSlots (16 bytes a
+	// slot).
+	EnforceMinInterval bool `env:"ENFORCE_MIN_INTERVAL" envDefault:"true"`
+	MinIntervalSlots   int  `env:"MIN_INTERVAL_SLOTS" envDefault:"1048576"`
 }
 
 // Validate checks the settings; errors name the variable.
@@ -59,6 +65,8 @@ func (c Config) Validate() error {
 		return errors.New("TRACKER_RATE_LIMIT must be from 0 (off) to 1000000 announces a second")
 	case c.RateLimit > 0 && (c.RateBurst < 1 || c.RateBurst > 1e6):
 		return errors.New("TRACKER_RATE_BURST must be from 1 to 1000000")
+	case c.EnforceMinInterval && (c.MinIntervalSlots < limiterShards || c.MinIntervalSlots > 1<<26):
+		return fmt.Errorf("TRACKER_MIN_INTERVAL_SLOTS must be from %d to %d", limiterShards, 1<<26)
 	case c.RateLimit > 0 && (c.RateSlots < limiterShards || c.RateSlots > 1<<26):
 		return fmt.Errorf("TRACKER_RATE_LIMIT_SLOTS must be from %d to %d", limiterShards, 1<<26)
 	}
@@ -114,7 +122,8 @@ type Service struct {
 	failed *prometheus.CounterVec
 	// refused counts announces refused by a limit, by reason.
 	refused *prometheus.CounterVec
-	limiter *addrLimiter // nil: no per-address limit
+	limiter *addrLimiter     // nil: no per-address limit
+	recent  *recentAnnounces // nil: min interval not enforced
 	errLog  *sampledLog
 }
 
@@ -138,6 +147,9 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, errLog: newSampledLog(log, 10*time.Second)}
 	if cfg.RateLimit > 0 {
 		s.limiter = newAddrLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateSlots)
+	}
+	if cfg.EnforceMinInterval {
+		s.recent = newRecentAnnounces(cfg.MinIntervalSlots)
 	}
 	return s, nil
 }
@@ -223,14 +235,26 @@ func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
 }
 
 // admit applies what the node decides before the store: the torrent is
-// carried, and the client's address is within its rate.
+// carried, the client's address is within its rate, and a regular
+// re-announce respects min interval.
 func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
 		return bittorrent.ClientError(NotAuthorized)
 	}
-	if s.limiter != nil && req.Source.IsValid() && (s.cfg.RateLimitLoopback || !req.Source.IsLoopback()) && !s.limiter.allow(req.Source, now) {
+	if !req.Source.IsValid() || !s.cfg.LimitLoopback && req.Source.IsLoopback() {
+		return nil
+	}
+	if s.limiter != nil && !s.limiter.allow(req.Source, now) {
 		s.refused.WithLabelValues("rate_limit").Inc()
 		return bittorrent.ClientError(RateLimited)
+	}
+	if s.recent != nil {
+		// Every announce is remembered; only a regular one is judged.
+		since := s.recent.seen(req, now)
+		if req.Event == bittorrent.None && since > 0 && since < s.cfg.MinInterval*9/10 {
+			s.refused.WithLabelValues("min_interval").Inc()
+			return bittorrent.ClientError(fmt.Sprintf("announced again %s after the last announce; min interval is %s", since.Round(time.Second), s.cfg.MinInterval))
+		}
 	}
 	return nil
 }

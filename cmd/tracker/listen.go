@@ -101,10 +101,12 @@ func listenFront(cfg Config) (net.Listener, []*net.UDPConn, error) {
 		return ln, udp, nil
 	}
 	u, _ := parsePortRange(cfg.UDP.Addr)
+	var last error
 	for p := h.first; p <= h.last; p++ {
 		port := strconv.Itoa(p)
 		ln, err := httpapi.Listen(net.JoinHostPort(h.host, port))
 		if err != nil {
+			last = err
 			continue
 		}
 		if !cfg.UDP.Enabled() {
@@ -122,8 +124,9 @@ func listenFront(cfg Config) (net.Listener, []*net.UDPConn, error) {
 		if !u.isRange {
 			return nil, nil, err // a fixed UDP port: no other HTTP port helps
 		}
+		last = err
 	}
-	return nil, nil, fmt.Errorf("TRACKER_HTTP_ADDR=%q: no port of the range is free (one per replica: widen the range to run more)", cfg.HTTP.Addr)
+	return nil, nil, fmt.Errorf("TRACKER_HTTP_ADDR=%q: no port of the range is free (one per replica: widen the range to run more); last: %v", cfg.HTTP.Addr, last)
 }
 
 // expandNodeID puts the port the node listens on into "{port}" of

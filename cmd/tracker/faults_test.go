@@ -186,6 +186,19 @@ func (r *rig) waitLinked() {
 	})
 }
 
+// maxFaultLogLines bounds what one process may log about one fault.
+const maxFaultLogLines = 60
+
+// logLines counts the lines each process has logged so far.
+func (r *rig) logLines() map[string]int {
+	out := map[string]int{}
+	for _, p := range append([]*osProc{r.hub}, r.nodes...) {
+		b, _ := os.ReadFile(filepath.Join(r.dir, p.name+".log"))
+		out[p.name] = strings.Count(string(b), "\n")
+	}
+	return out
+}
+
 // procUsage is one process's memory and goroutines, from its /metrics.
 type procUsage struct{ rss, goroutines float64 }
 
@@ -417,6 +430,7 @@ func TestFaults(t *testing.T) {
 		reach            time.Duration
 		lost             int
 		hubRefused       float64
+		logLines         int           // most lines one process logged (warn and above)
 		whole            time.Duration // from the end of the load until every node has every peer
 		before, after    []procUsage
 	}
@@ -428,6 +442,7 @@ func TestFaults(t *testing.T) {
 			before = append(before, r.usage(n))
 		}
 		refusedBefore := hubRefused(t, r.hub.url())
+		linesBefore := r.logLines()
 		done := r.load(ctx, window, rate)
 		time.Sleep(window / 4)
 		f.inject(r)
@@ -455,6 +470,13 @@ func TestFaults(t *testing.T) {
 			rw.after = append(rw.after, r.usage(n))
 		}
 		rows = append(rows, rw)
+		for name, n := range r.logLines() {
+			rw.logLines = max(rw.logLines, n-linesBefore[name])
+		}
+		// Logs summarise: a fault is a few lines, never one per request.
+		if rw.logLines > maxFaultLogLines {
+			t.Errorf("%s: a process logged %d lines (more than %d): one per request?", f.name, rw.logLines, maxFaultLogLines)
+		}
 		if rw.hubRefused > 0 {
 			t.Errorf("%s: the hub refused %v messages", f.name, rw.hubRefused)
 		}
@@ -463,14 +485,14 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| fault (%s load, %.0f/s at each of 3 nodes) | requests | failed (failure reasons) | a new peer at every node after healing | every peer at every node, after the load stopped | peers lost | messages the hub refused | hub+nodes RSS MB before → after | goroutines before → after |\n|---|---|---|---|---|---|---|---|---|\n", window, rate)
+	fmt.Fprintf(&b, "\n| fault (%s load, %.0f/s at each of 3 nodes) | requests | failed (failure reasons) | a new peer at every node after healing | every peer at every node, after the load stopped | peers lost | messages the hub refused | most log lines of one process | hub+nodes RSS MB before → after | goroutines before → after |\n|---|---|---|---|---|---|---|---|---|---|\n", window, rate)
 	for _, rw := range rows {
 		var rb, ra, gb, ga float64
 		for i := range rw.before {
 			rb, ra, gb, ga = rb+rw.before[i].rss, ra+rw.after[i].rss, gb+rw.before[i].goroutines, ga+rw.after[i].goroutines
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d (%d) | %s | %s | %d | %.0f | %.0f → %.0f | %.0f → %.0f |\n", rw.name, rw.requests, rw.failed, rw.refused,
-			rw.reach.Round(10*time.Millisecond), rw.whole.Round(10*time.Millisecond), rw.lost, max(0, rw.hubRefused), rb/1e6, ra/1e6, gb, ga)
+		fmt.Fprintf(&b, "| %s | %d | %d (%d) | %s | %s | %d | %.0f | %d | %.0f → %.0f | %.0f → %.0f |\n", rw.name, rw.requests, rw.failed, rw.refused,
+			rw.reach.Round(10*time.Millisecond), rw.whole.Round(10*time.Millisecond), rw.lost, max(0, rw.hubRefused), rw.logLines, rb/1e6, ra/1e6, gb, ga)
 	}
 	t.Log(b.String())
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/logsample"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -89,6 +90,7 @@ type Hub struct {
 	relay   Relayer
 	carrier Carrier
 	log     *slog.Logger
+	errLog  *logsample.Logger // relay failures: sampled
 	m       metrics
 
 	mu      sync.Mutex
@@ -154,7 +156,7 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 	sign := func(m *link.Message) ([]byte, error) { return link.EncodeDown(priv, m) }
 	h := &Hub{
 		cfg: cfg, ep: link.NewEndpoint(cfg.Link, cfg.Name, linkRDB, sign), master: master,
-		link: linkRDB, relay: relay, carrier: carrier, log: log,
+		link: linkRDB, relay: relay, carrier: carrier, log: log, errLog: logsample.New(log, 10*time.Second),
 		procs: map[procKey]*procState{}, resync: make(chan struct{}, 1),
 	}
 	h.m = metrics{
@@ -447,7 +449,7 @@ func (h *Hub) relayChanges(ctx context.Context, origin string, changes []bittorr
 	}
 	n, err := h.relay.Apply(ctx, ts)
 	if err != nil {
-		h.log.Error("relay failed", "origin", origin, "err", err)
+		h.errLog.Log(slog.LevelError, "relay failed", "origin", origin, "err", err)
 		h.requestResync("relay_failed") // what was not written, the resync writes
 	}
 	h.m.relayed.Add(float64(n))

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/logsample"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -109,6 +110,7 @@ type Node struct {
 	queue    chan bittorrent.PeerChange
 	helloReq chan struct{}
 	log      *slog.Logger
+	errLog   *logsample.Logger // publish and index failures: sampled
 	m        nodeMetrics
 	subState atomic.Value // down or subscribed
 	hubMu    sync.Mutex
@@ -152,7 +154,7 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 		cfg: cfg, id: id, prefix: prefix, creds: creds, store: store,
 		ep:       NewEndpoint(cfg, id, link, func(m *Message) ([]byte, error) { return EncodeUp(creds.Node, m) }),
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
-		helloReq: make(chan struct{}, 1), log: log,
+		helloReq: make(chan struct{}, 1), log: log, errLog: logsample.New(log, 10*time.Second),
 		hubSeqs: map[string]uint64{}, indexed: map[bittorrent.InfoHash]int64{},
 	}
 	n.subState.Store(StateDown)
@@ -271,7 +273,7 @@ func (n *Node) publish(ctx context.Context) {
 			}
 			if len(zs) > 0 {
 				if err := n.store.ZAdd(pctx, redisstore.IndexKey(n.prefix, n.id), zs...).Err(); err != nil {
-					n.log.Warn("link index write failed", "err", err)
+					n.errLog.Log(slog.LevelWarn, "link index write failed", "err", err)
 					for _, z := range zs {
 						delete(n.indexed, bittorrent.InfoHash([]byte(z.Member.(string))))
 					}
@@ -282,7 +284,7 @@ func (n *Node) publish(ctx context.Context) {
 			// What was lost, a resync repairs: the endpoint started a new
 			// session, which the hub resyncs when it hears it.
 			n.m.publishErrs.Inc()
-			n.log.Warn("link publish failed; a new session will be resynced", "kind", kind, "err", err)
+			n.errLog.Log(slog.LevelWarn, "link publish failed; a new session will be resynced", "kind", kind, "err", err)
 			return
 		}
 		if kind == KindUpdates {

@@ -13,12 +13,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/logsample"
 )
 
 // Config is the protocol-independent part of the configuration.
@@ -124,7 +124,7 @@ type Service struct {
 	refused *prometheus.CounterVec
 	limiter *addrLimiter     // nil: no per-address limit
 	recent  *recentAnnounces // nil: min interval not enforced
-	errLog  *sampledLog
+	errLog  *logsample.Logger
 }
 
 // New returns a service on store. Its metric (store failures by operation)
@@ -144,7 +144,7 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 			return nil, err
 		}
 	}
-	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, errLog: newSampledLog(log, 10*time.Second)}
+	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, errLog: logsample.New(log, 10*time.Second)}
 	if cfg.RateLimit > 0 {
 		s.limiter = newAddrLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateSlots)
 	}
@@ -324,7 +324,7 @@ func (s *Service) storeFailed(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("%s: %w", op, ctx.Err())
 	}
 	s.failed.WithLabelValues(op).Inc()
-	s.errLog.Error(op+" failed", err)
+	s.errLog.Log(slog.LevelError, op+" failed", "err", err)
 	return fmt.Errorf("%w (%s: %v)", ErrUnavailable, op, err)
 }
 
@@ -352,33 +352,4 @@ func ClientMessage(err error) string {
 		return string(ce)
 	}
 	return Unavailable
-}
-
-// sampledLog logs an error at most once per period, with the number of
-// errors it did not log since the last line, so that a failing Redis under
-// load gives a line every few seconds, not one per request.
-type sampledLog struct {
-	log    *slog.Logger
-	period time.Duration
-	mu     sync.Mutex
-	last   time.Time
-	quiet  int
-}
-
-func newSampledLog(log *slog.Logger, period time.Duration) *sampledLog {
-	return &sampledLog{log: log, period: period}
-}
-
-func (l *sampledLog) Error(msg string, err error) {
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < l.period {
-		l.quiet++
-		l.mu.Unlock()
-		return
-	}
-	suppressed := l.quiet
-	l.last, l.quiet = now, 0
-	l.mu.Unlock()
-	l.log.Error(msg, "err", err, "suppressed_since_last", suppressed)
 }

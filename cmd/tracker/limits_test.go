@@ -197,3 +197,36 @@ func TestMinIntervalOverHTTP(t *testing.T) {
 		t.Fatalf("metrics lack the min_interval refusal")
 	}
 }
+
+// TestKeyBindsPeerOverHTTP: a stop for a peer sent with another key (a
+// neighbour behind the same address) is refused and the peer stays; its
+// own stop removes it.
+func TestKeyBindsPeerOverHTTP(t *testing.T) {
+	announceURL := startNode(t)
+	base := strings.TrimSuffix(announceURL, "/announce")
+	ih := "key-binding-torrent1"
+	get := func(key, event string) string {
+		resp, err := http.Get(fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1&key=%s&event=%s", announceURL, url.QueryEscape(ih), key, event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if b := get("owner", "started"); strings.Contains(b, "failure") {
+		t.Fatalf("started: %s", b)
+	}
+	if b := get("intruder", "stopped"); !strings.Contains(b, trk.KeyMismatch) {
+		t.Fatalf("stop with another key: %s", b)
+	}
+	if got := scrapeOf(t, base, ih); got.leechers != 1 {
+		t.Fatalf("after the refused stop: %+v", got)
+	}
+	if b := get("owner", "stopped"); strings.Contains(b, "failure") {
+		t.Fatalf("own stop: %s", b)
+	}
+	if got := scrapeOf(t, base, ih); got.leechers != 0 {
+		t.Fatalf("after its own stop: %+v", got)
+	}
+}

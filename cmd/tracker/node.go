@@ -164,7 +164,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if linkNode != nil {
 		back.Go(func() error { return linkNode.Run(backCtx) })
 	}
-	opts := tracker.Options{Sink: sink}
+	opts := tracker.Options{Sink: sink, PeerLifetime: cfg.PeerLifetime}
 	if gate != nil {
 		opts.Gate = gate
 		log.Info("allowed-torrents mode", "dir", cfg.AllowedDir, "torrents", len(gate.List()))

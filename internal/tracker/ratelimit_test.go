@@ -157,7 +157,7 @@ func BenchmarkAddrLimiter(b *testing.B) {
 
 func TestMinIntervalEnforced(t *testing.T) {
 	cfg := testCfg // min interval 5m
-	cfg.EnforceMinInterval, cfg.MinIntervalSlots = true, 1024
+	cfg.EnforceMinInterval, cfg.PeerTableSlots = true, 1024
 	svc := serviceWith(t, cfg)
 	now := time.Unix(1_000_000, 0)
 	peerAt := func(src string, port uint16, ev bittorrent.Event) *bittorrent.AnnounceRequest {
@@ -199,5 +199,59 @@ func TestMinIntervalEnforced(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(svc.refused.WithLabelValues("min_interval")); got != 1 {
 		t.Fatalf("refused{min_interval} = %v, want 1", got)
+	}
+}
+
+func TestKeysBindPeers(t *testing.T) {
+	cfg := testCfg
+	cfg.BindKeys, cfg.PeerTableSlots = true, 1024
+	svc := serviceWith(t, cfg)
+	now := time.Unix(2_000_000, 0)
+	ann := func(port uint16, key string, ev bittorrent.Event, after time.Duration) error {
+		now = now.Add(after)
+		a := netip.MustParseAddr("198.51.100.20")
+		return svc.admit(&bittorrent.AnnounceRequest{InfoHash: bittorrent.InfoHash{9}, Peer: bittorrent.Peer{Addr: netip.AddrPortFrom(a, port)}, Source: a, Key: key, Event: ev, NumWant: -1}, now)
+	}
+	if err := ann(6881, "victim-key", bittorrent.Started, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A neighbour behind the same address: another key, or none, for the
+	// victim's port is refused, whatever the event.
+	for _, tc := range []struct {
+		key string
+		ev  bittorrent.Event
+	}{{"other", bittorrent.Stopped}, {"", bittorrent.Stopped}, {"other", bittorrent.Completed}, {"other", bittorrent.None}} {
+		err := ann(6881, tc.key, tc.ev, time.Second)
+		if ce, ok := bittorrent.IsClientError(err); !ok || string(ce) != KeyMismatch {
+			t.Fatalf("key %q event %v: %v", tc.key, tc.ev, err)
+		}
+	}
+	// The peer itself goes on; its own port is not someone else's.
+	if err := ann(6881, "victim-key", bittorrent.Completed, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := ann(6882, "other", bittorrent.Started, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Its stop (with its key) frees the port; so does its silence beyond
+	// the peer lifetime (testCfg: 1.5 × 31m).
+	if err := ann(6881, "victim-key", bittorrent.Stopped, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := ann(6881, "new-owner", bittorrent.Started, time.Second); err != nil {
+		t.Fatalf("after the stop: %v", err)
+	}
+	if err := ann(6881, "third", bittorrent.Started, 47*time.Minute); err != nil {
+		t.Fatalf("after the lifetime: %v", err)
+	}
+	if got := testutil.ToFloat64(svc.refused.WithLabelValues("key_mismatch")); got != 4 {
+		t.Fatalf("refused{key_mismatch} = %v, want 4", got)
+	}
+	// Off, keys bind nothing.
+	cfg.BindKeys = false
+	svc = serviceWith(t, cfg)
+	ann(6881, "a", bittorrent.Started, time.Second)
+	if err := ann(6881, "b", bittorrent.Stopped, time.Second); err != nil {
+		t.Fatalf("TRACKER_BIND_KEYS=false: %v", err)
 	}
 }

@@ -40,10 +40,12 @@ type Config struct {
 	LimitLoopback bool    `env:"LIMIT_LOOPBACK" envDefault:"false"`
 	// EnforceMinInterval refuses a regular re-announce (no event) of a
 	// peer sooner than 9/10 of MinInterval after its last announce to
-	// this process, remembered in a table of MinIntervalSlots (16 bytes a
-	// slot).
+	// this process; BindKeys refuses a change of a peer sent with another
+	// key than the peer's. Both read a table of PeerTableSlots (16 bytes a
+	// slot) of this process's peers.
 	EnforceMinInterval bool `env:"ENFORCE_MIN_INTERVAL" envDefault:"true"`
-	MinIntervalSlots   int  `env:"MIN_INTERVAL_SLOTS" envDefault:"1048576"`
+	BindKeys           bool `env:"BIND_KEYS" envDefault:"true"`
+	PeerTableSlots     int  `env:"PEER_TABLE_SLOTS" envDefault:"1048576"`
 }
 
 // Validate checks the settings; errors name the variable.
@@ -65,8 +67,8 @@ func (c Config) Validate() error {
 		return errors.New("TRACKER_RATE_LIMIT must be from 0 (off) to 1000000 announces a second")
 	case c.RateLimit > 0 && (c.RateBurst < 1 || c.RateBurst > 1e6):
 		return errors.New("TRACKER_RATE_BURST must be from 1 to 1000000")
-	case c.EnforceMinInterval && (c.MinIntervalSlots < limiterShards || c.MinIntervalSlots > 1<<26):
-		return fmt.Errorf("TRACKER_MIN_INTERVAL_SLOTS must be from %d to %d", limiterShards, 1<<26)
+	case (c.EnforceMinInterval || c.BindKeys) && (c.PeerTableSlots < limiterShards || c.PeerTableSlots > 1<<26):
+		return fmt.Errorf("TRACKER_PEER_TABLE_SLOTS must be from %d to %d", limiterShards, 1<<26)
 	case c.RateLimit > 0 && (c.RateSlots < limiterShards || c.RateSlots > 1<<26):
 		return fmt.Errorf("TRACKER_RATE_LIMIT_SLOTS must be from %d to %d", limiterShards, 1<<26)
 	}
@@ -100,6 +102,9 @@ type Gate interface {
 type Options struct {
 	Sink ChangeSink
 	Gate Gate
+	// PeerLifetime is how long a silent peer counts (its key binds it that
+	// long); 0: 1.5 × (interval + jitter), the node's default.
+	PeerLifetime time.Duration
 }
 
 // NotAuthorized is the failure reason for a torrent the node does not carry,
@@ -108,6 +113,10 @@ const NotAuthorized = "Requested download is not authorized for use with this tr
 
 // Unavailable is what a client sees when the fault is ours, not its own.
 const Unavailable = "tracker temporarily unavailable, try again later"
+
+// KeyMismatch is the failure reason of a change sent for a peer with
+// another key than the one the peer announced with.
+const KeyMismatch = "key does not match the key this peer announced with"
 
 // RateLimited is the failure reason of an announce over the per-address
 // limit.
@@ -122,8 +131,8 @@ type Service struct {
 	failed *prometheus.CounterVec
 	// refused counts announces refused by a limit, by reason.
 	refused *prometheus.CounterVec
-	limiter *addrLimiter     // nil: no per-address limit
-	recent  *recentAnnounces // nil: min interval not enforced
+	limiter *addrLimiter // nil: no per-address limit
+	peers   *peerTable   // nil: neither min interval nor keys
 	errLog  *logsample.Logger
 }
 
@@ -148,8 +157,12 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 	if cfg.RateLimit > 0 {
 		s.limiter = newAddrLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateSlots)
 	}
-	if cfg.EnforceMinInterval {
-		s.recent = newRecentAnnounces(cfg.MinIntervalSlots)
+	if cfg.EnforceMinInterval || cfg.BindKeys {
+		lifetime := opts.PeerLifetime
+		if lifetime <= 0 {
+			lifetime = (cfg.Interval + cfg.IntervalJitter) * 3 / 2
+		}
+		s.peers = newPeerTable(cfg.PeerTableSlots, lifetime, cfg.BindKeys)
 	}
 	return s, nil
 }
@@ -241,17 +254,20 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
 		return bittorrent.ClientError(NotAuthorized)
 	}
-	if !req.Source.IsValid() || !s.cfg.LimitLoopback && req.Source.IsLoopback() {
-		return nil
-	}
-	if s.limiter != nil && !s.limiter.allow(req.Source, now) {
+	limited := req.Source.IsValid() && (s.cfg.LimitLoopback || !req.Source.IsLoopback())
+	if limited && s.limiter != nil && !s.limiter.allow(req.Source, now) {
 		s.refused.WithLabelValues("rate_limit").Inc()
 		return bittorrent.ClientError(RateLimited)
 	}
-	if s.recent != nil {
-		// Every announce is remembered; only a regular one is judged.
-		since := s.recent.seen(req, now)
-		if req.Event == bittorrent.None && since > 0 && since < s.cfg.MinInterval*9/10 {
+	if s.peers != nil {
+		// Every announce is checked against its peer's key and
+		// remembered; only a regular one is judged for its interval.
+		since, keyOK := s.peers.seen(req, now)
+		if !keyOK {
+			s.refused.WithLabelValues("key_mismatch").Inc()
+			return bittorrent.ClientError(KeyMismatch)
+		}
+		if limited && s.cfg.EnforceMinInterval && req.Event == bittorrent.None && since > 0 && since < s.cfg.MinInterval*9/10 {
 			s.refused.WithLabelValues("min_interval").Inc()
 			return bittorrent.ClientError(fmt.Sprintf("announced again %s after the last announce; min interval is %s", since.Round(time.Second), s.cfg.MinInterval))
 		}

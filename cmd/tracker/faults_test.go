@@ -469,7 +469,6 @@ func TestFaults(t *testing.T) {
 		for _, n := range r.nodes {
 			rw.after = append(rw.after, r.usage(n))
 		}
-		rows = append(rows, rw)
 		for name, n := range r.logLines() {
 			rw.logLines = max(rw.logLines, n-linesBefore[name])
 		}
@@ -483,6 +482,7 @@ func TestFaults(t *testing.T) {
 		if lost != 0 {
 			t.Errorf("%s: %d peers live at one node and missing at another 30 s after the load stopped", f.name, lost)
 		}
+		rows = append(rows, rw)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n| fault (%s load, %.0f/s at each of 3 nodes) | requests | failed (failure reasons) | a new peer at every node after healing | every peer at every node, after the load stopped | peers lost | messages the hub refused | most log lines of one process | hub+nodes RSS MB before → after | goroutines before → after |\n|---|---|---|---|---|---|---|---|---|---|\n", window, rate)

@@ -351,7 +351,10 @@ func announceURL(b []byte, cfg Config, torrent, peer int, extra string) []byte {
 	// Half of the peers are seeders.
 	b = append(b, "&uploaded=0&downloaded=0&left="...)
 	b = strconv.AppendInt(b, int64(peer%2), 10)
-	b = append(b, "&compact=1&key=x"...)
+	// The key a UDP announce of the loadgen carries (the peer's number),
+	// in hex, so that a peer is one client over either protocol.
+	b = append(b, "&compact=1&key="...)
+	b = fmt.Appendf(b, "%08x", uint32(torrent*cfg.Peers+peer))
 	return append(b, extra...)
 }
 

@@ -3,6 +3,7 @@ package tracker
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,12 +69,14 @@ func (r *peerTable) slot(req *bittorrent.AnnounceRequest) (*peerShard, *peerSlot
 }
 
 // keyHash is the 32-bit digest of a peer's key that a slot keeps; 0 for
-// no key.
+// no key. Keys compare without case: clients send their key over HTTP as
+// hex (libtorrent in capitals) and over UDP as 4 bytes (which the UDP
+// front end writes as lower-case hex), so one client is one key on both.
 func (r *peerTable) keyHash(key string) uint32 {
 	if key == "" || !r.bindKeys {
 		return 0
 	}
-	return uint32(maphash.String(r.seed, key)) | 1
+	return uint32(maphash.String(r.seed, strings.ToLower(key))) | 1
 }
 
 // seen checks req against what the table knows of its peer and records

@@ -226,6 +226,13 @@ func TestKeysBindPeers(t *testing.T) {
 			t.Fatalf("key %q event %v: %v", tc.key, tc.ev, err)
 		}
 	}
+	// Keys compare without case (HTTP hex, UDP bytes as lower-case hex).
+	if err := ann(7000, "1A2B3C4D", bittorrent.Started, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := ann(7000, "1a2b3c4d", bittorrent.None, 10*time.Minute); err != nil {
+		t.Fatalf("the same key in lower case: %v", err)
+	}
 	// The peer itself goes on; its own port is not someone else's.
 	if err := ann(6881, "victim-key", bittorrent.Completed, time.Second); err != nil {
 		t.Fatal(err)

@@ -109,7 +109,7 @@ func TestAdversarialLink(t *testing.T) {
 		publish(up, captured)
 		if !within(2*time.Second, func() bool { return rejected("replay") > before }) {
 			st, _ := hubStatus(c.hub.url)
-			t.Fatalf("replay not refused; hub status %+v\n%s", st.Nodes["node1"], hubMetrics(t, c.hub.url, "hub_"))
+			t.Fatalf("replay not refused; hub status %+v\n%s", st.Nodes["node1"], metricLines(t, c.hub.url, "hub_"))
 		}
 	})
 	t.Run("a garbage flood and oversized publishes on both channels", func(t *testing.T) {
@@ -122,7 +122,7 @@ func TestAdversarialLink(t *testing.T) {
 		if !within(10*time.Second, func() bool {
 			return rejected("malformed")+rejected("bad_mac")+rejected("unknown_node") >= 5000
 		}) {
-			t.Fatalf("garbage not counted: %v", hubMetrics(t, c.hub.url, "hub_rejected"))
+			t.Fatalf("garbage not counted: %v", metricLines(t, c.hub.url, "hub_rejected"))
 		}
 		for _, ch := range []string{up, down} {
 			publish(ch, make([]byte, 40<<20)) // over Redis's 32 MiB pub/sub output buffer limit
@@ -149,9 +149,9 @@ func TestAdversarialLink(t *testing.T) {
 	}
 }
 
-// hubMetrics returns the hub's metric lines that start with prefix.
-func hubMetrics(t *testing.T, hubURL, prefix string) string {
-	resp, err := http.Get(hubURL + "/metrics")
+// metricLines returns the metric lines of a node or hub that start with prefix.
+func metricLines(t *testing.T, base, prefix string) string {
+	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		return err.Error()
 	}

@@ -26,13 +26,7 @@ func TestRateLimitPerAddress(t *testing.T) {
 	announceURL := startNode(t, "TRACKER_RATE_LIMIT=0.1", "TRACKER_RATE_BURST=4", "TRACKER_LIMIT_LOOPBACK=true")
 	base := strings.TrimSuffix(announceURL, "/announce")
 	httpAnnounce := func(port int) string {
-		resp, err := http.Get(fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-%012d&port=%d&left=1", announceURL, url.QueryEscape("rate-limit-torrent01"), port, port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
+		return body(t, fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-%012d&port=%d&left=1", announceURL, url.QueryEscape("rate-limit-torrent01"), port, port))
 	}
 	udpAnnounce := func(port uint16) error {
 		var ih, pid [20]byte
@@ -58,13 +52,7 @@ func TestRateLimitPerAddress(t *testing.T) {
 	if err := udpAnnounce(7102); err == nil || !strings.Contains(err.Error(), trk.RateLimited) {
 		t.Fatalf("UDP announce over the burst: %v", err)
 	}
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	m, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(m), `tracker_announces_refused_total{reason="rate_limit"} 2`) {
+	if m := metricLines(t, base, "tracker_announces_refused_total"); !strings.Contains(m, `tracker_announces_refused_total{reason="rate_limit"} 2`) {
 		t.Fatalf("metrics lack 2 rate_limit refusals:\n%s", m)
 	}
 }
@@ -134,13 +122,7 @@ func TestNewSwarmsCap(t *testing.T) {
 	announceURL := startNode(t, "TRACKER_NEW_SWARMS_RATE=0.001", "TRACKER_NEW_SWARMS_BURST=2")
 	base := strings.TrimSuffix(announceURL, "/announce")
 	get := func(ih string, port int) string {
-		resp, err := http.Get(fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-%012d&port=%d&left=1", announceURL, url.QueryEscape(ih), port, port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
+		return body(t, fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-%012d&port=%d&left=1", announceURL, url.QueryEscape(ih), port, port))
 	}
 	for i, ih := range []string{"new-swarm-cap-000001", "new-swarm-cap-000002"} {
 		if b := get(ih, 7000+i); strings.Contains(b, "failure") {
@@ -153,13 +135,7 @@ func TestNewSwarmsCap(t *testing.T) {
 	if b := get("new-swarm-cap-000001", 7003); strings.Contains(b, "failure") {
 		t.Fatalf("a new peer of a live torrent at the cap: %s", b)
 	}
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	m, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(m), `tracker_announces_refused_total{reason="swarm_cap"} 1`) {
+	if m := metricLines(t, base, "tracker_announces_refused_total"); !strings.Contains(m, `tracker_announces_refused_total{reason="swarm_cap"} 1`) {
 		t.Fatalf("metrics lack the swarm_cap refusal:\n%s", m)
 	}
 }
@@ -170,13 +146,7 @@ func TestMinIntervalOverHTTP(t *testing.T) {
 	announceURL := startNode(t, "TRACKER_LIMIT_LOOPBACK=true", "TRACKER_RATE_LIMIT=0")
 	base := strings.TrimSuffix(announceURL, "/announce")
 	get := func(event string) string {
-		resp, err := http.Get(fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1&event=%s", announceURL, url.QueryEscape("min-interval-torrent"), event))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
+		return body(t, fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1&event=%s", announceURL, url.QueryEscape("min-interval-torrent"), event))
 	}
 	if b := get("started"); strings.Contains(b, "failure") {
 		t.Fatalf("started: %s", b)
@@ -187,13 +157,7 @@ func TestMinIntervalOverHTTP(t *testing.T) {
 	if b := get("completed"); strings.Contains(b, "failure") {
 		t.Fatalf("completed: %s", b)
 	}
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	m, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(m), `tracker_announces_refused_total{reason="min_interval"} 1`) {
+	if m := metricLines(t, base, "tracker_announces_refused_total"); !strings.Contains(m, `tracker_announces_refused_total{reason="min_interval"} 1`) {
 		t.Fatalf("metrics lack the min_interval refusal")
 	}
 }
@@ -206,13 +170,7 @@ func TestKeyBindsPeerOverHTTP(t *testing.T) {
 	base := strings.TrimSuffix(announceURL, "/announce")
 	ih := "key-binding-torrent1"
 	get := func(key, event string) string {
-		resp, err := http.Get(fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1&key=%s&event=%s", announceURL, url.QueryEscape(ih), key, event))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
+		return body(t, fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1&key=%s&event=%s", announceURL, url.QueryEscape(ih), key, event))
 	}
 	if b := get("owner", "started"); strings.Contains(b, "failure") {
 		t.Fatalf("started: %s", b)
@@ -229,4 +187,16 @@ func TestKeyBindsPeerOverHTTP(t *testing.T) {
 	if got := scrapeOf(t, base, ih); got.leechers != 0 {
 		t.Fatalf("after its own stop: %+v", got)
 	}
+}
+
+// body returns the body of a GET (an announce's bencoded answer).
+func body(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

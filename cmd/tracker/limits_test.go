@@ -87,13 +87,12 @@ func TestConnectionCap(t *testing.T) {
 		}
 		idle = append(idle, c)
 	}
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := health(c); err == nil {
-		t.Fatal("a 4th connection was served with a cap of 3")
+	// The 4th is reset: while it is read, or already while it is dialled.
+	if c, err := net.Dial("tcp", addr); err == nil {
+		defer c.Close()
+		if err := health(c); err == nil {
+			t.Fatal("a 4th connection was served with a cap of 3")
+		}
 	}
 	idle[0].Close()
 	var m []byte

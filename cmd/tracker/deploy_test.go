@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -263,11 +262,7 @@ func TestDockerfile(t *testing.T) {
 // processes): redis-server, the hub and two nodes; a peer announced to node 1
 // is returned by node 2; stopping the runner stops every process.
 func TestLocalCluster(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tracker")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildTracker(t)
 	base, err := freeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)

@@ -273,7 +273,7 @@ func (r *rig) livePeers() []map[string]map[string]bool {
 		for iter.Next(ctx) {
 			key := iter.Val()
 			ih := key[len("tl:{"+n.name+":") : len(key)-3]
-			ms, _ := r.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "(" + cutoff, Max: "+inf"}).Result()
+			ms, _ := r.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, ByScore: true, Start: "(" + cutoff, Stop: "+inf"}).Result()
 			if out[i][ih] == nil {
 				out[i][ih] = map[string]bool{}
 			}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -35,8 +36,14 @@ func TestAddrLimiter(t *testing.T) {
 	}
 	// 2 a second: after 1 s, two more, not three.
 	now = now.Add(time.Second)
-	if !l.allow(a, now) || !l.allow(a, now) || l.allow(a, now) {
-		t.Fatal("refill is not 2 tokens a second")
+	allowed := 0
+	for i := 0; i < 3; i++ {
+		if l.allow(a, now) {
+			allowed++
+		}
+	}
+	if allowed != 2 {
+		t.Fatalf("%d announces allowed a second later; the refill is 2 tokens a second", allowed)
 	}
 	// A long pause refills to the burst, not beyond.
 	now = now.Add(time.Hour)
@@ -260,5 +267,16 @@ func TestKeysBindPeers(t *testing.T) {
 	ann(6881, "a", bittorrent.Started, time.Second)
 	if err := ann(6881, "b", bittorrent.Stopped, time.Second); err != nil {
 		t.Fatalf("TRACKER_BIND_KEYS=false: %v", err)
+	}
+}
+
+// TestSlotSizes keeps the memory the documentation states per slot true:
+// 24 bytes a rate-limit bucket, 16 a peer-table slot.
+func TestSlotSizes(t *testing.T) {
+	if s := unsafe.Sizeof(bucket{}); s != bucketSize {
+		t.Fatalf("a bucket is %d bytes, documented %d", s, bucketSize)
+	}
+	if s := unsafe.Sizeof(peerSlot{}); s != peerSlotSize {
+		t.Fatalf("a peer slot is %d bytes, documented %d", s, peerSlotSize)
 	}
 }

@@ -131,15 +131,19 @@ func Unicast(a netip.Addr) bool {
 // Event is the event parameter of an announce.
 type Event uint8
 
-// The events of BEP 3. None is a regular, periodic announce.
+// The events of BEP 3, and BEP 21's paused. None is a regular, periodic
+// announce. Paused is not an event but a state: a partial seed (a peer
+// that wants nothing more of the torrent, having skipped some of its
+// files) sends it with every announce while it is one.
 const (
 	None Event = iota
 	Started
 	Completed
 	Stopped
+	Paused
 )
 
-var eventNames = [...]string{None: "", Started: "started", Completed: "completed", Stopped: "stopped"}
+var eventNames = [...]string{None: "", Started: "started", Completed: "completed", Stopped: "stopped", Paused: "paused"}
 
 // String returns the event as it appears in a query string.
 func (e Event) String() string {
@@ -160,6 +164,8 @@ func ParseEvent(s string) (Event, error) {
 		return Completed, nil
 	case "stopped":
 		return Stopped, nil
+	case "paused":
+		return Paused, nil
 	}
 	return None, ClientError("unknown event")
 }
@@ -212,8 +218,25 @@ func (f Family) Carries(p Peer) bool {
 // Seeder reports whether the announcing peer has the whole torrent.
 func (r *AnnounceRequest) Seeder() bool { return r.Left == 0 }
 
+// Op is the change the announce makes to its peer: stopped, a seeder (it
+// has the whole torrent, whatever the event), a partial seed (paused with
+// bytes left, BEP 21) or a leecher.
+func (r *AnnounceRequest) Op() ChangeOp {
+	switch {
+	case r.Event == Stopped:
+		return OpStopped
+	case r.Seeder():
+		return OpSeeder
+	case r.Event == Paused:
+		return OpPartial
+	}
+	return OpLeecher
+}
+
 // AnnounceResult is what the store answers to an announce.
 type AnnounceResult struct {
+	// Seeders have the whole torrent; Leechers are the rest, partial
+	// seeds included (BEP 21's "incomplete").
 	Seeders, Leechers int
 	// Peers is a random sample of at most the asked number of peers, never
 	// the announcing peer, and no seeders for a seeder.
@@ -228,8 +251,11 @@ type AnnounceResult struct {
 type Scrape struct {
 	InfoHash   InfoHash
 	Complete   int // seeders
-	Incomplete int // leechers
+	Incomplete int // leechers, partial seeds included
 	Downloaded int // completed downloads counted so far
+	// Downloaders are the leechers that are not partial seeds (BEP 21);
+	// Incomplete - Downloaders is the number of partial seeds.
+	Downloaders int
 }
 
 // ClientError is the only kind of error a client may see: its text becomes
@@ -258,7 +284,11 @@ const (
 	OpLeecher ChangeOp = iota + 1 // announced with bytes left
 	OpSeeder                      // announced complete
 	OpStopped                     // left the swarm
+	OpPartial                     // a partial seed (BEP 21): bytes left, wants no more
 )
+
+// Valid reports whether op is one of the ops above.
+func (op ChangeOp) Valid() bool { return op >= OpLeecher && op <= OpPartial }
 
 // PeerChange is one peer's change in one swarm, as the link carries it from
 // the node that saw it to the other nodes.

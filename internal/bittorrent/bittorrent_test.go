@@ -43,10 +43,12 @@ func TestPeerBinaryRoundTrip(t *testing.T) {
 }
 
 func TestParse(t *testing.T) {
-	if _, err := ParseEvent("paused"); err == nil {
-		t.Fatal("unknown event accepted")
+	for _, bad := range []string{"pause", "Paused", "update", "\x00"} {
+		if _, err := ParseEvent(bad); err == nil {
+			t.Fatalf("unknown event %q accepted", bad)
+		}
 	}
-	for s, want := range map[string]Event{"": None, "empty": None, "started": Started, "completed": Completed, "stopped": Stopped} {
+	for s, want := range map[string]Event{"": None, "empty": None, "started": Started, "completed": Completed, "stopped": Stopped, "paused": Paused} {
 		if e, err := ParseEvent(s); err != nil || e != want || (s != "empty" && e.String() != s) {
 			t.Fatalf("%q: %v %v", s, e, err)
 		}

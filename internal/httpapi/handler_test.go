@@ -151,18 +151,25 @@ func TestAnnounceAndScrape(t *testing.T) {
 	if r["incomplete"] != int64(1) || r["peers"] != "" {
 		t.Fatalf("stopped: %v", r)
 	}
+	// paused with bytes left: a partial seed (BEP 21), counted incomplete
+	// but not a downloader, and given downloaders only (the leecher on
+	// 1003, not the seeder).
+	r = get(t, announceURL(ts.URL, ih, strings.Repeat("d", 20), 1004, 5, "&event=paused"))
+	if r["complete"] != int64(1) || r["incomplete"] != int64(2) || r["peers"] != "\x7f\x00\x00\x01\x03\xeb" {
+		t.Fatalf("partial seed: %v", r)
+	}
 	sc := get(t, ts.URL+"/scrape?info_hash="+url.QueryEscape(ih)+"&info_hash="+url.QueryEscape(strings.Repeat("z", 20)))
 	files := sc["files"].(map[string]any)
-	want := map[string]any{"complete": int64(1), "downloaded": int64(1), "incomplete": int64(1)}
+	want := map[string]any{"complete": int64(1), "downloaded": int64(1), "downloaders": int64(1), "incomplete": int64(2)}
 	if fmt.Sprint(files[ih]) != fmt.Sprint(want) {
 		t.Fatalf("scrape %v, want %v", files[ih], want)
 	}
-	if fmt.Sprint(files[strings.Repeat("z", 20)]) != fmt.Sprint(map[string]any{"complete": int64(0), "downloaded": int64(0), "incomplete": int64(0)}) {
+	if fmt.Sprint(files[strings.Repeat("z", 20)]) != fmt.Sprint(map[string]any{"complete": int64(0), "downloaded": int64(0), "downloaders": int64(0), "incomplete": int64(0)}) {
 		t.Fatalf("unknown torrent scrape %v", files)
 	}
 	n := counterValue(t, reg, "tracker_announces_total", "ok")
-	if n != 6 {
-		t.Fatalf("tracker_announces_total{outcome=ok} = %v, want 6", n)
+	if n != 7 {
+		t.Fatalf("tracker_announces_total{outcome=ok} = %v, want 7", n)
 	}
 }
 

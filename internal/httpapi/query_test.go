@@ -104,7 +104,7 @@ func TestParseAnnounce(t *testing.T) {
 		{name: "negative left", raw: q(map[string]string{"left": "-1"}), wantErr: "left must be a non-negative number"},
 		{name: "uploaded overflow", raw: q(map[string]string{"uploaded": "18446744073709551616"}), wantErr: "uploaded must be"},
 		{name: "bad numwant", raw: q(map[string]string{"numwant": "lots"}), wantErr: "numwant must be a number"},
-		{name: "unknown event", raw: q(map[string]string{"event": "paused"}), wantErr: "unknown event"},
+		{name: "unknown event", raw: q(map[string]string{"event": "pause"}), wantErr: "unknown event"},
 		{name: "bad escape", raw: q(nil) + "&key=%zz", wantErr: "malformed percent-encoding in key"},
 		{name: "truncated escape", raw: q(nil) + "&key=%4", wantErr: "malformed percent-encoding"},
 		{name: "binary param name", raw: q(nil) + "&%00%ff=%zz", wantErr: "malformed percent-encoding in a parameter"},

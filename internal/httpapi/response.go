@@ -35,10 +35,13 @@ type scrapeResponse struct {
 	Files map[string]scrapeFile `bencode:"files"`
 }
 
+// scrapeFile is BEP 48's entry, with BEP 21's downloaders (the leechers
+// that are not partial seeds).
 type scrapeFile struct {
-	Complete   int `bencode:"complete"`
-	Downloaded int `bencode:"downloaded"`
-	Incomplete int `bencode:"incomplete"`
+	Complete    int `bencode:"complete"`
+	Downloaded  int `bencode:"downloaded"`
+	Downloaders int `bencode:"downloaders"`
+	Incomplete  int `bencode:"incomplete"`
 }
 
 type failureResponse struct {
@@ -88,7 +91,7 @@ func writeAnnounce(w http.ResponseWriter, req *bittorrent.AnnounceRequest, res *
 func writeScrape(w http.ResponseWriter, res []bittorrent.Scrape) {
 	resp := scrapeResponse{Files: make(map[string]scrapeFile, len(res))}
 	for _, s := range res {
-		resp.Files[string(s.InfoHash[:])] = scrapeFile{Complete: s.Complete, Downloaded: s.Downloaded, Incomplete: s.Incomplete}
+		resp.Files[string(s.InfoHash[:])] = scrapeFile{Complete: s.Complete, Downloaded: s.Downloaded, Downloaders: s.Downloaders, Incomplete: s.Incomplete}
 	}
 	writeBencode(w, resp)
 }

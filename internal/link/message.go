@@ -199,7 +199,7 @@ func parseBody(body []byte) (*Message, error) {
 		c.Op, c.Completion = bittorrent.ChangeOp(op&0x7f), op&0x80 != 0
 		c.Seen = int64(r.u64())
 		c.Peer = string(r.bytes(int(r.byte())))
-		if r.err || c.Op < bittorrent.OpLeecher || c.Op > bittorrent.OpStopped {
+		if r.err || !c.Op.Valid() {
 			return nil, ErrMalformed
 		}
 		if _, err := bittorrent.PeerFromBinary(c.Peer); err != nil {

@@ -17,6 +17,7 @@ func sample() *Message {
 	return &Message{Kind: KindUpdates, Node: "node1", Session: 42, Seq: 7, Time: 1764000000123, Changes: []bittorrent.PeerChange{
 		{InfoHash: bittorrent.InfoHash{1}, Op: bittorrent.OpSeeder, Completion: true, Seen: 1764000000, Peer: "\x7f\x00\x00\x01\x1a\xe1"},
 		{InfoHash: bittorrent.InfoHash{2}, Op: bittorrent.OpStopped, Seen: 1764000001, Peer: string(make([]byte, 18))},
+		{InfoHash: bittorrent.InfoHash{3}, Op: bittorrent.OpPartial, Seen: 1764000002, Peer: "\x0a\x00\x00\x02\x1a\xe1"},
 	}}
 }
 
@@ -91,12 +92,21 @@ func TestRoundTripAndRejects(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v", name, err, tc.want)
 		}
 	}
-	// A correctly signed message with a bad peer is malformed, not accepted.
+	// A correctly signed message with a bad peer or an op it does not
+	// know (0, or past the partial seed) is malformed, not accepted.
 	bad := sample()
 	bad.Changes[0].Peer = "xyz"
 	b, _ = EncodeUp(key1, bad)
 	if _, err := DecodeUp(b, keyring); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("bad peer: %v", err)
+	}
+	for _, op := range []bittorrent.ChangeOp{0, bittorrent.OpPartial + 1, 0x7f} {
+		bad = sample()
+		bad.Changes[1].Op = op
+		b, _ = EncodeUp(key1, bad)
+		if _, err := DecodeUp(b, keyring); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("op %d: %v", op, err)
+		}
 	}
 }
 

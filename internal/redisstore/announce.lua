@@ -5,15 +5,18 @@
 -- negative. Under Redis Cluster a call carries one announce (a script may
 -- touch one slot only).
 --
--- KEYS: per announce: seeders zset, leechers zset, completed counter
+-- KEYS: per announce: seeders zset, leechers zset, partial seeds zset,
+--       completed counter
 -- ARGV: swarm TTL (s), completed-counter TTL (s), then per announce 8 values:
 --       now (unix ms), cutoff (scores <= cutoff have expired), member,
---       op ("L" leecher, "S" seeder, "X" stopped), completed ("1"/"0"),
---       numwant, family of the candidates ("0" both, "4" IPv4, "6" IPv6),
---       create ("1" the announce may start a new swarm, "0" it may not)
--- Reply: per announce: seeders, leechers, flags (+1 a completion was
---        counted, +2 the announce started a new swarm; -1 refused: a new
---        swarm and create "0"), n, then n candidate members
+--       op ("L" leecher, "S" seeder, "P" partial seed, "X" stopped),
+--       completed ("1"/"0"), numwant, family of the candidates ("0" both,
+--       "4" IPv4, "6" IPv6), create ("1" the announce may start a new
+--       swarm, "0" it may not)
+-- Reply: per announce: seeders, leechers (partial seeds included), flags
+--        (+1 a completion was counted, +2 the announce started a new
+--        swarm; -1 refused: a new swarm and create "0"), n, then n
+--        candidate members
 local ttl, cttl = ARGV[1], ARGV[2]
 local out = {}
 
@@ -27,14 +30,19 @@ local function fits(fam, m)
   return true
 end
 
-local function announce(S, L, C, now, cutoff, m, op, completed, want, fam, create)
+local function announce(S, L, P, C, now, cutoff, m, op, completed, want, fam, create)
   -- Trimming expired peers is a side effect of every write: no sweeps.
+  -- Partial seeds are rare; their set is touched only when it exists.
   redis.call('ZREMRANGEBYSCORE', S, '-inf', cutoff)
   redis.call('ZREMRANGEBYSCORE', L, '-inf', cutoff)
+  local nP = redis.call('ZCARD', P)
+  if nP > 0 then
+    nP = nP - redis.call('ZREMRANGEBYSCORE', P, '-inf', cutoff)
+  end
 
   -- At the node's cap on new swarms, a swarm with no live peer (its keys
   -- are gone once trimmed empty) is not started. Checked only then.
-  if create == '0' and op ~= 'X' and redis.call('EXISTS', S, L) == 0 then
+  if create == '0' and op ~= 'X' and nP == 0 and redis.call('EXISTS', S, L) == 0 then
     out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = -1
@@ -47,8 +55,10 @@ local function announce(S, L, C, now, cutoff, m, op, completed, want, fam, creat
   if op == 'X' then
     redis.call('ZREM', S, m)
     redis.call('ZREM', L, m)
+    if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
   elseif op == 'S' then
     redis.call('ZREM', L, m)
+    if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
     new = redis.call('ZADD', S, now, m)
     redis.call('EXPIRE', S, ttl)
     -- A completion counts once per peer: a repeated event=completed from a
@@ -58,8 +68,16 @@ local function announce(S, L, C, now, cutoff, m, op, completed, want, fam, creat
       counted = 1
     end
     redis.call('EXPIRE', C, cttl)
+  elseif op == 'P' then
+    redis.call('ZREM', S, m)
+    redis.call('ZREM', L, m)
+    new = redis.call('ZADD', P, now, m)
+    nP = nP + new
+    redis.call('EXPIRE', P, ttl)
+    redis.call('EXPIRE', C, cttl)
   else
     redis.call('ZREM', S, m)
+    if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
     new = redis.call('ZADD', L, now, m)
     redis.call('EXPIRE', L, ttl)
     redis.call('EXPIRE', C, cttl)
@@ -68,9 +86,9 @@ local function announce(S, L, C, now, cutoff, m, op, completed, want, fam, creat
   local nS = redis.call('ZCARD', S)
   local nL = redis.call('ZCARD', L)
   out[#out + 1] = nS
-  out[#out + 1] = nL
+  out[#out + 1] = nL + nP
   -- A new member that is alone in the swarm started it.
-  if new == 1 and nS + nL == 1 then
+  if new == 1 and nS + nL + nP == 1 then
     counted = counted + 2
   end
   out[#out + 1] = counted
@@ -108,19 +126,22 @@ local function announce(S, L, C, now, cutoff, m, op, completed, want, fam, creat
     end
   end
 
-  -- A seeder gets leechers only; a leecher gets both, one more leecher than
-  -- asked for because it may draw itself.
-  if op ~= 'S' then
+  -- A seeder or a partial seed gets downloaders only (neither wants
+  -- anything from the other); a leecher gets every kind, one more leecher
+  -- than asked for because it may draw itself.
+  if op == 'L' then
     take(S, nS, want)
+    take(P, nP, want)
     take(L, nL, want + 1)
   else
     take(L, nL, want)
   end
 end
 
-for i = 0, #KEYS / 3 - 1 do
+for i = 0, #KEYS / 4 - 1 do
   local a = 3 + 8 * i
-  announce(KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3],
+  local k = 4 * i
+  announce(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7])
 end
 return out

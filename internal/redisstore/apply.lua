@@ -6,58 +6,62 @@
 -- of an earlier announce cannot bring the peer back; and a completion counts
 -- only when the peer was not a seeder here yet.
 --
--- KEYS: per swarm: seeders, leechers, completed counter, tombstones. Under
---       Redis Cluster a call carries one swarm (one slot); on one Redis it
---       may carry many, which saves a script call per swarm.
+-- KEYS: per swarm: seeders, leechers, partial seeds, completed counter,
+--       tombstones. Under Redis Cluster a call carries one swarm (one
+--       slot); on one Redis it may carry many, which saves a script call
+--       per swarm.
 -- ARGV: now (ms), cutoff (ms), lifetime (ms), completed TTL (s), then per
---       swarm: its number of changes n, then n times: op ("L", "S", "C" =
---       seeder with a completion, "X" = stopped), seen (ms), member
+--       swarm: its number of changes n, then n times: op ("L", "P" =
+--       partial seed, "S", "C" = seeder with a completion, "X" = stopped),
+--       seen (ms), member
 -- Reply: number of changes applied.
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local applied = 0
 local newest = {}
+-- At the same millisecond a peer may still move up this order (a leecher
+-- become a partial seed or a seeder), never down: that keeps duplicates
+-- harmless.
+local rank = { L = 1, P = 2, S = 3, C = 3 }
 local a = 5
-for k = 1, #KEYS, 4 do
-  local S, L, C, X = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+for k = 1, #KEYS, 5 do
+  local C, X = KEYS[k + 3], KEYS[k + 4]
+  local sets = { L = KEYS[k + 1], P = KEYS[k + 2], S = KEYS[k] }
   local n = tonumber(ARGV[a])
   a = a + 1
   for i = a, a + 3 * (n - 1), 3 do
     local op, seen, m = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
     if seen > cutoff then
-      local sS = redis.call('ZSCORE', S, m)
-      local sL = redis.call('ZSCORE', L, m)
-      local cur = 0
-      if sS then cur = tonumber(sS) end
-      if sL and tonumber(sL) > cur then cur = tonumber(sL) end
+      -- Where the peer is now: its score and class (it is in one set at
+      -- most).
+      local cur, held = 0, nil
+      for class, key in pairs(sets) do
+        local sc = redis.call('ZSCORE', key, m)
+        if sc and tonumber(sc) > cur then
+          cur, held = tonumber(sc), class
+        end
+      end
       if op == 'X' then
         if seen >= cur then
           applied = applied + 1
-          if sS then redis.call('ZREM', S, m) end
-          if sL then redis.call('ZREM', L, m) end
+          if held then redis.call('ZREM', sets[held], m) end
           redis.call('ZADD', X, 'GT', seen, m)
           if (newest[X] or 0) < seen then newest[X] = seen end
         end
-      elseif seen > cur or (seen == cur and op ~= 'L' and sL) then
-        -- (At the same millisecond a leecher may still become a seeder,
-        -- never the reverse: that keeps duplicates harmless.)
+      elseif seen > cur or (held and seen == cur and rank[op] > rank[held]) then
         -- A tombstone matters only for an absent peer: a present one was
         -- re-added after any stop, so its score is newer than the stop.
         local t = false
         if cur == 0 then t = redis.call('ZSCORE', X, m) end
         if not t or tonumber(t) < seen then
           applied = applied + 1
-          if op == 'L' then
-            if sS then redis.call('ZREM', S, m) end
-            redis.call('ZADD', L, seen, m)
-            if (newest[L] or 0) < seen then newest[L] = seen end
-          else
-            if sL then redis.call('ZREM', L, m) end
-            redis.call('ZADD', S, seen, m)
-            if (newest[S] or 0) < seen then newest[S] = seen end
-            if op == 'C' and not sS then
-              redis.call('INCR', C)
-              redis.call('EXPIRE', C, ARGV[4])
-            end
+          local class = op
+          if op == 'C' then class = 'S' end
+          if held and held ~= class then redis.call('ZREM', sets[held], m) end
+          redis.call('ZADD', sets[class], seen, m)
+          if (newest[sets[class]] or 0) < seen then newest[sets[class]] = seen end
+          if op == 'C' and held ~= 'S' then
+            redis.call('INCR', C)
+            redis.call('EXPIRE', C, ARGV[4])
           end
         end
       end

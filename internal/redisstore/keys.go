@@ -15,6 +15,7 @@ import (
 //
 //	<prefix>:{<node>:<infohash hex>}:s   sorted set of seeders, score = last seen (unix ms)
 //	<prefix>:{<node>:<infohash hex>}:l   sorted set of leechers, score = last seen
+//	<prefix>:{<node>:<infohash hex>}:p   sorted set of partial seeds (BEP 21), score = last seen
 //	<prefix>:{<node>:<infohash hex>}:c   completed downloads counter
 //	<prefix>:{<node>:<infohash hex>}:x   relayed stops: member = peer, score = stop time
 //	                                     (written by the hub only, trimmed like the peers)
@@ -39,18 +40,23 @@ func NewKeyspace(prefix, node string) (Keyspace, error) {
 }
 
 // SwarmKeys are the keys of one swarm.
-type SwarmKeys struct{ Seeders, Leechers, Completed, Stopped string }
+type SwarmKeys struct{ Seeders, Leechers, Partial, Completed, Stopped string }
 
 // Swarm returns the keys of the swarm of ih.
 func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
 	var hx [40]byte
 	hex.Encode(hx[:], ih[:])
 	base := k.prefix + ":{" + k.node + ":" + string(hx[:]) + "}:"
-	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Completed: base + "c", Stopped: base + "x"}
+	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Partial: base + "p", Completed: base + "c", Stopped: base + "x"}
+}
+
+// announceList is the keys of announce.lua, relayList those of apply.lua.
+func (s SwarmKeys) announceList() [4]string {
+	return [4]string{s.Seeders, s.Leechers, s.Partial, s.Completed}
 }
 
 func (s SwarmKeys) relayList() []string {
-	return []string{s.Seeders, s.Leechers, s.Completed, s.Stopped}
+	return []string{s.Seeders, s.Leechers, s.Partial, s.Completed, s.Stopped}
 }
 
 // MaxNameLen bounds node ids and key prefixes.

@@ -137,13 +137,13 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 	defer cancel()
 	min := "(" + strconv.FormatInt(r.now().UnixMilli()-r.lifetimeMs, 10)
 	pipe := r.rdb.Pipeline()
-	type pair struct{ s, l *redis.ZSliceCmd }
-	cmds := make([]pair, len(hashes))
+	// The classes of peers, each with the op that writes it.
+	classes := [...]bittorrent.ChangeOp{bittorrent.OpSeeder, bittorrent.OpLeecher, bittorrent.OpPartial}
+	cmds := make([][len(classes)]*redis.ZSliceCmd, len(hashes))
 	for i, ih := range hashes {
 		k := ks.Swarm(ih)
-		cmds[i] = pair{
-			pipe.ZRangeByScoreWithScores(ctx, k.Seeders, &redis.ZRangeBy{Min: min, Max: "+inf"}),
-			pipe.ZRangeByScoreWithScores(ctx, k.Leechers, &redis.ZRangeBy{Min: min, Max: "+inf"}),
+		for j, key := range [len(classes)]string{k.Seeders, k.Leechers, k.Partial} {
+			cmds[i][j] = pipe.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: min, Max: "+inf"})
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -151,13 +151,11 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 	}
 	out := make([][]bittorrent.PeerChange, len(hashes))
 	for i, ih := range hashes {
-		s, l := cmds[i].s.Val(), cmds[i].l.Val()
-		cs := make([]bittorrent.PeerChange, 0, len(s)+len(l))
-		for _, z := range s {
-			cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpSeeder, Seen: int64(z.Score), Peer: z.Member.(string)})
-		}
-		for _, z := range l {
-			cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: int64(z.Score), Peer: z.Member.(string)})
+		var cs []bittorrent.PeerChange
+		for j, op := range classes {
+			for _, z := range cmds[i][j].Val() {
+				cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: op, Seen: int64(z.Score), Peer: z.Member.(string)})
+			}
 		}
 		out[i] = cs
 	}

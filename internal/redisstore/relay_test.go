@@ -126,6 +126,59 @@ func TestRelaySameMillisecond(t *testing.T) {
 	}
 }
 
+// TestRelayPartialSeeds: a relayed partial seed is stored as one, moves
+// up (leecher, partial seed, seeder) at the same millisecond but never
+// down, and a resync reads it back with its op.
+func TestRelayPartialSeeds(t *testing.T) {
+	_, r, node := newRelayPair(t, "relaytest3")
+	ctx := context.Background()
+	ih := hash("partial relayed")
+	p1 := string(peer(1, false).AppendBinary(nil, false))
+	p2 := string(peer(2, false).AppendBinary(nil, false))
+	now := time.Now().UnixMilli()
+	ch := func(op bittorrent.ChangeOp, seen int64, p string) bittorrent.PeerChange {
+		return bittorrent.PeerChange{InfoHash: ih, Op: op, Seen: seen, Peer: p}
+	}
+	state := func(batch ...bittorrent.PeerChange) bittorrent.Scrape {
+		t.Helper()
+		if _, err := r.Apply(ctx, []Target{{Node: "target", Changes: batch}}); err != nil {
+			t.Fatal(err)
+		}
+		sc, err := node.Scrape(ctx, []bittorrent.InfoHash{ih})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc[0]
+	}
+	if s := state(ch(bittorrent.OpLeecher, now-10, p1), ch(bittorrent.OpPartial, now-5, p1)); s.Incomplete != 1 || s.Downloaders != 0 {
+		t.Fatalf("leecher then partial seed: %+v", s)
+	}
+	// Same millisecond: partial seed to seeder yes, back to leecher no.
+	if s := state(ch(bittorrent.OpLeecher, now-5, p1)); s.Downloaders != 0 {
+		t.Fatalf("a leecher at the same ms demoted the partial seed: %+v", s)
+	}
+	if s := state(ch(bittorrent.OpSeeder, now-5, p1)); s.Complete != 1 || s.Incomplete != 0 {
+		t.Fatalf("a seeder at the same ms: %+v", s)
+	}
+	if s := state(ch(bittorrent.OpPartial, now-5, p1)); s.Complete != 1 || s.Incomplete != 0 {
+		t.Fatalf("a partial seed at the same ms demoted the seeder: %+v", s)
+	}
+	// Newer: back to partial seed; a second one comes and stops.
+	if s := state(ch(bittorrent.OpPartial, now-4, p1), ch(bittorrent.OpPartial, now-4, p2)); s.Complete != 0 || s.Incomplete != 2 || s.Downloaders != 0 {
+		t.Fatalf("two partial seeds: %+v", s)
+	}
+	if s := state(ch(bittorrent.OpStopped, now-3, p2)); s.Incomplete != 1 {
+		t.Fatalf("partial seed stopped: %+v", s)
+	}
+	got, err := r.Swarms(ctx, "target", []bittorrent.InfoHash{ih})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bittorrent.PeerChange{ch(bittorrent.OpPartial, now-4, p1)}; len(got[0]) != 1 || got[0][0] != want[0] {
+		t.Fatalf("resync read %+v, want %+v", got[0], want)
+	}
+}
+
 // TestIndexedInPages: an index larger than a page (and than Redis's compact
 // encoding, which ZSCAN returns whole) is read in pages: every live entry
 // once, expired ones trimmed.

@@ -1,5 +1,5 @@
 // Package redisstore keeps a tracker node's swarms in Redis: one sorted set
-// per swarm and peer class (seeders, leechers), member = the peer's binary
+// per swarm and peer class (seeders, leechers, partial seeds), member = the peer's binary
 // form, score = when it was last seen, and a completed counter. Every
 // announce is one atomic server-side script, so counts are exact under any
 // number of concurrent writers, and one round trip. Ghost peers expire by
@@ -166,10 +166,10 @@ func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRe
 	}
 }
 
-// announceCall is one announce, ready to send: its three keys and its eight
+// announceCall is one announce, ready to send: its four keys and its eight
 // values of the script's ARGV.
 type announceCall struct {
-	keys    [3]string
+	keys    [4]string
 	args    [8]any
 	numWant int
 	// change is what the call writes; its Completion is set from the reply.
@@ -187,12 +187,9 @@ type callResult struct {
 func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCall {
 	now := s.now().UnixMilli()
 	m := string(req.Peer.AppendBinary(make([]byte, 0, bittorrent.PeerLen6WithID), s.peerIDs))
-	op := bittorrent.OpLeecher
-	switch {
-	case req.Event == bittorrent.Stopped:
-		op, numWant = bittorrent.OpStopped, 0
-	case req.Seeder():
-		op = bittorrent.OpSeeder
+	op := req.Op()
+	if op == bittorrent.OpStopped {
+		numWant = 0
 	}
 	completed := "0"
 	if req.Event == bittorrent.Completed {
@@ -211,7 +208,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	}
 	k := s.ks.Swarm(req.InfoHash)
 	return announceCall{
-		keys:    [3]string{k.Seeders, k.Leechers, k.Completed},
+		keys:    k.announceList(),
 		args:    [8]any{now, now - s.lifetimeMs, m, opLetter(op, false), completed, numWant, family, create},
 		numWant: numWant,
 		change:  bittorrent.PeerChange{InfoHash: req.InfoHash, Op: op, Seen: now, Peer: m},
@@ -265,7 +262,7 @@ func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []call
 func (s *Store) exec(ctx context.Context, groups [][]*announceCall, only []int) []*redis.Cmd {
 	pipe := s.rdb.Pipeline()
 	send := func(g []*announceCall, eval bool) *redis.Cmd {
-		keys := make([]string, 0, 3*len(g))
+		keys := make([]string, 0, 4*len(g))
 		args := make([]any, 0, 2+8*len(g))
 		args = append(args, s.lifetime+1, s.completedTTL)
 		for _, c := range g {
@@ -369,12 +366,15 @@ func (b *swarmBudget) take(nowMs int64) {
 }
 
 // opLetter is the one encoding of a change's op in both scripts
-// (announce.lua and apply.lua): L leecher, S seeder, C seeder whose
-// completion was counted at its origin (apply.lua only), X stopped.
+// (announce.lua and apply.lua): L leecher, S seeder, P partial seed, C
+// seeder whose completion was counted at its origin (apply.lua only), X
+// stopped.
 func opLetter(op bittorrent.ChangeOp, completion bool) string {
 	switch {
 	case op == bittorrent.OpStopped:
 		return "X"
+	case op == bittorrent.OpPartial:
+		return "P"
 	case op == bittorrent.OpSeeder && completion:
 		return "C"
 	case op == bittorrent.OpSeeder:
@@ -422,8 +422,8 @@ func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bit
 	min := "(" + strconv.FormatInt(s.now().UnixMilli()-s.lifetimeMs, 10)
 	pipe := s.rdb.Pipeline()
 	type cmds struct {
-		seeders, leechers *redis.IntCmd
-		completed         *redis.StringCmd
+		seeders, leechers, partial *redis.IntCmd
+		completed                  *redis.StringCmd
 	}
 	cs := make([]cmds, len(hashes))
 	for i, ih := range hashes {
@@ -431,6 +431,7 @@ func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bit
 		cs[i] = cmds{
 			seeders:   pipe.ZCount(ctx, k.Seeders, min, "+inf"),
 			leechers:  pipe.ZCount(ctx, k.Leechers, min, "+inf"),
+			partial:   pipe.ZCount(ctx, k.Partial, min, "+inf"),
 			completed: pipe.Get(ctx, k.Completed),
 		}
 	}
@@ -445,10 +446,11 @@ func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bit
 			return nil, fmt.Errorf("store scrape: completed counter: %w", err)
 		}
 		out[i] = bittorrent.Scrape{
-			InfoHash:   ih,
-			Complete:   int(c.seeders.Val()),
-			Incomplete: int(c.leechers.Val()),
-			Downloaded: int(done),
+			InfoHash:    ih,
+			Complete:    int(c.seeders.Val()),
+			Incomplete:  int(c.leechers.Val() + c.partial.Val()),
+			Downloaded:  int(done),
+			Downloaders: int(c.leechers.Val()),
 		}
 	}
 	return out, nil

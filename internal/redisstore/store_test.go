@@ -175,6 +175,7 @@ func TestConformance(t *testing.T) {
 		{"script flushed", testNoScript},
 		{"peer identity", testIdentity},
 		{"the change it wrote", testChange},
+		{"partial seeds (BEP 21)", testPartialSeeds},
 	}
 	for _, b := range backends() {
 		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}, {batched: true}} {
@@ -229,11 +230,78 @@ func testCountsAndSamples(t *testing.T, su suite) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []bittorrent.Scrape{{InfoHash: ih, Incomplete: 2}, {InfoHash: hash("nothing")}}
+	want := []bittorrent.Scrape{{InfoHash: ih, Incomplete: 2, Downloaders: 2}, {InfoHash: hash("nothing")}}
 	for i := range want {
 		if sc[i] != want[i] {
 			t.Errorf("scrape[%d] = %+v, want %+v", i, sc[i], want[i])
 		}
+	}
+}
+
+// testPartialSeeds: a peer announcing paused with bytes left is a partial
+// seed: incomplete but no downloader, given downloaders only, given to
+// leechers; it moves between classes like any peer, and expires by score.
+func testPartialSeeds(t *testing.T, su suite) {
+	s, clk := newStore(t, su, time.Minute)
+	ctx := context.Background()
+	ih := hash("partial")
+	scrape := func() bittorrent.Scrape {
+		t.Helper()
+		sc, err := s.Scrape(ctx, []bittorrent.InfoHash{ih})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc[0]
+	}
+	announce(t, s, req(ih, peer(1, false), 0, bittorrent.Started), 0)  // seeder
+	announce(t, s, req(ih, peer(2, false), 10, bittorrent.Started), 0) // leecher
+	a := announce(t, s, req(ih, peer(3, false), 10, bittorrent.Paused), 50)
+	if a.Change.Op != bittorrent.OpPartial || a.Seeders != 1 || a.Leechers != 2 {
+		t.Fatalf("partial seed: op %v, %d/%d; want a partial seed, 1/2", a.Change.Op, a.Seeders, a.Leechers)
+	}
+	if len(a.Peers) != 1 || a.Peers[0] != su.p(2, false) {
+		t.Fatalf("partial seed got %v, want the downloader only", a.Peers)
+	}
+	if got, want := scrape(), (bittorrent.Scrape{InfoHash: ih, Complete: 1, Incomplete: 2, Downloaders: 1}); got != want {
+		t.Fatalf("scrape %+v, want %+v", got, want)
+	}
+	a = announce(t, s, req(ih, peer(2, false), 10, bittorrent.None), 50)
+	if got := peerSet(a.Peers); len(a.Peers) != 2 || !got[su.p(1, false)] || !got[su.p(3, false)] {
+		t.Fatalf("leecher got %v, want the seeder and the partial seed", a.Peers)
+	}
+	a = announce(t, s, req(ih, peer(1, false), 0, bittorrent.None), 50)
+	if len(a.Peers) != 1 || a.Peers[0] != su.p(2, false) {
+		t.Fatalf("seeder got %v, want the downloader only", a.Peers)
+	}
+	// Re-announcing paused keeps one entry; wanting more makes it a
+	// leecher again, and having it all a seeder (paused or not).
+	announce(t, s, req(ih, peer(3, false), 10, bittorrent.Paused), 0)
+	if got := scrape(); got.Incomplete != 2 || got.Downloaders != 1 {
+		t.Fatalf("paused twice: %+v", got)
+	}
+	announce(t, s, req(ih, peer(3, false), 10, bittorrent.None), 0)
+	if got := scrape(); got.Incomplete != 2 || got.Downloaders != 2 {
+		t.Fatalf("partial seed back to leecher: %+v", got)
+	}
+	announce(t, s, req(ih, peer(3, false), 10, bittorrent.Paused), 0)
+	a = announce(t, s, req(ih, peer(3, false), 0, bittorrent.Paused), 0)
+	if a.Change.Op != bittorrent.OpSeeder || a.Seeders != 2 || a.Leechers != 1 {
+		t.Fatalf("paused with nothing left: op %v, %d/%d; want a seeder, 2/1", a.Change.Op, a.Seeders, a.Leechers)
+	}
+	announce(t, s, req(ih, peer(4, false), 10, bittorrent.Paused), 0)
+	a = announce(t, s, req(ih, peer(4, false), 10, bittorrent.Stopped), 0)
+	if a.Seeders != 2 || a.Leechers != 1 {
+		t.Fatalf("partial seed stopped: %d/%d, want 2/1", a.Seeders, a.Leechers)
+	}
+	// A partial seed alone starts a swarm, and expires like any peer.
+	lone := hash("partial alone")
+	if a = announce(t, s, req(lone, peer(5, false), 10, bittorrent.Paused), 0); a.Leechers != 1 {
+		t.Fatalf("lone partial seed: %+v", a)
+	}
+	clk.Add(time.Minute + time.Second)
+	a = announce(t, s, req(lone, peer(6, false), 10, bittorrent.None), 50)
+	if a.Leechers != 1 || len(a.Peers) != 0 {
+		t.Fatalf("after the lifetime: %d leechers, peers %v; want the new one only", a.Leechers, a.Peers)
 	}
 }
 

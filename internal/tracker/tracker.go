@@ -261,13 +261,14 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 	}
 	if s.peers != nil {
 		// Every announce is checked against its peer's key and
-		// remembered; only a regular one is judged for its interval.
+		// remembered; only a regular one is judged for its interval (a
+		// partial seed's paused is its regular announce, BEP 21).
 		since, keyOK := s.peers.seen(req, now)
 		if !keyOK {
 			s.refused.WithLabelValues("key_mismatch").Inc()
 			return bittorrent.ClientError(KeyMismatch)
 		}
-		if limited && s.cfg.EnforceMinInterval && req.Event == bittorrent.None && since > 0 && since < s.cfg.MinInterval*9/10 {
+		if limited && s.cfg.EnforceMinInterval && (req.Event == bittorrent.None || req.Event == bittorrent.Paused) && since > 0 && since < s.cfg.MinInterval*9/10 {
 			s.refused.WithLabelValues("min_interval").Inc()
 			return bittorrent.ClientError(fmt.Sprintf("announced again %s after the last announce; min interval is %s", since.Round(time.Second), s.cfg.MinInterval))
 		}

@@ -74,8 +74,9 @@ type announcePacket struct {
 	urlData string
 }
 
-// udpEvents maps BEP 15's event numbers to events.
-var udpEvents = [...]bittorrent.Event{0: bittorrent.None, 1: bittorrent.Completed, 2: bittorrent.Started, 3: bittorrent.Stopped}
+// udpEvents maps BEP 15's event numbers to events. BEP 15 stops at 3;
+// libtorrent sends its partial seeds' BEP 21 paused as 4, so 4 is paused.
+var udpEvents = [...]bittorrent.Event{0: bittorrent.None, 1: bittorrent.Completed, 2: bittorrent.Started, 3: bittorrent.Stopped, 4: bittorrent.Paused}
 
 // parseAnnounce reads an announce request (its header already checked).
 // Every error is a ClientError, in the same words as HTTP's where the rule

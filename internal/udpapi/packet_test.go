@@ -54,7 +54,8 @@ func TestParseAnnounce(t *testing.T) {
 		event   bittorrent.Event
 	}{
 		{"too short", ok[:97], "at least 98", "", 0, 0},
-		{"unknown event", announceBytes(1, 2, testIH, testPID, 1, 4, -1, 1, nil), "unknown event", "", 0, 0},
+		{"unknown event", announceBytes(1, 2, testIH, testPID, 1, 5, -1, 1, nil), "unknown event", "", 0, 0},
+		{"libtorrent's paused (4)", announceBytes(1, 2, testIH, testPID, 1, 4, -1, 1, nil), "", "", -1, bittorrent.Paused},
 		{"port 0", announceBytes(1, 2, testIH, testPID, 1, 0, -1, 0, nil), "port must be", "", 0, 0},
 		{"numwant -1 is the default", announceBytes(1, 2, testIH, testPID, 1, 0, -1, 1, nil), "", "", -1, bittorrent.None},
 		{"numwant below -1 too", announceBytes(1, 2, testIH, testPID, 1, 3, -77, 1, nil), "", "", -1, bittorrent.Stopped},

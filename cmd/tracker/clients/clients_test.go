@@ -196,7 +196,9 @@ func realClient(t *testing.T, dir string, seed bool) *torrent.Client {
 	return cl
 }
 
-type counts struct{ seeders, leechers int64 }
+// counts is a swarm as a scrape tells it: seeders, leechers (partial
+// seeds included) and downloaders (leechers that are not partial seeds).
+type counts struct{ seeders, leechers, downloaders int64 }
 
 func scrapeOf(t *testing.T, base, ih string) counts {
 	t.Helper()
@@ -214,7 +216,7 @@ func scrapeOf(t *testing.T, base, ih string) counts {
 	if f == nil {
 		return counts{}
 	}
-	return counts{f["complete"].(int64), f["incomplete"].(int64)}
+	return counts{f["complete"].(int64), f["incomplete"].(int64), f["downloaders"].(int64)}
 }
 
 // udpAnnounceURL returns the udp:// announce URL of the node at base.
@@ -232,16 +234,25 @@ func udpAnnounceURL(t *testing.T, base string) string {
 	return "udp://" + st.Addrs[0] + "/announce"
 }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
+	if !within(d, cond) {
+		t.Fatalf("%s: not within %s", what, d)
+	}
+	return time.Since(start)
+}
+
+// within polls cond every 10 ms until it holds (true) or d has passed.
+func within(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
 	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %s", what, within)
+		if time.Now().After(deadline) {
+			return false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return time.Since(start)
+	return true
 }
 
 // lockedBuffer collects a process's output for failure messages.

@@ -1,6 +1,7 @@
 package clients
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -26,8 +27,17 @@ func seedFile(t *testing.T, dir string, size int, announceURL string) ([]byte, [
 	if err := os.WriteFile(filepath.Join(dir, "payload.bin"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	infoBytes, st := seedPath(t, dir, "payload.bin", announceURL)
+	return infoBytes, data, st
+}
+
+// seedPath starts an anacrolix seeder of dir/name (a file, or a directory:
+// a torrent of several files) announcing to announceURL, and returns the
+// info dictionary.
+func seedPath(t *testing.T, dir, name, announceURL string) ([]byte, *torrent.Torrent) {
+	t.Helper()
 	info := metainfo.Info{PieceLength: 256 << 10}
-	if err := info.BuildFromFilePath(filepath.Join(dir, "payload.bin")); err != nil {
+	if err := info.BuildFromFilePath(filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
 	infoBytes, err := bencode.Marshal(info)
@@ -47,7 +57,7 @@ func seedFile(t *testing.T, dir string, size int, announceURL string) ([]byte, [
 	case <-time.After(10 * time.Second):
 		t.Fatal("seeder does not have the whole file")
 	}
-	return infoBytes, data, st
+	return infoBytes, st
 }
 
 // TestLinkRealClientsDownload: one client seeds a file announcing only to
@@ -77,26 +87,14 @@ func TestLinkRealClientsDownload(t *testing.T) {
 // only to node B's udp:// URL and downloads the file from the seeder that
 // the link told node B about.
 func TestLibtorrentDownloadsOverUDP(t *testing.T) {
-	python := "/usr/bin/python3" // Debian's, which has the libtorrent module
-	if out, err := exec.Command(python, "-c", "import libtorrent").CombinedOutput(); err != nil {
-		t.Fatalf("python3-libtorrent is needed (apt-get install python3-libtorrent; .ci/run installs it): %v %s", err, out)
-	}
+	python := libtorrentPython(t)
 	c := startCluster(t, 2)
 	seedDir, leechDir := t.TempDir(), t.TempDir()
 	infoBytes, data, st := seedFile(t, seedDir, 2<<20+4321, c.nodes[0]+"/announce")
 	ih := string(st.InfoHash().Bytes())
 	eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes[1], ih).seeders == 1 })
 
-	tf := filepath.Join(t.TempDir(), "payload.torrent")
-	mi := metainfo.MetaInfo{InfoBytes: infoBytes, Announce: udpAnnounceURL(t, c.nodes[1])}
-	f, err := os.Create(tf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mi.Write(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	tf := writeTorrent(t, &metainfo.MetaInfo{InfoBytes: infoBytes, Announce: udpAnnounceURL(t, c.nodes[1])})
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -117,6 +115,87 @@ func TestLibtorrentDownloadsOverUDP(t *testing.T) {
 		s := scrapeOf(t, c.nodes[0], ih)
 		return s.seeders+s.leechers == 2
 	})
+}
+
+// libtorrentPython is Debian's python3, which has the libtorrent module.
+func libtorrentPython(t *testing.T) string {
+	t.Helper()
+	python := "/usr/bin/python3"
+	if out, err := exec.Command(python, "-c", "import libtorrent").CombinedOutput(); err != nil {
+		t.Fatalf("python3-libtorrent is needed (apt-get install python3-libtorrent; .ci/run installs it): %v %s", err, out)
+	}
+	return python
+}
+
+// writeTorrent writes mi to a .torrent file and returns its path.
+func writeTorrent(t *testing.T, mi *metainfo.MetaInfo) string {
+	t.Helper()
+	tf := filepath.Join(t.TempDir(), "payload.torrent")
+	f, err := os.Create(tf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := mi.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	return tf
+}
+
+// TestLibtorrentPartialSeed: libtorrent downloads one file of two over UDP
+// from node B, so it is a partial seed (BEP 21), and announces so (event
+// paused, 4 over UDP). Both linked nodes count it as incomplete but not as
+// a downloader.
+func TestLibtorrentPartialSeed(t *testing.T) {
+	python := libtorrentPython(t)
+	c := startCluster(t, 2)
+	seedDir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(seedDir, "payload"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, size := range map[string]int{"a.bin": 1<<20 + 777, "b.bin": 1<<20 + 999} {
+		data := make([]byte, size)
+		rand.Read(data)
+		if err := os.WriteFile(filepath.Join(seedDir, "payload", name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	infoBytes, st := seedPath(t, seedDir, "payload", c.nodes[0]+"/announce")
+	ih := string(st.InfoHash().Bytes())
+	eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes[1], ih).seeders == 1 })
+
+	tf := writeTorrent(t, &metainfo.MetaInfo{InfoBytes: infoBytes, Announce: udpAnnounceURL(t, c.nodes[1])})
+	cmd := exec.Command(python, "testdata/lt_download.py", tf, t.TempDir(), "60", "1,0")
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := startProcess(t, cmd)
+	partial := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "partial seed" {
+				close(partial)
+			}
+		}
+	}()
+	select {
+	case <-partial:
+	case err := <-exited:
+		t.Fatalf("libtorrent exited: %v\n%s", err, logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("libtorrent did not finish its wanted file\n%s", logs.String())
+	}
+	for i, node := range c.nodes {
+		want := counts{seeders: 1, leechers: 1, downloaders: 0}
+		var got counts
+		if !within(10*time.Second, func() bool { got = scrapeOf(t, node, ih); return got == want }) {
+			t.Fatalf("node %d: %+v, want %+v (a seeder and a partial seed)\n%s", i, got, want, logs.String())
+		}
+	}
 }
 
 // TestCreatedTorrentDownloads: a torrent made by `tracker torrent create`

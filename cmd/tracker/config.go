@@ -45,6 +45,9 @@ type Config struct {
 	PeerLifetime         time.Duration `env:"PEER_LIFETIME" envDefault:"0s"`
 	CompletedTTL         time.Duration `env:"COMPLETED_TTL" envDefault:"720h"`
 	StorePeerIDs         bool          `env:"STORE_PEER_IDS" envDefault:"false"`
+	// BindKeys binds a live peer to its key in the store (every replica
+	// holds to it): a change sent with another key or none is refused.
+	BindKeys bool `env:"BIND_KEYS" envDefault:"true"`
 	// New swarms this process may start: a second, and at once.
 	NewSwarmsRate  float64    `env:"NEW_SWARMS_RATE" envDefault:"50"`
 	NewSwarmsBurst int        `env:"NEW_SWARMS_BURST" envDefault:"100000"`

@@ -16,6 +16,7 @@ import (
 	"github.com/anacrolix/torrent/tracker"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redistest"
 	trk "github.com/tracklink/tracklink/internal/tracker"
 )
 
@@ -161,26 +162,33 @@ func TestMinIntervalOverHTTP(t *testing.T) {
 	}
 }
 
-// TestKeyBindsPeerOverHTTP: a stop for a peer sent with another key (a
-// neighbour behind the same address) is refused and the peer stays; its
-// own stop removes it.
-func TestKeyBindsPeerOverHTTP(t *testing.T) {
-	announceURL := startNode(t)
-	base := strings.TrimSuffix(announceURL, "/announce")
+// TestKeyBindsPeerAcrossReplicas: two replicas of one node (one node id,
+// one Redis). A peer announces with its key to one; a stop or an update
+// for it sent with another key or none (a neighbour behind the same
+// address) is refused by either replica and the peer stays; its own stop,
+// through the other replica, removes it.
+func TestKeyBindsPeerAcrossReplicas(t *testing.T) {
+	env := []string{"TRACKER_REDIS_URL=" + redistest.Shared(t).URL(), "TRACKER_NODE_ID=keys-replicated"}
+	replicas := []string{startNode(t, env...), startNode(t, env...)}
+	base := strings.TrimSuffix(replicas[1], "/announce")
 	ih := "key-binding-torrent1"
-	get := func(key, event string) string {
+	get := func(announceURL, key, event string) string {
 		return body(t, fmt.Sprintf("%s?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1&key=%s&event=%s", announceURL, url.QueryEscape(ih), key, event))
 	}
-	if b := get("owner", "started"); strings.Contains(b, "failure") {
+	if b := get(replicas[0], "0A1B2C3D", "started"); strings.Contains(b, "failure") {
 		t.Fatalf("started: %s", b)
 	}
-	if b := get("intruder", "stopped"); !strings.Contains(b, trk.KeyMismatch) {
-		t.Fatalf("stop with another key: %s", b)
+	for _, r := range replicas {
+		for _, tc := range [][2]string{{"intruder", "stopped"}, {"", "stopped"}, {"intruder", "completed"}} {
+			if b := get(r, tc[0], tc[1]); !strings.Contains(b, string(bittorrent.ErrKeyMismatch)) {
+				t.Fatalf("%s with key %q: %s", tc[1], tc[0], b)
+			}
+		}
 	}
 	if got := scrapeOf(t, base, ih); got.leechers != 1 {
-		t.Fatalf("after the refused stop: %+v", got)
+		t.Fatalf("after the refused changes: %+v", got)
 	}
-	if b := get("owner", "stopped"); strings.Contains(b, "failure") {
+	if b := get(replicas[1], "0a1b2c3d", "stopped"); strings.Contains(b, "failure") {
 		t.Fatalf("own stop: %s", b)
 	}
 	if got := scrapeOf(t, base, ih); got.leechers != 0 {

@@ -99,6 +99,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		// rate × lifetime + burst, whatever clients announce.
 		NewSwarmRate:  cfg.NewSwarmsRate,
 		NewSwarmBurst: cfg.NewSwarmsBurst,
+		BindKeys:      cfg.BindKeys,
 	})
 	if err != nil {
 		return err

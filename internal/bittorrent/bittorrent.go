@@ -269,6 +269,10 @@ func (e ClientError) Error() string { return string(e) }
 // new swarm while the node is at its cap on new swarms.
 const ErrNoNewSwarms = ClientError("this tracker takes no new torrents right now; try again later")
 
+// ErrKeyMismatch is the failure reason of a change sent for a live peer
+// with another key (or none) than the one the peer announced with.
+const ErrKeyMismatch = ClientError("key does not match the key this peer announced with")
+
 // IsClientError reports whether err is, or wraps, a ClientError, and returns it.
 func IsClientError(err error) (ClientError, bool) {
 	var ce ClientError

@@ -6,17 +6,19 @@
 -- touch one slot only).
 --
 -- KEYS: per announce: seeders zset, leechers zset, partial seeds zset,
---       completed counter
--- ARGV: swarm TTL (s), completed-counter TTL (s), then per announce 8 values:
+--       completed counter, key bindings hash
+-- ARGV: swarm TTL (s), completed-counter TTL (s), then per announce 9 values:
 --       now (unix ms), cutoff (scores <= cutoff have expired), member,
 --       op ("L" leecher, "S" seeder, "P" partial seed, "X" stopped),
 --       completed ("1"/"0"), numwant, family of the candidates ("0" both,
 --       "4" IPv4, "6" IPv6), create ("1" the announce may start a new
---       swarm, "0" it may not)
+--       swarm, "0" it may not), key binding ("" off; "-" on, the announce
+--       has no key; "=" and the digest of its key)
 -- Reply: per announce: seeders, leechers (partial seeds included), flags
 --        (+1 a completion was counted, +2 the announce started a new
---        swarm; -1 refused: a new swarm and create "0"), n, then n
---        candidate members
+--        swarm; -1 refused: a new swarm and create "0"; -2 refused: the
+--        peer is live and bound to another key), n, then n candidate
+--        members
 local ttl, cttl = ARGV[1], ARGV[2]
 local out = {}
 
@@ -30,7 +32,21 @@ local function fits(fam, m)
   return true
 end
 
-local function announce(S, L, P, C, now, cutoff, m, op, completed, want, fam, create)
+-- refuse answers an announce the script does not carry out.
+local function refuse(flag)
+  out[#out + 1] = 0
+  out[#out + 1] = 0
+  out[#out + 1] = flag
+  out[#out + 1] = 0
+end
+
+-- live reports whether member x is in one of the swarm's sets (which the
+-- announce trimmed first).
+local function live(S, L, P, nP, x)
+  return redis.call('ZSCORE', S, x) or redis.call('ZSCORE', L, x) or (nP > 0 and redis.call('ZSCORE', P, x))
+end
+
+local function announce(S, L, P, C, K, now, cutoff, m, op, completed, want, fam, create, bind)
   -- Trimming expired peers is a side effect of every write: no sweeps.
   -- Partial seeds are rare; their set is touched only when it exists.
   redis.call('ZREMRANGEBYSCORE', S, '-inf', cutoff)
@@ -43,11 +59,21 @@ local function announce(S, L, P, C, now, cutoff, m, op, completed, want, fam, cr
   -- At the node's cap on new swarms, a swarm with no live peer (its keys
   -- are gone once trimmed empty) is not started. Checked only then.
   if create == '0' and op ~= 'X' and nP == 0 and redis.call('EXISTS', S, L) == 0 then
-    out[#out + 1] = 0
-    out[#out + 1] = 0
-    out[#out + 1] = -1
-    out[#out + 1] = 0
+    refuse(-1)
     return
+  end
+
+  -- A peer's key binds it while it is live here: a change sent with
+  -- another key, or none, is refused. A binding left by a peer that
+  -- expired binds nothing and is replaced.
+  local kd, bound = nil, false
+  if bind ~= '' then
+    kd = string.sub(bind, 2)
+    bound = redis.call('HGET', K, m)
+    if bound and bound ~= kd and live(S, L, P, nP, m) then
+      refuse(-2)
+      return
+    end
   end
 
   local counted = 0
@@ -81,6 +107,26 @@ local function announce(S, L, P, C, now, cutoff, m, op, completed, want, fam, cr
     new = redis.call('ZADD', L, now, m)
     redis.call('EXPIRE', L, ttl)
     redis.call('EXPIRE', C, cttl)
+  end
+
+  if kd then
+    if op == 'X' or kd == '' then
+      if bound then redis.call('HDEL', K, m) end
+    else
+      if bound ~= kd and redis.call('HSET', K, m, kd) == 1 then
+        -- A new binding: probe two random ones and drop those of peers
+        -- that expired, so the hash stays within about twice the swarm's
+        -- keyed peers (each new binding removes half a stale one on
+        -- average once half are stale) without ever walking it.
+        local probe = redis.call('HRANDFIELD', K, 2)
+        for i = 1, #probe do
+          if probe[i] ~= m and not live(S, L, P, nP, probe[i]) then
+            redis.call('HDEL', K, probe[i])
+          end
+        end
+      end
+      redis.call('EXPIRE', K, ttl)
+    end
   end
 
   local nS = redis.call('ZCARD', S)
@@ -138,10 +184,10 @@ local function announce(S, L, P, C, now, cutoff, m, op, completed, want, fam, cr
   end
 end
 
-for i = 0, #KEYS / 4 - 1 do
-  local a = 3 + 8 * i
-  local k = 4 * i
-  announce(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
-    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7])
+for i = 0, #KEYS / 5 - 1 do
+  local a = 3 + 9 * i
+  local k = 5 * i
+  announce(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5],
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
 end
 return out

@@ -74,13 +74,13 @@ func BenchmarkScrape(b *testing.B) {
 // peer. Target: at most 64 bytes.
 // With peerids=true (TRACKER_STORE_PEER_IDS) each member is 20 bytes longer.
 func BenchmarkMemoryPerPeer(b *testing.B) {
-	for _, ids := range []bool{false, true} {
-		b.Run(fmt.Sprintf("peerids=%v", ids), func(b *testing.B) {
+	for _, v := range []struct{ ids, keys bool }{{false, false}, {true, false}, {false, true}} {
+		b.Run(fmt.Sprintf("peerids=%v/keys=%v", v.ids, v.keys), func(b *testing.B) {
 			for range b.N {
 				srv := redistest.Start(b)
 				rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 				s := benchStore(b, rdb)
-				s.peerIDs = ids
+				s.peerIDs, s.bind = v.ids, v.keys
 				before := usedMemory(b, rdb)
 				const torrents, per = 10000, 10
 				fill(b, s, torrents, per)
@@ -107,6 +107,16 @@ func benchHash(i int) bittorrent.InfoHash {
 	return h
 }
 
+// benchReq is bench peer p's announce; with key bindings on, the peer
+// sends a key of its own, as real clients do.
+func benchReq(s *Store, ih bittorrent.InfoHash, p int, left uint64, ev bittorrent.Event) *bittorrent.AnnounceRequest {
+	r := req(ih, peer(p, false), left, ev)
+	if s.bind {
+		r.Key = fmt.Sprintf("%08x", p)
+	}
+	return r
+}
+
 // fill announces torrents x per peers, half of them seeders, from 16 goroutines.
 func fill(b *testing.B, s *Store, torrents, per int) {
 	b.Helper()
@@ -123,7 +133,7 @@ func fill(b *testing.B, s *Store, torrents, per int) {
 					return
 				}
 				t, p := int(i)/per, int(i)%per
-				if _, err := s.Announce(context.Background(), req(benchHash(t), peer(p, false), uint64(p%2), bittorrent.Started), 0); err != nil {
+				if _, err := s.Announce(context.Background(), benchReq(s, benchHash(t), p, uint64(p%2), bittorrent.Started), 0); err != nil {
 					b.Error(err)
 					return
 				}
@@ -157,12 +167,17 @@ func usedMemory(b *testing.B, rdb redis.UniversalClient) int64 {
 // batches of 16 as the UDP front end sends them, in 10k swarms of 10 peers
 // (half seeders), numwant 50, for both families (HTTP) and one (UDP).
 func BenchmarkRedisCPUPerAnnounce(b *testing.B) {
-	for _, fam := range []bittorrent.Family{bittorrent.BothFamilies, bittorrent.OnlyIPv4} {
-		b.Run(fmt.Sprintf("family=%d", fam), func(b *testing.B) {
+	for _, v := range []struct {
+		fam  bittorrent.Family
+		keys bool
+	}{{bittorrent.BothFamilies, false}, {bittorrent.OnlyIPv4, false}, {bittorrent.BothFamilies, true}} {
+		fam := v.fam
+		b.Run(fmt.Sprintf("family=%d/keys=%v", fam, v.keys), func(b *testing.B) {
 			srv := redistest.Start(b)
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 			defer rdb.Close()
 			s := benchStore(b, rdb)
+			s.bind = v.keys
 			const torrents, swarm, batch = 10000, 10, 16
 			fill(b, s, torrents, swarm)
 			ctx := context.Background()
@@ -174,7 +189,7 @@ func BenchmarkRedisCPUPerAnnounce(b *testing.B) {
 			for i := 0; i < b.N; i += batch {
 				for j := range reqs {
 					k := i + j
-					reqs[j] = req(benchHash(k%torrents), peer((k/torrents)%swarm, false), uint64(k%2), bittorrent.None)
+					reqs[j] = benchReq(s, benchHash(k%torrents), (k/torrents)%swarm, uint64(k%2), bittorrent.None)
 					reqs[j].Family, want[j] = fam, 50
 				}
 				s.AnnounceBatch(ctx, reqs, want, out, errs)

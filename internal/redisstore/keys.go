@@ -16,6 +16,7 @@ import (
 //	<prefix>:{<node>:<infohash hex>}:s   sorted set of seeders, score = last seen (unix ms)
 //	<prefix>:{<node>:<infohash hex>}:l   sorted set of leechers, score = last seen
 //	<prefix>:{<node>:<infohash hex>}:p   sorted set of partial seeds (BEP 21), score = last seen
+//	<prefix>:{<node>:<infohash hex>}:k   hash of key bindings: field = peer, value = digest of its key
 //	<prefix>:{<node>:<infohash hex>}:c   completed downloads counter
 //	<prefix>:{<node>:<infohash hex>}:x   relayed stops: member = peer, score = stop time
 //	                                     (written by the hub only, trimmed like the peers)
@@ -40,19 +41,19 @@ func NewKeyspace(prefix, node string) (Keyspace, error) {
 }
 
 // SwarmKeys are the keys of one swarm.
-type SwarmKeys struct{ Seeders, Leechers, Partial, Completed, Stopped string }
+type SwarmKeys struct{ Seeders, Leechers, Partial, Keys, Completed, Stopped string }
 
 // Swarm returns the keys of the swarm of ih.
 func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
 	var hx [40]byte
 	hex.Encode(hx[:], ih[:])
 	base := k.prefix + ":{" + k.node + ":" + string(hx[:]) + "}:"
-	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Partial: base + "p", Completed: base + "c", Stopped: base + "x"}
+	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Partial: base + "p", Keys: base + "k", Completed: base + "c", Stopped: base + "x"}
 }
 
 // announceList is the keys of announce.lua, relayList those of apply.lua.
-func (s SwarmKeys) announceList() [4]string {
-	return [4]string{s.Seeders, s.Leechers, s.Partial, s.Completed}
+func (s SwarmKeys) announceList() [5]string {
+	return [5]string{s.Seeders, s.Leechers, s.Partial, s.Completed, s.Keys}
 }
 
 func (s SwarmKeys) relayList() []string {

@@ -9,11 +9,13 @@ package redisstore
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +51,12 @@ type Config struct {
 	// NewSwarmRate × lifetime + NewSwarmBurst. 0: no cap.
 	NewSwarmRate  float64
 	NewSwarmBurst int
+	// BindKeys binds a peer to the key it announced with, in the swarm's
+	// keys, so that every replica of the node holds to it: while the peer
+	// is live, a change of it sent with another key or none gets
+	// bittorrent.ErrKeyMismatch. A binding costs the peer about 30 bytes
+	// more in Redis (see docs/architecture.md).
+	BindKeys bool
 }
 
 // Store is a node's view of its keyspace. It is safe for concurrent use.
@@ -65,6 +73,7 @@ type Store struct {
 	cluster bool
 	now     func() time.Time
 	swarms  *swarmBudget // nil: no cap on new swarms
+	bind    bool
 }
 
 //go:embed announce.lua
@@ -102,6 +111,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 		peerIDs:      cfg.PeerIDs,
 		now:          time.Now,
 		cluster:      isCluster(rdb),
+		bind:         cfg.BindKeys,
 	}, nil
 }
 
@@ -166,11 +176,11 @@ func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRe
 	}
 }
 
-// announceCall is one announce, ready to send: its four keys and its eight
+// announceCall is one announce, ready to send: its five keys and its nine
 // values of the script's ARGV.
 type announceCall struct {
-	keys    [4]string
-	args    [8]any
+	keys    [5]string
+	args    [9]any
 	numWant int
 	// change is what the call writes; its Completion is set from the reply.
 	change bittorrent.PeerChange
@@ -206,10 +216,17 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	if s.swarms != nil && !s.swarms.available(now) {
 		create = "0"
 	}
+	bind := ""
+	if s.bind {
+		bind = "-"
+		if req.Key != "" {
+			bind = "=" + keyDigest(req.Key)
+		}
+	}
 	k := s.ks.Swarm(req.InfoHash)
 	return announceCall{
 		keys:    k.announceList(),
-		args:    [8]any{now, now - s.lifetimeMs, m, opLetter(op, false), completed, numWant, family, create},
+		args:    [9]any{now, now - s.lifetimeMs, m, opLetter(op, false), completed, numWant, family, create, bind},
 		numWant: numWant,
 		change:  bittorrent.PeerChange{InfoHash: req.InfoHash, Op: op, Seen: now, Peer: m},
 	}
@@ -262,8 +279,9 @@ func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []call
 func (s *Store) exec(ctx context.Context, groups [][]*announceCall, only []int) []*redis.Cmd {
 	pipe := s.rdb.Pipeline()
 	send := func(g []*announceCall, eval bool) *redis.Cmd {
-		keys := make([]string, 0, 4*len(g))
-		args := make([]any, 0, 2+8*len(g))
+		var c0 announceCall
+		keys := make([]string, 0, len(c0.keys)*len(g))
+		args := make([]any, 0, 2+len(c0.args)*len(g))
 		args = append(args, s.lifetime+1, s.completedTTL)
 		for _, c := range g {
 			keys = append(keys, c.keys[:]...)
@@ -319,8 +337,14 @@ func (s *Store) decode(c *announceCall, r callResult) (bittorrent.AnnounceResult
 	if r.err != nil {
 		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", r.err)
 	}
-	if r.counted < 0 {
+	switch r.counted {
+	case -1:
 		return bittorrent.AnnounceResult{}, bittorrent.ErrNoNewSwarms
+	case -2:
+		return bittorrent.AnnounceResult{}, bittorrent.ErrKeyMismatch
+	}
+	if r.counted < 0 {
+		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: unknown refusal %d", r.counted)
 	}
 	if r.counted&2 != 0 && s.swarms != nil {
 		s.swarms.take(c.change.Seen)
@@ -329,6 +353,15 @@ func (s *Store) decode(c *announceCall, r callResult) (bittorrent.AnnounceResult
 	out.Change = c.change
 	out.Change.Completion = r.counted&1 != 0
 	return out, nil
+}
+
+// keyDigest is what a binding keeps of a key: 8 bytes of its SHA-256,
+// without case (clients send their key over HTTP as hex, libtorrent in
+// capitals, and the UDP front end writes its 4-byte key in lower-case
+// hex), the same in every process.
+func keyDigest(key string) string {
+	sum := sha256.Sum256([]byte(strings.ToLower(key)))
+	return string(sum[:8])
 }
 
 // swarmBudget is the token bucket of new swarms of one process. An

@@ -176,6 +176,7 @@ func TestConformance(t *testing.T) {
 		{"peer identity", testIdentity},
 		{"the change it wrote", testChange},
 		{"partial seeds (BEP 21)", testPartialSeeds},
+		{"key binding", testKeyBinding},
 	}
 	for _, b := range backends() {
 		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}, {batched: true}} {
@@ -302,6 +303,78 @@ func testPartialSeeds(t *testing.T, su suite) {
 	a = announce(t, s, req(lone, peer(6, false), 10, bittorrent.None), 50)
 	if a.Leechers != 1 || len(a.Peers) != 0 {
 		t.Fatalf("after the lifetime: %d leechers, peers %v; want the new one only", a.Leechers, a.Peers)
+	}
+}
+
+// testKeyBinding: a live peer is bound to its key in the store, so every
+// replica of the node refuses a change of it sent with another key or
+// none; the binding ends with the peer's stop or expiry, and bindings of
+// expired peers do not pile up.
+func testKeyBinding(t *testing.T, su suite) {
+	s, clk := newStore(t, su, time.Minute)
+	s.bind = true
+	replica := *s.Store // another process of the same node: nothing shared but Redis
+	ctx := context.Background()
+	ih := hash("keys")
+	keyed := func(i int, left uint64, ev bittorrent.Event, key string) *bittorrent.AnnounceRequest {
+		r := req(ih, peer(i, false), left, ev)
+		r.Key = key
+		return r
+	}
+	announce(t, s, keyed(1, 10, bittorrent.Started, "AbCd1234"), 0)
+	announce(t, s, keyed(2, 10, bittorrent.Started, ""), 0)
+	// The same key in another case is the same key (HTTP hex vs UDP).
+	announce(t, s, keyed(1, 10, bittorrent.None, "abcd1234"), 0)
+	for _, r := range []*bittorrent.AnnounceRequest{
+		keyed(1, 10, bittorrent.Stopped, "ffff0000"),
+		keyed(1, 10, bittorrent.Stopped, ""),
+		keyed(1, 0, bittorrent.Completed, "ffff0000"),
+		keyed(1, 10, bittorrent.Paused, ""),
+	} {
+		for name, announce := range map[string]func(context.Context, *bittorrent.AnnounceRequest, int) (bittorrent.AnnounceResult, error){"this process": s.announce, "a replica": replica.Announce} {
+			if _, err := announce(ctx, r, 0); err != bittorrent.ErrKeyMismatch {
+				t.Fatalf("%s, %v with key %q: err %v, want %v", name, r.Event, r.Key, err, bittorrent.ErrKeyMismatch)
+			}
+		}
+	}
+	// Refused changes changed nothing; a peer without a key is not bound.
+	a := announce(t, s, keyed(2, 10, bittorrent.None, "12345678"), 0)
+	if a.Seeders != 0 || a.Leechers != 2 {
+		t.Fatalf("after refused changes: %d/%d, want 0/2", a.Seeders, a.Leechers)
+	}
+	// Its own stop ends the binding; the address and port are free again.
+	a = announce(t, s, keyed(1, 10, bittorrent.Stopped, "ABCD1234"), 0)
+	if a.Leechers != 1 {
+		t.Fatalf("own stop: %d leechers, want 1", a.Leechers)
+	}
+	announce(t, s, keyed(1, 10, bittorrent.Started, "99999999"), 0)
+	// So does its expiry: another key may take over a silent peer's place.
+	clk.Add(time.Minute + time.Second)
+	announce(t, s, keyed(1, 10, bittorrent.Started, "77777777"), 0)
+	if _, err := s.announce(ctx, keyed(1, 10, bittorrent.None, "99999999"), 0); err != bittorrent.ErrKeyMismatch {
+		t.Fatalf("the expired peer's key still counts: %v", err)
+	}
+	// Bindings of peers that expired are dropped as new ones come: 100
+	// keyed peers expire, 300 others come, and the hash holds little more
+	// than the 300 (about 6 stale ones are expected to be left).
+	churn := hash("key churn")
+	for i := range 100 {
+		r := keyed(i, 10, bittorrent.Started, fmt.Sprintf("a%07d", i))
+		r.InfoHash = churn
+		announce(t, s, r, 0)
+	}
+	clk.Add(time.Minute + time.Second)
+	for i := 100; i < 400; i++ {
+		r := keyed(i, 10, bittorrent.Started, fmt.Sprintf("b%07d", i))
+		r.InfoHash = churn
+		announce(t, s, r, 0)
+	}
+	k := s.ks.Swarm(churn)
+	if n := su.rdb.HLen(ctx, k.Keys).Val(); n < 300 || n > 340 {
+		t.Fatalf("%d bindings for 300 live keyed peers, want 300 to 340", n)
+	}
+	if ttl := su.rdb.TTL(ctx, k.Keys).Val(); ttl <= 0 || ttl > time.Minute+2*time.Second {
+		t.Fatalf("bindings' TTL %s, want the peer lifetime", ttl)
 	}
 }
 

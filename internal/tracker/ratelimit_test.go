@@ -173,7 +173,11 @@ func TestMinIntervalEnforced(t *testing.T) {
 	}
 	admit := func(r *bittorrent.AnnounceRequest, after time.Duration) error {
 		now = now.Add(after)
-		return svc.admit(r, now)
+		err := svc.admit(r, now)
+		if err == nil {
+			svc.accepted(r, now) // as if the store carried it out
+		}
+		return err
 	}
 	if err := admit(peerAt("192.0.2.9", 6881, bittorrent.Started), 0); err != nil {
 		t.Fatal(err)
@@ -209,64 +213,38 @@ func TestMinIntervalEnforced(t *testing.T) {
 	}
 }
 
-func TestKeysBindPeers(t *testing.T) {
-	cfg := testCfg
-	cfg.BindKeys, cfg.PeerTableSlots = true, 1024
-	svc := serviceWith(t, cfg)
-	now := time.Unix(2_000_000, 0)
-	ann := func(port uint16, key string, ev bittorrent.Event, after time.Duration) error {
-		now = now.Add(after)
-		a := netip.MustParseAddr("198.51.100.20")
-		return svc.admit(&bittorrent.AnnounceRequest{InfoHash: bittorrent.InfoHash{9}, Peer: bittorrent.Peer{Addr: netip.AddrPortFrom(a, port)}, Source: a, Key: key, Event: ev, NumWant: -1}, now)
-	}
-	if err := ann(6881, "victim-key", bittorrent.Started, 0); err != nil {
+// TestStoreRefusalsNotRemembered: a change the store refused (a peer
+// bound to another key) is counted as such and does not count as the
+// peer's announce, so a neighbour cannot hold the real peer back with its
+// min interval.
+func TestStoreRefusalsNotRemembered(t *testing.T) {
+	cfg := testCfg // min interval 5m
+	cfg.EnforceMinInterval, cfg.PeerTableSlots = true, 1024
+	st := &fakeStore{}
+	svc, err := New(cfg, st, Options{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
 		t.Fatal(err)
 	}
-	// A neighbour behind the same address: another key, or none, for the
-	// victim's port is refused, whatever the event.
-	for _, tc := range []struct {
-		key string
-		ev  bittorrent.Event
-	}{{"other", bittorrent.Stopped}, {"", bittorrent.Stopped}, {"other", bittorrent.Completed}, {"other", bittorrent.None}} {
-		err := ann(6881, tc.key, tc.ev, time.Second)
-		if ce, ok := bittorrent.IsClientError(err); !ok || string(ce) != KeyMismatch {
-			t.Fatalf("key %q event %v: %v", tc.key, tc.ev, err)
-		}
+	a := netip.MustParseAddr("198.51.100.20")
+	req := func(key string) *bittorrent.AnnounceRequest {
+		return &bittorrent.AnnounceRequest{InfoHash: bittorrent.InfoHash{9}, Peer: bittorrent.Peer{Addr: netip.AddrPortFrom(a, 6881)}, Source: a, Key: key, NumWant: -1}
 	}
-	// Keys compare without case (HTTP hex, UDP bytes as lower-case hex).
-	if err := ann(7000, "1A2B3C4D", bittorrent.Started, time.Second); err != nil {
-		t.Fatal(err)
+	// The neighbour's announce for the peer: refused by the store.
+	st.err = bittorrent.ErrKeyMismatch
+	if _, err := svc.Announce(context.Background(), req("other")); err != bittorrent.ErrKeyMismatch {
+		t.Fatalf("got %v, want the store's %v", err, bittorrent.ErrKeyMismatch)
 	}
-	if err := ann(7000, "1a2b3c4d", bittorrent.None, 10*time.Minute); err != nil {
-		t.Fatalf("the same key in lower case: %v", err)
+	if got := testutil.ToFloat64(svc.refused.WithLabelValues("key_mismatch")); got != 1 {
+		t.Fatalf("refused{key_mismatch} = %v, want 1", got)
 	}
-	// The peer itself goes on; its own port is not someone else's.
-	if err := ann(6881, "victim-key", bittorrent.Completed, time.Second); err != nil {
-		t.Fatal(err)
+	// The real peer's regular announce right after is not too soon ...
+	st.err = nil
+	if _, err := svc.Announce(context.Background(), req("mine")); err != nil {
+		t.Fatalf("the peer's own announce after a refused one: %v", err)
 	}
-	if err := ann(6882, "other", bittorrent.Started, time.Second); err != nil {
-		t.Fatal(err)
-	}
-	// Its stop (with its key) frees the port; so does its silence beyond
-	// the peer lifetime (testCfg: 1.5 × 31m).
-	if err := ann(6881, "victim-key", bittorrent.Stopped, time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := ann(6881, "new-owner", bittorrent.Started, time.Second); err != nil {
-		t.Fatalf("after the stop: %v", err)
-	}
-	if err := ann(6881, "third", bittorrent.Started, 47*time.Minute); err != nil {
-		t.Fatalf("after the lifetime: %v", err)
-	}
-	if got := testutil.ToFloat64(svc.refused.WithLabelValues("key_mismatch")); got != 4 {
-		t.Fatalf("refused{key_mismatch} = %v, want 4", got)
-	}
-	// Off, keys bind nothing.
-	cfg.BindKeys = false
-	svc = serviceWith(t, cfg)
-	ann(6881, "a", bittorrent.Started, time.Second)
-	if err := ann(6881, "b", bittorrent.Stopped, time.Second); err != nil {
-		t.Fatalf("TRACKER_BIND_KEYS=false: %v", err)
+	// ... but its next one is: accepted announces are remembered.
+	if _, err := svc.Announce(context.Background(), req("mine")); err == nil || !strings.Contains(err.Error(), "min interval") {
+		t.Fatalf("second announce at once: %v, want the min interval", err)
 	}
 }
 

@@ -38,13 +38,11 @@ type Config struct {
 	RateBurst     int     `env:"RATE_BURST" envDefault:"300"`
 	RateSlots     int     `env:"RATE_LIMIT_SLOTS" envDefault:"262144"`
 	LimitLoopback bool    `env:"LIMIT_LOOPBACK" envDefault:"false"`
-	// EnforceMinInterval refuses a regular re-announce (no event) of a
-	// peer sooner than 9/10 of MinInterval after its last announce to
-	// this process; BindKeys refuses a change of a peer sent with another
-	// key than the peer's. Both read a table of PeerTableSlots (16 bytes a
-	// slot) of this process's peers.
+	// EnforceMinInterval refuses a regular re-announce (no event, or
+	// paused) of a peer sooner than 9/10 of MinInterval after its last
+	// accepted announce to this process, which a table of PeerTableSlots
+	// (16 bytes a slot) of this process's peers remembers.
 	EnforceMinInterval bool `env:"ENFORCE_MIN_INTERVAL" envDefault:"true"`
-	BindKeys           bool `env:"BIND_KEYS" envDefault:"true"`
 	PeerTableSlots     int  `env:"PEER_TABLE_SLOTS" envDefault:"1048576"`
 }
 
@@ -67,7 +65,7 @@ func (c Config) Validate() error {
 		return errors.New("TRACKER_RATE_LIMIT must be from 0 (off) to 1000000 announces a second")
 	case c.RateLimit > 0 && (c.RateBurst < 1 || c.RateBurst > 1e6):
 		return errors.New("TRACKER_RATE_BURST must be from 1 to 1000000")
-	case (c.EnforceMinInterval || c.BindKeys) && (c.PeerTableSlots < limiterShards || c.PeerTableSlots > 1<<26):
+	case c.EnforceMinInterval && (c.PeerTableSlots < limiterShards || c.PeerTableSlots > 1<<26):
 		return fmt.Errorf("TRACKER_PEER_TABLE_SLOTS must be from %d to %d", limiterShards, 1<<26)
 	case c.RateLimit > 0 && (c.RateSlots < limiterShards || c.RateSlots > 1<<26):
 		return fmt.Errorf("TRACKER_RATE_LIMIT_SLOTS must be from %d to %d", limiterShards, 1<<26)
@@ -114,10 +112,6 @@ const NotAuthorized = "Requested download is not authorized for use with this tr
 // Unavailable is what a client sees when the fault is ours, not its own.
 const Unavailable = "tracker temporarily unavailable, try again later"
 
-// KeyMismatch is the failure reason of a change sent for a peer with
-// another key than the one the peer announced with.
-const KeyMismatch = "key does not match the key this peer announced with"
-
 // RateLimited is the failure reason of an announce over the per-address
 // limit.
 const RateLimited = "too many announces from your address; try again later"
@@ -157,12 +151,12 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 	if cfg.RateLimit > 0 {
 		s.limiter = newAddrLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateSlots)
 	}
-	if cfg.EnforceMinInterval || cfg.BindKeys {
+	if cfg.EnforceMinInterval {
 		lifetime := opts.PeerLifetime
 		if lifetime <= 0 {
 			lifetime = (cfg.Interval + cfg.IntervalJitter) * 3 / 2
 		}
-		s.peers = newPeerTable(cfg.PeerTableSlots, lifetime, cfg.BindKeys)
+		s.peers = newPeerTable(cfg.PeerTableSlots, lifetime)
 	}
 	return s, nil
 }
@@ -184,13 +178,15 @@ type Answer struct {
 // its text for the client to see), ErrUnavailable (ours: logged, counted),
 // or the caller's context error.
 func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest) (Answer, error) {
-	if err := s.admit(req, time.Now()); err != nil {
+	now := time.Now()
+	if err := s.admit(req, now); err != nil {
 		return Answer{}, err
 	}
 	res, err := s.store.Announce(ctx, req, s.numWant(req))
 	if err != nil {
 		return Answer{}, s.storeFailed(ctx, "announce", err)
 	}
+	s.accepted(req, now)
 	return s.answer(req, res), nil
 }
 
@@ -243,6 +239,7 @@ func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
 			b.Errs[i] = s.storeFailed(ctx, "announce", err)
 			continue
 		}
+		s.accepted(b.Reqs[i], now)
 		b.Answers[i] = s.answer(b.Reqs[i], b.res[j])
 	}
 }
@@ -259,21 +256,22 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 		s.refused.WithLabelValues("rate_limit").Inc()
 		return bittorrent.ClientError(RateLimited)
 	}
-	if s.peers != nil {
-		// Every announce is checked against its peer's key and
-		// remembered; only a regular one is judged for its interval (a
-		// partial seed's paused is its regular announce, BEP 21).
-		since, keyOK := s.peers.seen(req, now)
-		if !keyOK {
-			s.refused.WithLabelValues("key_mismatch").Inc()
-			return bittorrent.ClientError(KeyMismatch)
-		}
-		if limited && s.cfg.EnforceMinInterval && (req.Event == bittorrent.None || req.Event == bittorrent.Paused) && since > 0 && since < s.cfg.MinInterval*9/10 {
+	// Only a regular announce is judged for its interval (a partial
+	// seed's paused is its regular announce, BEP 21).
+	if s.peers != nil && limited && (req.Event == bittorrent.None || req.Event == bittorrent.Paused) {
+		if since := s.peers.since(req, now); since > 0 && since < s.cfg.MinInterval*9/10 {
 			s.refused.WithLabelValues("min_interval").Inc()
 			return bittorrent.ClientError(fmt.Sprintf("announced again %s after the last announce; min interval is %s", since.Round(time.Second), s.cfg.MinInterval))
 		}
 	}
 	return nil
+}
+
+// accepted notes an announce the store carried out, for the min interval.
+func (s *Service) accepted(req *bittorrent.AnnounceRequest, now time.Time) {
+	if s.peers != nil {
+		s.peers.record(req, now)
+	}
 }
 
 // numWant is how many peers the store is asked for: the client's number,
@@ -332,8 +330,11 @@ var ErrUnavailable = errors.New(Unavailable)
 // logged (sampled, never a line per request) and becomes ErrUnavailable.
 func (s *Service) storeFailed(ctx context.Context, op string, err error) error {
 	if ce, ok := bittorrent.IsClientError(err); ok {
-		if ce == bittorrent.ErrNoNewSwarms {
+		switch ce {
+		case bittorrent.ErrNoNewSwarms:
 			s.refused.WithLabelValues("swarm_cap").Inc()
+		case bittorrent.ErrKeyMismatch:
+			s.refused.WithLabelValues("key_mismatch").Inc()
 		}
 		return err
 	}

@@ -115,9 +115,10 @@ local function announce(S, L, P, C, K, now, cutoff, m, op, completed, want, fam,
     else
       if bound ~= kd and redis.call('HSET', K, m, kd) == 1 then
         -- A new binding: probe two random ones and drop those of peers
-        -- that expired, so the hash stays within about twice the swarm's
-        -- keyed peers (each new binding removes half a stale one on
-        -- average once half are stale) without ever walking it.
+        -- that expired. Each binding goes stale at most once, and once
+        -- half are stale two probes remove one per new binding on
+        -- average, so the hash stays within about twice the swarm's keyed
+        -- live peers without ever being walked.
         local probe = redis.call('HRANDFIELD', K, 2)
         for i = 1, #probe do
           if probe[i] ~= m and not live(S, L, P, nP, probe[i]) then

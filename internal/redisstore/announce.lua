@@ -93,6 +93,7 @@ local function announce(S, L, P, C, K, now, cutoff, m, op, completed, want, fam,
       redis.call('INCR', C)
       counted = 1
     end
+    -- The counter lives the completed TTL past the last seeder's announce.
     redis.call('EXPIRE', C, cttl)
   elseif op == 'P' then
     redis.call('ZREM', S, m)
@@ -100,13 +101,11 @@ local function announce(S, L, P, C, K, now, cutoff, m, op, completed, want, fam,
     new = redis.call('ZADD', P, now, m)
     nP = nP + new
     redis.call('EXPIRE', P, ttl)
-    redis.call('EXPIRE', C, cttl)
   else
     redis.call('ZREM', S, m)
     if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
     new = redis.call('ZADD', L, now, m)
     redis.call('EXPIRE', L, ttl)
-    redis.call('EXPIRE', C, cttl)
   end
 
   if kd then

@@ -22,6 +22,7 @@ local newest = {}
 -- become a partial seed or a seeder), never down: that keeps duplicates
 -- harmless.
 local rank = { L = 1, P = 2, S = 3, C = 3 }
+local order = { 'L', 'S', 'P' }
 local a = 5
 for k = 1, #KEYS, 5 do
   local C, X = KEYS[k + 3], KEYS[k + 4]
@@ -31,13 +32,15 @@ for k = 1, #KEYS, 5 do
   for i = a, a + 3 * (n - 1), 3 do
     local op, seen, m = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
     if seen > cutoff then
-      -- Where the peer is now: its score and class (it is in one set at
-      -- most).
+      -- Where the peer is now: its score and class. Both scripts keep a
+      -- peer in one set at most, so the search stops at the first found,
+      -- leechers first (the most common), partial seeds last (the rarest).
       local cur, held = 0, nil
-      for class, key in pairs(sets) do
-        local sc = redis.call('ZSCORE', key, m)
-        if sc and tonumber(sc) > cur then
+      for _, class in ipairs(order) do
+        local sc = redis.call('ZSCORE', sets[class], m)
+        if sc then
           cur, held = tonumber(sc), class
+          break
         end
       end
       if op == 'X' then

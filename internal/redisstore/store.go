@@ -32,8 +32,8 @@ type Config struct {
 	NodeID string
 	// PeerLifetime is how long a peer counts after it was last seen.
 	PeerLifetime time.Duration
-	// CompletedTTL is how long a swarm's completed counter survives without
-	// a write to the swarm.
+	// CompletedTTL is how long a swarm's completed counter survives after
+	// the last announce of a seeder.
 	CompletedTTL time.Duration
 	// Timeout bounds every call to Redis.
 	Timeout time.Duration

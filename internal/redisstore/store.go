@@ -54,8 +54,9 @@ type Config struct {
 	// BindKeys binds a peer to the key it announced with, in the swarm's
 	// keys, so that every replica of the node holds to it: while the peer
 	// is live, a change of it sent with another key or none gets
-	// bittorrent.ErrKeyMismatch. A binding costs the peer about 30 bytes
-	// more in Redis (see docs/architecture.md).
+	// bittorrent.ErrKeyMismatch. A binding costs the peer about 35 bytes
+	// more in Redis in small swarms, 65 in large ones (see
+	// docs/architecture.md).
 	BindKeys bool
 }
 

@@ -2,6 +2,7 @@ package allowed
 
 import (
 	"context"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"os"
@@ -84,5 +85,40 @@ func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
 	}
 	if _, err := New(rdb, "allowtest", "n1", filepath.Join(dir, "missing"), time.Second, log); err == nil {
 		t.Fatal("missing directory accepted")
+	}
+}
+
+// TestSharerCopiesValidOffersAndRefusesInvalid: the hub's half copies an
+// offered torrent into the inbox of each accepting node that lacks it, and
+// counts (without copying) an offer that is not a valid torrent.
+func TestSharerCopiesValidOffersAndRefusesInvalid(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	const p = "sharetest"
+	b, v1, _ := hybrid(t)
+	good := hex.EncodeToString(v1[:])
+	bad := strings.Repeat("ab", 20)
+	rdb.HSet(ctx, redisstore.CatalogKey(p, "a"), good, b, bad, "not a torrent")
+	rdb.Set(ctx, redisstore.AcceptKey(p, "b"), "1", time.Minute)
+	rdb.SAdd(ctx, redisstore.AllowedKey(p, "c"), string(v1[:]))
+	rdb.Set(ctx, redisstore.AcceptKey(p, "c"), "1", time.Minute)
+	refused := 0
+	n, err := NewSharer(rdb, p).Share(ctx, []string{"a", "b", "c", "d"}, func() { refused++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || refused != 1 {
+		t.Fatalf("copied %d refused %d, want 1 and 1", n, refused)
+	}
+	if got, _ := rdb.HGet(ctx, redisstore.InboxKey(p, "b"), good).Bytes(); string(got) != string(b) {
+		t.Fatal("accepting node b did not get the valid offer")
+	}
+	for _, n := range []string{"b", "c", "d"} {
+		if rdb.HExists(ctx, redisstore.InboxKey(p, n), bad).Val() {
+			t.Fatalf("invalid offer copied to %s", n)
+		}
+	}
+	if rdb.Exists(ctx, redisstore.InboxKey(p, "c"), redisstore.InboxKey(p, "d")).Val() != 0 {
+		t.Fatal("copied to a node that carries the torrent or does not accept shares")
 	}
 }

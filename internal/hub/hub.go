@@ -526,10 +526,12 @@ const resyncBatch = 256
 
 // Resync brings every live node to the union of all live nodes' current
 // peers for the torrents it carries: for each torrent in any node's swarm
-// index, read every node's live peers, and apply them all to every node
-// (applying keeps the most recent of each peer, so it only ever adds what a
-// node lacks or refreshes what it holds older). Peers that stopped while
-// messages were lost are not resurrected for long: they expire by time.
+// index, read every node's live peers and stops, and apply the newest of
+// each peer to every node (applying keeps the most recent of each peer, so
+// it only ever adds what a node lacks, refreshes what it holds older, or
+// removes what stopped since). A stop is remembered where it happened, so
+// a peer that stopped while messages were lost is removed everywhere by
+// the resync, never copied back from a node that missed the stop.
 func (h *Hub) Resync(ctx context.Context) (int, error) {
 	nodes := h.targets("")
 	if len(nodes) < 2 {
@@ -570,7 +572,9 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 			}
 			for i, cs := range swarms {
 				for _, c := range cs {
-					if old, ok := union[i][c.Peer]; !ok || c.Seen > old.Seen {
+					// The newest of each peer wins; at the same
+					// millisecond a stop does (as apply.lua has it).
+					if old, ok := union[i][c.Peer]; !ok || c.Seen > old.Seen || c.Seen == old.Seen && c.Op == bittorrent.OpStopped {
 						union[i][c.Peer] = c
 					}
 				}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
@@ -367,5 +368,68 @@ func TestResyncUnionAndCarriers(t *testing.T) {
 	h.handle(ctx, a.msg(t, h, link.KindUpdates, peer(5, time.Now().UnixMilli(), ih2)))
 	if h.relay.to("c") != before || h.relay.to("b") == 0 || value(h.m.dropped) != 1 {
 		t.Fatalf("relay of torrent 2: c got %d more, b %d, dropped %v", h.relay.to("c")-before, h.relay.to("b"), value(h.m.dropped))
+	}
+}
+
+// TestResyncKeepsStopsStopped, on the real store: a peer stops at node a,
+// and node b missed the stop (it holds an older copy). The resync removes
+// the peer from b and never writes it back into a; a peer that announced
+// again after its stop comes back everywhere.
+func TestResyncKeepsStopsStopped(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	scfg := redisstore.Config{Prefix: newChannel(), PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 2 * time.Second}
+	relay, err := redisstore.NewRelayer(rdb, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stores := map[string]*redisstore.Store{}
+	for _, n := range []string{"a", "b"} {
+		c := scfg
+		c.NodeID = n
+		if stores[n], err = redisstore.New(rdb, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	th := newTestHub(t, newChannel())
+	h, err := New(th.cfg, rdb, relay, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		h.handle(ctx, (&proc{node: n, session: 1}).msg(t, &testHub{Hub: h}, link.KindHello))
+	}
+	ih := bittorrent.InfoHash{7}
+	announce := func(node string, port uint16, ev bittorrent.Event) bittorrent.PeerChange {
+		t.Helper()
+		p := bittorrent.Peer{Addr: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port)}
+		a, err := stores[node].Announce(ctx, &bittorrent.AnnounceRequest{InfoHash: ih, Peer: p, Left: 1, Event: ev}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb.ZAdd(ctx, redisstore.IndexKey(scfg.Prefix, node), redis.Z{Score: float64(a.Change.Seen), Member: string(ih[:])})
+		return a.Change
+	}
+	gone, back := announce("a", 1, bittorrent.Started), announce("a", 2, bittorrent.Started)
+	// b got both announces, then missed both stops.
+	if _, err := relay.Apply(ctx, []redisstore.Target{{Node: "b", Changes: []bittorrent.PeerChange{gone, back}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	announce("a", 1, bittorrent.Stopped)
+	announce("a", 2, bittorrent.Stopped)
+	time.Sleep(2 * time.Millisecond)
+	announce("a", 2, bittorrent.Started)
+	if _, err := h.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		sc, err := stores[n].Scrape(ctx, []bittorrent.InfoHash{ih})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sc[0].Incomplete != 1 {
+			t.Errorf("node %s holds %d leechers after the resync, want 1 (the stopped peer gone, the returned one there)", n, sc[0].Incomplete)
+		}
 	}
 }

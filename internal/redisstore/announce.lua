@@ -6,7 +6,7 @@
 -- touch one slot only).
 --
 -- KEYS: per announce: seeders zset, leechers zset, partial seeds zset,
---       completed counter, key bindings hash
+--       completed counter, key bindings hash, stops zset (tombstones)
 -- ARGV: swarm TTL (s), completed-counter TTL (s), then per announce 9 values:
 --       now (unix ms), cutoff (scores <= cutoff have expired), member,
 --       op ("L" leecher, "S" seeder, "P" partial seed, "X" stopped),
@@ -46,7 +46,7 @@ local function live(S, L, P, nP, x)
   return redis.call('ZSCORE', S, x) or redis.call('ZSCORE', L, x) or (nP > 0 and redis.call('ZSCORE', P, x))
 end
 
-local function announce(S, L, P, C, K, now, cutoff, m, op, completed, want, fam, create, bind)
+local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, fam, create, bind)
   -- Trimming expired peers is a side effect of every write: no sweeps.
   -- Partial seeds are rare; their set is touched only when it exists.
   redis.call('ZREMRANGEBYSCORE', S, '-inf', cutoff)
@@ -79,9 +79,21 @@ local function announce(S, L, P, C, K, now, cutoff, m, op, completed, want, fam,
   local counted = 0
   local new = 0
   if op == 'X' then
-    redis.call('ZREM', S, m)
-    redis.call('ZREM', L, m)
-    if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
+    local was = redis.call('ZREM', S, m) + redis.call('ZREM', L, m)
+    if nP > 0 then
+      local p = redis.call('ZREM', P, m)
+      nP, was = nP - p, was + p
+    end
+    -- The stop of a live peer is remembered here too, as the hub's relays
+    -- remember it elsewhere: a resync that finds an older copy of the peer
+    -- on another node applies this stop there instead of bringing the peer
+    -- back here. A stop of a peer not held writes nothing, so stops cannot
+    -- grow the keyspace.
+    if was > 0 then
+      redis.call('ZREMRANGEBYSCORE', X, '-inf', cutoff)
+      redis.call('ZADD', X, now, m)
+      redis.call('EXPIRE', X, ttl)
+    end
   elseif op == 'S' then
     redis.call('ZREM', L, m)
     if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
@@ -184,10 +196,10 @@ local function announce(S, L, P, C, K, now, cutoff, m, op, completed, want, fam,
   end
 end
 
-for i = 0, #KEYS / 5 - 1 do
+for i = 0, #KEYS / 6 - 1 do
   local a = 3 + 9 * i
-  local k = 5 * i
-  announce(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5],
+  local k = 6 * i
+  announce(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6],
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
 end
 return out

@@ -1,10 +1,11 @@
 -- Apply relayed peer changes to swarms of one node, idempotently. Changes
 -- of one peer are ordered by their origin time (ms): a change not newer
 -- than what the node holds is skipped, so a change applied twice, or relayed by
--- two hubs, or replayed by a resync, changes nothing. A stop leaves a
--- tombstone (until the peer would have expired anyway) so that a late copy
--- of an earlier announce cannot bring the peer back; and a completion counts
--- only when the peer was not a seeder here yet.
+-- two hubs, or replayed by a resync, or arriving late, changes nothing. A
+-- stop leaves a tombstone (until the peer would have expired anyway), here
+-- as at the stop's origin, so that a late copy of an earlier announce
+-- cannot bring the peer back; and a completion counts only when the peer
+-- was not a seeder here yet.
 --
 -- KEYS: per swarm: seeders, leechers, partial seeds, completed counter,
 --       tombstones. Under Redis Cluster a call carries one swarm (one
@@ -44,7 +45,17 @@ for k = 1, #KEYS, 5 do
         end
       end
       if op == 'X' then
-        if seen >= cur then
+        -- A stop removes a peer not seen since; for an absent peer it is
+        -- news only when newer than the tombstone held (a resync carries
+        -- every node's tombstones, and one already held is no change).
+        local news = false
+        if held then
+          news = seen >= cur
+        else
+          local t = redis.call('ZSCORE', X, m)
+          news = not t or tonumber(t) < seen
+        end
+        if news then
           applied = applied + 1
           if held then redis.call('ZREM', sets[held], m) end
           redis.call('ZADD', X, 'GT', seen, m)

@@ -18,8 +18,9 @@ import (
 //	<prefix>:{<node>:<infohash hex>}:p   sorted set of partial seeds (BEP 21), score = last seen
 //	<prefix>:{<node>:<infohash hex>}:k   hash of key bindings: field = peer, value = digest of its key
 //	<prefix>:{<node>:<infohash hex>}:c   completed downloads counter
-//	<prefix>:{<node>:<infohash hex>}:x   relayed stops: member = peer, score = stop time
-//	                                     (written by the hub only, trimmed like the peers)
+//	<prefix>:{<node>:<infohash hex>}:x   stops (tombstones): member = peer, score = stop time,
+//	                                     written by a local stop and by the hub's relays,
+//	                                     trimmed like the peers
 //
 // Replicas of one node share its keyspace; other nodes' keyspaces are
 // written only by the hub.
@@ -52,8 +53,8 @@ func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
 }
 
 // announceList is the keys of announce.lua, relayList those of apply.lua.
-func (s SwarmKeys) announceList() [5]string {
-	return [5]string{s.Seeders, s.Leechers, s.Partial, s.Completed, s.Keys}
+func (s SwarmKeys) announceList() [6]string {
+	return [6]string{s.Seeders, s.Leechers, s.Partial, s.Completed, s.Keys, s.Stopped}
 }
 
 func (s SwarmKeys) relayList() []string {

@@ -126,8 +126,9 @@ func anyNoScript(cmds []*redis.Cmd) bool {
 	return false
 }
 
-// Swarms returns the live peers of some of one node's swarms as changes
-// (seen = their score), in one round trip, for a resync.
+// Swarms returns the live peers and the stops (tombstones) within the peer
+// lifetime of some of one node's swarms as changes (seen = their score), in
+// one round trip, for a resync.
 func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
 	ks, err := NewKeyspace(r.prefix, node)
 	if err != nil {
@@ -137,12 +138,15 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 	defer cancel()
 	min := "(" + strconv.FormatInt(r.now().UnixMilli()-r.lifetimeMs, 10)
 	pipe := r.rdb.Pipeline()
-	// The classes of peers, each with the op that writes it.
-	classes := [...]bittorrent.ChangeOp{bittorrent.OpSeeder, bittorrent.OpLeecher, bittorrent.OpPartial}
+	// The classes of peers, each with the op that writes it, and the
+	// tombstones of stopped peers: a resync carries stops as well, so the
+	// newest of each peer wins everywhere and a stale copy of a stopped
+	// peer on one node is removed rather than copied back.
+	classes := [...]bittorrent.ChangeOp{bittorrent.OpSeeder, bittorrent.OpLeecher, bittorrent.OpPartial, bittorrent.OpStopped}
 	cmds := make([][len(classes)]*redis.ZSliceCmd, len(hashes))
 	for i, ih := range hashes {
 		k := ks.Swarm(ih)
-		for j, key := range [len(classes)]string{k.Seeders, k.Leechers, k.Partial} {
+		for j, key := range [len(classes)]string{k.Seeders, k.Leechers, k.Partial, k.Stopped} {
 			cmds[i][j] = pipe.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: min, Max: "+inf"})
 		}
 	}

@@ -174,7 +174,8 @@ func TestRelayPartialSeeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []bittorrent.PeerChange{ch(bittorrent.OpPartial, now-4, p1)}; len(got[0]) != 1 || got[0][0] != want[0] {
+	// The resync reads the live partial seed and the stop.
+	if want := []bittorrent.PeerChange{ch(bittorrent.OpPartial, now-4, p1), ch(bittorrent.OpStopped, now-3, p2)}; len(got[0]) != 2 || got[0][0] != want[0] || got[0][1] != want[1] {
 		t.Fatalf("resync read %+v, want %+v", got[0], want)
 	}
 }

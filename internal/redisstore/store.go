@@ -177,10 +177,10 @@ func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRe
 	}
 }
 
-// announceCall is one announce, ready to send: its five keys and its nine
+// announceCall is one announce, ready to send: its six keys and its nine
 // values of the script's ARGV.
 type announceCall struct {
-	keys    [5]string
+	keys    [6]string
 	args    [9]any
 	numWant int
 	// change is what the call writes; its Completion is set from the reply.

@@ -447,6 +447,25 @@ func testStopComplete(t *testing.T, su suite) {
 	if n := rdb.Exists(ctx, k.Seeders, k.Leechers).Val(); n != 0 {
 		t.Fatalf("%d sorted sets left for an empty swarm", n)
 	}
+	// The stops of the two live peers are remembered (tombstones, score =
+	// the stop's time, living no longer than a peer would); the stop of
+	// absent peer 3 wrote nothing.
+	tomb := rdb.ZRangeWithScores(ctx, k.Stopped, 0, -1).Val()
+	if len(tomb) != 2 {
+		t.Fatalf("tombstones %v, want peers 1 and 2", tomb)
+	}
+	for _, z := range tomb {
+		m := z.Member.(string)
+		if m != string(peer(1, false).AppendBinary(nil, su.peerIDs)) && m != string(peer(2, false).AppendBinary(nil, su.peerIDs)) {
+			t.Fatalf("tombstone of %x, which was not live", m)
+		}
+		if int64(z.Score) != s.now().UnixMilli() {
+			t.Fatalf("tombstone at %v, want the stop's time %d", z.Score, s.now().UnixMilli())
+		}
+	}
+	if ttl := rdb.TTL(ctx, k.Stopped).Val(); ttl <= 0 || ttl > time.Minute+time.Second {
+		t.Fatalf("tombstones TTL %v, want at most the peer lifetime + 1s", ttl)
+	}
 }
 
 func testExpiryByScore(t *testing.T, su suite) {

@@ -63,6 +63,15 @@ var _ Relayer = (*redisstore.Relayer)(nil)
 // longer than the forged jump divided by this rate.
 const MaxSeqRate = 10000
 
+// ReorderWindow is how many sequence numbers below a process's highest one
+// the hub still accepts, once each, when they arrive late: messages of one
+// process may be reordered on their way (two publishes on two connections,
+// a Redis Cluster's bus), and a late message is applied, not refused, since
+// applying is idempotent and keeps the newest of each peer. A number still
+// missing after a heartbeat, or pushed out of the window, is a gap: the
+// process is resynced.
+const ReorderWindow = 64
+
 // Config of a hub.
 type Config struct {
 	Link link.Config
@@ -116,7 +125,12 @@ type procKey struct {
 // idempotent (the newest time of a peer wins, a stop leaves a tombstone, a
 // completion counts once per node), so that changes nothing.
 type procState struct {
-	dirty         bool      // changed since last written to Redis
+	dirty bool // changed since last written to Redis
+	// missing has bit i set while sequence number LastSeq-1-i has not
+	// arrived (ReorderWindow bits); holeSince is when the oldest of those
+	// went missing.
+	missing       uint64
+	holeSince     time.Time
 	LastSeq       uint64    `json:"last_seq"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	Started       time.Time `json:"started"`
@@ -129,6 +143,7 @@ type procState struct {
 type metrics struct {
 	rejected, resyncReq *prometheus.CounterVec
 	relayed, dropped    prometheus.Counter
+	late                prometheus.Counter
 	resyncs, splits     prometheus.Counter
 	shared, refused     prometheus.Counter
 	lag, resyncDuration prometheus.Histogram
@@ -165,6 +180,8 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 			Help: "Why resyncs were asked for: start, join (a new process), hello, gap, relay_failed, resubscribed, reset, retry. Requests while one is pending share it."}, []string{"reason"}),
 		relayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_relayed_updates_total", Help: "Peer changes applied to other nodes' keyspaces."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_dropped_updates_total", Help: "Peer changes not relayed to a node that does not carry the torrent."}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_late_messages_total",
+			Help: "Messages that arrived after a later one of the same process (within the reorder window) and were applied."}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_resyncs_total", Help: "Resyncs run."}),
 		splits:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_splits_total", Help: "Soft splits of the hub's own subscription, healed."}),
 		shared:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_torrents_total", Help: "Torrents copied to nodes that accept shared torrents."}),
@@ -173,7 +190,7 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5}}),
 		resyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_resync_seconds", Help: "Duration of resyncs.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 	}
-	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration)
+	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.late, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration)
 	return h, nil
 }
 
@@ -331,21 +348,25 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 			h.reject("seq_jump", nil)
 			return
 		}
-		st = &procState{Started: now}
+		// Whatever the process sent before, the join's resync covers.
+		st = &procState{Started: now, LastSeq: m.Seq}
 		h.procs[key] = st
-		joined, gap = true, m.Seq != 1
+		joined = true
 	case m.Seq <= st.LastSeq:
-		h.mu.Unlock()
-		h.reject("replay", st)
-		return
+		if !st.fill(st.LastSeq - m.Seq) {
+			h.mu.Unlock()
+			h.reject("replay", st)
+			return
+		}
+		h.m.late.Inc()
 	case m.Seq-st.LastSeq > uint64(MaxSeqRate*(1+time.Since(st.LastHeartbeat).Seconds())):
 		h.mu.Unlock()
 		h.reject("seq_jump", st)
 		return
 	default:
-		gap = m.Seq > st.LastSeq+1
+		gap = st.advance(m.Seq, now)
 	}
-	st.LastSeq = m.Seq
+	gap = st.overdue(now, h.cfg.Link.Heartbeat) || gap
 	st.LastHeartbeat = now
 	st.Messages++
 	st.dirty = true
@@ -365,6 +386,75 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 		st.LagMillis = lag.Milliseconds()
 		h.mu.Unlock()
 	}
+}
+
+// overdueGaps resyncs processes whose missing sequence numbers did not
+// arrive within a heartbeat (one that went silent after a hole included).
+func (h *Hub) overdueGaps(now time.Time) {
+	h.mu.Lock()
+	var due []procKey
+	for k, st := range h.procs {
+		if st.overdue(now, h.cfg.Link.Heartbeat) {
+			due = append(due, k)
+		}
+	}
+	h.mu.Unlock()
+	for _, k := range due {
+		h.log.Info("resync", "reason", "gap", "node", k.node, "session", fmt.Sprintf("%016x", k.session))
+		h.requestResync("gap")
+	}
+}
+
+// advance takes seq, above LastSeq: the numbers skipped become missing.
+// It reports a gap when numbers still missing fall out of the window.
+func (st *procState) advance(seq uint64, now time.Time) (gap bool) {
+	shift := seq - st.LastSeq // ≥ 1; the old LastSeq arrived, shift-1 were skipped
+	st.LastSeq = seq
+	skipped := ^uint64(0)
+	if shift-1 < ReorderWindow {
+		skipped = 1<<(shift-1) - 1
+	}
+	if shift >= ReorderWindow {
+		gap = st.missing != 0 || shift-1 > ReorderWindow
+		st.missing = skipped
+	} else {
+		gap = st.missing>>(ReorderWindow-shift) != 0
+		st.missing = st.missing<<shift | skipped
+	}
+	if st.missing == 0 {
+		st.holeSince = time.Time{}
+	} else if st.holeSince.IsZero() {
+		st.holeSince = now
+	}
+	return gap
+}
+
+// fill takes a late number, d below LastSeq: true if it was missing (it is
+// not any more), false for a replay or a number beyond the window.
+func (st *procState) fill(d uint64) bool {
+	if d == 0 || d > ReorderWindow {
+		return false
+	}
+	bit := uint64(1) << (d - 1)
+	if st.missing&bit == 0 {
+		return false
+	}
+	st.missing &^= bit
+	if st.missing == 0 {
+		st.holeSince = time.Time{}
+	}
+	return true
+}
+
+// overdue reports a gap when numbers have been missing for longer than
+// wait; they are then given up (the resync covers them) and a late one is
+// refused as a replay.
+func (st *procState) overdue(now time.Time, wait time.Duration) bool {
+	if st.missing == 0 || now.Sub(st.holeSince) <= wait {
+		return false
+	}
+	st.missing, st.holeSince = 0, time.Time{}
+	return true
 }
 
 // resyncReason says why a message asks for a resync, or "": a process
@@ -468,6 +558,7 @@ func (h *Hub) heartbeat(ctx context.Context) {
 		}
 		h.persist(ctx)
 		h.forget(ctx)
+		h.overdueGaps(time.Now())
 		pctx, cancel := context.WithTimeout(ctx, h.cfg.Link.Heartbeat)
 		if err := h.ep.Publish(pctx, h.cfg.Link.DownChannel(), link.KindHubHeartbeat, nil); err != nil && ctx.Err() == nil {
 			h.log.Warn("hub heartbeat failed", "err", err)

@@ -6,8 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -233,11 +235,37 @@ func TestReplayGapAndBounds(t *testing.T) {
 	if h.rejected("replay") != 1 || h.relay.to("alpha") != 1 {
 		t.Fatalf("replay: %v refused, %d relayed", h.rejected("replay"), h.relay.to("alpha"))
 	}
-	// A gap asks for a resync, and the message is still taken.
-	p.seq += 3
+	// Reordered messages: the later one is taken at once, the earlier
+	// ones when they arrive (once), and no resync is asked for.
+	late := []([]byte){p.msg(t, h, link.KindUpdates, p.change(2)), p.msg(t, h, link.KindHeartbeat)}
 	h.handle(ctx, p.msg(t, h, link.KindUpdates, p.change(2)))
-	if h.resyncRequests("gap") != 1 || h.relay.to("alpha") != 2 {
-		t.Fatal("gap not resynced, or its message dropped")
+	h.handle(ctx, late[1])
+	h.handle(ctx, late[0])
+	h.handle(ctx, late[0])
+	if h.resyncRequests("gap") != 0 || h.relay.to("alpha") != 3 || value(h.m.late) != 2 || h.rejected("replay") != 2 {
+		t.Fatalf("reordered: %v gaps, %d relayed, %v late, %v replays", h.resyncRequests("gap"), h.relay.to("alpha"), value(h.m.late), h.rejected("replay"))
+	}
+	// A number still missing after a heartbeat is a gap: a resync, and
+	// the message that skipped it was still taken. The missing one,
+	// arriving after that, is refused (the resync covered it).
+	missing := p.msg(t, h, link.KindHeartbeat)
+	h.handle(ctx, p.msg(t, h, link.KindUpdates, p.change(2)))
+	if h.resyncRequests("gap") != 0 || h.relay.to("alpha") != 4 {
+		t.Fatal("a hole was taken for a gap at once, or its message dropped")
+	}
+	h.overdueGaps(time.Now().Add(h.cfg.Link.Heartbeat + time.Millisecond))
+	if h.resyncRequests("gap") != 1 {
+		t.Fatal("overdue hole not resynced")
+	}
+	h.handle(ctx, missing)
+	if h.rejected("replay") != 3 {
+		t.Fatal("a number given up was taken")
+	}
+	// Numbers pushed out of the window while missing are a gap at once.
+	p.seq += ReorderWindow + 1
+	h.handle(ctx, p.msg(t, h, link.KindUpdates, p.change(2)))
+	if h.resyncRequests("gap") != 2 || h.relay.to("alpha") != 5 {
+		t.Fatal("a jump past the window not resynced, or its message dropped")
 	}
 	// A change may not claim to be seen far from its message's time.
 	for _, seen := range []time.Duration{10 * 365 * 24 * time.Hour, 6 * time.Second, -6 * time.Second, -365 * 24 * time.Hour} {
@@ -245,7 +273,7 @@ func TestReplayGapAndBounds(t *testing.T) {
 		c.Seen = time.Now().Add(seen).UnixMilli()
 		h.handle(ctx, p.msg(t, h, link.KindUpdates, c))
 	}
-	if h.rejected("bad_seen") != 4 || h.relay.to("alpha") != 2 {
+	if h.rejected("bad_seen") != 4 || h.relay.to("alpha") != 5 {
 		t.Fatalf("changes seen out of bounds: %v refused, %d relayed", h.rejected("bad_seen"), h.relay.to("alpha"))
 	}
 	// A huge sequence number is refused; the process's real next message
@@ -253,7 +281,7 @@ func TestReplayGapAndBounds(t *testing.T) {
 	h.handle(ctx, p.encode(t, h, link.KindHeartbeat, math.MaxUint64))
 	h.handle(ctx, (&proc{node: "gamma", session: 9}).encode(t, h, link.KindHello, math.MaxUint64))
 	h.handle(ctx, p.msg(t, h, link.KindUpdates, p.change(4)))
-	if h.rejected("seq_jump") != 2 || h.relay.to("alpha") != 3 {
+	if h.rejected("seq_jump") != 2 || h.relay.to("alpha") != 6 {
 		t.Fatalf("huge sequence numbers: %v refused, %d relayed", h.rejected("seq_jump"), h.relay.to("alpha"))
 	}
 	if _, ok := h.Status().Nodes["gamma"]; ok {
@@ -431,5 +459,61 @@ func TestResyncKeepsStopsStopped(t *testing.T) {
 		if sc[0].Incomplete != 1 {
 			t.Errorf("node %s holds %d leechers after the resync, want 1 (the stopped peer gone, the returned one there)", n, sc[0].Incomplete)
 		}
+	}
+}
+
+// TestReorderWindow: numbers delivered shuffled, each at most
+// ReorderWindow-1 places from its own, are each taken once with no gap;
+// every second delivery is refused; a hole is reported once it leaves
+// the window.
+func TestReorderWindow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n = 5000
+	order := make([]uint64, n)
+	for i := range order {
+		order[i] = uint64(i + 2) // 1 is the join
+	}
+	// Each number is delayed by up to half the window: sorted by
+	// position + delay, none moves more than that.
+	delay := make(map[uint64]int, n)
+	for i, seq := range order {
+		delay[seq] = i + rng.IntN(ReorderWindow/2)
+	}
+	sort.SliceStable(order, func(a, b int) bool { return delay[order[a]] < delay[order[b]] })
+	now := time.Now()
+	st := &procState{LastSeq: 1}
+	took, late := map[uint64]bool{}, 0
+	for _, seq := range order {
+		switch {
+		case seq > st.LastSeq:
+			if st.advance(seq, now) {
+				t.Fatalf("gap at %d", seq)
+			}
+		case !st.fill(st.LastSeq - seq):
+			t.Fatalf("%d refused", seq)
+		default:
+			late++
+		}
+		took[seq] = true
+	}
+	if len(took) != n || st.missing != 0 || !st.holeSince.IsZero() || late < n/4 {
+		t.Fatalf("took %d of %d (%d late), missing %b", len(took), n, late, st.missing)
+	}
+	for _, seq := range order[n-ReorderWindow:] {
+		if seq < st.LastSeq && st.fill(st.LastSeq-seq) {
+			t.Fatalf("%d taken twice", seq)
+		}
+	}
+	// A hole: seq+1 skipped; it leaves the window after ReorderWindow
+	// more numbers, and not before.
+	last := st.LastSeq
+	st.advance(last+2, now)
+	for s := last + 3; s < last+2+ReorderWindow; s++ {
+		if st.advance(s, now) {
+			t.Fatalf("gap reported at %d, while the hole is in the window", s)
+		}
+	}
+	if !st.advance(last+2+ReorderWindow, now) {
+		t.Fatal("a hole left the window unreported")
 	}
 }

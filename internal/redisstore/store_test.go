@@ -103,6 +103,9 @@ func (c *fakeClock) Add(d time.Duration) {
 func backends() []backend {
 	return []backend{
 		{"redis", func(t *testing.T) redis.UniversalClient { return redistest.Shared(t).Client(t) }},
+		// Three masters and three replicas: swarms spread over shards,
+		// and replicas answer nothing (every call goes to a master).
+		{"cluster", func(t *testing.T) redis.UniversalClient { return redistest.SharedCluster(t).Client(t) }},
 		{"embedded", func(t *testing.T) redis.UniversalClient {
 			srv, err := embedded.Open("127.0.0.1:0")
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,7 +62,7 @@ var (
 	sharedOnce sync.Once
 	shared     *Server
 	sharedErr  error
-	sharedDir  string
+	sharedDirs []string
 )
 
 // Shared returns one redis-server for the whole test binary, started on
@@ -70,9 +71,10 @@ var (
 func Shared(tb testing.TB) *Server {
 	tb.Helper()
 	sharedOnce.Do(func() {
-		sharedDir, sharedErr = os.MkdirTemp("", "redistest")
-		if sharedErr == nil {
-			shared, sharedErr = start(sharedDir, nil)
+		var dir string
+		if dir, sharedErr = os.MkdirTemp("", "redistest"); sharedErr == nil {
+			sharedDirs = append(sharedDirs, dir)
+			shared, sharedErr = start(dir, nil)
 		}
 	})
 	if sharedErr != nil {
@@ -81,15 +83,18 @@ func Shared(tb testing.TB) *Server {
 	return shared
 }
 
-// Main runs the tests and then stops the shared server, if any. Use it as
-// os.Exit(redistest.Main(m)) in TestMain.
+// Main runs the tests and then stops the shared server and cluster, if
+// any. Use it as os.Exit(redistest.Main(m)) in TestMain.
 func Main(m *testing.M) int {
 	code := m.Run()
 	if shared != nil {
 		shared.Stop()
 	}
-	if sharedDir != "" {
-		os.RemoveAll(sharedDir)
+	if sharedCluster != nil {
+		sharedCluster.Stop()
+	}
+	for _, d := range sharedDirs {
+		os.RemoveAll(d)
 	}
 	return code
 }
@@ -237,4 +242,218 @@ func StartCluster(tb testing.TB) *Server {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Cluster is a Redis Cluster of real redis-server processes: masters and
+// their replicas, each its own process on loopback.
+type Cluster struct {
+	// Masters[i] serves the i-th equal share of the slots; Replicas[i]
+	// replicate Masters[i].
+	Masters  []*Server
+	Replicas [][]*Server
+}
+
+// Servers returns every process of the cluster.
+func (c *Cluster) Servers() []*Server {
+	out := append([]*Server(nil), c.Masters...)
+	for _, rs := range c.Replicas {
+		out = append(out, rs...)
+	}
+	return out
+}
+
+// URL is a redis:// URL with every process as a seed address
+// (redis://first?addr=second&addr=...), as TRACKER_REDIS_URL takes it.
+func (c *Cluster) URL() string {
+	ss := c.Servers()
+	u := ss[0].URL()
+	for i, s := range ss[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + s.Addr()
+	}
+	return u
+}
+
+// Client returns a cluster client of every seed, closed at the end of tb.
+func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
+	tb.Helper()
+	var addrs []string
+	for _, s := range c.Servers() {
+		addrs = append(addrs, s.Addr())
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	tb.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// StartClusterN starts a Redis Cluster of masters masters with replicas
+// replicas each (e.g. 3 and 1: six processes), the slots split evenly, and
+// waits until every process reports it healthy. nodeTimeout is Redis's
+// cluster-node-timeout: how long a master may be unreachable before its
+// replica is promoted (Redis's default is 15 s; tests use about 1 s).
+// Every process is stopped at the end of tb.
+func StartClusterN(tb testing.TB, masters, replicas int, nodeTimeout time.Duration) *Cluster {
+	tb.Helper()
+	c, err := startCluster(tb.TempDir(), masters, replicas, nodeTimeout)
+	if c != nil {
+		tb.Cleanup(c.Stop)
+	}
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	return c
+}
+
+var (
+	sharedClusterOnce sync.Once
+	sharedCluster     *Cluster
+	sharedClusterErr  error
+)
+
+// SharedCluster returns one cluster of three masters and three replicas
+// for the whole test binary, started on first use and stopped by Main.
+// Tests that share it keep apart by key prefix or node id.
+func SharedCluster(tb testing.TB) *Cluster {
+	tb.Helper()
+	sharedClusterOnce.Do(func() {
+		var dir string
+		if dir, sharedClusterErr = os.MkdirTemp("", "redistest-cluster"); sharedClusterErr != nil {
+			return
+		}
+		sharedDirs = append(sharedDirs, dir)
+		sharedCluster, sharedClusterErr = startCluster(dir, 3, 1, time.Second)
+	})
+	if sharedClusterErr != nil {
+		tb.Fatalf("redistest: %v", sharedClusterErr)
+	}
+	return sharedCluster
+}
+
+// Stop stops every process of the cluster.
+func (c *Cluster) Stop() {
+	for _, s := range c.Servers() {
+		s.Stop()
+	}
+}
+
+func startCluster(root string, masters, replicas int, nodeTimeout time.Duration) (*Cluster, error) {
+	c := &Cluster{}
+	var all []*Server
+	var buses []int
+	fail := func(err error) (*Cluster, error) { return c, err }
+	for i := 0; i < masters*(1+replicas); i++ {
+		dir := filepath.Join(root, strconv.Itoa(i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fail(err)
+		}
+		bus, err := freePort()
+		if err != nil {
+			return fail(err)
+		}
+		s, err := start(dir, []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(bus), "--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
+			"--cluster-replica-validity-factor", "0"})
+		if err != nil {
+			return fail(err)
+		}
+		all, buses = append(all, s), append(buses, bus)
+		c.Masters = all[:min(len(all), masters)]
+	}
+	for i := range masters {
+		c.Replicas = append(c.Replicas, all[masters+i*replicas:masters+(i+1)*replicas])
+	}
+	ctx := context.Background()
+	clients := make([]*redis.Client, len(all))
+	for i, s := range all {
+		clients[i] = redis.NewClient(&redis.Options{Addr: s.Addr()})
+		defer clients[i].Close()
+	}
+	ids := make([]string, len(all))
+	for i, cl := range clients {
+		id, err := cl.Do(ctx, "CLUSTER", "MYID").Text()
+		if err != nil {
+			return fail(fmt.Errorf("cluster myid: %w", err))
+		}
+		ids[i] = id
+		if i > 0 {
+			// The bus port is not port+10000 here (that may not exist).
+			if err := cl.Do(ctx, "CLUSTER", "MEET", "127.0.0.1", all[0].Port, buses[0]).Err(); err != nil {
+				return fail(fmt.Errorf("cluster meet: %w", err))
+			}
+		}
+	}
+	per := 16384 / masters
+	for i := range masters {
+		hi := (i+1)*per - 1
+		if i == masters-1 {
+			hi = 16383
+		}
+		if err := clients[i].Do(ctx, "CLUSTER", "ADDSLOTSRANGE", i*per, hi).Err(); err != nil {
+			return fail(fmt.Errorf("cluster addslots: %w", err))
+		}
+	}
+	// A replica can follow its master once it has heard of it.
+	if err := waitFor("every process knows every other", func() bool {
+		for _, cl := range clients {
+			nodes, err := cl.ClusterNodes(ctx).Result()
+			if err != nil || strings.Count(strings.TrimSpace(nodes), "\n")+1 != len(all) || strings.Contains(nodes, "handshake") {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return fail(err)
+	}
+	for i := range masters {
+		for j := range replicas {
+			if err := clients[masters+i*replicas+j].ClusterReplicate(ctx, ids[i]).Err(); err != nil {
+				return fail(fmt.Errorf("cluster replicate: %w", err))
+			}
+		}
+	}
+	return c, waitFor("cluster healthy, replicas attached", func() bool {
+		for _, cl := range clients {
+			info, err := cl.ClusterInfo(ctx).Result()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				return false
+			}
+		}
+		for i := range masters {
+			rep, err := clients[i].Info(ctx, "replication").Result()
+			if err != nil || !strings.Contains(rep, fmt.Sprintf("connected_slaves:%d", replicas)) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func waitFor(what string, cond func() bool) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not within 30s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// Pause stops the process with SIGSTOP (it holds its connections and
+// answers nothing) until Resume.
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process (SIGCONT).
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return fmt.Errorf("redis-server on port %d is not running", s.Port)
+	}
+	return s.cmd.Process.Signal(sig)
 }

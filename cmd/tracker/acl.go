@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -72,8 +73,9 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 // the only writer of relayed peers), its process registry, and both link
 // channels.
 func hubUser(prefix, channel string) aclUser {
-	rules := []string{"resetkeys", "~" + prefix + ":*", "~" + redisstore.LinkProcsKey(channel),
-		"resetchannels", "&" + channel + ":up", "&" + channel + ":down"}
+	rules := []string{"resetkeys", "~" + prefix + ":*", "~" + redisstore.LinkProcsKey(channel), "resetchannels"}
+	rules = append(rules, channels(channel, link.Config.UpChannel)...)
+	rules = append(rules, channels(channel, link.Config.DownChannel)...)
 	return aclUser{name: prefix + "-hub", about: "the hub: every node's keyspace, its process registry, both link channels", rules: append(rules, aclCommands...)}
 }
 
@@ -81,11 +83,19 @@ func hubUser(prefix, channel string) aclUser {
 // publish only on the up channel, and subscribe only to the down channel
 // (a selector: Redis checks channels for PUBLISH and SUBSCRIBE alike).
 func nodeUser(prefix, channel, node string) aclUser {
-	rules := []string{"resetkeys", "~" + prefix + ":{" + node + ":*", "resetchannels", "&" + channel + ":up"}
+	rules := []string{"resetkeys", "~" + prefix + ":{" + node + ":*", "resetchannels"}
+	rules = append(rules, channels(channel, link.Config.UpChannel)...)
 	rules = append(rules, aclCommands...)
 	rules = append(rules, "-subscribe", "-psubscribe", "-ssubscribe",
-		"(resetchannels &"+channel+":down -@all +subscribe +unsubscribe +ping)")
+		"(resetchannels "+strings.Join(channels(channel, link.Config.DownChannel), " ")+" -@all +subscribe +unsubscribe +ssubscribe +sunsubscribe +ping)")
 	return aclUser{name: prefix + "-node-" + node, about: "node " + node + ": its own keyspace, publish on :up, subscribe to :down", rules: rules}
+}
+
+// channels are the ACL channel rules of one direction of the link, by its
+// name on one Redis and on a Redis Cluster (sharded), so that one set of
+// users serves either.
+func channels(channel string, dir func(link.Config) string) []string {
+	return []string{"&" + dir(link.Config{Channel: channel}), "&" + dir(link.Config{Channel: channel, Sharded: true})}
 }
 
 // nodesUser is nodeUser for every node id at once: the user of one

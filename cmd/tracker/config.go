@@ -132,6 +132,8 @@ func loadConfig(environ []string) (Config, []string, error) {
 	if c.HubName == "" {
 		c.HubName = "hub-" + strings.ReplaceAll(c.NodeID, "{port}", "")
 	}
+	// On a Redis Cluster the link rides sharded pub/sub (see link.Config).
+	c.Link.Sharded = c.RedisCluster
 	if c.PeerLifetime == 0 {
 		c.PeerLifetime = (c.Tracker.Interval + c.Tracker.IntervalJitter) * 3 / 2
 	}

@@ -60,7 +60,11 @@ func (e *Endpoint) Publish(ctx context.Context, channel string, kind Kind, chang
 	if err != nil {
 		return err
 	}
-	if err := e.rdb.Publish(ctx, channel, b).Err(); err != nil {
+	publish := e.rdb.Publish
+	if e.cfg.Sharded {
+		publish = e.rdb.SPublish
+	}
+	if err := publish(ctx, channel, b).Err(); err != nil {
 		e.session.Store(NewSession())
 		e.seq.Store(0)
 		return err
@@ -113,7 +117,7 @@ type Listener struct {
 func (e *Endpoint) Listen(ctx context.Context, l Listener, channels ...string) {
 	first := true
 	for ctx.Err() == nil {
-		ps := subscribe(ctx, e.rdb, l.Down, channels...)
+		ps := subscribe(ctx, e.rdb, e.cfg.Sharded, l.Down, channels...)
 		if ps == nil {
 			return
 		}
@@ -156,13 +160,18 @@ func (e *Endpoint) receive(ctx context.Context, ps *redis.PubSub, subscribed tim
 	}
 }
 
-// subscribe subscribes to channels, retrying with backoff (100 ms doubling
-// to 5 s, each failure reported to failed) until it succeeds or ctx ends
-// (then it returns nil).
-func subscribe(ctx context.Context, rdb redis.UniversalClient, failed func(error), channels ...string) *redis.PubSub {
+// subscribe subscribes to channels (sharded: with SSUBSCRIBE, at the shard
+// that owns their slot), retrying with backoff (100 ms doubling to 5 s,
+// each failure reported to failed) until it succeeds or ctx ends (then it
+// returns nil).
+func subscribe(ctx context.Context, rdb redis.UniversalClient, sharded bool, failed func(error), channels ...string) *redis.PubSub {
 	backoff := 100 * time.Millisecond
+	sub := rdb.Subscribe
+	if sharded {
+		sub = rdb.SSubscribe
+	}
 	for ctx.Err() == nil {
-		ps := rdb.Subscribe(ctx, channels...)
+		ps := sub(ctx, channels...)
 		_, err := ps.Receive(ctx)
 		if err == nil {
 			return ps

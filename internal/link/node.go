@@ -44,6 +44,14 @@ type Config struct {
 	// MaxSkew is how far a message's timestamp may be from the receiver's
 	// clock; older ones are refused as stale.
 	MaxSkew time.Duration `env:"LINK_MAX_SKEW" envDefault:"30s"`
+	// Sharded carries the link on sharded pub/sub (SPUBLISH, SSUBSCRIBE;
+	// Redis 7), as it must on a Redis Cluster: each message goes to the
+	// one shard that owns the channel's slot, in the order it was sent,
+	// instead of being broadcast over the cluster bus to every node from
+	// whichever master the client picked. Both channels then carry the
+	// hash tag {<channel>}, so they live on one shard. Set from
+	// TRACKER_REDIS_CLUSTER, not by a variable of its own.
+	Sharded bool
 }
 
 // Enabled reports whether the link is on.
@@ -52,7 +60,7 @@ func (c Config) Enabled() bool { return c.Password != "" || c.Key != "" }
 // LogValue keeps the secret and the keys out of logs.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(slog.Bool("enabled", c.Enabled()), slog.Bool("node_key_only", c.Key != ""),
-		slog.String("channel", c.Channel), slog.Duration("heartbeat", c.Heartbeat))
+		slog.String("channel", c.Channel), slog.Bool("sharded", c.Sharded), slog.Duration("heartbeat", c.Heartbeat))
 }
 
 // Validate checks the settings; errors name the variable.
@@ -71,8 +79,8 @@ func (c Config) Validate() error {
 		if _, err := ParseHubKey(c.HubKey); err != nil {
 			return fmt.Errorf("TRACKER_LINK_HUB_KEY: %w", err)
 		}
-	case c.Channel == "" || len(c.Channel) > 128:
-		return errors.New("TRACKER_LINK_CHANNEL must be 1 to 128 characters")
+	case c.Channel == "" || len(c.Channel) > 128 || strings.ContainsAny(c.Channel, "{} \t\r\n*?[]"):
+		return errors.New("TRACKER_LINK_CHANNEL must be 1 to 128 characters, without braces, blanks or glob characters")
 	case c.Heartbeat < 50*time.Millisecond || c.Heartbeat > time.Minute:
 		return errors.New("TRACKER_LINK_HEARTBEAT must be from 50ms to 1m")
 	case c.Flush < 0 || c.Flush > time.Second:
@@ -85,9 +93,17 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// UpChannel and DownChannel name the two directions.
-func (c Config) UpChannel() string   { return c.Channel + ":up" }
-func (c Config) DownChannel() string { return c.Channel + ":down" }
+// UpChannel and DownChannel name the two directions: <channel>:up and
+// <channel>:down, or {<channel>}:up and {<channel>}:down when sharded.
+func (c Config) UpChannel() string   { return c.base() + ":up" }
+func (c Config) DownChannel() string { return c.base() + ":down" }
+
+func (c Config) base() string {
+	if c.Sharded {
+		return "{" + c.Channel + "}"
+	}
+	return c.Channel
+}
 
 // States of a node's link.
 const (

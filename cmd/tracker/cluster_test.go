@@ -30,9 +30,11 @@ var clusterSeq atomic.Int64
 // cluster is a hub and nodes, each run in-process exactly as main runs
 // them, on one real redis-server.
 type cluster struct {
-	t       testing.TB
-	redis   *redistest.Server
-	channel string
+	t        testing.TB
+	redis    *redistest.Server // nil on a Redis Cluster
+	redisURL string
+	env0     []string // what every process of this cluster gets first
+	channel  string
 	hub     *proc
 	nodes   map[string]*proc
 }
@@ -74,7 +76,21 @@ func startProc(t testing.TB, run func(context.Context, []string, io.Writer, chan
 
 func newCluster(t testing.TB, nodes ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, redis: redistest.Start(t), channel: fmt.Sprintf("tltest%d", clusterSeq.Add(1)), nodes: map[string]*proc{}}
+	r := redistest.Start(t)
+	c := &cluster{t: t, redis: r, redisURL: r.URL(), channel: fmt.Sprintf("tltest%d", clusterSeq.Add(1)), nodes: map[string]*proc{}}
+	c.startHub()
+	for _, n := range nodes {
+		c.startNode(n, testPassword)
+	}
+	return c
+}
+
+// newClusterOn is newCluster on a Redis Cluster, given every process of
+// it as a seed.
+func newClusterOn(t testing.TB, rc *redistest.Cluster, nodes ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, redisURL: rc.URL(), env0: []string{"TRACKER_REDIS_CLUSTER=true"},
+		channel: fmt.Sprintf("tltest%d", clusterSeq.Add(1)), nodes: map[string]*proc{}}
 	c.startHub()
 	for _, n := range nodes {
 		c.startNode(n, testPassword)
@@ -83,17 +99,17 @@ func newCluster(t testing.TB, nodes ...string) *cluster {
 }
 
 func (c *cluster) env(extra ...string) []string {
-	return append([]string{
+	return append(append(c.env0[:len(c.env0):len(c.env0)],
 		"TRACKER_HTTP_ADDR=127.0.0.1:0",
 		"TRACKER_UDP_ADDR=127.0.0.1:0",
-		"TRACKER_UDP_SECRET=" + testUDPSecret,
-		"TRACKER_REDIS_URL=" + c.redis.URL(),
-		"TRACKER_LINK_CHANNEL=" + c.channel,
+		"TRACKER_UDP_SECRET="+testUDPSecret,
+		"TRACKER_REDIS_URL="+c.redisURL,
+		"TRACKER_LINK_CHANNEL="+c.channel,
 		"TRACKER_LINK_HEARTBEAT=100ms",
 		"TRACKER_ADMIN_TOKEN=test-admin-token-123",
 		"TRACKER_LOG_LEVEL=info", // visible with TRACKLINK_TEST_LOGS=1
 		"TRACKER_LOG_FORMAT=text",
-	}, extra...)
+	), extra...)
 }
 
 func (c *cluster) startHub() {

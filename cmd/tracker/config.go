@@ -27,12 +27,17 @@ const envPrefix = "TRACKER_"
 // Config is the whole configuration of a node, read once from the
 // environment here and handed to each component as its own part.
 type Config struct {
-	NodeID        string        `env:"NODE_ID"`
-	RedisURL      string        `env:"REDIS_URL"`
-	RedisCluster  bool          `env:"REDIS_CLUSTER" envDefault:"false"`
-	RedisPrefix   string        `env:"REDIS_PREFIX" envDefault:"tl"`
-	RedisTimeout  time.Duration `env:"REDIS_TIMEOUT" envDefault:"1s"`
-	RedisPoolSize int           `env:"REDIS_POOL_SIZE" envDefault:"0"`
+	NodeID       string `env:"NODE_ID"`
+	RedisURL     string `env:"REDIS_URL"`
+	RedisCluster bool   `env:"REDIS_CLUSTER" envDefault:"false"`
+	// RedisClusterRefresh: how old the client's map of the cluster's slots
+	// may grow before it is read again (CLUSTER SLOTS, in the background):
+	// after a failover, the slots of the dead master are back this long
+	// after Redis promotes its replica.
+	RedisClusterRefresh time.Duration `env:"REDIS_CLUSTER_REFRESH" envDefault:"1s"`
+	RedisPrefix         string        `env:"REDIS_PREFIX" envDefault:"tl"`
+	RedisTimeout        time.Duration `env:"REDIS_TIMEOUT" envDefault:"1s"`
+	RedisPoolSize       int           `env:"REDIS_POOL_SIZE" envDefault:"0"`
 	// TLS of rediss:// URLs: the CA that signed Redis's certificate
 	// (default: the system's roots) and a client certificate for Redis's
 	// tls-auth-clients. PEM files.
@@ -82,6 +87,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("node_id", c.NodeID),
 		slog.String("redis", redactURL(c.RedisURL)),
 		slog.Bool("redis_cluster", c.RedisCluster),
+		slog.Duration("redis_cluster_refresh", c.RedisClusterRefresh),
 		slog.String("http_addr", c.HTTP.Addr),
 		slog.Any("udp", c.UDP),
 		slog.Duration("interval", c.Tracker.Interval),
@@ -163,6 +169,9 @@ func (c Config) validate() error {
 	}
 	if c.RedisCluster && c.RedisURL == "" {
 		return errors.New("TRACKER_REDIS_CLUSTER needs TRACKER_REDIS_URL")
+	}
+	if c.RedisClusterRefresh < 100*time.Millisecond || c.RedisClusterRefresh > time.Hour {
+		return errors.New("TRACKER_REDIS_CLUSTER_REFRESH must be from 100ms to 1h")
 	}
 	if c.RedisTimeout < time.Millisecond || c.RedisTimeout > time.Minute {
 		return errors.New("TRACKER_REDIS_TIMEOUT must be from 1ms to 1m")

@@ -265,6 +265,10 @@ func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
 			return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
 		}
 		boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
+		// A dead master sends no MOVED: without a short refresh its slots
+		// stay mapped to it for go-redis's default minute after Redis has
+		// promoted a replica.
+		o.ClusterStateReloadInterval = cfg.RedisClusterRefresh
 		if err := redisTLS(cfg, o.TLSConfig); err != nil {
 			return nil, err
 		}

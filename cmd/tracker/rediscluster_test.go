@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,4 +128,188 @@ func tryAnnounce(base, ih string, port, left int, event string) error {
 		return fmt.Errorf("%s: failure %v", u, fr)
 	}
 	return nil
+}
+
+// TestRedisClusterFailover: under announce load, the master that holds the
+// link's channels (and a third of the swarms) is killed (SIGKILL). Redis
+// promotes its replica; the nodes serve that master's swarms again, and
+// the link is up again, within Redis's promotion time + 5 s. Afterwards
+// every node converges exactly and no stopped peer comes back.
+func TestRedisClusterFailover(t *testing.T) {
+	rc := redistest.StartClusterN(t, 3, 1, time.Second)
+	names := []string{"node1", "node2"}
+	c := newClusterOn(t, rc, names...)
+	c.waitLinked(names...)
+	ctx := context.Background()
+	admin := rc.Masters[1].Client(t)
+
+	// The victim: the master of the link's channels.
+	slot, err := admin.ClusterKeySlot(ctx, "{"+c.channel+"}:up").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := int(slot) * len(rc.Masters) / 16384
+	if victim == len(rc.Masters) {
+		victim--
+	}
+	const torrents = 30
+	hashes := make([]string, torrents)
+	onVictim := map[string]bool{}
+	for i := range hashes {
+		hashes[i] = fmt.Sprintf("failover-torrent-%03d", i)
+		s, err := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node1:%x}:l", hashes[i])).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner := min(int(s)*len(rc.Masters)/16384, len(rc.Masters)-1)
+		onVictim[hashes[i]] = owner == victim
+	}
+
+	// Load: four clients announcing at node1 until told to stop (at most
+	// a minute), each result kept with its time.
+	type result struct {
+		at  time.Time
+		ok  bool
+		err error
+	}
+	var mu sync.Mutex
+	results := map[string][]result{} // torrent -> results
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deadline := time.Now().Add(time.Minute)
+			for k := 0; time.Now().Before(deadline); k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ih := hashes[(w+4*k)%torrents]
+				err := tryAnnounce(c.nodes["node1"].url, ih, 20000+w*1000+k%500, 100, "started")
+				mu.Lock()
+				results[ih] = append(results[ih], result{time.Now(), err == nil, err})
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	killed := time.Now()
+	rc.Masters[victim].Stop()
+
+	// Redis's own promotion: the replica reports itself master. Meanwhile
+	// node1's link state: when it went down, and when it came back up.
+	replica := rc.Replicas[victim][0].Client(t)
+	var linkDown, linkBack time.Duration
+	watchLink := func() {
+		switch st := linkState(c.nodes["node1"].url); {
+		case st != "up" && linkDown == 0:
+			linkDown = time.Since(killed)
+		case st == "up" && linkDown != 0 && linkBack == 0:
+			linkBack = time.Since(killed)
+		}
+	}
+	promoted := eventually(t, 30*time.Second, "replica promoted", func() bool {
+		watchLink()
+		info, err := replica.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "role:master")
+	})
+	eventually(t, promoted+10*time.Second, "link down and up again", func() bool {
+		watchLink()
+		return linkBack != 0
+	})
+	time.Sleep(promoted + 6*time.Second - time.Since(killed))
+	close(stop)
+	wg.Wait()
+
+	// The service gap of the victim's swarms: from the kill to the last
+	// failed announce.
+	var lastFail time.Time
+	fails, total := 0, 0
+	for ih, rs := range results {
+		for _, r := range rs {
+			total++
+			if !r.ok {
+				fails++
+				if !onVictim[ih] {
+					t.Errorf("announce on %s (not on the killed master) failed at %s: %v", ih, r.at.Sub(killed), r.err)
+				} else if r.at.After(lastFail) {
+					lastFail = r.at
+				}
+			}
+		}
+	}
+	gap := time.Duration(0)
+	if !lastFail.IsZero() {
+		gap = lastFail.Sub(killed)
+	}
+	t.Logf("promotion %s after the kill; the killed master's swarms failed until %s after it (%d of %d announces failed); node1's link down at %s, up at %s",
+		promoted.Round(time.Millisecond), gap.Round(time.Millisecond), fails, total, linkDown.Round(time.Millisecond), linkBack.Round(time.Millisecond))
+	if gap > promoted+5*time.Second || linkBack > promoted+5*time.Second {
+		t.Fatalf("service gap %s, link back at %s: more than Redis's promotion (%s) + 5s", gap, linkBack, promoted)
+	}
+	for ih, rs := range results {
+		if !rs[len(rs)-1].ok {
+			t.Fatalf("%s still failing at the end", ih)
+		}
+	}
+	c.waitLinked(names...)
+
+	// Converged, and stops stay stopped, on the promoted replica too.
+	for k := range 20 {
+		ih := hashes[k%torrents]
+		if err := tryAnnounce(c.nodes["node2"].url, ih, 30000+k, 100, "started"); err != nil {
+			t.Fatal(err)
+		}
+		if err := tryAnnounce(c.nodes["node2"].url, ih, 30000+k, 100, "stopped"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]int64{}
+	for _, ih := range hashes {
+		want[ih] = scrapeOrZero(c.nodes["node1"].url, ih).leechers
+	}
+	eventually(t, 10*time.Second, "both nodes exact", func() bool {
+		for _, ih := range hashes {
+			if scrapeOrZero(c.nodes["node2"].url, ih).leechers != want[ih] || scrapeOrZero(c.nodes["node1"].url, ih).leechers != want[ih] {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ih := range hashes {
+		if want[ih] == 0 || want[ih] > 500*4 {
+			t.Fatalf("%s: %d leechers", ih, want[ih])
+		}
+	}
+
+	// A node whose first seed is the dead master starts from the others.
+	seeds := rc.Masters[victim].URL() + "?addr=" + rc.Masters[(victim+1)%len(rc.Masters)].Addr() + "&addr=" + rc.Replicas[victim][0].Addr()
+	c.nodes["node3"] = startProc(t, runNode, c.env("TRACKER_NODE_ID=node3", "TRACKER_LINK_PASSWORD="+testPassword, "TRACKER_REDIS_URL="+seeds))
+	c.waitLinked("node1", "node2", "node3")
+	eventually(t, 10*time.Second, "node3 converged", func() bool {
+		for _, ih := range hashes {
+			if scrapeOrZero(c.nodes["node3"].url, ih).leechers != want[ih] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// linkState is a node's link state from /link/status ("" if unreadable).
+func linkState(base string) string {
+	resp, err := http.Get(base + "/link/status")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var st struct {
+		State string `json:"state"`
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	return st.State
 }

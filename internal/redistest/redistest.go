@@ -355,7 +355,7 @@ func startCluster(root string, masters, replicas int, nodeTimeout time.Duration)
 		}
 		s, err := start(dir, []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			"--cluster-port", strconv.Itoa(bus), "--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
-			"--cluster-replica-validity-factor", "0"})
+			"--cluster-replica-validity-factor", "0", "--cluster-require-full-coverage", "no"})
 		if err != nil {
 			return fail(err)
 		}

@@ -35,8 +35,8 @@ type cluster struct {
 	redisURL string
 	env0     []string // what every process of this cluster gets first
 	channel  string
-	hub     *proc
-	nodes   map[string]*proc
+	hub      *proc
+	nodes    map[string]*proc
 }
 
 type proc struct {

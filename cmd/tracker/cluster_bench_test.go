@@ -123,7 +123,7 @@ func BenchmarkResync100k(b *testing.B) {
 				cs[j] = bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.ChangeOp(1 + j%2), Seen: now, Peer: string([]byte{10, byte(n >> 16), byte(n >> 8), byte(n), 0x1a, 0xe1})}
 			}
 			ts = append(ts, redisstore.Target{Node: "node1", Changes: cs})
-			idx.ZAdd(ctx, redisstore.IndexKey("tl", "node1"), redis.Z{Score: float64(now), Member: string(ih[:])})
+			idx.ZAdd(ctx, redisstore.IndexKey("tl", "node1", ih), redis.Z{Score: float64(now), Member: string(ih[:])})
 			if len(ts) == 500 {
 				if _, err := relay.Apply(ctx, ts); err != nil {
 					b.Fatal(err)

@@ -126,7 +126,9 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if cfg.Link.Enabled() {
 		linkRDB := rdb
 		if cfg.linkRedisURL() != cfg.RedisURL {
-			c, err := newRedisClient(cfg.linkRedisURL(), Config{RedisTimeout: cfg.RedisTimeout, RedisCAFile: cfg.RedisCAFile, RedisCertFile: cfg.RedisCertFile, RedisKeyFile: cfg.RedisKeyFile})
+			// The same kind of Redis as the store's (a Redis Cluster or
+			// not), as the hub has it.
+			c, err := newRedisClient(cfg.linkRedisURL(), cfg)
 			if err != nil {
 				return fmt.Errorf("TRACKER_LINK_REDIS_URL: %w", err)
 			}
@@ -264,7 +266,7 @@ func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
 		}
-		boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
+		boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.PoolSize)
 		// A dead master sends no MOVED: without a short refresh its slots
 		// stay mapped to it for go-redis's default minute after Redis has
 		// promoted a replica.
@@ -278,7 +280,7 @@ func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
 	}
-	boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
+	boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.PoolSize)
 	if err := redisTLS(cfg, o.TLSConfig); err != nil {
 		return nil, err
 	}
@@ -316,9 +318,14 @@ func redisTLS(cfg Config, t *tls.Config) error {
 }
 
 // boundRedis sets the client's timeouts, retries and pool size.
-func boundRedis(cfg Config, dial, read, write, pool *time.Duration, retries, size *int) {
+func boundRedis(cfg Config, dial, read, write, pool *time.Duration, retries, dialRetries, size *int) {
 	*dial, *read, *write, *pool = cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout
 	*retries = 1
+	// One dial per attempt, not go-redis's five 100 ms apart: a refused
+	// dial (a dead Redis Cluster master) then costs milliseconds, and a
+	// pipeline that spans shards answers for the live ones instead of
+	// running out of time and failing whole.
+	*dialRetries = 1
 	if cfg.RedisPoolSize > 0 {
 		*size = cfg.RedisPoolSize
 	}

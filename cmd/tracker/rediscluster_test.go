@@ -14,6 +14,8 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/redistest"
 )
 
@@ -312,4 +314,125 @@ func linkState(base string) string {
 	}
 	json.NewDecoder(resp.Body).Decode(&st)
 	return st.State
+}
+
+// TestRedisClusterShardDown: a master with no replica dies for good (the
+// link's channels live elsewhere). A scrape answers for the swarms that
+// are reachable, leaves the others out and says so; the link keeps
+// relaying; a resync repairs what it can reach, reports the rest as
+// failed and is retried.
+func TestRedisClusterShardDown(t *testing.T) {
+	rc := redistest.StartClusterN(t, 3, 0, time.Second)
+	names := []string{"node1", "node2"}
+	c := newClusterOn(t, rc, names...)
+	c.waitLinked(names...)
+	ctx := context.Background()
+	admin := rc.Masters[0].Client(t)
+	owner := func(key string) int {
+		s, err := admin.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return min(int(s)*len(rc.Masters)/16384, len(rc.Masters)-1)
+	}
+	victim := (owner("{"+c.channel+"}:up") + 1) % len(rc.Masters)
+	const torrents = 12
+	var up, down []string
+	for i := 0; len(up) < torrents || len(down) < 2; i++ {
+		ih := fmt.Sprintf("%c-shard-down-%07d", 'a'+i%redisstore.IndexParts, i)
+		if owner(fmt.Sprintf("tl:{node2:%x}:l", ih)) == victim {
+			down = append(down, ih)
+		} else if len(up) < torrents {
+			up = append(up, ih)
+		}
+	}
+	all := append(append([]string(nil), up...), down[:2]...)
+	for k, ih := range all {
+		if err := tryAnnounce(c.nodes["node1"].url, ih, 40000+k, 100, "started"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "converged", func() bool {
+		for _, ih := range all {
+			if scrapeOrZero(c.nodes["node2"].url, ih).leechers != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	rc.Masters[victim].Stop()
+
+	// One scrape of every torrent: the reachable ones answered, the
+	// others left out with a warning.
+	q := ""
+	for _, ih := range all {
+		q += "&info_hash=" + url.QueryEscape(ih)
+	}
+	var m map[string]any
+	var last string
+	defer func() {
+		if t.Failed() {
+			t.Logf("last scrape answer: %q", last)
+		}
+	}()
+	eventually(t, 5*time.Second, "a partial scrape", func() bool {
+		resp, err := http.Get(c.nodes["node2"].url + "/scrape?" + q[1:])
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		m = nil
+		last = string(b)
+		return bencode.Unmarshal(b, &m) == nil && m["warning message"] != nil
+	})
+	files, _ := m["files"].(map[string]any)
+	if len(files) != len(up) {
+		t.Fatalf("scrape answered %d torrents, want the %d reachable ones: %v", len(files), len(up), m)
+	}
+	for _, ih := range up {
+		if f, _ := files[ih].(map[string]any); f == nil || f["incomplete"] != int64(1) {
+			t.Fatalf("%s: %v", ih, files[ih])
+		}
+	}
+	t.Logf("partial scrape: %d answered, warning %q", len(files), m["warning message"])
+
+	// The link still relays the reachable swarms.
+	if err := tryAnnounce(c.nodes["node1"].url, up[0], 41000, 100, "started"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "relayed with a shard down", func() bool { return scrapeOrZero(c.nodes["node2"].url, up[0]).leechers == 2 })
+
+	// node2 loses a reachable swarm whose copy at node1 and part of
+	// node1's index are reachable too (as if relays were missed); a resync
+	// restores it though other swarms and parts cannot be read, and says
+	// it failed.
+	lost := ""
+	for _, ih := range up[1:] {
+		var h bittorrent.InfoHash
+		copy(h[:], ih)
+		if owner(redisstore.IndexKey("tl", "node1", h)) != victim && owner(fmt.Sprintf("tl:{node1:%x}:l", ih)) != victim {
+			lost = ih
+			break
+		}
+	}
+	if lost == "" {
+		t.Fatal("no torrent with its index part on a live shard")
+	}
+	rdb := rc.Client(t)
+	if err := rdb.Del(ctx, fmt.Sprintf("tl:{node2:%x}:l", lost)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	failures := hubCounter(t, c.hub.url, "hub_resync_failures_total")
+	req, _ := http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
+	req.Header.Set("Authorization", "Bearer test-admin-token-123")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("hub reset: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	eventually(t, 10*time.Second, "the reachable swarm repaired", func() bool { return scrapeOrZero(c.nodes["node2"].url, lost).leechers == 1 })
+	eventually(t, 10*time.Second, "the resync reported incomplete", func() bool {
+		return hubCounter(t, c.hub.url, "hub_resync_failures_total") > failures
+	})
 }

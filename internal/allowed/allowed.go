@@ -277,8 +277,12 @@ func NewCarrier(rdb redis.UniversalClient, prefix string, refresh time.Duration)
 	return &Carrier{rdb: rdb, prefix: prefix, refresh: refresh, nodes: map[string]*nodeSet{}}
 }
 
-// Carries implements the hub's Carrier. On a Redis error it says no: a
-// relay dropped now is repaired by the next resync; one stored wrongly is not.
+// Carries implements the hub's Carrier. When a node's set cannot be read
+// (its Redis Cluster shard down), the set last read stands, and with none
+// it says no: a relay dropped now is repaired by the next resync; one
+// stored wrongly is not. Either way the set is read again no sooner than
+// refresh, so an unreachable node costs one failed read per refresh, not
+// one per relay.
 func (c *Carrier) Carries(ctx context.Context, node string, ih bittorrent.InfoHash) bool {
 	c.mu.Lock()
 	ns := c.nodes[node]
@@ -286,7 +290,11 @@ func (c *Carrier) Carries(ctx context.Context, node string, ih bittorrent.InfoHa
 	if ns == nil || time.Since(ns.fetched) > c.refresh {
 		fresh, err := c.fetch(ctx, node)
 		if err != nil {
-			return false
+			fresh = &nodeSet{hashes: map[string]bool{}}
+			if ns != nil {
+				fresh.all, fresh.hashes = ns.all, ns.hashes
+			}
+			fresh.fetched = time.Now()
 		}
 		c.mu.Lock()
 		c.nodes[node] = fresh

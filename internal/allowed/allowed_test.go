@@ -122,3 +122,27 @@ func TestSharerCopiesValidOffersAndRefusesInvalid(t *testing.T) {
 		t.Fatal("copied to a node that carries the torrent or does not accept shares")
 	}
 }
+
+// TestCarrierKeepsLastSetWhenUnreadable: when a node's set cannot be read
+// (its Redis down), the set last read stands; a node never read carries
+// nothing.
+func TestCarrierKeepsLastSetWhenUnreadable(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	in, out := bittorrent.InfoHash{1}, bittorrent.InfoHash{2}
+	rdb.Set(ctx, redisstore.AllowedModeKey("carry", "a"), "1", time.Minute)
+	rdb.SAdd(ctx, redisstore.AllowedKey("carry", "a"), string(in[:]))
+	c := NewCarrier(rdb, "carry", time.Millisecond)
+	if !c.Carries(ctx, "a", in) || c.Carries(ctx, "a", out) {
+		t.Fatal("set read wrong")
+	}
+	srv.Stop()
+	time.Sleep(5 * time.Millisecond) // past refresh: read again, and fail
+	if !c.Carries(ctx, "a", in) || c.Carries(ctx, "a", out) {
+		t.Fatal("the last set read does not stand while Redis is down")
+	}
+	if c.Carries(ctx, "b", in) {
+		t.Fatal("a node never read carries a torrent")
+	}
+}

@@ -109,6 +109,8 @@ func NewSharer(rdb redis.UniversalClient, prefix string) *Sharer {
 // Share copies every torrent offered by one of nodes into the inbox of each
 // accepting node that neither carries it nor has it waiting. It returns how
 // many it copied. Invalid metainfo is counted by refused and not copied.
+// A node that cannot be read or written now is skipped, and the first
+// such error returned after the rest was done.
 func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -118,6 +120,12 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 	}
 	states := map[string]state{}
 	offered := map[string]string{} // hex ih -> node that offers it
+	var first error
+	failed := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
 	for _, n := range nodes {
 		pipe := sh.rdb.Pipeline()
 		acc := pipe.Exists(ctx, redisstore.AcceptKey(sh.prefix, n))
@@ -125,7 +133,10 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 		cat := pipe.HKeys(ctx, redisstore.CatalogKey(sh.prefix, n))
 		inbox := pipe.HKeys(ctx, redisstore.InboxKey(sh.prefix, n))
 		if _, err := pipe.Exec(ctx); err != nil {
-			return 0, fmt.Errorf("share: read %s: %w", n, err)
+			// Unreadable now (its shard down): neither offers nor
+			// receives this time; the next resync tries again.
+			failed(fmt.Errorf("share: read %s: %w", n, err))
+			continue
 		}
 		st := state{accept: acc.Val() == 1, carried: map[string]bool{}}
 		for _, m := range carried.Val() {
@@ -143,14 +154,15 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 	for ih, from := range offered {
 		var body []byte
 		for _, n := range nodes {
-			st := states[n]
-			if !st.accept || st.carried[ih] {
+			st, ok := states[n]
+			if !ok || !st.accept || st.carried[ih] {
 				continue
 			}
 			if body == nil {
 				b, err := sh.rdb.HGet(ctx, redisstore.CatalogKey(sh.prefix, from), ih).Bytes()
 				if err != nil {
-					return copied, err
+					failed(err)
+					break
 				}
 				if _, err := torrentfile.Parse(b); err != nil {
 					if refused != nil {
@@ -161,10 +173,11 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 				body = b
 			}
 			if err := sh.rdb.HSet(ctx, redisstore.InboxKey(sh.prefix, n), ih, body).Err(); err != nil {
-				return copied, err
+				failed(err)
+				continue
 			}
 			copied++
 		}
 	}
-	return copied, nil
+	return copied, first
 }

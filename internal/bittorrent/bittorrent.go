@@ -256,6 +256,9 @@ type Scrape struct {
 	// Downloaders are the leechers that are not partial seeds (BEP 21);
 	// Incomplete - Downloaders is the number of partial seeds.
 	Downloaders int
+	// Unavailable: the store could not be read for this swarm now (under
+	// Redis Cluster, its shard is down); the counts are not known.
+	Unavailable bool
 }
 
 // ClientError is the only kind of error a client may see: its text becomes

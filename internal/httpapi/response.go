@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -33,6 +34,10 @@ type dictPeer struct {
 
 type scrapeResponse struct {
 	Files map[string]scrapeFile `bencode:"files"`
+	// Warning says that some torrents asked for are left out of files
+	// because the store could not be read for them now (BEP 48: a hash
+	// absent from files has no data).
+	Warning string `bencode:"warning message,omitempty"`
 }
 
 // scrapeFile is BEP 48's entry, with BEP 21's downloaders (the leechers
@@ -90,8 +95,16 @@ func writeAnnounce(w http.ResponseWriter, req *bittorrent.AnnounceRequest, res *
 
 func writeScrape(w http.ResponseWriter, res []bittorrent.Scrape) {
 	resp := scrapeResponse{Files: make(map[string]scrapeFile, len(res))}
+	missing := 0
 	for _, s := range res {
+		if s.Unavailable {
+			missing++
+			continue
+		}
 		resp.Files[string(s.InfoHash[:])] = scrapeFile{Complete: s.Complete, Downloaded: s.Downloaded, Downloaders: s.Downloaders, Incomplete: s.Incomplete}
+	}
+	if missing > 0 {
+		resp.Warning = fmt.Sprintf("%d of the torrents asked for are unavailable now and left out; try again later", missing)
 	}
 	writeBencode(w, resp)
 }

@@ -143,7 +143,7 @@ type procState struct {
 type metrics struct {
 	rejected, resyncReq *prometheus.CounterVec
 	relayed, dropped    prometheus.Counter
-	late                prometheus.Counter
+	late, resyncFailed  prometheus.Counter
 	resyncs, splits     prometheus.Counter
 	shared, refused     prometheus.Counter
 	lag, resyncDuration prometheus.Histogram
@@ -183,6 +183,8 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_late_messages_total",
 			Help: "Messages that arrived after a later one of the same process (within the reorder window) and were applied."}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_resyncs_total", Help: "Resyncs run."}),
+		resyncFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_resync_failures_total",
+			Help: "Resyncs that could not read or write everything (what was reachable was applied); each is retried a second later."}),
 		splits:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_splits_total", Help: "Soft splits of the hub's own subscription, healed."}),
 		shared:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_torrents_total", Help: "Torrents copied to nodes that accept shared torrents."}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_refused_total", Help: "Offered torrents refused as invalid."}),
@@ -190,7 +192,7 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5}}),
 		resyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_resync_seconds", Help: "Duration of resyncs.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 	}
-	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.late, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration)
+	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.late, h.m.resyncFailed, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration)
 	return h, nil
 }
 
@@ -594,7 +596,8 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			h.log.Error("resync failed; retrying", "err", err)
+			h.m.resyncFailed.Inc()
+			h.errLog.Log(slog.LevelError, "resync incomplete; retrying in 1s", "changes_applied", n, "err", err)
 			select {
 			case <-ctx.Done():
 				return
@@ -628,11 +631,20 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 	if len(nodes) < 2 {
 		return 0, nil
 	}
+	// What cannot be read or written now (a Redis Cluster shard down, a
+	// timeout) is skipped and the resync goes on with the rest; the first
+	// error is returned, so the whole resync is retried.
+	var firstErr error
+	failed := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
 	if h.cfg.Sharer != nil {
 		n, err := h.cfg.Sharer.Share(ctx, nodes, h.m.refused.Inc)
 		h.m.shared.Add(float64(n))
 		if err != nil {
-			return 0, err
+			failed(err)
 		}
 	}
 	seen := map[bittorrent.InfoHash]bool{}
@@ -640,7 +652,7 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 	for _, n := range nodes {
 		ihs, err := h.relay.Indexed(ctx, n)
 		if err != nil {
-			return 0, err
+			failed(err)
 		}
 		for _, ih := range ihs {
 			if !seen[ih] {
@@ -650,7 +662,7 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 		}
 	}
 	applied := 0
-	for start := 0; start < len(torrents); start += resyncBatch {
+	for start := 0; start < len(torrents) && ctx.Err() == nil; start += resyncBatch {
 		batch := torrents[start:min(start+resyncBatch, len(torrents))]
 		union := make([]map[string]bittorrent.PeerChange, len(batch))
 		for i := range union {
@@ -659,7 +671,7 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 		for _, n := range nodes {
 			swarms, err := h.relay.Swarms(ctx, n, batch)
 			if err != nil {
-				return applied, err
+				failed(err)
 			}
 			for i, cs := range swarms {
 				for _, c := range cs {
@@ -690,10 +702,13 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 		n, err := h.relay.Apply(ctx, ts)
 		applied += n
 		if err != nil {
-			return applied, err
+			failed(err)
 		}
 	}
-	return applied, nil
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return applied, firstErr
 }
 
 // Status is the hub's JSON status.

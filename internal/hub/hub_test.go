@@ -435,7 +435,7 @@ func TestResyncKeepsStopsStopped(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rdb.ZAdd(ctx, redisstore.IndexKey(scfg.Prefix, node), redis.Z{Score: float64(a.Change.Seen), Member: string(ih[:])})
+		rdb.ZAdd(ctx, redisstore.IndexKey(scfg.Prefix, node, ih), redis.Z{Score: float64(a.Change.Seen), Member: string(ih[:])})
 		return a.Change
 	}
 	gone, back := announce("a", 1, bittorrent.Started), announce("a", 2, bittorrent.Started)

@@ -275,23 +275,32 @@ func (n *Node) publish(ctx context.Context) {
 		defer cancel()
 		if len(changes) > 0 {
 			// The swarm index lets the hub resync without scanning keys.
-			// One variadic ZADD a batch, of the torrents not refreshed
-			// within IndexRefresh.
+			// One variadic ZADD a batch per part of the index, in one
+			// pipeline, of the torrents not refreshed within IndexRefresh.
 			if len(n.indexed) >= maxIndexed {
 				clear(n.indexed)
 			}
-			var zs []redis.Z
+			parts := map[string][]redis.Z{}
 			for _, c := range changes {
 				if c.Seen-n.indexed[c.InfoHash] >= IndexRefresh.Milliseconds() {
 					n.indexed[c.InfoHash] = c.Seen
-					zs = append(zs, redis.Z{Score: float64(c.Seen), Member: string(c.InfoHash[:])})
+					key := redisstore.IndexKey(n.prefix, n.id, c.InfoHash)
+					parts[key] = append(parts[key], redis.Z{Score: float64(c.Seen), Member: string(c.InfoHash[:])})
 				}
 			}
-			if len(zs) > 0 {
-				if err := n.store.ZAdd(pctx, redisstore.IndexKey(n.prefix, n.id), zs...).Err(); err != nil {
-					n.errLog.Log(slog.LevelWarn, "link index write failed", "err", err)
-					for _, z := range zs {
-						delete(n.indexed, bittorrent.InfoHash([]byte(z.Member.(string))))
+			if len(parts) > 0 {
+				pipe := n.store.Pipeline()
+				adds := map[string]*redis.IntCmd{}
+				for key, zs := range parts {
+					adds[key] = pipe.ZAdd(pctx, key, zs...)
+				}
+				pipe.Exec(pctx) // per-part errors are read below
+				for key, add := range adds {
+					if err := add.Err(); err != nil {
+						n.errLog.Log(slog.LevelWarn, "link index write failed", "err", err)
+						for _, z := range parts[key] {
+							delete(n.indexed, bittorrent.InfoHash([]byte(z.Member.(string))))
+						}
 					}
 				}
 			}

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"encoding/hex"
 	"fmt"
+	"strconv"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
@@ -86,9 +87,31 @@ func LinkProcsKey(channel string) string { return channel + ":procs" }
 // The keys of a node that are not per swarm, all in the node's hash tag
 // {<node>:...} so that a node's ACL user may be limited to its keyspace.
 
-// IndexKey is a node's swarm index (sorted set of info hashes, score = the
-// last time the node saw a change in the swarm), for resyncs.
-func IndexKey(prefix, node string) string { return prefix + ":{" + node + ":swarms}" }
+// IndexParts is how many keys a node's swarm index is split into (by the
+// info hash's first byte), so that under Redis Cluster it spreads over the
+// shards: no single hot key, and a shard that is down hides only its part
+// of the index from a resync.
+const IndexParts = 16
+
+// IndexKey is the part of a node's swarm index (sorted set of info hashes,
+// score = the last time the node saw a change in the swarm) that holds ih,
+// for resyncs: <prefix>:{<node>:swarms:<0-f>}.
+func IndexKey(prefix, node string, ih bittorrent.InfoHash) string {
+	return indexKey(prefix, node, int(ih[0])%IndexParts)
+}
+
+// IndexKeys are every part of a node's swarm index.
+func IndexKeys(prefix, node string) []string {
+	out := make([]string, IndexParts)
+	for i := range out {
+		out[i] = indexKey(prefix, node, i)
+	}
+	return out
+}
+
+func indexKey(prefix, node string, part int) string {
+	return prefix + ":{" + node + ":swarms:" + strconv.FormatInt(int64(part), 16) + "}"
+}
 
 // AllowedKey is the set of info hashes a node carries (allowed-torrents mode).
 func AllowedKey(prefix, node string) string { return prefix + ":{" + node + ":allowed}" }

@@ -106,15 +106,18 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 		cmds = build(pipe, true)
 		pipe.Exec(ctx)
 	}
+	// A call that failed (its shard down, a timeout) does not undo the
+	// others: each is counted or reported on its own.
 	applied := 0
+	var first error
 	for _, c := range cmds {
 		n, err := c.Int()
-		if err != nil {
-			return applied, fmt.Errorf("relay apply: %w", err)
+		if err != nil && first == nil {
+			first = fmt.Errorf("relay apply: %w", err)
 		}
 		applied += n
 	}
-	return applied, nil
+	return applied, first
 }
 
 func anyNoScript(cmds []*redis.Cmd) bool {
@@ -128,7 +131,8 @@ func anyNoScript(cmds []*redis.Cmd) bool {
 
 // Swarms returns the live peers and the stops (tombstones) within the peer
 // lifetime of some of one node's swarms as changes (seen = their score), in
-// one round trip, for a resync.
+// one round trip, for a resync. With an error, the swarms that were read
+// are returned too (the others empty).
 func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
 	ks, err := NewKeyspace(r.prefix, node)
 	if err != nil {
@@ -150,26 +154,35 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 			cmds[i][j] = pipe.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: min, Max: "+inf"})
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("relay read swarms: %w", err)
-	}
+	pipe.Exec(ctx) // per-command errors are read below
+	// A swarm that could not be read whole (its shard down, a timeout) is
+	// left out, and the first error returned with what was read.
 	out := make([][]bittorrent.PeerChange, len(hashes))
+	var first error
+swarms:
 	for i, ih := range hashes {
 		var cs []bittorrent.PeerChange
 		for j, op := range classes {
-			for _, z := range cmds[i][j].Val() {
+			zs, err := cmds[i][j].Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				if first == nil {
+					first = fmt.Errorf("relay read swarms: %w", err)
+				}
+				continue swarms
+			}
+			for _, z := range zs {
 				cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: op, Seen: int64(z.Score), Peer: z.Member.(string)})
 			}
 		}
 		out[i] = cs
 	}
-	return out, nil
+	return out, first
 }
 
-// The key of a node's swarm index (IndexKey, in keys.go) is a sorted set of the info
+// A node's swarm index (IndexKeys, in keys.go: IndexParts sorted sets) holds the info
 // hashes its peers announced, score = last local announce (unix ms). The node's link
 // publisher keeps it (off the announce path); the hub reads it to resync
-// without scanning keys. Its hash tag starts with the node id so that one
+// without scanning keys. Its hash tags start with the node id so that one
 // ACL key pattern, <prefix>:{<node>:*, covers a node's whole keyspace.
 
 // indexSlack is how much longer than the peer lifetime an index entry
@@ -185,9 +198,23 @@ const indexPage = 1000
 // lifetime (plus the refresh slack), trimming older entries. It reads the
 // index in pages (ZSCAN: every entry present for the whole read is
 // returned, entries refreshed meanwhile included), each call bounded by the
-// timeout.
+// timeout. A part that cannot be read (its shard down) is skipped: the
+// others are returned with the first error.
 func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHash, error) {
-	key := IndexKey(r.prefix, node)
+	var out []bittorrent.InfoHash
+	var first error
+	for _, key := range IndexKeys(r.prefix, node) {
+		ihs, err := r.indexPart(ctx, key)
+		if err != nil && first == nil {
+			first = err
+		}
+		out = append(out, ihs...)
+	}
+	return out, first
+}
+
+// indexPart reads one part of an index (see Indexed).
+func (r *Relayer) indexPart(ctx context.Context, key string) ([]bittorrent.InfoHash, error) {
 	cutoff := r.now().UnixMilli() - r.lifetimeMs - indexSlack.Milliseconds()
 	tctx, cancel := context.WithTimeout(ctx, r.timeout)
 	err := r.rdb.ZRemRangeByScore(tctx, key, "-inf", strconv.FormatInt(cutoff, 10)).Err()

@@ -8,12 +8,14 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	_ "embed"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -449,7 +451,9 @@ func decodeAnnounce(r callResult, self string, numWant int) bittorrent.AnnounceR
 
 // Scrape returns the counts of each swarm, in one round trip (a pipeline;
 // under Redis Cluster, one per Redis node involved). Expired peers are not
-// counted even when no write has trimmed them yet.
+// counted even when no write has trimmed them yet. When some swarms could
+// not be read, it returns the answer with those marked Unavailable and an
+// error; when none could, only the error.
 func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -469,15 +473,25 @@ func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bit
 			completed: pipe.Get(ctx, k.Completed),
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("store scrape: %w", err)
-	}
+	pipe.Exec(ctx) // per-command errors are read below
+	// A swarm that cannot be read now (under Redis Cluster: its shard is
+	// down) is marked unavailable; the others are answered. Only when none
+	// could be read is the scrape an error.
 	out := make([]bittorrent.Scrape, len(hashes))
+	var first error
 	for i, ih := range hashes {
 		c := cs[i]
 		done, err := c.completed.Int64()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("store scrape: completed counter: %w", err)
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		for _, e := range []error{c.seeders.Err(), c.leechers.Err(), c.partial.Err()} {
+			err = cmp.Or(err, e)
+		}
+		if err != nil {
+			first = cmp.Or(first, err)
+			out[i] = bittorrent.Scrape{InfoHash: ih, Unavailable: true}
+			continue
 		}
 		out[i] = bittorrent.Scrape{
 			InfoHash:    ih,
@@ -487,5 +501,11 @@ func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bit
 			Downloaders: int(c.leechers.Val()),
 		}
 	}
-	return out, nil
+	switch {
+	case first == nil:
+		return out, nil
+	case !slices.ContainsFunc(out, func(s bittorrent.Scrape) bool { return !s.Unavailable }):
+		return nil, fmt.Errorf("store scrape: %w", first)
+	}
+	return out, fmt.Errorf("store scrape, partly: %w", first)
 }

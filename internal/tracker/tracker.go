@@ -297,7 +297,9 @@ func (s *Service) answer(req *bittorrent.AnnounceRequest, res bittorrent.Announc
 }
 
 // Scrape returns the counts of each swarm, in the order asked. Errors are
-// as Announce's.
+// as Announce's. Swarms the store could not read now are marked
+// Unavailable (the failure is counted and logged as the store's); only
+// when none could be read is the scrape an error.
 func (s *Service) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
 	if s.opts.Gate != nil {
 		for _, ih := range hashes {
@@ -308,7 +310,10 @@ func (s *Service) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]b
 	}
 	res, err := s.store.Scrape(ctx, hashes)
 	if err != nil {
-		return nil, s.storeFailed(ctx, "scrape", err)
+		err = s.storeFailed(ctx, "scrape", err)
+		if res == nil || !errors.Is(err, ErrUnavailable) {
+			return nil, err
+		}
 	}
 	return res, nil
 }

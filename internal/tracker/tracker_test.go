@@ -21,6 +21,9 @@ type fakeStore struct {
 	batchWant []int
 	err       error
 	scraped   []bittorrent.InfoHash
+	// unavailable marks the first scraped hash unreadable, with err (as
+	// a Redis Cluster with a shard down answers).
+	unavailable bool
 }
 
 func (f *fakeStore) Announce(_ context.Context, _ *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
@@ -40,7 +43,11 @@ func (f *fakeStore) AnnounceBatch(ctx context.Context, reqs []*bittorrent.Announ
 
 func (f *fakeStore) Scrape(_ context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
 	f.scraped = hashes
-	return make([]bittorrent.Scrape, len(hashes)), f.err
+	out := make([]bittorrent.Scrape, len(hashes))
+	if f.unavailable {
+		out[0].Unavailable = true
+	}
+	return out, f.err
 }
 
 func (f *fakeStore) Ping(context.Context) error { return f.err }
@@ -181,4 +188,32 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}
+}
+
+// TestPartialScrape: swarms the store could not read are marked, the rest
+// answered; the failure is the store's, counted; when nothing could be
+// read, the scrape fails.
+func TestPartialScrape(t *testing.T) {
+	st := &fakeStore{err: errors.New("dial tcp: connection refused"), unavailable: true}
+	svc, reg := newService(t, st, Options{}, &bytes.Buffer{})
+	res, err := svc.Scrape(context.Background(), make([]bittorrent.InfoHash, 3))
+	if err != nil || len(res) != 3 || !res[0].Unavailable || res[1].Unavailable {
+		t.Fatalf("partial scrape: %+v %v", res, err)
+	}
+	mfs, _ := reg.Gather()
+	if len(mfs) != 1 || mfs[0].GetMetric()[0].GetCounter().GetValue() != 1 {
+		t.Fatalf("the store's failure not counted: %v", mfs)
+	}
+	// A store that read nothing answers its error alone.
+	svc, _ = newService(t, &fakeStoreNil{st}, Options{}, &bytes.Buffer{})
+	if res, err := svc.Scrape(context.Background(), make([]bittorrent.InfoHash, 3)); res != nil || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a scrape that read nothing: %v %v", res, err)
+	}
+}
+
+// fakeStoreNil is fakeStore answering no result with its error.
+type fakeStoreNil struct{ *fakeStore }
+
+func (f *fakeStoreNil) Scrape(context.Context, []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
+	return nil, f.err
 }

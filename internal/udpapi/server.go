@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -442,6 +443,12 @@ func (s *Server) scrape(ctx context.Context, p *packet, h header, b []byte) erro
 	res, err := s.svc.Scrape(ctx, hashes)
 	if err != nil {
 		return err
+	}
+	// A BEP 15 reply has an entry for every hash, in order, with nothing
+	// to say that one is unknown: a scrape touching a swarm the store
+	// cannot read now is refused whole, as HTTP refuses one that reads none.
+	if slices.ContainsFunc(res, func(s bittorrent.Scrape) bool { return s.Unavailable }) {
+		return tracker.ErrUnavailable
 	}
 	p.out = appendScrapeReply(p.out[:0], h.txID, res)
 	return nil

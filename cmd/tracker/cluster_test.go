@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/hub"
@@ -31,7 +32,8 @@ var clusterSeq atomic.Int64
 // them, on one real redis-server.
 type cluster struct {
 	t        testing.TB
-	redis    *redistest.Server // nil on a Redis Cluster
+	redis    *redistest.Server  // nil on a Redis Cluster
+	rc       *redistest.Cluster // nil on one Redis
 	redisURL string
 	env0     []string // what every process of this cluster gets first
 	channel  string
@@ -89,13 +91,33 @@ func newCluster(t testing.TB, nodes ...string) *cluster {
 // it as a seed.
 func newClusterOn(t testing.TB, rc *redistest.Cluster, nodes ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, redisURL: rc.URL(), env0: []string{"TRACKER_REDIS_CLUSTER=true"},
+	c := &cluster{t: t, rc: rc, redisURL: rc.URL(), env0: []string{"TRACKER_REDIS_CLUSTER=true"},
 		channel: fmt.Sprintf("tltest%d", clusterSeq.Add(1)), nodes: map[string]*proc{}}
 	c.startHub()
 	for _, n := range nodes {
 		c.startNode(n, testPassword)
 	}
 	return c
+}
+
+// onEachRedis runs f on one Redis and on a Redis Cluster of three masters
+// and three replicas (its own, started for the test).
+func onEachRedis(t *testing.T, f func(t *testing.T, newC func(nodes ...string) *cluster)) {
+	t.Run("redis", func(t *testing.T) {
+		f(t, func(nodes ...string) *cluster { return newCluster(t, nodes...) })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		rc := redistest.StartClusterN(t, 3, 1, time.Second)
+		f(t, func(nodes ...string) *cluster { return newClusterOn(t, rc, nodes...) })
+	})
+}
+
+// client is a client of the cluster's Redis, closed at the end of the test.
+func (c *cluster) client(t testing.TB) redis.UniversalClient {
+	if c.rc != nil {
+		return c.rc.Client(t)
+	}
+	return c.redis.Client(t)
 }
 
 func (c *cluster) env(extra ...string) []string {
@@ -228,8 +250,10 @@ func hubCounter(t testing.TB, hubURL, metric string) float64 {
 	return 0
 }
 
-func TestLinkConvergence(t *testing.T) {
-	c := newCluster(t, "node1", "node2", "node3")
+func TestLinkConvergence(t *testing.T) { onEachRedis(t, testLinkConvergence) }
+
+func testLinkConvergence(t *testing.T, newC func(...string) *cluster) {
+	c := newC("node1", "node2", "node3")
 	c.waitLinked("node1", "node2", "node3")
 	ih := "common-torrent-00001"
 	n1, n2, n3 := c.nodes["node1"].url, c.nodes["node2"].url, c.nodes["node3"].url
@@ -254,7 +278,7 @@ func TestLinkConvergence(t *testing.T) {
 	}
 	// The relayed peer keeps its origin's last-seen time: it expires
 	// everywhere at once.
-	rdb := c.redis.Client(t)
+	rdb := c.client(t)
 	var scores []float64
 	for _, n := range []string{"node1", "node2", "node3"} {
 		key := fmt.Sprintf("tl:{%s:%x}:l", n, ih)
@@ -335,8 +359,10 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 	}
 }
 
-func TestLinkResyncAfterHubRestart(t *testing.T) {
-	c := newCluster(t, "node1", "node2")
+func TestLinkResyncAfterHubRestart(t *testing.T) { onEachRedis(t, testLinkResyncAfterHubRestart) }
+
+func testLinkResyncAfterHubRestart(t *testing.T, newC func(...string) *cluster) {
+	c := newC("node1", "node2")
 	c.waitLinked("node1", "node2")
 	c.hub.stop(t)
 	ih := "while-hub-was-down01"
@@ -357,8 +383,10 @@ func TestLinkResyncAfterHubRestart(t *testing.T) {
 	}
 }
 
-func TestLinkResyncOnJoin(t *testing.T) {
-	c := newCluster(t, "node1", "node2")
+func TestLinkResyncOnJoin(t *testing.T) { onEachRedis(t, testLinkResyncOnJoin) }
+
+func testLinkResyncOnJoin(t *testing.T, newC func(...string) *cluster) {
+	c := newC("node1", "node2")
 	c.waitLinked("node1", "node2")
 	ih := "before-node3-joined1"
 	announceTo(t, c.nodes["node1"].url, ih, 7001, 0, "started")

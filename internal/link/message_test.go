@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
@@ -201,4 +202,28 @@ func FuzzDecodeSigned(f *testing.F) {
 			t.Fatalf("decoded message does not re-encode: %v", err)
 		}
 	})
+}
+
+// BenchmarkLinkBytesPerChange reports what one peer change costs on the
+// link's wire in a full message (IPv4 peers without ids; one message of
+// MaxChanges).
+func BenchmarkLinkBytesPerChange(b *testing.B) {
+	key := NewMaster("a link password of the benchmarks").NodeKey("node1")
+	changes := make([]bittorrent.PeerChange, MaxChanges)
+	for i := range changes {
+		var ih bittorrent.InfoHash
+		ih[0], ih[1] = byte(i), byte(i>>8)
+		changes[i] = bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: time.Now().UnixMilli(), Peer: string([]byte{10, 0, byte(i >> 8), byte(i), 0x1a, 0xe1})}
+	}
+	m := &Message{Kind: KindUpdates, Node: "node1", Session: 1, Time: time.Now().UnixMilli(), Changes: changes}
+	var n int
+	for i := range b.N {
+		m.Seq = uint64(i + 1)
+		out, err := EncodeUp(key, m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(out)
+	}
+	b.ReportMetric(float64(n)/MaxChanges, "bytes/change")
 }

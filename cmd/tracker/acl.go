@@ -73,7 +73,7 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 // the only writer of relayed peers), its process registry, and both link
 // channels.
 func hubUser(prefix, channel string) aclUser {
-	rules := []string{"resetkeys", "~" + prefix + ":*", "~" + redisstore.LinkProcsKey(channel), "resetchannels"}
+	rules := []string{"resetkeys", "~" + prefix + ":*", "~" + redisstore.LinkProcsKey(channel, false), "~" + redisstore.LinkProcsKey(channel, true), "resetchannels"}
 	rules = append(rules, channels(channel, link.Config.UpChannel)...)
 	rules = append(rules, channels(channel, link.Config.DownChannel)...)
 	return aclUser{name: prefix + "-hub", about: "the hub: every node's keyspace, its process registry, both link channels", rules: append(rules, aclCommands...)}

@@ -102,6 +102,55 @@ func TestLinkOnRedisCluster(t *testing.T) {
 	eventually(t, 10*time.Second, "a resync ran", func() bool { return hubCounter(t, c.hub.url, "hub_resyncs_total") > resyncs })
 	exact("no stopped peer back after a resync")
 
+	// A paused master (SIGSTOP) that owns neither link channel does not
+	// touch the link: publishes go to the channel's shard only. Announces
+	// of swarms elsewhere propagate while it hangs.
+	ctx := context.Background()
+	admin := rc.Client(t)
+	slot, err := admin.ClusterKeySlot(ctx, "{"+c.channel+"}:up").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkShard := min(int(slot)*3/16384, 2)
+	paused := rc.Masters[(linkShard+1)%3]
+	var elsewhere []string
+	for i := 0; len(elsewhere) < 5; i++ {
+		ih := fmt.Sprintf("paused-elsewhere-%03d", i)
+		s, err := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node1:%x}:l", ih)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2, _ := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node2:%x}:l", ih)).Result()
+		if rc.Masters[min(int(s)*3/16384, 2)] != paused && rc.Masters[min(int(s2)*3/16384, 2)] != paused {
+			elsewhere = append(elsewhere, ih)
+		}
+	}
+	publishErrs := nodeCounter(t, c.nodes["node1"].url, "tracker_link_publish_errors_total")
+	if err := paused.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	pausedAt := time.Now()
+	for k, ih := range elsewhere {
+		if err := tryAnnounce(c.nodes["node1"].url, ih, 30000+k, 100, "started"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := eventually(t, 2*time.Second, "propagated while a master is paused", func() bool {
+		for _, ih := range elsewhere {
+			if scrapeOrZero(c.nodes["node2"].url, ih).leechers != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := paused.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if n := nodeCounter(t, c.nodes["node1"].url, "tracker_link_publish_errors_total"); n != publishErrs {
+		t.Fatalf("%v link publishes failed while a master without the link's channels was paused", n-publishErrs)
+	}
+	t.Logf("with a master paused: %d announces propagated %s after the last one (%s after the pause)", len(elsewhere), took, time.Since(pausedAt).Round(time.Millisecond))
+
 	replays := hubCounter(t, c.hub.url, `hub_rejected_total{reason="replay"}`)
 	t.Logf("hub: %v replays refused, %v late messages applied, %v gap resyncs, %v relayed",
 		replays, hubCounter(t, c.hub.url, "hub_late_messages_total"),
@@ -436,3 +485,6 @@ func TestRedisClusterShardDown(t *testing.T) {
 		return hubCounter(t, c.hub.url, "hub_resync_failures_total") > failures
 	})
 }
+
+// nodeCounter reads a counter from a node's /metrics (0 if absent).
+func nodeCounter(t testing.TB, nodeURL, metric string) float64 { return hubCounter(t, nodeURL, metric) }

@@ -215,7 +215,9 @@ func (h *Hub) Run(ctx context.Context) error {
 // hub knows whom to resync before they speak, and refuses replays of what
 // they sent before the restart: field "<node>/<session hex>", value
 // "<started ms> <last seq> <last heard ms>".
-func (h *Hub) procsKey() string { return redisstore.LinkProcsKey(h.cfg.Link.Channel) }
+func (h *Hub) procsKey() string {
+	return redisstore.LinkProcsKey(h.cfg.Link.Channel, h.cfg.Link.Sharded)
+}
 
 func (k procKey) field() string { return fmt.Sprintf("%s/%016x", k.node, k.session) }
 

@@ -81,8 +81,16 @@ func ValidName(what, s string) error {
 }
 
 // LinkProcsKey names the hub's registry of node processes on the link's
-// Redis: one hash per link channel (see hub).
-func LinkProcsKey(channel string) string { return channel + ":procs" }
+// Redis: one hash per link channel (see hub). Sharded (on a Redis
+// Cluster) it takes the channels' hash tag, {<channel>}:procs, so that it
+// lives on their shard: a shard that is down or paused then stops the
+// link and its registry together, never the registry alone.
+func LinkProcsKey(channel string, sharded bool) string {
+	if sharded {
+		return "{" + channel + "}:procs"
+	}
+	return channel + ":procs"
+}
 
 // The keys of a node that are not per swarm, all in the node's hash tag
 // {<node>:...} so that a node's ACL user may be limited to its keyspace.

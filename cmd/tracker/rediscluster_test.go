@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,7 @@ func TestLinkOnRedisCluster(t *testing.T) {
 	c := newClusterOn(t, rc, names...)
 	c.waitLinked(names...)
 
+	busBefore := busMessages(t, rc)
 	const torrents, perNode, stops = 24, 100, 67
 	hashes := make([]string, torrents)
 	for i := range hashes {
@@ -88,6 +90,14 @@ func TestLinkOnRedisCluster(t *testing.T) {
 		t.Fatalf("test arithmetic: %d live peers", sum)
 	}
 	exact("converged")
+	// The link's traffic on the cluster bus: sharded messages go to the
+	// channel shard's replica only; nothing is broadcast.
+	bus := busMessages(t, rc)
+	t.Logf("cluster bus: %d publish messages (broadcast), %d publishshard messages, for %d announces",
+		bus[0]-busBefore[0], bus[1]-busBefore[1], len(names)*(perNode+stops))
+	if bus[0] != busBefore[0] {
+		t.Fatalf("%d link messages broadcast over the cluster bus", bus[0]-busBefore[0])
+	}
 	time.Sleep(time.Second) // anything late has arrived
 	exact("no stopped peer back after a wait")
 
@@ -488,3 +498,25 @@ func TestRedisClusterShardDown(t *testing.T) {
 
 // nodeCounter reads a counter from a node's /metrics (0 if absent).
 func nodeCounter(t testing.TB, nodeURL, metric string) float64 { return hubCounter(t, nodeURL, metric) }
+
+// busMessages sums, over every process of rc, the PUBLISH and SPUBLISH
+// messages it sent over the cluster bus.
+func busMessages(t *testing.T, rc *redistest.Cluster) [2]int64 {
+	t.Helper()
+	var out [2]int64
+	for _, srv := range rc.Servers() {
+		info, err := srv.Client(t).ClusterInfo(context.Background()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			for i, f := range []string{"cluster_stats_messages_publish_sent:", "cluster_stats_messages_publishshard_sent:"} {
+				if v, ok := strings.CutPrefix(line, f); ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					out[i] += n
+				}
+			}
+		}
+	}
+	return out
+}

@@ -517,3 +517,45 @@ func TestReorderWindow(t *testing.T) {
 		t.Fatal("a hole left the window unreported")
 	}
 }
+
+// TestReorderedStopStaysStopped, on the real store: a node's start and
+// stop of one peer reach the hub in the wrong order. Both are taken (the
+// start as a late message) and the other node does not hold the peer.
+func TestReorderedStopStaysStopped(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	scfg := redisstore.Config{Prefix: newChannel(), NodeID: "b", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 2 * time.Second}
+	relay, err := redisstore.NewRelayer(rdb, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := redisstore.New(rdb, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := newTestHub(t, newChannel())
+	h, err := New(th.cfg, rdb, relay, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := &testHub{Hub: h}
+	a := &proc{node: "a", session: 1}
+	h.handle(ctx, a.msg(t, hub, link.KindHello))
+	h.handle(ctx, (&proc{node: "b", session: 1}).msg(t, hub, link.KindHello))
+	start := a.change(1)
+	stop := start
+	stop.Op, stop.Seen = bittorrent.OpStopped, start.Seen+1
+	first, second := a.msg(t, hub, link.KindUpdates, start), a.msg(t, hub, link.KindUpdates, stop)
+	h.handle(ctx, second)
+	h.handle(ctx, first)
+	if value(h.m.late) != 1 || value(h.m.rejected.WithLabelValues("replay")) != 0 {
+		t.Fatalf("late %v, replays %v", value(h.m.late), value(h.m.rejected.WithLabelValues("replay")))
+	}
+	sc, err := b.Scrape(ctx, []bittorrent.InfoHash{start.InfoHash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc[0].Incomplete != 0 {
+		t.Fatalf("node b holds the stopped peer after the reordered start: %+v", sc[0])
+	}
+}

@@ -201,13 +201,7 @@ func TestTorrentSharing(t *testing.T) {
 		if time.Since(last) > 250*time.Millisecond {
 			last = time.Now()
 			rdb.HSet(context.Background(), "tl:{node1:catalog}", strings.Repeat("ab", 20), "not a torrent")
-			req, _ := http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
-			req.Header.Set("Authorization", "Bearer test-admin-token-123")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("hub reset: %v %v", resp, err)
-			}
-			resp.Body.Close()
+			c.resetHub()
 		}
 		return hubCounter(t, c.hub.url, "hub_shared_refused_total") > 0
 	})

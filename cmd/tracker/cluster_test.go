@@ -112,6 +112,19 @@ func onEachRedis(t *testing.T, f func(t *testing.T, newC func(nodes ...string) *
 	})
 }
 
+// resetHub asks the hub, with the admin token, to reset its link (which
+// resyncs every node).
+func (c *cluster) resetHub() {
+	c.t.Helper()
+	req, _ := http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
+	req.Header.Set("Authorization", "Bearer test-admin-token-123")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		c.t.Fatalf("hub reset: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
 // client is a client of the cluster's Redis, closed at the end of the test.
 func (c *cluster) client(t testing.TB) redis.UniversalClient {
 	if c.rc != nil {
@@ -440,11 +453,7 @@ func TestLinkSoftSplitHealed(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("reset with token: %v %v", resp, err)
 	}
-	req, _ = http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
-	req.Header.Set("Authorization", "Bearer test-admin-token-123")
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("hub reset: %v %v", resp, err)
-	}
+	c.resetHub()
 	c.waitLinked("node1", "node2")
 	announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
 	eventually(t, time.Second, "converges after resets", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih).leechers == 2 })

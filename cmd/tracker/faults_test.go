@@ -430,6 +430,7 @@ func TestFaults(t *testing.T) {
 		reach            time.Duration
 		lost             int
 		hubRefused       float64
+		refusedWhy       string
 		logLines         int           // most lines one process logged (warn and above)
 		whole            time.Duration // from the end of the load until every node has every peer
 		before, after    []procUsage
@@ -450,7 +451,8 @@ func TestFaults(t *testing.T) {
 		reach := r.probeReach(healed, i)
 		res := <-done
 		cancel()
-		rw := row{name: f.name, reach: reach, before: before, hubRefused: hubRefused(t, r.hub.url()) - refusedBefore}
+		rw := row{name: f.name, reach: reach, before: before}
+		rw.hubRefused, rw.refusedWhy = refusedSince(refusedBefore, hubRefused(t, r.hub.url()))
 		for _, lr := range res {
 			if lr.err != nil {
 				t.Fatalf("%s: %v", f.name, lr.err)
@@ -477,7 +479,7 @@ func TestFaults(t *testing.T) {
 			t.Errorf("%s: a process logged %d lines (more than %d): one per request?", f.name, rw.logLines, maxFaultLogLines)
 		}
 		if rw.hubRefused > 0 {
-			t.Errorf("%s: the hub refused %v messages", f.name, rw.hubRefused)
+			t.Errorf("%s: the hub refused %v messages (%s)", f.name, rw.hubRefused, rw.refusedWhy)
 		}
 		if lost != 0 {
 			t.Errorf("%s: %d peers live at one node and missing at another 30 s after the load stopped", f.name, lost)
@@ -590,23 +592,37 @@ func infoInt(rdb *redis.Client, section, field string) int64 {
 	return -1
 }
 
-// hubRefused is the hub's refusals of link messages, all reasons (a
+// hubRefused is the hub's refusals of link messages, by reason (a
 // restarted hub starts from 0 again).
-func hubRefused(t *testing.T, hubURL string) float64 {
+func hubRefused(t *testing.T, hubURL string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(hubURL + "/metrics")
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer resp.Body.Close()
-	total := 0.0
+	by := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		if name, v, ok := strings.Cut(sc.Text(), " "); ok && strings.HasPrefix(name, "hub_rejected_total{") {
 			f, _ := strconv.ParseFloat(v, 64)
-			total += f
+			by[strings.TrimSuffix(strings.TrimPrefix(name, `hub_rejected_total{reason="`), `"}`)] += f
 		}
 	}
-	return total
+	return by
+}
+
+// refusedSince is how many messages the hub refused between two readings
+// of hubRefused, and by which reasons.
+func refusedSince(before, after map[string]float64) (float64, string) {
+	total, why := 0.0, []string{}
+	for reason, n := range after {
+		if d := n - before[reason]; d > 0 {
+			total += d
+			why = append(why, fmt.Sprintf("%s %.0f", reason, d))
+		}
+	}
+	sort.Strings(why)
+	return total, strings.Join(why, ", ")
 }

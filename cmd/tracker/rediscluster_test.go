@@ -102,13 +102,7 @@ func TestLinkOnRedisCluster(t *testing.T) {
 	exact("no stopped peer back after a wait")
 
 	resyncs := hubCounter(t, c.hub.url, "hub_resyncs_total")
-	req, _ := http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
-	req.Header.Set("Authorization", "Bearer test-admin-token-123")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("hub reset: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	c.resetHub()
 	eventually(t, 10*time.Second, "a resync ran", func() bool { return hubCounter(t, c.hub.url, "hub_resyncs_total") > resyncs })
 	exact("no stopped peer back after a resync")
 
@@ -483,13 +477,7 @@ func TestRedisClusterShardDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	failures := hubCounter(t, c.hub.url, "hub_resync_failures_total")
-	req, _ := http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
-	req.Header.Set("Authorization", "Bearer test-admin-token-123")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("hub reset: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	c.resetHub()
 	eventually(t, 10*time.Second, "the reachable swarm repaired", func() bool { return scrapeOrZero(c.nodes["node2"].url, lost).leechers == 1 })
 	eventually(t, 10*time.Second, "the resync reported incomplete", func() bool {
 		return hubCounter(t, c.hub.url, "hub_resync_failures_total") > failures

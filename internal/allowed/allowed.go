@@ -267,9 +267,10 @@ type Carrier struct {
 }
 
 type nodeSet struct {
-	fetched time.Time
-	all     bool
-	hashes  map[string]bool
+	fetched    time.Time
+	all        bool
+	hashes     map[string]bool
+	refreshing bool // a read in the background is under way
 }
 
 // NewCarrier returns a Carrier that reads node sets at most once per refresh.
@@ -277,31 +278,44 @@ func NewCarrier(rdb redis.UniversalClient, prefix string, refresh time.Duration)
 	return &Carrier{rdb: rdb, prefix: prefix, refresh: refresh, nodes: map[string]*nodeSet{}}
 }
 
-// Carries implements the hub's Carrier. When a node's set cannot be read
-// (its Redis Cluster shard down), the set last read stands, and with none
-// it says no: a relay dropped now is repaired by the next resync; one
-// stored wrongly is not. Either way the set is read again no sooner than
-// refresh, so an unreachable node costs one failed read per refresh, not
-// one per relay.
+// Carries implements the hub's Carrier. A node's set is read the first
+// time it is asked about; after that a set older than refresh is read again
+// in the background while the one held answers, so a slow or paused Redis
+// never holds up a relay. When a set cannot be read (its Redis Cluster
+// shard down), the set last read stands, and with none it says no: a relay
+// dropped now is repaired by the next resync; one stored wrongly is not.
+// Either way it is tried again no sooner than refresh.
 func (c *Carrier) Carries(ctx context.Context, node string, ih bittorrent.InfoHash) bool {
 	c.mu.Lock()
 	ns := c.nodes[node]
+	stale := ns != nil && !ns.refreshing && time.Since(ns.fetched) > c.refresh
+	if stale {
+		ns.refreshing = true
+	}
 	c.mu.Unlock()
-	if ns == nil || time.Since(ns.fetched) > c.refresh {
-		fresh, err := c.fetch(ctx, node)
-		if err != nil {
-			fresh = &nodeSet{hashes: map[string]bool{}}
-			if ns != nil {
-				fresh.all, fresh.hashes = ns.all, ns.hashes
-			}
-			fresh.fetched = time.Now()
-		}
-		c.mu.Lock()
-		c.nodes[node] = fresh
-		c.mu.Unlock()
-		ns = fresh
+	switch {
+	case ns == nil:
+		ns = c.read(ctx, node, nil)
+	case stale:
+		go c.read(context.WithoutCancel(ctx), node, ns)
 	}
 	return ns.all || ns.hashes[string(ih[:])]
+}
+
+// read reads node's set and keeps it; on an error it keeps old's (or an
+// empty set) as if read now.
+func (c *Carrier) read(ctx context.Context, node string, old *nodeSet) *nodeSet {
+	fresh, err := c.fetch(ctx, node)
+	if err != nil {
+		fresh = &nodeSet{fetched: time.Now(), hashes: map[string]bool{}}
+		if old != nil {
+			fresh.all, fresh.hashes = old.all, old.hashes
+		}
+	}
+	c.mu.Lock()
+	c.nodes[node] = fresh
+	c.mu.Unlock()
+	return fresh
 }
 
 // Forget drops the cached set of node (the hub calls it when the node says

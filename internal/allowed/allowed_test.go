@@ -138,7 +138,22 @@ func TestCarrierKeepsLastSetWhenUnreadable(t *testing.T) {
 		t.Fatal("set read wrong")
 	}
 	srv.Stop()
-	time.Sleep(5 * time.Millisecond) // past refresh: read again, and fail
+	time.Sleep(5 * time.Millisecond) // past refresh: read again in the background, and fail
+	before := c.nodes["a"]
+	c.Carries(ctx, "a", in)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		done := c.nodes["a"] != before
+		c.mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background read did not end")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if !c.Carries(ctx, "a", in) || c.Carries(ctx, "a", out) {
 		t.Fatal("the last set read does not stand while Redis is down")
 	}

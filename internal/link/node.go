@@ -134,10 +134,15 @@ type Node struct {
 	// published counts batches of changes published.
 	published atomic.Int64
 	// indexed remembers when each torrent was last written to the swarm
-	// index (publisher goroutine only), so the index is refreshed once per
-	// IndexRefresh per torrent, not on every announce. Bounded: cleared
-	// when it holds maxIndexed entries (the cost is one more write each).
+	// index, so the index is refreshed once per IndexRefresh per torrent,
+	// not on every announce. Bounded: cleared when it holds maxIndexed
+	// entries (the cost is one more write each).
+	indexMu sync.Mutex
 	indexed map[bittorrent.InfoHash]int64
+	// indexQ carries index writes to their own goroutine, off the publish
+	// path: a slow or paused shard holding a part of the index delays the
+	// index, never the link.
+	indexQ chan map[string][]redis.Z
 }
 
 // IndexRefresh is how often a node refreshes a torrent's entry in its
@@ -146,6 +151,10 @@ type Node struct {
 const IndexRefresh = time.Minute
 
 const maxIndexed = 1 << 20
+
+// indexQueue bounds the index writes waiting for Redis; beyond it a batch's
+// entries are left unwritten and written with a later change.
+const indexQueue = 64
 
 type nodeMetrics struct {
 	changes, dropped, publishErrs, splits, resets prometheus.Counter
@@ -172,6 +181,7 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), log: log, errLog: logsample.New(log, 10*time.Second),
 		hubSeqs: map[string]uint64{}, indexed: map[bittorrent.InfoHash]int64{},
+		indexQ: make(chan map[string][]redis.Z, indexQueue),
 	}
 	n.subState.Store(StateDown)
 	c := func(name, help string) prometheus.Counter {
@@ -214,11 +224,85 @@ func (n *Node) LocalChange(c bittorrent.PeerChange) {
 
 // Run publishes and listens until ctx ends.
 func (n *Node) Run(ctx context.Context) error {
-	done := make(chan struct{})
+	done, indexDone := make(chan struct{}), make(chan struct{})
 	go func() { n.publish(ctx); close(done) }()
+	go func() { n.writeIndex(ctx); close(indexDone) }()
 	n.listen(ctx)
 	<-done
+	<-indexDone
 	return nil
+}
+
+// index queues the swarm-index entries of changes not refreshed within
+// IndexRefresh: one variadic ZADD per part of the index, in one pipeline,
+// written by writeIndex. The swarm index lets the hub resync without
+// scanning keys.
+func (n *Node) index(changes []bittorrent.PeerChange) {
+	n.indexMu.Lock()
+	defer n.indexMu.Unlock()
+	if len(n.indexed) >= maxIndexed {
+		clear(n.indexed)
+	}
+	parts := map[string][]redis.Z{}
+	for _, c := range changes {
+		if c.Seen-n.indexed[c.InfoHash] >= IndexRefresh.Milliseconds() {
+			n.indexed[c.InfoHash] = c.Seen
+			key := redisstore.IndexKey(n.prefix, n.id, c.InfoHash)
+			parts[key] = append(parts[key], redis.Z{Score: float64(c.Seen), Member: string(c.InfoHash[:])})
+		}
+	}
+	if len(parts) == 0 {
+		return
+	}
+	select {
+	case n.indexQ <- parts:
+	default:
+		n.unindexed(parts)
+		n.errLog.Log(slog.LevelWarn, "link index writes queued up; entries left for a later change")
+	}
+}
+
+// unindexed forgets that the entries of parts were written, so that the
+// next change of those torrents writes them. Called with indexMu held.
+func (n *Node) unindexed(parts map[string][]redis.Z) {
+	for _, zs := range parts {
+		for _, z := range zs {
+			delete(n.indexed, bittorrent.InfoHash([]byte(z.Member.(string))))
+		}
+	}
+}
+
+// writeIndex writes queued index entries until ctx ends. A part that
+// cannot be written is forgotten (written again with its next change).
+func (n *Node) writeIndex(ctx context.Context) {
+	for {
+		var parts map[string][]redis.Z
+		select {
+		case <-ctx.Done():
+			return
+		case parts = <-n.indexQ:
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		pipe := n.store.Pipeline()
+		adds := map[string]*redis.IntCmd{}
+		for key, zs := range parts {
+			adds[key] = pipe.ZAdd(wctx, key, zs...)
+		}
+		pipe.Exec(wctx) // per-part errors are read below
+		cancel()
+		failed := map[string][]redis.Z{}
+		for key, add := range adds {
+			if err := add.Err(); err != nil {
+				n.errLog.Log(slog.LevelWarn, "link index write failed", "err", err)
+				failed[key] = parts[key]
+			}
+		}
+		if len(failed) > 0 {
+			n.indexMu.Lock()
+			n.unindexed(failed)
+			n.indexMu.Unlock()
+		}
+	}
 }
 
 // Reset re-establishes the subscription and says hello again, which makes
@@ -274,36 +358,7 @@ func (n *Node) publish(ctx context.Context) {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		if len(changes) > 0 {
-			// The swarm index lets the hub resync without scanning keys.
-			// One variadic ZADD a batch per part of the index, in one
-			// pipeline, of the torrents not refreshed within IndexRefresh.
-			if len(n.indexed) >= maxIndexed {
-				clear(n.indexed)
-			}
-			parts := map[string][]redis.Z{}
-			for _, c := range changes {
-				if c.Seen-n.indexed[c.InfoHash] >= IndexRefresh.Milliseconds() {
-					n.indexed[c.InfoHash] = c.Seen
-					key := redisstore.IndexKey(n.prefix, n.id, c.InfoHash)
-					parts[key] = append(parts[key], redis.Z{Score: float64(c.Seen), Member: string(c.InfoHash[:])})
-				}
-			}
-			if len(parts) > 0 {
-				pipe := n.store.Pipeline()
-				adds := map[string]*redis.IntCmd{}
-				for key, zs := range parts {
-					adds[key] = pipe.ZAdd(pctx, key, zs...)
-				}
-				pipe.Exec(pctx) // per-part errors are read below
-				for key, add := range adds {
-					if err := add.Err(); err != nil {
-						n.errLog.Log(slog.LevelWarn, "link index write failed", "err", err)
-						for _, z := range parts[key] {
-							delete(n.indexed, bittorrent.InfoHash([]byte(z.Member.(string))))
-						}
-					}
-				}
-			}
+			n.index(changes)
 		}
 		if err := n.ep.Publish(pctx, n.cfg.UpChannel(), kind, changes); err != nil {
 			// What was lost, a resync repairs: the endpoint started a new

@@ -266,7 +266,13 @@ func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
 		}
-		boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.PoolSize)
+		boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
+		// One dial per attempt, not go-redis's five 100 ms apart: a
+		// refused dial (a dead master) then costs milliseconds, and a
+		// pipeline that spans shards answers for the live ones instead
+		// of running out of time and failing whole. (On one Redis the
+		// retries are kept: they carry announces through a restart.)
+		o.DialerRetries = 1
 		// A dead master sends no MOVED: without a short refresh its slots
 		// stay mapped to it for go-redis's default minute after Redis has
 		// promoted a replica.
@@ -280,7 +286,7 @@ func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
 	}
-	boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.PoolSize)
+	boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
 	if err := redisTLS(cfg, o.TLSConfig); err != nil {
 		return nil, err
 	}
@@ -318,14 +324,9 @@ func redisTLS(cfg Config, t *tls.Config) error {
 }
 
 // boundRedis sets the client's timeouts, retries and pool size.
-func boundRedis(cfg Config, dial, read, write, pool *time.Duration, retries, dialRetries, size *int) {
+func boundRedis(cfg Config, dial, read, write, pool *time.Duration, retries, size *int) {
 	*dial, *read, *write, *pool = cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout
 	*retries = 1
-	// One dial per attempt, not go-redis's five 100 ms apart: a refused
-	// dial (a dead Redis Cluster master) then costs milliseconds, and a
-	// pipeline that spans shards answers for the live ones instead of
-	// running out of time and failing whole.
-	*dialRetries = 1
 	if cfg.RedisPoolSize > 0 {
 		*size = cfg.RedisPoolSize
 	}

@@ -389,6 +389,7 @@ func TestRedisClusterShardDown(t *testing.T) {
 		return min(int(s)*len(rc.Masters)/16384, len(rc.Masters)-1)
 	}
 	victim := (owner("{"+c.channel+"}:up") + 1) % len(rc.Masters)
+	admin = rc.Masters[(victim+1)%len(rc.Masters)].Client(t) // one that stays up
 	const torrents = 12
 	var up, down []string
 	for i := 0; len(up) < torrents || len(down) < 2; i++ {

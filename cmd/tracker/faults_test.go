@@ -104,8 +104,13 @@ func (r *rig) start(p *osProc) {
 		"TRACKER_HTTP_ADDR="+fmt.Sprintf("127.0.0.1:%d", p.port),
 		"TRACKER_UDP_ADDR=off",
 		"TRACKER_LOG_LEVEL=warn",
-		"TRACKER_HUB_NODE_TIMEOUT=5s",
-		"TRACKER_LINK_MAX_SKEW=3s",
+		// The skew is longer than any fault below holds messages up (the
+		// 3 s Redis pause): a message the fault delays past the skew is
+		// refused as stale by design, and the resync repairs it, so with
+		// a skew of 3 s the pause row counted a few refusals on a loaded
+		// machine. The default skew is 30 s.
+		"TRACKER_HUB_NODE_TIMEOUT=15s",
+		"TRACKER_LINK_MAX_SKEW=10s",
 	)
 	args := []string{}
 	if p.role == "hub" {

@@ -2,14 +2,19 @@ package link
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redistest"
 )
 
@@ -113,5 +118,38 @@ func TestEndpointPublishFailureStartsASession(t *testing.T) {
 	}
 	if e.Session() == s1 || e.seq.Load() != 0 {
 		t.Fatalf("after a failed publish: session %x (was %x), seq %d", e.Session(), s1, e.seq.Load())
+	}
+}
+
+// TestNodeDropsChangesTooOldToSend: a batch held up past half the allowed
+// skew loses its old changes (the hub would refuse the whole message for
+// them), keeps the fresh ones, counts the drop and asks for a hello, so
+// the hub resyncs the node.
+func TestNodeDropsChangesTooOldToSend(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	cfg := Config{Password: "a link password of the tests", Channel: "freshtest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16, MaxSkew: 4 * time.Second}
+	reg := prometheus.NewRegistry()
+	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	at := func(d time.Duration) bittorrent.PeerChange {
+		return bittorrent.PeerChange{Op: bittorrent.OpLeecher, Seen: now.Add(-d).UnixMilli()}
+	}
+	kept := n.fresh([]bittorrent.PeerChange{at(0), at(3 * time.Second), at(time.Second), at(10 * time.Second)})
+	if len(kept) != 2 || kept[0].Seen != at(0).Seen || kept[1].Seen != at(time.Second).Seen {
+		t.Fatalf("kept %+v, want the changes of now and 1 s ago", kept)
+	}
+	if got := testutil.ToFloat64(n.m.stale); got != 2 {
+		t.Fatalf("%v stale changes counted, want 2", got)
+	}
+	select {
+	case <-n.helloReq:
+	default:
+		t.Fatal("no hello asked for")
+	}
+	if kept := n.fresh([]bittorrent.PeerChange{at(0)}); len(kept) != 1 || len(n.helloReq) != 0 {
+		t.Fatal("a fresh batch changed, or asked for a hello")
 	}
 }

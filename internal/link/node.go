@@ -157,7 +157,7 @@ const maxIndexed = 1 << 20
 const indexQueue = 64
 
 type nodeMetrics struct {
-	changes, dropped, publishErrs, splits, resets prometheus.Counter
+	changes, dropped, stale, publishErrs, splits, resets prometheus.Counter
 	rejected                                      *prometheus.CounterVec
 }
 
@@ -192,6 +192,8 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 	n.m = nodeMetrics{
 		changes:     c("tracker_link_published_changes_total", "Local peer changes published to the link."),
 		dropped:     c("tracker_link_dropped_changes_total", "Local peer changes dropped because the link queue was full."),
+		stale: c("tracker_link_stale_changes_total",
+			"Local peer changes older than half the allowed skew when their batch was sent (the link was held up), not sent since the hub would refuse them; the node says hello, so the hub resyncs it."),
 		publishErrs: c("tracker_link_publish_errors_total", "Failed link publishes."),
 		splits:      c("tracker_link_splits_total", "Subscriptions remade because no hub heartbeat came for 3 intervals (soft split)."),
 		resets:      c("tracker_link_resets_total", "Link resets requested by an operator."),
@@ -231,6 +233,27 @@ func (n *Node) Run(ctx context.Context) error {
 	<-done
 	<-indexDone
 	return nil
+}
+
+// fresh drops the changes of a batch seen longer ago than half the allowed
+// skew (the hub refuses a message with any change seen further than the
+// skew from its time, and would lose the fresh ones with it), counts them,
+// and asks for a hello, so the hub resyncs what they said. It works in
+// place.
+func (n *Node) fresh(changes []bittorrent.PeerChange) []bittorrent.PeerChange {
+	oldest := time.Now().Add(-n.cfg.MaxSkew / 2).UnixMilli()
+	kept := changes[:0]
+	for _, c := range changes {
+		if c.Seen >= oldest {
+			kept = append(kept, c)
+		}
+	}
+	if dropped := len(changes) - len(kept); dropped > 0 {
+		n.m.stale.Add(float64(dropped))
+		n.errLog.Log(slog.LevelWarn, "link held up: changes too old to send; the hub will resync this node", "changes", dropped)
+		n.requestHello()
+	}
+	return kept
 }
 
 // index queues the swarm-index entries of changes not refreshed within
@@ -358,6 +381,10 @@ func (n *Node) publish(ctx context.Context) {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		if len(changes) > 0 {
+			changes = n.fresh(changes)
+			if len(changes) == 0 {
+				return
+			}
 			n.index(changes)
 		}
 		if err := n.ep.Publish(pctx, n.cfg.UpChannel(), kind, changes); err != nil {

@@ -158,7 +158,7 @@ const indexQueue = 64
 
 type nodeMetrics struct {
 	changes, dropped, stale, publishErrs, splits, resets prometheus.Counter
-	rejected                                      *prometheus.CounterVec
+	rejected                                             *prometheus.CounterVec
 }
 
 // NewNode returns the link of node id. link carries the channel, store holds
@@ -190,8 +190,8 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 		return x
 	}
 	n.m = nodeMetrics{
-		changes:     c("tracker_link_published_changes_total", "Local peer changes published to the link."),
-		dropped:     c("tracker_link_dropped_changes_total", "Local peer changes dropped because the link queue was full."),
+		changes: c("tracker_link_published_changes_total", "Local peer changes published to the link."),
+		dropped: c("tracker_link_dropped_changes_total", "Local peer changes dropped because the link queue was full."),
 		stale: c("tracker_link_stale_changes_total",
 			"Local peer changes older than half the allowed skew when their batch was sent (the link was held up), not sent since the hub would refuse them; the node says hello, so the hub resyncs it."),
 		publishErrs: c("tracker_link_publish_errors_total", "Failed link publishes."),

@@ -37,14 +37,14 @@ linkenv=()
 if [ "${LINK:-0}" = 1 ]; then
   linkenv=(TRACKER_LINK_PASSWORD=bench-link-password)
   env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$(free_port)" \
-      TRACKER_LOG_LEVEL=warn "${linkenv[@]}" taskset -c "${HUB_CPU:-1}" "$work/tracker" hub &
+      TRACKER_LOG_LEVEL=warn TRACKER_UDP_ADDR=off "${linkenv[@]}" taskset -c "${HUB_CPU:-1}" "$work/tracker" hub &
   pids+=($!)
   env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$(free_port)" \
-      TRACKER_NODE_ID=bench2 TRACKER_LOG_LEVEL=warn "${linkenv[@]}" taskset -c "${HUB_CPU:-1}" "$work/tracker" &
+      TRACKER_NODE_ID=bench2 TRACKER_LOG_LEVEL=warn TRACKER_UDP_ADDR=off "${linkenv[@]}" taskset -c "${HUB_CPU:-1}" "$work/tracker" &
   pids+=($!)
 fi
 env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$hport" \
-    TRACKER_NODE_ID=bench TRACKER_LOG_LEVEL=warn "${linkenv[@]}" "$@" \
+    TRACKER_NODE_ID=bench TRACKER_LOG_LEVEL=warn TRACKER_UDP_ADDR=off "${linkenv[@]}" "$@" \
     taskset -c 0 "$work/tracker" &
 pids+=($!)
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$hport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

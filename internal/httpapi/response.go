@@ -3,6 +3,8 @@ package httpapi
 import (
 	"fmt"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
@@ -53,7 +55,26 @@ type failureResponse struct {
 	Reason string `bencode:"failure reason"`
 }
 
+// answerBufs are the buffers compact answers are built in.
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// textPlain is the Content-Type of every answer (one shared slice, never
+// written to).
+var textPlain = []string{"text/plain"}
+
 func writeAnnounce(w http.ResponseWriter, req *bittorrent.AnnounceRequest, res *tracker.Answer) {
+	if req.Compact {
+		// The fast path, for what nearly every client asks: the answer
+		// is written by hand into a pooled buffer, without reflection.
+		// TestCompactAnswerAsBencode keeps it equal to the general path.
+		bp := answerBufs.Get().(*[]byte)
+		b := appendCompactAnswer((*bp)[:0], res)
+		w.Header()["Content-Type"] = textPlain
+		w.Write(b)
+		*bp = b
+		answerBufs.Put(bp)
+		return
+	}
 	resp := announceResponse{
 		Complete:    res.Seeders,
 		Incomplete:  res.Leechers,
@@ -93,6 +114,55 @@ func writeAnnounce(w http.ResponseWriter, req *bittorrent.AnnounceRequest, res *
 	writeBencode(w, resp)
 }
 
+// appendCompactAnswer appends the bencoded answer of the compact model: the
+// keys of announceResponse in their (sorted) order, IPv4 peers in "peers"
+// and IPv6 peers in "peers6" when there are any.
+func appendCompactAnswer(b []byte, res *tracker.Answer) []byte {
+	b = append(b, 'd')
+	b = appendInt(appendKey(b, "complete"), int64(res.Seeders))
+	b = appendInt(appendKey(b, "incomplete"), int64(res.Leechers))
+	b = appendInt(appendKey(b, "interval"), int64(res.Interval/time.Second))
+	b = appendInt(appendKey(b, "min interval"), int64(res.MinInterval/time.Second))
+	n4, n6 := 0, 0
+	for _, p := range res.Peers {
+		if p.Is6() {
+			n6++
+		} else {
+			n4++
+		}
+	}
+	b = appendKey(b, "peers")
+	b = strconv.AppendInt(b, int64(n4*bittorrent.PeerLen4), 10)
+	b = append(b, ':')
+	for _, p := range res.Peers {
+		if !p.Is6() {
+			b = p.AppendBinary(b, false)
+		}
+	}
+	if n6 > 0 {
+		b = appendKey(b, "peers6")
+		b = strconv.AppendInt(b, int64(n6*bittorrent.PeerLen6), 10)
+		b = append(b, ':')
+		for _, p := range res.Peers {
+			if p.Is6() {
+				b = p.AppendBinary(b, false)
+			}
+		}
+	}
+	return append(b, 'e')
+}
+
+// appendKey appends a bencoded string (a dictionary key).
+func appendKey(b []byte, k string) []byte {
+	b = strconv.AppendInt(b, int64(len(k)), 10)
+	return append(append(b, ':'), k...)
+}
+
+// appendInt appends a bencoded integer.
+func appendInt(b []byte, n int64) []byte {
+	return append(strconv.AppendInt(append(b, 'i'), n, 10), 'e')
+}
+
 func writeScrape(w http.ResponseWriter, res []bittorrent.Scrape) {
 	resp := scrapeResponse{Files: make(map[string]scrapeFile, len(res))}
 	missing := 0
@@ -123,7 +193,6 @@ func writeBencode(w http.ResponseWriter, v any) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	h := w.Header()
-	h["Content-Type"] = []string{"text/plain"}
+	w.Header()["Content-Type"] = textPlain
 	w.Write(b)
 }

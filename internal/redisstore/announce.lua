@@ -95,9 +95,14 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
       redis.call('EXPIRE', X, ttl)
     end
   elseif op == 'S' then
-    redis.call('ZREM', L, m)
-    if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
+    -- A peer is in one set at most: one already a seeder (ZADD updates
+    -- its score, the common re-announce) is in no other, so the others
+    -- are searched only for a peer new to this set.
     new = redis.call('ZADD', S, now, m)
+    if new == 1 then
+      redis.call('ZREM', L, m)
+      if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
+    end
     redis.call('EXPIRE', S, ttl)
     -- A completion counts once per peer: a repeated event=completed from a
     -- peer that already is a seeder is not counted again.
@@ -108,15 +113,19 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
     -- The counter lives the completed TTL past the last seeder's announce.
     redis.call('EXPIRE', C, cttl)
   elseif op == 'P' then
-    redis.call('ZREM', S, m)
-    redis.call('ZREM', L, m)
     new = redis.call('ZADD', P, now, m)
+    if new == 1 then
+      redis.call('ZREM', S, m)
+      redis.call('ZREM', L, m)
+    end
     nP = nP + new
     redis.call('EXPIRE', P, ttl)
   else
-    redis.call('ZREM', S, m)
-    if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
     new = redis.call('ZADD', L, now, m)
+    if new == 1 then
+      redis.call('ZREM', S, m)
+      if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
+    end
     redis.call('EXPIRE', L, ttl)
   end
 

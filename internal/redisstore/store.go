@@ -237,9 +237,13 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 
 // sendCalls runs calls in one round trip and puts each one's part of the
 // reply in res (as long as calls). On one Redis the batch is one script
-// call; under Redis Cluster, whose scripts may touch one slot only, it is a
-// pipeline of one call per announce. A call Redis did not have the script
-// for (after a restart or SCRIPT FLUSH) is sent again with EVAL.
+// call; under Redis Cluster, whose scripts may touch one slot only, it is
+// one call per announce, in one pipeline per master, the pipelines side by
+// side: a master that hangs (paused, or dying before Redis fails it over)
+// then costs only the announces of its own slots, where one pipeline
+// across masters would fail whole when its time runs out. A call Redis did
+// not have the script for (after a restart, a failover or SCRIPT FLUSH) is
+// sent again with EVAL, in the same pipeline's turn.
 func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []callResult) {
 	groups := [][]*announceCall{calls}
 	if s.cluster && len(calls) > 1 {
@@ -248,18 +252,27 @@ func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []call
 			groups[i] = calls[i : i+1 : i+1]
 		}
 	}
-	cmds := s.exec(ctx, groups, nil)
-	var retry []int
-	for g, cmd := range cmds {
-		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			retry = append(retry, g)
+	cmds := make([]*redis.Cmd, len(groups))
+	if !s.cluster || len(groups) == 1 {
+		s.exec(ctx, groups, cmds, nil)
+	} else {
+		byShard := map[string][]int{}
+		cc, _ := s.rdb.(*redis.ClusterClient)
+		for gi, g := range groups {
+			shard := ""
+			if cc != nil {
+				if m, err := cc.MasterForKey(ctx, g[0].keys[0]); err == nil {
+					shard = m.Options().Addr
+				}
+			}
+			byShard[shard] = append(byShard[shard], gi)
 		}
-	}
-	if len(retry) > 0 {
-		again := s.exec(ctx, groups, retry)
-		for j, g := range retry {
-			cmds[g] = again[j]
+		var wg sync.WaitGroup
+		for _, sel := range byShard {
+			wg.Add(1)
+			go func() { defer wg.Done(); s.exec(ctx, groups, cmds, sel) }()
 		}
+		wg.Wait()
 	}
 	i := 0
 	for g, cmd := range cmds {
@@ -277,11 +290,17 @@ func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []call
 	}
 }
 
-// exec sends one script call per group in one pipeline: EVALSHA, or EVAL
-// for the groups listed in only (nil: every group, by SHA).
-func (s *Store) exec(ctx context.Context, groups [][]*announceCall, only []int) []*redis.Cmd {
-	pipe := s.rdb.Pipeline()
-	send := func(g []*announceCall, eval bool) *redis.Cmd {
+// exec sends one script call per group of sel (nil: every group) in one
+// pipeline, by SHA, then once more with EVAL those Redis lacked the script
+// for, and puts each command in cmds at its group's index.
+func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redis.Cmd, sel []int) {
+	if sel == nil {
+		sel = make([]int, len(groups))
+		for i := range sel {
+			sel[i] = i
+		}
+	}
+	send := func(pipe redis.Pipeliner, g []*announceCall, eval bool) *redis.Cmd {
 		var c0 announceCall
 		keys := make([]string, 0, len(c0.keys)*len(g))
 		args := make([]any, 0, 2+len(c0.args)*len(g))
@@ -295,19 +314,25 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, only []int) 
 		}
 		return announceScript.EvalSha(ctx, pipe, keys, args...)
 	}
-	var cmds []*redis.Cmd
-	if only == nil {
-		for _, g := range groups {
-			cmds = append(cmds, send(g, false))
-		}
-	} else {
-		for _, gi := range only {
-			cmds = append(cmds, send(groups[gi], true))
+	pipe := s.rdb.Pipeline()
+	for _, gi := range sel {
+		cmds[gi] = send(pipe, groups[gi], false)
+	}
+	pipe.Exec(ctx) // per-command errors are read by the caller
+	var retry []int
+	for _, gi := range sel {
+		if err := cmds[gi].Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			retry = append(retry, gi)
 		}
 	}
-	// Per-command errors are read from each command by the caller.
+	if len(retry) == 0 {
+		return
+	}
+	pipe = s.rdb.Pipeline()
+	for _, gi := range retry {
+		cmds[gi] = send(pipe, groups[gi], true)
+	}
 	pipe.Exec(ctx)
-	return cmds
 }
 
 // splitReply cuts a script reply into the parts of its announces:

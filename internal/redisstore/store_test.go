@@ -874,3 +874,60 @@ func TestNewSwarmCap(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterBatchSurvivesAHungMaster: on a Redis Cluster, a batch of
+// announces over every master while one master hangs (SIGSTOP): the
+// announces of its slots fail after the timeout, the others succeed.
+func TestClusterBatchSurvivesAHungMaster(t *testing.T) {
+	rc := redistest.StartClusterN(t, 3, 0, 30*time.Second)
+	var addrs []string
+	for _, m := range rc.Masters {
+		addrs = append(addrs, m.Addr())
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: 1})
+	t.Cleanup(func() { rdb.Close() })
+	s, err := New(rdb, Config{Prefix: "tl", NodeID: "hung", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 24
+	reqs := make([]*bittorrent.AnnounceRequest, n)
+	want := make([]int, n)
+	onHung := make([]bool, n)
+	hung, _ := rdb.MasterForKey(ctx, s.ks.Swarm(hash("hung-0")).Seeders)
+	for i := range reqs {
+		reqs[i] = req(hash(fmt.Sprintf("hung-%d", i)), peer(i, false), 1, bittorrent.Started)
+		m, err := rdb.MasterForKey(ctx, s.ks.Swarm(reqs[i].InfoHash).Seeders)
+		if err != nil {
+			t.Fatal(err)
+		}
+		onHung[i] = m.Options().Addr == hung.Options().Addr
+	}
+	var paused *redistest.Server
+	for _, m := range rc.Masters {
+		if m.Addr() == hung.Options().Addr {
+			paused = m
+		}
+	}
+	if err := paused.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	defer paused.Resume()
+	out, errs := make([]bittorrent.AnnounceResult, n), make([]error, n)
+	s.AnnounceBatch(ctx, reqs, want, out, errs)
+	others := 0
+	for i := range reqs {
+		switch {
+		case onHung[i] && errs[i] == nil:
+			t.Errorf("announce %d, on the hung master, succeeded", i)
+		case !onHung[i] && errs[i] != nil:
+			t.Errorf("announce %d, on a live master, failed: %v", i, errs[i])
+		case !onHung[i]:
+			others++
+		}
+	}
+	if others == 0 || others == n {
+		t.Fatalf("test arithmetic: %d of %d announces on live masters", others, n)
+	}
+}

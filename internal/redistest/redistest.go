@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -414,12 +415,32 @@ func startCluster(root string, masters, replicas int, nodeTimeout time.Duration)
 			}
 		}
 	}
-	return c, waitFor("cluster healthy, replicas attached", func() bool {
-		for _, cl := range clients {
+	return c, waitFor("cluster healthy, one view of the slots, replicas attached", func() bool {
+		view := ""
+		for i, cl := range clients {
 			info, err := cl.ClusterInfo(ctx).Result()
 			if err != nil || !strings.Contains(info, "cluster_state:ok") {
 				return false
 			}
+			// Every process maps every slot, to the same masters (a
+			// process still learning the others' slots answers
+			// CLUSTERDOWN for them, though its state is ok).
+			slots, err := cl.ClusterSlots(ctx).Result()
+			if err != nil {
+				return false
+			}
+			covered, v := 0, []string{}
+			for _, s := range slots {
+				covered += int(s.End - s.Start + 1)
+				if len(s.Nodes) > 0 {
+					v = append(v, fmt.Sprintf("%d-%d@%s", s.Start, s.End, s.Nodes[0].Addr))
+				}
+			}
+			sort.Strings(v)
+			if covered != 16384 || (i > 0 && strings.Join(v, ",") != view) {
+				return false
+			}
+			view = strings.Join(v, ",")
 		}
 		for i := range masters {
 			rep, err := clients[i].Info(ctx, "replication").Result()

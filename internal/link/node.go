@@ -228,7 +228,7 @@ func (n *Node) LocalChange(c bittorrent.PeerChange) {
 func (n *Node) Run(ctx context.Context) error {
 	done, indexDone := make(chan struct{}), make(chan struct{})
 	go func() { n.publish(ctx); close(done) }()
-	go func() { n.writeIndex(ctx); close(indexDone) }()
+	go func() { n.writeIndex(ctx, done); close(indexDone) }()
 	n.listen(ctx)
 	<-done
 	<-indexDone
@@ -295,17 +295,23 @@ func (n *Node) unindexed(parts map[string][]redis.Z) {
 	}
 }
 
-// writeIndex writes queued index entries until ctx ends. A part that
-// cannot be written is forgotten (written again with its next change).
-func (n *Node) writeIndex(ctx context.Context) {
+// writeIndex writes queued index entries until the publisher is done
+// (published closed, after its last batch at shutdown), then writes what is
+// still queued. A part that cannot be written is forgotten (written again
+// with its next change).
+func (n *Node) writeIndex(ctx context.Context, published <-chan struct{}) {
 	for {
 		var parts map[string][]redis.Z
 		select {
-		case <-ctx.Done():
-			return
 		case parts = <-n.indexQ:
+		case <-published:
+			select {
+			case parts = <-n.indexQ:
+			default:
+				return
+			}
 		}
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		pipe := n.store.Pipeline()
 		adds := map[string]*redis.IntCmd{}
 		for key, zs := range parts {

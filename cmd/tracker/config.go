@@ -69,6 +69,11 @@ type Config struct {
 	ShareOffer     bool          `env:"SHARE_OFFER" envDefault:"true"`
 	ShareAccept    bool          `env:"SHARE_ACCEPT" envDefault:"false"`
 	HubNodeTimeout time.Duration `env:"HUB_NODE_TIMEOUT" envDefault:"1m"`
+	// HubMembers is the file listing the members of a network, each on
+	// its own Redis (members.go); empty: one member, TRACKER_REDIS_URL.
+	HubMembers string `env:"HUB_MEMBERS"`
+	// HubBacklog bounds each member's queue of messages to write.
+	HubBacklog int `env:"HUB_BACKLOG" envDefault:"1024"`
 
 	Tracker tracker.Config
 	HTTP    httpapi.Config
@@ -224,7 +229,13 @@ func (c Config) validate() error {
 	if c.Link.RedisURL != "" && !strings.HasPrefix(c.Link.RedisURL, "redis://") && !strings.HasPrefix(c.Link.RedisURL, "rediss://") {
 		return errors.New("TRACKER_LINK_REDIS_URL must start with redis:// or rediss://")
 	}
-	if c.Link.Enabled() && c.RedisURL == "" {
+	if c.HubBacklog < 1 || c.HubBacklog > 1_000_000 {
+		return errors.New("TRACKER_HUB_BACKLOG must be from 1 to 1000000")
+	}
+	if c.HubMembers != "" && (c.RedisURL != "" || c.Link.RedisURL != "") {
+		return errors.New("TRACKER_HUB_MEMBERS lists each member's Redis: leave TRACKER_REDIS_URL and TRACKER_LINK_REDIS_URL unset")
+	}
+	if c.Link.Enabled() && c.RedisURL == "" && c.HubMembers == "" {
 		return errors.New("the link (TRACKER_LINK_PASSWORD) needs TRACKER_REDIS_URL: the embedded store is private to one process")
 	}
 	if err := c.Link.Validate(); err != nil {

@@ -6,20 +6,18 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/hub"
-	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
 // runHub is `tracker hub`: the link's hub, configured like a node (the same
-// variables; TRACKER_LINK_PASSWORD and TRACKER_REDIS_URL are required).
+// variables; TRACKER_LINK_PASSWORD is required, and either TRACKER_REDIS_URL,
+// a network of one member, or TRACKER_HUB_MEMBERS, the members' file).
 func runHub(ctx context.Context, environ []string, logOut io.Writer, started chan<- net.Addr) error {
 	cfg, unknown, err := loadConfig(environ)
 	if err != nil {
@@ -35,34 +33,30 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	for _, k := range unknown {
 		log.Warn("unknown variable ignored (typo?)", "name", k)
 	}
-	rdb, err := newRedisClient(cfg.RedisURL, cfg)
+	reg := newRegistry()
+	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout, Backlog: cfg.HubBacklog, Share: true}, log, reg)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	linkRDB := rdb
-	if cfg.linkRedisURL() != cfg.RedisURL {
-		if linkRDB, err = newRedisClient(cfg.linkRedisURL(), cfg); err != nil {
+	set := &memberSet{cfg: cfg}
+	defer set.closeAll()
+	confs := []memberConfig{{Name: "local", RedisURL: cfg.RedisURL, RedisCluster: cfg.RedisCluster,
+		RedisCAFile: cfg.RedisCAFile, RedisCertFile: cfg.RedisCertFile, RedisKeyFile: cfg.RedisKeyFile}}
+	if cfg.HubMembers != "" {
+		if confs, err = readMembers(cfg.HubMembers); err != nil {
 			return err
 		}
-		defer linkRDB.Close()
+	} else if cfg.linkRedisURL() != cfg.RedisURL {
+		confs[0].linkURL = cfg.linkRedisURL()
 	}
-	relay, err := redisstore.NewRelayer(rdb, redisstore.Config{
-		Prefix: cfg.RedisPrefix, PeerLifetime: cfg.PeerLifetime, CompletedTTL: cfg.CompletedTTL, Timeout: cfg.RedisTimeout,
-	})
-	if err != nil {
-		return err
-	}
-	reg := newRegistry()
-	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout, Sharer: allowed.NewSharer(rdb, cfg.RedisPrefix)}, linkRDB, relay,
-		allowed.NewCarrier(rdb, cfg.RedisPrefix, 2*time.Second), log, reg)
-	if err != nil {
+	if err := applyMembers(set, h, confs); err != nil {
 		return err
 	}
 	r := chi.NewRouter()
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := linkRDB.Ping(r.Context()).Err(); err != nil {
+		// Ready while any member's Redis answers: the hub serves those.
+		if down, of := set.unreachable(r.Context()); len(down) == of {
 			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
 			return
 		}
@@ -82,6 +76,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return h.Run(ctx) })
+	if cfg.HubMembers != "" {
+		g.Go(func() error { watchMembers(ctx, cfg.HubMembers, set, h, log); return nil })
+	}
 	g.Go(func() error { return httpapi.Serve(ctx, ln, r, cfg.HTTP.ShutdownTimeout, log) })
 	err = g.Wait()
 	log.Info("hub stopped")

@@ -88,29 +88,35 @@ func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
 	}
 }
 
-// TestSharerCopiesValidOffersAndRefusesInvalid: the hub's half copies an
-// offered torrent into the inbox of each accepting node that lacks it, and
-// counts (without copying) an offer that is not a valid torrent.
-func TestSharerCopiesValidOffersAndRefusesInvalid(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+// TestShareCopiesValidOffersAndRefusesInvalid: the hub's half copies an
+// offered torrent into the inbox of each accepting node that lacks it, in
+// that node's own Redis (another member's here), and counts (without
+// copying) an offer that is not a valid torrent.
+func TestShareCopiesValidOffersAndRefusesInvalid(t *testing.T) {
+	// Node b is another member's: its keys are on a Redis of their own.
+	rdb, other := redistest.Shared(t).Client(t), redistest.Start(t).Client(t)
 	ctx := context.Background()
 	const p = "sharetest"
 	b, v1, _ := hybrid(t)
 	good := hex.EncodeToString(v1[:])
 	bad := strings.Repeat("ab", 20)
 	rdb.HSet(ctx, redisstore.CatalogKey(p, "a"), good, b, bad, "not a torrent")
-	rdb.Set(ctx, redisstore.AcceptKey(p, "b"), "1", time.Minute)
+	other.Set(ctx, redisstore.AcceptKey(p, "b"), "1", time.Minute)
 	rdb.SAdd(ctx, redisstore.AllowedKey(p, "c"), string(v1[:]))
 	rdb.Set(ctx, redisstore.AcceptKey(p, "c"), "1", time.Minute)
 	refused := 0
-	n, err := NewSharer(rdb, p).Share(ctx, []string{"a", "b", "c", "d"}, func() { refused++ })
+	here, there := Place{RDB: rdb, Prefix: p}, Place{RDB: other, Prefix: p}
+	n, err := Share(ctx, map[string]Place{"a": here, "b": there, "c": here, "d": here}, func() { refused++ })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != 1 || refused != 1 {
 		t.Fatalf("copied %d refused %d, want 1 and 1", n, refused)
 	}
-	if got, _ := rdb.HGet(ctx, redisstore.InboxKey(p, "b"), good).Bytes(); string(got) != string(b) {
+	if rdb.Exists(ctx, redisstore.InboxKey(p, "b")).Val() != 0 {
+		t.Fatal("b's inbox was written into a's Redis")
+	}
+	if got, _ := other.HGet(ctx, redisstore.InboxKey(p, "b"), good).Bytes(); string(got) != string(b) {
 		t.Fatal("accepting node b did not get the valid offer")
 	}
 	for _, n := range []string{"b", "c", "d"} {

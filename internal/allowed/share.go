@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -95,23 +97,20 @@ func (s *Set) offer(ctx context.Context, pipe redis.Pipeliner, files map[string]
 	return nil
 }
 
-// Sharer is the hub's half: it copies offered torrents to accepting nodes.
-type Sharer struct {
-	rdb    redis.UniversalClient
-	prefix string
+// Place is where a node's keys are: its member's Redis and key prefix.
+type Place struct {
+	RDB    redis.UniversalClient
+	Prefix string
 }
 
-// NewSharer returns the hub's sharer.
-func NewSharer(rdb redis.UniversalClient, prefix string) *Sharer {
-	return &Sharer{rdb: rdb, prefix: prefix}
-}
-
-// Share copies every torrent offered by one of nodes into the inbox of each
-// accepting node that neither carries it nor has it waiting. It returns how
-// many it copied. Invalid metainfo is counted by refused and not copied.
-// A node that cannot be read or written now is skipped, and the first
-// such error returned after the rest was done.
-func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (int, error) {
+// Share is the hub's half: it copies every torrent offered by one of nodes
+// into the inbox of each accepting node that neither carries it nor has it
+// waiting, reading and writing each node where it is (nodes of several
+// members: several Redis). It returns how many it copied. Invalid metainfo
+// is counted by refused and not copied. A node that cannot be read or
+// written now is skipped, and the first such error returned after the rest
+// was done.
+func Share(ctx context.Context, nodes map[string]Place, refused func()) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	type state struct {
@@ -126,15 +125,18 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 			first = err
 		}
 	}
-	for _, n := range nodes {
-		pipe := sh.rdb.Pipeline()
-		acc := pipe.Exists(ctx, redisstore.AcceptKey(sh.prefix, n))
-		carried := pipe.SMembers(ctx, redisstore.AllowedKey(sh.prefix, n))
-		cat := pipe.HKeys(ctx, redisstore.CatalogKey(sh.prefix, n))
-		inbox := pipe.HKeys(ctx, redisstore.InboxKey(sh.prefix, n))
+	names := slices.Sorted(maps.Keys(nodes))
+	for _, n := range names {
+		at := nodes[n]
+		pipe := at.RDB.Pipeline()
+		acc := pipe.Exists(ctx, redisstore.AcceptKey(at.Prefix, n))
+		carried := pipe.SMembers(ctx, redisstore.AllowedKey(at.Prefix, n))
+		cat := pipe.HKeys(ctx, redisstore.CatalogKey(at.Prefix, n))
+		inbox := pipe.HKeys(ctx, redisstore.InboxKey(at.Prefix, n))
 		if _, err := pipe.Exec(ctx); err != nil {
-			// Unreadable now (its shard down): neither offers nor
-			// receives this time; the next resync tries again.
+			// Unreadable now (its shard or member down): neither
+			// offers nor receives this time; the next resync tries
+			// again.
 			failed(fmt.Errorf("share: read %s: %w", n, err))
 			continue
 		}
@@ -153,13 +155,14 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 	copied := 0
 	for ih, from := range offered {
 		var body []byte
-		for _, n := range nodes {
+		for _, n := range names {
 			st, ok := states[n]
 			if !ok || !st.accept || st.carried[ih] {
 				continue
 			}
 			if body == nil {
-				b, err := sh.rdb.HGet(ctx, redisstore.CatalogKey(sh.prefix, from), ih).Bytes()
+				at := nodes[from]
+				b, err := at.RDB.HGet(ctx, redisstore.CatalogKey(at.Prefix, from), ih).Bytes()
 				if err != nil {
 					failed(err)
 					break
@@ -172,7 +175,7 @@ func (sh *Sharer) Share(ctx context.Context, nodes []string, refused func()) (in
 				}
 				body = b
 			}
-			if err := sh.rdb.HSet(ctx, redisstore.InboxKey(sh.prefix, n), ih, body).Err(); err != nil {
+			if err := nodes[n].RDB.HSet(ctx, redisstore.InboxKey(nodes[n].Prefix, n), ih, body).Err(); err != nil {
 				failed(err)
 				continue
 			}

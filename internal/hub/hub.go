@@ -5,6 +5,14 @@
 // start, and any node whose sequence shows a gap; it detects soft splits on
 // its side by listening for its own heartbeats.
 //
+// A network is the hub and its members: each member is one operator's
+// tracker, with its own Redis (or Redis Cluster) holding its link channel
+// and its nodes' keyspaces, and the node ids it speaks for. The hub
+// subscribes to every member's channel, takes a node's messages only on
+// its own member's channel, and writes each change into the other members
+// through a queue per member, so that a slow or unreachable member holds
+// up nobody but itself. The single-Redis setup is a network of one member.
+//
 // Two hubs may run at once: every relay is idempotent (a change is applied
 // only when it is at least as recent as what a node holds), so a second hub
 // costs writes, never correctness. Run one, and a second for availability.
@@ -15,14 +23,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/logsample"
@@ -72,37 +82,67 @@ const MaxSeqRate = 10000
 // process is resynced.
 const ReorderWindow = 64
 
+// DefaultBacklog is how many messages may wait for one member's writer.
+const DefaultBacklog = 1024
+
 // Config of a hub.
 type Config struct {
+	// Link holds the network's secret and timings, and the channel of
+	// members that name none.
 	Link link.Config
 	// Name identifies this hub in its heartbeats.
 	Name string
 	// NodeTimeout: a node not heard from for this long is not relayed to
 	// (its rejoin resyncs it).
 	NodeTimeout time.Duration
-	// Sharer, when set, copies torrents that nodes offer to nodes that
-	// accept them, as part of every resync.
-	Sharer Sharer
+	// Backlog bounds each member's queue of messages waiting to be written
+	// into it (0: DefaultBacklog). A message that finds the queue full is
+	// dropped for that member, counted, and a resync repairs it.
+	Backlog int
+	// Share copies torrents that nodes offer to nodes that accept them, as
+	// part of every resync, across members (those with Member.Share).
+	Share bool
 }
 
-// Sharer copies offered torrents to accepting nodes (allowed.Sharer).
-type Sharer interface {
-	Share(ctx context.Context, nodes []string, refused func()) (int, error)
+// Member is one tracker of the network as the hub sees it: its own Redis
+// (or Redis Cluster) holding its link channel, the hub's registry of its
+// processes and the keyspaces of its nodes, and the node ids it speaks for.
+type Member struct {
+	// Name identifies the member in logs, metrics and status.
+	Name string
+	// Nodes are the node ids whose messages the hub takes on this
+	// member's channel; a message there from any other node id is refused
+	// (wrong_member). Empty means any node id, and is allowed only for a
+	// network of one member (the single-Redis setup).
+	Nodes []string
+	// Link is the client of the member's link channel and of the hub's
+	// registry of its processes.
+	Link redis.UniversalClient
+	// Channel is the member's TRACKER_LINK_CHANNEL ("": the hub's);
+	// Sharded is true on a Redis Cluster (sharded pub/sub).
+	Channel string
+	Sharded bool
+	// Relay writes into and reads from the keyspaces of the member's nodes.
+	Relay Relayer
+	// Carrier says what the member's nodes carry (nil: everything).
+	Carrier Carrier
+	// Share is where torrent sharing reads the member's catalogs and
+	// writes its inboxes (nil: the member takes no part).
+	Share *allowed.Place
 }
 
 // Hub relays between nodes.
 type Hub struct {
-	cfg     Config
-	ep      *link.Endpoint // publishes heartbeats (Ed25519-signed), listens
-	master  link.Master    // derives each node's key
-	link    redis.UniversalClient
-	relay   Relayer
-	carrier Carrier
-	log     *slog.Logger
-	errLog  *logsample.Logger // relay failures: sampled
-	m       metrics
+	cfg    Config
+	master link.Master // derives each node's key
+	sign   func(*link.Message) ([]byte, error)
+	log    *slog.Logger
+	errLog *logsample.Logger // relay failures: sampled
+	m      metrics
 
 	mu      sync.Mutex
+	runCtx  context.Context // set by Run: members added later start at once
+	members map[string]*member
 	procs   map[procKey]*procState
 	resync  chan struct{}
 	resyncs int64
@@ -118,14 +158,15 @@ type procKey struct {
 }
 
 // procState is what the hub knows of one process. Started, last sequence
-// and last time heard are kept in Redis too (procsKey), written once per
-// heartbeat, so that a restarted hub still refuses a replay of what a
-// process sent before the restart. What was accepted in the last heartbeat
-// before a crash may be accepted once more after it: relaying is
-// idempotent (the newest time of a peer wins, a stop leaves a tombstone, a
-// completion counts once per node), so that changes nothing.
+// and last time heard are kept in its member's Redis too (procsKey),
+// written once per heartbeat, so that a restarted hub still refuses a
+// replay of what a process sent before the restart. What was accepted in
+// the last heartbeat before a crash may be accepted once more after it:
+// relaying is idempotent (the newest time of a peer wins, a stop leaves a
+// tombstone, a completion counts once per node), so that changes nothing.
 type procState struct {
-	dirty bool // changed since last written to Redis
+	member *member // whose channel it speaks on
+	dirty  bool    // changed since last written to Redis
 	// missing has bit i set while sequence number LastSeq-1-i has not
 	// arrived (ReorderWindow bits); holeSince is when the oldest of those
 	// went missing.
@@ -141,16 +182,19 @@ type procState struct {
 }
 
 type metrics struct {
-	rejected, resyncReq *prometheus.CounterVec
-	relayed, dropped    prometheus.Counter
-	late, resyncFailed  prometheus.Counter
-	resyncs, splits     prometheus.Counter
-	shared, refused     prometheus.Counter
-	lag, resyncDuration prometheus.Histogram
+	rejected, resyncReq         *prometheus.CounterVec
+	relayed, dropped            prometheus.Counter
+	late, resyncFailed          prometheus.Counter
+	resyncs, splits             prometheus.Counter
+	shared, refused             prometheus.Counter
+	lag, resyncDuration         prometheus.Histogram
+	backlog                     *prometheus.GaugeVec
+	memberDropped, memberFailed *prometheus.CounterVec
 }
 
-// New returns a hub. It starts nothing.
-func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carrier, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) {
+// New returns a hub without members (SetMembers gives them). It starts
+// nothing.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) {
 	if cfg.Link.Password == "" {
 		return nil, errors.New("hub: TRACKER_LINK_PASSWORD (the network secret) is required")
 	}
@@ -162,22 +206,21 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 		// or a replay of one would pass as a new process.
 		return nil, fmt.Errorf("TRACKER_HUB_NODE_TIMEOUT (%s) must be longer than TRACKER_LINK_MAX_SKEW (%s)", cfg.NodeTimeout, cfg.Link.MaxSkew)
 	}
-	if carrier == nil {
-		carrier = everything{}
+	if cfg.Backlog <= 0 {
+		cfg.Backlog = DefaultBacklog
 	}
 	master := link.NewMaster(cfg.Link.Password)
 	priv, _ := master.HubKeys()
 	log = log.With("hub", cfg.Name)
-	sign := func(m *link.Message) ([]byte, error) { return link.EncodeDown(priv, m) }
 	h := &Hub{
-		cfg: cfg, ep: link.NewEndpoint(cfg.Link, cfg.Name, linkRDB, sign), master: master,
-		link: linkRDB, relay: relay, carrier: carrier, log: log, errLog: logsample.New(log, 10*time.Second),
-		procs: map[procKey]*procState{}, resync: make(chan struct{}, 1),
+		cfg: cfg, master: master, sign: func(m *link.Message) ([]byte, error) { return link.EncodeDown(priv, m) },
+		log: log, errLog: logsample.New(log, 10*time.Second),
+		members: map[string]*member{}, procs: map[procKey]*procState{}, resync: make(chan struct{}, 1),
 	}
 	h.m = metrics{
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_rejected_total", Help: "Messages refused, by reason."}, []string{"reason"}),
 		resyncReq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_resync_requests_total",
-			Help: "Why resyncs were asked for: start, join (a new process), hello, gap, relay_failed, resubscribed, reset, retry. Requests while one is pending share it."}, []string{"reason"}),
+			Help: "Why resyncs were asked for: start, join (a new process), hello, gap, relay_failed, backlog, resubscribed, reset, members, retry. Requests while one is pending share it."}, []string{"reason"}),
 		relayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_relayed_updates_total", Help: "Peer changes applied to other nodes' keyspaces."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_dropped_updates_total", Help: "Peer changes not relayed to a node that does not carry the torrent."}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_late_messages_total",
@@ -188,122 +231,51 @@ func New(cfg Config, linkRDB redis.UniversalClient, relay Relayer, carrier Carri
 		splits:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_splits_total", Help: "Soft splits of the hub's own subscription, healed."}),
 		shared:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_torrents_total", Help: "Torrents copied to nodes that accept shared torrents."}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_refused_total", Help: "Offered torrents refused as invalid."}),
-		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_propagation_seconds", Help: "From a node publishing a change to the hub having written it to the other nodes.",
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_propagation_seconds", Help: "From a node publishing a change to the hub having written it into another member.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5}}),
 		resyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_resync_seconds", Help: "Duration of resyncs.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hub_member_backlog",
+			Help: "Messages waiting to be written into a member, by member."}, []string{"member"}),
+		memberDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_member_dropped_updates_total",
+			Help: "Peer changes not written into a member because its backlog was full (a resync repairs them), by member."}, []string{"member"}),
+		memberFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_member_write_failures_total",
+			Help: "Writes into a member that failed (its Redis unreachable or slow), by member; each asks for a resync."}, []string{"member"}),
 	}
-	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.late, h.m.resyncFailed, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration)
+	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.late, h.m.resyncFailed, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration,
+		h.m.backlog, h.m.memberDropped, h.m.memberFailed)
 	return h, nil
 }
 
-// Run relays until ctx ends. It resyncs every known node at start.
+// Run relays until ctx ends. It starts every member's subscription and
+// heartbeat, and resyncs every known node at start.
 func (h *Hub) Run(ctx context.Context) error {
-	if err := h.loadProcs(ctx); err != nil {
-		h.log.Warn("could not load known processes", "err", err)
+	h.mu.Lock()
+	h.runCtx = ctx
+	ms := h.memberList()
+	h.mu.Unlock()
+	for _, mb := range ms {
+		h.start(mb)
 	}
 	h.requestResync("start")
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); h.heartbeat(ctx) }()
-	go func() { defer wg.Done(); h.resyncLoop(ctx) }()
-	h.listen(ctx)
-	wg.Wait()
-	return nil
-}
-
-// procsKey persists the processes the hub has heard, so that a restarted
-// hub knows whom to resync before they speak, and refuses replays of what
-// they sent before the restart: field "<node>/<session hex>", value
-// "<started ms> <last seq> <last heard ms>".
-func (h *Hub) procsKey() string {
-	return redisstore.LinkProcsKey(h.cfg.Link.Channel, h.cfg.Link.Sharded)
-}
-
-func (k procKey) field() string { return fmt.Sprintf("%s/%016x", k.node, k.session) }
-
-func (h *Hub) loadProcs(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	m, err := h.link.HGetAll(ctx, h.procsKey()).Result()
-	if err != nil {
-		return err
-	}
+	h.resyncLoop(ctx)
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	var stale []string
-	for field, v := range m {
-		node, sess, ok := strings.Cut(field, "/")
-		var session uint64
-		var started, last int64
-		var seq uint64
-		_, err1 := fmt.Sscanf(sess, "%x", &session)
-		_, err2 := fmt.Sscan(v, &started, &seq, &last)
-		if !ok || err1 != nil || err2 != nil || redisstore.ValidName("node", node) != nil {
-			stale = append(stale, field)
-			continue
-		}
-		if time.Since(time.UnixMilli(last)) > h.cfg.NodeTimeout {
-			stale = append(stale, field)
-			continue
-		}
-		h.procs[procKey{node, session}] = &procState{LastSeq: seq, LastHeartbeat: time.UnixMilli(last), Started: time.UnixMilli(started)}
-	}
-	if len(stale) > 0 {
-		return h.link.HDel(ctx, h.procsKey(), stale...).Err()
-	}
-	return nil
-}
-
-// forget drops processes not heard from for NodeTimeout, in memory and in
-// Redis. Their messages are older than the allowed skew by then, so a
-// replay of one is refused as stale, never taken for a new process.
-func (h *Hub) forget(ctx context.Context) {
-	h.mu.Lock()
-	var gone []string
-	for k, st := range h.procs {
-		if time.Since(st.LastHeartbeat) > h.cfg.NodeTimeout {
-			delete(h.procs, k)
-			gone = append(gone, k.field())
-		}
-	}
+	ms = h.memberList()
+	h.members = map[string]*member{}
 	h.mu.Unlock()
-	if len(gone) == 0 {
-		return
+	for _, mb := range ms {
+		mb.close()
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := h.link.HDel(ctx, h.procsKey(), gone...).Err(); err != nil {
-		h.log.Warn("could not forget silent processes", "err", err)
-	}
+	return nil
 }
 
-// listen hands every node message to handle. The hub hears its own
-// heartbeats on the down channel, and anything arriving proves the
-// subscription carries messages (under a backlog its heartbeat may be
-// queued behind updates, and that is no split), so the endpoint's soft
-// split here means total silence; after any lost subscription, whatever
-// flowed meanwhile is lost, so the hub resyncs.
-func (h *Hub) listen(ctx context.Context) {
-	h.ep.Listen(ctx, link.Listener{
-		Handle: func(channel string, b []byte) {
-			h.ep.Alive()
-			if channel != h.cfg.Link.DownChannel() {
-				h.handle(ctx, b)
-				// Time spent on a message is not silence of the
-				// subscription.
-				h.ep.Alive()
-			}
-		},
-		Down:       func(err error) { h.log.Warn("hub subscription failed", "err", err) },
-		Subscribed: func(bool) {},
-		Lost: func(reason string) {
-			if strings.HasPrefix(reason, "soft split") {
-				h.m.splits.Inc()
-			}
-			h.log.Warn("hub link re-established", "reason", reason)
-			h.requestResync("resubscribed")
-		},
-	}, h.cfg.Link.UpChannel(), h.cfg.Link.DownChannel())
+// memberList returns the members, by name; h.mu is held.
+func (h *Hub) memberList() []*member {
+	out := make([]*member, 0, len(h.members))
+	for _, mb := range h.members {
+		out = append(out, mb)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 func (h *Hub) reject(reason string, st *procState) {
@@ -315,8 +287,9 @@ func (h *Hub) reject(reason string, st *procState) {
 	}
 }
 
-// handle authenticates one message from a node and acts on it.
-func (h *Hub) handle(ctx context.Context, b []byte) {
+// handle authenticates one message from a node, heard on mb's channel, and
+// acts on it.
+func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 	m, err := link.DecodeUp(b, h.nodeKey)
 	if err != nil {
 		h.reject(link.Reason(err), nil)
@@ -326,8 +299,15 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 		h.reject("malformed", nil)
 		return
 	}
+	// A member speaks for its own node ids only: its operator holds their
+	// keys, and could replay one of another member's messages on its own
+	// channel (it cannot forge one).
+	if len(mb.nodes) > 0 && !mb.nodes[m.Node] {
+		h.reject("wrong_member", nil)
+		return
+	}
 	now := time.Now()
-	if !h.ep.Fresh(m, now) {
+	if !mb.ep.Fresh(m, now) {
 		h.reject("stale", nil)
 		return
 	}
@@ -343,6 +323,10 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 	}
 	key := procKey{m.Node, m.Session}
 	h.mu.Lock()
+	if h.members[mb.Name] != mb {
+		h.mu.Unlock() // a member removed meanwhile
+		return
+	}
 	st := h.procs[key]
 	joined, gap := false, false
 	switch {
@@ -353,8 +337,14 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 			return
 		}
 		// Whatever the process sent before, the join's resync covers.
-		st = &procState{Started: now, LastSeq: m.Seq}
+		st = &procState{member: mb, Started: now, LastSeq: m.Seq}
 		h.procs[key] = st
+		joined = true
+	case st.member != mb:
+		// Heard on another member's channel than before: only a node
+		// moved between members by a reload of the members' list gets
+		// here (wrong_member refuses the rest). It joins anew.
+		st.member, st.LastSeq, st.missing = mb, m.Seq, 0
 		joined = true
 	case m.Seq <= st.LastSeq:
 		if !st.fill(st.LastSeq - m.Seq) {
@@ -377,35 +367,12 @@ func (h *Hub) handle(ctx context.Context, b []byte) {
 	h.mu.Unlock()
 
 	if reason := resyncReason(joined, gap, m.Kind); reason != "" {
-		h.carrier.Forget(m.Node) // a hello may mean its carried torrents changed
-		h.log.Info("resync", "reason", reason, "node", m.Node, "session", fmt.Sprintf("%016x", m.Session))
+		mb.carrier.Forget(m.Node) // a hello may mean its carried torrents changed
+		h.log.Info("resync", "reason", reason, "member", mb.Name, "node", m.Node, "session", fmt.Sprintf("%016x", m.Session))
 		h.requestResync(reason)
 	}
 	if m.Kind == link.KindUpdates && len(m.Changes) > 0 {
-		n := h.relayChanges(ctx, m.Node, m.Changes)
-		lag := time.Since(time.UnixMilli(m.Time))
-		h.m.lag.Observe(lag.Seconds())
-		h.mu.Lock()
-		st.Relayed += int64(n)
-		st.LagMillis = lag.Milliseconds()
-		h.mu.Unlock()
-	}
-}
-
-// overdueGaps resyncs processes whose missing sequence numbers did not
-// arrive within a heartbeat (one that went silent after a hole included).
-func (h *Hub) overdueGaps(now time.Time) {
-	h.mu.Lock()
-	var due []procKey
-	for k, st := range h.procs {
-		if st.overdue(now, h.cfg.Link.Heartbeat) {
-			due = append(due, k)
-		}
-	}
-	h.mu.Unlock()
-	for _, k := range due {
-		h.log.Info("resync", "reason", "gap", "node", k.node, "session", fmt.Sprintf("%016x", k.session))
-		h.requestResync("gap")
+		h.relayChanges(m.Node, st, time.UnixMilli(m.Time), m.Changes)
 	}
 }
 
@@ -476,98 +443,45 @@ func resyncReason(joined, gap bool, kind link.Kind) string {
 	return ""
 }
 
-// persist writes the state of the processes heard since the last call to
-// Redis, in one command.
-func (h *Hub) persist(ctx context.Context) {
-	h.mu.Lock()
-	fields := map[string]any{}
-	for k, st := range h.procs {
-		if st.dirty {
-			fields[k.field()] = fmt.Sprintf("%d %d %d", st.Started.UnixMilli(), st.LastSeq, st.LastHeartbeat.UnixMilli())
-			st.dirty = false
-		}
-	}
-	h.mu.Unlock()
-	if len(fields) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := h.link.HSet(ctx, h.procsKey(), fields).Err(); err != nil {
-		h.log.Warn("could not record process states", "err", err)
-		h.mu.Lock()
-		for k, st := range h.procs {
-			if _, ok := fields[k.field()]; ok {
-				st.dirty = true
-			}
-		}
-		h.mu.Unlock()
-	}
+// nodeAt is a live node and the member it speaks through.
+type nodeAt struct {
+	node string
+	mb   *member
 }
 
-// targets returns the nodes to relay to: every node with a live process,
-// but origin.
-func (h *Hub) targets(origin string) []string {
+// live returns the nodes to relay to: every node with a live process, but
+// origin, by name.
+func (h *Hub) live(origin string) []nodeAt {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	live := map[string]bool{}
+	seen := map[string]*member{}
 	for k, st := range h.procs {
 		if k.node != origin && time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout {
-			live[k.node] = true
+			seen[k.node] = st.member
 		}
 	}
-	out := make([]string, 0, len(live))
-	for name := range live {
-		out = append(out, name)
+	out := make([]nodeAt, 0, len(seen))
+	for n, mb := range seen {
+		out = append(out, nodeAt{n, mb})
 	}
-	sort.Strings(out)
+	sort.Slice(out, func(i, j int) bool { return out[i].node < out[j].node })
 	return out
 }
 
-// relayChanges writes changes from origin into every other live node that
-// carries their torrent, in one pipeline.
-func (h *Hub) relayChanges(ctx context.Context, origin string, changes []bittorrent.PeerChange) int {
-	byHash := map[bittorrent.InfoHash][]bittorrent.PeerChange{}
-	for _, c := range changes {
-		byHash[c.InfoHash] = append(byHash[c.InfoHash], c)
+// relayChanges queues changes from origin for every other live node, one
+// job per member; each member's writer writes its jobs in the order they
+// came.
+func (h *Hub) relayChanges(origin string, st *procState, sent time.Time, changes []bittorrent.PeerChange) {
+	byMember := map[*member][]string{}
+	for _, t := range h.live(origin) {
+		byMember[t.mb] = append(byMember[t.mb], t.node)
 	}
-	var ts []redisstore.Target
-	for _, node := range h.targets(origin) {
-		for ih, cs := range byHash {
-			if !h.carrier.Carries(ctx, node, ih) {
-				h.m.dropped.Add(float64(len(cs)))
-				continue
-			}
-			ts = append(ts, redisstore.Target{Node: node, Changes: cs})
+	for mb, nodes := range byMember {
+		if !mb.enqueue(relayJob{st: st, sent: sent, nodes: nodes, changes: changes}) {
+			mb.droppedN.Add(int64(len(changes) * len(nodes)))
+			h.m.memberDropped.WithLabelValues(mb.Name).Add(float64(len(changes) * len(nodes)))
+			h.requestResync("backlog")
 		}
-	}
-	n, err := h.relay.Apply(ctx, ts)
-	if err != nil {
-		h.errLog.Log(slog.LevelError, "relay failed", "origin", origin, "err", err)
-		h.requestResync("relay_failed") // what was not written, the resync writes
-	}
-	h.m.relayed.Add(float64(n))
-	return n
-}
-
-func (h *Hub) heartbeat(ctx context.Context) {
-	t := time.NewTicker(h.cfg.Link.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			h.persist(context.WithoutCancel(ctx)) // what was heard last
-			return
-		case <-t.C:
-		}
-		h.persist(ctx)
-		h.forget(ctx)
-		h.overdueGaps(time.Now())
-		pctx, cancel := context.WithTimeout(ctx, h.cfg.Link.Heartbeat)
-		if err := h.ep.Publish(pctx, h.cfg.Link.DownChannel(), link.KindHubHeartbeat, nil); err != nil && ctx.Err() == nil {
-			h.log.Warn("hub heartbeat failed", "err", err)
-		}
-		cancel()
 	}
 }
 
@@ -579,150 +493,39 @@ func (h *Hub) requestResync(reason string) {
 	}
 }
 
-// Reset re-establishes the hub's subscription and resyncs every node.
+// Reset re-establishes the hub's subscriptions and resyncs every node.
 func (h *Hub) Reset() {
-	h.ep.Reset()
+	h.mu.Lock()
+	ms := h.memberList()
+	h.mu.Unlock()
+	for _, mb := range ms {
+		mb.ep.Reset()
+	}
 	h.requestResync("reset")
-}
-
-func (h *Hub) resyncLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.resync:
-		}
-		start := time.Now()
-		n, err := h.Resync(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			h.m.resyncFailed.Inc()
-			h.errLog.Log(slog.LevelError, "resync incomplete; retrying in 1s", "changes_applied", n, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			h.requestResync("retry")
-			continue
-		}
-		h.m.resyncs.Inc()
-		h.m.resyncDuration.Observe(time.Since(start).Seconds())
-		h.mu.Lock()
-		h.resyncs++
-		h.mu.Unlock()
-		h.log.Info("resync done", "changes_applied", n, "took", time.Since(start))
-	}
-}
-
-// resyncBatch is how many torrents one resync step reads and writes.
-const resyncBatch = 256
-
-// Resync brings every live node to the union of all live nodes' current
-// peers for the torrents it carries: for each torrent in any node's swarm
-// index, read every node's live peers and stops, and apply the newest of
-// each peer to every node (applying keeps the most recent of each peer, so
-// it only ever adds what a node lacks, refreshes what it holds older, or
-// removes what stopped since). A stop is remembered where it happened, so
-// a peer that stopped while messages were lost is removed everywhere by
-// the resync, never copied back from a node that missed the stop.
-func (h *Hub) Resync(ctx context.Context) (int, error) {
-	nodes := h.targets("")
-	if len(nodes) < 2 {
-		return 0, nil
-	}
-	// What cannot be read or written now (a Redis Cluster shard down, a
-	// timeout) is skipped and the resync goes on with the rest; the first
-	// error is returned, so the whole resync is retried.
-	var firstErr error
-	failed := func(err error) {
-		if firstErr == nil {
-			firstErr = err
-		}
-	}
-	if h.cfg.Sharer != nil {
-		n, err := h.cfg.Sharer.Share(ctx, nodes, h.m.refused.Inc)
-		h.m.shared.Add(float64(n))
-		if err != nil {
-			failed(err)
-		}
-	}
-	seen := map[bittorrent.InfoHash]bool{}
-	var torrents []bittorrent.InfoHash
-	for _, n := range nodes {
-		ihs, err := h.relay.Indexed(ctx, n)
-		if err != nil {
-			failed(err)
-		}
-		for _, ih := range ihs {
-			if !seen[ih] {
-				seen[ih] = true
-				torrents = append(torrents, ih)
-			}
-		}
-	}
-	applied := 0
-	for start := 0; start < len(torrents) && ctx.Err() == nil; start += resyncBatch {
-		batch := torrents[start:min(start+resyncBatch, len(torrents))]
-		union := make([]map[string]bittorrent.PeerChange, len(batch))
-		for i := range union {
-			union[i] = map[string]bittorrent.PeerChange{}
-		}
-		for _, n := range nodes {
-			swarms, err := h.relay.Swarms(ctx, n, batch)
-			if err != nil {
-				failed(err)
-			}
-			for i, cs := range swarms {
-				for _, c := range cs {
-					// The newest of each peer wins; at the same
-					// millisecond a stop does (as apply.lua has it).
-					if old, ok := union[i][c.Peer]; !ok || c.Seen > old.Seen || c.Seen == old.Seen && c.Op == bittorrent.OpStopped {
-						union[i][c.Peer] = c
-					}
-				}
-			}
-		}
-		var ts []redisstore.Target
-		for _, n := range nodes {
-			for i, ih := range batch {
-				if len(union[i]) == 0 {
-					continue
-				}
-				if !h.carrier.Carries(ctx, n, ih) {
-					continue
-				}
-				cs := make([]bittorrent.PeerChange, 0, len(union[i]))
-				for _, c := range union[i] {
-					cs = append(cs, c)
-				}
-				ts = append(ts, redisstore.Target{Node: n, Changes: cs})
-			}
-		}
-		n, err := h.relay.Apply(ctx, ts)
-		applied += n
-		if err != nil {
-			failed(err)
-		}
-	}
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	return applied, firstErr
 }
 
 // Status is the hub's JSON status.
 type Status struct {
-	Hub     string                `json:"hub"`
-	Resyncs int64                 `json:"resyncs"`
-	Nodes   map[string]nodeStatus `json:"nodes"`
+	Hub     string                  `json:"hub"`
+	Resyncs int64                   `json:"resyncs"`
+	Members map[string]memberStatus `json:"members"`
+	Nodes   map[string]nodeStatus   `json:"nodes"`
+}
+
+// memberStatus is one member: its channel, the node ids it speaks for
+// (none: any), and its writer's queue.
+type memberStatus struct {
+	Channel string   `json:"channel"`
+	Nodes   []string `json:"nodes,omitempty"`
+	Backlog int      `json:"backlog"`
+	Dropped int64    `json:"dropped_updates"`
+	Failed  int64    `json:"failed_writes"`
 }
 
 // nodeStatus is one node id: live while any of its processes is, with
 // each process (replica) by session.
 type nodeStatus struct {
+	Member        string                   `json:"member"`
 	Live          bool                     `json:"live"`
 	LastHeartbeat time.Time                `json:"last_heartbeat"`
 	Messages      int64                    `json:"messages"`
@@ -736,11 +539,15 @@ type processStatus struct {
 	Live bool `json:"live"`
 }
 
-// Status returns the hub's view of the nodes and their processes.
+// Status returns the hub's view of its members, nodes and processes.
 func (h *Hub) Status() Status {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := Status{Hub: h.cfg.Name, Resyncs: h.resyncs, Nodes: map[string]nodeStatus{}}
+	s := Status{Hub: h.cfg.Name, Resyncs: h.resyncs, Members: map[string]memberStatus{}, Nodes: map[string]nodeStatus{}}
+	for _, mb := range h.members {
+		s.Members[mb.Name] = memberStatus{Channel: mb.cfg.Channel, Nodes: slices.Sorted(maps.Keys(mb.nodes)),
+			Backlog: len(mb.queue), Dropped: mb.droppedN.Load(), Failed: mb.failedN.Load()}
+	}
 	for k, st := range h.procs {
 		n := s.Nodes[k.node]
 		if n.Processes == nil {
@@ -751,6 +558,7 @@ func (h *Hub) Status() Status {
 		n.Live = n.Live || live
 		if st.LastHeartbeat.After(n.LastHeartbeat) {
 			n.LastHeartbeat = st.LastHeartbeat
+			n.Member = st.member.Name
 		}
 		n.Messages += st.Messages
 		n.Relayed += st.Relayed

@@ -116,23 +116,56 @@ func newTestHub(t *testing.T, channel string) *testHub { return newTestHubWith(t
 
 func newTestHubWith(t *testing.T, channel string, carrier Carrier) *testHub {
 	t.Helper()
-	rdb := redistest.Shared(t).Client(t)
+	relay := &fakeRelayer{applied: map[string]int{}, writes: map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange{},
+		holds: map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange{}}
+	h := newTestHubOn(t, channel, redistest.Shared(t).Client(t), relay, carrier)
+	h.relay = relay
+	return h
+}
+
+// newTestHubOn is a hub of one member on rdb, with relay and carrier.
+func newTestHubOn(t *testing.T, channel string, rdb redis.UniversalClient, relay Relayer, carrier Carrier) *testHub {
+	t.Helper()
 	cfg := Config{
 		Link:        link.Config{Password: password, Channel: channel, Heartbeat: 100 * time.Millisecond, Flush: time.Millisecond, Queue: 16, MaxSkew: 5 * time.Second},
 		Name:        "hub-test",
 		NodeTimeout: 10 * time.Second,
 	}
 	reg := prometheus.NewRegistry()
-	relay := &fakeRelayer{applied: map[string]int{}, writes: map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange{},
-		holds: map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange{}}
-	h, err := New(cfg, rdb, relay, carrier, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	h, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.loadProcs(context.Background()); err != nil {
+	if err := h.SetMembers([]Member{{Name: "local", Link: rdb, Relay: relay, Carrier: carrier}}); err != nil {
 		t.Fatal(err)
 	}
-	return &testHub{Hub: h, relay: relay, reg: reg}
+	th := &testHub{Hub: h, reg: reg}
+	t.Cleanup(func() { th.SetMembers(nil) })
+	if err := h.loadProcs(context.Background(), th.only()); err != nil {
+		t.Fatal(err)
+	}
+	return th
+}
+
+// only is the hub's one member.
+func (h *testHub) only() *member {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.members["local"]
+}
+
+// handle takes a message as the member's subscription would, and waits
+// until what it relays is written.
+func (h *testHub) handle(ctx context.Context, b []byte) {
+	h.Hub.handle(ctx, h.only(), b)
+	h.flush()
+}
+
+func (h *testHub) persist(ctx context.Context) { h.Hub.persist(ctx, h.only()) }
+func (h *testHub) forget(ctx context.Context)  { h.Hub.forget(ctx, h.only()) }
+func (h *testHub) overdueGaps(now time.Time)   { h.Hub.overdueGaps(h.only(), now) }
+func (h *testHub) registry() ([]string, error) {
+	return h.only().Link.HKeys(context.Background(), h.only().procsKey()).Result()
 }
 
 func newChannel() string { return fmt.Sprintf("hubtest%d", channelSeq.Add(1)) }
@@ -335,11 +368,11 @@ func TestForgetSilentProcesses(t *testing.T) {
 	if n := h.Status().Nodes["beta"]; len(n.Processes) != 1 || !n.Live {
 		t.Fatalf("after forgetting one of two processes: %+v", n)
 	}
-	fields, err := h.link.HKeys(ctx, h.procsKey()).Result()
+	fields, err := h.registry()
 	if err != nil || len(fields) != 1 || fields[0] != (procKey{"beta", 6}).field() {
 		t.Fatalf("registry in Redis: %v %v", fields, err)
 	}
-	if len(h.targets("")) != 1 {
+	if len(h.live("")) != 1 {
 		t.Fatal("beta is no longer a target while one process lives")
 	}
 	// Anything the forgotten process sent is older than the skew allows.
@@ -419,13 +452,9 @@ func TestResyncKeepsStopsStopped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	th := newTestHub(t, newChannel())
-	h, err := New(th.cfg, rdb, relay, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := newTestHubOn(t, newChannel(), rdb, relay, nil)
 	for _, n := range []string{"a", "b"} {
-		h.handle(ctx, (&proc{node: n, session: 1}).msg(t, &testHub{Hub: h}, link.KindHello))
+		h.handle(ctx, (&proc{node: n, session: 1}).msg(t, h, link.KindHello))
 	}
 	ih := bittorrent.InfoHash{7}
 	announce := func(node string, port uint16, ev bittorrent.Event) bittorrent.PeerChange {
@@ -533,12 +562,8 @@ func TestReorderedStopStaysStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	th := newTestHub(t, newChannel())
-	h, err := New(th.cfg, rdb, relay, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub := &testHub{Hub: h}
+	h := newTestHubOn(t, newChannel(), rdb, relay, nil)
+	hub := h
 	a := &proc{node: "a", session: 1}
 	h.handle(ctx, a.msg(t, hub, link.KindHello))
 	h.handle(ctx, (&proc{node: "b", session: 1}).msg(t, hub, link.KindHello))

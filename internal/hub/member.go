@@ -1,0 +1,476 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redisstore"
+)
+
+// member is a Member at work: its endpoint on the member's link channel,
+// and its writer, which takes relay jobs from a bounded queue and writes
+// them into the member's Redis in batches (one round trip for whatever
+// queued meanwhile, so a distant member costs latency, not throughput).
+type member struct {
+	Member
+	cfg     link.Config // the network's, on the member's channel
+	ep      *link.Endpoint
+	nodes   map[string]bool
+	carrier Carrier
+	queue   chan relayJob
+
+	ctx      context.Context // ends when the member is removed or the hub stops
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // its goroutines
+	started  bool           // subscription and heartbeat running (h.mu)
+	pending  sync.WaitGroup // jobs queued and not yet written
+	droppedN atomic.Int64
+	failedN  atomic.Int64
+}
+
+// relayJob is one message's changes for the nodes of one member.
+type relayJob struct {
+	st      *procState
+	sent    time.Time
+	nodes   []string
+	changes []bittorrent.PeerChange
+}
+
+// writeBatch bounds how many queued messages one write takes.
+const writeBatch = 256
+
+// SetMembers makes the hub's members those given: a member whose name is
+// new starts, one no longer given stops (its processes are forgotten, so
+// nothing is relayed to it), one given with other settings restarts, and
+// the others go on untouched. Members are checked first: names valid and
+// distinct, a node id in one member at most, a member without node ids
+// only alone. On an error nothing changes.
+func (h *Hub) SetMembers(ms []Member) error {
+	if err := checkMembers(ms); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	var stop, start []*member
+	keep := map[string]bool{}
+	for _, m := range ms {
+		if old := h.members[m.Name]; old != nil && old.same(m) {
+			keep[m.Name] = true
+			continue
+		}
+		if old := h.members[m.Name]; old != nil {
+			stop = append(stop, old)
+		}
+		mb := h.newMember(m)
+		h.members[m.Name] = mb
+		keep[m.Name] = true
+		start = append(start, mb)
+	}
+	for name, mb := range h.members {
+		if !keep[name] {
+			stop = append(stop, mb)
+			delete(h.members, name)
+		}
+	}
+	for _, mb := range stop {
+		for k, st := range h.procs {
+			if st.member == mb {
+				delete(h.procs, k)
+			}
+		}
+	}
+	running := h.runCtx != nil
+	h.mu.Unlock()
+	for _, mb := range stop {
+		mb.close()
+		h.m.backlog.DeleteLabelValues(mb.Name)
+		h.log.Info("member stopped", "member", mb.Name)
+	}
+	for _, mb := range start {
+		if running {
+			h.start(mb)
+		}
+		h.log.Info("member added", "member", mb.Name, "channel", mb.cfg.Channel, "nodes", mb.Nodes)
+	}
+	if running && len(start) > 0 {
+		h.requestResync("members")
+	}
+	return nil
+}
+
+// checkMembers validates a list of members.
+func checkMembers(ms []Member) error {
+	names := map[string]bool{}
+	owner := map[string]string{}
+	for _, m := range ms {
+		if err := redisstore.ValidName("member name", m.Name); err != nil {
+			return err
+		}
+		if names[m.Name] {
+			return fmt.Errorf("member %q is listed twice", m.Name)
+		}
+		names[m.Name] = true
+		if m.Link == nil || m.Relay == nil {
+			return fmt.Errorf("member %q: no Redis", m.Name)
+		}
+		if len(m.Nodes) == 0 && len(ms) > 1 {
+			return fmt.Errorf("member %q lists no node ids: with more than one member, each must list the node ids it speaks for", m.Name)
+		}
+		for _, n := range m.Nodes {
+			if err := redisstore.ValidName("node id", n); err != nil {
+				return fmt.Errorf("member %q: %w", m.Name, err)
+			}
+			if o, ok := owner[n]; ok {
+				return fmt.Errorf("node id %q is listed by members %q and %q: a node id belongs to one member", n, o, m.Name)
+			}
+			owner[n] = m.Name
+		}
+	}
+	return nil
+}
+
+func (h *Hub) newMember(m Member) *member {
+	lc := h.cfg.Link
+	if m.Channel != "" {
+		lc.Channel = m.Channel
+	}
+	lc.Sharded = m.Sharded
+	mb := &member{Member: m, cfg: lc, ep: link.NewEndpoint(lc, h.cfg.Name, m.Link, h.sign), nodes: map[string]bool{},
+		carrier: m.Carrier, queue: make(chan relayJob, h.cfg.Backlog)}
+	if mb.carrier == nil {
+		mb.carrier = everything{}
+	}
+	for _, n := range m.Nodes {
+		mb.nodes[n] = true
+	}
+	mb.ctx, mb.cancel = context.WithCancel(context.Background())
+	mb.wg.Add(1)
+	go func() { defer mb.wg.Done(); h.write(mb) }()
+	return mb
+}
+
+// same reports whether m is what mb runs.
+func (mb *member) same(m Member) bool {
+	return mb.Link == m.Link && mb.Relay == m.Relay && mb.Carrier == m.Carrier && mb.Share == m.Share &&
+		mb.Channel == m.Channel && mb.Sharded == m.Sharded && slices.Equal(mb.Nodes, m.Nodes)
+}
+
+// start starts the member's subscription and heartbeat under the hub's
+// run (once).
+func (h *Hub) start(mb *member) {
+	h.mu.Lock()
+	if mb.started || h.members[mb.Name] != mb {
+		h.mu.Unlock()
+		return
+	}
+	mb.started = true
+	h.mu.Unlock()
+	mb.wg.Add(2)
+	go func() {
+		defer mb.wg.Done()
+		// Before listening, so that replays of what was heard before a
+		// restart are refused; in the member's own goroutine, so that
+		// an unreachable member holds up no other.
+		if err := h.loadProcs(mb.ctx, mb); err != nil {
+			h.log.Warn("could not load known processes", "member", mb.Name, "err", err)
+		}
+		h.listen(mb)
+	}()
+	go func() { defer mb.wg.Done(); h.heartbeat(mb) }()
+}
+
+// close stops the member's goroutines; what its queue still held is
+// dropped (a resync covers it if the member comes back).
+func (mb *member) close() {
+	mb.cancel()
+	mb.wg.Wait()
+	for {
+		select {
+		case <-mb.queue:
+			mb.pending.Done()
+		default:
+			return
+		}
+	}
+}
+
+// enqueue hands a job to the member's writer, or drops it when the queue
+// is full: counted, and a resync asked for.
+func (mb *member) enqueue(j relayJob) bool {
+	mb.pending.Add(1)
+	select {
+	case mb.queue <- j:
+		return true
+	default:
+		mb.pending.Done()
+		return false
+	}
+}
+
+// write is the member's writer: it takes what is queued, up to writeBatch
+// messages, and writes it in one Apply.
+func (h *Hub) write(mb *member) {
+	for {
+		var batch []relayJob
+		select {
+		case <-mb.ctx.Done():
+			return
+		case j := <-mb.queue:
+			batch = append(batch, j)
+		}
+	more:
+		for len(batch) < writeBatch {
+			select {
+			case j := <-mb.queue:
+				batch = append(batch, j)
+			default:
+				break more
+			}
+		}
+		h.m.backlog.WithLabelValues(mb.Name).Set(float64(len(mb.queue)))
+		h.writeJobs(mb, batch)
+		for range batch {
+			mb.pending.Done()
+		}
+	}
+}
+
+// writeJobs writes a batch of jobs into the member's nodes that carry
+// each torrent.
+func (h *Hub) writeJobs(mb *member, batch []relayJob) {
+	var ts []redisstore.Target
+	written := make([]int, len(batch))
+	for i, j := range batch {
+		byHash := map[bittorrent.InfoHash][]bittorrent.PeerChange{}
+		var order []bittorrent.InfoHash
+		for _, c := range j.changes {
+			if _, ok := byHash[c.InfoHash]; !ok {
+				order = append(order, c.InfoHash)
+			}
+			byHash[c.InfoHash] = append(byHash[c.InfoHash], c)
+		}
+		for _, node := range j.nodes {
+			for _, ih := range order {
+				cs := byHash[ih]
+				if !mb.carrier.Carries(mb.ctx, node, ih) {
+					h.m.dropped.Add(float64(len(cs)))
+					continue
+				}
+				ts = append(ts, redisstore.Target{Node: node, Changes: cs})
+				written[i] += len(cs)
+			}
+		}
+	}
+	n, err := mb.Relay.Apply(mb.ctx, ts)
+	if err != nil {
+		if mb.ctx.Err() != nil {
+			return
+		}
+		mb.failedN.Add(1)
+		h.m.memberFailed.WithLabelValues(mb.Name).Inc()
+		h.errLog.Log(slog.LevelError, "relay failed", "member", mb.Name, "err", err)
+		h.requestResync("relay_failed") // what was not written, the resync writes
+	}
+	h.m.relayed.Add(float64(n))
+	now := time.Now()
+	h.mu.Lock()
+	for i, j := range batch {
+		lag := now.Sub(j.sent)
+		if err == nil {
+			j.st.Relayed += int64(written[i])
+		}
+		j.st.LagMillis = lag.Milliseconds()
+		h.m.lag.Observe(lag.Seconds())
+	}
+	h.mu.Unlock()
+}
+
+// flush waits until every job queued so far is written (tests).
+func (h *Hub) flush() {
+	h.mu.Lock()
+	ms := h.memberList()
+	h.mu.Unlock()
+	for _, mb := range ms {
+		mb.pending.Wait()
+	}
+}
+
+// procsKey persists the processes the hub has heard on a member's channel,
+// in the member's Redis, so that a restarted hub knows whom to resync
+// before they speak, and refuses replays of what they sent before the
+// restart: field "<node>/<session hex>", value "<started ms> <last seq>
+// <last heard ms>".
+func (mb *member) procsKey() string {
+	return redisstore.LinkProcsKey(mb.cfg.Channel, mb.cfg.Sharded)
+}
+
+func (k procKey) field() string { return fmt.Sprintf("%s/%016x", k.node, k.session) }
+
+func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := mb.Link.HGetAll(ctx, mb.procsKey()).Result()
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var stale []string
+	for field, v := range m {
+		node, sess, ok := strings.Cut(field, "/")
+		var session uint64
+		var started, last int64
+		var seq uint64
+		_, err1 := fmt.Sscanf(sess, "%x", &session)
+		_, err2 := fmt.Sscan(v, &started, &seq, &last)
+		if !ok || err1 != nil || err2 != nil || redisstore.ValidName("node", node) != nil ||
+			len(mb.nodes) > 0 && !mb.nodes[node] || time.Since(time.UnixMilli(last)) > h.cfg.NodeTimeout {
+			stale = append(stale, field)
+			continue
+		}
+		k := procKey{node, session}
+		if st := h.procs[k]; st != nil && st.member != mb {
+			continue // known through another member: that one stands
+		}
+		h.procs[k] = &procState{member: mb, LastSeq: seq, LastHeartbeat: time.UnixMilli(last), Started: time.UnixMilli(started)}
+	}
+	if len(stale) > 0 {
+		return mb.Link.HDel(ctx, mb.procsKey(), stale...).Err()
+	}
+	return nil
+}
+
+// forget drops the member's processes not heard from for NodeTimeout, in
+// memory and in its Redis. Their messages are older than the allowed skew
+// by then, so a replay of one is refused as stale, never taken for a new
+// process.
+func (h *Hub) forget(ctx context.Context, mb *member) {
+	h.mu.Lock()
+	var gone []string
+	for k, st := range h.procs {
+		if st.member == mb && time.Since(st.LastHeartbeat) > h.cfg.NodeTimeout {
+			delete(h.procs, k)
+			gone = append(gone, k.field())
+		}
+	}
+	h.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := mb.Link.HDel(ctx, mb.procsKey(), gone...).Err(); err != nil {
+		h.errLog.Log(slog.LevelWarn, "could not forget silent processes", "member", mb.Name, "err", err)
+	}
+}
+
+// persist writes the state of the member's processes heard since the last
+// call to its Redis, in one command.
+func (h *Hub) persist(ctx context.Context, mb *member) {
+	h.mu.Lock()
+	fields := map[string]any{}
+	for k, st := range h.procs {
+		if st.member == mb && st.dirty {
+			fields[k.field()] = fmt.Sprintf("%d %d %d", st.Started.UnixMilli(), st.LastSeq, st.LastHeartbeat.UnixMilli())
+			st.dirty = false
+		}
+	}
+	h.mu.Unlock()
+	if len(fields) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := mb.Link.HSet(ctx, mb.procsKey(), fields).Err(); err != nil {
+		h.errLog.Log(slog.LevelWarn, "could not record process states", "member", mb.Name, "err", err)
+		h.mu.Lock()
+		for k, st := range h.procs {
+			if _, ok := fields[k.field()]; ok && st.member == mb {
+				st.dirty = true
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// overdueGaps resyncs the member's processes whose missing sequence
+// numbers did not arrive within a heartbeat (one that went silent after a
+// hole included).
+func (h *Hub) overdueGaps(mb *member, now time.Time) {
+	h.mu.Lock()
+	var due []procKey
+	for k, st := range h.procs {
+		if st.member == mb && st.overdue(now, h.cfg.Link.Heartbeat) {
+			due = append(due, k)
+		}
+	}
+	h.mu.Unlock()
+	for _, k := range due {
+		h.log.Info("resync", "reason", "gap", "member", mb.Name, "node", k.node, "session", fmt.Sprintf("%016x", k.session))
+		h.requestResync("gap")
+	}
+}
+
+// listen hands every node message on the member's channel to handle. The
+// hub hears its own heartbeats on the down channel, and anything arriving
+// proves the subscription carries messages (under a backlog its heartbeat
+// may be queued behind updates, and that is no split), so the endpoint's
+// soft split here means total silence; after any lost subscription,
+// whatever flowed meanwhile is lost, so the hub resyncs.
+func (h *Hub) listen(mb *member) {
+	mb.ep.Listen(mb.ctx, link.Listener{
+		Handle: func(channel string, b []byte) {
+			mb.ep.Alive()
+			if channel != mb.cfg.DownChannel() {
+				h.handle(mb.ctx, mb, b)
+				// Time spent on a message is not silence of the
+				// subscription.
+				mb.ep.Alive()
+			}
+		},
+		Down: func(err error) {
+			h.errLog.Log(slog.LevelWarn, "hub subscription failed", "member", mb.Name, "err", err)
+		},
+		Subscribed: func(bool) {},
+		Lost: func(reason string) {
+			if strings.HasPrefix(reason, "soft split") {
+				h.m.splits.Inc()
+			}
+			h.log.Warn("hub link re-established", "member", mb.Name, "reason", reason)
+			h.requestResync("resubscribed")
+		},
+	}, mb.cfg.UpChannel(), mb.cfg.DownChannel())
+}
+
+// heartbeat records the member's processes, forgets silent ones, looks for
+// overdue gaps and publishes the hub's heartbeat on the member's down
+// channel, once per heartbeat interval.
+func (h *Hub) heartbeat(mb *member) {
+	t := time.NewTicker(h.cfg.Link.Heartbeat)
+	defer t.Stop()
+	ctx := mb.ctx
+	for {
+		select {
+		case <-ctx.Done():
+			h.persist(context.WithoutCancel(ctx), mb) // what was heard last
+			return
+		case <-t.C:
+		}
+		h.persist(ctx, mb)
+		h.forget(ctx, mb)
+		h.overdueGaps(mb, time.Now())
+		pctx, cancel := context.WithTimeout(ctx, h.cfg.Link.Heartbeat)
+		if err := mb.ep.Publish(pctx, mb.cfg.DownChannel(), link.KindHubHeartbeat, nil); err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+			h.errLog.Log(slog.LevelWarn, "hub heartbeat failed", "member", mb.Name, "err", err)
+		}
+		cancel()
+	}
+}

@@ -1,0 +1,203 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/tracklink/tracklink/internal/allowed"
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redisstore"
+)
+
+func (h *Hub) resyncLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.resync:
+		}
+		start := time.Now()
+		n, err := h.Resync(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			h.m.resyncFailed.Inc()
+			h.errLog.Log(slog.LevelError, "resync incomplete; retrying in 1s", "changes_applied", n, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			h.requestResync("retry")
+			continue
+		}
+		h.m.resyncs.Inc()
+		h.m.resyncDuration.Observe(time.Since(start).Seconds())
+		h.mu.Lock()
+		h.resyncs++
+		h.mu.Unlock()
+		h.log.Info("resync done", "changes_applied", n, "took", time.Since(start))
+	}
+}
+
+// resyncBatch is how many torrents one resync step reads and writes.
+const resyncBatch = 256
+
+// resyncRun is the state of one resync: the first error, and the members
+// given up for this run because one of their operations ran out of time
+// (an unreachable member would cost a timeout per step; it is tried again
+// by the retry).
+type resyncRun struct {
+	mu    sync.Mutex
+	first error
+	down  map[*member]bool
+}
+
+func (r *resyncRun) failed(mb *member, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.first == nil {
+		r.first = err
+	}
+	var ne net.Error
+	if mb != nil && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) {
+		r.down[mb] = true
+	}
+}
+
+func (r *resyncRun) usable(mb *member) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.down[mb]
+}
+
+// each runs f for every i < n side by side and waits.
+func each(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { f(i) })
+	}
+	wg.Wait()
+}
+
+// Resync brings every live node to the union of all live nodes' current
+// peers for the torrents it carries: for each torrent in any node's swarm
+// index, read every node's live peers and stops, and apply the newest of
+// each peer to every node (applying keeps the most recent of each peer, so
+// it only ever adds what a node lacks, refreshes what it holds older, or
+// removes what stopped since). A stop is remembered where it happened, so
+// a peer that stopped while messages were lost is removed everywhere by
+// the resync, never copied back from a node that missed the stop. Nodes
+// are read side by side, and members written side by side, so a distant
+// member costs its round trips once per step, not once per node.
+func (h *Hub) Resync(ctx context.Context) (int, error) {
+	nodes := h.live("")
+	if len(nodes) < 2 {
+		return 0, nil
+	}
+	// What cannot be read or written now (a member or a Redis Cluster
+	// shard down, a timeout) is skipped and the resync goes on with the
+	// rest; the first error is returned, so the whole resync is retried.
+	run := &resyncRun{down: map[*member]bool{}}
+	if h.cfg.Share {
+		places := map[string]allowed.Place{}
+		for _, t := range nodes {
+			if t.mb.Share != nil {
+				places[t.node] = *t.mb.Share
+			}
+		}
+		n, err := allowed.Share(ctx, places, h.m.refused.Inc)
+		h.m.shared.Add(float64(n))
+		if err != nil {
+			run.failed(nil, err)
+		}
+	}
+	indexed := make([][]bittorrent.InfoHash, len(nodes))
+	each(len(nodes), func(i int) {
+		ihs, err := nodes[i].mb.Relay.Indexed(ctx, nodes[i].node)
+		if err != nil {
+			run.failed(nodes[i].mb, err)
+		}
+		indexed[i] = ihs
+	})
+	seen := map[bittorrent.InfoHash]bool{}
+	var torrents []bittorrent.InfoHash
+	for _, ihs := range indexed {
+		for _, ih := range ihs {
+			if !seen[ih] {
+				seen[ih] = true
+				torrents = append(torrents, ih)
+			}
+		}
+	}
+	var applied int
+	var appliedMu sync.Mutex
+	for start := 0; start < len(torrents) && ctx.Err() == nil; start += resyncBatch {
+		batch := torrents[start:min(start+resyncBatch, len(torrents))]
+		read := make([][][]bittorrent.PeerChange, len(nodes))
+		each(len(nodes), func(i int) {
+			if !run.usable(nodes[i].mb) {
+				return
+			}
+			swarms, err := nodes[i].mb.Relay.Swarms(ctx, nodes[i].node, batch)
+			if err != nil {
+				run.failed(nodes[i].mb, err)
+			}
+			read[i] = swarms
+		})
+		union := make([]map[string]bittorrent.PeerChange, len(batch))
+		for i := range union {
+			union[i] = map[string]bittorrent.PeerChange{}
+		}
+		for _, swarms := range read {
+			for i, cs := range swarms {
+				for _, c := range cs {
+					// The newest of each peer wins; at the same
+					// millisecond a stop does (as apply.lua has it).
+					if old, ok := union[i][c.Peer]; !ok || c.Seen > old.Seen || c.Seen == old.Seen && c.Op == bittorrent.OpStopped {
+						union[i][c.Peer] = c
+					}
+				}
+			}
+		}
+		byMember := map[*member][]redisstore.Target{}
+		var order []*member
+		for _, t := range nodes {
+			if !run.usable(t.mb) {
+				continue
+			}
+			for i, ih := range batch {
+				if len(union[i]) == 0 || !t.mb.carrier.Carries(ctx, t.node, ih) {
+					continue
+				}
+				cs := make([]bittorrent.PeerChange, 0, len(union[i]))
+				for _, c := range union[i] {
+					cs = append(cs, c)
+				}
+				if _, ok := byMember[t.mb]; !ok {
+					order = append(order, t.mb)
+				}
+				byMember[t.mb] = append(byMember[t.mb], redisstore.Target{Node: t.node, Changes: cs})
+			}
+		}
+		each(len(order), func(i int) {
+			mb := order[i]
+			n, err := mb.Relay.Apply(ctx, byMember[mb])
+			appliedMu.Lock()
+			applied += n
+			appliedMu.Unlock()
+			if err != nil {
+				run.failed(mb, err)
+			}
+		})
+	}
+	if run.first == nil {
+		run.first = ctx.Err()
+	}
+	return applied, run.first
+}

@@ -69,14 +69,34 @@ type aclUser struct {
 var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@scripting", "+@pubsub", "+@connection",
 	"-@dangerous", "-script|flush", "-script|kill", "-function", "+ping"}
 
-// hubUser may read and write every node's keyspace under prefix (it is
-// the only writer of relayed peers), its process registry, and both link
-// channels.
+// hubUser is what the hub must do in one Redis (a member's, when each
+// operator keeps its own) and no more:
+//   - the peer sets, completion counters and stops of every swarm
+//     (<prefix>:{<node>:<ih>}:s, :l, :p, :c, :x): it writes relayed peers
+//     and reads them for resyncs; never the key bindings (:k);
+//   - the swarm indexes (read for resyncs, expired entries trimmed);
+//   - read only: what nodes carry, offer and accept (allowed-torrents mode,
+//     sharing); read and write: their inboxes of shared torrents;
+//   - its process registry;
+//   - publish on the down channel only, subscribe to both;
+//   - no SCAN (an ACL limits keys, not the key names SCAN returns), and
+//     nothing that touches the whole server.
 func hubUser(prefix, channel string) aclUser {
-	rules := []string{"resetkeys", "~" + prefix + ":*", "~" + redisstore.LinkProcsKey(channel, false), "~" + redisstore.LinkProcsKey(channel, true), "resetchannels"}
-	rules = append(rules, channels(channel, link.Config.UpChannel)...)
-	rules = append(rules, channels(channel, link.Config.DownChannel)...)
-	return aclUser{name: prefix + "-hub", about: "the hub: every node's keyspace, its process registry, both link channels", rules: append(rules, aclCommands...)}
+	rules := []string{"resetkeys"}
+	for _, suffix := range []string{"s", "l", "p", "c", "x"} {
+		rules = append(rules, "~"+prefix+":{*}:"+suffix)
+	}
+	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+prefix+":{*:inbox}")
+	for _, k := range []string{"allowed", "allowed-mode", "catalog", "accept-shared"} {
+		rules = append(rules, "%R~"+prefix+":{*:"+k+"}")
+	}
+	rules = append(rules, "~"+redisstore.LinkProcsKey(channel, false), "~"+redisstore.LinkProcsKey(channel, true), "resetchannels")
+	down := channels(channel, link.Config.DownChannel)
+	rules = append(rules, down...)
+	rules = append(rules, aclCommands...)
+	rules = append(rules, "-scan", "-subscribe", "-psubscribe", "-ssubscribe",
+		"(resetchannels "+strings.Join(append(channels(channel, link.Config.UpChannel), down...), " ")+" -@all +subscribe +unsubscribe +ssubscribe +sunsubscribe +ping)")
+	return aclUser{name: prefix + "-hub", about: "the hub: the peers of every node's swarms, what nodes carry and share, its process registry; publishes on :down, subscribes to :up and :down", rules: rules}
 }
 
 // nodeUser may read and write only its node's keys (<prefix>:{<node>:*),

@@ -76,6 +76,36 @@ func TestACLUsers(t *testing.T) {
 			t.Errorf("node1 may %s: %v, want %v (%v)", tc.what, got, tc.allowed, tc.err)
 		}
 	}
+	// The hub's user: the peers of swarms, not the key bindings, not
+	// other keys, not the key names of the whole database.
+	o, err = redis.ParseURL(urls["hub"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := redis.NewClient(o)
+	defer hub.Close()
+	swarm := "tl:{node1:" + strings.Repeat("ab", 20) + "}:"
+	for _, tc := range []struct {
+		what    string
+		err     error
+		allowed bool
+	}{
+		{"write a swarm's peers", hub.ZAdd(ctx, swarm+"l", redis.Z{Score: 1, Member: "x"}).Err(), true},
+		{"read a swarm's stops", hub.ZCard(ctx, swarm+"x").Err(), true},
+		{"read what a node carries", hub.SMembers(ctx, "tl:{node1:allowed}").Err(), true},
+		{"read a swarm's key bindings", hub.HGetAll(ctx, swarm+"k").Err(), false},
+		{"write what a node carries", hub.SAdd(ctx, "tl:{node1:allowed}", "x").Err(), false},
+		{"write a key of its own making", hub.Set(ctx, "tl:{node1:x}", 1, time.Minute).Err(), false},
+		{"list the database's keys", hub.Scan(ctx, 0, "*", 10).Err(), false},
+		{"publish on the up channel", hub.Publish(ctx, "tl:link:up", "x").Err(), false},
+		{"publish on the down channel", hub.Publish(ctx, "tl:link:down", "x").Err(), true},
+		{"flush everything", hub.FlushAll(ctx).Err(), false},
+		{"run a script on the key bindings", hub.Eval(ctx, "return redis.call('HSET', KEYS[1], 'a', 1)", []string{swarm + "k"}).Err(), false},
+	} {
+		if got := tc.err == nil; got != tc.allowed {
+			t.Errorf("the hub may %s: %v, want %v (%v)", tc.what, got, tc.allowed, tc.err)
+		}
+	}
 	// Subscribing: to the down channel yes, to the up channel (other
 	// nodes' changes) no.
 	for ch, allowed := range map[string]bool{"tl:link:down": true, "tl:link:up": false} {

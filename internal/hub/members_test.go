@@ -76,7 +76,9 @@ func (n *network) member(name string) *member {
 
 // hear hands b to the hub as heard on member's channel, without waiting
 // for the writers.
-func (n *network) hear(member string, b []byte) { n.Hub.handle(context.Background(), n.member(member), b) }
+func (n *network) hear(member string, b []byte) {
+	n.Hub.handle(context.Background(), n.member(member), b)
+}
 
 // peers returns how many peers node holds of ih (in its own Redis).
 func (n *network) peers(t *testing.T, node string, ih bittorrent.InfoHash) int {

@@ -136,6 +136,40 @@ func startProcess(t *testing.T, cmd *exec.Cmd) <-chan error {
 	return exited
 }
 
+// running is a process a test stops before its end (and, if it did not,
+// the end of the test does).
+type running struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	once sync.Once
+}
+
+// startRunning starts cmd; stop, or the end of the test, stops it by its
+// PID (SIGTERM, SIGKILL after 20 s).
+func startRunning(t *testing.T, cmd *exec.Cmd) *running {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &running{cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(r.done) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	r.once.Do(func() {
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-r.done:
+		case <-time.After(20 * time.Second):
+			r.cmd.Process.Kill()
+			<-r.done
+			t.Errorf("%s did not stop within 20s", strings.Join(r.cmd.Args, " "))
+		}
+	})
+}
+
 // freePorts returns the first of n consecutive loopback ports free for TCP
 // and UDP.
 func freePorts(t *testing.T, n int) int {
@@ -176,6 +210,12 @@ func freePorts(t *testing.T, n int) int {
 // local peer discovery), and it listens on loopback only.
 func realClient(t *testing.T, dir string, seed bool) *torrent.Client {
 	t.Helper()
+	return realClientOn(t, dir, seed, "127.0.0.1")
+}
+
+// realClientOn is realClient listening on host.
+func realClientOn(t *testing.T, dir string, seed bool, host string) *torrent.Client {
+	t.Helper()
 	cfg := torrent.NewDefaultClientConfig()
 	cfg.DataDir = dir
 	cfg.Seed = seed
@@ -186,7 +226,7 @@ func realClient(t *testing.T, dir string, seed bool) *torrent.Client {
 	cfg.DisableIPv6 = true
 	cfg.DisableUTP = true
 	cfg.NoDefaultPortForwarding = true
-	cfg.ListenHost = func(string) string { return "127.0.0.1" }
+	cfg.ListenHost = func(string) string { return host }
 	cfg.ListenPort = 0
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {

@@ -1,6 +1,7 @@
 """Download one torrent with libtorrent (Debian's python3-libtorrent), a
 BitTorrent client Tracklink did not write, finding peers only through the
-torrent's trackers: no DHT, local discovery, UPnP or NAT-PMP; loopback only.
+torrent's trackers: no DHT, local discovery, UPnP or NAT-PMP; on loopback
+unless LT_LISTEN names another address.
 
     python3 lt_download.py FILE.torrent SAVE_DIR TIMEOUT_SECONDS [PRIORITIES]
 
@@ -11,6 +12,7 @@ downloads the wanted files only: once they are done it is a partial seed
 "partial seed" on stdout and stays until it is killed.
 Tracker replies and errors go to stderr, so a failing test shows them.
 """
+import os
 import sys
 import time
 
@@ -19,7 +21,8 @@ import libtorrent as lt
 torrent, save, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 priorities = [int(p) for p in sys.argv[4].split(",")] if len(sys.argv) > 4 else None
 ses = lt.session({
-    "listen_interfaces": "127.0.0.1:0",
+    # LT_LISTEN: another address, for a client on a test's own host.
+    "listen_interfaces": os.environ.get("LT_LISTEN", "127.0.0.1:0"),
     "enable_dht": False,
     "enable_lsd": False,
     "enable_upnp": False,

@@ -138,10 +138,10 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	hubAddr := "127.0.0.1:" + strconv.Itoa(freePorts(t, 1))
-	startHub := func() *running {
+	startHubOn := func(addr, name string) *running {
 		cmd := exec.Command(bin, "hub")
-		cmd.Env = append(os.Environ(), "TRACKER_HUB_MEMBERS="+mfPath, "TRACKER_LINK_PASSWORD="+password, "TRACKER_HTTP_ADDR="+hubAddr,
-			"TRACKER_UDP_ADDR=off", "TRACKER_LINK_HEARTBEAT=200ms", "TRACKER_HUB_NAME=hub", "TRACKER_LOG_LEVEL=warn")
+		cmd.Env = append(os.Environ(), "TRACKER_HUB_MEMBERS="+mfPath, "TRACKER_LINK_PASSWORD="+password, "TRACKER_HTTP_ADDR="+addr,
+			"TRACKER_UDP_ADDR=off", "TRACKER_LINK_HEARTBEAT=200ms", "TRACKER_HUB_NAME="+name, "TRACKER_LOG_LEVEL=warn")
 		var logs lockedBuffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		t.Cleanup(func() {
@@ -151,6 +151,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 		})
 		return startRunning(t, cmd)
 	}
+	startHub := func() *running { return startHubOn(hubAddr, "hub") }
 	hub := startHub()
 	linked := func() bool {
 		st := hubStatus(t, "http://"+hubAddr)
@@ -158,6 +159,15 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	}
 	took := eventually(t, 20*time.Second, "both members linked at the hub", linked)
 	t.Logf("members linked %s after the hub started", took.Round(time.Millisecond))
+
+	// A second hub for the same network relays everything again: harmless
+	// (the counts below stay exact).
+	hub2Addr := "127.0.0.1:" + strconv.Itoa(freePorts(t, 1))
+	hub2 := startHubOn(hub2Addr, "hub2")
+	eventually(t, 20*time.Second, "both members linked at the second hub", func() bool {
+		st := hubStatus(t, "http://"+hub2Addr)
+		return st.Nodes["alpha"].Live && st.Nodes["beta"].Live
+	})
 
 	// Propagation across members: a new peer at alpha, until beta counts it.
 	var lat []time.Duration
@@ -178,6 +188,11 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	announcePeer(t, alpha.node, ihT2, 21000, 1, "started")
 	announcePeer(t, alpha.node, ihP, 21001, 1, "started")
 	eventually(t, 5*time.Second, "the P peer after T2 at beta", func() bool { return scrapeOf(t, beta.node, ihP).leechers == 101 })
+	time.Sleep(500 * time.Millisecond) // whatever the second hub still had to write
+	if a, b := scrapeOf(t, alpha.node, ihP), scrapeOf(t, beta.node, ihP); a != b || b.leechers != 101 {
+		t.Fatalf("with two hubs: alpha %+v, beta %+v, want 101 leechers each", a, b)
+	}
+	hub2.stop(t)
 	ctx := context.Background()
 	if keys := beta.admin.Keys(ctx, "*"+hex.EncodeToString([]byte(ihT2))+"*").Val(); len(keys) != 0 {
 		t.Fatalf("alpha's own torrent reached beta's Redis: %v", keys)

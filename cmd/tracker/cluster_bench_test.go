@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +18,7 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/redistest"
 )
 
 // BenchmarkPropagation: announce at node1, time until node2's keyspace
@@ -52,24 +58,81 @@ func BenchmarkPropagation(b *testing.B) {
 func BenchmarkHubRelay(b *testing.B) {
 	c := newCluster(b, "node1", "node2", "node3")
 	c.waitLinked("node1", "node2", "node3")
-	rdb := c.redis.Client(b)
-	ctx := context.Background()
-	up := link.NewMaster(testPassword).NodeKey("benchsrc")
-	const perMsg = link.MaxChanges
-	session := uint64(time.Now().UnixNano())
-	var seq uint64
-	publish := func(changes []bittorrent.PeerChange, kind link.Kind) {
-		seq++
-		msg, err := link.EncodeUp(up, &link.Message{Kind: kind, Node: "benchsrc", Session: session, Seq: seq, Time: time.Now().UnixMilli(), Changes: changes})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := rdb.Publish(ctx, c.channel+":up", msg).Err(); err != nil {
-			b.Fatal(err)
-		}
+	src := newBenchSource(b, c.redis.Client(b), c.channel+":up", "benchsrc")
+	relayBench(b, c.hub.url, src, 3)
+}
+
+// BenchmarkHubRelayMembers: the same with members on a redis-server each
+// (TRACKER_HUB_MEMBERS): the source in the first member, one live node in
+// each other member.
+func BenchmarkHubRelayMembers(b *testing.B) {
+	for _, members := range []int{2, 3} {
+		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+			var entries []string
+			var sources []*benchSource
+			for i := range members {
+				r := redistest.Start(b)
+				node := fmt.Sprintf("m%dn", i)
+				entries = append(entries, fmt.Sprintf(`{"name": "m%d", "nodes": [%q], "redis_url": %q}`, i, node, r.URL()))
+				sources = append(sources, newBenchSource(b, r.Client(b), "tl:link:up", node))
+			}
+			path := filepath.Join(b.TempDir(), "members.json")
+			if err := os.WriteFile(path, []byte(`{"members": [`+strings.Join(entries, ",")+`]}`), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			hub := startProc(b, runHub, []string{"TRACKER_HUB_MEMBERS=" + path, "TRACKER_LINK_PASSWORD=" + testPassword,
+				"TRACKER_HTTP_ADDR=127.0.0.1:0", "TRACKER_UDP_ADDR=off", "TRACKER_LINK_HEARTBEAT=100ms", "TRACKER_LOG_LEVEL=warn"})
+			// Each member's node is live at the hub once it said hello
+			// on its channel (again until the hub's subscription hears).
+			for _, s := range sources {
+				deadline := time.Now().Add(10 * time.Second)
+				for !hubKnows(b, hub.url, s.node) {
+					if time.Now().After(deadline) {
+						b.Fatalf("the hub did not hear %s", s.node)
+					}
+					s.hello()
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			relayBench(b, hub.url, sources[0], members-1)
+		})
 	}
-	publish(nil, link.KindHello)
-	before := hubCounter(b, c.hub.url, "hub_relayed_updates_total")
+}
+
+// benchSource publishes as one node on one Redis.
+type benchSource struct {
+	b       testing.TB
+	rdb     redis.UniversalClient
+	channel string
+	node    string
+	key     link.Key
+	session uint64
+	seq     uint64
+}
+
+func newBenchSource(b testing.TB, rdb redis.UniversalClient, channel, node string) *benchSource {
+	return &benchSource{b: b, rdb: rdb, channel: channel, node: node, key: link.NewMaster(testPassword).NodeKey(node), session: uint64(time.Now().UnixNano())}
+}
+
+func (s *benchSource) publish(changes []bittorrent.PeerChange, kind link.Kind) {
+	s.seq++
+	msg, err := link.EncodeUp(s.key, &link.Message{Kind: kind, Node: s.node, Session: s.session, Seq: s.seq, Time: time.Now().UnixMilli(), Changes: changes})
+	if err != nil {
+		s.b.Fatal(err)
+	}
+	if err := s.rdb.Publish(context.Background(), s.channel, msg).Err(); err != nil {
+		s.b.Fatal(err)
+	}
+}
+
+func (s *benchSource) hello() { s.publish(nil, link.KindHello) }
+
+// relayBench publishes b.N full messages from src and waits until the hub
+// has written each change into targets nodes.
+func relayBench(b *testing.B, hubURL string, src *benchSource, targets int) {
+	const perMsg = link.MaxChanges
+	src.hello()
+	before := hubCounter(b, hubURL, "hub_relayed_updates_total")
 	now := time.Now().UnixMilli()
 	b.ResetTimer()
 	start := time.Now()
@@ -82,18 +145,21 @@ func BenchmarkHubRelay(b *testing.B) {
 			changes[j] = bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: now,
 				Peer: string([]byte{10, byte(n >> 16), byte(n >> 8), byte(n), 0x1a, 0xe1})}
 		}
-		publish(changes, link.KindUpdates)
+		src.publish(changes, link.KindUpdates)
 	}
-	want := before + float64(3*perMsg*b.N)
-	for hubCounter(b, c.hub.url, "hub_relayed_updates_total") < want {
+	want := before + float64(targets*perMsg*b.N)
+	for hubCounter(b, hubURL, "hub_relayed_updates_total") < want {
 		if time.Since(start) > 2*time.Minute {
-			b.Fatalf("relayed %v of %v", hubCounter(b, c.hub.url, "hub_relayed_updates_total")-before, want-before)
+			resp, _ := http.Get(hubURL + "/metrics")
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			b.Fatalf("relayed %v of %v\n%s", hubCounter(b, hubURL, "hub_relayed_updates_total")-before, want-before, grepHub(string(body)))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	el := time.Since(start).Seconds()
 	b.ReportMetric(float64(perMsg*b.N)/el, "changes/s")
-	b.ReportMetric(float64(3*perMsg*b.N)/el, "writes/s")
+	b.ReportMetric(float64(targets*perMsg*b.N)/el, "writes/s")
 }
 
 // BenchmarkResync100k: node1 holds 100k peers (10k torrents of 10) that
@@ -164,4 +230,29 @@ func BenchmarkResync100k(b *testing.B) {
 		}
 		b.StartTimer()
 	}
+}
+
+func grepHub(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "hub_") && !strings.Contains(l, "bucket") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// hubKnows reports whether the hub's status lists node as live.
+func hubKnows(t testing.TB, hubURL, node string) bool {
+	t.Helper()
+	resp, err := http.Get(hubURL + "/status")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Nodes map[string]struct{ Live bool }
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	return st.Nodes[node].Live
 }

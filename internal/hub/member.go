@@ -45,8 +45,11 @@ type relayJob struct {
 	changes []bittorrent.PeerChange
 }
 
-// writeBatch bounds how many queued messages one write takes.
-const writeBatch = 256
+// writeBatch bounds how many changes (times the nodes they go to) one
+// write takes: a few full messages, so that a distant member gets them in
+// one round trip, while no single script call grows long enough to hold
+// up the member's Redis.
+const writeBatch = 4096
 
 // SetMembers makes the hub's members those given: a member whose name is
 // new starts, one no longer given stops (its processes are forgotten, so
@@ -216,7 +219,7 @@ func (mb *member) enqueue(j relayJob) bool {
 }
 
 // write is the member's writer: it takes what is queued, up to writeBatch
-// messages, and writes it in one Apply.
+// changes, and writes it in one Apply.
 func (h *Hub) write(mb *member) {
 	for {
 		var batch []relayJob
@@ -226,11 +229,13 @@ func (h *Hub) write(mb *member) {
 		case j := <-mb.queue:
 			batch = append(batch, j)
 		}
+		size := len(batch[0].changes) * len(batch[0].nodes)
 	more:
-		for len(batch) < writeBatch {
+		for size < writeBatch {
 			select {
 			case j := <-mb.queue:
 				batch = append(batch, j)
+				size += len(j.changes) * len(j.nodes)
 			default:
 				break more
 			}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/tracker"
+	"github.com/redis/go-redis/v9"
 )
 
 // The compose test runs the real compose files on a real Docker engine
@@ -210,6 +211,8 @@ func (p *composeProject) writeEnv(extra ...string) {
 		"REDIS_NODES_PASSWORD=compose-test-nodes-0123456789",
 		"REDIS_ALPHA_PASSWORD=compose-test-alpha-0123456789",
 		"REDIS_BETA_PASSWORD=compose-test-beta-0123456789",
+		"REDIS_ALPHA_HUB_PASSWORD=compose-test-alpha-hub-0123456789",
+		"REDIS_BETA_HUB_PASSWORD=compose-test-beta-hub-0123456789",
 		// Node-only: must reach no service of docker-compose.yml.
 		"TRACKER_NODE_ID=leaked-from-env",
 	}, extra...)
@@ -391,7 +394,8 @@ func testComposeDefault(t *testing.T, repo string) {
 }
 
 // testComposeFriends: docker-compose.friends.yml, trackers alpha and beta
-// of two replicas each, each on a torrent directory of its own.
+// of two replicas each, each on a Redis and a torrent directory of its own,
+// the hub a member of neither.
 func testComposeFriends(t *testing.T, repo string) {
 	hubPort := freeTCPPort(t)
 	dirs := map[string]string{"alpha": t.TempDir(), "beta": t.TempDir()}
@@ -403,17 +407,18 @@ func testComposeFriends(t *testing.T, repo string) {
 	_, shared := makeTorrent(t, "shared", dirs["alpha"], dirs["beta"])
 	_, private := makeTorrent(t, "private", dirs["alpha"])
 	p := &composeProject{t: t, name: "tlcompose-friends-test", file: filepath.Join(repo, "docker-compose.friends.yml"), envFile: filepath.Join(t.TempDir(), ".env")}
+	betaRedis := freeTCPPort(t)
 	env := []string{
-		fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("TRACKLINK_REDIS_PORT=%d", freeTCPPort(t)),
+		fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("ALPHA_REDIS_PORT=%d", freeTCPPort(t)), fmt.Sprintf("BETA_REDIS_PORT=%d", betaRedis),
 		"ALPHA_TORRENTS=" + dirs["alpha"], "BETA_TORRENTS=" + dirs["beta"], "TRACKER_ALLOWED_RESCAN=1s",
 	}
 	p.writeEnv(env...)
 	t.Cleanup(func() { downAndCheck(t, p) })
 	p.run(2*time.Minute, "down", "-v", "--remove-orphans")
 	took := p.up()
-	t.Logf("compose: docker-compose.friends.yml up (2 + 2 replicas), healthy in %s", took.Round(time.Second))
-	if healthy, all := p.containers(); len(healthy) != 6 || len(all) != 6 {
-		t.Fatalf("want 6 healthy containers (redis, hub, 2 alpha, 2 beta), got %v of %v", healthy, all)
+	t.Logf("compose: docker-compose.friends.yml up (2 + 2 replicas, a Redis each), healthy in %s", took.Round(time.Second))
+	if healthy, all := p.containers(); len(healthy) != 7 || len(all) != 7 {
+		t.Fatalf("want 7 healthy containers (redis-alpha, redis-beta, hub, 2 alpha, 2 beta), got %v of %v", healthy, all)
 	}
 	hubURL := fmt.Sprintf("http://127.0.0.1:%d", hubPort)
 	want := map[string]int{"alpha": 2, "beta": 2}
@@ -435,6 +440,21 @@ func testComposeFriends(t *testing.T, repo string) {
 		if a := c.announce(t, u(port), private, 52101, 0, ""); a.Err == "" {
 			t.Fatalf("beta (%d) serves alpha's private torrent: %+v", port, a)
 		}
+	}
+	// Nothing of it in beta's Redis (read as beta's node user, which may
+	// read beta's keyspace), while the shared torrent's peer is there.
+	betaRDB := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", betaRedis), Username: "tl-node-beta", Password: "compose-test-beta-0123456789"})
+	defer betaRDB.Close()
+	ctx := context.Background()
+	key := func(ih, class string) string { return fmt.Sprintf("tl:{beta:%x}:%s", ih, class) }
+	if n, err := betaRDB.Exists(ctx, key(shared, "l")).Result(); err != nil || n != 1 {
+		t.Fatalf("the shared torrent's swarm in beta's Redis: %d %v", n, err)
+	}
+	if n, err := betaRDB.Exists(ctx, key(private, "l"), key(private, "s"), key(private, "x")).Result(); err != nil || n != 0 {
+		t.Fatalf("alpha's private torrent in beta's Redis: %d keys (%v)", n, err)
+	}
+	if st, err := hubStatus(hubURL); err != nil || st.Nodes["alpha"].Member != "alpha" || st.Nodes["beta"].Member != "beta" {
+		t.Fatalf("the hub's members: %+v (%v)", st, err)
 	}
 
 	// Replicas of one node id cause no resyncs while idle.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,21 @@ import (
 // composeFile is the part of a compose file the checks read.
 type composeFile struct {
 	Services map[string]composeService `yaml:"services"`
+	Configs  map[string]struct {
+		Content string `yaml:"content"`
+	} `yaml:"configs"`
+}
+
+// redisServices returns the file's Redis services ("redis", "redis-*").
+func (c composeFile) redisServices() []string {
+	var out []string
+	for name := range c.Services {
+		if name == "redis" || strings.HasPrefix(name, "redis-") {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 type composeService struct {
@@ -31,6 +47,10 @@ type composeService struct {
 	Environment []string `yaml:"environment"`
 	Ports       []string `yaml:"ports"`
 	Volumes     []string `yaml:"volumes"`
+	Configs     []struct {
+		Source string `yaml:"source"`
+		Target string `yaml:"target"`
+	} `yaml:"configs"`
 	DependsOn   map[string]struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
@@ -96,10 +116,19 @@ func TestComposeFiles(t *testing.T) {
 	for _, file := range []string{"docker-compose.yml", "docker-compose.friends.yml"} {
 		t.Run(file, func(t *testing.T) {
 			c := loadCompose(t, file)
-			if _, ok := c.Services["redis"]; !ok {
+			// Each Redis service: the users it creates, and the loopback
+			// port nodes reach it on (its published port's variable).
+			users := map[string]map[string][]string{}
+			published := map[string]string{}
+			for _, r := range c.redisServices() {
+				users[r] = composeUsers(t, c.Services[r].Command)
+				for _, p := range c.Services[r].Ports {
+					published[r] = strings.TrimSuffix(strings.TrimPrefix(p, "127.0.0.1:"), ":6379")
+				}
+			}
+			if len(users) == 0 {
 				t.Fatal("no redis service")
 			}
-			users := composeUsers(t, c.Services["redis"].Command)
 			hubs, nodes, builds := 0, 0, 0
 			for name, s := range c.Services {
 				for _, p := range s.Ports {
@@ -107,7 +136,7 @@ func TestComposeFiles(t *testing.T) {
 						t.Errorf("%s publishes %s beyond the host's loopback", name, p)
 					}
 				}
-				if name == "redis" {
+				if users[name] != nil {
 					if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), "ping") {
 						t.Errorf("redis needs a ping health check")
 					}
@@ -145,14 +174,24 @@ func TestComposeFiles(t *testing.T) {
 					t.Errorf("%s does not take TRACKER_LINK_PASSWORD", name)
 				}
 				// Each role connects as a Redis user of its own: the hub
-				// on the compose network, nodes on the host's loopback.
-				host := `redis:6379`
-				if !isHub {
-					host = `127\.0\.0\.1:\$\{TRACKLINK_REDIS_PORT:-6379\}`
-				}
-				m := regexp.MustCompile(`^redis://([a-z0-9-]+):\$\{[A-Z_]+\}@` + host + `$`).FindStringSubmatch(set["TRACKER_REDIS_URL"])
-				if m == nil || users[m[1]] == nil {
-					t.Errorf("%s: TRACKER_REDIS_URL = %q, want a user the redis service creates at %s", name, set["TRACKER_REDIS_URL"], host)
+				// on the compose network (to each member's Redis, through
+				// its members file), nodes on the host's loopback.
+				if isHub && set["TRACKER_HUB_MEMBERS"] != "" {
+					checkComposeMembers(t, c, s, set["TRACKER_HUB_MEMBERS"], users)
+				} else if isHub {
+					m := regexp.MustCompile(`^redis://([a-z0-9-]+):\$\{[A-Z_]+\}@(redis[a-z-]*):6379$`).FindStringSubmatch(set["TRACKER_REDIS_URL"])
+					if m == nil || users[m[2]][m[1]] == nil {
+						t.Errorf("%s: TRACKER_REDIS_URL = %q, want a user a redis service creates, on the compose network", name, set["TRACKER_REDIS_URL"])
+					}
+				} else {
+					m := regexp.MustCompile(`^redis://([a-z0-9-]+):\$\{[A-Z_]+\}@127\.0\.0\.1:(\$\{[A-Z_]+:-[0-9]+\})$`).FindStringSubmatch(set["TRACKER_REDIS_URL"])
+					ok := false
+					for r, port := range published {
+						ok = ok || m != nil && port == m[2] && users[r][m[1]] != nil
+					}
+					if !ok {
+						t.Errorf("%s: TRACKER_REDIS_URL = %q, want a user of the redis service published on that loopback port", name, set["TRACKER_REDIS_URL"])
+					}
 				}
 				for dep, d := range s.DependsOn {
 					ds, ok := c.Services[dep]
@@ -161,7 +200,7 @@ func TestComposeFiles(t *testing.T) {
 						continue
 					}
 					// Our image has a HEALTHCHECK; redis declares one here.
-					if d.Condition == "service_healthy" && dep == "redis" && ds.Healthcheck == nil {
+					if d.Condition == "service_healthy" && users[dep] != nil && ds.Healthcheck == nil {
 						t.Errorf("%s waits for %s to be healthy, which has no health check", name, dep)
 					}
 				}
@@ -321,6 +360,40 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// checkComposeMembers checks a hub's members file given as a compose
+// config: mounted where TRACKER_HUB_MEMBERS points, valid (as the hub
+// reads it, after interpolation), and each member's URL a tl-hub user of a
+// Redis service of the file.
+func checkComposeMembers(t *testing.T, c composeFile, hub composeService, path string, users map[string]map[string][]string) {
+	t.Helper()
+	var content string
+	for _, cf := range hub.Configs {
+		if cf.Target == path {
+			content = c.Configs[cf.Source].Content
+		}
+	}
+	if content == "" {
+		t.Fatalf("hub: TRACKER_HUB_MEMBERS=%s, but no config is mounted there", path)
+	}
+	members, err := parseMembers(path, []byte(interpolate(content)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := regexp.MustCompile(`"redis_url": "redis://tl-hub:\$\{[A-Z_]+\}@(redis-[a-z]+):6379"`)
+	found := url.FindAllStringSubmatch(content, -1)
+	if len(found) != len(members) {
+		t.Fatalf("hub members: %d members, %d redis_url of a tl-hub user at a redis service", len(members), len(found))
+	}
+	for _, m := range found {
+		if users[m[1]]["tl-hub"] == nil {
+			t.Errorf("hub members: %s creates no tl-hub user", m[1])
+		}
+		if _, ok := hub.DependsOn[m[1]]; !ok {
+			t.Errorf("hub: should start after %s", m[1])
+		}
+	}
 }
 
 // composeUsers reads the Redis users a compose redis service creates

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tracklink/tracklink/internal/redistest"
 )
 
 // TestMembersFile: what a members file may say, and the error each
@@ -58,5 +63,73 @@ func TestMembersFile(t *testing.T) {
 	}
 	if _, _, err := loadConfig([]string{"TRACKER_HUB_MEMBERS=/m.json", "TRACKER_LINK_PASSWORD=" + testPassword}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHubMembersReload: a hub started with a members file of one member
+// (on a Redis that speaks only TLS and wants a client certificate) takes
+// a member added to the file while it runs, relays between the two, and
+// keeps its members when the file is broken; a member removed from the
+// file is no longer relayed to.
+func TestHubMembersReload(t *testing.T) {
+	dir := t.TempDir()
+	ca, sc, sk, cc, ck := testPKI(t, dir)
+	tport, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	redistest.Start(t, "--tls-port", strconv.Itoa(tport), "--tls-cert-file", sc, "--tls-key-file", sk,
+		"--tls-ca-cert-file", ca, "--tls-auth-clients", "yes")
+	b := redistest.Start(t)
+	aURL := "rediss://127.0.0.1:" + strconv.Itoa(tport)
+	memberA := fmt.Sprintf(`{"name": "ann", "nodes": ["ann"], "redis_url": %q, "redis_ca_file": %q, "redis_cert_file": %q, "redis_key_file": %q}`, aURL, ca, cc, ck)
+	memberB := fmt.Sprintf(`{"name": "bo", "nodes": ["bo"], "redis_url": %q}`, b.URL())
+	path := filepath.Join(dir, "members.json")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"members": [` + memberA + `]}`)
+	common := []string{"TRACKER_LINK_PASSWORD=" + testPassword, "TRACKER_LINK_HEARTBEAT=100ms", "TRACKER_UDP_ADDR=off", "TRACKER_HTTP_ADDR=127.0.0.1:0"}
+	hubProc := startProc(t, runHub, append(common, "TRACKER_HUB_MEMBERS="+path))
+	node := func(id, redisURL string, extra ...string) *proc {
+		return startProc(t, runNode, append(append(common, "TRACKER_NODE_ID="+id, "TRACKER_REDIS_URL="+redisURL), extra...))
+	}
+	ann := node("ann", aURL, "TRACKER_REDIS_CA_FILE="+ca, "TRACKER_REDIS_CERT_FILE="+cc, "TRACKER_REDIS_KEY_FILE="+ck)
+	bo := node("bo", b.URL())
+	eventually(t, 5*time.Second, "ann live at the hub", func() bool { return hubKnows(t, hubProc.url, "ann") })
+	if hubKnows(t, hubProc.url, "bo") {
+		t.Fatal("bo is live at the hub before it is a member")
+	}
+
+	write(`{"members": [` + memberA + `, ` + memberB + `]}`)
+	took := eventually(t, 10*time.Second, "bo live at the hub after the file listed it", func() bool { return hubKnows(t, hubProc.url, "bo") })
+	t.Logf("member added %s after the file changed", took.Round(time.Millisecond))
+	ih := "members-reload-0001!"
+	announceTo(t, ann.url, ih, 7001, 1, "started")
+	eventually(t, 5*time.Second, "ann's peer at bo", func() bool { return scrapeOf(t, bo.url, ih).leechers == 1 })
+
+	// A broken file changes nothing.
+	write(`{"members": [` + memberA + `, {"name": "bo"}]}`)
+	time.Sleep(3 * membersReload / 2)
+	announceTo(t, ann.url, ih, 7002, 1, "started")
+	eventually(t, 5*time.Second, "ann's second peer at bo, the broken file ignored", func() bool { return scrapeOf(t, bo.url, ih).leechers == 2 })
+
+	// bo removed: no longer relayed to.
+	write(`{"members": [` + memberA + `]}`)
+	eventually(t, 10*time.Second, "bo gone from the hub", func() bool {
+		st, err := hubStatus(hubProc.url)
+		_, listed := st.Members["bo"]
+		return err == nil && !listed
+	})
+	announceTo(t, ann.url, ih, 7003, 1, "started")
+	time.Sleep(500 * time.Millisecond)
+	if got := scrapeOf(t, bo.url, ih).leechers; got != 2 {
+		t.Fatalf("bo holds %d peers after it left the network, want 2", got)
+	}
+	if got := scrapeOf(t, ann.url, ih).leechers; got != 3 {
+		t.Fatalf("ann holds %d peers, want 3", got)
 	}
 }

@@ -131,14 +131,7 @@ func libtorrentPython(t *testing.T) string {
 func writeTorrent(t *testing.T, mi *metainfo.MetaInfo) string {
 	t.Helper()
 	tf := filepath.Join(t.TempDir(), "payload.torrent")
-	f, err := os.Create(tf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := mi.Write(f); err != nil {
-		t.Fatal(err)
-	}
+	writeTorrentTo(t, tf, mi)
 	return tf
 }
 

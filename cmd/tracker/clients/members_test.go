@@ -410,6 +410,7 @@ func tinyInfo(t *testing.T, name string) []byte {
 	return b
 }
 
+// writeTorrentTo writes mi to path.
 func writeTorrentTo(t *testing.T, path string, mi *metainfo.MetaInfo) {
 	t.Helper()
 	f, err := os.Create(path)

@@ -40,25 +40,43 @@ local function refuse(flag)
   out[#out + 1] = 0
 end
 
--- live reports whether member x is in one of the swarm's sets (which the
--- announce trimmed first).
-local function live(S, L, P, nP, x)
-  return redis.call('ZSCORE', S, x) or redis.call('ZSCORE', L, x) or (nP > 0 and redis.call('ZSCORE', P, x))
+-- alive reports whether member x is in set key and has not expired.
+local function alive(key, x, cutoff)
+  local sc = redis.call('ZSCORE', key, x)
+  return sc and tonumber(sc) > cutoff
+end
+
+-- live reports whether member x is a live peer of the swarm.
+local function live(S, L, P, nP, x, cutoff)
+  return alive(S, x, cutoff) or alive(L, x, cutoff) or (nP > 0 and alive(P, x, cutoff))
+end
+
+-- trim removes the expired seeders and leechers of a swarm: when a peer
+-- joins it, so that the sets never hold more expired members than left
+-- since the last join.
+local function trim(S, L, cutoff)
+  redis.call('ZREMRANGEBYSCORE', S, '-inf', cutoff)
+  redis.call('ZREMRANGEBYSCORE', L, '-inf', cutoff)
 end
 
 local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, fam, create, bind)
-  -- Trimming expired peers is a side effect of every write: no sweeps.
+  -- Expired peers leave by score: they are counted and sampled out by
+  -- it (ZCOUNT, ZRANGE BYSCORE, scores checked), and trimmed when a peer
+  -- joins the swarm's seeders or leechers (below), never on a plain
+  -- re-announce, the common case; and a set's TTL is its youngest
+  -- member's expiry, so a set of expired members only is gone. No sweeps.
   -- Partial seeds are rare; their set is touched only when it exists.
-  redis.call('ZREMRANGEBYSCORE', S, '-inf', cutoff)
-  redis.call('ZREMRANGEBYSCORE', L, '-inf', cutoff)
+  local cut, live_from = cutoff, '(' .. cutoff -- as Redis takes them
+  cutoff = tonumber(cutoff)
   local nP = redis.call('ZCARD', P)
   if nP > 0 then
-    nP = nP - redis.call('ZREMRANGEBYSCORE', P, '-inf', cutoff)
+    nP = nP - redis.call('ZREMRANGEBYSCORE', P, '-inf', cut)
   end
 
-  -- At the node's cap on new swarms, a swarm with no live peer (its keys
-  -- are gone once trimmed empty) is not started. Checked only then.
-  if create == '0' and op ~= 'X' and nP == 0 and redis.call('EXISTS', S, L) == 0 then
+  -- At the node's cap on new swarms, a swarm with no live peer is not
+  -- started. Checked only then.
+  if create == '0' and op ~= 'X' and nP == 0 and
+      redis.call('ZCOUNT', S, live_from, '+inf') + redis.call('ZCOUNT', L, live_from, '+inf') == 0 then
     refuse(-1)
     return
   end
@@ -70,7 +88,7 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
   if bind ~= '' then
     kd = string.sub(bind, 2)
     bound = redis.call('HGET', K, m)
-    if bound and bound ~= kd and live(S, L, P, nP, m) then
+    if bound and bound ~= kd and live(S, L, P, nP, m, cutoff) then
       refuse(-2)
       return
     end
@@ -90,23 +108,26 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
     -- back here. A stop of a peer not held writes nothing, so stops cannot
     -- grow the keyspace.
     if was > 0 then
-      redis.call('ZREMRANGEBYSCORE', X, '-inf', cutoff)
+      redis.call('ZREMRANGEBYSCORE', X, '-inf', cut)
       redis.call('ZADD', X, now, m)
       redis.call('EXPIRE', X, ttl)
     end
   elseif op == 'S' then
+    -- A completion counts once per live peer: a repeated event=completed
+    -- from a peer that is a live seeder already is not counted again.
+    local was = completed == '1' and alive(S, m, cutoff)
     -- A peer is in one set at most: one already a seeder (ZADD updates
     -- its score, the common re-announce) is in no other, so the others
-    -- are searched only for a peer new to this set.
+    -- are searched only for a peer new to this set, and only then are
+    -- the expired trimmed.
     new = redis.call('ZADD', S, now, m)
     if new == 1 then
+      trim(S, L, cut)
       redis.call('ZREM', L, m)
       if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
     end
     redis.call('EXPIRE', S, ttl)
-    -- A completion counts once per peer: a repeated event=completed from a
-    -- peer that already is a seeder is not counted again.
-    if completed == '1' and new == 1 then
+    if completed == '1' and not was then
       redis.call('INCR', C)
       counted = 1
     end
@@ -115,6 +136,7 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
   elseif op == 'P' then
     new = redis.call('ZADD', P, now, m)
     if new == 1 then
+      trim(S, L, cut)
       redis.call('ZREM', S, m)
       redis.call('ZREM', L, m)
     end
@@ -123,6 +145,7 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
   else
     new = redis.call('ZADD', L, now, m)
     if new == 1 then
+      trim(S, L, cut)
       redis.call('ZREM', S, m)
       if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
     end
@@ -141,7 +164,7 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
         -- live peers without ever being walked.
         local probe = redis.call('HRANDFIELD', K, 2)
         for i = 1, #probe do
-          if probe[i] ~= m and not live(S, L, P, nP, probe[i]) then
+          if probe[i] ~= m and not live(S, L, P, nP, probe[i], cutoff) then
             redis.call('HDEL', K, probe[i])
           end
         end
@@ -150,8 +173,8 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
     end
   end
 
-  local nS = redis.call('ZCARD', S)
-  local nL = redis.call('ZCARD', L)
+  local nS = redis.call('ZCOUNT', S, live_from, '+inf')
+  local nL = redis.call('ZCOUNT', L, live_from, '+inf')
   out[#out + 1] = nS
   out[#out + 1] = nL + nP
   -- A new member that is alone in the swarm started it.
@@ -165,28 +188,32 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
     return
   end
 
+  -- take answers up to k peers of the n live ones of key: all of them
+  -- when that is few (exact, by score), else a random draw, whose
+  -- expired members (only those since the last join) are skipped.
   local function take(key, n, k)
     if n == 0 or k <= 0 then
       return
     end
-    local r
+    local r, scored = nil, false
     if fam == '0' then
       if n <= k then
-        r = redis.call('ZRANGE', key, 0, -1)
+        r = redis.call('ZRANGE', key, live_from, '+inf', 'BYSCORE')
       else
-        r = redis.call('ZRANDMEMBER', key, k)
+        r, scored = redis.call('ZRANDMEMBER', key, k, 'WITHSCORES'), true
       end
     elseif n <= 8 * k then
       -- One family only (a UDP answer): members of the other family are
       -- skipped, so draw from the whole set while it is small (exact), and
       -- four times the wanted number from a large one (enough unless the
       -- family is under about a quarter of the swarm).
-      r = redis.call('ZRANGE', key, 0, -1)
+      r = redis.call('ZRANGE', key, live_from, '+inf', 'BYSCORE')
     else
-      r = redis.call('ZRANDMEMBER', key, 4 * k)
+      r, scored = redis.call('ZRANDMEMBER', key, 4 * k, 'WITHSCORES'), true
     end
-    for i = 1, #r do
-      if fam == '0' or fits(fam, r[i]) then
+    local step = scored and 2 or 1
+    for i = 1, #r, step do
+      if (not scored or tonumber(r[i + 1]) > cutoff) and (fam == '0' or fits(fam, r[i])) then
         out[#out + 1] = r[i]
         out[at] = out[at] + 1
       end

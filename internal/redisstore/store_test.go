@@ -488,14 +488,49 @@ func testExpiryByScore(t *testing.T, su suite) {
 	if sc[0].Complete != 0 || sc[0].Incomplete != 1 {
 		t.Fatalf("scrape counted expired peers: %+v", sc[0])
 	}
-	a := announce(t, s, req(ih, peer(4, false), 10, bittorrent.Started), 50)
+	// A re-announce counts and answers the live only, and trims nothing
+	// (the common case stays cheap).
+	k := s.ks.Swarm(ih)
+	stored := func() int64 { return rdb.ZCard(ctx, k.Seeders).Val() + rdb.ZCard(ctx, k.Leechers).Val() }
+	a := announce(t, s, req(ih, peer(3, false), 10, bittorrent.None), 50)
+	if a.Seeders != 0 || a.Leechers != 1 || len(a.Peers) != 0 || stored() != 3 {
+		t.Fatalf("re-announce among expired peers: %+v, %d stored (want 3: no trim)", a, stored())
+	}
+	// A peer that joins trims the expired from Redis.
+	a = announce(t, s, req(ih, peer(4, false), 10, bittorrent.Started), 50)
 	if a.Seeders != 0 || a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != su.p(3, false) {
 		t.Fatalf("announce returned expired peers: %+v", a)
 	}
-	// The write trimmed them from Redis too.
-	k := s.ks.Swarm(ih)
-	if n := rdb.ZCard(ctx, k.Seeders).Val() + rdb.ZCard(ctx, k.Leechers).Val(); n != 2 {
+	if n := stored(); n != 2 {
 		t.Fatalf("%d members stored, want 2 after trimming", n)
+	}
+
+	// A random draw (more live peers than wanted) among expired members
+	// answers live ones only.
+	ih = hash("expiry-draw")
+	for i := range 20 {
+		announce(t, s, req(ih, peer(100+i, false), 10, bittorrent.Started), 0)
+	}
+	clk.Add(31 * time.Second)
+	for i := range 6 {
+		announce(t, s, req(ih, peer(200+i, false), 10, bittorrent.Started), 0)
+	}
+	// Those joins trimmed the 20: put them back as expired, as they would
+	// be had they expired after the last join.
+	old := time.Now().Add(-time.Hour).UnixMilli()
+	for i := range 20 {
+		rdb.ZAdd(ctx, s.ks.Swarm(ih).Leechers, redis.Z{Score: float64(old), Member: string(peer(100+i, false).AppendBinary(nil, su.peerIDs))})
+	}
+	for range 20 {
+		a := announce(t, s, req(ih, peer(200, false), 10, bittorrent.None), 2)
+		if a.Leechers != 6 || len(a.Peers) > 2 {
+			t.Fatalf("draw among expired: %+v", a)
+		}
+		for _, p := range a.Peers {
+			if port := p.Addr.Port(); port >= 10100 && port < 10120 {
+				t.Fatalf("draw answered an expired peer: %+v", a)
+			}
+		}
 	}
 }
 

@@ -188,19 +188,28 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
     return
   end
 
+  -- draw returns count random members of key, which holds n live ones:
+  -- expired members (those since the last join) are trimmed first, as a
+  -- draw cannot tell them (drawing with scores costs more than the trim).
+  local function draw(key, n, count)
+    if redis.call('ZCARD', key) > n then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
+    end
+    return redis.call('ZRANDMEMBER', key, count)
+  end
+
   -- take answers up to k peers of the n live ones of key: all of them
-  -- when that is few (exact, by score), else a random draw, whose
-  -- expired members (only those since the last join) are skipped.
+  -- when that is few (exact, by score), else a random draw.
   local function take(key, n, k)
     if n == 0 or k <= 0 then
       return
     end
-    local r, scored = nil, false
+    local r
     if fam == '0' then
       if n <= k then
         r = redis.call('ZRANGE', key, live_from, '+inf', 'BYSCORE')
       else
-        r, scored = redis.call('ZRANDMEMBER', key, k, 'WITHSCORES'), true
+        r = draw(key, n, k)
       end
     elseif n <= 8 * k then
       -- One family only (a UDP answer): members of the other family are
@@ -209,11 +218,10 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
       -- family is under about a quarter of the swarm).
       r = redis.call('ZRANGE', key, live_from, '+inf', 'BYSCORE')
     else
-      r, scored = redis.call('ZRANDMEMBER', key, 4 * k, 'WITHSCORES'), true
+      r = draw(key, n, 4 * k)
     end
-    local step = scored and 2 or 1
-    for i = 1, #r, step do
-      if (not scored or tonumber(r[i + 1]) > cutoff) and (fam == '0' or fits(fam, r[i])) then
+    for i = 1, #r do
+      if fam == '0' or fits(fam, r[i]) then
         out[#out + 1] = r[i]
         out[at] = out[at] + 1
       end

@@ -397,3 +397,41 @@ func BenchmarkClusterAnnounce(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLargeSwarms: 100 torrents of 1,000 peers (half seeders),
+// re-announces with numwant 50, on a Redis with its default listpack
+// threshold for sorted sets (128: a swarm's sets leave the compact
+// encoding) and with zset-max-listpack-entries 1024, as the compose files
+// and the README set it. Reports Redis memory per peer and the script's
+// time per announce.
+func BenchmarkLargeSwarms(b *testing.B) {
+	for _, lp := range []int{128, 1024} {
+		b.Run(fmt.Sprintf("listpack=%d", lp), func(b *testing.B) {
+			srv := redistest.Start(b, "--zset-max-listpack-entries", strconv.Itoa(lp))
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			defer rdb.Close()
+			s := benchStore(b, rdb)
+			const torrents, swarm = 100, 1000
+			before := usedMemory(b, rdb)
+			fill(b, s, torrents, swarm)
+			perPeer := float64(usedMemory(b, rdb)-before) / (torrents * swarm)
+			scriptBefore := scriptUsec(b, rdb)
+			var seq atomic.Int64
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					i := int(seq.Add(1))
+					r := req(benchHash(i%torrents), peer(i%swarm, false), uint64(i%2), bittorrent.None)
+					if _, err := s.Announce(ctx, r, 50); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(perPeer, "bytes/peer")
+			b.ReportMetric((scriptUsec(b, rdb)-scriptBefore)/float64(b.N), "script-µs/announce")
+		})
+	}
+}

@@ -229,12 +229,24 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
   end
 
   -- A seeder or a partial seed gets downloaders only (neither wants
-  -- anything from the other); a leecher gets every kind, one more leecher
-  -- than asked for because it may draw itself.
+  -- anything from the other); a leecher gets every kind, one more than
+  -- asked for because it may draw itself.
   if op == 'L' then
-    take(S, nS, want)
-    take(P, nP, want)
-    take(L, nL, want + 1)
+    local k, all = want + 1, nS + nP + nL
+    if all <= k then
+      take(S, nS, k)
+      take(P, nP, k)
+      take(L, nL, k)
+    else
+      -- More peers than wanted: draw the wanted number (and one for the
+      -- leecher itself) from the classes in proportion to their live
+      -- counts, so that the candidates are a sample of the whole swarm,
+      -- at half the draws of a full sample from each class.
+      local kS, kP = math.floor(k * nS / all), math.floor(k * nP / all)
+      take(S, nS, kS)
+      take(P, nP, kP)
+      take(L, nL, k - kS - kP)
+    end
   else
     take(L, nL, want)
   end

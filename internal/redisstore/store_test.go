@@ -240,6 +240,36 @@ func testCountsAndSamples(t *testing.T, su suite) {
 			t.Errorf("scrape[%d] = %+v, want %+v", i, sc[i], want[i])
 		}
 	}
+
+	// In a swarm larger than asked for, a leecher's answer is a sample of
+	// the whole swarm: seeders and leechers in proportion (30 and 90
+	// here), neither kind left out, never the leecher itself.
+	ih = hash("mix")
+	for i := range 120 {
+		left := uint64(10)
+		if i < 30 {
+			left = 0
+		}
+		announce(t, s, req(ih, peer(1000+i, false), left, bittorrent.Started), 0)
+	}
+	seeders := 0
+	for range 10 {
+		a := announce(t, s, req(ih, peer(1100, false), 10, bittorrent.None), 20)
+		if len(a.Peers) != 20 || a.Seeders != 30 || a.Leechers != 90 {
+			t.Fatalf("leecher in a swarm of 120: %d peers, %d seeders, %d leechers", len(a.Peers), a.Seeders, a.Leechers)
+		}
+		for _, p := range a.Peers {
+			if p == su.p(1100, false) {
+				t.Fatal("a leecher was given itself")
+			}
+			if n := int(p.Addr.Port()) - 10000; n >= 1000 && n < 1030 {
+				seeders++
+			}
+		}
+	}
+	if seeders < 30 || seeders > 70 {
+		t.Fatalf("%d seeders in 200 answered peers from a swarm of 30 seeders and 90 leechers, want about 50", seeders)
+	}
 }
 
 // testPartialSeeds: a peer announcing paused with bytes left is a partial

@@ -12,12 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/anacrolix/torrent/tracker"
 	"github.com/redis/go-redis/v9"
+	"github.com/tracklink/tracklink/internal/netnstest"
 )
 
 // The compose test runs the real compose files on a real Docker engine
@@ -81,45 +81,17 @@ func netnsClientMain() int {
 	return 0
 }
 
-// nsClient is a client host: a network namespace with a veth pair to this
-// host. host4/host6 are this host's addresses on the pair (where the
-// trackers, on the host's network, are reached), ip4/ip6 the client's.
+// nsClient is a client host (netnstest.Host): host4/host6 are this
+// host's addresses on its veth pair (where the trackers, on the host's
+// network, are reached), ip4/ip6 the client's.
 type nsClient struct {
 	name, host4, host6, ip4, ip6 string
 }
 
-var nsSeq atomic.Int32
-
 func newNSClient(t *testing.T) *nsClient {
 	t.Helper()
-	n := os.Getpid()%200 + int(nsSeq.Add(1))
-	c := &nsClient{
-		name:  fmt.Sprintf("tlcli%d", n),
-		host4: fmt.Sprintf("10.213.%d.1", n), ip4: fmt.Sprintf("10.213.%d.2", n),
-		host6: fmt.Sprintf("fd00:213:%x::1", n), ip6: fmt.Sprintf("fd00:213:%x::2", n),
-	}
-	hostIf, nsIf := fmt.Sprintf("tlh%d", n), fmt.Sprintf("tlc%d", n)
-	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", c.name).Run()
-		exec.Command("ip", "link", "del", hostIf).Run()
-	})
-	for _, args := range [][]string{
-		{"netns", "add", c.name},
-		{"link", "add", hostIf, "type", "veth", "peer", "name", nsIf},
-		{"link", "set", nsIf, "netns", c.name},
-		{"addr", "add", c.host4 + "/24", "dev", hostIf},
-		{"addr", "add", c.host6 + "/64", "dev", hostIf, "nodad"},
-		{"link", "set", hostIf, "up"},
-		{"-n", c.name, "addr", "add", c.ip4 + "/24", "dev", nsIf},
-		{"-n", c.name, "addr", "add", c.ip6 + "/64", "dev", nsIf, "nodad"},
-		{"-n", c.name, "link", "set", nsIf, "up"},
-		{"-n", c.name, "link", "set", "lo", "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v\n%s", args, err, out)
-		}
-	}
-	return c
+	h := netnstest.New(t, "tlcli")
+	return &nsClient{name: h.NS, host4: h.Outer4, host6: h.Outer6, ip4: h.Inner4, ip6: h.Inner6}
 }
 
 // announce runs one announce from inside the namespace.

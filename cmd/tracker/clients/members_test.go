@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/netnstest"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -98,8 +99,8 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 		node           string // HTTP base URL of its node
 	}
 	members := map[string]*memberRig{}
-	for i, name := range []string{"alpha", "beta"} {
-		m := &memberRig{host: newHost(t, i), nodeID: name}
+	for _, name := range []string{"alpha", "beta"} {
+		m := &memberRig{host: newHost(t), nodeID: name}
 		m.redis, m.admin = startRedisIn(t, m.host)
 		acl := runTracker(t, "acl", "-redis", m.host.inner+":6379", m.nodeID)
 		urls := applyACL(t, m.admin, acl)
@@ -301,38 +302,14 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	})
 }
 
-// host is a member's machine: a network namespace with a veth pair to
-// this host; outer is this host's address on the pair, inner the member's.
+// host is a member's machine (netnstest.Host): outer is this host's
+// address on its veth pair, inner the member's.
 type host struct{ ns, outer, inner string }
 
-func newHost(t *testing.T, i int) *host {
+func newHost(t *testing.T) *host {
 	t.Helper()
-	n := os.Getpid()%100*2 + i + 20
-	h := &host{ns: fmt.Sprintf("tlmem%d", n), outer: fmt.Sprintf("10.214.%d.1", n), inner: fmt.Sprintf("10.214.%d.2", n)}
-	hostIf, nsIf := fmt.Sprintf("tlmh%d", n), fmt.Sprintf("tlmc%d", n)
-	exec.Command("ip", "netns", "del", h.ns).Run() // left by a killed run
-	exec.Command("ip", "link", "del", hostIf).Run()
-	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", h.ns).Run()
-		exec.Command("ip", "link", "del", hostIf).Run()
-	})
-	for _, args := range [][]string{
-		{"netns", "add", h.ns},
-		{"link", "add", hostIf, "type", "veth", "peer", "name", nsIf},
-		{"link", "set", nsIf, "netns", h.ns},
-		{"addr", "add", h.outer + "/24", "dev", hostIf},
-		{"link", "set", hostIf, "up"},
-		{"-n", h.ns, "addr", "add", h.inner + "/24", "dev", nsIf},
-		{"-n", h.ns, "link", "set", nsIf, "up"},
-		{"-n", h.ns, "link", "set", "lo", "up"},
-		// The other member's peers are reached through this host.
-		{"-n", h.ns, "route", "add", "default", "via", h.outer},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v\n%s", args, err, out)
-		}
-	}
-	return h
+	h := netnstest.New(t, "tlmem")
+	return &host{ns: h.NS, outer: h.Outer4, inner: h.Inner4}
 }
 
 // startRedisIn starts a redis-server inside h, reachable at h.inner:6379,

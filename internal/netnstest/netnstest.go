@@ -1,0 +1,65 @@
+// Package netnstest makes test hosts: a network namespace joined to this
+// host by a veth pair, with an IPv4 and an IPv6 address on each side, for
+// tests where an address matters (a client that is neither loopback nor
+// Docker's, a tracker member on a machine of its own). It needs root and
+// iproute2; everything it makes is removed at the end of the test.
+package netnstest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+)
+
+// Host is a network namespace. Outer4 and Outer6 are this host's
+// addresses on the veth pair (where services of this host are reached
+// from the namespace), Inner4 and Inner6 the namespace's.
+type Host struct {
+	NS             string
+	Outer4, Outer6 string
+	Inner4, Inner6 string
+}
+
+var seq atomic.Int32
+
+// New makes a host whose name starts with prefix (a few letters). Its
+// traffic to other networks goes through this host (a default route), so
+// that two hosts reach each other's services on this host's addresses.
+func New(t testing.TB, prefix string) *Host {
+	t.Helper()
+	// Unique among the test binaries running at once: the pid, and a
+	// counter within this one.
+	n := os.Getpid()%120*2 + int(seq.Add(1))
+	h := &Host{
+		NS:     fmt.Sprintf("%s%d", prefix, n),
+		Outer4: fmt.Sprintf("10.213.%d.1", n), Inner4: fmt.Sprintf("10.213.%d.2", n),
+		Outer6: fmt.Sprintf("fd00:213:%x::1", n), Inner6: fmt.Sprintf("fd00:213:%x::2", n),
+	}
+	hostIf, nsIf := fmt.Sprintf("tlh%d", n), fmt.Sprintf("tlc%d", n)
+	exec.Command("ip", "netns", "del", h.NS).Run() // left by a killed run
+	exec.Command("ip", "link", "del", hostIf).Run()
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", h.NS).Run()
+		exec.Command("ip", "link", "del", hostIf).Run()
+	})
+	for _, args := range [][]string{
+		{"netns", "add", h.NS},
+		{"link", "add", hostIf, "type", "veth", "peer", "name", nsIf},
+		{"link", "set", nsIf, "netns", h.NS},
+		{"addr", "add", h.Outer4 + "/24", "dev", hostIf},
+		{"addr", "add", h.Outer6 + "/64", "dev", hostIf, "nodad"},
+		{"link", "set", hostIf, "up"},
+		{"-n", h.NS, "addr", "add", h.Inner4 + "/24", "dev", nsIf},
+		{"-n", h.NS, "addr", "add", h.Inner6 + "/64", "dev", nsIf, "nodad"},
+		{"-n", h.NS, "link", "set", nsIf, "up"},
+		{"-n", h.NS, "link", "set", "lo", "up"},
+		{"-n", h.NS, "route", "add", "default", "via", h.Outer4},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	return h
+}

@@ -175,8 +175,10 @@ func (h *Hub) start(mb *member) {
 		return
 	}
 	mb.started = true
-	h.mu.Unlock()
+	// Counted before SetMembers can remove the member and wait for its
+	// goroutines (under the same lock).
 	mb.wg.Add(2)
+	h.mu.Unlock()
 	go func() {
 		defer mb.wg.Done()
 		// Before listening, so that replays of what was heard before a

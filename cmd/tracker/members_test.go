@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,16 +71,8 @@ func TestMembersFile(t *testing.T) {
 // keeps its members when the file is broken; a member removed from the
 // file is no longer relayed to.
 func TestHubMembersReload(t *testing.T) {
-	dir := t.TempDir()
-	ca, sc, sk, cc, ck := testPKI(t, dir)
-	tport, err := freeLoopbackPort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	redistest.Start(t, "--tls-port", strconv.Itoa(tport), "--tls-cert-file", sc, "--tls-key-file", sk,
-		"--tls-ca-cert-file", ca, "--tls-auth-clients", "yes")
+	aURL, dir, ca, cc, ck := startTLSRedis(t)
 	b := redistest.Start(t)
-	aURL := "rediss://127.0.0.1:" + strconv.Itoa(tport)
 	memberA := fmt.Sprintf(`{"name": "ann", "nodes": ["ann"], "redis_url": %q, "redis_ca_file": %q, "redis_cert_file": %q, "redis_key_file": %q}`, aURL, ca, cc, ck)
 	memberB := fmt.Sprintf(`{"name": "bo", "nodes": ["bo"], "redis_url": %q}`, b.URL())
 	path := filepath.Join(dir, "members.json")

@@ -65,11 +65,12 @@ func testPKI(t *testing.T, dir string) (ca, serverCert, serverKey, clientCert, c
 		write("client.pem", "CERTIFICATE", cc), write("client.key", "EC PRIVATE KEY", ck)
 }
 
-// TestRedisTLS: a node reaches a Redis that speaks only TLS and requires a
-// client certificate (rediss://, a private CA, a client certificate), and
-// bad TLS settings stop the start with the variable's name.
-func TestRedisTLS(t *testing.T) {
-	dir := t.TempDir()
+// startTLSRedis starts a redis-server that speaks only TLS and requires a
+// client certificate, and returns its rediss:// URL, the directory of the
+// PEM files, the CA and the client certificate and key.
+func startTLSRedis(t *testing.T) (url, dir, ca, clientCert, clientKey string) {
+	t.Helper()
+	dir = t.TempDir()
 	ca, sc, sk, cc, ck := testPKI(t, dir)
 	tport, err := freeLoopbackPort()
 	if err != nil {
@@ -77,7 +78,14 @@ func TestRedisTLS(t *testing.T) {
 	}
 	redistest.Start(t, "--tls-port", strconv.Itoa(tport), "--tls-cert-file", sc, "--tls-key-file", sk,
 		"--tls-ca-cert-file", ca, "--tls-auth-clients", "yes")
-	url := "rediss://127.0.0.1:" + strconv.Itoa(tport)
+	return "rediss://127.0.0.1:" + strconv.Itoa(tport), dir, ca, cc, ck
+}
+
+// TestRedisTLS: a node reaches a Redis that speaks only TLS and requires a
+// client certificate (rediss://, a private CA, a client certificate), and
+// bad TLS settings stop the start with the variable's name.
+func TestRedisTLS(t *testing.T) {
+	url, dir, ca, cc, ck := startTLSRedis(t)
 	announce := startNode(t, "TRACKER_REDIS_URL="+url, "TRACKER_NODE_ID=tls", "TRACKER_REDIS_CA_FILE="+ca,
 		"TRACKER_REDIS_CERT_FILE="+cc, "TRACKER_REDIS_KEY_FILE="+ck)
 	base := strings.TrimSuffix(announce, "/announce")
@@ -105,7 +113,7 @@ func TestRedisTLS(t *testing.T) {
 		{[]string{"TRACKER_REDIS_URL=" + url, "TRACKER_REDIS_CA_FILE=" + filepath.Join(dir, "missing.pem")}, "TRACKER_REDIS_CA_FILE"},
 		{[]string{"TRACKER_REDIS_URL=" + url, "TRACKER_REDIS_CA_FILE=" + ck}, "holds no PEM certificate"},
 		{[]string{"TRACKER_REDIS_URL=" + url, "TRACKER_REDIS_CERT_FILE=" + cc}, "go together"},
-		{[]string{"TRACKER_REDIS_URL=" + url, "TRACKER_REDIS_CERT_FILE=" + cc, "TRACKER_REDIS_KEY_FILE=" + sk}, "TRACKER_REDIS_CERT_FILE"},
+		{[]string{"TRACKER_REDIS_URL=" + url, "TRACKER_REDIS_CERT_FILE=" + cc, "TRACKER_REDIS_KEY_FILE=" + filepath.Join(dir, "server.key")}, "TRACKER_REDIS_CERT_FILE"},
 		{[]string{"TRACKER_REDIS_URL=redis://127.0.0.1:1", "TRACKER_REDIS_CA_FILE=" + ca}, "use a rediss:// URL"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -28,22 +28,28 @@ func BenchmarkAnnounce(b *testing.B) {
 			s := benchStore(b, rdb)
 			const torrents = 100
 			fill(b, s, torrents, swarm)
-			var seq atomic.Int64
 			b.ReportAllocs()
 			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				for pb.Next() {
-					i := int(seq.Add(1))
-					r := req(benchHash(i%torrents), peer(i%swarm, false), uint64(i%2), bittorrent.None)
-					if _, err := s.Announce(ctx, r, 50); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			reannounce(b, s, torrents, swarm)
 		})
 	}
+}
+
+// reannounce runs b.N re-announces (numwant 50) of the peers fill put in
+// torrents swarms of swarm peers, from GOMAXPROCS goroutines.
+func reannounce(b *testing.B, s *Store, torrents, swarm int) {
+	var seq atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			i := int(seq.Add(1))
+			r := req(benchHash(i%torrents), peer(i%swarm, false), uint64(i%2), bittorrent.None)
+			if _, err := s.Announce(ctx, r, 50); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkScrape measures a scrape of 10 hashes.
@@ -416,19 +422,8 @@ func BenchmarkLargeSwarms(b *testing.B) {
 			fill(b, s, torrents, swarm)
 			perPeer := float64(usedMemory(b, rdb)-before) / (torrents * swarm)
 			scriptBefore := scriptUsec(b, rdb)
-			var seq atomic.Int64
 			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				for pb.Next() {
-					i := int(seq.Add(1))
-					r := req(benchHash(i%torrents), peer(i%swarm, false), uint64(i%2), bittorrent.None)
-					if _, err := s.Announce(ctx, r, 50); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			reannounce(b, s, torrents, swarm)
 			b.StopTimer()
 			b.ReportMetric(perPeer, "bytes/peer")
 			b.ReportMetric((scriptUsec(b, rdb)-scriptBefore)/float64(b.N), "script-µs/announce")

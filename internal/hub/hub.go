@@ -188,7 +188,7 @@ type metrics struct {
 	resyncs, splits             prometheus.Counter
 	shared, refused             prometheus.Counter
 	lag, resyncDuration         prometheus.Histogram
-	backlog                     *prometheus.GaugeVec
+	backlog, up                 *prometheus.GaugeVec
 	memberDropped, memberFailed *prometheus.CounterVec
 }
 
@@ -236,13 +236,15 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 		resyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_resync_seconds", Help: "Duration of resyncs.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hub_member_backlog",
 			Help: "Messages waiting to be written into a member, by member."}, []string{"member"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hub_member_up",
+			Help: "1 while the hub is subscribed to a member's link channel, 0 while it is not (its Redis unreachable, or re-subscribing after a split), by member."}, []string{"member"}),
 		memberDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_member_dropped_updates_total",
 			Help: "Peer changes not written into a member because its backlog was full (a resync repairs them), by member."}, []string{"member"}),
 		memberFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_member_write_failures_total",
 			Help: "Writes into a member that failed (its Redis unreachable or slow), by member; each asks for a resync."}, []string{"member"}),
 	}
 	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.late, h.m.resyncFailed, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration,
-		h.m.backlog, h.m.memberDropped, h.m.memberFailed)
+		h.m.backlog, h.m.up, h.m.memberDropped, h.m.memberFailed)
 	return h, nil
 }
 
@@ -512,9 +514,11 @@ type Status struct {
 	Nodes   map[string]nodeStatus   `json:"nodes"`
 }
 
-// memberStatus is one member: its channel, the node ids it speaks for
-// (none: any), and its writer's queue.
+// memberStatus is one member: whether the hub is subscribed to its
+// channel ("up" or "down"), its channel, the node ids it speaks for (none:
+// any), and its writer's queue.
 type memberStatus struct {
+	Link    string   `json:"link"`
 	Channel string   `json:"channel"`
 	Nodes   []string `json:"nodes,omitempty"`
 	Backlog int      `json:"backlog"`
@@ -545,7 +549,11 @@ func (h *Hub) Status() Status {
 	defer h.mu.Unlock()
 	s := Status{Hub: h.cfg.Name, Resyncs: h.resyncs, Members: map[string]memberStatus{}, Nodes: map[string]nodeStatus{}}
 	for _, mb := range h.members {
-		s.Members[mb.Name] = memberStatus{Channel: mb.cfg.Channel, Nodes: slices.Sorted(maps.Keys(mb.nodes)),
+		link := "down"
+		if mb.up.Load() {
+			link = "up"
+		}
+		s.Members[mb.Name] = memberStatus{Link: link, Channel: mb.cfg.Channel, Nodes: slices.Sorted(maps.Keys(mb.nodes)),
 			Backlog: len(mb.queue), Dropped: mb.droppedN.Load(), Failed: mb.failedN.Load()}
 	}
 	for k, st := range h.procs {

@@ -35,6 +35,17 @@ type member struct {
 	pending  sync.WaitGroup // jobs queued and not yet written
 	droppedN atomic.Int64
 	failedN  atomic.Int64
+	up       atomic.Bool // subscribed to the member's channel now
+}
+
+// setUp records whether the hub is subscribed to the member's channel.
+func (h *Hub) setUp(mb *member, up bool) {
+	mb.up.Store(up)
+	v := 0.0
+	if up {
+		v = 1
+	}
+	h.m.up.WithLabelValues(mb.Name).Set(v)
 }
 
 // relayJob is one message's changes for the nodes of one member.
@@ -95,6 +106,7 @@ func (h *Hub) SetMembers(ms []Member) error {
 	for _, mb := range stop {
 		mb.close()
 		h.m.backlog.DeleteLabelValues(mb.Name)
+		h.m.up.DeleteLabelValues(mb.Name)
 		h.log.Info("member stopped", "member", mb.Name)
 	}
 	for _, mb := range start {
@@ -444,10 +456,12 @@ func (h *Hub) listen(mb *member) {
 			}
 		},
 		Down: func(err error) {
+			h.setUp(mb, false)
 			h.errLog.Log(slog.LevelWarn, "hub subscription failed", "member", mb.Name, "err", err)
 		},
-		Subscribed: func(bool) {},
+		Subscribed: func(bool) { h.setUp(mb, true) },
 		Lost: func(reason string) {
+			h.setUp(mb, false)
 			if strings.HasPrefix(reason, "soft split") {
 				h.m.splits.Inc()
 			}

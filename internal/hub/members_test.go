@@ -245,6 +245,9 @@ func TestSetMembersWhileRunning(t *testing.T) {
 	if n.Status().Nodes["b1"].Member != "b" {
 		t.Fatal("the hub did not hear b1 on the added member's channel")
 	}
+	if st := n.Status().Members; st["a"].Link != "up" || st["b"].Link != "up" {
+		t.Fatalf("members' links: %+v", st)
+	}
 	a1 := &proc{node: "a1", session: 1}
 	n.hear("a", a1.msg(t, n.testHub, link.KindHello))
 	ih := bittorrent.InfoHash{0xc1}

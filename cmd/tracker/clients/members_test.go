@@ -269,6 +269,12 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 			t.Fatalf("alpha took %s to answer while beta's Redis is stopped", d)
 		}
 	}
+	eventually(t, 10*time.Second, "beta's link down at the hub while its Redis is stopped", func() bool {
+		return hubStatus(t, "http://"+hubAddr).Members["beta"].Link == "down"
+	})
+	if st := hubStatus(t, "http://"+hubAddr); st.Members["alpha"].Link != "up" {
+		t.Fatalf("alpha's link at the hub while beta's Redis is stopped: %+v", st.Members)
+	}
 	const perSwarm = 1000
 	loadPeers(t, alpha.admin, "alpha", swarms, perSwarm)
 	if err := beta.redis.Process.Signal(syscall.SIGCONT); err != nil {
@@ -281,6 +287,9 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 		t.Fatalf("beta holds %d of alpha's %d peers a minute after its Redis came back", heldAt(t, beta.admin, "beta", swarms), want)
 	}
 	t.Logf("beta resynced with %d peers %s after its Redis came back (slow link)", want, time.Since(start).Round(time.Millisecond))
+	eventually(t, 10*time.Second, "beta's link up again at the hub", func() bool {
+		return hubStatus(t, "http://"+hubAddr).Members["beta"].Link == "up"
+	})
 
 	// The hub stops: both members keep answering; it comes back and the
 	// link works again.
@@ -487,7 +496,8 @@ func heldAt(t *testing.T, rdb *redis.Client, node string, swarms []bittorrent.In
 }
 
 type hubView struct {
-	Nodes map[string]struct {
+	Members map[string]struct{ Link string }
+	Nodes   map[string]struct {
 		Member string
 		Live   bool
 	}

@@ -55,8 +55,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	r := chi.NewRouter()
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		// Ready while any member's Redis answers: the hub serves those.
-		if down, of := set.unreachable(r.Context()); len(down) == of {
+		// Ready while the hub is subscribed to any member's channel: it
+		// serves those.
+		if up, _ := h.MembersUp(); up == 0 {
 			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
 			return
 		}

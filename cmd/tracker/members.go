@@ -266,23 +266,6 @@ func (s *memberSet) closeAll() {
 	}
 }
 
-// unreachable returns the members whose link Redis does not answer a
-// ping now, and how many members there are.
-func (s *memberSet) unreachable(ctx context.Context) (down []string, of int) {
-	s.mu.Lock()
-	links := map[string]redis.UniversalClient{}
-	for name, b := range s.byName {
-		links[name] = b.link
-	}
-	s.mu.Unlock()
-	for name, c := range links {
-		if c.Ping(ctx).Err() != nil {
-			down = append(down, name)
-		}
-	}
-	return down, len(links)
-}
-
 // membersReload is how often the hub looks at its members file.
 const membersReload = 2 * time.Second
 

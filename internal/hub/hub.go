@@ -253,21 +253,40 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Lock()
 	h.runCtx = ctx
-	ms := h.memberList()
 	h.mu.Unlock()
-	for _, mb := range ms {
+	for _, mb := range h.memberSnapshot() {
 		h.start(mb)
 	}
 	h.requestResync("start")
 	h.resyncLoop(ctx)
 	h.mu.Lock()
-	ms = h.memberList()
+	ms := h.memberList()
 	h.members = map[string]*member{}
 	h.mu.Unlock()
 	for _, mb := range ms {
 		mb.close()
 	}
 	return nil
+}
+
+// memberSnapshot returns the members now, by name.
+func (h *Hub) memberSnapshot() []*member {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.memberList()
+}
+
+// MembersUp returns how many members the hub is subscribed to now, of how
+// many: the hub's readiness, read from its own state (no round trip to a
+// member that may be far or unreachable).
+func (h *Hub) MembersUp() (up, of int) {
+	for _, mb := range h.memberSnapshot() {
+		if mb.up.Load() {
+			up++
+		}
+		of++
+	}
+	return up, of
 }
 
 // memberList returns the members, by name; h.mu is held.
@@ -497,10 +516,7 @@ func (h *Hub) requestResync(reason string) {
 
 // Reset re-establishes the hub's subscriptions and resyncs every node.
 func (h *Hub) Reset() {
-	h.mu.Lock()
-	ms := h.memberList()
-	h.mu.Unlock()
-	for _, mb := range ms {
+	for _, mb := range h.memberSnapshot() {
 		mb.ep.Reset()
 	}
 	h.requestResync("reset")

@@ -314,10 +314,7 @@ func (h *Hub) writeJobs(mb *member, batch []relayJob) {
 
 // flush waits until every job queued so far is written (tests).
 func (h *Hub) flush() {
-	h.mu.Lock()
-	ms := h.memberList()
-	h.mu.Unlock()
-	for _, mb := range ms {
+	for _, mb := range h.memberSnapshot() {
 		mb.pending.Wait()
 	}
 }

@@ -248,6 +248,9 @@ func TestSetMembersWhileRunning(t *testing.T) {
 	if st := n.Status().Members; st["a"].Link != "up" || st["b"].Link != "up" {
 		t.Fatalf("members' links: %+v", st)
 	}
+	if up, of := n.MembersUp(); up != 2 || of != 2 {
+		t.Fatalf("MembersUp: %d of %d, want 2 of 2", up, of)
+	}
 	a1 := &proc{node: "a1", session: 1}
 	n.hear("a", a1.msg(t, n.testHub, link.KindHello))
 	ih := bittorrent.InfoHash{0xc1}

@@ -272,8 +272,8 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	eventually(t, 10*time.Second, "beta's link down at the hub while its Redis is stopped", func() bool {
 		return hubStatus(t, "http://"+hubAddr).Members["beta"].Link == "down"
 	})
-	if st := hubStatus(t, "http://"+hubAddr); st.Members["alpha"].Link != "up" {
-		t.Fatalf("alpha's link at the hub while beta's Redis is stopped: %+v", st.Members)
+	if st := hubStatus(t, "http://"+hubAddr); st.Members["alpha"].Link != "up" || !ready("http://"+hubAddr) {
+		t.Fatalf("alpha's link at the hub while beta's Redis is stopped: %+v, or the hub not ready", st.Members)
 	}
 	const perSwarm = 1000
 	loadPeers(t, alpha.admin, "alpha", swarms, perSwarm)

@@ -146,6 +146,10 @@ type Hub struct {
 	procs   map[procKey]*procState
 	resync  chan struct{}
 	resyncs int64
+	// why holds the reasons asked for since the last resync started;
+	// history the last resyncs (HistoryLen), newest last.
+	why     map[string]bool
+	history []ResyncRecord
 }
 
 // A node id may be served by any number of processes (replicas), each with
@@ -170,8 +174,13 @@ type procState struct {
 	// missing has bit i set while sequence number LastSeq-1-i has not
 	// arrived (ReorderWindow bits); holeSince is when the oldest of those
 	// went missing.
-	missing       uint64
-	holeSince     time.Time
+	missing   uint64
+	holeSince time.Time
+	ProcessCounts
+}
+
+// ProcessCounts is what the status shows of one process of a node.
+type ProcessCounts struct {
 	LastSeq       uint64    `json:"last_seq"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	Started       time.Time `json:"started"`
@@ -358,7 +367,7 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 			return
 		}
 		// Whatever the process sent before, the join's resync covers.
-		st = &procState{member: mb, Started: now, LastSeq: m.Seq}
+		st = &procState{member: mb, ProcessCounts: ProcessCounts{Started: now, LastSeq: m.Seq}}
 		h.procs[key] = st
 		joined = true
 	case st.member != mb:
@@ -508,6 +517,12 @@ func (h *Hub) relayChanges(origin string, st *procState, sent time.Time, changes
 
 func (h *Hub) requestResync(reason string) {
 	h.m.resyncReq.WithLabelValues(reason).Inc()
+	h.mu.Lock()
+	if h.why == nil {
+		h.why = map[string]bool{}
+	}
+	h.why[reason] = true
+	h.mu.Unlock()
 	select {
 	case h.resync <- struct{}{}:
 	default: // one is pending already; it will see everything
@@ -526,14 +541,15 @@ func (h *Hub) Reset() {
 type Status struct {
 	Hub     string                  `json:"hub"`
 	Resyncs int64                   `json:"resyncs"`
-	Members map[string]memberStatus `json:"members"`
-	Nodes   map[string]nodeStatus   `json:"nodes"`
+	Recent  []ResyncRecord          `json:"recent_resyncs"`
+	Members map[string]MemberStatus `json:"members"`
+	Nodes   map[string]NodeStatus   `json:"nodes"`
 }
 
-// memberStatus is one member: whether the hub is subscribed to its
+// MemberStatus is one member: whether the hub is subscribed to its
 // channel ("up" or "down"), its channel, the node ids it speaks for (none:
 // any), and its writer's queue.
-type memberStatus struct {
+type MemberStatus struct {
 	Link    string   `json:"link"`
 	Channel string   `json:"channel"`
 	Nodes   []string `json:"nodes,omitempty"`
@@ -542,20 +558,22 @@ type memberStatus struct {
 	Failed  int64    `json:"failed_writes"`
 }
 
-// nodeStatus is one node id: live while any of its processes is, with
+// NodeStatus is one node id: live while any of its processes is, with
 // each process (replica) by session.
-type nodeStatus struct {
+type NodeStatus struct {
 	Member        string                   `json:"member"`
 	Live          bool                     `json:"live"`
 	LastHeartbeat time.Time                `json:"last_heartbeat"`
 	Messages      int64                    `json:"messages"`
 	Relayed       int64                    `json:"updates_relayed"`
 	Rejected      int64                    `json:"rejected"`
-	Processes     map[string]processStatus `json:"processes"`
+	Processes     map[string]ProcessStatus `json:"processes"`
 }
 
-type processStatus struct {
-	procState
+// ProcessStatus is one process of a node: its counts, and whether it is
+// live.
+type ProcessStatus struct {
+	ProcessCounts
 	Live bool `json:"live"`
 }
 
@@ -563,22 +581,22 @@ type processStatus struct {
 func (h *Hub) Status() Status {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := Status{Hub: h.cfg.Name, Resyncs: h.resyncs, Members: map[string]memberStatus{}, Nodes: map[string]nodeStatus{}}
+	s := Status{Hub: h.cfg.Name, Resyncs: h.resyncs, Recent: slices.Clone(h.history), Members: map[string]MemberStatus{}, Nodes: map[string]NodeStatus{}}
 	for _, mb := range h.members {
 		link := "down"
 		if mb.up.Load() {
 			link = "up"
 		}
-		s.Members[mb.Name] = memberStatus{Link: link, Channel: mb.cfg.Channel, Nodes: slices.Sorted(maps.Keys(mb.nodes)),
+		s.Members[mb.Name] = MemberStatus{Link: link, Channel: mb.cfg.Channel, Nodes: slices.Sorted(maps.Keys(mb.nodes)),
 			Backlog: len(mb.queue), Dropped: mb.droppedN.Load(), Failed: mb.failedN.Load()}
 	}
 	for k, st := range h.procs {
 		n := s.Nodes[k.node]
 		if n.Processes == nil {
-			n.Processes = map[string]processStatus{}
+			n.Processes = map[string]ProcessStatus{}
 		}
 		live := time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout
-		n.Processes[fmt.Sprintf("%016x", k.session)] = processStatus{procState: *st, Live: live}
+		n.Processes[fmt.Sprintf("%016x", k.session)] = ProcessStatus{ProcessCounts: st.ProcessCounts, Live: live}
 		n.Live = n.Live || live
 		if st.LastHeartbeat.After(n.LastHeartbeat) {
 			n.LastHeartbeat = st.LastHeartbeat

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -510,7 +511,7 @@ func TestReorderWindow(t *testing.T) {
 	}
 	sort.SliceStable(order, func(a, b int) bool { return delay[order[a]] < delay[order[b]] })
 	now := time.Now()
-	st := &procState{LastSeq: 1}
+	st := &procState{ProcessCounts: ProcessCounts{LastSeq: 1}}
 	took, late := map[uint64]bool{}, 0
 	for _, seq := range order {
 		switch {
@@ -582,5 +583,42 @@ func TestReorderedStopStaysStopped(t *testing.T) {
 	}
 	if sc[0].Incomplete != 0 {
 		t.Fatalf("node b holds the stopped peer after the reordered start: %+v", sc[0])
+	}
+}
+
+// TestResyncHistory: each resync is remembered with the reasons asked for
+// while it was pending, and only the last HistoryLen are kept.
+func TestResyncHistory(t *testing.T) {
+	h := newTestHub(t, newChannel())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h.requestResync("hello")
+	h.requestResync("gap")
+	done := make(chan struct{})
+	go func() { h.resyncLoop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(n int) []ResyncRecord {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if r := h.Status().Recent; len(r) >= n {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than %d resyncs recorded: %+v", n, h.Status().Recent)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	r := waitFor(1)[0]
+	if !slices.Equal(r.Reasons, []string{"gap", "hello"}) || r.Err != "" || r.Started.IsZero() {
+		t.Fatalf("first resync recorded as %+v", r)
+	}
+	for i := range HistoryLen + 5 {
+		h.requestResync("reset")
+		waitFor(min(HistoryLen, 2+i))
+	}
+	if got := h.Status().Recent; len(got) != HistoryLen || !slices.Equal(got[len(got)-1].Reasons, []string{"reset"}) {
+		t.Fatalf("history %d long, last %+v", len(got), got[len(got)-1])
 	}
 }

@@ -356,7 +356,7 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 		if st := h.procs[k]; st != nil && st.member != mb {
 			continue // known through another member: that one stands
 		}
-		h.procs[k] = &procState{member: mb, LastSeq: seq, LastHeartbeat: time.UnixMilli(last), Started: time.UnixMilli(started)}
+		h.procs[k] = &procState{member: mb, ProcessCounts: ProcessCounts{LastSeq: seq, LastHeartbeat: time.UnixMilli(last), Started: time.UnixMilli(started)}}
 	}
 	if len(stale) > 0 {
 		return mb.Link.HDel(ctx, mb.procsKey(), stale...).Err()

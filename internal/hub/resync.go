@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,11 +23,16 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 		case <-h.resync:
 		}
 		start := time.Now()
+		h.mu.Lock()
+		why := slices.Sorted(maps.Keys(h.why))
+		clear(h.why)
+		h.mu.Unlock()
 		n, err := h.Resync(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		h.record(ResyncRecord{Started: start.UTC(), Reasons: why, Took: time.Since(start), Applied: n, Err: errString(err)})
 		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
 			h.m.resyncFailed.Inc()
 			h.errLog.Log(slog.LevelError, "resync incomplete; retrying in 1s", "changes_applied", n, "err", err)
 			select {
@@ -43,6 +50,36 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 		h.mu.Unlock()
 		h.log.Info("resync done", "changes_applied", n, "took", time.Since(start))
 	}
+}
+
+// HistoryLen is how many resyncs the hub remembers for its status.
+const HistoryLen = 20
+
+// ResyncRecord is one resync: when it started, the reasons it was asked
+// for (the requests while it was pending share it), how long it took,
+// the peer changes it applied, and what it could not do (empty: all).
+type ResyncRecord struct {
+	Started time.Time     `json:"started"`
+	Reasons []string      `json:"reasons"`
+	Took    time.Duration `json:"took_ns"`
+	Applied int           `json:"changes_applied"`
+	Err     string        `json:"error,omitempty"`
+}
+
+func (h *Hub) record(r ResyncRecord) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.history) == HistoryLen {
+		h.history = slices.Delete(h.history, 0, 1)
+	}
+	h.history = append(h.history, r)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // resyncBatch is how many torrents one resync step reads and writes.

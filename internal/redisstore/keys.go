@@ -135,3 +135,11 @@ func InboxKey(prefix, node string) string { return prefix + ":{" + node + ":inbo
 
 // AcceptKey exists while a node accepts shared torrents.
 func AcceptKey(prefix, node string) string { return prefix + ":{" + node + ":accept-shared}" }
+
+// ProcsKey is a node's registry of its running processes (replicas): a
+// hash, field = process id, value = last time it said it runs (unix ms).
+func ProcsKey(prefix, node string) string { return prefix + ":{" + node + ":procs}" }
+
+// ReceivedKey is a node's hash of the shared torrents it took from its
+// inbox: field = info hash (hex), value = when (unix seconds).
+func ReceivedKey(prefix, node string) string { return prefix + ":{" + node + ":received}" }

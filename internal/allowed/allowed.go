@@ -7,6 +7,7 @@
 package allowed
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -14,6 +15,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -41,6 +44,9 @@ type Set struct {
 	// paths maps every carried info hash (v1, and truncated v2) to its
 	// file, so checks and downloads never read the directory.
 	paths map[bittorrent.InfoHash]string
+	// listed is the carried torrents for the admin panel, by name.
+	listed   []Torrent
+	received string // key of the shared torrents taken from the inbox
 
 	// OnChange, when set (before Run), is called after the carried set
 	// changed: the link says hello, so the hub resyncs this node.
@@ -57,7 +63,7 @@ func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Dura
 		return nil, fmt.Errorf("TRACKER_ALLOWED_DIR: %s is not a directory", dir)
 	}
 	return &Set{rdb: rdb, key: redisstore.AllowedKey(prefix, node), flag: redisstore.AllowedModeKey(prefix, node), dir: dir, interval: interval,
-		catalog: redisstore.CatalogKey(prefix, node), inbox: redisstore.InboxKey(prefix, node), accept: redisstore.AcceptKey(prefix, node),
+		catalog: redisstore.CatalogKey(prefix, node), inbox: redisstore.InboxKey(prefix, node), accept: redisstore.AcceptKey(prefix, node), received: redisstore.ReceivedKey(prefix, node),
 		log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}}, nil
 }
 
@@ -97,7 +103,7 @@ func (s *Set) Sync(ctx context.Context) error {
 	if err := s.takeInbox(ctx); err != nil {
 		return err
 	}
-	dirPaths, files, bad := scan(s.dir)
+	dirPaths, files, listed, bad := scan(s.dir)
 	for path, err := range bad {
 		s.log.Warn("torrent file refused", "file", path, "err", err)
 	}
@@ -132,6 +138,7 @@ func (s *Set) Sync(ctx context.Context) error {
 	s.mu.Lock()
 	changed := !sameKeys(s.paths, dirPaths)
 	s.paths = dirPaths
+	s.listed = listed
 	s.mu.Unlock()
 	if changed && s.OnChange != nil {
 		s.OnChange()
@@ -152,16 +159,17 @@ func sameKeys(a, b map[bittorrent.InfoHash]string) bool {
 }
 
 // scan reads every .torrent in dir: the file of each info hash (v1 and, for
-// v2 and hybrid torrents, the truncated v2 hash that clients announce), and
-// the files by their first hash (hex).
-func scan(dir string) (map[bittorrent.InfoHash]string, map[string]string, map[string]error) {
+// v2 and hybrid torrents, the truncated v2 hash that clients announce), the
+// files by their first hash (hex), and the torrents sorted by name.
+func scan(dir string) (map[bittorrent.InfoHash]string, map[string]string, []Torrent, map[string]error) {
 	out := map[bittorrent.InfoHash]string{}
 	files := map[string]string{}
+	var listed []Torrent
 	bad := map[string]error{}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		bad[dir] = err
-		return out, files, bad
+		return out, files, listed, bad
 	}
 	for _, e := range entries {
 		if !e.Type().IsRegular() || filepath.Ext(e.Name()) != ".torrent" {
@@ -178,8 +186,41 @@ func scan(dir string) (map[bittorrent.InfoHash]string, map[string]string, map[st
 			out[ih] = path
 		}
 		files[hs[0].String()] = path
+		sum := f.Summary()
+		listed = append(listed, Torrent{InfoHash: hs[0].String(), Name: sum.Name, Size: sum.Size})
 	}
-	return out, files, bad
+	slices.SortFunc(listed, func(a, b Torrent) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.InfoHash, b.InfoHash))
+	})
+	return out, files, listed, bad
+}
+
+// Torrent is one carried torrent as the admin panel lists it.
+type Torrent struct {
+	InfoHash string `json:"info_hash"` // the first of its hashes (v1, else truncated v2), hex
+	Name     string `json:"name"`
+	Size     int64  `json:"size"`
+	// Received is when the hub shared it to this node (zero: it was
+	// put in the directory or uploaded here).
+	Received time.Time `json:"received,omitzero"`
+}
+
+// Torrents returns the carried torrents, by name, with when each shared
+// one was received.
+func (s *Set) Torrents(ctx context.Context) ([]Torrent, error) {
+	s.mu.RLock()
+	out := slices.Clone(s.listed)
+	s.mu.RUnlock()
+	got, err := s.rdb.HGetAll(ctx, s.received).Result()
+	if err != nil {
+		return out, err
+	}
+	for i, t := range out {
+		if v, err := strconv.ParseInt(got[t.InfoHash], 10, 64); err == nil {
+			out[i].Received = time.Unix(v, 0).UTC()
+		}
+	}
+	return out, nil
 }
 
 func hashesOf(f *torrentfile.File) []bittorrent.InfoHash {
@@ -219,6 +260,7 @@ func (s *Set) Remove(ctx context.Context, ih bittorrent.InfoHash) error {
 	if err := os.Remove(path); err != nil {
 		return err
 	}
+	s.rdb.HDel(ctx, s.received, ih.String()) // a record only: a failure leaves a stale line
 	return s.Sync(ctx)
 }
 

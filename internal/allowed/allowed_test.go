@@ -167,3 +167,38 @@ func TestCarrierKeepsLastSetWhenUnreadable(t *testing.T) {
 		t.Fatal("a node never read carries a torrent")
 	}
 }
+
+// TestTorrentsListsNamesAndWhatWasShared: the panel's list has each carried
+// torrent's name and size, and when a shared one was received.
+func TestTorrentsListsNamesAndWhatWasShared(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	const p = "listtest"
+	s, err := New(rdb, p, "n", t.TempDir(), time.Minute, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Share(ShareOptions{Accept: true})
+	b, v1, _ := hybrid(t)
+	ih := hex.EncodeToString(v1[:])
+	rdb.HSet(ctx, redisstore.InboxKey(p, "n"), ih, b)
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := s.Torrents(ctx)
+	if err != nil || len(ts) != 1 || ts[0].InfoHash != ih || ts[0].Name == "" || ts[0].Size == 0 || ts[0].Received.IsZero() {
+		t.Fatalf("torrents %+v, %v", ts, err)
+	}
+	if err := s.Remove(ctx, v1); err != nil {
+		t.Fatal(err)
+	}
+	if rdb.HExists(ctx, redisstore.ReceivedKey(p, "n"), ih).Val() {
+		t.Fatal("a removed torrent is still recorded as received")
+	}
+	if _, err := s.Add(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if ts, _ := s.Torrents(ctx); len(ts) != 1 || !ts[0].Received.IsZero() {
+		t.Fatalf("an uploaded torrent listed as received: %+v", ts)
+	}
+}

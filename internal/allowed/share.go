@@ -57,6 +57,9 @@ func (s *Set) takeInbox(ctx context.Context) error {
 					return err // keep it in the inbox; next time
 				}
 				s.log.Info("carrying a shared torrent", "info_hash", name)
+				if err := s.rdb.HSet(ctx, s.received, name, time.Now().Unix()).Err(); err != nil {
+					return err
+				}
 			}
 		}
 		s.rdb.HDel(ctx, s.inbox, name)

@@ -133,6 +133,7 @@ type Node struct {
 	hubSeqs  map[string]uint64 // hub name+session -> last seq
 	// published counts batches of changes published.
 	published atomic.Int64
+	lost      atomic.Pointer[lostEvent]
 	// indexed remembers when each torrent was last written to the swarm
 	// index, so the index is refreshed once per IndexRefresh per torrent,
 	// not on every announce. Bounded: cleared when it holds maxIndexed
@@ -365,15 +366,29 @@ type NodeStatus struct {
 	LastHubHeartbeat time.Time `json:"last_hub_heartbeat"`
 	PublishedBatches int64     `json:"published_batches"`
 	QueuedChanges    int       `json:"queued_changes"`
+	// Remade is when the subscription was last dropped and made anew
+	// (a reset, a soft split, an error), and why; zero: never.
+	Remade       time.Time `json:"remade,omitzero"`
+	RemadeReason string    `json:"remade_reason,omitempty"`
+}
+
+// lostEvent is the last time a node's subscription was remade.
+type lostEvent struct {
+	at     time.Time
+	reason string
 }
 
 // Status returns the link's state.
 func (n *Node) Status() NodeStatus {
-	return NodeStatus{
+	st := NodeStatus{
 		Node: n.id, Session: fmt.Sprintf("%016x", n.ep.Session()), State: n.State(),
 		LastHubHeartbeat: n.ep.LastAlive().UTC(), PublishedBatches: n.published.Load(),
 		QueuedChanges: len(n.queue),
 	}
+	if l := n.lost.Load(); l != nil {
+		st.Remade, st.RemadeReason = l.at.UTC(), l.reason
+	}
+	return st
 }
 
 func (n *Node) publish(ctx context.Context) {
@@ -462,6 +477,7 @@ func (n *Node) listen(ctx context.Context) {
 			if strings.HasPrefix(reason, "soft split") {
 				n.m.splits.Inc()
 			}
+			n.lost.Store(&lostEvent{at: time.Now(), reason: reason})
 			n.log.Warn("link re-established", "reason", reason)
 		},
 	}, n.cfg.DownChannel())

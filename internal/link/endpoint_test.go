@@ -153,3 +153,33 @@ func TestNodeDropsChangesTooOldToSend(t *testing.T) {
 		t.Fatal("a fresh batch changed, or asked for a hello")
 	}
 }
+
+// TestNodeStatusSaysWhenRemade: after a reset the node's subscription is
+// dropped and made anew, and its status says when and why.
+func TestNodeStatusSaysWhenRemade(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	cfg := Config{Password: "a link password of the tests", Channel: "remadetest", Heartbeat: 100 * time.Millisecond, Flush: time.Millisecond, Queue: 16, MaxSkew: 4 * time.Second}
+	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := n.Status(); !st.Remade.IsZero() || st.RemadeReason != "" {
+		t.Fatalf("a new node's status: %+v", st)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.listen(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	before := time.Now()
+	n.Reset()
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Status().RemadeReason != "reset by operator" {
+		if time.Now().After(deadline) {
+			t.Fatalf("status after a reset: %+v", n.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := n.Status(); st.Remade.Before(before) {
+		t.Fatalf("remade at %s, before the reset at %s", st.Remade, before)
+	}
+}

@@ -86,13 +86,19 @@ func TestAllowedTorrents(t *testing.T) {
 		t.Fatalf("node3's keyspace holds a torrent it does not carry: %v", keys)
 	}
 
-	// Admin API: without token refused; with it node3 carries the torrent
-	// and is resynced.
+	// Admin API, on the admin listener only: without token refused;
+	// with it node3 carries the torrent and is resynced.
+	a3 := c.nodes["node3"].admin
 	req, _ := http.NewRequest("POST", n3+"/admin/torrents", bytes.NewReader(raw))
+	req.Header.Set("Authorization", "Bearer test-admin-token-123")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 404 && resp.StatusCode != 405 {
+		t.Fatalf("upload on the public port: %v %v", resp, err)
+	}
+	req, _ = http.NewRequest("POST", a3+"/admin/torrents", bytes.NewReader(raw))
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
 		t.Fatalf("upload without token: %v %v", resp, err)
 	}
-	req, _ = http.NewRequest("POST", n3+"/admin/torrents", bytes.NewReader(raw))
+	req, _ = http.NewRequest("POST", a3+"/admin/torrents", bytes.NewReader(raw))
 	req.Header.Set("Authorization", "Bearer test-admin-token-123")
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
 		t.Fatalf("upload: %v %v", resp, err)
@@ -111,7 +117,7 @@ func TestAllowedTorrents(t *testing.T) {
 	}
 	// Bad uploads are refused with a reason.
 	for _, bad := range [][]byte{raw[:len(raw)/2], []byte("li1ee"), []byte("d4:infod4:name1:xee")} {
-		req, _ = http.NewRequest("POST", n3+"/admin/torrents", bytes.NewReader(bad))
+		req, _ = http.NewRequest("POST", a3+"/admin/torrents", bytes.NewReader(bad))
 		req.Header.Set("Authorization", "Bearer test-admin-token-123")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 400 {

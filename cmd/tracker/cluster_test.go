@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -43,6 +42,7 @@ type cluster struct {
 
 type proc struct {
 	url    string // http://host:port
+	admin  string // the admin listener's http://host:port ("": none)
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -58,15 +58,18 @@ func (p *proc) stop(t testing.TB) {
 	}
 }
 
-func startProc(t testing.TB, run func(context.Context, []string, io.Writer, chan<- net.Addr) error, environ []string) *proc {
+func startProc(t testing.TB, run func(context.Context, []string, io.Writer, chan<- listening) error, environ []string) *proc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan net.Addr, 1)
+	started := make(chan listening, 1)
 	p := &proc{cancel: cancel, done: make(chan error, 1)}
 	go func() { p.done <- run(ctx, environ, logSink, started) }()
 	select {
 	case a := <-started:
-		p.url = "http://" + a.String()
+		p.url = "http://" + a.HTTP.String()
+		if a.Admin != nil {
+			p.admin = "http://" + a.Admin.String()
+		}
 	case err := <-p.done:
 		t.Fatalf("did not start: %v", err)
 	case <-time.After(10 * time.Second):
@@ -116,7 +119,7 @@ func onEachRedis(t *testing.T, f func(t *testing.T, newC func(nodes ...string) *
 // resyncs every node).
 func (c *cluster) resetHub() {
 	c.t.Helper()
-	req, _ := http.NewRequest("POST", c.hub.url+"/admin/link/reset", nil)
+	req, _ := http.NewRequest("POST", c.hub.admin+"/admin/link/reset", nil)
 	req.Header.Set("Authorization", "Bearer test-admin-token-123")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {
@@ -142,6 +145,7 @@ func (c *cluster) env(extra ...string) []string {
 		"TRACKER_LINK_CHANNEL="+c.channel,
 		"TRACKER_LINK_HEARTBEAT=100ms",
 		"TRACKER_ADMIN_TOKEN=test-admin-token-123",
+		"TRACKER_ADMIN_ADDR=127.0.0.1:0",
 		"TRACKER_LOG_LEVEL=info", // visible with TRACKLINK_TEST_LOGS=1
 		"TRACKER_LOG_FORMAT=text",
 	), extra...)
@@ -445,7 +449,7 @@ func TestLinkSoftSplitHealed(t *testing.T) {
 	c.waitLinked("node1", "node2")
 
 	// Reset by hand: needs the token.
-	req, _ := http.NewRequest("POST", c.nodes["node1"].url+"/admin/link/reset", nil)
+	req, _ := http.NewRequest("POST", c.nodes["node1"].admin+"/admin/link/reset", nil)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
 		t.Fatalf("reset without token: %v %v", resp, err)
 	}

@@ -1,14 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -187,9 +194,40 @@ func (p *composeProject) writeEnv(extra ...string) {
 		"REDIS_BETA_HUB_PASSWORD=compose-test-beta-hub-0123456789",
 		// Node-only: must reach no service of docker-compose.yml.
 		"TRACKER_NODE_ID=leaked-from-env",
+		"TRACKER_ADMIN_TOKEN=" + composeAdminToken,
 	}, extra...)
 	if err := os.WriteFile(p.envFile, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		p.t.Fatal(err)
+	}
+}
+
+const composeAdminToken = "compose-test-admin-token-0123"
+
+var panelNameRE = regexp.MustCompile(`<span class="name">([^<]*)</span>`)
+
+// checkPanels signs in to the admin panel on each loopback port with the
+// compose test's token and counts the names their pages show.
+func checkPanels(t *testing.T, ports []int, want map[string]int) {
+	t.Helper()
+	got := map[string]int{}
+	for _, port := range ports {
+		jar, _ := cookiejar.New(nil)
+		c := &http.Client{Jar: jar, Timeout: 5 * time.Second}
+		base := fmt.Sprintf("http://127.0.0.1:%d", port)
+		resp, err := c.PostForm(base+"/signin", url.Values{"token": {composeAdminToken}})
+		if err != nil {
+			t.Fatalf("admin panel at %d: %v", port, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := panelNameRE.FindSubmatch(b)
+		if resp.StatusCode != 200 || m == nil || !bytes.Contains(b, []byte("Sign out")) {
+			t.Fatalf("admin panel at %d after sign-in: %s", port, resp.Status)
+		}
+		got[string(m[1])]++
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("admin panels show %v, want %v", got, want)
 	}
 }
 
@@ -288,7 +326,9 @@ func TestCompose(t *testing.T) {
 func testComposeDefault(t *testing.T, repo string) {
 	hubPort := freeTCPPort(t)
 	p := &composeProject{t: t, name: "tlcompose-test", file: filepath.Join(repo, "docker-compose.yml"), envFile: filepath.Join(t.TempDir(), ".env")}
-	p.writeEnv(fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("TRACKLINK_REDIS_PORT=%d", freeTCPPort(t)), "TRACKER_LINK_HEARTBEAT=500ms")
+	hubAdmin := freeTCPPort(t)
+	p.writeEnv(fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("TRACKLINK_HUB_ADMIN_PORT=%d", hubAdmin),
+		fmt.Sprintf("TRACKLINK_REDIS_PORT=%d", freeTCPPort(t)), "TRACKER_LINK_HEARTBEAT=500ms")
 	t.Cleanup(func() { downAndCheck(t, p) })
 	p.run(2*time.Minute, "down", "-v", "--remove-orphans") // leftovers of an interrupted run
 	took := p.up("--scale", "tracker=3")
@@ -301,6 +341,10 @@ func testComposeDefault(t *testing.T, repo string) {
 	hubURL := fmt.Sprintf("http://127.0.0.1:%d", hubPort)
 	waitNodes(t, hubURL, map[string]int{"tracker-6969": 1, "tracker-6970": 1, "tracker-6971": 1}, "at start")
 	want := map[string]int{"tracker-6969": 0, "tracker-6970": 0, "tracker-6971": 0}
+	// The admin panels: the hub's on its published port, one per replica
+	// on the admin port range.
+	checkPanels(t, []int{hubAdmin}, map[string]int{"hub": 1})
+	checkPanels(t, []int{6990, 6991, 6992}, map[string]int{"tracker-6969": 1, "tracker-6970": 1, "tracker-6971": 1})
 
 	c := newNSClient(t)
 	httpURL := func(port int) string { return fmt.Sprintf("http://%s:%d/announce", c.host4, port) }
@@ -380,8 +424,10 @@ func testComposeFriends(t *testing.T, repo string) {
 	_, private := makeTorrent(t, "private", dirs["alpha"])
 	p := &composeProject{t: t, name: "tlcompose-friends-test", file: filepath.Join(repo, "docker-compose.friends.yml"), envFile: filepath.Join(t.TempDir(), ".env")}
 	betaRedis := freeTCPPort(t)
+	hubAdmin := freeTCPPort(t)
 	env := []string{
-		fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("ALPHA_REDIS_PORT=%d", freeTCPPort(t)), fmt.Sprintf("BETA_REDIS_PORT=%d", betaRedis),
+		fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("TRACKLINK_HUB_ADMIN_PORT=%d", hubAdmin),
+		fmt.Sprintf("ALPHA_REDIS_PORT=%d", freeTCPPort(t)), fmt.Sprintf("BETA_REDIS_PORT=%d", betaRedis),
 		"ALPHA_TORRENTS=" + dirs["alpha"], "BETA_TORRENTS=" + dirs["beta"], "TRACKER_ALLOWED_RESCAN=1s",
 	}
 	p.writeEnv(env...)
@@ -395,6 +441,7 @@ func testComposeFriends(t *testing.T, repo string) {
 	hubURL := fmt.Sprintf("http://127.0.0.1:%d", hubPort)
 	want := map[string]int{"alpha": 2, "beta": 2}
 	waitNodes(t, hubURL, want, "at start")
+	checkPanels(t, []int{hubAdmin, 7010, 7011, 7110, 7111}, map[string]int{"hub": 1, "alpha": 2, "beta": 2})
 
 	c := newNSClient(t)
 	u := func(port int) string { return fmt.Sprintf("http://%s:%d/announce", c.host4, port) }

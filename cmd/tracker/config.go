@@ -16,6 +16,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
@@ -59,7 +60,8 @@ type Config struct {
 	LogFormat      string     `env:"LOG_FORMAT" envDefault:"text"`
 	LogLevel       slog.Level `env:"LOG_LEVEL" envDefault:"info"`
 	DebugAddr      string     `env:"DEBUG_ADDR"`
-	// AdminToken guards the admin endpoints; empty: they are off.
+	// AdminToken opens the admin listener (panel and admin API); empty:
+	// there is none.
 	AdminToken string `env:"ADMIN_TOKEN"`
 	HubName    string `env:"HUB_NAME"`
 	// AllowedDir turns on allowed-torrents mode: only its .torrent files.
@@ -79,6 +81,7 @@ type Config struct {
 	HTTP    httpapi.Config
 	UDP     udpapi.Config
 	Link    link.Config
+	Admin   panel.Config
 }
 
 // defaultUDPAddr is TRACKER_UDP_ADDR when the variable is not set. It has
@@ -99,6 +102,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("peer_lifetime", c.PeerLifetime),
 		slog.Any("link", c.Link),
 		slog.Bool("admin", c.AdminToken != ""),
+		slog.String("admin_addr", c.Admin.Addr),
 	)
 }
 
@@ -213,6 +217,14 @@ func (c Config) validate() error {
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return errors.New("TRACKER_ADMIN_TOKEN must be at least 16 characters")
+	}
+	if err := c.Admin.Validate(); err != nil {
+		return err
+	}
+	if c.Admin.Addr != "" && c.Admin.Addr != "off" {
+		if _, err := parsePortRange(c.Admin.Addr); err != nil {
+			return fmt.Errorf("TRACKER_ADMIN_ADDR=%q: %v (host:port, host:first-last, or off)", c.Admin.Addr, err)
+		}
 	}
 	if err := redisstore.ValidName("TRACKER_HUB_NAME", c.HubName); err != nil {
 		return err

@@ -45,15 +45,6 @@ func jsonHandler(get func() any) http.Handler {
 	})
 }
 
-// actionHandler runs do and says so (admin endpoints; authentication is
-// httpapi.RequireToken's).
-func actionHandler(do func(), done string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		do()
-		w.Write([]byte(done + "\n"))
-	})
-}
-
 // roundTripCounter counts the node's round trips to Redis: one per command
 // or pipeline sent, whatever a script runs inside Redis.
 type roundTripCounter struct{ c prometheus.Counter }

@@ -219,9 +219,13 @@ func TestComposeFiles(t *testing.T) {
 					if err := cfg.validateListen(false); err != nil {
 						t.Errorf("hub: %v", err)
 					}
+					// Its status and its admin panel, each published on
+					// the host's loopback only.
 					_, port, _ := net.SplitHostPort(cfg.HTTP.Addr)
-					if len(s.Ports) != 1 || !strings.HasSuffix(s.Ports[0], ":"+port) {
-						t.Errorf("hub listens on %s and publishes %v; want its status on the host's loopback", port, s.Ports)
+					_, admin, _ := net.SplitHostPort(cfg.Admin.Addr)
+					if len(s.Ports) != 2 || !strings.HasPrefix(s.Ports[0], "127.0.0.1:") || !strings.HasSuffix(s.Ports[0], ":"+port) ||
+						!strings.HasPrefix(s.Ports[1], "127.0.0.1:") || !strings.HasSuffix(s.Ports[1], ":"+admin) {
+						t.Errorf("hub listens on %s (admin %s) and publishes %v; want both on the host's loopback", port, admin, s.Ports)
 					}
 					continue
 				}
@@ -240,6 +244,11 @@ func TestComposeFiles(t *testing.T) {
 				}
 				if _, ok := set["TRACKER_NODE_ID"]; !ok {
 					t.Errorf("node service %s must set TRACKER_NODE_ID (or every replica takes the host's name)", name)
+				}
+				// The admin panels: on the host's loopback (host
+				// networking publishes nothing), a port per replica.
+				if a, _ := parsePortRange(cfg.Admin.Addr); a.host != "127.0.0.1" || !a.isRange || a.last-a.first != r.last-r.first {
+					t.Errorf("node service %s: want TRACKER_ADMIN_ADDR a loopback range as wide as the replicas' ports, got %q", name, cfg.Admin.Addr)
 				}
 			}
 			if hubs != 1 || nodes < 1 || builds != 1 {

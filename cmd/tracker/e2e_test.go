@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 func startNode(t *testing.T, environ ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan net.Addr, 1)
+	started := make(chan listening, 1)
 	done := make(chan error, 1)
 	environ = append([]string{"TRACKER_HTTP_ADDR=127.0.0.1:0", "TRACKER_UDP_ADDR=127.0.0.1:0", "TRACKER_UDP_SECRET=" + testUDPSecret}, environ...)
 	go func() { done <- runNode(ctx, environ, io.Discard, started) }()
@@ -42,7 +42,7 @@ func startNode(t *testing.T, environ ...string) string {
 	})
 	select {
 	case a := <-started:
-		return "http://" + a.String() + "/announce"
+		return "http://" + a.HTTP.String() + "/announce"
 	case err := <-done:
 		t.Fatalf("node did not start: %v", err)
 	case <-time.After(10 * time.Second):

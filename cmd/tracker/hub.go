@@ -13,12 +13,13 @@ import (
 
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/hub"
+	"github.com/tracklink/tracklink/internal/panel"
 )
 
 // runHub is `tracker hub`: the link's hub, configured like a node (the same
 // variables; TRACKER_LINK_PASSWORD is required, and either TRACKER_REDIS_URL,
 // a network of one member, or TRACKER_HUB_MEMBERS, the members' file).
-func runHub(ctx context.Context, environ []string, logOut io.Writer, started chan<- net.Addr) error {
+func runHub(ctx context.Context, environ []string, logOut io.Writer, started chan<- listening) error {
 	cfg, unknown, err := loadConfig(environ)
 	if err != nil {
 		return err
@@ -65,17 +66,34 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	r.Method("GET", "/status", jsonHandler(func() any { return h.Status() }))
-	r.Method("POST", "/admin/link/reset", httpapi.RequireToken(cfg.AdminToken, actionHandler(h.Reset, "hub link reset requested")))
 
+	var admin *panel.Panel
+	var adminLn net.Listener
+	if addr := cfg.adminAddr(true); addr != "" {
+		if admin, err = panel.NewHub(panel.Hub{Name: cfg.HubName, Version: version, Token: cfg.AdminToken, Admin: cfg.Admin,
+			Hub: h, Gatherer: reg, Registerer: reg, Log: log}); err != nil {
+			return err
+		}
+		if adminLn, err = listenAdmin(addr); err != nil {
+			return err
+		}
+	}
 	ln, err := httpapi.Listen(cfg.HTTP.Addr)
 	if err != nil {
+		if adminLn != nil {
+			adminLn.Close()
+		}
 		return err
 	}
-	log.Info("hub listening", "config", cfg, "addr", ln.Addr().String(), "version", version)
+	log.Info("hub listening", "config", cfg, "addr", ln.Addr().String(), "admin", addrOf(adminLn), "version", version)
 	if started != nil {
-		started <- ln.Addr()
+		started <- listening{HTTP: ln.Addr(), Admin: addrOrNil(adminLn)}
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	if admin != nil {
+		g.Go(func() error { return httpapi.Serve(ctx, adminLn, admin, cfg.HTTP.ShutdownTimeout, log) })
+		g.Go(func() error { return admin.Run(ctx) })
+	}
 	g.Go(func() error { return h.Run(ctx) })
 	if cfg.HubMembers != "" {
 		g.Go(func() error { watchMembers(ctx, cfg.HubMembers, set, h, log); return nil })

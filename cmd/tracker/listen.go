@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/tracklink/tracklink/internal/httpapi"
+	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/udpapi"
 )
 
@@ -127,6 +128,47 @@ func listenFront(cfg Config) (net.Listener, []*net.UDPConn, error) {
 		last = err
 	}
 	return nil, nil, fmt.Errorf("TRACKER_HTTP_ADDR=%q: no port of the range is free (one per replica: widen the range to run more); last: %v", cfg.HTTP.Addr, last)
+}
+
+// adminAddr is where the admin listener listens: TRACKER_ADMIN_ADDR, or
+// the role's default; "" when there is none (no TRACKER_ADMIN_TOKEN: no
+// panel and no admin API, or TRACKER_ADMIN_ADDR=off).
+func (c Config) adminAddr(hub bool) string {
+	switch {
+	case c.AdminToken == "" || c.Admin.Addr == "off":
+		return ""
+	case c.Admin.Addr != "":
+		return c.Admin.Addr
+	case hub:
+		return panel.DefaultHubAddr
+	}
+	return panel.DefaultNodeAddr
+}
+
+// listenAdmin opens the admin listener on addr, or on the first free port
+// of a range (replicas on one host each take one, as with
+// TRACKER_HTTP_ADDR).
+func listenAdmin(addr string) (net.Listener, error) {
+	r, err := parsePortRange(addr)
+	if err != nil {
+		return nil, fmt.Errorf("TRACKER_ADMIN_ADDR=%q: %v", addr, err)
+	}
+	if !r.isRange {
+		ln, err := httpapi.Listen(addr)
+		if err != nil {
+			return nil, fmt.Errorf("TRACKER_ADMIN_ADDR: %w (another node or hub on this host? give each its own port, a range, or off)", err)
+		}
+		return ln, nil
+	}
+	var last error
+	for p := r.first; p <= r.last; p++ {
+		ln, err := httpapi.Listen(net.JoinHostPort(r.host, strconv.Itoa(p)))
+		if err == nil {
+			return ln, nil
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("TRACKER_ADMIN_ADDR=%q: no port of the range is free (one per replica); last: %v", addr, last)
 }
 
 // expandNodeID puts the port the node listens on into "{port}" of

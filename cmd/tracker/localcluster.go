@@ -29,10 +29,11 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	basePort := fs.Int("base-port", 6969, "HTTP and UDP port of node 1; node i listens on base-port+i-1, the hub after the last node")
 	redisPort := fs.Int("redis-port", 0, "port of the redis-server to start (0: a free one)")
 	bin := fs.String("bin", "", "tracker binary to run (default: this one)")
+	adminPort := fs.Int("admin-port", 6980, "with TRACKER_ADMIN_TOKEN set: the hub's admin panel port; node i's is admin-port+i")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
-	if *nodes < 1 || *nodes > 64 || *basePort < 1 || *basePort+*nodes > 65535 {
+	if *nodes < 1 || *nodes > 64 || *basePort < 1 || *basePort+*nodes > 65535 || *adminPort < 1 || *adminPort+*nodes > 65535 {
 		return usageError("cluster: 1 to 64 nodes, ports within 1..65535")
 	}
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -96,13 +97,15 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 		return fmt.Errorf("cluster: redis: %w", err)
 	}
 	hubAddr := "127.0.0.1:" + strconv.Itoa(*basePort+*nodes)
-	if err := start("hub", []string{"TRACKER_HTTP_ADDR=" + hubAddr, "TRACKER_UDP_ADDR=off", "TRACKER_HUB_NAME=hub"}, exe, "hub"); err != nil {
+	panels := os.Getenv("TRACKER_ADMIN_TOKEN") != ""
+	adminAddr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(*adminPort+i) }
+	if err := start("hub", []string{"TRACKER_HTTP_ADDR=" + hubAddr, "TRACKER_UDP_ADDR=off", "TRACKER_HUB_NAME=hub", "TRACKER_ADMIN_ADDR=" + adminAddr(0)}, exe, "hub"); err != nil {
 		return err
 	}
 	urls := []string{}
 	for i := 1; i <= *nodes; i++ {
 		addr := "127.0.0.1:" + strconv.Itoa(*basePort+i-1)
-		env := []string{"TRACKER_NODE_ID=node" + strconv.Itoa(i), "TRACKER_HTTP_ADDR=" + addr, "TRACKER_UDP_ADDR=" + addr}
+		env := []string{"TRACKER_NODE_ID=node" + strconv.Itoa(i), "TRACKER_HTTP_ADDR=" + addr, "TRACKER_UDP_ADDR=" + addr, "TRACKER_ADMIN_ADDR=" + adminAddr(i)}
 		if err := start(fmt.Sprintf("node%d", i), env, exe); err != nil {
 			return err
 		}
@@ -116,6 +119,15 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	fmt.Fprintf(stdout, "cluster ready: redis 127.0.0.1:%d, hub http://%s/status\n", *redisPort, hubAddr)
 	for i, u := range urls {
 		fmt.Fprintf(stdout, "node%d announce URLs: %s/announce udp://%s/announce\n", i+1, u, strings.TrimPrefix(u, "http://"))
+	}
+	if panels {
+		for i := 0; i <= *nodes; i++ {
+			name := "node" + strconv.Itoa(i)
+			if i == 0 {
+				name = "hub"
+			}
+			fmt.Fprintf(stdout, "%s admin panel: http://%s/ (sign in with TRACKER_ADMIN_TOKEN)\n", name, adminAddr(i))
+		}
 	}
 	// Until stopped, or until any process dies.
 	select {

@@ -21,14 +21,19 @@ import (
 	"github.com/tracklink/tracklink/internal/embedded"
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
 )
 
+// listening is where a node or hub listens, for tests: its public HTTP
+// address, and its admin listener's (nil: none).
+type listening struct{ HTTP, Admin net.Addr }
+
 // runNode runs a tracker node until ctx ends. When started is not nil it
-// receives the node's HTTP address once the node listens (for tests).
-func runNode(ctx context.Context, environ []string, logOut io.Writer, started chan<- net.Addr) error {
+// receives the node's addresses once the node listens (for tests).
+func runNode(ctx context.Context, environ []string, logOut io.Writer, started chan<- listening) error {
 	cfg, unknown, err := loadConfig(environ)
 	if err != nil {
 		return err
@@ -141,9 +146,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		}
 		sink = ln
 		linkNode = ln
-		routes = append(routes,
-			httpapi.Route{Method: "GET", Pattern: "/link/status", Handler: jsonHandler(func() any { return ln.Status() })},
-			httpapi.Route{Method: "POST", Pattern: "/admin/link/reset", Handler: httpapi.RequireToken(cfg.AdminToken, actionHandler(ln.Reset, "link reset requested"))})
+		routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/link/status", Handler: jsonHandler(func() any { return ln.Status() })})
 	}
 	var gate *allowed.Set
 	if cfg.AllowedDir != "" {
@@ -160,7 +163,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			log.Warn("allowed torrents not loaded at start; retrying", "err", err)
 		}
 		back.Go(func() error { return gate.Run(backCtx) })
-		routes = append(routes, torrentRoutes(gate, cfg.AdminToken)...)
+		routes = append(routes, torrentRoutes(gate))
 	}
 	// The link starts after the allowed set's first sync, so that the
 	// hub's resync on our hello already sees what we carry and accept.
@@ -195,12 +198,39 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if err != nil {
 		return err
 	}
-	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "version", version)
+	var admin *panel.Panel
+	var adminLn net.Listener
+	if addr := cfg.adminAddr(false); addr != "" {
+		pn := panel.Node{ID: cfg.NodeID, Version: version, Token: cfg.AdminToken, Admin: cfg.Admin,
+			Store: store, UDP: udp != nil, Gatherer: reg, Registerer: reg, Log: log}
+		if linkNode != nil {
+			pn.Link = linkNode
+		}
+		if gate != nil {
+			pn.Torrents = gate
+		}
+		if admin, err = panel.NewNode(pn); err != nil {
+			return err
+		}
+		if adminLn, err = listenAdmin(addr); err != nil {
+			return err
+		}
+		defer func() {
+			if !serving {
+				adminLn.Close()
+			}
+		}()
+	}
+	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "admin", addrOf(adminLn), "version", version)
 	if started != nil {
-		started <- ln.Addr()
+		started <- listening{HTTP: ln.Addr(), Admin: addrOrNil(adminLn)}
 	}
 	serving = true
 	front.Go(func() error { return srv.Serve(frontCtx, ln) })
+	if admin != nil {
+		front.Go(func() error { return httpapi.Serve(frontCtx, adminLn, admin, cfg.HTTP.ShutdownTimeout, log) })
+		front.Go(func() error { return admin.Run(frontCtx) })
+	}
 	if udp != nil {
 		front.Go(func() error { return udp.Serve(frontCtx, udpConns) })
 	}
@@ -217,6 +247,21 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		return errFront
 	}
 	return errBack
+}
+
+// addrOf is a listener's address for the log ("" for none).
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+func addrOrNil(ln net.Listener) net.Addr {
+	if ln == nil {
+		return nil
+	}
+	return ln.Addr()
 }
 
 // udpStatus is what /udp/status shows: where UDP listens and its counts.

@@ -182,7 +182,15 @@ func (np *nodePanel) page(w http.ResponseWriter, r *http.Request) {
 		slices.Sort(procs)
 		d.Processes = procs
 	}
-	d.Held, d.HeldAt, d.HeldErr = np.heldNow(ctx)
+	// The carried torrents are read once: listed, and counted in.
+	var carried []allowed.Torrent
+	var carriedErr error
+	if np.n.Torrents != nil {
+		d.Allowed = true
+		carried, carriedErr = np.n.Torrents.Torrents(ctx)
+		d.Torrents, d.More, d.TorrentErr = np.torrents(ctx, carried, carriedErr)
+	}
+	d.Held, d.HeldAt, d.HeldErr = np.heldNow(ctx, carried)
 	if np.n.Link != nil {
 		st := np.n.Link.Status()
 		d.Link = &st
@@ -194,28 +202,21 @@ func (np *nodePanel) page(w http.ResponseWriter, r *http.Request) {
 			"resets":    counters(fams, "tracker_link_resets_total", "")[""],
 		}
 	}
-	if np.n.Torrents != nil {
-		d.Allowed = true
-		d.Torrents, d.More, d.TorrentErr = np.torrents(ctx)
-	}
 	np.render(w, r, http.StatusOK, "node", view{Flash: flashes[r.URL.Query().Get("done")], Data: d})
 }
 
 // heldNow counts the node's peers at most once per chart step.
-func (np *nodePanel) heldNow(ctx context.Context) (redisstore.Held, time.Time, string) {
+func (np *nodePanel) heldNow(ctx context.Context, carried []allowed.Torrent) (redisstore.Held, time.Time, string) {
 	np.heldMu.Lock()
 	defer np.heldMu.Unlock()
 	if time.Since(np.heldAt) >= np.hist.step {
-		var carried []bittorrent.InfoHash
-		if np.n.Torrents != nil {
-			ts, _ := np.n.Torrents.Torrents(ctx)
-			for _, t := range ts {
-				if ih, err := bittorrent.ParseInfoHash(t.InfoHash); err == nil {
-					carried = append(carried, ih)
-				}
+		hashes := make([]bittorrent.InfoHash, 0, len(carried))
+		for _, t := range carried {
+			if ih, err := bittorrent.ParseInfoHash(t.InfoHash); err == nil {
+				hashes = append(hashes, ih)
 			}
 		}
-		np.held, np.heldE = np.n.Store.Held(ctx, heldLimit, carried)
+		np.held, np.heldE = np.n.Store.Held(ctx, heldLimit, hashes)
 		np.heldAt = time.Now()
 	}
 	if np.heldE != nil {
@@ -232,8 +233,9 @@ func (np *nodePanel) recount() {
 	np.heldMu.Unlock()
 }
 
-func (np *nodePanel) torrents(ctx context.Context) ([]torrentRow, int, string) {
-	ts, err := np.n.Torrents.Torrents(ctx)
+// torrents is the table of carried torrents (the first maxListed), with
+// each one's peers.
+func (np *nodePanel) torrents(ctx context.Context, ts []allowed.Torrent, err error) ([]torrentRow, int, string) {
 	more := max(0, len(ts)-maxListed)
 	ts = ts[:min(len(ts), maxListed)]
 	rows := make([]torrentRow, len(ts))

@@ -21,6 +21,7 @@ import (
 	"github.com/tracklink/tracklink/internal/embedded"
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/logsample"
 	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/tracker"
@@ -169,6 +170,16 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	// hub's resync on our hello already sees what we carry and accept.
 	if linkNode != nil {
 		back.Go(func() error { return linkNode.Run(backCtx) })
+	} else {
+		// Without the link the node still keeps its swarm index, which
+		// its admin page counts what it holds in.
+		idx := redisstore.NewIndexer(rdb, cfg.RedisPrefix, 64)
+		sink = redisstore.IndexSink{X: idx, Node: cfg.NodeID}
+		errLog := logsample.New(log, 10*time.Second)
+		back.Go(func() error {
+			idx.Run(backCtx, backCtx.Done(), func(err error) { errLog.Log(slog.LevelWarn, "swarm index write failed", "err", err) })
+			return nil
+		})
 	}
 	opts := tracker.Options{Sink: sink, PeerLifetime: cfg.PeerLifetime}
 	if gate != nil {

@@ -134,24 +134,12 @@ type Node struct {
 	// published counts batches of changes published.
 	published atomic.Int64
 	lost      atomic.Pointer[lostEvent]
-	// indexed remembers when each torrent was last written to the swarm
-	// index, so the index is refreshed once per IndexRefresh per torrent,
-	// not on every announce. Bounded: cleared when it holds maxIndexed
-	// entries (the cost is one more write each).
-	indexMu sync.Mutex
-	indexed map[bittorrent.InfoHash]int64
-	// indexQ carries index writes to their own goroutine, off the publish
-	// path: a slow or paused shard holding a part of the index delays the
-	// index, never the link.
-	indexQ chan map[string][]redis.Z
+	// idx keeps the node's swarm index: each torrent's entry refreshed
+	// once per redisstore.IndexRefresh, written by its own goroutine, off
+	// the publish path: a slow or paused shard holding a part of the index
+	// delays the index, never the link.
+	idx *redisstore.Indexer
 }
-
-// IndexRefresh is how often a node refreshes a torrent's entry in its
-// swarm index while the torrent is active; readers keep entries for the
-// peer lifetime plus this.
-const IndexRefresh = time.Minute
-
-const maxIndexed = 1 << 20
 
 // indexQueue bounds the index writes waiting for Redis; beyond it a batch's
 // entries are left unwritten and written with a later change.
@@ -181,8 +169,7 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 		ep:       NewEndpoint(cfg, id, link, func(m *Message) ([]byte, error) { return EncodeUp(creds.Node, m) }),
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), log: log, errLog: logsample.New(log, 10*time.Second),
-		hubSeqs: map[string]uint64{}, indexed: map[bittorrent.InfoHash]int64{},
-		indexQ: make(chan map[string][]redis.Z, indexQueue),
+		hubSeqs: map[string]uint64{}, idx: redisstore.NewIndexer(store, prefix, indexQueue),
 	}
 	n.subState.Store(StateDown)
 	c := func(name, help string) prometheus.Counter {
@@ -229,7 +216,10 @@ func (n *Node) LocalChange(c bittorrent.PeerChange) {
 func (n *Node) Run(ctx context.Context) error {
 	done, indexDone := make(chan struct{}), make(chan struct{})
 	go func() { n.publish(ctx); close(done) }()
-	go func() { n.writeIndex(ctx, done); close(indexDone) }()
+	go func() {
+		n.idx.Run(ctx, done, func(err error) { n.errLog.Log(slog.LevelWarn, "link index write failed", "err", err) })
+		close(indexDone)
+	}()
 	n.listen(ctx)
 	<-done
 	<-indexDone
@@ -255,84 +245,6 @@ func (n *Node) fresh(changes []bittorrent.PeerChange) []bittorrent.PeerChange {
 		n.requestHello()
 	}
 	return kept
-}
-
-// index queues the swarm-index entries of changes not refreshed within
-// IndexRefresh: one variadic ZADD per part of the index, in one pipeline,
-// written by writeIndex. The swarm index lets the hub resync without
-// scanning keys.
-func (n *Node) index(changes []bittorrent.PeerChange) {
-	n.indexMu.Lock()
-	defer n.indexMu.Unlock()
-	if len(n.indexed) >= maxIndexed {
-		clear(n.indexed)
-	}
-	parts := map[string][]redis.Z{}
-	for _, c := range changes {
-		if c.Seen-n.indexed[c.InfoHash] >= IndexRefresh.Milliseconds() {
-			n.indexed[c.InfoHash] = c.Seen
-			key := redisstore.IndexKey(n.prefix, n.id, c.InfoHash)
-			parts[key] = append(parts[key], redis.Z{Score: float64(c.Seen), Member: string(c.InfoHash[:])})
-		}
-	}
-	if len(parts) == 0 {
-		return
-	}
-	select {
-	case n.indexQ <- parts:
-	default:
-		n.unindexed(parts)
-		n.errLog.Log(slog.LevelWarn, "link index writes queued up; entries left for a later change")
-	}
-}
-
-// unindexed forgets that the entries of parts were written, so that the
-// next change of those torrents writes them. Called with indexMu held.
-func (n *Node) unindexed(parts map[string][]redis.Z) {
-	for _, zs := range parts {
-		for _, z := range zs {
-			delete(n.indexed, bittorrent.InfoHash([]byte(z.Member.(string))))
-		}
-	}
-}
-
-// writeIndex writes queued index entries until the publisher is done
-// (published closed, after its last batch at shutdown), then writes what is
-// still queued. A part that cannot be written is forgotten (written again
-// with its next change).
-func (n *Node) writeIndex(ctx context.Context, published <-chan struct{}) {
-	for {
-		var parts map[string][]redis.Z
-		select {
-		case parts = <-n.indexQ:
-		case <-published:
-			select {
-			case parts = <-n.indexQ:
-			default:
-				return
-			}
-		}
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		pipe := n.store.Pipeline()
-		adds := map[string]*redis.IntCmd{}
-		for key, zs := range parts {
-			adds[key] = pipe.ZAdd(wctx, key, zs...)
-		}
-		pipe.Exec(wctx) // per-part errors are read below
-		cancel()
-		failed := map[string][]redis.Z{}
-		for key, add := range adds {
-			if err := add.Err(); err != nil {
-				n.errLog.Log(slog.LevelWarn, "link index write failed", "err", err)
-				failed[key] = parts[key]
-			}
-		}
-		if len(failed) > 0 {
-			n.indexMu.Lock()
-			n.unindexed(failed)
-			n.indexMu.Unlock()
-		}
-	}
 }
 
 // Reset re-establishes the subscription and says hello again, which makes
@@ -406,7 +318,9 @@ func (n *Node) publish(ctx context.Context) {
 			if len(changes) == 0 {
 				return
 			}
-			n.index(changes)
+			if !n.idx.Queue(n.id, changes...) {
+				n.errLog.Log(slog.LevelWarn, "link index writes queued up; entries left for a later change")
+			}
 		}
 		if err := n.ep.Publish(pctx, n.cfg.UpChannel(), kind, changes); err != nil {
 			// What was lost, a resync repairs: the endpoint started a new

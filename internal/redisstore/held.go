@@ -13,10 +13,9 @@ import (
 )
 
 // What a node holds, for its admin page: counted in the swarms of its swarm
-// index (the swarms its own clients announced in; see Indexed) and in the
-// swarms the caller adds (the torrents it carries, in allowed-torrents
-// mode: peers the hub relayed there count even when no client of this
-// node announced), never by scanning keys. Each count is exact for the
+// index (the swarms its clients announced in and those the hub relayed
+// peers into; see Indexed) and in the swarms the caller adds (the torrents
+// it carries, in allowed-torrents mode), never by scanning keys. Each count is exact for the
 // swarms read; a node with more indexed swarms than the limit reads the
 // most recent ones and says so.
 

@@ -29,6 +29,9 @@ type Relayer struct {
 	completedTTL int64
 	timeout      time.Duration
 	now          func() time.Time
+	// idx adds the swarms written into to each target node's swarm index,
+	// in the same pipeline.
+	idx *Indexer
 }
 
 // NewRelayer returns a relayer; cfg.NodeID is not used.
@@ -39,7 +42,8 @@ func NewRelayer(rdb redis.UniversalClient, cfg Config) (*Relayer, error) {
 		return nil, err
 	}
 	_, cluster := rdb.(*redis.ClusterClient)
-	return &Relayer{rdb: rdb, cluster: cluster, prefix: cfg.Prefix, lifetimeMs: s.lifetimeMs, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now}, nil
+	return &Relayer{rdb: rdb, cluster: cluster, prefix: cfg.Prefix, lifetimeMs: s.lifetimeMs, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now,
+		idx: NewIndexer(rdb, cfg.Prefix, 0)}, nil
 }
 
 // Target is one swarm of one node and the changes to apply to it.
@@ -51,7 +55,10 @@ type Target struct {
 // Apply applies every target's changes in one pipeline (one round trip)
 // and returns how many changes were applied (not older than what a node
 // held already). On one Redis, all swarms of one node go in one script
-// call; under Redis Cluster each swarm is a call of its own.
+// call; under Redis Cluster each swarm is a call of its own. The same
+// pipeline refreshes the swarms' entries in the target nodes' swarm
+// indexes when they are due (once per IndexRefresh), so that a node's
+// index lists the swarms it holds peers of, relayed ones too.
 func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 	if len(targets) == 0 {
 		return 0, nil
@@ -66,9 +73,13 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 	}
 	var calls []*call
 	byNode := map[string]*call{}
+	index := Entries{}
 	for _, t := range targets {
 		if len(t.Changes) == 0 {
 			continue
+		}
+		for key, zs := range r.idx.Due(t.Node, t.Changes...) {
+			index[key] = append(index[key], zs...)
 		}
 		ks, err := NewKeyspace(r.prefix, t.Node)
 		if err != nil {
@@ -99,6 +110,7 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 	}
 	pipe := r.rdb.Pipeline()
 	cmds := build(pipe, false)
+	adds := r.idx.Add(ctx, pipe, index)
 	pipe.Exec(ctx) // per-command errors are read below
 	if anyNoScript(cmds) {
 		// Re-sending the whole batch with EVAL is safe: applying is idempotent.
@@ -106,6 +118,9 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 		cmds = build(pipe, true)
 		pipe.Exec(ctx)
 	}
+	// An index entry not written is written with a later change; it is
+	// not an error of the relay.
+	r.idx.Failed(index, adds)
 	// A call that failed (its shard down, a timeout) does not undo the
 	// others: each is counted or reported on its own.
 	applied := 0
@@ -180,14 +195,16 @@ swarms:
 }
 
 // A node's swarm index (IndexKeys, in keys.go: IndexParts sorted sets) holds the info
-// hashes its peers announced, score = last local announce (unix ms). The node's link
-// publisher keeps it (off the announce path); the hub reads it to resync
-// without scanning keys. Its hash tags start with the node id so that one
+// hashes of the swarms it holds peers of, score = the last change seen (unix ms): its
+// own clients' swarms, written by its link publisher (or, without the link, by an
+// IndexSink; off the announce path either way), and the swarms the hub relays peers
+// into, written by Apply. The hub reads it to resync, and a node's admin page to
+// count what it holds, without scanning keys. Its hash tags start with the node id so that one
 // ACL key pattern, <prefix>:{<node>:*, covers a node's whole keyspace.
 
 // indexSlack is how much longer than the peer lifetime an index entry
-// counts: nodes refresh an active torrent's entry every minute (see
-// link.IndexRefresh), not on every announce.
+// counts: writers refresh an active torrent's entry once per IndexRefresh,
+// not on every change.
 const indexSlack = 2 * time.Minute
 
 // indexPage is how many index entries one read asks for: a resync never

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -132,22 +133,13 @@ type nodePanel struct {
 	*Panel
 	n       Node
 	proc    string
-	beatErr atomicString
+	beatErr atomic.Value // string: the last registry write's error
 
 	heldMu sync.Mutex
 	held   redisstore.Held
 	heldAt time.Time
 	heldE  error
 }
-
-// atomicString is a string read and written from several goroutines.
-type atomicString struct {
-	mu sync.Mutex
-	s  string
-}
-
-func (a *atomicString) Store(s string) { a.mu.Lock(); a.s = s; a.mu.Unlock() }
-func (a *atomicString) Load() string   { a.mu.Lock(); defer a.mu.Unlock(); return a.s }
 
 // nodeData is the node page.
 type nodeData struct {
@@ -175,7 +167,7 @@ type torrentRow struct {
 
 func (np *nodePanel) page(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	d := nodeData{ID: np.n.ID, Self: np.proc, Rates: np.rates(), ProcErr: np.beatErr.Load()}
+	d := nodeData{ID: np.n.ID, Self: np.proc, Rates: np.rates(), ProcErr: np.beatErr.Load().(string)}
 	if procs, err := np.n.Store.Processes(ctx, 3*np.hist.step); err != nil {
 		d.ProcErr = err.Error()
 	} else {

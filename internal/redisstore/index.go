@@ -41,6 +41,7 @@ type Indexer struct {
 	prefix string
 	queue  chan Entries
 
+	max     int // entries remembered at most (maxIndexed unless set lower)
 	mu      sync.Mutex
 	written map[indexEntry]int64 // when each entry was last written (its change's time)
 	// keys caches each node's index keys, so that deciding whether an
@@ -57,7 +58,7 @@ type indexEntry struct {
 // NewIndexer returns an indexer of the nodes under prefix; queue bounds
 // the batches Queue may hold for Run.
 func NewIndexer(rdb redis.UniversalClient, prefix string, queue int) *Indexer {
-	return &Indexer{rdb: rdb, prefix: prefix, queue: make(chan Entries, queue), written: map[indexEntry]int64{}, keys: map[string]*[IndexParts]string{}}
+	return &Indexer{rdb: rdb, prefix: prefix, queue: make(chan Entries, queue), max: maxIndexed, written: map[indexEntry]int64{}, keys: map[string]*[IndexParts]string{}}
 }
 
 // Due returns the entries of node's index that changes make due, and
@@ -65,7 +66,7 @@ func NewIndexer(rdb redis.UniversalClient, prefix string, queue int) *Indexer {
 func (x *Indexer) Due(node string, changes ...bittorrent.PeerChange) Entries {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if len(x.written) >= maxIndexed {
+	if len(x.written) >= x.max {
 		clear(x.written)
 	}
 	keys := x.keys[node]

@@ -84,3 +84,18 @@ func BenchmarkIndexerDue(b *testing.B) {
 		}
 	}
 }
+
+// TestIndexerBounded: past its bound an indexer forgets what it wrote
+// (each entry is then written once more), never grows beyond it.
+func TestIndexerBounded(t *testing.T) {
+	x := NewIndexer(nil, "idxtest", 1)
+	x.max = 100
+	for i := range 1000 {
+		if x.Due("n", bittorrent.PeerChange{InfoHash: bittorrent.InfoHash{byte(i), byte(i >> 8)}, Seen: 1}) == nil {
+			t.Fatalf("entry %d not due", i)
+		}
+		if len(x.written) > x.max {
+			t.Fatalf("%d entries remembered, bound %d", len(x.written), x.max)
+		}
+	}
+}

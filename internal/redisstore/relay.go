@@ -42,9 +42,17 @@ func NewRelayer(rdb redis.UniversalClient, cfg Config) (*Relayer, error) {
 		return nil, err
 	}
 	_, cluster := rdb.(*redis.ClusterClient)
+	// The hub remembers an entry per node and torrent: fewer than a
+	// node's publisher (about 80 B each, so at most about 20 MB); past
+	// the bound it forgets them all and writes each once more.
+	idx := NewIndexer(rdb, cfg.Prefix, 0)
+	idx.max = relayIndexed
 	return &Relayer{rdb: rdb, cluster: cluster, prefix: cfg.Prefix, lifetimeMs: s.lifetimeMs, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now,
-		idx: NewIndexer(rdb, cfg.Prefix, 0)}, nil
+		idx: idx}, nil
 }
+
+// relayIndexed bounds the index entries a relayer remembers.
+const relayIndexed = 1 << 18
 
 // Target is one swarm of one node and the changes to apply to it.
 type Target struct {

@@ -72,7 +72,7 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 // hubUser is what the hub must do in one Redis (a member's, when each
 // operator keeps its own) and no more:
 //   - the peer sets, completion counters and stops of every swarm
-//     (<prefix>:{<node>:<ih>}:s, :l, :p, :c, :x): it writes relayed peers
+//     (<prefix>:{<node>:<ih>}:m, :c, :x): it writes relayed peers
 //     and reads them for resyncs; never the key bindings (:k);
 //   - the swarm indexes (read for resyncs, expired entries trimmed);
 //   - read only: what nodes carry, offer and accept (allowed-torrents mode,
@@ -83,7 +83,7 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 //     nothing that touches the whole server.
 func hubUser(prefix, channel string) aclUser {
 	rules := []string{"resetkeys"}
-	for _, suffix := range []string{"s", "l", "p", "c", "x"} {
+	for _, suffix := range []string{"m", "c", "x"} {
 		rules = append(rules, "~"+prefix+":{*}:"+suffix)
 	}
 	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+prefix+":{*:inbox}")

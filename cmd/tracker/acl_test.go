@@ -90,7 +90,7 @@ func TestACLUsers(t *testing.T) {
 		err     error
 		allowed bool
 	}{
-		{"write a swarm's peers", hub.ZAdd(ctx, swarm+"l", redis.Z{Score: 1, Member: "x"}).Err(), true},
+		{"write a swarm's peers", hub.ZAdd(ctx, swarm+"m", redis.Z{Score: 1, Member: "x"}).Err(), true},
 		{"read a swarm's stops", hub.ZCard(ctx, swarm+"x").Err(), true},
 		{"read what a node carries", hub.SMembers(ctx, "tl:{node1:allowed}").Err(), true},
 		{"read a swarm's key bindings", hub.HGetAll(ctx, swarm+"k").Err(), false},

@@ -32,7 +32,7 @@ func BenchmarkPropagation(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ih := fmt.Sprintf("propagation-%08d", i)
-		key := fmt.Sprintf("tl:{node2:%x}:l", ih)
+		key := fmt.Sprintf("tl:{node2:%x}:m", ih)
 		start := time.Now()
 		resp, err := http.Get(fmt.Sprintf("%s/announce?info_hash=%s&peer_id=-TT0001-%012d&port=7001&left=1", c.nodes["node1"].url, ih, i))
 		if err != nil {
@@ -207,8 +207,8 @@ func BenchmarkResync100k(b *testing.B) {
 		c.startNode("node2", testPassword)
 		var last bittorrent.InfoHash
 		copy(last[:], fmt.Sprintf("resync-%08d", torrents-1))
-		lastKey := "tl:{node2:" + last.String() + "}:l"
-		for hubCounter(b, c.hub.url, "hub_resyncs_total") <= resyncs || rdb.ZCard(ctx, lastKey).Val() != per/2 {
+		lastKey := "tl:{node2:" + last.String() + "}:m"
+		for hubCounter(b, c.hub.url, "hub_resyncs_total") <= resyncs || rdb.ZCard(ctx, lastKey).Val() != per {
 			if time.Since(start) > time.Minute {
 				b.Fatalf("resync did not finish within a minute: resyncs %v -> %v, last swarm on node2 has %d",
 					resyncs, hubCounter(b, c.hub.url, "hub_resyncs_total"), rdb.ZCard(ctx, lastKey).Val())

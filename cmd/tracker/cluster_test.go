@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/hub"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/redistest"
 )
 
@@ -298,10 +300,11 @@ func testLinkConvergence(t *testing.T, newC func(...string) *cluster) {
 	rdb := c.client(t)
 	var scores []float64
 	for _, n := range []string{"node1", "node2", "node3"} {
-		key := fmt.Sprintf("tl:{%s:%x}:l", n, ih)
+		key := fmt.Sprintf("tl:{%s:%x}:m", n, ih)
 		members, err := rdb.ZRangeWithScores(context.Background(), key, 0, -1).Result()
+		members = slices.DeleteFunc(members, func(z redis.Z) bool { op, _ := redisstore.PeerClass(z.Score); return op != bittorrent.OpLeecher })
 		if err != nil || len(members) != 2 {
-			t.Fatalf("%s: %v %v", key, members, err)
+			t.Fatalf("%s: leechers %v %v", key, members, err)
 		}
 		scores = append(scores, members[0].Score, members[1].Score)
 	}

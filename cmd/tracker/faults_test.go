@@ -21,6 +21,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/redistest"
 )
 
@@ -270,20 +271,22 @@ func (r *rig) load(ctx context.Context, d time.Duration, rate float64) <-chan []
 // livePeers reads every node's keyspace: torrent (hex) -> live peers.
 func (r *rig) livePeers() []map[string]map[string]bool {
 	ctx := context.Background()
-	cutoff := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10)
+	cutoff := time.Now().Add(-time.Hour).UnixMilli()
 	out := make([]map[string]map[string]bool, len(r.nodes))
 	for i, n := range r.nodes {
 		out[i] = map[string]map[string]bool{}
-		iter := r.rdb.Scan(ctx, 0, "tl:{"+n.name+":*}:[sl]", 1000).Iterator()
+		iter := r.rdb.Scan(ctx, 0, "tl:{"+n.name+":*}:m", 1000).Iterator()
 		for iter.Next(ctx) {
 			key := iter.Val()
 			ih := key[len("tl:{"+n.name+":") : len(key)-3]
-			ms, _ := r.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, ByScore: true, Start: "(" + cutoff, Stop: "+inf"}).Result()
+			ms, _ := r.rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
 			if out[i][ih] == nil {
 				out[i][ih] = map[string]bool{}
 			}
-			for _, m := range ms {
-				out[i][ih][m] = true
+			for _, z := range ms {
+				if _, seen := redisstore.PeerClass(z.Score); seen > cutoff {
+					out[i][ih][z.Member.(string)] = true
+				}
 			}
 		}
 	}

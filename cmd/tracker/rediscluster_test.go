@@ -396,11 +396,11 @@ func TestRedisClusterShardDown(t *testing.T) {
 	const torrents = 12
 	var up, down []string
 	for i := 0; len(up) < torrents || len(down) < 2; i++ {
-		ih := fmt.Sprintf("%c-shard-down-%07d", 'a'+i%redisstore.IndexParts, i)
+		ih := fmt.Sprintf("%c-shard-down-%07d", 'a'+i%16, i) // over 16 parts of the index
 		switch {
-		case owner(fmt.Sprintf("tl:{node2:%x}:l", ih)) == victim:
+		case owner(fmt.Sprintf("tl:{node2:%x}:m", ih)) == victim:
 			down = append(down, ih)
-		case owner(fmt.Sprintf("tl:{node1:%x}:l", ih)) != victim && len(up) < torrents:
+		case owner(fmt.Sprintf("tl:{node1:%x}:m", ih)) != victim && len(up) < torrents:
 			up = append(up, ih) // reachable at both nodes
 		}
 	}

@@ -5,21 +5,43 @@
 -- negative. Under Redis Cluster a call carries one announce (a script may
 -- touch one slot only).
 --
--- KEYS: per announce: seeders zset, leechers zset, partial seeds zset,
---       completed counter, key bindings hash, stops zset (tombstones)
--- ARGV: swarm TTL (s), completed-counter TTL (s), then per announce 9 values:
---       now (unix ms), cutoff (scores <= cutoff have expired), member,
---       op ("L" leecher, "S" seeder, "P" partial seed, "X" stopped),
---       completed ("1"/"0"), numwant, family of the candidates ("0" both,
---       "4" IPv4, "6" IPv6), create ("1" the announce may start a new
---       swarm, "0" it may not), key binding ("" off; "-" on, the announce
---       has no key; "=" and the digest of its key)
+-- A swarm's peers are one sorted set, whatever their class: a peer's score
+-- is its class's band plus the time it was last seen (unix ms), leechers
+-- in [0, B), partial seeds in [B, 2B), seeders in [2B, 3B), B = 2^42 ms
+-- (year 2109). A class is counted and ranged by score, a change of class
+-- is one ZADD, and a small swarm is one key (see keys.go, store.go).
+--
+-- Every score and range arrives as a string made by the node: a number
+-- turned into a string inside Redis's Lua costs more than the Redis call
+-- that takes it.
+--
+-- KEYS: per announce: peers zset, completed counter, key bindings hash,
+--       stops zset (tombstones)
+-- ARGV: swarm TTL (s), completed-counter TTL (s), cutoff (unix ms: times
+--       up to it have expired), then the live ranges' lower bounds of
+--       leechers, partial seeds and seeders ("(" band + cutoff), then
+--       the expired ranges' upper bounds (band + cutoff) in the same
+--       order; then per announce 5 values:
+--       score (the peer's band + now in ms; a stop: now), member,
+--       flags (4 characters: op "L" leecher, "S" seeder, "P" partial
+--       seed, "X" stopped; completed "1"/"0"; family of the candidates
+--       "0" both, "4" IPv4, "6" IPv6; create "1" the announce may start a
+--       new swarm, "0" it may not; then a random number in decimal, for
+--       the sample of a large swarm), numwant, key binding ("" off; "-"
+--       on, the announce has no key; "=" and the digest of its key)
 -- Reply: per announce: seeders, leechers (partial seeds included), flags
 --        (+1 a completion was counted, +2 the announce started a new
 --        swarm; -1 refused: a new swarm and create "0"; -2 refused: the
 --        peer is live and bound to another key), n, then n candidate
---        members
-local ttl, cttl = ARGV[1], ARGV[2]
+--        members (never the announcing peer)
+local ttl, cttl, cutoff = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local B = 4398046511104
+-- Per class: band start, live range, expired range.
+local LIVE = { L = { ARGV[4], '(4398046511104' }, P = { ARGV[5], '(8796093022208' }, S = { ARGV[6], '(13194139533312' } }
+local GONE = { { '0', ARGV[7] }, { '4398046511104', ARGV[8] }, { '8796093022208', ARGV[9] } }
+-- A swarm of at most SMALL members is answered whole (the node picks
+-- numwant of them at random); a larger one is sampled.
+local SMALL = 32
 local out = {}
 
 -- A member's length tells its family: 6 or 26 bytes IPv4, 18 or 38 IPv6.
@@ -40,45 +62,55 @@ local function refuse(flag)
   out[#out + 1] = 0
 end
 
--- alive reports whether member x is in set key and has not expired.
-local function alive(key, x, cutoff)
-  local sc = redis.call('ZSCORE', key, x)
-  return sc and tonumber(sc) > cutoff
-end
-
--- live reports whether member x is a live peer of the swarm.
-local function live(S, L, P, nP, x, cutoff)
-  return alive(S, x, cutoff) or alive(L, x, cutoff) or (nP > 0 and alive(P, x, cutoff))
-end
-
--- trim removes the expired seeders and leechers of a swarm: when a peer
--- joins it, so that the sets never hold more expired members than left
--- since the last join.
-local function trim(S, L, cutoff)
-  redis.call('ZREMRANGEBYSCORE', S, '-inf', cutoff)
-  redis.call('ZREMRANGEBYSCORE', L, '-inf', cutoff)
-end
-
-local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, fam, create, bind)
-  -- Expired peers leave by score: they are counted and sampled out by
-  -- it (ZCOUNT, ZRANGE BYSCORE, scores checked), and trimmed when a peer
-  -- joins the swarm's seeders or leechers (below), never on a plain
-  -- re-announce, the common case; and a set's TTL is its youngest
-  -- member's expiry, so a set of expired members only is gone. No sweeps.
-  -- Partial seeds are rare; their set is touched only when it exists.
-  local cut, live_from = cutoff, '(' .. cutoff -- as Redis takes them
-  cutoff = tonumber(cutoff)
-  local nP = redis.call('ZCARD', P)
-  if nP > 0 then
-    nP = nP - redis.call('ZREMRANGEBYSCORE', P, '-inf', cut)
+-- class returns the class letter and the time of score sc.
+local function class(sc)
+  sc = tonumber(sc)
+  if sc >= 2 * B then
+    return 'S', sc - 2 * B
+  elseif sc >= B then
+    return 'P', sc - B
   end
+  return 'L', sc
+end
+
+-- live reports whether member x of M is there and has not expired, and
+-- its class.
+local function live(M, x)
+  local sc = redis.call('ZSCORE', M, x)
+  if not sc then
+    return false
+  end
+  local c, t = class(sc)
+  return t > cutoff, c
+end
+
+local function count(M, c)
+  return redis.call('ZCOUNT', M, LIVE[c][1], LIVE[c][2])
+end
+
+-- trim removes the expired members of every class.
+local function trim(M)
+  for i = 1, 3 do
+    redis.call('ZREMRANGEBYSCORE', M, GONE[i][1], GONE[i][2])
+  end
+end
+
+local function announce(M, C, K, X, score, m, flags, want, bind)
+  local op, completed, fam, create = string.sub(flags, 1, 1), string.sub(flags, 2, 2), string.sub(flags, 3, 3), string.sub(flags, 4, 4)
+  -- Expired peers leave by score: they are counted and sampled out by
+  -- it, and trimmed when a peer joins a large swarm or when a reply
+  -- would carry them (never on a plain re-announce, the common case);
+  -- and the set's TTL is its youngest member's expiry, so a set of
+  -- expired members only is gone. No sweeps.
+  local card = redis.call('ZCARD', M)
 
   -- At the node's cap on new swarms, a swarm with no live peer is not
   -- started. Checked only then.
-  if create == '0' and op ~= 'X' and nP == 0 and
-      redis.call('ZCOUNT', S, live_from, '+inf') + redis.call('ZCOUNT', L, live_from, '+inf') == 0 then
-    refuse(-1)
-    return
+  if create == '0' and op ~= 'X' then
+    if card == 0 or count(M, 'S') + count(M, 'L') + count(M, 'P') == 0 then
+      refuse(-1)
+      return
+    end
   end
 
   -- A peer's key binds it while it is live here: a change sent with
@@ -88,7 +120,7 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
   if bind ~= '' then
     kd = string.sub(bind, 2)
     bound = redis.call('HGET', K, m)
-    if bound and bound ~= kd and live(S, L, P, nP, m, cutoff) then
+    if bound and bound ~= kd and live(M, m) then
       refuse(-2)
       return
     end
@@ -97,59 +129,41 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
   local counted = 0
   local new = 0
   if op == 'X' then
-    local was = redis.call('ZREM', S, m) + redis.call('ZREM', L, m)
-    if nP > 0 then
-      local p = redis.call('ZREM', P, m)
-      nP, was = nP - p, was + p
-    end
-    -- The stop of a live peer is remembered here too, as the hub's relays
+    -- The stop of a peer held is remembered here too, as the hub's relays
     -- remember it elsewhere: a resync that finds an older copy of the peer
     -- on another node applies this stop there instead of bringing the peer
     -- back here. A stop of a peer not held writes nothing, so stops cannot
     -- grow the keyspace.
-    if was > 0 then
-      redis.call('ZREMRANGEBYSCORE', X, '-inf', cut)
-      redis.call('ZADD', X, now, m)
+    if redis.call('ZREM', M, m) > 0 then
+      card = card - 1
+      redis.call('ZREMRANGEBYSCORE', X, '-inf', ARGV[3])
+      redis.call('ZADD', X, score, m)
       redis.call('EXPIRE', X, ttl)
     end
-  elseif op == 'S' then
+  else
     -- A completion counts once per live peer: a repeated event=completed
     -- from a peer that is a live seeder already is not counted again.
-    local was = completed == '1' and alive(S, m, cutoff)
-    -- A peer is in one set at most: one already a seeder (ZADD updates
-    -- its score, the common re-announce) is in no other, so the others
-    -- are searched only for a peer new to this set, and only then are
-    -- the expired trimmed.
-    new = redis.call('ZADD', S, now, m)
-    if new == 1 then
-      trim(S, L, cut)
-      redis.call('ZREM', L, m)
-      if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
+    local was = false
+    if op == 'S' and completed == '1' then
+      local alive, c = live(M, m)
+      was = alive and c == 'S'
     end
-    redis.call('EXPIRE', S, ttl)
-    if completed == '1' and not was then
-      redis.call('INCR', C)
-      counted = 1
+    -- One ZADD moves a peer that changed class too: it updates the score.
+    new = redis.call('ZADD', M, score, m)
+    card = card + new
+    if new == 1 and card > SMALL then
+      trim(M)
+      card = redis.call('ZCARD', M)
     end
-    -- The counter lives the completed TTL past the last seeder's announce.
-    redis.call('EXPIRE', C, cttl)
-  elseif op == 'P' then
-    new = redis.call('ZADD', P, now, m)
-    if new == 1 then
-      trim(S, L, cut)
-      redis.call('ZREM', S, m)
-      redis.call('ZREM', L, m)
+    redis.call('EXPIRE', M, ttl)
+    if op == 'S' then
+      if completed == '1' and not was then
+        redis.call('INCR', C)
+        counted = 1
+      end
+      -- The counter lives the completed TTL past the last seeder's announce.
+      redis.call('EXPIRE', C, cttl)
     end
-    nP = nP + new
-    redis.call('EXPIRE', P, ttl)
-  else
-    new = redis.call('ZADD', L, now, m)
-    if new == 1 then
-      trim(S, L, cut)
-      redis.call('ZREM', S, m)
-      if nP > 0 then nP = nP - redis.call('ZREM', P, m) end
-    end
-    redis.call('EXPIRE', L, ttl)
   end
 
   if kd then
@@ -164,7 +178,7 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
         -- live peers without ever being walked.
         local probe = redis.call('HRANDFIELD', K, 2)
         for i = 1, #probe do
-          if probe[i] ~= m and not live(S, L, P, nP, probe[i], cutoff) then
+          if probe[i] ~= m and not live(M, probe[i]) then
             redis.call('HDEL', K, probe[i])
           end
         end
@@ -173,89 +187,106 @@ local function announce(S, L, P, C, K, X, now, cutoff, m, op, completed, want, f
     end
   end
 
-  local nS = redis.call('ZCOUNT', S, live_from, '+inf')
-  local nL = redis.call('ZCOUNT', L, live_from, '+inf')
+  -- Counts. A set that holds exactly its live seeders and leechers has
+  -- no partial seeds (the rare class) to count.
+  local nS, nL, nP = 0, 0, 0
+  if card > 0 then
+    nS, nL = count(M, 'S'), count(M, 'L')
+    if card > nS + nL then
+      nP = count(M, 'P')
+    end
+  end
+  local total = nS + nL + nP
   out[#out + 1] = nS
   out[#out + 1] = nL + nP
   -- A new member that is alone in the swarm started it.
-  if new == 1 and nS + nL + nP == 1 then
+  if new == 1 and total == 1 then
     counted = counted + 2
   end
   out[#out + 1] = counted
   local at = #out + 1
   out[at] = 0
-  if want <= 0 then
+  if want <= 0 or total == 0 then
     return
   end
-
-  -- draw returns count random members of key, which holds n live ones:
-  -- expired members (those since the last join) are trimmed first, as a
-  -- draw cannot tell them (drawing with scores costs more than the trim).
-  local function draw(key, n, count)
-    if redis.call('ZCARD', key) > n then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', cut)
-    end
-    return redis.call('ZRANDMEMBER', key, count)
-  end
-
-  -- take answers up to k peers of the n live ones of key: all of them
-  -- when that is few (exact, by score), else a random draw.
-  local function take(key, n, k)
-    if n == 0 or k <= 0 then
-      return
-    end
-    local r
-    if fam == '0' then
-      if n <= k then
-        r = redis.call('ZRANGE', key, live_from, '+inf', 'BYSCORE')
-      else
-        r = draw(key, n, k)
-      end
-    elseif n <= 8 * k then
-      -- One family only (a UDP answer): members of the other family are
-      -- skipped, so draw from the whole set while it is small (exact), and
-      -- four times the wanted number from a large one (enough unless the
-      -- family is under about a quarter of the swarm).
-      r = redis.call('ZRANGE', key, live_from, '+inf', 'BYSCORE')
-    else
-      r = draw(key, n, 4 * k)
-    end
+  local function add(r)
     for i = 1, #r do
-      if fam == '0' or fits(fam, r[i]) then
-        out[#out + 1] = r[i]
+      local x = r[i]
+      if x ~= m and fits(fam, x) then
+        out[#out + 1] = x
         out[at] = out[at] + 1
       end
     end
   end
 
   -- A seeder or a partial seed gets downloaders only (neither wants
-  -- anything from the other); a leecher gets every kind, one more than
-  -- asked for because it may draw itself.
-  if op == 'L' then
-    local k, all = want + 1, nS + nP + nL
-    if all <= k then
-      take(S, nS, k)
-      take(P, nP, k)
-      take(L, nL, k)
-    else
-      -- More peers than wanted: draw the wanted number (and one for the
-      -- leecher itself) from the classes in proportion to their live
-      -- counts, so that the candidates are a sample of the whole swarm,
-      -- at half the draws of a full sample from each class.
-      local kS, kP = math.floor(k * nS / all), math.floor(k * nP / all)
-      take(S, nS, kS)
-      take(P, nP, kP)
-      take(L, nL, k - kS - kP)
+  -- anything from the other); a leecher gets every kind. Members of
+  -- the other family are skipped for a one-family answer (UDP), so four
+  -- times as many are read.
+  local k = want + 1
+  if fam ~= '0' then
+    k = 4 * k
+  end
+  if card <= SMALL or total <= k then
+    -- All of them: a read cannot tell expired members, so they are
+    -- trimmed first when there are any.
+    if op == 'L' then
+      if card > total then
+        trim(M)
+      end
+      add(redis.call('ZRANGE', M, 0, -1))
+    elseif nL > 0 then
+      add(redis.call('ZRANGE', M, LIVE.L[1], LIVE.L[2], 'BYSCORE'))
     end
-  else
-    take(L, nL, want)
+    return
+  end
+
+  -- A large swarm: each class is sampled as a window of consecutive
+  -- members (by last seen) from a random rank, a class's share of the
+  -- wanted in proportion to its live count. By rank, live leechers are
+  -- the first nL members once the expired leechers are trimmed, and live
+  -- seeders the last nS; partial seeds (rare) are ranged by score.
+  local rnd = tonumber(string.sub(flags, 5))
+  if card > total then
+    card = card - redis.call('ZREMRANGEBYSCORE', M, GONE[1][1], GONE[1][2])
+  end
+  -- window adds w of the n members from rank first on, starting at a
+  -- random one of them and wrapping around, so that each is as likely
+  -- to be given as any other.
+  local function window(first, n, w, r)
+    if n <= 0 or w <= 0 then
+      return
+    end
+    if w > n then
+      w = n
+    end
+    local off = r % n
+    add(redis.call('ZRANGE', M, first + off, first + math.min(off + w, n) - 1))
+    if off + w > n then
+      add(redis.call('ZRANGE', M, first, first + off + w - n - 1))
+    end
+  end
+  if op ~= 'L' then
+    window(0, nL, k, rnd)
+    return
+  end
+  local kS, kP = math.floor(k * nS / total), math.floor(k * nP / total)
+  window(0, nL, k - kS - kP, rnd)
+  window(card - nS, nS, kS, math.floor(rnd / 4096))
+  if kP > 0 then
+    -- Partial seeds by score, as their ranks are not known.
+    local off = math.floor(rnd / 65536) % nP
+    add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', off, kP))
+    if off + kP > nP then
+      add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', 0, off + kP - nP))
+    end
   end
 end
 
-for i = 0, #KEYS / 6 - 1 do
-  local a = 3 + 9 * i
-  local k = 6 * i
-  announce(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6],
-    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
+for i = 0, #KEYS / 4 - 1 do
+  local a = 10 + 5 * i
+  local k = 4 * i
+  announce(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4])
 end
 return out

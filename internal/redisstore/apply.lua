@@ -7,41 +7,50 @@
 -- cannot bring the peer back; and a completion counts only when the peer
 -- was not a seeder here yet.
 --
--- KEYS: per swarm: seeders, leechers, partial seeds, completed counter,
---       tombstones. Under Redis Cluster a call carries one swarm (one
---       slot); on one Redis it may carry many, which saves a script call
---       per swarm.
+-- KEYS: per swarm: peers (scored by class band + time, as in
+--       announce.lua), completed counter, tombstones. Under Redis Cluster
+--       a call carries one swarm (one slot); on one Redis it may carry
+--       many, which saves a script call per swarm.
 -- ARGV: now (ms), cutoff (ms), lifetime (ms), completed TTL (s), then per
 --       swarm: its number of changes n, then n times: op ("L", "P" =
 --       partial seed, "S", "C" = seeder with a completion, "X" = stopped),
 --       seen (ms), member
 -- Reply: number of changes applied.
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local B = 4398046511104
+local BAND = { L = 0, P = B, S = 2 * B }
 local applied = 0
 local newest = {}
+local peers = {}
 -- At the same millisecond a peer may still move up this order (a leecher
 -- become a partial seed or a seeder), never down: that keeps duplicates
 -- harmless.
 local rank = { L = 1, P = 2, S = 3, C = 3 }
-local order = { 'L', 'S', 'P' }
+
+-- num writes a score exactly (Lua's tostring keeps 14 digits only).
+local function num(x)
+  return string.format('%.0f', x)
+end
+
 local a = 5
-for k = 1, #KEYS, 5 do
-  local C, X = KEYS[k + 3], KEYS[k + 4]
-  local sets = { L = KEYS[k + 1], P = KEYS[k + 2], S = KEYS[k] }
+for k = 1, #KEYS, 3 do
+  local M, C, X = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local n = tonumber(ARGV[a])
   a = a + 1
   for i = a, a + 3 * (n - 1), 3 do
     local op, seen, m = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
     if seen > cutoff then
-      -- Where the peer is now: its score and class. Both scripts keep a
-      -- peer in one set at most, so the search stops at the first found,
-      -- leechers first (the most common), partial seeds last (the rarest).
+      -- Where the peer is now: its class and time.
       local cur, held = 0, nil
-      for _, class in ipairs(order) do
-        local sc = redis.call('ZSCORE', sets[class], m)
-        if sc then
-          cur, held = tonumber(sc), class
-          break
+      local sc = redis.call('ZSCORE', M, m)
+      if sc then
+        sc = tonumber(sc)
+        if sc >= 2 * B then
+          held, cur = 'S', sc - 2 * B
+        elseif sc >= B then
+          held, cur = 'P', sc - B
+        else
+          held, cur = 'L', sc
         end
       end
       if op == 'X' then
@@ -57,7 +66,7 @@ for k = 1, #KEYS, 5 do
         end
         if news then
           applied = applied + 1
-          if held then redis.call('ZREM', sets[held], m) end
+          if held then redis.call('ZREM', M, m) end
           redis.call('ZADD', X, 'GT', seen, m)
           if (newest[X] or 0) < seen then newest[X] = seen end
         end
@@ -70,9 +79,10 @@ for k = 1, #KEYS, 5 do
           applied = applied + 1
           local class = op
           if op == 'C' then class = 'S' end
-          if held and held ~= class then redis.call('ZREM', sets[held], m) end
-          redis.call('ZADD', sets[class], seen, m)
-          if (newest[sets[class]] or 0) < seen then newest[sets[class]] = seen end
+          -- One ZADD moves a peer that changed class too.
+          redis.call('ZADD', M, num(BAND[class] + seen), m)
+          peers[M] = true
+          if (newest[M] or 0) < seen then newest[M] = seen end
           if op == 'C' and held ~= 'S' then
             redis.call('INCR', C)
             redis.call('EXPIRE', C, ARGV[4])
@@ -86,7 +96,13 @@ end
 -- Each set written is trimmed (expiry as a side effect of writes) and
 -- lives until its youngest member expires.
 for key, seen in pairs(newest) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+  if peers[key] then
+    for _, b in pairs(BAND) do
+      redis.call('ZREMRANGEBYSCORE', key, num(b), num(b + cutoff))
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+  end
   local want = math.floor((seen + life - now) / 1000) + 1
   if redis.call('TTL', key) < want then
     redis.call('EXPIRE', key, want)

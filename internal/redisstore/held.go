@@ -49,27 +49,33 @@ func (s *Store) Held(ctx context.Context, limit int, also []bittorrent.InfoHash)
 	}
 	now := s.now().UnixMilli()
 	cutoff := strconv.FormatInt(now-s.lifetimeMs-indexSlack.Milliseconds(), 10)
-	live := "(" + strconv.FormatInt(now-s.lifetimeMs, 10)
+	live := now - s.lifetimeMs
 	perPart := max(1, limit/IndexParts)
-	for _, key := range IndexKeys(s.ks.prefix, s.ks.node) {
-		tctx, cancel := context.WithTimeout(ctx, s.timeout)
-		members, err := s.rdb.ZRevRangeByScore(tctx, key, &redis.ZRangeBy{Min: "(" + cutoff, Max: "+inf", Count: int64(perPart + 1)}).Result()
-		cancel()
-		if err != nil {
-			return out, fmt.Errorf("read swarm index: %w", err)
-		}
+	// Every part of the index in one round trip, then the swarms counted
+	// in batches.
+	keys := IndexKeys(s.ks.prefix, s.ks.node)
+	tctx, cancel := context.WithTimeout(ctx, s.timeout)
+	pipe := s.rdb.Pipeline()
+	reads := make([]*redis.StringSliceCmd, len(keys))
+	for i, key := range keys {
+		reads[i] = pipe.ZRevRangeByScore(tctx, key, &redis.ZRangeBy{Min: "(" + cutoff, Max: "+inf", Count: int64(perPart + 1)})
+	}
+	_, err := pipe.Exec(tctx)
+	cancel()
+	if err != nil {
+		return out, fmt.Errorf("read swarm index: %w", err)
+	}
+	var all []string
+	for _, r := range reads {
+		members := r.Val()
 		if len(members) > perPart {
 			members, out.Truncated = members[:perPart], true
 		}
-		members = slices.DeleteFunc(members, func(m string) bool { return seen[m] })
-		for start := 0; start < len(members); start += heldBatch {
-			if err := s.count(ctx, members[start:min(start+heldBatch, len(members))], live, &out); err != nil {
-				return out, err
-			}
-		}
+		all = append(all, slices.DeleteFunc(members, func(m string) bool { return seen[m] })...)
 	}
-	for start := 0; start < len(extra); start += heldBatch {
-		if err := s.count(ctx, extra[start:min(start+heldBatch, len(extra))], live, &out); err != nil {
+	all = append(all, extra...)
+	for start := 0; start < len(all); start += heldBatch {
+		if err := s.count(ctx, all[start:min(start+heldBatch, len(all))], live, &out); err != nil {
 			return out, err
 		}
 	}
@@ -77,7 +83,7 @@ func (s *Store) Held(ctx context.Context, limit int, also []bittorrent.InfoHash)
 }
 
 // count adds the live peers of the swarms of members (raw info hashes).
-func (s *Store) count(ctx context.Context, members []string, live string, out *Held) error {
+func (s *Store) count(ctx context.Context, members []string, cutoff int64, out *Held) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
@@ -88,7 +94,7 @@ func (s *Store) count(ctx context.Context, members []string, live string, out *H
 			continue
 		}
 		k := s.ks.Swarm(ih)
-		cmds[i] = [3]*redis.IntCmd{pipe.ZCount(ctx, k.Seeders, live, "+inf"), pipe.ZCount(ctx, k.Leechers, live, "+inf"), pipe.ZCount(ctx, k.Partial, live, "+inf")}
+		cmds[i] = [3]*redis.IntCmd{zcount(ctx, pipe, k.Peers, bittorrent.OpSeeder, cutoff), zcount(ctx, pipe, k.Peers, bittorrent.OpLeecher, cutoff), zcount(ctx, pipe, k.Peers, bittorrent.OpPartial, cutoff)}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("count swarm peers: %w", err)

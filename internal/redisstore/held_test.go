@@ -75,7 +75,7 @@ func TestHeldLimit(t *testing.T) {
 	s, clk := newStore(t, suite{rdb: backends()[0].client(t)}, time.Minute)
 	now := float64(clk.Now().UnixMilli())
 	for i := range 3 * IndexParts {
-		ih := bittorrent.InfoHash{byte(i)}
+		ih := bittorrent.InfoHash{byte(i), byte(i >> 8)}
 		s.Announce(ctx, &bittorrent.AnnounceRequest{InfoHash: ih, Peer: peer(i, false), Left: 1, Event: bittorrent.Started, NumWant: -1}, 1)
 		s.rdb.ZAdd(ctx, IndexKey(s.ks.prefix, s.ks.node, ih), redis.Z{Score: now, Member: string(ih[:])})
 	}

@@ -14,9 +14,8 @@ import (
 // carries the same hash tag, {node:infohash}, so that the swarm lives in one
 // Redis Cluster slot and one script may touch all of its keys:
 //
-//	<prefix>:{<node>:<infohash hex>}:s   sorted set of seeders, score = last seen (unix ms)
-//	<prefix>:{<node>:<infohash hex>}:l   sorted set of leechers, score = last seen
-//	<prefix>:{<node>:<infohash hex>}:p   sorted set of partial seeds (BEP 21), score = last seen
+//	<prefix>:{<node>:<infohash hex>}:m   sorted set of peers, score = the band of the peer's
+//	                                     class + last seen (unix ms): see PeerScore
 //	<prefix>:{<node>:<infohash hex>}:k   hash of key bindings: field = peer, value = digest of its key
 //	<prefix>:{<node>:<infohash hex>}:c   completed downloads counter
 //	<prefix>:{<node>:<infohash hex>}:x   stops (tombstones): member = peer, score = stop time,
@@ -43,23 +42,69 @@ func NewKeyspace(prefix, node string) (Keyspace, error) {
 }
 
 // SwarmKeys are the keys of one swarm.
-type SwarmKeys struct{ Seeders, Leechers, Partial, Keys, Completed, Stopped string }
+type SwarmKeys struct{ Peers, Keys, Completed, Stopped string }
 
 // Swarm returns the keys of the swarm of ih.
 func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
 	var hx [40]byte
 	hex.Encode(hx[:], ih[:])
 	base := k.prefix + ":{" + k.node + ":" + string(hx[:]) + "}:"
-	return SwarmKeys{Seeders: base + "s", Leechers: base + "l", Partial: base + "p", Keys: base + "k", Completed: base + "c", Stopped: base + "x"}
+	return SwarmKeys{Peers: base + "m", Keys: base + "k", Completed: base + "c", Stopped: base + "x"}
 }
 
 // announceList is the keys of announce.lua, relayList those of apply.lua.
-func (s SwarmKeys) announceList() [6]string {
-	return [6]string{s.Seeders, s.Leechers, s.Partial, s.Completed, s.Keys, s.Stopped}
+func (s SwarmKeys) announceList() [4]string {
+	return [4]string{s.Peers, s.Completed, s.Keys, s.Stopped}
 }
 
 func (s SwarmKeys) relayList() []string {
-	return []string{s.Seeders, s.Leechers, s.Partial, s.Completed, s.Stopped}
+	return []string{s.Peers, s.Completed, s.Stopped}
+}
+
+// A swarm's peers are one sorted set whatever their class: a peer's score
+// is its class's band plus the time it was last seen (unix ms). Leechers
+// score in [0, band), partial seeds in [band, 2 band), seeders in
+// [2 band, 3 band), band = 2^42 ms (139 years: times up to the year
+// 2109). One set instead of one per class halves what a small swarm costs
+// in keys; a class is still counted by ZCOUNT and ranged by score, and a
+// peer that changes class is moved by one ZADD. Scores stay below 2^44,
+// exact in a double. announce.lua and apply.lua write the same bands.
+const band = int64(1) << 42
+
+// classBand is the start of the band of scores of a class.
+func classBand(op bittorrent.ChangeOp) int64 {
+	switch op {
+	case bittorrent.OpSeeder:
+		return 2 * band
+	case bittorrent.OpPartial:
+		return band
+	}
+	return 0
+}
+
+// PeerScore is the score of a peer of class op (seeder, leecher or partial
+// seed) last seen at seen (unix ms).
+func PeerScore(op bittorrent.ChangeOp, seen int64) float64 {
+	return float64(classBand(op) + seen)
+}
+
+// PeerClass reads a peer's score: its class and when it was last seen.
+func PeerClass(score float64) (bittorrent.ChangeOp, int64) {
+	sc := int64(score)
+	switch {
+	case sc >= 2*band:
+		return bittorrent.OpSeeder, sc - 2*band
+	case sc >= band:
+		return bittorrent.OpPartial, sc - band
+	}
+	return bittorrent.OpLeecher, sc
+}
+
+// liveRange is the range of scores of the live peers of a class, those
+// seen after cutoff (unix ms), as ZCOUNT and ZRANGE BYSCORE take it.
+func liveRange(op bittorrent.ChangeOp, cutoff int64) (min, max string) {
+	b := classBand(op)
+	return "(" + strconv.FormatInt(b+cutoff, 10), "(" + strconv.FormatInt(b+band, 10)
 }
 
 // MaxNameLen bounds node ids and key prefixes.
@@ -98,12 +143,15 @@ func LinkProcsKey(channel string, sharded bool) string {
 // IndexParts is how many keys a node's swarm index is split into (by the
 // info hash's first byte), so that under Redis Cluster it spreads over the
 // shards: no single hot key, and a shard that is down hides only its part
-// of the index from a resync.
-const IndexParts = 16
+// of the index from a resync. 256 parts keep each in Redis's compact
+// encoding (at most zset-max-listpack-entries members) up to 32,768 swarms
+// a node with Redis's default of 128, 262,144 with 1024: an entry then
+// costs about 32 bytes instead of about 130.
+const IndexParts = 256
 
 // IndexKey is the part of a node's swarm index (sorted set of info hashes,
 // score = the last time the node saw a change in the swarm) that holds ih,
-// for resyncs: <prefix>:{<node>:swarms:<0-f>}.
+// for resyncs: <prefix>:{<node>:swarms:<00-ff>}.
 func IndexKey(prefix, node string, ih bittorrent.InfoHash) string {
 	return indexKey(prefix, node, int(ih[0])%IndexParts)
 }
@@ -118,7 +166,7 @@ func IndexKeys(prefix, node string) []string {
 }
 
 func indexKey(prefix, node string, part int) string {
-	return prefix + ":{" + node + ":swarms:" + strconv.FormatInt(int64(part), 16) + "}"
+	return prefix + ":{" + node + ":swarms:" + hex.EncodeToString([]byte{byte(part)}) + "}"
 }
 
 // AllowedKey is the set of info hashes a node carries (allowed-torrents mode).

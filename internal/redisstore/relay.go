@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -163,18 +164,20 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	min := "(" + strconv.FormatInt(r.now().UnixMilli()-r.lifetimeMs, 10)
+	cutoff := r.now().UnixMilli() - r.lifetimeMs
+	min := "(" + strconv.FormatInt(cutoff, 10)
 	pipe := r.rdb.Pipeline()
-	// The classes of peers, each with the op that writes it, and the
+	// The peers, each class with the op that writes it, and the
 	// tombstones of stopped peers: a resync carries stops as well, so the
 	// newest of each peer wins everywhere and a stale copy of a stopped
 	// peer on one node is removed rather than copied back.
-	classes := [...]bittorrent.ChangeOp{bittorrent.OpSeeder, bittorrent.OpLeecher, bittorrent.OpPartial, bittorrent.OpStopped}
-	cmds := make([][len(classes)]*redis.ZSliceCmd, len(hashes))
+	type read struct{ peers, stops *redis.ZSliceCmd }
+	cmds := make([]read, len(hashes))
 	for i, ih := range hashes {
 		k := ks.Swarm(ih)
-		for j, key := range [len(classes)]string{k.Seeders, k.Leechers, k.Partial, k.Stopped} {
-			cmds[i][j] = pipe.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: min, Max: "+inf"})
+		cmds[i] = read{
+			peers: pipe.ZRangeWithScores(ctx, k.Peers, 0, -1),
+			stops: pipe.ZRangeByScoreWithScores(ctx, k.Stopped, &redis.ZRangeBy{Min: min, Max: "+inf"}),
 		}
 	}
 	pipe.Exec(ctx) // per-command errors are read below
@@ -182,20 +185,23 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 	// left out, and the first error returned with what was read.
 	out := make([][]bittorrent.PeerChange, len(hashes))
 	var first error
-swarms:
 	for i, ih := range hashes {
-		var cs []bittorrent.PeerChange
-		for j, op := range classes {
-			zs, err := cmds[i][j].Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				if first == nil {
-					first = fmt.Errorf("relay read swarms: %w", err)
-				}
-				continue swarms
+		peers, err := cmds[i].peers.Result()
+		stops, err2 := cmds[i].stops.Result()
+		if err = cmp.Or(err, err2); err != nil && !errors.Is(err, redis.Nil) {
+			if first == nil {
+				first = fmt.Errorf("relay read swarms: %w", err)
 			}
-			for _, z := range zs {
-				cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: op, Seen: int64(z.Score), Peer: z.Member.(string)})
+			continue
+		}
+		cs := make([]bittorrent.PeerChange, 0, len(peers)+len(stops))
+		for _, z := range peers {
+			if op, seen := PeerClass(z.Score); seen > cutoff {
+				cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: op, Seen: seen, Peer: z.Member.(string)})
 			}
+		}
+		for _, z := range stops {
+			cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpStopped, Seen: int64(z.Score), Peer: z.Member.(string)})
 		}
 		out[i] = cs
 	}
@@ -226,49 +232,57 @@ const indexPage = 1000
 // timeout. A part that cannot be read (its shard down) is skipped: the
 // others are returned with the first error.
 func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHash, error) {
+	keys := IndexKeys(r.prefix, node)
+	cutoff := r.now().UnixMilli() - r.lifetimeMs - indexSlack.Milliseconds()
+	// Every part trimmed and its first page read in one round trip; the
+	// further pages of a large part one at a time.
+	tctx, cancel := context.WithTimeout(ctx, r.timeout)
+	pipe := r.rdb.Pipeline()
+	trims := make([]*redis.IntCmd, len(keys))
+	scans := make([]*redis.ScanCmd, len(keys))
+	for i, key := range keys {
+		trims[i] = pipe.ZRemRangeByScore(tctx, key, "-inf", strconv.FormatInt(cutoff, 10))
+		scans[i] = pipe.ZScan(tctx, key, 0, "", indexPage)
+	}
+	pipe.Exec(tctx) // per-command errors are read below
+	cancel()
 	var out []bittorrent.InfoHash
 	var first error
-	for _, key := range IndexKeys(r.prefix, node) {
-		ihs, err := r.indexPart(ctx, key)
-		if err != nil && first == nil {
-			first = err
+	for i, key := range keys {
+		if err := trims[i].Err(); err != nil {
+			first = cmp.Or(first, fmt.Errorf("relay trim index: %w", err))
+			continue
 		}
-		out = append(out, ihs...)
+		page, cursor, err := scans[i].Result()
+		seen := map[bittorrent.InfoHash]bool{} // ZSCAN may return an entry twice
+		for err == nil {
+			out = appendIndexed(out, page, cutoff, seen)
+			if cursor == 0 {
+				break
+			}
+			tctx, cancel := context.WithTimeout(ctx, r.timeout)
+			page, cursor, err = r.rdb.ZScan(tctx, key, cursor, "", indexPage).Result()
+			cancel()
+		}
+		if err != nil {
+			first = cmp.Or(first, fmt.Errorf("relay read index: %w", err))
+		}
 	}
 	return out, first
 }
 
-// indexPart reads one part of an index (see Indexed).
-func (r *Relayer) indexPart(ctx context.Context, key string) ([]bittorrent.InfoHash, error) {
-	cutoff := r.now().UnixMilli() - r.lifetimeMs - indexSlack.Milliseconds()
-	tctx, cancel := context.WithTimeout(ctx, r.timeout)
-	err := r.rdb.ZRemRangeByScore(tctx, key, "-inf", strconv.FormatInt(cutoff, 10)).Err()
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("relay trim index: %w", err)
-	}
-	var out []bittorrent.InfoHash
-	seen := map[bittorrent.InfoHash]bool{} // ZSCAN may return an entry twice
-	var cursor uint64
-	for {
-		tctx, cancel := context.WithTimeout(ctx, r.timeout)
-		page, next, err := r.rdb.ZScan(tctx, key, cursor, "", indexPage).Result()
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("relay read index: %w", err)
+// appendIndexed appends the info hashes of one page of an index part
+// (member, score, ...) seen after cutoff and not seen yet.
+func appendIndexed(out []bittorrent.InfoHash, page []string, cutoff int64, seen map[bittorrent.InfoHash]bool) []bittorrent.InfoHash {
+	for i := 0; i+1 < len(page); i += 2 {
+		score, err := strconv.ParseFloat(page[i+1], 64)
+		if err != nil || int64(score) <= cutoff {
+			continue
 		}
-		for i := 0; i+1 < len(page); i += 2 { // member, score
-			score, err := strconv.ParseFloat(page[i+1], 64)
-			if err != nil || int64(score) <= cutoff {
-				continue
-			}
-			if ih, err := bittorrent.InfoHashFromBytes([]byte(page[i])); err == nil && !seen[ih] {
-				seen[ih] = true
-				out = append(out, ih)
-			}
-		}
-		if cursor = next; cursor == 0 {
-			return out, nil
+		if ih, err := bittorrent.InfoHashFromBytes([]byte(page[i])); err == nil && !seen[ih] {
+			seen[ih] = true
+			out = append(out, ih)
 		}
 	}
+	return out
 }

@@ -94,10 +94,10 @@ func TestRelayIdempotent(t *testing.T) {
 	}
 	// The relayed peer keeps its origin time, and its set lives until it expires.
 	k := node.ks.Swarm(ih)
-	if sc := rdb.ZScore(ctx, k.Leechers, p).Val(); int64(sc) != now {
-		t.Fatalf("score %v, want the origin's %d", sc, now)
+	if op, seen := PeerClass(rdb.ZScore(ctx, k.Peers, p).Val()); op != bittorrent.OpLeecher || seen != now {
+		t.Fatalf("a %v seen at %d, want a leecher seen at the origin's %d", op, seen, now)
 	}
-	if ttl := rdb.TTL(ctx, k.Leechers).Val(); ttl < 59*time.Minute || ttl > 61*time.Minute {
+	if ttl := rdb.TTL(ctx, k.Peers).Val(); ttl < 59*time.Minute || ttl > 61*time.Minute {
 		t.Fatalf("TTL %s, want about the peer lifetime", ttl)
 	}
 }

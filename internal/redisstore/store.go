@@ -1,6 +1,6 @@
 // Package redisstore keeps a tracker node's swarms in Redis: one sorted set
-// per swarm and peer class (seeders, leechers, partial seeds), member = the peer's binary
-// form, score = when it was last seen, and a completed counter. Every
+// per swarm, member = the peer's binary form, score = its class's band plus
+// when it was last seen (see PeerScore), and a completed counter. Every
 // announce is one atomic server-side script, so counts are exact under any
 // number of concurrent writers, and one round trip. Ghost peers expire by
 // score (trimmed by every write, filtered by every read) and idle swarms by
@@ -179,11 +179,11 @@ func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRe
 	}
 }
 
-// announceCall is one announce, ready to send: its six keys and its nine
+// announceCall is one announce, ready to send: its four keys and its five
 // values of the script's ARGV.
 type announceCall struct {
-	keys    [6]string
-	args    [9]any
+	keys    [4]string
+	args    [5]any
 	numWant int
 	// change is what the call writes; its Completion is set from the reply.
 	change bittorrent.PeerChange
@@ -204,20 +204,24 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	if op == bittorrent.OpStopped {
 		numWant = 0
 	}
-	completed := "0"
+	// flags: op, completed, family, create, then a random number (see
+	// announce.lua).
+	flags := [4]byte{opLetter(op, false)[0], '0', '0', '1'}
 	if req.Event == bittorrent.Completed {
-		completed = "1"
+		flags[1] = '1'
 	}
-	family := "0"
 	switch req.Family {
 	case bittorrent.OnlyIPv4:
-		family = "4"
+		flags[2] = '4'
 	case bittorrent.OnlyIPv6:
-		family = "6"
+		flags[2] = '6'
 	}
-	create := "1"
 	if s.swarms != nil && !s.swarms.available(now) {
-		create = "0"
+		flags[3] = '0'
+	}
+	score := now
+	if op != bittorrent.OpStopped {
+		score += classBand(op)
 	}
 	bind := ""
 	if s.bind {
@@ -229,7 +233,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	k := s.ks.Swarm(req.InfoHash)
 	return announceCall{
 		keys:    k.announceList(),
-		args:    [9]any{now, now - s.lifetimeMs, m, opLetter(op, false), completed, numWant, family, create, bind},
+		args:    [5]any{score, m, string(strconv.AppendUint(flags[:], uint64(rand.Uint32()), 10)), numWant, bind},
 		numWant: numWant,
 		change:  bittorrent.PeerChange{InfoHash: req.InfoHash, Op: op, Seen: now, Peer: m},
 	}
@@ -300,11 +304,12 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redi
 			sel[i] = i
 		}
 	}
+	header := s.callHeader()
 	send := func(pipe redis.Pipeliner, g []*announceCall, eval bool) *redis.Cmd {
 		var c0 announceCall
 		keys := make([]string, 0, len(c0.keys)*len(g))
-		args := make([]any, 0, 2+len(c0.args)*len(g))
-		args = append(args, s.lifetime+1, s.completedTTL)
+		args := make([]any, 0, len(header)+len(c0.args)*len(g))
+		args = append(args, header...)
 		for _, c := range g {
 			keys = append(keys, c.keys[:]...)
 			args = append(args, c.args[:]...)
@@ -333,6 +338,19 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redi
 		cmds[gi] = send(pipe, groups[gi], true)
 	}
 	pipe.Exec(ctx)
+}
+
+// callHeader is the head of announce.lua's ARGV: the TTLs, the cutoff, and
+// the ranges of live and of expired scores of each class, made once per
+// call (see announce.lua).
+func (s *Store) callHeader() []any {
+	cutoff := s.now().UnixMilli() - s.lifetimeMs
+	h := []any{s.lifetime + 1, s.completedTTL, cutoff, "", "", "", "", "", ""}
+	for i, op := range [3]bittorrent.ChangeOp{bittorrent.OpLeecher, bittorrent.OpPartial, bittorrent.OpSeeder} {
+		h[3+i], _ = liveRange(op, cutoff)
+		h[6+i] = classBand(op) + cutoff
+	}
+	return h
 }
 
 // splitReply cuts a script reply into the parts of its announces:
@@ -474,6 +492,12 @@ func decodeAnnounce(r callResult, self string, numWant int) bittorrent.AnnounceR
 	return out
 }
 
+// zcount counts the live peers of a class in a swarm's peers.
+func zcount(ctx context.Context, pipe redis.Pipeliner, peers string, op bittorrent.ChangeOp, cutoff int64) *redis.IntCmd {
+	lo, hi := liveRange(op, cutoff)
+	return pipe.ZCount(ctx, peers, lo, hi)
+}
+
 // Scrape returns the counts of each swarm, in one round trip (a pipeline;
 // under Redis Cluster, one per Redis node involved). Expired peers are not
 // counted even when no write has trimmed them yet. When some swarms could
@@ -482,7 +506,7 @@ func decodeAnnounce(r callResult, self string, numWant int) bittorrent.AnnounceR
 func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	min := "(" + strconv.FormatInt(s.now().UnixMilli()-s.lifetimeMs, 10)
+	cutoff := s.now().UnixMilli() - s.lifetimeMs
 	pipe := s.rdb.Pipeline()
 	type cmds struct {
 		seeders, leechers, partial *redis.IntCmd
@@ -492,9 +516,9 @@ func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bit
 	for i, ih := range hashes {
 		k := s.ks.Swarm(ih)
 		cs[i] = cmds{
-			seeders:   pipe.ZCount(ctx, k.Seeders, min, "+inf"),
-			leechers:  pipe.ZCount(ctx, k.Leechers, min, "+inf"),
-			partial:   pipe.ZCount(ctx, k.Partial, min, "+inf"),
+			seeders:   zcount(ctx, pipe, k.Peers, bittorrent.OpSeeder, cutoff),
+			leechers:  zcount(ctx, pipe, k.Peers, bittorrent.OpLeecher, cutoff),
+			partial:   zcount(ctx, pipe, k.Peers, bittorrent.OpPartial, cutoff),
 			completed: pipe.Get(ctx, k.Completed),
 		}
 	}

@@ -172,6 +172,7 @@ func TestConformance(t *testing.T) {
 		{"swarm key TTL", testKeyTTL},
 		{"address families", testFamilies},
 		{"one family only", testOneFamily},
+		{"large swarm sample", testLargeSample},
 		{"numwant", testNumWant},
 		{"keyspaces apart", testKeyspaces},
 		{"exact counts under concurrency", testConcurrentCounts},
@@ -475,10 +476,10 @@ func testStopComplete(t *testing.T, su suite) {
 	if sc[0].Downloaded != 1 || sc[0].Complete != 0 || sc[0].Incomplete != 0 {
 		t.Fatalf("scrape after stops: %+v, want downloaded 1 and nobody", sc[0])
 	}
-	// The empty swarm's sorted sets are gone; the counter stays.
+	// The empty swarm's sorted set is gone; the counter stays.
 	k := s.ks.Swarm(ih)
-	if n := rdb.Exists(ctx, k.Seeders, k.Leechers).Val(); n != 0 {
-		t.Fatalf("%d sorted sets left for an empty swarm", n)
+	if n := rdb.Exists(ctx, k.Peers).Val(); n != 0 {
+		t.Fatal("the peers' sorted set is left for an empty swarm")
 	}
 	// The stops of the two live peers are remembered (tombstones, score =
 	// the stop's time, living no longer than a peer would); the stop of
@@ -518,49 +519,55 @@ func testExpiryByScore(t *testing.T, su suite) {
 	if sc[0].Complete != 0 || sc[0].Incomplete != 1 {
 		t.Fatalf("scrape counted expired peers: %+v", sc[0])
 	}
-	// A re-announce counts and answers the live only, and trims nothing
-	// (the common case stays cheap).
+	// A re-announce counts and answers the live only. A small swarm is
+	// read whole, and the read removes the expired members it finds.
 	k := s.ks.Swarm(ih)
-	stored := func() int64 { return rdb.ZCard(ctx, k.Seeders).Val() + rdb.ZCard(ctx, k.Leechers).Val() }
+	stored := func() int64 { return rdb.ZCard(ctx, k.Peers).Val() }
 	a := announce(t, s, req(ih, peer(3, false), 10, bittorrent.None), 50)
-	if a.Seeders != 0 || a.Leechers != 1 || len(a.Peers) != 0 || stored() != 3 {
-		t.Fatalf("re-announce among expired peers: %+v, %d stored (want 3: no trim)", a, stored())
+	if a.Seeders != 0 || a.Leechers != 1 || len(a.Peers) != 0 || stored() != 1 {
+		t.Fatalf("re-announce among expired peers: %+v, %d stored (want 1: the expired removed)", a, stored())
 	}
-	// A peer that joins trims the expired from Redis.
 	a = announce(t, s, req(ih, peer(4, false), 10, bittorrent.Started), 50)
 	if a.Seeders != 0 || a.Leechers != 2 || len(a.Peers) != 1 || a.Peers[0] != su.p(3, false) {
 		t.Fatalf("announce returned expired peers: %+v", a)
 	}
-	if n := stored(); n != 2 {
-		t.Fatalf("%d members stored, want 2 after trimming", n)
-	}
 
-	// A random draw (more live peers than wanted) among expired members
-	// answers live ones only.
+	// A large swarm (more members than are read whole): a re-announce
+	// counts the live only and trims nothing (the common case stays
+	// cheap); a random draw among expired members answers live ones only,
+	// and a peer that joins trims the expired.
 	ih = hash("expiry-draw")
-	for i := range 20 {
-		announce(t, s, req(ih, peer(100+i, false), 10, bittorrent.Started), 0)
-	}
-	clk.Add(31 * time.Second)
+	k = s.ks.Swarm(ih)
 	for i := range 6 {
 		announce(t, s, req(ih, peer(200+i, false), 10, bittorrent.Started), 0)
 	}
-	// Those joins trimmed the 20: put them back as expired, as they would
-	// be had they expired after the last join.
 	old := time.Now().Add(-time.Hour).UnixMilli()
-	for i := range 20 {
-		rdb.ZAdd(ctx, s.ks.Swarm(ih).Leechers, redis.Z{Score: float64(old), Member: string(peer(100+i, false).AppendBinary(nil, su.peerIDs))})
+	expire := func() {
+		for i := range 40 {
+			rdb.ZAdd(ctx, k.Peers, redis.Z{Score: PeerScore(bittorrent.OpLeecher, old), Member: string(peer(100+i, false).AppendBinary(nil, su.peerIDs))})
+		}
+	}
+	expire()
+	a = announce(t, s, req(ih, peer(200, false), 10, bittorrent.None), 0)
+	if a.Leechers != 6 || stored() != 46 {
+		t.Fatalf("re-announce in a large swarm among expired peers: %+v, %d stored (want 46: no trim)", a, stored())
 	}
 	for range 20 {
+		expire()
 		a := announce(t, s, req(ih, peer(200, false), 10, bittorrent.None), 2)
 		if a.Leechers != 6 || len(a.Peers) > 2 {
 			t.Fatalf("draw among expired: %+v", a)
 		}
 		for _, p := range a.Peers {
-			if port := p.Addr.Port(); port >= 10100 && port < 10120 {
+			if port := p.Addr.Port(); port >= 10100 && port < 10140 {
 				t.Fatalf("draw answered an expired peer: %+v", a)
 			}
 		}
+	}
+	expire()
+	announce(t, s, req(ih, peer(206, false), 10, bittorrent.Started), 0)
+	if n := stored(); n != 7 {
+		t.Fatalf("%d members stored after a join, want 7: the expired trimmed", n)
 	}
 }
 
@@ -572,14 +579,14 @@ func testKeyTTL(t *testing.T, su suite) {
 	announce(t, s, req(ih, peer(1, false), 0, bittorrent.Completed), 0)
 	announce(t, s, req(ih, peer(2, false), 10, bittorrent.Started), 0)
 	k := s.ks.Swarm(ih)
-	for _, key := range []string{k.Seeders, k.Leechers, k.Completed} {
+	for _, key := range []string{k.Peers, k.Completed} {
 		ttl := rdb.TTL(ctx, key).Val()
 		if ttl <= 0 || ttl > 10*time.Second {
 			t.Fatalf("TTL of %s = %s, want within (0, 10s]", key, ttl)
 		}
 	}
 	deadline := time.Now().Add(6 * time.Second)
-	for rdb.Exists(ctx, k.Seeders, k.Leechers).Val() != 0 {
+	for rdb.Exists(ctx, k.Peers).Val() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("idle swarm's keys did not expire within 6s")
 		}
@@ -633,12 +640,9 @@ func testChange(t *testing.T, su suite) {
 		if tc.op == bittorrent.OpStopped {
 			continue
 		}
-		key := s.ks.Swarm(ih).Leechers
-		if tc.op == bittorrent.OpSeeder {
-			key = s.ks.Swarm(ih).Seeders
-		}
-		if score := s.rdb.ZScore(context.Background(), key, member).Val(); int64(score) != c.Seen {
-			t.Fatalf("%v: stored score %v, change says %d", tc.ev, score, c.Seen)
+		score := s.rdb.ZScore(context.Background(), s.ks.Swarm(ih).Peers, member).Val()
+		if op, seen := PeerClass(score); op != tc.op || seen != c.Seen {
+			t.Fatalf("%v: stored a %v seen at %d, change says a %v at %d", tc.ev, op, seen, tc.op, c.Seen)
 		}
 	}
 }
@@ -647,7 +651,7 @@ func testChange(t *testing.T, su suite) {
 // family, all of it in a small swarm, and still numwant of it in a large
 // swarm where that family is half of the peers.
 func testOneFamily(t *testing.T, su suite) {
-	s, _ := newStore(t, su, time.Minute)
+	s, clk := newStore(t, su, time.Minute)
 	small := hash("one family small")
 	for i := 0; i < 10; i++ {
 		announce(t, s, req(small, peer(i, i%2 == 0), uint64(i%3), bittorrent.Started), 0)
@@ -668,8 +672,11 @@ func testOneFamily(t *testing.T, su suite) {
 			t.Fatalf("counts %d+%d, want every peer of both families", a.Seeders, a.Leechers)
 		}
 	}
+	// A large swarm is sampled in windows of peers by last seen: here the
+	// families take turns, one announce a millisecond.
 	large := hash("one family large")
 	for i := 0; i < 400; i++ {
+		clk.Add(time.Millisecond)
 		announce(t, s, req(large, peer(i, i%2 == 0), 1, bittorrent.Started), 0)
 	}
 	r := req(large, peer(1000, true), 1, bittorrent.None)
@@ -684,6 +691,82 @@ func testOneFamily(t *testing.T, su suite) {
 				t.Fatalf("IPv4 peer %v in an IPv6-only answer", p.Addr)
 			}
 		}
+	}
+}
+
+// testLargeSample: a swarm too large to answer whole is sampled in windows
+// by last seen from random ranks, a class's share in proportion: a
+// leecher gets every class and never an expired peer, a seeder
+// downloaders only, and over many answers every live peer is given.
+func testLargeSample(t *testing.T, su suite) {
+	s, clk := newStore(t, su, time.Minute)
+	ih := hash("large sample")
+	// 60 leechers, 30 seeders, 10 partial seeds, one announce a millisecond.
+	for i := range 100 {
+		clk.Add(time.Millisecond)
+		left, ev := uint64(10), bittorrent.Started
+		switch {
+		case i >= 90:
+			ev = bittorrent.Paused
+		case i >= 60:
+			left = 0
+		}
+		announce(t, s, req(ih, peer(i, false), left, ev), 0)
+	}
+	// Expired members of every class, as left by peers that went away
+	// since the last join.
+	old := clk.Now().Add(-time.Hour).UnixMilli()
+	k := s.ks.Swarm(ih)
+	for i, op := range []bittorrent.ChangeOp{bittorrent.OpLeecher, bittorrent.OpLeecher, bittorrent.OpSeeder, bittorrent.OpPartial} {
+		if err := su.rdb.ZAdd(context.Background(), k.Peers, redis.Z{Score: PeerScore(op, old+int64(i)), Member: string(peer(500+i, false).AppendBinary(nil, su.peerIDs))}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	class := func(p bittorrent.Peer) int { return int(p.Addr.Port()) - 10000 }
+	given := map[int]bool{}
+	kinds := [3]int{}
+	for range 60 {
+		a := announce(t, s, req(ih, peer(0, false), 10, bittorrent.None), 20)
+		if a.Seeders != 30 || a.Leechers != 70 || len(a.Peers) != 20 {
+			t.Fatalf("leecher: %d seeders, %d leechers, %d peers; want 30, 70, 20", a.Seeders, a.Leechers, len(a.Peers))
+		}
+		for _, p := range a.Peers {
+			n := class(p)
+			switch {
+			case n == 0 || n >= 100:
+				t.Fatalf("leecher given peer %d (itself or expired)", n)
+			case n >= 90:
+				kinds[2]++
+			case n >= 60:
+				kinds[1]++
+			default:
+				kinds[0]++
+			}
+			given[n] = true
+		}
+	}
+	// Shares of 21 drawn: 12 or 13 leechers, 6 seeders, 2 partial seeds.
+	if kinds[1] < 6*60-60 || kinds[2] < 60 || kinds[0] < 11*60 {
+		t.Fatalf("classes given to a leecher in 60 answers: %v, want about 12, 6, 2 an answer", kinds)
+	}
+	if len(given) != 99 {
+		t.Fatalf("60 answers of 20 gave %d distinct peers of the 99 others, want all", len(given))
+	}
+	clear(given)
+	for range 60 {
+		a := announce(t, s, req(ih, peer(60, false), 0, bittorrent.None), 20)
+		if len(a.Peers) != 20 {
+			t.Fatalf("seeder got %d peers, want 20", len(a.Peers))
+		}
+		for _, p := range a.Peers {
+			if n := class(p); n >= 60 {
+				t.Fatalf("seeder given peer %d, not a live downloader", n)
+			}
+			given[class(p)] = true
+		}
+	}
+	if len(given) != 60 {
+		t.Fatalf("60 answers of 20 gave a seeder %d distinct leechers of 60, want all", len(given))
 	}
 }
 
@@ -909,7 +992,7 @@ func TestNewSwarmCap(t *testing.T) {
 			if _, err := s.Announce(ctx, req(third, peer(1, false), 1, bittorrent.Started), 10); err != bittorrent.ErrNoNewSwarms {
 				t.Fatalf("third new swarm: %v, want ErrNoNewSwarms", err)
 			}
-			if n, _ := rdb.Exists(ctx, s.ks.Swarm(third).Leechers).Result(); n != 0 {
+			if n, _ := rdb.Exists(ctx, s.ks.Swarm(third).Peers).Result(); n != 0 {
 				t.Fatal("a refused new swarm was written")
 			}
 			// Live swarms go on: a second peer, a completion, a stop.
@@ -960,10 +1043,10 @@ func TestClusterBatchSurvivesAHungMaster(t *testing.T) {
 	reqs := make([]*bittorrent.AnnounceRequest, n)
 	want := make([]int, n)
 	onHung := make([]bool, n)
-	hung, _ := rdb.MasterForKey(ctx, s.ks.Swarm(hash("hung-0")).Seeders)
+	hung, _ := rdb.MasterForKey(ctx, s.ks.Swarm(hash("hung-0")).Peers)
 	for i := range reqs {
 		reqs[i] = req(hash(fmt.Sprintf("hung-%d", i)), peer(i, false), 1, bittorrent.Started)
-		m, err := rdb.MasterForKey(ctx, s.ks.Swarm(reqs[i].InfoHash).Seeders)
+		m, err := rdb.MasterForKey(ctx, s.ks.Swarm(reqs[i].InfoHash).Peers)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -485,7 +485,7 @@ func heldAt(t *testing.T, rdb *redis.Client, node string, swarms []bittorrent.In
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.IntCmd, len(swarms))
 	for i, ih := range swarms {
-		cmds[i] = pipe.ZCard(ctx, ks.Swarm(ih).Leechers)
+		cmds[i] = pipe.ZCount(ctx, ks.Swarm(ih).Peers, "-inf", fmt.Sprintf("(%.0f", redisstore.PeerScore(bittorrent.OpPartial, 0)))
 	}
 	pipe.Exec(ctx)
 	var n int64

@@ -11,14 +11,19 @@
 --       announce.lua), completed counter, tombstones. Under Redis Cluster
 --       a call carries one swarm (one slot); on one Redis it may carry
 --       many, which saves a script call per swarm.
--- ARGV: now (ms), cutoff (ms), lifetime (ms), completed TTL (s), then per
---       swarm: its number of changes n, then n times: op ("L", "P" =
---       partial seed, "S", "C" = seeder with a completion, "X" = stopped),
---       seen (ms), member
+-- ARGV: now (ms), cutoff (ms), lifetime (ms), completed TTL (s), then the
+--       expired ranges' upper bounds of leechers, partial seeds and
+--       seeders (band + cutoff), then per swarm: its number of changes n,
+--       then n times: op ("L", "P" = partial seed, "S", "C" = seeder with
+--       a completion, "X" = stopped), score (the class's band + seen, in
+--       ms; a stop: seen), member. Scores and ranges arrive as strings
+--       made by the hub: a number turned into a string inside Redis's Lua
+--       costs more than the call that takes it.
 -- Reply: number of changes applied.
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local B = 4398046511104
-local BAND = { L = 0, P = B, S = 2 * B }
+local BAND = { L = 0, P = B, S = 2 * B, C = 2 * B, X = 0 }
+local GONE = { { '0', ARGV[5] }, { '4398046511104', ARGV[6] }, { '8796093022208', ARGV[7] } }
 local applied = 0
 local newest = {}
 local peers = {}
@@ -27,18 +32,14 @@ local peers = {}
 -- harmless.
 local rank = { L = 1, P = 2, S = 3, C = 3 }
 
--- num writes a score exactly (Lua's tostring keeps 14 digits only).
-local function num(x)
-  return string.format('%.0f', x)
-end
-
-local a = 5
+local a = 8
 for k = 1, #KEYS, 3 do
   local M, C, X = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local n = tonumber(ARGV[a])
   a = a + 1
   for i = a, a + 3 * (n - 1), 3 do
-    local op, seen, m = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+    local op, score, m = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local seen = tonumber(score) - BAND[op]
     if seen > cutoff then
       -- Where the peer is now: its class and time.
       local cur, held = 0, nil
@@ -67,7 +68,7 @@ for k = 1, #KEYS, 3 do
         if news then
           applied = applied + 1
           if held then redis.call('ZREM', M, m) end
-          redis.call('ZADD', X, 'GT', seen, m)
+          redis.call('ZADD', X, 'GT', score, m)
           if (newest[X] or 0) < seen then newest[X] = seen end
         end
       elseif seen > cur or (held and seen == cur and rank[op] > rank[held]) then
@@ -77,10 +78,8 @@ for k = 1, #KEYS, 3 do
         if cur == 0 then t = redis.call('ZSCORE', X, m) end
         if not t or tonumber(t) < seen then
           applied = applied + 1
-          local class = op
-          if op == 'C' then class = 'S' end
           -- One ZADD moves a peer that changed class too.
-          redis.call('ZADD', M, num(BAND[class] + seen), m)
+          redis.call('ZADD', M, score, m)
           peers[M] = true
           if (newest[M] or 0) < seen then newest[M] = seen end
           if op == 'C' and held ~= 'S' then
@@ -97,11 +96,11 @@ end
 -- lives until its youngest member expires.
 for key, seen in pairs(newest) do
   if peers[key] then
-    for _, b in pairs(BAND) do
-      redis.call('ZREMRANGEBYSCORE', key, num(b), num(b + cutoff))
+    for i = 1, 3 do
+      redis.call('ZREMRANGEBYSCORE', key, GONE[i][1], GONE[i][2])
     end
   else
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
   end
   local want = math.floor((seen + life - now) / 1000) + 1
   if redis.call('TTL', key) < want then

@@ -96,14 +96,20 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 		}
 		c := byNode[t.Node]
 		if c == nil || r.cluster {
-			c = &call{args: []any{now, now - r.lifetimeMs, r.lifetimeMs, r.completedTTL}}
+			cutoff := now - r.lifetimeMs
+			c = &call{args: []any{now, cutoff, r.lifetimeMs, r.completedTTL,
+				classBand(bittorrent.OpLeecher) + cutoff, classBand(bittorrent.OpPartial) + cutoff, classBand(bittorrent.OpSeeder) + cutoff}}
 			calls = append(calls, c)
 			byNode[t.Node] = c
 		}
 		c.keys = append(c.keys, ks.Swarm(t.Changes[0].InfoHash).relayList()...)
 		c.args = append(c.args, len(t.Changes))
 		for _, ch := range t.Changes {
-			c.args = append(c.args, opLetter(ch.Op, ch.Completion), ch.Seen, ch.Peer)
+			score := ch.Seen
+			if ch.Op != bittorrent.OpStopped {
+				score += classBand(ch.Op)
+			}
+			c.args = append(c.args, opLetter(ch.Op, ch.Completion), score, ch.Peer)
 		}
 	}
 	build := func(pipe redis.Pipeliner, eval bool) []*redis.Cmd {

@@ -46,7 +46,7 @@ type Config struct {
 	RedisCertFile string `env:"REDIS_CERT_FILE"`
 	RedisKeyFile  string `env:"REDIS_KEY_FILE"`
 	// Announces are sent in pipelines by this many workers (0: one call each).
-	RedisPipelineWorkers int           `env:"REDIS_PIPELINE_WORKERS" envDefault:"4"`
+	RedisPipelineWorkers int           `env:"REDIS_PIPELINE_WORKERS" envDefault:"1"`
 	RedisPipelineBatch   int           `env:"REDIS_PIPELINE_BATCH" envDefault:"64"`
 	PeerLifetime         time.Duration `env:"PEER_LIFETIME" envDefault:"0s"`
 	CompletedTTL         time.Duration `env:"COMPLETED_TTL" envDefault:"720h"`

@@ -465,11 +465,11 @@ func testComposeFriends(t *testing.T, repo string) {
 	betaRDB := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", betaRedis), Username: "tl-node-beta", Password: "compose-test-beta-0123456789"})
 	defer betaRDB.Close()
 	ctx := context.Background()
-	key := func(ih, class string) string { return fmt.Sprintf("tl:{beta:%x}:%s", ih, class) }
-	if n, err := betaRDB.Exists(ctx, key(shared, "l")).Result(); err != nil || n != 1 {
+	key := func(ih, suffix string) string { return fmt.Sprintf("tl:{beta:%x}:%s", ih, suffix) }
+	if n, err := betaRDB.Exists(ctx, key(shared, "m")).Result(); err != nil || n != 1 {
 		t.Fatalf("the shared torrent's swarm in beta's Redis: %d %v", n, err)
 	}
-	if n, err := betaRDB.Exists(ctx, key(private, "l"), key(private, "s"), key(private, "x")).Result(); err != nil || n != 0 {
+	if n, err := betaRDB.Exists(ctx, key(private, "m"), key(private, "c"), key(private, "x")).Result(); err != nil || n != 0 {
 		t.Fatalf("alpha's private torrent in beta's Redis: %d keys (%v)", n, err)
 	}
 	if st, err := hubStatus(hubURL); err != nil || st.Nodes["alpha"].Member != "alpha" || st.Nodes["beta"].Member != "beta" {

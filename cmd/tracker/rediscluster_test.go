@@ -120,11 +120,11 @@ func TestLinkOnRedisCluster(t *testing.T) {
 	var elsewhere []string
 	for i := 0; len(elsewhere) < 5; i++ {
 		ih := fmt.Sprintf("paused-elsewhere-%03d", i)
-		s, err := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node1:%x}:l", ih)).Result()
+		s, err := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node1:%x}:m", ih)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		s2, _ := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node2:%x}:l", ih)).Result()
+		s2, _ := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node2:%x}:m", ih)).Result()
 		if rc.Masters[min(int(s)*3/16384, 2)] != paused && rc.Masters[min(int(s2)*3/16384, 2)] != paused {
 			elsewhere = append(elsewhere, ih)
 		}
@@ -212,7 +212,7 @@ func TestRedisClusterFailover(t *testing.T) {
 	onVictim := map[string]bool{}
 	for i := range hashes {
 		hashes[i] = fmt.Sprintf("failover-torrent-%03d", i)
-		s, err := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node1:%x}:l", hashes[i])).Result()
+		s, err := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node1:%x}:m", hashes[i])).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -477,8 +477,8 @@ func TestRedisClusterShardDown(t *testing.T) {
 		t.Fatal("no torrent with its index part on a live shard")
 	}
 	rdb := rc.Client(t)
-	if err := rdb.Del(ctx, fmt.Sprintf("tl:{node2:%x}:l", lost)).Err(); err != nil {
-		t.Fatal(err)
+	if n, err := rdb.Del(ctx, fmt.Sprintf("tl:{node2:%x}:m", lost)).Result(); err != nil || n != 1 {
+		t.Fatalf("delete node2's peers of the swarm: %d keys deleted, %v", n, err)
 	}
 	failures := hubCounter(t, c.hub.url, "hub_resync_failures_total")
 	c.resetHub()

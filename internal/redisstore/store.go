@@ -3,8 +3,9 @@
 // when it was last seen (see PeerScore), and a completed counter. Every
 // announce is one atomic server-side script, so counts are exact under any
 // number of concurrent writers, and one round trip. Ghost peers expire by
-// score (trimmed by every write, filtered by every read) and idle swarms by
-// key TTL; no code path walks all keys.
+// score (filtered by every read, trimmed when a peer joins a large swarm or
+// a read would carry them) and idle swarms by key TTL; no code path walks
+// all keys.
 package redisstore
 
 import (

@@ -100,6 +100,20 @@ func PeerClass(score float64) (bittorrent.ChangeOp, int64) {
 	return bittorrent.OpLeecher, sc
 }
 
+// bandOrder is the classes in the order of their bands, the order in
+// which both scripts take per-class ranges.
+var bandOrder = [3]bittorrent.ChangeOp{bittorrent.OpLeecher, bittorrent.OpPartial, bittorrent.OpSeeder}
+
+// expiredBounds are the upper bounds of the expired scores of each class
+// (band + cutoff), in band order, as both scripts take them to trim.
+func expiredBounds(cutoff int64) []any {
+	out := make([]any, len(bandOrder))
+	for i, op := range bandOrder {
+		out[i] = classBand(op) + cutoff
+	}
+	return out
+}
+
 // liveRange is the range of scores of the live peers of a class, those
 // seen after cutoff (unix ms), as ZCOUNT and ZRANGE BYSCORE take it.
 func liveRange(op bittorrent.ChangeOp, cutoff int64) (min, max string) {

@@ -97,8 +97,7 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 		c := byNode[t.Node]
 		if c == nil || r.cluster {
 			cutoff := now - r.lifetimeMs
-			c = &call{args: []any{now, cutoff, r.lifetimeMs, r.completedTTL,
-				classBand(bittorrent.OpLeecher) + cutoff, classBand(bittorrent.OpPartial) + cutoff, classBand(bittorrent.OpSeeder) + cutoff}}
+			c = &call{args: append([]any{now, cutoff, r.lifetimeMs, r.completedTTL}, expiredBounds(cutoff)...)}
 			calls = append(calls, c)
 			byNode[t.Node] = c
 		}

@@ -346,12 +346,12 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redi
 // call (see announce.lua).
 func (s *Store) callHeader() []any {
 	cutoff := s.now().UnixMilli() - s.lifetimeMs
-	h := []any{s.lifetime + 1, s.completedTTL, cutoff, "", "", "", "", "", ""}
-	for i, op := range [3]bittorrent.ChangeOp{bittorrent.OpLeecher, bittorrent.OpPartial, bittorrent.OpSeeder} {
-		h[3+i], _ = liveRange(op, cutoff)
-		h[6+i] = classBand(op) + cutoff
+	h := []any{s.lifetime + 1, s.completedTTL, cutoff}
+	for _, op := range bandOrder {
+		lo, _ := liveRange(op, cutoff)
+		h = append(h, lo)
 	}
-	return h
+	return append(h, expiredBounds(cutoff)...)
 }
 
 // splitReply cuts a script reply into the parts of its announces:

@@ -587,7 +587,9 @@ func TestReorderedStopStaysStopped(t *testing.T) {
 }
 
 // TestResyncHistory: each resync is remembered with the reasons asked for
-// while it was pending, and only the last HistoryLen are kept.
+// while it was pending, only the last HistoryLen are kept, and requests
+// in quick succession never leave a resync without a reason (a request
+// whose reason an already started resync took is served by it).
 func TestResyncHistory(t *testing.T) {
 	h := newTestHub(t, newChannel())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -618,7 +620,13 @@ func TestResyncHistory(t *testing.T) {
 		h.requestResync("reset")
 		waitFor(min(HistoryLen, 2+i))
 	}
-	if got := h.Status().Recent; len(got) != HistoryLen || !slices.Equal(got[len(got)-1].Reasons, []string{"reset"}) {
+	got := h.Status().Recent
+	if len(got) != HistoryLen || !slices.Equal(got[len(got)-1].Reasons, []string{"reset"}) {
 		t.Fatalf("history %d long, last %+v", len(got), got[len(got)-1])
+	}
+	for _, r := range got {
+		if len(r.Reasons) == 0 {
+			t.Fatalf("a resync ran that nobody asked for: %+v", got)
+		}
 	}
 }

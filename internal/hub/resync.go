@@ -27,6 +27,12 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 		why := slices.Sorted(maps.Keys(h.why))
 		clear(h.why)
 		h.mu.Unlock()
+		if len(why) == 0 {
+			// A request that came while the last resync was being taken
+			// left its signal, but that resync took its reason and
+			// started after it: it is served.
+			continue
+		}
 		n, err := h.Resync(ctx)
 		if ctx.Err() != nil {
 			return

@@ -32,8 +32,11 @@
 -- Reply: per announce: seeders, leechers (partial seeds included), flags
 --        (+1 a completion was counted, +2 the announce started a new
 --        swarm; -1 refused: a new swarm and create "0"; -2 refused: the
---        peer is live and bound to another key), n, then n candidate
---        members (never the announcing peer)
+--        peer is live and bound to another key), n, then n arrays of
+--        candidate members, each a range read as Redis gave it: they may
+--        hold the announcing peer and, for a one-family answer, members
+--        of the other family, which the node skips. Members are never
+--        copied one by one in Lua: each costs more here than in the node.
 local ttl, cttl, cutoff = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local B = 4398046511104
 -- Per class: band start, live range, expired range.
@@ -43,16 +46,6 @@ local GONE = { { '0', ARGV[7] }, { '4398046511104', ARGV[8] }, { '8796093022208'
 -- numwant of them at random); a larger one is sampled.
 local SMALL = 32
 local out = {}
-
--- A member's length tells its family: 6 or 26 bytes IPv4, 18 or 38 IPv6.
-local function fits(fam, m)
-  if fam == '4' then
-    return #m == 6 or #m == 26
-  elseif fam == '6' then
-    return #m == 18 or #m == 38
-  end
-  return true
-end
 
 -- refuse answers an announce the script does not carry out.
 local function refuse(flag)
@@ -210,19 +203,16 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     return
   end
   local function add(r)
-    for i = 1, #r do
-      local x = r[i]
-      if x ~= m and fits(fam, x) then
-        out[#out + 1] = x
-        out[at] = out[at] + 1
-      end
+    if #r > 0 then
+      out[#out + 1] = r
+      out[at] = out[at] + 1
     end
   end
 
   -- A seeder or a partial seed gets downloaders only (neither wants
   -- anything from the other); a leecher gets every kind. Members of
-  -- the other family are skipped for a one-family answer (UDP), so four
-  -- times as many are read.
+  -- the other family are skipped (by the node) for a one-family answer
+  -- (UDP), so four times as many are read.
   local k = want + 1
   if fam ~= '0' then
     k = 4 * k

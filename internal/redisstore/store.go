@@ -186,6 +186,7 @@ type announceCall struct {
 	keys    [4]string
 	args    [5]any
 	numWant int
+	fam     bittorrent.Family
 	// change is what the call writes; its Completion is set from the reply.
 	change bittorrent.PeerChange
 }
@@ -236,6 +237,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 		keys:    k.announceList(),
 		args:    [5]any{score, m, string(strconv.AppendUint(flags[:], uint64(rand.Uint32()), 10)), numWant, bind},
 		numWant: numWant,
+		fam:     req.Family,
 		change:  bittorrent.PeerChange{InfoHash: req.InfoHash, Op: op, Seen: now, Peer: m},
 	}
 }
@@ -355,7 +357,7 @@ func (s *Store) callHeader() []any {
 }
 
 // splitReply cuts a script reply into the parts of its announces:
-// seeders, leechers, flags, n, then n candidates, for each.
+// seeders, leechers, flags, n, then n ranges of candidates, for each.
 func splitReply(reply []any, res []callResult) error {
 	pos := 0
 	for i := range res {
@@ -369,13 +371,34 @@ func splitReply(reply []any, res []callResult) error {
 		if !ok1 || !ok2 || !ok3 || !ok4 || n < 0 || int64(len(reply)-pos-4) < n {
 			return fmt.Errorf("store announce: malformed reply at item %d", pos)
 		}
-		res[i] = callResult{nS: nS, nL: nL, counted: counted, cands: reply[pos+4 : pos+4+int(n)]}
+		cands, err := joinRanges(reply[pos+4 : pos+4+int(n)])
+		if err != nil {
+			return fmt.Errorf("store announce: malformed reply at item %d: %w", pos, err)
+		}
+		res[i] = callResult{nS: nS, nL: nL, counted: counted, cands: cands}
 		pos += 4 + int(n)
 	}
 	if pos != len(reply) {
 		return fmt.Errorf("store announce: %d items left over in the reply", len(reply)-pos)
 	}
 	return nil
+}
+
+// joinRanges returns the candidates of an announce's ranges as one slice
+// (the one range itself when there is one, the common case).
+func joinRanges(ranges []any) ([]any, error) {
+	var all []any
+	for i, r := range ranges {
+		members, ok := r.([]any)
+		if !ok {
+			return nil, fmt.Errorf("range %d is a %T", i, r)
+		}
+		if len(ranges) == 1 {
+			return members, nil
+		}
+		all = append(all, members...)
+	}
+	return all, nil
 }
 
 // decode reads one announce's result; a swarm it started takes a token
@@ -396,7 +419,7 @@ func (s *Store) decode(c *announceCall, r callResult) (bittorrent.AnnounceResult
 	if r.counted&2 != 0 && s.swarms != nil {
 		s.swarms.take(c.change.Seen)
 	}
-	out := decodeAnnounce(r, c.change.Peer, c.numWant)
+	out := decodeAnnounce(r, c.change.Peer, c.fam, c.numWant)
 	out.Change = c.change
 	out.Change.Completion = r.counted&1 != 0
 	return out, nil
@@ -465,7 +488,7 @@ func opLetter(op bittorrent.ChangeOp, completion bool) string {
 
 // decodeAnnounce reads one announce's part of the reply: drops self, and
 // picks numWant of the candidates at random.
-func decodeAnnounce(r callResult, self string, numWant int) bittorrent.AnnounceResult {
+func decodeAnnounce(r callResult, self string, fam bittorrent.Family, numWant int) bittorrent.AnnounceResult {
 	out := bittorrent.AnnounceResult{Seeders: int(r.nS), Leechers: int(r.nL)}
 	cands := r.cands
 	if len(cands) == 0 || numWant <= 0 {
@@ -478,7 +501,7 @@ func decodeAnnounce(r callResult, self string, numWant int) bittorrent.AnnounceR
 		j := i + rand.IntN(len(cands)-i)
 		cands[i], cands[j] = cands[j], cands[i]
 		m, ok := cands[i].(string)
-		if !ok || m == self {
+		if !ok || m == self || !fits(fam, m) {
 			continue
 		}
 		p, err := bittorrent.PeerFromBinary(m)
@@ -491,6 +514,18 @@ func decodeAnnounce(r callResult, self string, numWant int) bittorrent.AnnounceR
 	}
 	out.Peers = peers
 	return out
+}
+
+// fits reports whether member m is of a family an answer for fam takes
+// (a member's length tells its family).
+func fits(fam bittorrent.Family, m string) bool {
+	switch fam {
+	case bittorrent.OnlyIPv4:
+		return len(m) == bittorrent.PeerLen4 || len(m) == bittorrent.PeerLen4WithID
+	case bittorrent.OnlyIPv6:
+		return len(m) == bittorrent.PeerLen6 || len(m) == bittorrent.PeerLen6WithID
+	}
+	return true
 }
 
 // zcount counts the live peers of a class in a swarm's peers.

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -429,4 +430,63 @@ func BenchmarkLargeSwarms(b *testing.B) {
 			b.ReportMetric((scriptUsec(b, rdb)-scriptBefore)/float64(b.N), "script-µs/announce")
 		})
 	}
+}
+
+// BenchmarkPipeliner: 64 goroutines announce through one pipeline worker
+// on one processor (GOMAXPROCS=1, as a node pinned to a core beside its
+// Redis), with the worker gathering its batches and without; reports the
+// announces each script call carried and Redis's CPU per announce.
+func BenchmarkPipeliner(b *testing.B) {
+	for _, gather := range []bool{true, false} {
+		b.Run(fmt.Sprintf("gather=%v", gather), func(b *testing.B) {
+			srv := redistest.Start(b)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			defer rdb.Close()
+			s := benchStore(b, rdb)
+			const torrents, swarm = 10000, 10
+			fill(b, s, torrents, swarm)
+			p := NewPipeliner(s, 1, 256, 1024)
+			if !gather {
+				p.yields = 0
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { p.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			var seq atomic.Int64
+			calls, cpu := evalshaCalls(b, rdb), loadgen.RedisCPU(ctx, rdb)
+			b.SetParallelism(64)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := int(seq.Add(1))
+					r := req(benchHash(i%torrents), peer((i/torrents)%swarm, false), uint64((i/torrents)%2), bittorrent.None)
+					if _, err := p.Announce(ctx, r, 50); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/float64(evalshaCalls(b, rdb)-calls), "announces/call")
+			b.ReportMetric((loadgen.RedisCPU(ctx, rdb)-cpu)*1e6/float64(b.N), "redis-µs/announce")
+		})
+	}
+}
+
+// evalshaCalls is how many script calls by SHA Redis ran so far.
+func evalshaCalls(tb testing.TB, rdb *redis.Client) int64 {
+	s, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+			n, _ := strconv.ParseInt(v[:strings.IndexByte(v, ',')], 10, 64)
+			return n
+		}
+	}
+	tb.Fatal("INFO commandstats has no evalsha line")
+	return 0
 }

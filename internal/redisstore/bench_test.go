@@ -455,7 +455,7 @@ func BenchmarkPipeliner(b *testing.B) {
 			defer func() { cancel(); <-done }()
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 			var seq atomic.Int64
-			calls, cpu := evalshaCalls(b, rdb), loadgen.RedisCPU(ctx, rdb)
+			calls, cpu := scriptCallCount(b, rdb), loadgen.RedisCPU(ctx, rdb)
 			b.SetParallelism(64)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -469,24 +469,8 @@ func BenchmarkPipeliner(b *testing.B) {
 				}
 			})
 			b.StopTimer()
-			b.ReportMetric(float64(b.N)/float64(evalshaCalls(b, rdb)-calls), "announces/call")
+			b.ReportMetric(float64(b.N)/float64(scriptCallCount(b, rdb)-calls), "announces/call")
 			b.ReportMetric((loadgen.RedisCPU(ctx, rdb)-cpu)*1e6/float64(b.N), "redis-µs/announce")
 		})
 	}
-}
-
-// evalshaCalls is how many script calls by SHA Redis ran so far.
-func evalshaCalls(tb testing.TB, rdb *redis.Client) int64 {
-	s, err := rdb.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, line := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
-			n, _ := strconv.ParseInt(v[:strings.IndexByte(v, ',')], 10, 64)
-			return n
-		}
-	}
-	tb.Fatal("INFO commandstats has no evalsha line")
-	return 0
 }

@@ -31,9 +31,26 @@ type Pipeliner struct {
 	yields int
 }
 
+// pipelinedCall is what a caller queues: one announce (HTTP) or a batch
+// of them (a UDP worker's), answered together. The worker writes only
+// res and done, which the item owns, so a caller that stopped waiting
+// leaves nothing of its own to be written.
 type pipelinedCall struct {
-	*announceCall
-	done chan callResult
+	calls []*announceCall
+	res   []callResult
+	done  chan struct{}
+}
+
+func newPipelinedCall(calls []*announceCall) *pipelinedCall {
+	return &pipelinedCall{calls: calls, res: make([]callResult, len(calls)), done: make(chan struct{})}
+}
+
+// finish answers every announce of c with err.
+func (c *pipelinedCall) finish(err error) {
+	for i := range c.res {
+		c.res[i] = callResult{err: err}
+	}
+	close(c.done)
 }
 
 // NewPipeliner returns a pipeliner over s with the given number of workers
@@ -45,27 +62,44 @@ func NewPipeliner(s *Store, workers, maxBatch, queue int) *Pipeliner {
 
 // Announce is Store.Announce through the pipeline. It needs Run to be running.
 func (p *Pipeliner) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
+	call := p.s.newCall(req, numWant)
+	c := newPipelinedCall([]*announceCall{&call})
+	if err := p.wait(ctx, c); err != nil {
+		return bittorrent.AnnounceResult{}, err
+	}
+	return p.s.decode(&call, c.res[0])
+}
+
+// AnnounceBatch is Store.AnnounceBatch through the pipeline: the batch is
+// one item of the queue, so the batches of several front-end workers (and
+// single announces) share round trips.
+func (p *Pipeliner) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
+	calls, ptrs := p.s.newCalls(reqs, numWant)
+	c := newPipelinedCall(ptrs)
+	if err := p.wait(ctx, c); err != nil {
+		for i := range reqs {
+			out[i], errs[i] = bittorrent.AnnounceResult{}, err
+		}
+		return
+	}
+	p.s.decodeAll(calls, c.res, out, errs)
+}
+
+// wait queues c and waits for its answer, within the store's timeout.
+func (p *Pipeliner) wait(ctx context.Context, c *pipelinedCall) error {
 	ctx, cancel := context.WithTimeout(ctx, p.s.timeout)
 	defer cancel()
-	call := p.s.newCall(req, numWant)
-	c := &pipelinedCall{announceCall: &call, done: make(chan callResult, 1)}
 	select {
 	case p.calls <- c:
 	case <-ctx.Done():
-		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: queue: %w", ctx.Err())
+		return fmt.Errorf("store announce: queue: %w", ctx.Err())
 	}
 	select {
-	case r := <-c.done:
-		return p.s.decode(c.announceCall, r)
+	case <-c.done:
+		return nil
 	case <-ctx.Done():
-		return bittorrent.AnnounceResult{}, fmt.Errorf("store announce: %w", ctx.Err())
+		return fmt.Errorf("store announce: %w", ctx.Err())
 	}
-}
-
-// AnnounceBatch is Store.AnnounceBatch: the batch is a pipeline already,
-// so it does not wait in the queue.
-func (p *Pipeliner) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
-	p.s.AnnounceBatch(ctx, reqs, numWant, out, errs)
 }
 
 // Scrape is Store.Scrape.
@@ -91,16 +125,18 @@ func (p *Pipeliner) Run(ctx context.Context) error {
 					batch = append(batch[:0], c)
 				}
 				p.gather()
+				n := len(batch[0].calls)
 			fill:
-				for len(batch) < p.maxBatch {
+				for n < p.maxBatch {
 					select {
 					case c := <-p.calls:
 						batch = append(batch, c)
+						n += len(c.calls)
 					default:
 						break fill
 					}
 				}
-				p.send(ctx, batch)
+				p.send(ctx, batch, n)
 			}
 		}()
 	}
@@ -110,7 +146,7 @@ func (p *Pipeliner) Run(ctx context.Context) error {
 	for {
 		select {
 		case c := <-p.calls:
-			c.done <- callResult{err: errors.New("store is shutting down")}
+			c.finish(errors.New("store is shutting down"))
 		default:
 			return nil
 		}
@@ -141,17 +177,18 @@ func (p *Pipeliner) gather() {
 	}
 }
 
-// send runs one batch and hands each caller its reply.
-func (p *Pipeliner) send(ctx context.Context, batch []*pipelinedCall) {
+// send runs one batch of n announces and hands each caller its replies.
+func (p *Pipeliner) send(ctx context.Context, batch []*pipelinedCall, n int) {
 	ctx, cancel := context.WithTimeout(ctx, p.s.timeout)
 	defer cancel()
-	calls := make([]*announceCall, len(batch))
-	for i, c := range batch {
-		calls[i] = c.announceCall
+	calls := make([]*announceCall, 0, n)
+	for _, c := range batch {
+		calls = append(calls, c.calls...)
 	}
-	res := make([]callResult, len(batch))
+	res := make([]callResult, n)
 	p.s.sendCalls(ctx, calls, res)
-	for i, c := range batch {
-		c.done <- res[i]
+	for _, c := range batch {
+		res = res[copy(c.res, res):]
+		close(c.done)
 	}
 }

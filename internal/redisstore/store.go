@@ -167,14 +167,25 @@ func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, n
 func (s *Store) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	calls, ptrs := s.newCalls(reqs, numWant)
+	res := make([]callResult, len(reqs))
+	s.sendCalls(ctx, ptrs, res)
+	s.decodeAll(calls, res, out, errs)
+}
+
+// newCalls makes the calls of a batch, and pointers to them.
+func (s *Store) newCalls(reqs []*bittorrent.AnnounceRequest, numWant []int) ([]announceCall, []*announceCall) {
 	calls := make([]announceCall, len(reqs))
 	ptrs := make([]*announceCall, len(reqs))
 	for i, r := range reqs {
 		calls[i] = s.newCall(r, numWant[i])
 		ptrs[i] = &calls[i]
 	}
-	res := make([]callResult, len(reqs))
-	s.sendCalls(ctx, ptrs, res)
+	return calls, ptrs
+}
+
+// decodeAll reads the results of a batch into out and errs.
+func (s *Store) decodeAll(calls []announceCall, res []callResult, out []bittorrent.AnnounceResult, errs []error) {
 	for i := range calls {
 		out[i], errs[i] = s.decode(&calls[i], res[i])
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,7 +35,7 @@ type suite struct {
 	rdb       redis.UniversalClient
 	peerIDs   bool
 	pipelined bool // announce through a running Pipeliner
-	batched   bool // announce through AnnounceBatch, a batch of one
+	batched   bool // announce through AnnounceBatch, a batch of one (pipelined: the Pipeliner's)
 }
 
 // testStore is a store as the suite drives it: directly or pipelined.
@@ -70,20 +72,24 @@ func newStore(t *testing.T, su suite, lifetime time.Duration) (*testStore, *fake
 	clk := &fakeClock{t: time.Now()}
 	s.now = clk.Now
 	ts := &testStore{Store: s, announce: s.Announce}
-	if su.batched {
-		ts.announce = func(ctx context.Context, r *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
-			out, errs := make([]bittorrent.AnnounceResult, 1), make([]error, 1)
-			s.AnnounceBatch(ctx, []*bittorrent.AnnounceRequest{r}, []int{numWant}, out, errs)
-			return out[0], errs[0]
-		}
+	type batcher interface {
+		AnnounceBatch(context.Context, []*bittorrent.AnnounceRequest, []int, []bittorrent.AnnounceResult, []error)
 	}
+	var by batcher = s
 	if su.pipelined {
 		p := NewPipeliner(s, 2, 16, 64)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { p.Run(ctx); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
-		ts.announce = p.Announce
+		ts.announce, by = p.Announce, p
+	}
+	if su.batched {
+		ts.announce = func(ctx context.Context, r *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
+			out, errs := make([]bittorrent.AnnounceResult, 1), make([]error, 1)
+			by.AnnounceBatch(ctx, []*bittorrent.AnnounceRequest{r}, []int{numWant}, out, errs)
+			return out[0], errs[0]
+		}
 	}
 	return ts, clk
 }
@@ -183,7 +189,7 @@ func TestConformance(t *testing.T) {
 		{"key binding", testKeyBinding},
 	}
 	for _, b := range backends() {
-		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}, {batched: true}} {
+		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}, {batched: true}, {pipelined: true, batched: true}} {
 			t.Run(fmt.Sprintf("%s/peerids=%v/pipelined=%v/batched=%v", b.name, mode.peerIDs, mode.pipelined, mode.batched), func(t *testing.T) {
 				for _, tc := range tests {
 					t.Run(tc.name, func(t *testing.T) {
@@ -1078,4 +1084,100 @@ func TestClusterBatchSurvivesAHungMaster(t *testing.T) {
 	if others == 0 || others == n {
 		t.Fatalf("test arithmetic: %d of %d announces on live masters", others, n)
 	}
+}
+
+// TestPipelinerSharesCalls: batches queued by several callers while the
+// worker is busy go to Redis together, each caller gets its own answers,
+// and batches still queued when the pipeline stops are answered with an
+// error, not left waiting.
+func TestPipelinerSharesCalls(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	s, err := New(rdb, Config{Prefix: "test", NodeID: "n1", PeerLifetime: time.Hour, CompletedTTL: time.Hour, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPipeliner(s, 1, 1024, 64)
+	const callers, per = 8, 4
+	batch := func(c int) ([]bittorrent.AnnounceResult, []error) {
+		reqs, want := make([]*bittorrent.AnnounceRequest, per), make([]int, per)
+		for i := range reqs {
+			reqs[i], want[i] = req(benchHash(c), peer(c*per+i, false), 1, bittorrent.Started), 50
+		}
+		out, errs := make([]bittorrent.AnnounceResult, per), make([]error, per)
+		p.AnnounceBatch(context.Background(), reqs, want, out, errs)
+		return out, errs
+	}
+	// Queue every batch before the worker runs: it takes them in one go.
+	var wg sync.WaitGroup
+	outs, errss := make([][]bittorrent.AnnounceResult, callers), make([][]error, callers)
+	for c := range callers {
+		wg.Go(func() { outs[c], errss[c] = batch(c) })
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(p.calls) < callers {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d batches queued", len(p.calls), callers)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	before := scriptCallCount(t, rdb)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	wg.Wait()
+	if n := scriptCallCount(t, rdb) - before; n != 1 {
+		t.Fatalf("%d batches took %d script calls, want 1", callers, n)
+	}
+	for c := range callers {
+		for i := range per {
+			if errss[c][i] != nil {
+				t.Fatalf("caller %d announce %d: %v", c, i, errss[c][i])
+			}
+			// Each swarm is one caller's: the i-th peer finds i peers.
+			if got := outs[c][i]; got.Leechers != i+1 || len(got.Peers) != i {
+				t.Fatalf("caller %d announce %d: %d leechers, %d peers", c, i, got.Leechers, len(got.Peers))
+			}
+		}
+	}
+	cancel()
+	<-done
+	// Stopped: what is queued now is answered with an error.
+	var left sync.WaitGroup
+	left.Go(func() {
+		_, errs := batch(callers)
+		for _, err := range errs {
+			if err == nil {
+				t.Errorf("after the stop: %v", err)
+			}
+		}
+	})
+	for deadline := time.Now().Add(5 * time.Second); len(p.calls) < 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the batch after the stop was not queued")
+		}
+	}
+	go p.Run(ctx) // ctx is done: it answers the queue and returns
+	left.Wait()
+}
+
+// scriptCallCount is how many script calls by SHA Redis has run (no
+// line in INFO: none yet).
+func scriptCallCount(t testing.TB, rdb *redis.Client) int64 {
+	t.Helper()
+	s, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+			n, err := strconv.ParseInt(v[:strings.IndexByte(v, ',')], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	return 0
 }

@@ -11,7 +11,8 @@
 //	too short, too long, not a request: dropped and counted, no reply
 //	connect: answered from the MAC alone
 //	bad connection ID: a short error reply, never longer than the request
-//	announces: all of the batch's in one store round trip (a pipeline)
+//	announces: all of the batch's as one item of the store's pipeline,
+//	           which sends the batches of every worker together
 //	scrapes: one store round trip each
 //
 // Under load batches grow, so system calls and round trips per announce
@@ -54,7 +55,7 @@ type Config struct {
 	// address (replicas, nodes behind one DNS name) must share it.
 	Secret string `env:"UDP_SECRET"`
 	// Workers is how many goroutines serve each socket, each a batch of
-	// datagrams at a time: the store round trips in flight per socket.
+	// datagrams at a time (their announces share the store's round trips).
 	Workers int `env:"UDP_WORKERS" envDefault:"4"`
 	// ReadBuffer is the socket receive buffer in bytes: the queue of
 	// datagrams waiting for a worker. The kernel drops what does not fit

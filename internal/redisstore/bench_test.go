@@ -152,21 +152,11 @@ func fill(b *testing.B, s *Store, torrents, per int) {
 
 func usedMemory(b *testing.B, rdb redis.UniversalClient) int64 {
 	b.Helper()
-	info, err := rdb.Info(context.Background(), "memory").Result()
-	if err != nil {
-		b.Fatal(err)
+	n, ok := infoInt(b, rdb, "memory", "used_memory:")
+	if !ok {
+		b.Fatal("no used_memory in INFO memory")
 	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatal("no used_memory in INFO memory")
-	return 0
+	return n
 }
 
 // BenchmarkRedisCPUPerAnnounce reports the Redis CPU time one announce

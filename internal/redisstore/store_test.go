@@ -1166,18 +1166,27 @@ func TestPipelinerSharesCalls(t *testing.T) {
 // line in INFO: none yet).
 func scriptCallCount(t testing.TB, rdb *redis.Client) int64 {
 	t.Helper()
-	s, err := rdb.Info(context.Background(), "commandstats").Result()
+	n, _ := infoInt(t, rdb, "commandstats", "cmdstat_evalsha:calls=")
+	return n
+}
+
+// infoInt reads the number that follows prefix on a line of an INFO
+// section (up to a comma, if any), and whether the line is there.
+func infoInt(t testing.TB, rdb redis.UniversalClient, section, prefix string) (int64, bool) {
+	t.Helper()
+	s, err := rdb.Info(context.Background(), section).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
-			n, err := strconv.ParseInt(v[:strings.IndexByte(v, ',')], 10, 64)
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			v, _, _ = strings.Cut(v, ",")
+			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("INFO %s: %q: %v", section, line, err)
 			}
-			return n
+			return n, true
 		}
 	}
-	return 0
+	return 0, false
 }

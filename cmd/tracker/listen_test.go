@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tracklink/tracklink/internal/porttest"
 )
 
 func TestParsePortRange(t *testing.T) {
@@ -99,44 +101,13 @@ func TestListeningPorts(t *testing.T) {
 	}
 }
 
-// freePortRange finds n consecutive loopback ports free for TCP and UDP.
-func freePortRange(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 50; try++ {
-		base, err := freeLoopbackPort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		free := base+n-1 <= 65535
-		for p := base; free && p < base+n; p++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				free = false
-				break
-			}
-			u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-			l.Close()
-			if err != nil {
-				free = false
-				break
-			}
-			u.Close()
-		}
-		if free {
-			return base
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
-}
-
 // TestPortRangeReplicas runs replicas as compose with host networking
 // does: the same variables for each, a range of two ports. Each takes its
 // own port for HTTP and UDP and its own node id from it; the link joins
 // them; a third replica finds no port and says so.
 func TestPortRangeReplicas(t *testing.T) {
 	c := newCluster(t)
-	base := freePortRange(t, 2)
+	base := porttest.Range(t, 2)
 	rng := fmt.Sprintf("127.0.0.1:%d-%d", base, base+1)
 	env := c.env("TRACKER_HTTP_ADDR="+rng, "TRACKER_UDP_ADDR="+rng, "TRACKER_NODE_ID=r-{port}", "TRACKER_LINK_PASSWORD="+testPassword)
 	var ids []string

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -28,6 +27,8 @@ import (
 
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/bencode"
+
+	"github.com/tracklink/tracklink/internal/porttest"
 )
 
 // bin is the tracker binary, built once for the package's tests.
@@ -59,7 +60,7 @@ type cluster struct {
 // then stops it (SIGTERM to its PID; it stops its children).
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	base := freePorts(t, n+1)
+	base := porttest.Range(t, n+1)
 	cmd := exec.Command(bin, "cluster", "-nodes", strconv.Itoa(n), "-base-port", strconv.Itoa(base))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -95,7 +96,7 @@ func startCluster(t *testing.T, n int) *cluster {
 // the test, and returns its HTTP base URL.
 func startNode(t *testing.T) string {
 	t.Helper()
-	port := freePorts(t, 1)
+	port := porttest.Range(t, 1)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "TRACKER_HTTP_ADDR="+addr, "TRACKER_UDP_ADDR="+addr, "TRACKER_LOG_LEVEL=warn")
@@ -168,41 +169,6 @@ func (r *running) stop(t *testing.T) {
 			t.Errorf("%s did not stop within 20s", strings.Join(r.cmd.Args, " "))
 		}
 	})
-}
-
-// freePorts returns the first of n consecutive loopback ports free for TCP
-// and UDP.
-func freePorts(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 50; try++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if base+n > 65535 {
-			continue
-		}
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			a := "127.0.0.1:" + strconv.Itoa(p)
-			tl, err1 := net.Listen("tcp", a)
-			ul, err2 := net.ListenPacket("udp", a)
-			ok = err1 == nil && err2 == nil
-			if tl != nil {
-				tl.Close()
-			}
-			if ul != nil {
-				ul.Close()
-			}
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
 }
 
 // realClient returns an anacrolix/torrent client that can find peers only

@@ -30,6 +30,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/netnstest"
+	"github.com/tracklink/tracklink/internal/porttest"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -138,7 +139,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	if err := os.WriteFile(mfPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	hubAddr := "127.0.0.1:" + strconv.Itoa(freePorts(t, 1))
+	hubAddr := "127.0.0.1:" + strconv.Itoa(porttest.Range(t, 1))
 	startHubOn := func(addr, name string) *running {
 		cmd := exec.Command(bin, "hub")
 		cmd.Env = append(os.Environ(), "TRACKER_HUB_MEMBERS="+mfPath, "TRACKER_LINK_PASSWORD="+password, "TRACKER_HTTP_ADDR="+addr,
@@ -163,7 +164,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 
 	// A second hub for the same network relays everything again: harmless
 	// (the counts below stay exact).
-	hub2Addr := "127.0.0.1:" + strconv.Itoa(freePorts(t, 1))
+	hub2Addr := "127.0.0.1:" + strconv.Itoa(porttest.Range(t, 1))
 	hub2 := startHubOn(hub2Addr, "hub2")
 	eventually(t, 20*time.Second, "both members linked at the second hub", func() bool {
 		st := hubStatus(t, "http://"+hub2Addr)

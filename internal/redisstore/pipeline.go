@@ -15,9 +15,10 @@ import (
 // one read. Under light load a batch is one announce and nothing waits for
 // a timer; under heavy load batches grow (gather), and Redis and the node
 // each make one system call pair and Redis one script call per batch
-// instead of per announce. The script handles each announce as if it were alone, inside
-// one atomic call, so exact counts are unchanged, and each announce is
-// exactly one round trip.
+// instead of per announce. A batch holds up to maxBatch announces, but a
+// queued UDP batch is never split. The script handles each announce as if
+// it were alone, inside one atomic call, so exact counts are unchanged,
+// and each announce is exactly one round trip.
 //
 // The queue is bounded: when it is full, Announce waits for room until its
 // context ends (backpressure, never unbounded memory).

@@ -512,31 +512,20 @@ func decodeAnnounce(r callResult, self string, fam bittorrent.Family, numWant in
 		j := i + rand.IntN(len(cands)-i)
 		cands[i], cands[j] = cands[j], cands[i]
 		m, ok := cands[i].(string)
-		if !ok || m == self || !fits(fam, m) {
+		if !ok || m == self {
 			continue
 		}
 		p, err := bittorrent.PeerFromBinary(m)
-		if err != nil {
+		if err != nil || !fam.Carries(p) {
 			// Only the store's own scripts write members; a bad one means
 			// somebody else wrote into our keyspace. Skip it, don't fail.
+			// A member of the other family is for other answers.
 			continue
 		}
 		peers = append(peers, p)
 	}
 	out.Peers = peers
 	return out
-}
-
-// fits reports whether member m is of a family an answer for fam takes
-// (a member's length tells its family).
-func fits(fam bittorrent.Family, m string) bool {
-	switch fam {
-	case bittorrent.OnlyIPv4:
-		return len(m) == bittorrent.PeerLen4 || len(m) == bittorrent.PeerLen4WithID
-	case bittorrent.OnlyIPv6:
-		return len(m) == bittorrent.PeerLen6 || len(m) == bittorrent.PeerLen6WithID
-	}
-	return true
 }
 
 // zcount counts the live peers of a class in a swarm's peers.

@@ -90,7 +90,7 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	if err := start("redis", nil, "redis-server", "--port", strconv.Itoa(*redisPort), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning",
-		"--zset-max-listpack-entries", "1024"); err != nil { // see "How peers are stored"
+		"--zset-max-listpack-entries", "1024"); err != nil { // the swarm index compact: see "How peers are stored"
 		return err
 	}
 	if err := waitTCP(ctx, "127.0.0.1:"+strconv.Itoa(*redisPort)); err != nil {

@@ -5,11 +5,13 @@
 -- negative. Under Redis Cluster a call carries one announce (a script may
 -- touch one slot only).
 --
--- A swarm's peers are one sorted set, whatever their class: a peer's score
--- is its class's band plus the time it was last seen (unix ms), leechers
--- in [0, B), partial seeds in [B, 2B), seeders in [2B, 3B), B = 2^42 ms
--- (year 2109). A class is counted and ranged by score, a change of class
--- is one ZADD, and a small swarm is one key (see keys.go, store.go).
+-- A swarm's peers are one sorted set, whatever their class, or past 128
+-- members buckets of them (swarm.lua, which the store puts in front of
+-- this file): a peer's score is its class's band plus the time it was
+-- last seen (unix ms), leechers in [0, B), partial seeds in [B, 2B),
+-- seeders in [2B, 3B), B = 2^42 ms (year 2109). A class is counted and
+-- ranged by score, a change of class is one ZADD, and a small swarm is
+-- one key (see keys.go, store.go).
 --
 -- Every score and range arrives as a string made by the node: a number
 -- turned into a string inside Redis's Lua costs more than the Redis call
@@ -38,8 +40,7 @@
 --        of the other family, which the node skips. Members are never
 --        copied one by one in Lua: each costs more here than in the node.
 local ttl, cttl, cutoff = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local B = 4398046511104
--- Per class: band start, live range, expired range.
+-- Per class: live range (lower bound from the node, band end).
 local LIVE = { L = { ARGV[4], '(4398046511104' }, P = { ARGV[5], '(8796093022208' }, S = { ARGV[6], '(13194139533312' } }
 local GONE = { { '0', ARGV[7] }, { '4398046511104', ARGV[8] }, { '8796093022208', ARGV[9] } }
 -- A swarm of at most SMALL members is answered whole (the node picks
@@ -55,21 +56,10 @@ local function refuse(flag)
   out[#out + 1] = 0
 end
 
--- class returns the class letter and the time of score sc.
-local function class(sc)
-  sc = tonumber(sc)
-  if sc >= 2 * B then
-    return 'S', sc - 2 * B
-  elseif sc >= B then
-    return 'P', sc - B
-  end
-  return 'L', sc
-end
-
--- live reports whether member x of M is there and has not expired, and
--- its class.
-local function live(M, x)
-  local sc = redis.call('ZSCORE', M, x)
+-- live reports whether member x of swarm sw is there and has not
+-- expired, and its class.
+local function live(sw, x)
+  local sc = redis.call('ZSCORE', where(sw, x), x)
   if not sc then
     return false
   end
@@ -94,13 +84,21 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   -- it, and trimmed when a peer joins a large swarm or when a reply
   -- would carry them (never on a plain re-announce, the common case);
   -- and the set's TTL is its youngest member's expiry, so a set of
-  -- expired members only is gone. No sweeps.
-  local card = redis.call('ZCARD', M)
+  -- expired members only is gone. No sweeps. A bucketed swarm holds
+  -- live members only once opened (see swarm.lua).
+  local sw = open(M, cutoff, GONE, ttl)
+  local card = sw.card
 
   -- At the node's cap on new swarms, a swarm with no live peer is not
   -- started. Checked only then.
   if create == '0' and op ~= 'X' then
-    if card == 0 or count(M, 'S') + count(M, 'L') + count(M, 'P') == 0 then
+    local none
+    if sw.b then
+      none = sw.S + sw.L + sw.P == 0
+    else
+      none = card == 0 or count(M, 'S') + count(M, 'L') + count(M, 'P') == 0
+    end
+    if none then
       refuse(-1)
       return
     end
@@ -113,12 +111,18 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   if bind ~= '' then
     kd = string.sub(bind, 2)
     bound = redis.call('HGET', K, m)
-    if bound and bound ~= kd and live(M, m) then
+    if bound and bound ~= kd and live(sw, m) then
       refuse(-2)
       return
     end
   end
 
+  local key = where(sw, m)
+  -- A bucketed swarm keeps counts, so it reads the peer's score first.
+  local old = false
+  if sw.b then
+    old = redis.call('ZSCORE', key, m)
+  end
   local counted = 0
   local new = 0
   if op == 'X' then
@@ -127,8 +131,11 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     -- on another node applies this stop there instead of bringing the peer
     -- back here. A stop of a peer not held writes nothing, so stops cannot
     -- grow the keyspace.
-    if redis.call('ZREM', M, m) > 0 then
+    if redis.call('ZREM', key, m) > 0 then
       card = card - 1
+      if sw.b then
+        moved(sw, old, nil)
+      end
       redis.call('ZREMRANGEBYSCORE', X, '-inf', ARGV[3])
       redis.call('ZADD', X, score, m)
       redis.call('EXPIRE', X, ttl)
@@ -138,17 +145,30 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     -- from a peer that is a live seeder already is not counted again.
     local was = false
     if op == 'S' and completed == '1' then
-      local alive, c = live(M, m)
-      was = alive and c == 'S'
+      if sw.b then
+        was = old and class(old) == 'S'
+      else
+        local alive, c = live(sw, m)
+        was = alive and c == 'S'
+      end
     end
     -- One ZADD moves a peer that changed class too: it updates the score.
-    new = redis.call('ZADD', M, score, m)
-    card = card + new
-    if new == 1 and card > SMALL then
-      trim(M)
-      card = redis.call('ZCARD', M)
+    new = put(sw, key, m, score, old, ttl)
+    if sw.b then
+      redis.call('EXPIRE', sw.N, ttl)
+    else
+      card = card + new
+      if new == 1 and card > SMALL then
+        trim(M)
+        card = redis.call('ZCARD', M)
+        grow(sw, card, GONE, ttl)
+      end
+      if sw.b then
+        redis.call('EXPIRE', sw.N, ttl)
+      else
+        redis.call('EXPIRE', M, ttl)
+      end
     end
-    redis.call('EXPIRE', M, ttl)
     if op == 'S' then
       if completed == '1' and not was then
         redis.call('INCR', C)
@@ -171,7 +191,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
         -- live peers without ever being walked.
         local probe = redis.call('HRANDFIELD', K, 2)
         for i = 1, #probe do
-          if probe[i] ~= m and not live(M, probe[i]) then
+          if probe[i] ~= m and not live(sw, probe[i]) then
             redis.call('HDEL', K, probe[i])
           end
         end
@@ -181,9 +201,12 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   end
 
   -- Counts. A set that holds exactly its live seeders and leechers has
-  -- no partial seeds (the rare class) to count.
+  -- no partial seeds (the rare class) to count. A bucketed swarm keeps
+  -- them.
   local nS, nL, nP = 0, 0, 0
-  if card > 0 then
+  if sw.b then
+    nS, nL, nP = sw.S, sw.L, sw.P
+  elseif card > 0 then
     nS, nL = count(M, 'S'), count(M, 'L')
     if card > nS + nL then
       nP = count(M, 'P')
@@ -217,6 +240,20 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   if fam ~= '0' then
     k = 4 * k
   end
+  local rnd = tonumber(string.sub(flags, 5))
+  if sw.b then
+    -- Each class's share of k in proportion to its count, as below; a
+    -- bucketed swarm holds live members only.
+    if op ~= 'L' then
+      sampleBuckets(sw, BANDS[1], nL, k, rnd, add)
+      return
+    end
+    local kS, kP = math.floor(k * nS / total), math.floor(k * nP / total)
+    sampleBuckets(sw, BANDS[1], nL, k - kS - kP, rnd, add)
+    sampleBuckets(sw, BANDS[3], nS, kS, math.floor(rnd / 4096), add)
+    sampleBuckets(sw, BANDS[2], nP, kP, math.floor(rnd / 65536), add)
+    return
+  end
   if card <= SMALL or total <= k then
     -- All of them: a read cannot tell expired members, so they are
     -- trimmed first when there are any.
@@ -236,7 +273,6 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   -- wanted in proportion to its live count. By rank, live leechers are
   -- the first nL members once the expired leechers are trimmed, and live
   -- seeders the last nS; partial seeds (rare) are ranged by score.
-  local rnd = tonumber(string.sub(flags, 5))
   if card > total then
     card = card - redis.call('ZREMRANGEBYSCORE', M, GONE[1][1], GONE[1][2])
   end

@@ -8,7 +8,9 @@
 -- was not a seeder here yet.
 --
 -- KEYS: per swarm: peers (scored by class band + time, as in
---       announce.lua), completed counter, tombstones. Under Redis Cluster
+--       announce.lua; in buckets past 128 members, see swarm.lua, which
+--       the store puts in front of this file), completed counter,
+--       tombstones. Under Redis Cluster
 --       a call carries one swarm (one slot); on one Redis it may carry
 --       many, which saves a script call per swarm.
 -- ARGV: now (ms), cutoff (ms), lifetime (ms), completed TTL (s), then the
@@ -21,20 +23,30 @@
 --       costs more than the call that takes it.
 -- Reply: number of changes applied.
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local B = 4398046511104
 local BAND = { L = 0, P = B, S = 2 * B, C = 2 * B, X = 0 }
 local GONE = { { '0', ARGV[5] }, { '4398046511104', ARGV[6] }, { '8796093022208', ARGV[7] } }
+-- Sets made by a split or a merge live the peer lifetime.
+local ttl = math.floor(life / 1000) + 1
 local applied = 0
+-- The newest change written per key: sets of peers (their swarm in
+-- swarms), tombstones, and buckets hashes.
 local newest = {}
-local peers = {}
+local swarms = {}
+local tombs = {}
 -- At the same millisecond a peer may still move up this order (a leecher
 -- become a partial seed or a seeder), never down: that keeps duplicates
 -- harmless.
 local rank = { L = 1, P = 2, S = 3, C = 3 }
 
+local function wrote(key, seen)
+  if (newest[key] or 0) < seen then newest[key] = seen end
+end
+
 local a = 8
 for k = 1, #KEYS, 3 do
   local M, C, X = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local sw = open(M, cutoff, GONE, ttl)
+  local top = 0
   local n = tonumber(ARGV[a])
   a = a + 1
   for i = a, a + 3 * (n - 1), 3 do
@@ -42,17 +54,11 @@ for k = 1, #KEYS, 3 do
     local seen = tonumber(score) - BAND[op]
     if seen > cutoff then
       -- Where the peer is now: its class and time.
+      local key = where(sw, m)
       local cur, held = 0, nil
-      local sc = redis.call('ZSCORE', M, m)
+      local sc = redis.call('ZSCORE', key, m)
       if sc then
-        sc = tonumber(sc)
-        if sc >= 2 * B then
-          held, cur = 'S', sc - 2 * B
-        elseif sc >= B then
-          held, cur = 'P', sc - B
-        else
-          held, cur = 'L', sc
-        end
+        held, cur = class(sc)
       end
       if op == 'X' then
         -- A stop removes a peer not seen since; for an absent peer it is
@@ -67,9 +73,13 @@ for k = 1, #KEYS, 3 do
         end
         if news then
           applied = applied + 1
-          if held then redis.call('ZREM', M, m) end
+          if held then
+            redis.call('ZREM', key, m)
+            if sw.b then moved(sw, sc, nil) end
+          end
           redis.call('ZADD', X, 'GT', score, m)
-          if (newest[X] or 0) < seen then newest[X] = seen end
+          tombs[X] = true
+          wrote(X, seen)
         end
       elseif seen > cur or (held and seen == cur and rank[op] > rank[held]) then
         -- A tombstone matters only for an absent peer: a present one was
@@ -79,9 +89,13 @@ for k = 1, #KEYS, 3 do
         if not t or tonumber(t) < seen then
           applied = applied + 1
           -- One ZADD moves a peer that changed class too.
-          redis.call('ZADD', M, score, m)
-          peers[M] = true
-          if (newest[M] or 0) < seen then newest[M] = seen end
+          local new = put(sw, key, m, score, sc, ttl)
+          if new == 1 and not sw.b then
+            grow(sw, redis.call('ZCARD', M), GONE, ttl)
+          end
+          swarms[key] = sw
+          wrote(key, seen)
+          if seen > top then top = seen end
           if op == 'C' and held ~= 'S' then
             redis.call('INCR', C)
             redis.call('EXPIRE', C, ARGV[4])
@@ -91,20 +105,29 @@ for k = 1, #KEYS, 3 do
     end
   end
   a = a + 3 * n
-end
--- Each set written is trimmed (expiry as a side effect of writes) and
--- lives until its youngest member expires.
-for key, seen in pairs(newest) do
-  if peers[key] then
-    for i = 1, 3 do
-      redis.call('ZREMRANGEBYSCORE', key, GONE[i][1], GONE[i][2])
-    end
-  else
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
+  -- A bucket written lives ttl (put), and so does the buckets hash.
+  if sw.b and top > 0 then
+    redis.call('EXPIRE', sw.N, ttl)
   end
-  local want = math.floor((seen + life - now) / 1000) + 1
-  if redis.call('TTL', key) < want then
-    redis.call('EXPIRE', key, want)
+end
+-- Each key written lives until its youngest member expires, and a
+-- one-set swarm written is trimmed (expiry as a side effect of writes);
+-- the buckets of a bucketed one were given their TTL as they were written,
+-- and hold live members only once opened.
+for key, seen in pairs(newest) do
+  local sw = swarms[key]
+  if not (sw and sw.b) then
+    if tombs[key] then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
+    else
+      for i = 1, 3 do
+        redis.call('ZREMRANGEBYSCORE', key, GONE[i][1], GONE[i][2])
+      end
+    end
+    local want = math.floor((seen + life - now) / 1000) + 1
+    if redis.call('TTL', key) < want then
+      redis.call('EXPIRE', key, want)
+    end
   end
 end
 return applied

@@ -86,24 +86,18 @@ func (s *Store) Held(ctx context.Context, limit int, also []bittorrent.InfoHash)
 func (s *Store) count(ctx context.Context, members []string, cutoff int64, out *Held) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	pipe := s.rdb.Pipeline()
-	cmds := make([][3]*redis.IntCmd, len(members))
-	for i, m := range members {
+	keys := make([]SwarmKeys, 0, len(members))
+	for _, m := range members {
 		var ih [20]byte
-		if copy(ih[:], m) != 20 {
-			continue
+		if copy(ih[:], m) == 20 {
+			keys = append(keys, s.ks.Swarm(ih))
 		}
-		k := s.ks.Swarm(ih)
-		cmds[i] = [3]*redis.IntCmd{zcount(ctx, pipe, k.Peers, bittorrent.OpSeeder, cutoff), zcount(ctx, pipe, k.Peers, bittorrent.OpLeecher, cutoff), zcount(ctx, pipe, k.Peers, bittorrent.OpPartial, cutoff)}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("count swarm peers: %w", err)
-	}
-	for _, c := range cmds {
-		if c[0] == nil {
-			continue
+	for _, c := range countSwarms(ctx, s.rdb, keys, cutoff, nil) {
+		if c.err != nil {
+			return fmt.Errorf("count swarm peers: %w", c.err)
 		}
-		seeders, leechers := int(c[0].Val()), int(c[1].Val()+c[2].Val())
+		seeders, leechers := int(c.seeders), int(c.leechers+c.partial)
 		if seeders+leechers > 0 {
 			out.Swarms++
 			out.Seeders += seeders

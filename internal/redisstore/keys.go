@@ -21,6 +21,9 @@ import (
 //	<prefix>:{<node>:<infohash hex>}:x   stops (tombstones): member = peer, score = stop time,
 //	                                     written by a local stop and by the hub's relays,
 //	                                     trimmed like the peers
+//	<prefix>:{<node>:<infohash hex>}:n   a swarm of 128 peers or more: hash of its number of
+//	                                     buckets and its counts (see swarm.lua)
+//	<prefix>:{<node>:<infohash hex>}:m<i> bucket i of such a swarm, which then has no :m
 //
 // Replicas of one node share its keyspace; other nodes' keyspaces are
 // written only by the hub.
@@ -42,17 +45,25 @@ func NewKeyspace(prefix, node string) (Keyspace, error) {
 }
 
 // SwarmKeys are the keys of one swarm.
-type SwarmKeys struct{ Peers, Keys, Completed, Stopped string }
+type SwarmKeys struct{ Peers, Keys, Completed, Stopped, Buckets string }
+
+// Bucket is the key of bucket i of a swarm held in buckets (swarm.lua
+// names them the same way).
+func (s SwarmKeys) Bucket(i int) string {
+	return s.Peers + strconv.Itoa(i)
+}
 
 // Swarm returns the keys of the swarm of ih.
 func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
 	var hx [40]byte
 	hex.Encode(hx[:], ih[:])
 	base := k.prefix + ":{" + k.node + ":" + string(hx[:]) + "}:"
-	return SwarmKeys{Peers: base + "m", Keys: base + "k", Completed: base + "c", Stopped: base + "x"}
+	return SwarmKeys{Peers: base + "m", Keys: base + "k", Completed: base + "c", Stopped: base + "x", Buckets: base + "n"}
 }
 
 // announceList is the keys of announce.lua, relayList those of apply.lua.
+// The scripts make the names of a swarm's buckets hash and buckets from
+// that of its peers (swarm.lua), which is why those end as they do.
 func (s SwarmKeys) announceList() [4]string {
 	return [4]string{s.Peers, s.Completed, s.Keys, s.Stopped}
 }

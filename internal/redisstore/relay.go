@@ -17,7 +17,7 @@ import (
 //go:embed apply.lua
 var applySrc string
 
-var applyScript = redis.NewScript(applySrc)
+var applyScript = redis.NewScript(swarmSrc + applySrc)
 
 // Relayer writes relayed peer changes into the keyspaces of other nodes and
 // reads swarms back for resyncs. The hub is its only user: it is the only
@@ -171,29 +171,28 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 	defer cancel()
 	cutoff := r.now().UnixMilli() - r.lifetimeMs
 	min := "(" + strconv.FormatInt(cutoff, 10)
-	pipe := r.rdb.Pipeline()
 	// The peers, each class with the op that writes it, and the
 	// tombstones of stopped peers: a resync carries stops as well, so the
 	// newest of each peer wins everywhere and a stale copy of a stopped
 	// peer on one node is removed rather than copied back.
-	type read struct{ peers, stops *redis.ZSliceCmd }
-	cmds := make([]read, len(hashes))
+	keys := make([]SwarmKeys, len(hashes))
 	for i, ih := range hashes {
-		k := ks.Swarm(ih)
-		cmds[i] = read{
-			peers: pipe.ZRangeWithScores(ctx, k.Peers, 0, -1),
-			stops: pipe.ZRangeByScoreWithScores(ctx, k.Stopped, &redis.ZRangeBy{Min: min, Max: "+inf"}),
-		}
+		keys[i] = ks.Swarm(ih)
 	}
-	pipe.Exec(ctx) // per-command errors are read below
+	stopCmds := make([]*redis.ZSliceCmd, len(hashes))
+	sets, errs := readSwarmPeers(ctx, r.rdb, keys, func(pipe redis.Pipeliner) {
+		for i, k := range keys {
+			stopCmds[i] = pipe.ZRangeByScoreWithScores(ctx, k.Stopped, &redis.ZRangeBy{Min: min, Max: "+inf"})
+		}
+	})
 	// A swarm that could not be read whole (its shard down, a timeout) is
 	// left out, and the first error returned with what was read.
 	out := make([][]bittorrent.PeerChange, len(hashes))
 	var first error
 	for i, ih := range hashes {
-		peers, err := cmds[i].peers.Result()
-		stops, err2 := cmds[i].stops.Result()
-		if err = cmp.Or(err, err2); err != nil && !errors.Is(err, redis.Nil) {
+		peers := sets[i]
+		stops, err := stopCmds[i].Result()
+		if err = cmp.Or(errs[i], err); err != nil && !errors.Is(err, redis.Nil) {
 			if first == nil {
 				first = fmt.Errorf("relay read swarms: %w", err)
 			}

@@ -83,7 +83,13 @@ type Store struct {
 //go:embed announce.lua
 var announceSrc string
 
-var announceScript = redis.NewScript(announceSrc)
+// swarmSrc is the layout of a swarm's peers (one set, or buckets), put in
+// front of both scripts that write peers.
+//
+//go:embed swarm.lua
+var swarmSrc string
+
+var announceScript = redis.NewScript(swarmSrc + announceSrc)
 
 // New returns a store on rdb. It does not talk to Redis.
 func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
@@ -543,47 +549,38 @@ func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bit
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	cutoff := s.now().UnixMilli() - s.lifetimeMs
-	pipe := s.rdb.Pipeline()
-	type cmds struct {
-		seeders, leechers, partial *redis.IntCmd
-		completed                  *redis.StringCmd
-	}
-	cs := make([]cmds, len(hashes))
+	keys := make([]SwarmKeys, len(hashes))
 	for i, ih := range hashes {
-		k := s.ks.Swarm(ih)
-		cs[i] = cmds{
-			seeders:   zcount(ctx, pipe, k.Peers, bittorrent.OpSeeder, cutoff),
-			leechers:  zcount(ctx, pipe, k.Peers, bittorrent.OpLeecher, cutoff),
-			partial:   zcount(ctx, pipe, k.Peers, bittorrent.OpPartial, cutoff),
-			completed: pipe.Get(ctx, k.Completed),
-		}
+		keys[i] = s.ks.Swarm(ih)
 	}
-	pipe.Exec(ctx) // per-command errors are read below
+	completed := make([]*redis.StringCmd, len(hashes))
+	counts := countSwarms(ctx, s.rdb, keys, cutoff, func(pipe redis.Pipeliner) {
+		for i, k := range keys {
+			completed[i] = pipe.Get(ctx, k.Completed)
+		}
+	})
 	// A swarm that cannot be read now (under Redis Cluster: its shard is
 	// down) is marked unavailable; the others are answered. Only when none
 	// could be read is the scrape an error.
 	out := make([]bittorrent.Scrape, len(hashes))
 	var first error
 	for i, ih := range hashes {
-		c := cs[i]
-		done, err := c.completed.Int64()
+		c := counts[i]
+		done, err := completed[i].Int64()
 		if errors.Is(err, redis.Nil) {
 			err = nil
 		}
-		for _, e := range []error{c.seeders.Err(), c.leechers.Err(), c.partial.Err()} {
-			err = cmp.Or(err, e)
-		}
-		if err != nil {
+		if err = cmp.Or(err, c.err); err != nil {
 			first = cmp.Or(first, err)
 			out[i] = bittorrent.Scrape{InfoHash: ih, Unavailable: true}
 			continue
 		}
 		out[i] = bittorrent.Scrape{
 			InfoHash:    ih,
-			Complete:    int(c.seeders.Val()),
-			Incomplete:  int(c.leechers.Val() + c.partial.Val()),
+			Complete:    int(c.seeders),
+			Incomplete:  int(c.leechers + c.partial),
 			Downloaded:  int(done),
-			Downloaders: int(c.leechers.Val()),
+			Downloaders: int(c.leechers),
 		}
 	}
 	switch {

@@ -187,6 +187,7 @@ func TestConformance(t *testing.T) {
 		{"the change it wrote", testChange},
 		{"partial seeds (BEP 21)", testPartialSeeds},
 		{"key binding", testKeyBinding},
+		{"buckets", testBuckets},
 	}
 	for _, b := range backends() {
 		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}, {batched: true}, {pipelined: true, batched: true}} {

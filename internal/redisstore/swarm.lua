@@ -1,0 +1,293 @@
+-- A swarm's peers, shared by announce.lua and apply.lua: the store puts
+-- this file in front of each (see store.go), so that the layout has one
+-- author in Lua.
+--
+-- A swarm of fewer than BUCKET members is one sorted set, M. A larger one
+-- is split by a hash of the member into b buckets, b a power of two,
+-- bucket i being M .. i (keys.go names them too), and M is not there: a
+-- swarm that has M is one set, with no further read. A set is split when
+-- it reaches BUCKET members, so none holds more, and each stays
+-- in Redis's compact encoding (listpack, up to zset-max-listpack-entries
+-- members, 128 by default), which costs about a quarter of the memory of
+-- the general encoding. A bucketed swarm has a hash N:
+--   b        number of buckets
+--   S, L, P  members held of each class (seeders, leechers, partial seeds)
+--   lo       a lower bound of the oldest member's last seen (unix ms)
+-- While lo is after the cutoff no member has expired, so S, L and P are the
+-- live counts, exact, without a read of the buckets; writers keep them as
+-- they add, move and remove members. Once lo is not after the cutoff, the
+-- first writer trims every bucket, counts them again and sets lo to the
+-- oldest member left (rebuild): in a steady swarm about once per peer
+-- lifetime. A rebuild that leaves BUCKET / 2 members or fewer puts the
+-- swarm back into one set; a bucket that reaches BUCKET doubles b (up to
+-- MAXB buckets, a swarm of about 100,000 peers; past that buckets grow).
+local B = 4398046511104
+local BUCKET = 128
+local MAXB = 1024
+-- Per class, in band order: letter, band start, live band end (exclusive).
+local BANDS = {
+  { 'L', '0', '(4398046511104' },
+  { 'P', '4398046511104', '(8796093022208' },
+  { 'S', '8796093022208', '(13194139533312' },
+}
+
+-- class returns the class letter and the time of score sc.
+local function class(sc)
+  sc = tonumber(sc)
+  if sc >= 2 * B then
+    return 'S', sc - 2 * B
+  elseif sc >= B then
+    return 'P', sc - B
+  end
+  return 'L', sc
+end
+
+-- hash spreads members over buckets: a polynomial of the member's bytes
+-- (at most its first 18, the address and port) modulo a prime.
+local function hash(m)
+  local h = 0
+  for i = 1, math.min(#m, 18) do
+    h = (h * 251 + string.byte(m, i)) % 65521
+  end
+  return h
+end
+
+-- metaKey is the name of the buckets hash of the swarm of peers key M.
+local function metaKey(M)
+  return string.sub(M, 1, -2) .. 'n'
+end
+
+local function bucketKey(sw, i)
+  return sw.M .. i
+end
+
+-- where is the key of the set that holds (or would hold) member m.
+local function where(sw, m)
+  if not sw.b then
+    return sw.M
+  end
+  return bucketKey(sw, hash(m) % sw.b)
+end
+
+-- firstSeen returns the oldest last-seen time of key's members of a band,
+-- or nil.
+local function firstSeen(key, band)
+  local r = redis.call('ZRANGE', key, band[2], band[3], 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+  if #r == 0 then
+    return nil
+  end
+  local _, t = class(r[2])
+  return t
+end
+
+-- tally counts the members of key by class into sw and lowers sw.lo to its
+-- oldest.
+local function tally(sw, key)
+  for c = 1, 3 do
+    local band = BANDS[c]
+    local n = redis.call('ZCOUNT', key, band[2], band[3])
+    if n > 0 then
+      sw[band[1]] = sw[band[1]] + n
+      local t = firstSeen(key, band)
+      if not sw.lo or t < sw.lo then
+        sw.lo = t
+      end
+    end
+  end
+end
+
+local function saveCounts(sw)
+  redis.call('HSET', sw.N, 'b', sw.b, 'S', sw.S, 'L', sw.L, 'P', sw.P, 'lo', sw.lo)
+end
+
+-- split doubles the buckets: each member moves to the bucket of its hash
+-- modulo the new number, i or i + b. Each bucket is written anew, as
+-- Redis does not give a set that once left the compact encoding its
+-- compact encoding back when it shrinks. Buckets live ttl seconds.
+local function split(sw, ttl)
+  local b = sw.b
+  for i = 0, b - 1 do
+    local key = bucketKey(sw, i)
+    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local keep, move = {}, {}
+    for j = 1, #all, 2 do
+      local to = keep
+      if hash(all[j]) % (2 * b) ~= i then
+        to = move
+      end
+      to[#to + 1] = all[j + 1]
+      to[#to + 1] = all[j]
+    end
+    redis.call('DEL', key)
+    for _, part in ipairs({ { key, keep }, { bucketKey(sw, i + b), move } }) do
+      if #part[2] > 0 then
+        redis.call('ZADD', part[1], unpack(part[2]))
+        redis.call('EXPIRE', part[1], ttl)
+      end
+    end
+  end
+  sw.b = 2 * b
+  redis.call('HSET', sw.N, 'b', sw.b)
+end
+
+-- bucketize turns a one-set swarm of live members only into buckets:
+-- the set becomes bucket 0 of 1, then splits.
+local function bucketize(sw, ttl)
+  sw.N = metaKey(sw.M)
+  sw.b, sw.S, sw.L, sw.P, sw.lo = 1, 0, 0, 0, nil
+  tally(sw, sw.M)
+  redis.call('RENAME', sw.M, bucketKey(sw, 0))
+  saveCounts(sw)
+  redis.call('EXPIRE', sw.N, ttl)
+  split(sw, ttl)
+end
+
+-- rebuild trims every bucket of the expired (gone: per band, the range of
+-- expired scores), counts again, and puts a swarm left small back into
+-- one set, which then lives ttl seconds; a swarm left empty has no keys.
+local function rebuild(sw, gone, ttl)
+  sw.S, sw.L, sw.P, sw.lo = 0, 0, 0, nil
+  for i = 0, sw.b - 1 do
+    local key = bucketKey(sw, i)
+    for c = 1, 3 do
+      redis.call('ZREMRANGEBYSCORE', key, gone[c][1], gone[c][2])
+    end
+    tally(sw, key)
+  end
+  local total = sw.S + sw.L + sw.P
+  if total > BUCKET / 2 then
+    saveCounts(sw)
+    return
+  end
+  for i = 0, sw.b - 1 do
+    local key = bucketKey(sw, i)
+    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    if #all > 0 then
+      local add = {}
+      for j = 1, #all, 2 do
+        add[#add + 1] = all[j + 1]
+        add[#add + 1] = all[j]
+      end
+      redis.call('ZADD', sw.M, unpack(add))
+      redis.call('DEL', key)
+    end
+  end
+  redis.call('EXPIRE', sw.M, ttl)
+  redis.call('DEL', sw.N)
+  sw.b, sw.card = nil, total
+end
+
+-- open reads the swarm of peers key M (its name ends in "m", its buckets
+-- hash's in "n": keys.go): a one-set swarm (sw.b nil) of sw.card members,
+-- or a bucketed one whose counts are live (rebuilt when lo is not after
+-- cutoff; see rebuild for gone and ttl). The buckets hash's name is not
+-- passed in, so that an announce to a one-set swarm, the common case,
+-- costs no more for it.
+local function open(M, cutoff, gone, ttl)
+  local sw = { M = M, card = redis.call('ZCARD', M) }
+  if sw.card > 0 then
+    return sw
+  end
+  sw.N = metaKey(M)
+  local v = redis.call('HMGET', sw.N, 'b', 'S', 'L', 'P', 'lo')
+  if v[1] then
+    sw.b, sw.S, sw.L, sw.P, sw.lo = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+    if not sw.lo or sw.lo <= cutoff then
+      rebuild(sw, gone, ttl)
+    end
+  end
+  return sw
+end
+
+-- moved updates a bucketed swarm's counts for a member that went from
+-- score old (false: absent) to score new (nil: removed), and lo for a
+-- member older than it.
+local function moved(sw, old, new)
+  local oc, nc
+  if old then
+    oc = class(old)
+  end
+  if new then
+    local t
+    nc, t = class(new)
+    if t < sw.lo then
+      sw.lo = t
+      redis.call('HSET', sw.N, 'lo', t)
+    end
+  end
+  if oc == nc then
+    return
+  end
+  if oc then
+    sw[oc] = sw[oc] - 1
+    redis.call('HINCRBY', sw.N, oc, '-1')
+  end
+  if nc then
+    sw[nc] = sw[nc] + 1
+    redis.call('HINCRBY', sw.N, nc, '1')
+  end
+end
+
+-- grow makes buckets of a one-set swarm that holds card members, when
+-- BUCKET of them are live (see rebuild for gone and ttl): a set is split
+-- before it could grow past BUCKET.
+local function grow(sw, card, gone, ttl)
+  if card < BUCKET then
+    return
+  end
+  for c = 1, 3 do
+    redis.call('ZREMRANGEBYSCORE', sw.M, gone[c][1], gone[c][2])
+  end
+  if redis.call('ZCARD', sw.M) >= BUCKET then
+    bucketize(sw, ttl)
+  end
+end
+
+-- put writes member m with score sc into the set key of the swarm (old:
+-- its score there, false if absent), keeps a bucketed swarm's counts, and
+-- splits a set that grew too large. Returns 1 for a new member.
+local function put(sw, key, m, sc, old, ttl)
+  local new = redis.call('ZADD', key, sc, m)
+  if not sw.b then
+    return new
+  end
+  moved(sw, old, sc)
+  redis.call('EXPIRE', key, ttl)
+  if new == 1 and sw.b < MAXB and redis.call('ZCARD', key) >= BUCKET then
+    split(sw, ttl)
+  end
+  return new
+end
+
+-- sampleBuckets reads up to k live members of class c (a BANDS entry)
+-- from a bucketed swarm that holds n of them, into add: from a random
+-- bucket (r) at a random offset, then on through the next buckets,
+-- wrapping around, so that each member is about as likely as any other
+-- to be read (buckets differ in size only by the spread of the hash).
+local function sampleBuckets(sw, band, n, k, r, add)
+  if n <= 0 or k <= 0 then
+    return
+  end
+  if k > n then
+    k = n
+  end
+  local b = sw.b
+  local first = r % b
+  local off = math.floor(r / b) % math.max(1, math.floor(n / b))
+  for j = 0, b do
+    local limit = k
+    if j == b then
+      -- Back at the first bucket: the members skipped by the offset.
+      limit = math.min(k, off)
+    end
+    if limit <= 0 then
+      return
+    end
+    local got = redis.call('ZRANGE', bucketKey(sw, (first + j) % b), band[2], band[3], 'BYSCORE', 'LIMIT', j == 0 and off or 0, limit)
+    add(got)
+    k = k - #got
+    if k <= 0 then
+      return
+    end
+  end
+end

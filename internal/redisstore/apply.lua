@@ -45,7 +45,10 @@ end
 local a = 8
 for k = 1, #KEYS, 3 do
   local M, C, X = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  local sw = open(M, cutoff, GONE, ttl)
+  -- The swarm is opened at its first change that is not a peer found in
+  -- M (a swarm that has M is one set): a relayed re-announce, the
+  -- common case, costs no read of the layout.
+  local sw = nil
   local top = 0
   local n = tonumber(ARGV[a])
   a = a + 1
@@ -54,9 +57,20 @@ for k = 1, #KEYS, 3 do
     local seen = tonumber(score) - BAND[op]
     if seen > cutoff then
       -- Where the peer is now: its class and time.
-      local key = where(sw, m)
+      local key, sc = M, false
+      if sw and sw.b then
+        key = where(sw, m)
+      end
+      sc = redis.call('ZSCORE', key, m)
+      if not sc and not sw then
+        sw = open(M, cutoff, GONE, ttl)
+        if sw.b then
+          key = where(sw, m)
+          sc = redis.call('ZSCORE', key, m)
+        end
+      end
+      sw = sw or { M = M }
       local cur, held = 0, nil
-      local sc = redis.call('ZSCORE', key, m)
       if sc then
         held, cur = class(sc)
       end
@@ -106,7 +120,7 @@ for k = 1, #KEYS, 3 do
   end
   a = a + 3 * n
   -- A bucket written lives ttl (put), and so does the buckets hash.
-  if sw.b and top > 0 then
+  if sw and sw.b and top > 0 then
     redis.call('EXPIRE', sw.N, ttl)
   end
 end

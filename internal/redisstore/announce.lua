@@ -86,8 +86,9 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   -- and the set's TTL is its youngest member's expiry, so a set of
   -- expired members only is gone. No sweeps. A bucketed swarm holds
   -- live members only once opened (see swarm.lua).
-  local sw = open(M, cutoff, GONE, ttl)
-  local card = sw.card
+  local card = redis.call('ZCARD', M)
+  local sw = open(M, card, cutoff, GONE, ttl)
+  card = sw.card
 
   -- At the node's cap on new swarms, a swarm with no live peer is not
   -- started. Checked only then.
@@ -161,7 +162,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
       if new == 1 and card > SMALL then
         trim(M)
         card = redis.call('ZCARD', M)
-        grow(sw, card, GONE, ttl)
+        card = grow(sw, card, GONE, ttl)
       end
       if sw.b then
         redis.call('EXPIRE', sw.N, ttl)

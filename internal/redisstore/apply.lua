@@ -63,7 +63,7 @@ for k = 1, #KEYS, 3 do
       end
       sc = redis.call('ZSCORE', key, m)
       if not sc and not sw then
-        sw = open(M, cutoff, GONE, ttl)
+        sw = open(M, redis.call('ZCARD', M), cutoff, GONE, ttl)
         if sw.b then
           key = where(sw, m)
           sc = redis.call('ZSCORE', key, m)
@@ -105,7 +105,13 @@ for k = 1, #KEYS, 3 do
           -- One ZADD moves a peer that changed class too.
           local new = put(sw, key, m, score, sc, ttl)
           if new == 1 and not sw.b then
-            grow(sw, redis.call('ZCARD', M), GONE, ttl)
+            -- The set's size is read once a call, then counted.
+            if sw.card then
+              sw.card = sw.card + 1
+            else
+              sw.card = redis.call('ZCARD', M)
+            end
+            sw.card = grow(sw, sw.card, GONE, ttl)
           end
           swarms[key] = sw
           wrote(key, seen)

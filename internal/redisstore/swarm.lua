@@ -178,14 +178,15 @@ local function rebuild(sw, gone, ttl)
 end
 
 -- open reads the swarm of peers key M (its name ends in "m", its buckets
--- hash's in "n": keys.go): a one-set swarm (sw.b nil) of sw.card members,
--- or a bucketed one whose counts are live (rebuilt when lo is not after
--- cutoff; see rebuild for gone and ttl). The buckets hash's name is not
--- passed in, so that an announce to a one-set swarm, the common case,
--- costs no more for it.
-local function open(M, cutoff, gone, ttl)
-  local sw = { M = M, card = redis.call('ZCARD', M) }
-  if sw.card > 0 then
+-- hash's in "n": keys.go): a one-set swarm (sw.b nil) or a bucketed one
+-- whose counts are live (rebuilt when lo is not after cutoff; see rebuild
+-- for gone and ttl). card is M's number of members when the caller read
+-- it (a swarm that has M is one set, with no further read), or nil. The
+-- buckets hash's name is not passed in, so that an announce to a one-set
+-- swarm, the common case, costs no more for it.
+local function open(M, card, cutoff, gone, ttl)
+  local sw = { M = M, card = card }
+  if card and card > 0 then
     return sw
   end
   sw.N = metaKey(M)
@@ -230,17 +231,21 @@ end
 
 -- grow makes buckets of a one-set swarm that holds card members, when
 -- BUCKET of them are live (see rebuild for gone and ttl): a set is split
--- before it could grow past BUCKET.
+-- before it could grow past BUCKET. Returns the members the set holds
+-- (0 once in buckets).
 local function grow(sw, card, gone, ttl)
   if card < BUCKET then
-    return
+    return card
   end
   for c = 1, 3 do
     redis.call('ZREMRANGEBYSCORE', sw.M, gone[c][1], gone[c][2])
   end
-  if redis.call('ZCARD', sw.M) >= BUCKET then
-    bucketize(sw, ttl)
+  card = redis.call('ZCARD', sw.M)
+  if card < BUCKET then
+    return card
   end
+  bucketize(sw, ttl)
+  return 0
 end
 
 -- put writes member m with score sc into the set key of the swarm (old:

@@ -397,10 +397,10 @@ func BenchmarkClusterAnnounce(b *testing.B) {
 
 // BenchmarkLargeSwarms: 100 torrents of 1,000 peers (half seeders),
 // re-announces with numwant 50, on a Redis with its default listpack
-// threshold for sorted sets (128: a swarm's sets leave the compact
-// encoding) and with zset-max-listpack-entries 1024, as the compose files
-// and the README set it. Reports Redis memory per peer and the script's
-// time per announce.
+// threshold for sorted sets (128) and with zset-max-listpack-entries 1024,
+// as the compose files set it: swarms are in buckets of at most 128 either
+// way (swarm.lua). Reports Redis memory per peer and the script's time per
+// announce.
 func BenchmarkLargeSwarms(b *testing.B) {
 	for _, lp := range []int{128, 1024} {
 		b.Run(fmt.Sprintf("listpack=%d", lp), func(b *testing.B) {

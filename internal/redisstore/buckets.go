@@ -28,7 +28,10 @@ func bucketsMeta(ctx context.Context, pipe redis.Pipeliner, k SwarmKeys) *redis.
 // parseMeta reads a buckets hash: its number of buckets (0: the swarm is
 // one set) and, when no member can have expired by cutoff, its counts.
 func parseMeta(vals []any, cutoff int64) (buckets int, counts *swarmCount, err error) {
-	if len(vals) != 5 || vals[0] == nil {
+	if len(vals) != 5 {
+		return 0, nil, fmt.Errorf("buckets hash: %d fields read, want 5", len(vals))
+	}
+	if vals[0] == nil {
 		return 0, nil, nil
 	}
 	var n [5]int64

@@ -286,3 +286,30 @@ func TestRelayBuckets(t *testing.T) {
 		t.Fatalf("after a relayed stop: %+v, %v; want 374 leechers", sc, err)
 	}
 }
+
+// TestParseMeta: a buckets hash is read only as the scripts write it; any
+// other content is an error, never a count.
+func TestParseMeta(t *testing.T) {
+	const cutoff = 1000
+	for _, tc := range []struct {
+		name    string
+		vals    []any
+		buckets int
+		counts  *swarmCount
+		err     bool
+	}{
+		{"no hash: one set", []any{nil, nil, nil, nil, nil}, 0, nil, false},
+		{"live counts", []any{"8", "3", "4", "1", "1001"}, 8, &swarmCount{seeders: 3, leechers: 4, partial: 1}, false},
+		{"lo passed: count the buckets", []any{"8", "3", "4", "1", "1000"}, 8, nil, false},
+		{"a field missing", []any{"8", "3", nil, "1", "1001"}, 0, nil, true},
+		{"not a number", []any{"8", "x", "4", "1", "1001"}, 0, nil, true},
+		{"no buckets", []any{"0", "3", "4", "1", "1001"}, 0, nil, true},
+		{"too many buckets", []any{"1025", "3", "4", "1", "1001"}, 0, nil, true},
+		{"short reply", []any{"8"}, 0, nil, true},
+	} {
+		n, c, err := parseMeta(tc.vals, cutoff)
+		if (err != nil) != tc.err || n != tc.buckets || (c == nil) != (tc.counts == nil) || c != nil && *c != *tc.counts {
+			t.Errorf("%s: %d buckets, counts %+v, error %v", tc.name, n, c, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 // Package redisstore keeps a tracker node's swarms in Redis: one sorted set
-// per swarm, member = the peer's binary form, score = its class's band plus
-// when it was last seen (see PeerScore), and a completed counter. Every
+// per swarm (past 128 peers, buckets of them: swarm.lua), member = the
+// peer's binary form, score = its class's band plus when it was last seen
+// (see PeerScore), and a completed counter. Every
 // announce is one atomic server-side script, so counts are exact under any
 // number of concurrent writers, and one round trip. Ghost peers expire by
 // score (filtered by every read, trimmed when a peer joins a large swarm or

@@ -275,10 +275,11 @@ func (r *rig) livePeers() []map[string]map[string]bool {
 	out := make([]map[string]map[string]bool, len(r.nodes))
 	for i, n := range r.nodes {
 		out[i] = map[string]map[string]bool{}
-		iter := r.rdb.Scan(ctx, 0, "tl:{"+n.name+":*}:m", 1000).Iterator()
+		// A swarm's one set (:m) or its buckets (:m0, :m1, ...).
+		iter := r.rdb.Scan(ctx, 0, "tl:{"+n.name+":*}:m*", 1000).Iterator()
 		for iter.Next(ctx) {
 			key := iter.Val()
-			ih := key[len("tl:{"+n.name+":") : len(key)-3]
+			ih := key[len("tl:{"+n.name+":"):strings.LastIndex(key, "}:")]
 			ms, _ := r.rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
 			if out[i][ih] == nil {
 				out[i][ih] = map[string]bool{}

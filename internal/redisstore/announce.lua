@@ -190,7 +190,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
         -- half are stale two probes remove one per new binding on
         -- average, so the hash stays within about twice the swarm's keyed
         -- live peers without ever being walked.
-        local probe = redis.call('HRANDFIELD', K, 2)
+        local probe = redis.call('HRANDFIELD', K, '2')
         for i = 1, #probe do
           if probe[i] ~= m and not live(sw, probe[i]) then
             redis.call('HDEL', K, probe[i])
@@ -262,7 +262,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
       if card > total then
         trim(M)
       end
-      add(redis.call('ZRANGE', M, 0, -1))
+      add(redis.call('ZRANGE', M, '0', '-1'))
     elseif nL > 0 then
       add(redis.call('ZRANGE', M, LIVE.L[1], LIVE.L[2], 'BYSCORE'))
     end
@@ -288,9 +288,9 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
       w = n
     end
     local off = r % n
-    add(redis.call('ZRANGE', M, first + off, first + math.min(off + w, n) - 1))
+    add(redis.call('ZRANGE', M, num(first + off), num(first + math.min(off + w, n) - 1)))
     if off + w > n then
-      add(redis.call('ZRANGE', M, first, first + off + w - n - 1))
+      add(redis.call('ZRANGE', M, num(first), num(first + off + w - n - 1)))
     end
   end
   if op ~= 'L' then
@@ -303,9 +303,9 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   if kP > 0 then
     -- Partial seeds by score, as their ranks are not known.
     local off = math.floor(rnd / 65536) % nP
-    add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', off, kP))
+    add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', num(off), num(kP)))
     if off + kP > nP then
-      add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', 0, off + kP - nP))
+      add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', '0', num(off + kP - nP)))
     end
   end
 end

@@ -31,6 +31,20 @@ local BANDS = {
   { 'S', '8796093022208', '(13194139533312' },
 }
 
+-- num returns integer n as a string. A number passed to redis.call is
+-- turned into a string on every call, at about the cost of a cheap
+-- command; here each is made once a script call (a batch's announces ask
+-- for the same few offsets, counts and bucket numbers).
+local NUMS = {}
+local function num(n)
+  local s = NUMS[n]
+  if not s then
+    s = tostring(n)
+    NUMS[n] = s
+  end
+  return s
+end
+
 -- class returns the class letter and the time of score sc.
 local function class(sc)
   sc = tonumber(sc)
@@ -58,7 +72,7 @@ local function metaKey(M)
 end
 
 local function bucketKey(sw, i)
-  return sw.M .. i
+  return sw.M .. num(i)
 end
 
 -- where is the key of the set that holds (or would hold) member m.
@@ -72,7 +86,7 @@ end
 -- firstSeen returns the oldest last-seen time of key's members of a band,
 -- or nil.
 local function firstSeen(key, band)
-  local r = redis.call('ZRANGE', key, band[2], band[3], 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+  local r = redis.call('ZRANGE', key, band[2], band[3], 'BYSCORE', 'LIMIT', '0', '1', 'WITHSCORES')
   if #r == 0 then
     return nil
   end
@@ -108,7 +122,7 @@ local function split(sw, ttl)
   local b = sw.b
   for i = 0, b - 1 do
     local key = bucketKey(sw, i)
-    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local all = redis.call('ZRANGE', key, '0', '-1', 'WITHSCORES')
     local keep, move = {}, {}
     for j = 1, #all, 2 do
       local to = keep
@@ -161,7 +175,7 @@ local function rebuild(sw, gone, ttl)
   end
   for i = 0, sw.b - 1 do
     local key = bucketKey(sw, i)
-    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local all = redis.call('ZRANGE', key, '0', '-1', 'WITHSCORES')
     if #all > 0 then
       local add = {}
       for j = 1, #all, 2 do
@@ -288,7 +302,7 @@ local function sampleBuckets(sw, band, n, k, r, add)
     if limit <= 0 then
       return
     end
-    local got = redis.call('ZRANGE', bucketKey(sw, (first + j) % b), band[2], band[3], 'BYSCORE', 'LIMIT', j == 0 and off or 0, limit)
+    local got = redis.call('ZRANGE', bucketKey(sw, (first + j) % b), band[2], band[3], 'BYSCORE', 'LIMIT', num(j == 0 and off or 0), num(limit))
     add(got)
     k = k - #got
     if k <= 0 then

@@ -155,20 +155,18 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     end
     -- One ZADD moves a peer that changed class too: it updates the score.
     new = put(sw, key, m, score, old, ttl)
-    if sw.b then
-      redis.call('EXPIRE', sw.N, ttl)
-    else
+    if not sw.b then
       card = card + new
       if new == 1 and card > SMALL then
         trim(M)
-        card = redis.call('ZCARD', M)
-        card = grow(sw, card, GONE, ttl)
+        card = grow(sw, redis.call('ZCARD', M), GONE, ttl)
       end
-      if sw.b then
-        redis.call('EXPIRE', sw.N, ttl)
-      else
-        redis.call('EXPIRE', M, ttl)
-      end
+    end
+    -- The set, or the buckets hash (a bucket got its TTL in put).
+    if sw.b then
+      redis.call('EXPIRE', sw.N, ttl)
+    else
+      redis.call('EXPIRE', M, ttl)
     end
     if op == 'S' then
       if completed == '1' and not was then

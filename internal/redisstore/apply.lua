@@ -25,11 +25,12 @@
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local BAND = { L = 0, P = B, S = 2 * B, C = 2 * B, X = 0 }
 local GONE = { { '0', ARGV[5] }, { '4398046511104', ARGV[6] }, { '8796093022208', ARGV[7] } }
--- Sets made by a split or a merge live the peer lifetime.
+-- Buckets written, and sets made by a split or a merge, live the peer
+-- lifetime.
 local ttl = num(math.floor(life / 1000) + 1)
 local applied = 0
 -- The newest change written per key: sets of peers (their swarm in
--- swarms), tombstones, and buckets hashes.
+-- swarms) and tombstones (in tombs).
 local newest = {}
 local swarms = {}
 local tombs = {}

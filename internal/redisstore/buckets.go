@@ -20,13 +20,9 @@ import (
 // one the scripts wrote.
 const maxBuckets = 1024
 
-// bucketsMeta is a swarm's buckets hash as HMGET reads it: b, S, L, P, lo.
-func bucketsMeta(ctx context.Context, pipe redis.Pipeliner, k SwarmKeys) *redis.SliceCmd {
-	return pipe.HMGet(ctx, k.Buckets, "b", "S", "L", "P", "lo")
-}
-
-// parseMeta reads a buckets hash: its number of buckets (0: the swarm is
-// one set) and, when no member can have expired by cutoff, its counts.
+// parseMeta reads a buckets hash (HMGET of b, S, L, P, lo): its number of
+// buckets (0: the swarm is one set) and, when no member can have expired
+// by cutoff, its counts.
 func parseMeta(vals []any, cutoff int64) (buckets int, counts *swarmCount, err error) {
 	if len(vals) != 5 {
 		return 0, nil, fmt.Errorf("buckets hash: %d fields read, want 5", len(vals))
@@ -77,7 +73,7 @@ func countSwarms(ctx context.Context, rdb redis.UniversalClient, keys []SwarmKey
 			s:    zcount(ctx, pipe, k.Peers, bittorrent.OpSeeder, cutoff),
 			l:    zcount(ctx, pipe, k.Peers, bittorrent.OpLeecher, cutoff),
 			p:    zcount(ctx, pipe, k.Peers, bittorrent.OpPartial, cutoff),
-			meta: bucketsMeta(ctx, pipe, k),
+			meta: pipe.HMGet(ctx, k.Buckets, "b", "S", "L", "P", "lo"),
 		}
 	}
 	if more != nil {
@@ -155,18 +151,19 @@ func readSwarmPeers(ctx context.Context, rdb redis.UniversalClient, keys []Swarm
 	for i, k := range keys {
 		zs, err := sets[i].Result()
 		n, err2 := metas[i].Int()
-		if errors.Is(err2, redis.Nil) {
-			n, err2 = 1, nil // one set
+		bucketed := err2 == nil
+		switch {
+		case errors.Is(err2, redis.Nil):
+			err2 = nil // one set
+		case bucketed && (n < 1 || n > maxBuckets):
+			err2 = fmt.Errorf("buckets hash: %d buckets", n)
 		}
-		if err == nil && err2 == nil && (n < 1 || n > maxBuckets) {
-			err = fmt.Errorf("buckets hash: %d buckets", n)
-		}
-		if err = errors.Join(err, err2); err != nil {
+		if err = cmp.Or(err, err2); err != nil {
 			errs[i] = err
 			continue
 		}
 		out[i] = zs
-		if errors.Is(metas[i].Err(), redis.Nil) {
+		if !bucketed {
 			continue
 		}
 		for b := range n {

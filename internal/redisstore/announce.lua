@@ -158,8 +158,13 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     if not sw.b then
       card = card + new
       if new == 1 and card > SMALL then
+        -- A join trims; a set that still reaches BUCKET is split.
         trim(M)
-        card = grow(sw, redis.call('ZCARD', M), GONE, ttl)
+        card = redis.call('ZCARD', M)
+        if card >= BUCKET then
+          bucketize(sw, ttl)
+          card = 0
+        end
       end
     end
     -- The set, or the buckets hash (a bucket got its TTL in put).

@@ -18,20 +18,17 @@ import (
 func layout(t *testing.T, rdb redis.UniversalClient, k SwarmKeys) (int, map[string]float64) {
 	t.Helper()
 	ctx := context.Background()
-	n := 1
+	keys := []string{k.Peers}
+	n := 0
 	b, err := rdb.HGet(ctx, k.Buckets, "b").Result()
 	switch {
-	case err == redis.Nil:
+	case err == redis.Nil: // one set
 	case err != nil:
 		t.Fatal(err)
 	default:
 		if n, err = strconv.Atoi(b); err != nil {
 			t.Fatalf("buckets hash: b = %q", b)
 		}
-	}
-	all := map[string]float64{}
-	keys := []string{k.Peers}
-	if err != redis.Nil {
 		keys = keys[:0]
 		for i := range n {
 			keys = append(keys, k.Bucket(i))
@@ -40,6 +37,7 @@ func layout(t *testing.T, rdb redis.UniversalClient, k SwarmKeys) (int, map[stri
 			t.Fatal("a swarm in buckets has a one-set key too")
 		}
 	}
+	all := map[string]float64{}
 	for i, key := range keys {
 		zs, err := rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
 		if err != nil {
@@ -59,9 +57,6 @@ func layout(t *testing.T, rdb redis.UniversalClient, k SwarmKeys) (int, map[stri
 			}
 			all[m] = z.Score
 		}
-	}
-	if err == redis.Nil {
-		n = 0
 	}
 	return n, all
 }

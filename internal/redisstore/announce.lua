@@ -34,11 +34,13 @@
 -- Reply: per announce: seeders, leechers (partial seeds included), flags
 --        (+1 a completion was counted, +2 the announce started a new
 --        swarm; -1 refused: a new swarm and create "0"; -2 refused: the
---        peer is live and bound to another key), n, then n arrays of
---        candidate members, each a range read as Redis gave it: they may
---        hold the announcing peer and, for a one-family answer, members
---        of the other family, which the node skips. Members are never
---        copied one by one in Lua: each costs more here than in the node.
+--        peer is live and bound to another key), n, then n ranges of
+--        candidate members, each an array as Redis read it or, when every
+--        member of it is an IPv4 member without id (6 bytes), one string
+--        of them end to end: they may hold the announcing peer and, for a
+--        one-family answer, members of the other family, which the node
+--        skips. Members are never copied one by one in Lua: each costs
+--        more here than in the node.
 local ttl, cttl, cutoff = ARGV[1], ARGV[2], tonumber(ARGV[3])
 -- Per class: live range (lower bound from the node, band end).
 local LIVE = { L = { ARGV[4], '(4398046511104' }, P = { ARGV[5], '(8796093022208' }, S = { ARGV[6], '(13194139533312' } }
@@ -46,6 +48,9 @@ local GONE = { { '0', ARGV[7] }, { '4398046511104', ARGV[8] }, { '8796093022208'
 -- A swarm of at most SMALL members is answered whole (the node picks
 -- numwant of them at random); a larger one is sampled.
 local SMALL = 32
+-- The length of an IPv4 member without its peer id (bittorrent.PeerLen4).
+local V4 = 6
+local concat = table.concat
 local out = {}
 
 -- refuse answers an announce the script does not carry out.
@@ -230,7 +235,17 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     return
   end
   local function add(r)
-    if #r > 0 then
+    local n = #r
+    if n > 0 then
+      -- A range of IPv4 members without ids only (the common case: 6 is
+      -- the shortest member, so a sum of 6 a member means every one is 6)
+      -- goes back as one string of them end to end: a member given back
+      -- from Lua costs Redis more than it costs Lua to join them, and
+      -- the node reads one string instead of n.
+      local s = concat(r)
+      if #s == V4 * n then
+        r = s
+      end
       out[#out + 1] = r
       out[at] = out[at] + 1
     end

@@ -213,7 +213,7 @@ type announceCall struct {
 // candidates, or the error of the call that carried it.
 type callResult struct {
 	nS, nL, counted int64
-	cands           []any
+	cands           []string
 	err             error
 }
 
@@ -402,19 +402,40 @@ func splitReply(reply []any, res []callResult) error {
 	return nil
 }
 
-// joinRanges returns the candidates of an announce's ranges as one slice
-// (the one range itself when there is one, the common case).
-func joinRanges(ranges []any) ([]any, error) {
-	var all []any
+// joinRanges returns the candidates of an announce's ranges as one slice.
+// A range is an array of members, or one string of IPv4 members without
+// ids end to end (see announce.lua), which is cut without a copy.
+func joinRanges(ranges []any) ([]string, error) {
+	n := 0
+	for _, r := range ranges {
+		switch r := r.(type) {
+		case string:
+			n += len(r) / bittorrent.PeerLen4
+		case []any:
+			n += len(r)
+		}
+	}
+	all := make([]string, 0, n)
 	for i, r := range ranges {
-		members, ok := r.([]any)
-		if !ok {
+		switch r := r.(type) {
+		case string:
+			if len(r)%bittorrent.PeerLen4 != 0 {
+				return nil, fmt.Errorf("range %d is a string of %d bytes", i, len(r))
+			}
+			for j := 0; j < len(r); j += bittorrent.PeerLen4 {
+				all = append(all, r[j:j+bittorrent.PeerLen4])
+			}
+		case []any:
+			for _, m := range r {
+				s, ok := m.(string)
+				if !ok {
+					return nil, fmt.Errorf("range %d holds a %T", i, m)
+				}
+				all = append(all, s)
+			}
+		default:
 			return nil, fmt.Errorf("range %d is a %T", i, r)
 		}
-		if len(ranges) == 1 {
-			return members, nil
-		}
-		all = append(all, members...)
 	}
 	return all, nil
 }
@@ -518,8 +539,8 @@ func decodeAnnounce(r callResult, self string, fam bittorrent.Family, numWant in
 	for i := 0; i < len(cands) && len(peers) < numWant; i++ {
 		j := i + rand.IntN(len(cands)-i)
 		cands[i], cands[j] = cands[j], cands[i]
-		m, ok := cands[i].(string)
-		if !ok || m == self {
+		m := cands[i]
+		if m == self {
 			continue
 		}
 		p, err := bittorrent.PeerFromBinary(m)

@@ -163,7 +163,7 @@ func usedMemory(b *testing.B, rdb redis.UniversalClient) int64 {
 // costs (used_cpu_user + used_cpu_sys over the run, per announce), sent in
 // batches of 16 as the UDP front end sends them, in 10k swarms of 10 peers
 // (half seeders), numwant 50, for both families (HTTP) and one (UDP); and
-// in 100 swarms of 1,000 (in buckets) for both families. Run beside Redis
+// in 100 swarms of 1,000 (in buckets) likewise. Run beside Redis
 // on one core (taskset), ns/op is what an announce costs the node's store
 // and Redis together.
 func BenchmarkRedisCPUPerAnnounce(b *testing.B) {
@@ -176,6 +176,7 @@ func BenchmarkRedisCPUPerAnnounce(b *testing.B) {
 		{bittorrent.OnlyIPv4, false, 10000, 10},
 		{bittorrent.BothFamilies, true, 10000, 10},
 		{bittorrent.BothFamilies, false, 100, 1000},
+		{bittorrent.OnlyIPv4, false, 100, 1000},
 	} {
 		fam := v.fam
 		b.Run(fmt.Sprintf("swarm=%d/family=%d/keys=%v", v.swarm, fam, v.keys), func(b *testing.B) {

@@ -680,22 +680,33 @@ func testOneFamily(t *testing.T, su suite) {
 		}
 	}
 	// A large swarm is sampled in windows of peers by last seen: here the
-	// families take turns, one announce a millisecond.
-	large := hash("one family large")
-	for i := 0; i < 400; i++ {
-		clk.Add(time.Millisecond)
-		announce(t, s, req(large, peer(i, i%2 == 0), 1, bittorrent.Started), 0)
-	}
-	r := req(large, peer(1000, true), 1, bittorrent.None)
-	r.Family = bittorrent.OnlyIPv6
-	for round := 0; round < 5; round++ {
-		a := announce(t, s, r, 30)
-		if len(a.Peers) != 30 {
-			t.Fatalf("got %d IPv6 peers of 200, want 30", len(a.Peers))
+	// families take turns, one announce a millisecond, in one set (100)
+	// and in buckets (400). An IPv4 answer first reads as many as a
+	// two-family one, and more when that read held IPv6 peers; a swarm of
+	// IPv4 peers only answers from the first read.
+	for _, size := range []int{100, 400} {
+		mixed, v4 := hash(fmt.Sprint("one family mixed ", size)), hash(fmt.Sprint("one family v4 ", size))
+		for i := 0; i < size; i++ {
+			clk.Add(time.Millisecond)
+			announce(t, s, req(mixed, peer(i, i%2 == 0), 1, bittorrent.Started), 0)
+			announce(t, s, req(v4, peer(i, false), 1, bittorrent.Started), 0)
 		}
-		for _, p := range a.Peers {
-			if !p.Is6() {
-				t.Fatalf("IPv4 peer %v in an IPv6-only answer", p.Addr)
+		for _, c := range []struct {
+			ih  bittorrent.InfoHash
+			fam bittorrent.Family
+		}{{mixed, bittorrent.OnlyIPv6}, {mixed, bittorrent.OnlyIPv4}, {v4, bittorrent.OnlyIPv4}} {
+			r := req(c.ih, peer(1000, c.fam == bittorrent.OnlyIPv6), 1, bittorrent.None)
+			r.Family = c.fam
+			for round := 0; round < 5; round++ {
+				a := announce(t, s, r, 30)
+				if len(a.Peers) != 30 {
+					t.Fatalf("swarm of %d, family %d: got %d peers, want 30", size, c.fam, len(a.Peers))
+				}
+				for _, p := range a.Peers {
+					if !c.fam.Carries(p) || p == r.Peer {
+						t.Fatalf("swarm of %d, family %d: gave %v", size, c.fam, p.Addr)
+					}
+				}
 			}
 		}
 	}

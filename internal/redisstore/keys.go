@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
@@ -53,12 +54,29 @@ func (s SwarmKeys) Bucket(i int) string {
 	return s.Peers + strconv.Itoa(i)
 }
 
-// Swarm returns the keys of the swarm of ih.
+// swarmSuffixes end a swarm's keys, in the order Swarm lays them out.
+const swarmSuffixes = "mkcxn"
+
+// Swarm returns the keys of the swarm of ih. They are cut from one string
+// (every announce makes them: one allocation instead of six).
 func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
-	var hx [40]byte
+	var hx [2 * len(ih)]byte
 	hex.Encode(hx[:], ih[:])
-	base := k.prefix + ":{" + k.node + ":" + string(hx[:]) + "}:"
-	return SwarmKeys{Peers: base + "m", Keys: base + "k", Completed: base + "c", Stopped: base + "x", Buckets: base + "n"}
+	n := len(k.prefix) + len(":{") + len(k.node) + len(":") + len(hx) + len("}:") + 1
+	var b strings.Builder
+	b.Grow(n * len(swarmSuffixes))
+	for i := range len(swarmSuffixes) {
+		b.WriteString(k.prefix)
+		b.WriteString(":{")
+		b.WriteString(k.node)
+		b.WriteByte(':')
+		b.Write(hx[:])
+		b.WriteString("}:")
+		b.WriteByte(swarmSuffixes[i])
+	}
+	all := b.String()
+	key := func(i int) string { return all[i*n : (i+1)*n] }
+	return SwarmKeys{Peers: key(0), Keys: key(1), Completed: key(2), Stopped: key(3), Buckets: key(4)}
 }
 
 // announceList is the keys of announce.lua, relayList those of apply.lua.

@@ -37,3 +37,25 @@ func TestPeerScore(t *testing.T) {
 		}
 	}
 }
+
+// TestSwarmKeys: a swarm's keys are named as keys.go's table says, each a
+// string of its own even though they are cut from one.
+func TestSwarmKeys(t *testing.T) {
+	ks, err := NewKeyspace("tl", "node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ih bittorrent.InfoHash
+	for i := range ih {
+		ih[i] = byte(0xa0 + i)
+	}
+	const base = "tl:{node-1:a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3}:"
+	got := ks.Swarm(ih)
+	want := SwarmKeys{Peers: base + "m", Keys: base + "k", Completed: base + "c", Stopped: base + "x", Buckets: base + "n"}
+	if got != want {
+		t.Fatalf("keys %+v, want %+v", got, want)
+	}
+	if b := got.Bucket(12); b != base+"m12" {
+		t.Fatalf("bucket 12 is %q", b)
+	}
+}

@@ -83,6 +83,112 @@ local function trim(M)
   end
 end
 
+-- The candidates of the announce being answered: at is the index in out
+-- of its number of ranges, pure whether every range added so far came
+-- back as one string of IPv4 members. (Functions at this level take what
+-- they need as arguments: a function made inside announce would be made
+-- again for every announce, and so would a cell for each local it uses.)
+local at, pure = 0, true
+
+-- add appends range r, unless empty, to the candidates.
+local function add(r)
+  local n = #r
+  if n > 0 then
+    -- A range of IPv4 members without ids only (the common case: 6 is
+    -- the shortest member, so a sum of 6 a member means every one is 6)
+    -- goes back as one string of them end to end: a member given back
+    -- from Lua costs Redis more than it costs Lua to join them, and
+    -- the node reads one string instead of n.
+    local s = concat(r)
+    if #s == V4 * n then
+      r = s
+    else
+      pure = false
+    end
+    out[#out + 1] = r
+    out[at] = out[at] + 1
+  end
+end
+
+-- window adds w of the n members of set M from rank first on, starting
+-- at a random one of them (r) and wrapping around, so that each is as
+-- likely to be given as any other.
+local function window(M, first, n, w, r)
+  if n <= 0 or w <= 0 then
+    return
+  end
+  if w > n then
+    w = n
+  end
+  local off = r % n
+  add(redis.call('ZRANGE', M, num(first + off), num(first + math.min(off + w, n) - 1)))
+  if off + w > n then
+    add(redis.call('ZRANGE', M, num(first), num(first + off + w - n - 1)))
+  end
+end
+
+-- sample adds about k candidates for an announce of class op (r random)
+-- from the swarm sw of set M (card members; nS, nL, nP live seeders,
+-- leechers and partial seeds). A seeder or a partial seed gets
+-- downloaders only (neither wants anything from the other); a leecher
+-- gets every kind. Returns whether the candidates are every one the
+-- announce may be given, and the set's number of members after any trim.
+local function sample(M, sw, card, op, nS, nL, nP, k, r)
+  local total = nS + nL + nP
+  if sw.b then
+    -- Each class's share of k in proportion to its count, as below; a
+    -- bucketed swarm holds live members only.
+    if op ~= 'L' then
+      sampleBuckets(sw, BANDS[1], nL, k, r, add)
+      return nL <= k, card
+    end
+    local kS, kP = math.floor(k * nS / total), math.floor(k * nP / total)
+    sampleBuckets(sw, BANDS[1], nL, k - kS - kP, r, add)
+    sampleBuckets(sw, BANDS[3], nS, kS, math.floor(r / 4096), add)
+    sampleBuckets(sw, BANDS[2], nP, kP, math.floor(r / 65536), add)
+    return false, card
+  end
+  if card <= SMALL or total <= k then
+    -- All of them: a read cannot tell expired members, so they are
+    -- trimmed first when there are any.
+    if op == 'L' then
+      if card > total then
+        trim(M)
+        card = total
+      end
+      add(redis.call('ZRANGE', M, '0', '-1'))
+    elseif nL > 0 then
+      add(redis.call('ZRANGE', M, LIVE.L[1], LIVE.L[2], 'BYSCORE'))
+    end
+    return true, card
+  end
+
+  -- A large swarm: each class is sampled as a window of consecutive
+  -- members (by last seen) from a random rank, a class's share of the
+  -- wanted in proportion to its live count. By rank, live leechers are
+  -- the first nL members once the expired leechers are trimmed, and
+  -- live seeders the last nS; partial seeds (rare) are ranged by score.
+  if card > total then
+    card = card - redis.call('ZREMRANGEBYSCORE', M, GONE[1][1], GONE[1][2])
+  end
+  if op ~= 'L' then
+    window(M, 0, nL, k, r)
+    return nL <= k, card
+  end
+  local kS, kP = math.floor(k * nS / total), math.floor(k * nP / total)
+  window(M, 0, nL, k - kS - kP, r)
+  window(M, card - nS, nS, kS, math.floor(r / 4096))
+  if kP > 0 then
+    -- Partial seeds by score, as their ranks are not known.
+    local off = math.floor(r / 65536) % nP
+    add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', num(off), num(kP)))
+    if off + kP > nP then
+      add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', '0', num(off + kP - nP)))
+    end
+  end
+  return false, card
+end
+
 local function announce(M, C, K, X, score, m, flags, want, bind)
   local op, completed, fam, create = string.sub(flags, 1, 1), string.sub(flags, 2, 2), string.sub(flags, 3, 3), string.sub(flags, 4, 4)
   -- Expired peers leave by score: they are counted and sampled out by
@@ -229,109 +335,12 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     counted = counted + 2
   end
   out[#out + 1] = counted
-  local at = #out + 1
+  at, pure = #out + 1, true
   out[at] = 0
   if want <= 0 or total == 0 then
     return
   end
-  -- pure: every range added so far came back as one string of IPv4
-  -- members.
-  local pure = true
-  local function add(r)
-    local n = #r
-    if n > 0 then
-      -- A range of IPv4 members without ids only (the common case: 6 is
-      -- the shortest member, so a sum of 6 a member means every one is 6)
-      -- goes back as one string of them end to end: a member given back
-      -- from Lua costs Redis more than it costs Lua to join them, and
-      -- the node reads one string instead of n.
-      local s = concat(r)
-      if #s == V4 * n then
-        r = s
-      else
-        pure = false
-      end
-      out[#out + 1] = r
-      out[at] = out[at] + 1
-    end
-  end
-
-  -- A seeder or a partial seed gets downloaders only (neither wants
-  -- anything from the other); a leecher gets every kind.
   local rnd = tonumber(string.sub(flags, 5))
-  -- sample adds about k candidates, and reports whether they are every
-  -- one the announce may be given.
-  local function sample(k)
-    if sw.b then
-      -- Each class's share of k in proportion to its count, as below; a
-      -- bucketed swarm holds live members only.
-      if op ~= 'L' then
-        sampleBuckets(sw, BANDS[1], nL, k, rnd, add)
-        return nL <= k
-      end
-      local kS, kP = math.floor(k * nS / total), math.floor(k * nP / total)
-      sampleBuckets(sw, BANDS[1], nL, k - kS - kP, rnd, add)
-      sampleBuckets(sw, BANDS[3], nS, kS, math.floor(rnd / 4096), add)
-      sampleBuckets(sw, BANDS[2], nP, kP, math.floor(rnd / 65536), add)
-      return false
-    end
-    if card <= SMALL or total <= k then
-      -- All of them: a read cannot tell expired members, so they are
-      -- trimmed first when there are any.
-      if op == 'L' then
-        if card > total then
-          trim(M)
-          card = total
-        end
-        add(redis.call('ZRANGE', M, '0', '-1'))
-      elseif nL > 0 then
-        add(redis.call('ZRANGE', M, LIVE.L[1], LIVE.L[2], 'BYSCORE'))
-      end
-      return true
-    end
-
-    -- A large swarm: each class is sampled as a window of consecutive
-    -- members (by last seen) from a random rank, a class's share of the
-    -- wanted in proportion to its live count. By rank, live leechers are
-    -- the first nL members once the expired leechers are trimmed, and
-    -- live seeders the last nS; partial seeds (rare) are ranged by score.
-    if card > total then
-      card = card - redis.call('ZREMRANGEBYSCORE', M, GONE[1][1], GONE[1][2])
-    end
-    -- window adds w of the n members from rank first on, starting at a
-    -- random one of them and wrapping around, so that each is as likely
-    -- to be given as any other.
-    local function window(first, n, w, r)
-      if n <= 0 or w <= 0 then
-        return
-      end
-      if w > n then
-        w = n
-      end
-      local off = r % n
-      add(redis.call('ZRANGE', M, num(first + off), num(first + math.min(off + w, n) - 1)))
-      if off + w > n then
-        add(redis.call('ZRANGE', M, num(first), num(first + off + w - n - 1)))
-      end
-    end
-    if op ~= 'L' then
-      window(0, nL, k, rnd)
-      return nL <= k
-    end
-    local kS, kP = math.floor(k * nS / total), math.floor(k * nP / total)
-    window(0, nL, k - kS - kP, rnd)
-    window(card - nS, nS, kS, math.floor(rnd / 4096))
-    if kP > 0 then
-      -- Partial seeds by score, as their ranks are not known.
-      local off = math.floor(rnd / 65536) % nP
-      add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', num(off), num(kP)))
-      if off + kP > nP then
-        add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', '0', num(off + kP - nP)))
-      end
-    end
-    return false
-  end
-
   -- The node skips members of the other family for a one-family answer
   -- (UDP), so four times as many are read for it; but an IPv4 answer
   -- first reads as many as a two-family one (numwant and one for the
@@ -341,8 +350,9 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   -- read is dropped and the larger one made.
   local k = want + 1
   if fam == '4' then
-    local n0 = #out
-    if sample(k) or pure then
+    local n0, all = #out, false
+    all, card = sample(M, sw, card, op, nS, nL, nP, k, rnd)
+    if all or pure then
       return
     end
     for i = #out, n0 + 1, -1 do
@@ -353,7 +363,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   if fam ~= '0' then
     k = 4 * k
   end
-  sample(k)
+  sample(M, sw, card, op, nS, nL, nP, k, rnd)
 end
 
 for i = 0, #KEYS / 4 - 1 do

@@ -90,24 +90,28 @@ end
 -- again for every announce, and so would a cell for each local it uses.)
 local at, pure = 0, true
 
--- add appends range r, unless empty, to the candidates.
+-- add appends range r, unless empty, to the candidates: an array of
+-- members, or a string of IPv4 members without ids end to end (a pack's,
+-- swarm.lua).
 local function add(r)
-  local n = #r
-  if n > 0 then
+  if #r == 0 then
+    return
+  end
+  if type(r) == 'table' then
     -- A range of IPv4 members without ids only (the common case: 6 is
     -- the shortest member, so a sum of 6 a member means every one is 6)
     -- goes back as one string of them end to end: a member given back
     -- from Lua costs Redis more than it costs Lua to join them, and
     -- the node reads one string instead of n.
     local s = concat(r)
-    if #s == V4 * n then
+    if #s == V4 * #r then
       r = s
     else
       pure = false
     end
-    out[#out + 1] = r
-    out[at] = out[at] + 1
   end
+  out[#out + 1] = r
+  out[at] = out[at] + 1
 end
 
 -- window adds w of the n members of set M from rank first on, starting
@@ -246,7 +250,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     if redis.call('ZREM', key, m) > 0 then
       card = card - 1
       if sw.b then
-        moved(sw, old, nil)
+        moved(sw, m, old, nil)
       end
       redis.call('ZREMRANGEBYSCORE', X, '-inf', ARGV[3])
       redis.call('ZADD', X, score, m)

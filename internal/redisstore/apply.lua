@@ -90,7 +90,7 @@ for k = 1, #KEYS, 3 do
           applied = applied + 1
           if held then
             redis.call('ZREM', key, m)
-            if sw.b then moved(sw, sc, nil) end
+            if sw.b then moved(sw, m, sc, nil) end
           end
           redis.call('ZADD', X, 'GT', score, m)
           tombs[X] = true

@@ -228,6 +228,106 @@ func testBuckets(t *testing.T, su suite) {
 	}
 }
 
+// testPacks: the samples of a bucketed swarm, read from its packs where
+// every member is 6 bytes (IPv4 without ids) and from its buckets where
+// not (peer ids), follow the swarm through stops, completions and joins:
+// a seeder is given every live leecher and nothing else, in time.
+func testPacks(t *testing.T, su suite) {
+	s, clk := newStore(t, su, time.Minute)
+	ctx := context.Background()
+	ih := hash("packs")
+	k := s.ks.Swarm(ih)
+	// 400 IPv4 peers, every fourth a seeder.
+	seeder, live := map[int]bool{}, map[int]bool{}
+	join := func(i int, left uint64) {
+		clk.Add(time.Millisecond)
+		announce(t, s, req(ih, peer(i, false), left, bittorrent.Started), 0)
+		live[i], seeder[i] = true, left == 0
+	}
+	for i := range 400 {
+		join(i, uint64(min(i%4, 1)))
+	}
+	// answers has seeder 0 ask n times and checks that it was given live
+	// leechers only, each of them at least once. A leecher is in about 1
+	// answer in 6 of 50 of 300 (1 in 5 of 250), so 150 answers miss one
+	// with a chance below 1e-11.
+	answers := func(what string, n int) {
+		t.Helper()
+		given := map[int]bool{}
+		for range n {
+			clk.Add(time.Millisecond)
+			a := announce(t, s, req(ih, peer(0, false), 0, bittorrent.None), 50)
+			for _, p := range a.Peers {
+				i := int(p.Addr.Port()) - 10000
+				if !live[i] || seeder[i] {
+					t.Fatalf("%s: seeder given peer %d (live %v, seeder %v)", what, i, live[i], seeder[i])
+				}
+				given[i] = true
+			}
+		}
+		for i := range live {
+			if !seeder[i] && !given[i] {
+				t.Fatalf("%s: leecher %d never given in %d answers", what, i, n)
+			}
+		}
+	}
+	answers("400 joined", 150)
+	if b, _ := layout(t, s.rdb, k); b < 4 {
+		t.Fatalf("400 peers in %d buckets", b)
+	}
+	// Samples come from packs when every member is 6 bytes; with ids
+	// every pack read is "-" (none: read the bucket).
+	packs, err := s.rdb.HVals(ctx, k.Packs()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := 0
+	for _, p := range packs {
+		if p != "-" {
+			made++
+		}
+	}
+	if len(packs) == 0 || (made > 0) == su.peerIDs {
+		t.Fatalf("peer ids %v: %d packs read, %d of them made", su.peerIDs, len(packs), made)
+	}
+
+	for i := 1; i < 120; i++ {
+		switch {
+		case seeder[i]:
+		case i < 80: // 60 leechers stop
+			announce(t, s, req(ih, peer(i, false), 10, bittorrent.Stopped), 0)
+			delete(live, i)
+		default: // 30 complete
+			clk.Add(time.Millisecond)
+			announce(t, s, req(ih, peer(i, false), 0, bittorrent.Completed), 0)
+			seeder[i] = true
+		}
+	}
+	for i := 400; i < 440; i++ {
+		join(i, 10)
+	}
+	answers("60 stopped, 30 completed, 40 joined", 150)
+
+	// Expiry: the even peers announce again, the odd ones expire.
+	clk.Add(40 * time.Second)
+	for i := range live {
+		if i%2 == 0 {
+			left := uint64(10)
+			if seeder[i] {
+				left = 0
+			}
+			announce(t, s, req(ih, peer(i, false), left, bittorrent.None), 0)
+		}
+	}
+	clk.Add(21 * time.Second)
+	for i := range live {
+		if i%2 == 1 {
+			delete(live, i)
+		}
+	}
+	answers("the odd expired", 150)
+}
+
 // TestRelayBuckets: relayed peers grow another node's swarm into buckets
 // as announces do; counts stay exact when the same changes are applied
 // again; and a resync reads every bucket back.

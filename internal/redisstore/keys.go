@@ -25,6 +25,9 @@ import (
 //	<prefix>:{<node>:<infohash hex>}:n   a swarm of 128 peers or more: hash of its number of
 //	                                     buckets and its counts (see swarm.lua)
 //	<prefix>:{<node>:<infohash hex>}:m<i> bucket i of such a swarm, which then has no :m
+//	<prefix>:{<node>:<infohash hex>}:p   packs of such a swarm: a cache of its buckets' members
+//	                                     by class, end to end, that samples are read from
+//	                                     (see swarm.lua)
 //
 // Replicas of one node share its keyspace; other nodes' keyspaces are
 // written only by the hub.
@@ -52,6 +55,12 @@ type SwarmKeys struct{ Peers, Keys, Completed, Stopped, Buckets string }
 // names them the same way).
 func (s SwarmKeys) Bucket(i int) string {
 	return s.Peers + strconv.Itoa(i)
+}
+
+// Packs is the key of the packs of a swarm held in buckets (swarm.lua
+// names it the same way, and is its only writer and reader).
+func (s SwarmKeys) Packs() string {
+	return s.Peers[:len(s.Peers)-1] + "p"
 }
 
 // swarmSuffixes end a swarm's keys, in the order Swarm lays them out.

@@ -58,4 +58,7 @@ func TestSwarmKeys(t *testing.T) {
 	if b := got.Bucket(12); b != base+"m12" {
 		t.Fatalf("bucket 12 is %q", b)
 	}
+	if p := got.Packs(); p != base+"p" {
+		t.Fatalf("packs are %q", p)
+	}
 }

@@ -188,6 +188,7 @@ func TestConformance(t *testing.T) {
 		{"partial seeds (BEP 21)", testPartialSeeds},
 		{"key binding", testKeyBinding},
 		{"buckets", testBuckets},
+		{"packs follow their buckets", testPacks},
 	}
 	for _, b := range backends() {
 		for _, mode := range []suite{{}, {peerIDs: true}, {pipelined: true}, {batched: true}, {pipelined: true, batched: true}} {

@@ -21,6 +21,17 @@
 -- lifetime. A rebuild that leaves BUCKET / 2 members or fewer puts the
 -- swarm back into one set; a bucket that reaches BUCKET doubles b (up to
 -- MAXB buckets, a swarm of about 100,000 peers; past that buckets grow).
+--
+-- A bucketed swarm's samples are read from packs, a cache (hash Q, M's
+-- name ending in "p" instead of "m"): field class letter .. bucket number,
+-- value the members of that class in that bucket end to end when every
+-- one is IPv4 without id (6 bytes; "-" when some are not, and those are
+-- read from the bucket). A window of a pack is one string.sub: no member
+-- crosses into Lua one by one, which costs Redis more than the read of
+-- it. A pack is made when first read; a writer that changes which members
+-- a bucket holds of a class drops that pack (moved), and a rebuild, split
+-- or bucketize drops them all. Q lives ttl seconds from the last pack
+-- made: as a cache it may go at any time, and then packs are made again.
 local B = 4398046511104
 local BUCKET = 128
 local MAXB = 1024
@@ -69,6 +80,11 @@ end
 -- metaKey is the name of the buckets hash of the swarm of peers key M.
 local function metaKey(M)
   return string.sub(M, 1, -2) .. 'n'
+end
+
+-- packKey is the name of the packs hash of the swarm of peers key M.
+local function packKey(M)
+  return string.sub(M, 1, -2) .. 'p'
 end
 
 local function bucketKey(sw, i)
@@ -142,6 +158,7 @@ local function split(sw, ttl)
   end
   sw.b = 2 * b
   redis.call('HSET', sw.N, 'b', sw.b)
+  redis.call('DEL', packKey(sw.M))
 end
 
 -- bucketize turns a one-set swarm of live members only into buckets:
@@ -149,6 +166,7 @@ end
 local function bucketize(sw, ttl)
   sw.N = metaKey(sw.M)
   sw.b, sw.S, sw.L, sw.P, sw.lo = 1, 0, 0, 0, nil
+  redis.call('DEL', packKey(sw.M))
   tally(sw, sw.M)
   redis.call('RENAME', sw.M, bucketKey(sw, 0))
   saveCounts(sw)
@@ -161,6 +179,7 @@ end
 -- one set, which then lives ttl seconds; a swarm left empty has no keys.
 local function rebuild(sw, gone, ttl)
   sw.S, sw.L, sw.P, sw.lo = 0, 0, 0, nil
+  redis.call('DEL', packKey(sw.M))
   for i = 0, sw.b - 1 do
     local key = bucketKey(sw, i)
     for c = 1, 3 do
@@ -199,7 +218,7 @@ end
 -- buckets hash's name is not passed in, so that an announce to a one-set
 -- swarm, the common case, costs no more for it.
 local function open(M, card, cutoff, gone, ttl)
-  local sw = { M = M, card = card }
+  local sw = { M = M, card = card, ttl = ttl }
   if card and card > 0 then
     return sw
   end
@@ -214,10 +233,11 @@ local function open(M, card, cutoff, gone, ttl)
   return sw
 end
 
--- moved updates a bucketed swarm's counts for a member that went from
+-- moved updates a bucketed swarm's counts for member m that went from
 -- score old (false: absent) to score new (nil: removed), and lo for a
--- member older than it.
-local function moved(sw, old, new)
+-- member older than it, and drops the packs of the classes it left and
+-- joined.
+local function moved(sw, m, old, new)
   local oc, nc
   if old then
     oc = class(old)
@@ -233,6 +253,7 @@ local function moved(sw, old, new)
   if oc == nc then
     return
   end
+  local i = num(hash(m) % sw.b)
   if oc then
     sw[oc] = sw[oc] - 1
     redis.call('HINCRBY', sw.N, oc, '-1')
@@ -241,6 +262,7 @@ local function moved(sw, old, new)
     sw[nc] = sw[nc] + 1
     redis.call('HINCRBY', sw.N, nc, '1')
   end
+  redis.call('HDEL', packKey(sw.M), (oc or nc) .. i, (nc or oc) .. i)
 end
 
 -- grow makes buckets of a one-set swarm that holds card members, when
@@ -270,7 +292,7 @@ local function put(sw, key, m, sc, old, ttl)
   if not sw.b then
     return new
   end
-  moved(sw, old, sc)
+  moved(sw, m, old, sc)
   redis.call('EXPIRE', key, ttl)
   if new == 1 and sw.b < MAXB and redis.call('ZCARD', key) >= BUCKET then
     split(sw, ttl)
@@ -278,11 +300,31 @@ local function put(sw, key, m, sc, old, ttl)
   return new
 end
 
+-- pack returns the pack of class c (a BANDS entry) of bucket i of a
+-- bucketed swarm, made from the bucket if there is none: a string of its
+-- members end to end, or false when some are not 6 bytes.
+local function pack(sw, band, i)
+  local q, f = packKey(sw.M), band[1] .. num(i)
+  local p = redis.call('HGET', q, f)
+  if not p then
+    local r = redis.call('ZRANGE', bucketKey(sw, i), band[2], band[3], 'BYSCORE')
+    p = table.concat(r)
+    if #p ~= 6 * #r then
+      p = '-'
+    end
+    redis.call('HSET', q, f, p)
+    redis.call('EXPIRE', q, sw.ttl)
+  end
+  return p ~= '-' and p
+end
+
 -- sampleBuckets reads up to k live members of class c (a BANDS entry)
 -- from a bucketed swarm that holds n of them, into add: from a random
 -- bucket (r) at a random offset, then on through the next buckets,
 -- wrapping around, so that each member is about as likely as any other
 -- to be read (buckets differ in size only by the spread of the hash).
+-- A bucket's members are read from its pack (a string.sub of it, given
+-- to add as a string) or, when it has none, from the bucket.
 local function sampleBuckets(sw, band, n, k, r, add)
   if n <= 0 or k <= 0 then
     return
@@ -302,9 +344,20 @@ local function sampleBuckets(sw, band, n, k, r, add)
     if limit <= 0 then
       return
     end
-    local got = redis.call('ZRANGE', bucketKey(sw, (first + j) % b), band[2], band[3], 'BYSCORE', 'LIMIT', num(j == 0 and off or 0), num(limit))
-    add(got)
-    k = k - #got
+    local i = (first + j) % b
+    local from = j == 0 and off or 0
+    local p, got = pack(sw, band, i), 0
+    if p then
+      got = math.max(0, math.min(limit, #p / 6 - from))
+      if got > 0 then
+        add(string.sub(p, 6 * from + 1, 6 * (from + got)))
+      end
+    else
+      local m = redis.call('ZRANGE', bucketKey(sw, i), band[2], band[3], 'BYSCORE', 'LIMIT', num(from), num(limit))
+      add(m)
+      got = #m
+    end
+    k = k - got
     if k <= 0 then
       return
     end

@@ -25,7 +25,7 @@ import (
 //	<prefix>:{<node>:<infohash hex>}:n   a swarm of 128 peers or more: hash of its number of
 //	                                     buckets and its counts (see swarm.lua)
 //	<prefix>:{<node>:<infohash hex>}:m<i> bucket i of such a swarm, which then has no :m
-//	<prefix>:{<node>:<infohash hex>}:p   packs of such a swarm: a cache of its buckets' members
+//	<prefix>:{<node>:<infohash hex>}:q   packs of such a swarm: a cache of its buckets' members
 //	                                     by class, end to end, that samples are read from
 //	                                     (see swarm.lua)
 //
@@ -58,9 +58,10 @@ func (s SwarmKeys) Bucket(i int) string {
 }
 
 // Packs is the key of the packs of a swarm held in buckets (swarm.lua
-// names it the same way, and is its only writer and reader).
+// names it the same way, and is its only writer and reader). Not ":p":
+// that was a set of partial seeds in an earlier layout.
 func (s SwarmKeys) Packs() string {
-	return s.Peers[:len(s.Peers)-1] + "p"
+	return s.Peers[:len(s.Peers)-1] + "q"
 }
 
 // swarmSuffixes end a swarm's keys, in the order Swarm lays them out.

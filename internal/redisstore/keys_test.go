@@ -58,7 +58,7 @@ func TestSwarmKeys(t *testing.T) {
 	if b := got.Bucket(12); b != base+"m12" {
 		t.Fatalf("bucket 12 is %q", b)
 	}
-	if p := got.Packs(); p != base+"p" {
+	if p := got.Packs(); p != base+"q" {
 		t.Fatalf("packs are %q", p)
 	}
 }

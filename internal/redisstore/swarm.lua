@@ -23,7 +23,7 @@
 -- MAXB buckets, a swarm of about 100,000 peers; past that buckets grow).
 --
 -- A bucketed swarm's samples are read from packs, a cache (hash Q, M's
--- name ending in "p" instead of "m"): field class letter .. bucket number,
+-- name ending in "q" instead of "m"): field class letter .. bucket number,
 -- value the members of that class in that bucket end to end when every
 -- one is IPv4 without id (6 bytes; "-" when some are not, and those are
 -- read from the bucket). A window of a pack is one string.sub: no member
@@ -84,7 +84,7 @@ end
 
 -- packKey is the name of the packs hash of the swarm of peers key M.
 local function packKey(M)
-  return string.sub(M, 1, -2) .. 'p'
+  return string.sub(M, 1, -2) .. 'q'
 end
 
 local function bucketKey(sw, i)

@@ -71,10 +71,10 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 
 // hubUser is what the hub must do in one Redis (a member's, when each
 // operator keeps its own) and no more:
-//   - the peer sets (or buckets and their hash), completion counters
-//     and stops of every swarm (<prefix>:{<node>:<ih>}:m, :m<i>, :n, :c,
-//     :x): it writes relayed peers and reads them for resyncs; never the
-//     key bindings (:k);
+//   - the peer sets (or buckets, their hash and their packs), completion
+//     counters and stops of every swarm (<prefix>:{<node>:<ih>}:m, :m<i>,
+//     :n, :q, :c, :x: redisstore.RelaySuffixes): it writes relayed peers
+//     and reads them for resyncs; never the key bindings (:k);
 //   - the swarm indexes (read for resyncs, expired entries trimmed);
 //   - read only: what nodes carry, offer and accept (allowed-torrents mode,
 //     sharing); read and write: their inboxes of shared torrents;
@@ -84,7 +84,7 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 //     nothing that touches the whole server.
 func hubUser(prefix, channel string) aclUser {
 	rules := []string{"resetkeys"}
-	for _, suffix := range []string{"m*", "n", "c", "x"} {
+	for _, suffix := range redisstore.RelaySuffixes {
 		rules = append(rules, "~"+prefix+":{*}:"+suffix)
 	}
 	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+prefix+":{*:inbox}")

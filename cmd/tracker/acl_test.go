@@ -92,6 +92,8 @@ func TestACLUsers(t *testing.T) {
 	}{
 		{"write a swarm's peers", hub.ZAdd(ctx, swarm+"m", redis.Z{Score: 1, Member: "x"}).Err(), true},
 		{"read a swarm's stops", hub.ZCard(ctx, swarm+"x").Err(), true},
+		{"read a swarm's buckets hash", hub.HGetAll(ctx, swarm+"n").Err(), true},
+		{"drop a swarm's packs", hub.Del(ctx, swarm+"q").Err(), true},
 		{"read what a node carries", hub.SMembers(ctx, "tl:{node1:allowed}").Err(), true},
 		{"read a swarm's key bindings", hub.HGetAll(ctx, swarm+"k").Err(), false},
 		{"write what a node carries", hub.SAdd(ctx, "tl:{node1:allowed}", "x").Err(), false},

@@ -300,9 +300,9 @@ local function put(sw, key, m, sc, old, ttl)
   return new
 end
 
--- pack returns the pack of class c (a BANDS entry) of bucket i of a
--- bucketed swarm, made from the bucket if there is none: a string of its
--- members end to end, or false when some are not 6 bytes.
+-- pack returns the pack of a class (band, a BANDS entry) in bucket i of
+-- a bucketed swarm, made from the bucket if there is none: a string of
+-- the members end to end, or false when some are not 6 bytes.
 local function pack(sw, band, i)
   local q, f = packKey(sw.M), band[1] .. num(i)
   local p = redis.call('HGET', q, f)

@@ -84,7 +84,7 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 //     nothing that touches the whole server.
 func hubUser(prefix, channel string) aclUser {
 	rules := []string{"resetkeys"}
-	for _, suffix := range redisstore.RelaySuffixes {
+	for _, suffix := range redisstore.RelaySuffixes() {
 		rules = append(rules, "~"+prefix+":{*}:"+suffix)
 	}
 	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+prefix+":{*:inbox}")

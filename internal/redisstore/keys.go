@@ -64,11 +64,11 @@ func (s SwarmKeys) Packs() string {
 	return s.Peers[:len(s.Peers)-1] + "q"
 }
 
-// RelaySuffixes end the keys of every swarm that the hub's relays and
-// resyncs touch (apply.lua, swarm.lua, buckets.go), as ACL key patterns:
-// the peers or their buckets, the buckets hash, the packs, completions and
-// stops; never the key bindings.
-var RelaySuffixes = []string{"m*", "n", "q", "c", "x"}
+// RelaySuffixes returns the ends of the keys of every swarm that the hub's
+// relays and resyncs touch (apply.lua, swarm.lua, buckets.go), as ACL key
+// patterns: the peers or their buckets, the buckets hash, the packs,
+// completions and stops; never the key bindings.
+func RelaySuffixes() []string { return []string{"m*", "n", "q", "c", "x"} }
 
 // swarmSuffixes end a swarm's keys, in the order Swarm lays them out.
 const swarmSuffixes = "mkcxn"

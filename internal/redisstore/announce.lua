@@ -48,8 +48,6 @@ local GONE = { { '0', ARGV[7] }, { '4398046511104', ARGV[8] }, { '8796093022208'
 -- A swarm of at most SMALL members is answered whole (the node picks
 -- numwant of them at random); a larger one is sampled.
 local SMALL = 32
--- The length of an IPv4 member without its peer id (bittorrent.PeerLen4).
-local V4 = 6
 local concat = table.concat
 local out = {}
 

@@ -33,6 +33,9 @@
 -- or bucketize drops them all. Q lives ttl seconds from the last pack
 -- made: as a cache it may go at any time, and then packs are made again.
 local B = 4398046511104
+-- The length of an IPv4 member without its peer id (bittorrent.PeerLen4):
+-- the stride of packs, and of the strings of members announce.lua returns.
+local V4 = 6
 local BUCKET = 128
 local MAXB = 1024
 -- Per class, in band order: letter, band start, live band end (exclusive).
@@ -309,7 +312,7 @@ local function pack(sw, band, i)
   if not p then
     local r = redis.call('ZRANGE', bucketKey(sw, i), band[2], band[3], 'BYSCORE')
     p = table.concat(r)
-    if #p ~= 6 * #r then
+    if #p ~= V4 * #r then
       p = '-'
     end
     redis.call('HSET', q, f, p)
@@ -348,9 +351,9 @@ local function sampleBuckets(sw, band, n, k, r, add)
     local from = j == 0 and off or 0
     local p, got = pack(sw, band, i), 0
     if p then
-      got = math.max(0, math.min(limit, #p / 6 - from))
+      got = math.max(0, math.min(limit, #p / V4 - from))
       if got > 0 then
-        add(string.sub(p, 6 * from + 1, 6 * (from + got)))
+        add(string.sub(p, V4 * from + 1, V4 * (from + got)))
       end
     else
       local m = redis.call('ZRANGE', bucketKey(sw, i), band[2], band[3], 'BYSCORE', 'LIMIT', num(from), num(limit))

@@ -128,6 +128,27 @@ func Unicast(a netip.Addr) bool {
 	return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
+// ErrNotStorable is returned for a binary peer that no node would store:
+// an address that is not unicast, an IPv4 address in the IPv6 form, or
+// port 0.
+var ErrNotStorable = errors.New("peer is not a unicast address with a port")
+
+// CheckPeer reports whether s is the binary form of a peer a node stores
+// (what a front end accepts from a client): the right length, a unicast
+// address, IPv4 in its 4-byte form only, and a port other than 0. What
+// another node claims, on the link or in its keyspace, is held to it.
+func CheckPeer(s string) error {
+	p, err := PeerFromBinary(s)
+	if err != nil {
+		return err
+	}
+	a := p.Addr.Addr()
+	if !Unicast(a) || a.Is4In6() || p.Addr.Port() == 0 {
+		return ErrNotStorable
+	}
+	return nil
+}
+
 // Event is the event parameter of an announce.
 type Event uint8
 

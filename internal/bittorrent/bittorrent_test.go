@@ -82,3 +82,32 @@ func TestUnicast(t *testing.T) {
 		t.Error("the zero address is unicast")
 	}
 }
+
+// TestCheckPeer: what another node may claim is what a front end stores.
+func TestCheckPeer(t *testing.T) {
+	bin := func(addr string, id bool) string {
+		return string(Peer{Addr: netip.MustParseAddrPort(addr)}.AppendBinary(nil, id))
+	}
+	for name, tc := range map[string]struct {
+		peer string
+		ok   bool
+	}{
+		"ipv4":            {bin("192.0.2.1:6881", false), true},
+		"ipv4 with id":    {bin("192.0.2.1:6881", true), true},
+		"ipv6":            {bin("[2001:db8::1]:6881", false), true},
+		"ipv6 with id":    {bin("[2001:db8::1]:6881", true), true},
+		"multicast":       {bin("224.0.0.1:6881", false), false},
+		"broadcast":       {bin("255.255.255.255:6881", false), false},
+		"unspecified":     {bin("0.0.0.0:6881", false), false},
+		"ipv6 multicast":  {bin("[ff02::1]:6881", false), false},
+		"port 0":          {bin("192.0.2.1:0", false), false},
+		"ipv4 as ipv6":    {"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\xc0\x00\x02\x01\x1a\xe1", false},
+		"short":           {"\x01\x02\x03", false},
+		"empty":           {"", false},
+		"between lengths": {bin("192.0.2.1:6881", false) + "x", false},
+	} {
+		if err := CheckPeer(tc.peer); (err == nil) != tc.ok {
+			t.Errorf("%s: CheckPeer = %v, want ok %v", name, err, tc.ok)
+		}
+	}
+}

@@ -58,8 +58,8 @@ func (everything) Forget(string)                                             {}
 // resyncs (redisstore.Relayer).
 type Relayer interface {
 	Apply(ctx context.Context, targets []redisstore.Target) (int, error)
-	Indexed(ctx context.Context, node string) ([]bittorrent.InfoHash, error)
-	Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error)
+	Indexed(ctx context.Context, node string, limit int) (_ []bittorrent.InfoHash, bad int, _ error)
+	Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash, limit int) (_ [][]bittorrent.PeerChange, bad int, _ error)
 }
 
 var _ Relayer = (*redisstore.Relayer)(nil)
@@ -102,6 +102,19 @@ type Config struct {
 	// Share copies torrents that nodes offer to nodes that accept them, as
 	// part of every resync, across members (those with Member.Share).
 	Share bool
+	// MaxProcesses bounds the processes of one node id (0:
+	// DefaultMaxProcesses); a message from a further new session is
+	// refused (too_many_processes).
+	MaxProcesses int
+	// ResyncBackoff is how long after a resync it asked for a node's next
+	// request (its join, hello or gap) waits; each request that has to
+	// wait doubles the wait for the next, up to ResyncBackoffMax, and a
+	// node quiet for twice its wait starts again at ResyncBackoff (0:
+	// DefaultResyncBackoff, DefaultResyncBackoffMax).
+	ResyncBackoff, ResyncBackoffMax time.Duration
+	// Bounds are what a resync takes from one node's keyspace (zero
+	// fields: the defaults).
+	Bounds Bounds
 }
 
 // Member is one tracker of the network as the hub sees it: its own Redis
@@ -138,12 +151,15 @@ type Hub struct {
 	sign   func(*link.Message) ([]byte, error)
 	log    *slog.Logger
 	errLog *logsample.Logger // relay failures: sampled
+	// reqLog: the node requests that start resyncs, sampled (a key
+	// holder can send as many as it likes).
+	reqLog *logsample.Logger
 	m      metrics
 
 	mu      sync.Mutex
 	runCtx  context.Context // set by Run: members added later start at once
 	members map[string]*member
-	procs   map[procKey]*procState
+	nodes   map[string]*nodeProcs // procs.go
 	resync  chan struct{}
 	resyncs int64
 	// why holds the reasons asked for since the last resync started;
@@ -176,6 +192,11 @@ type procState struct {
 	// went missing.
 	missing   uint64
 	holeSince time.Time
+	// claimed is the latest time (unix ms) its messages claimed: one of
+	// them passes the hub's freshness check until claimed plus the skew,
+	// so the process is not forgotten before that (else a replay would
+	// pass as a new process).
+	claimed int64
 	ProcessCounts
 }
 
@@ -199,6 +220,8 @@ type metrics struct {
 	lag, resyncDuration         prometheus.Histogram
 	backlog, up                 *prometheus.GaugeVec
 	memberDropped, memberFailed *prometheus.CounterVec
+	resyncRefused               *prometheus.CounterVec
+	resyncDeferred              prometheus.Counter
 }
 
 // New returns a hub without members (SetMembers gives them). It starts
@@ -218,13 +241,23 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 	if cfg.Backlog <= 0 {
 		cfg.Backlog = DefaultBacklog
 	}
+	if cfg.MaxProcesses <= 0 {
+		cfg.MaxProcesses = DefaultMaxProcesses
+	}
+	if cfg.ResyncBackoff <= 0 {
+		cfg.ResyncBackoff = DefaultResyncBackoff
+	}
+	if cfg.ResyncBackoffMax < cfg.ResyncBackoff {
+		cfg.ResyncBackoffMax = max(DefaultResyncBackoffMax, cfg.ResyncBackoff)
+	}
+	cfg.Bounds = cfg.Bounds.withDefaults()
 	master := link.NewMaster(cfg.Link.Password)
 	priv, _ := master.HubKeys()
 	log = log.With("hub", cfg.Name)
 	h := &Hub{
 		cfg: cfg, master: master, sign: func(m *link.Message) ([]byte, error) { return link.EncodeDown(priv, m) },
-		log: log, errLog: logsample.New(log, 10*time.Second),
-		members: map[string]*member{}, procs: map[procKey]*procState{}, resync: make(chan struct{}, 1),
+		log: log, errLog: logsample.New(log, 10*time.Second), reqLog: logsample.New(log, 10*time.Second),
+		members: map[string]*member{}, nodes: map[string]*nodeProcs{}, resync: make(chan struct{}, 1),
 	}
 	h.m = metrics{
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_rejected_total", Help: "Messages refused, by reason."}, []string{"reason"}),
@@ -242,6 +275,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_refused_total", Help: "Offered torrents refused as invalid."}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_propagation_seconds", Help: "From a node publishing a change to the hub having written it into another member.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5}}),
+		resyncRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_resync_refused_total",
+			Help: "What a resync read from a node's keyspace and did not take, by reason: bad_peer (not a valid unicast peer), bad_seen (a time ahead of the hub's clock beyond the skew), bad_type (a key of the wrong type), too_many_swarms, too_many_peers (beyond the bounds per node)."}, []string{"reason"}),
+		resyncDeferred: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_resync_deferred_total",
+			Help: "A node's resync requests (join, hello, gap) that came within its backoff and wait for it (or share a resync already waiting)."}),
 		resyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_resync_seconds", Help: "Duration of resyncs.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hub_member_backlog",
 			Help: "Messages waiting to be written into a member, by member."}, []string{"member"}),
@@ -253,7 +290,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 			Help: "Writes into a member that failed (its Redis unreachable or slow), by member; each asks for a resync."}, []string{"member"}),
 	}
 	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.late, h.m.resyncFailed, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration,
-		h.m.backlog, h.m.up, h.m.memberDropped, h.m.memberFailed)
+		h.m.backlog, h.m.up, h.m.memberDropped, h.m.memberFailed, h.m.resyncRefused, h.m.resyncDeferred)
 	return h, nil
 }
 
@@ -350,6 +387,13 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 			h.reject("bad_seen", nil)
 			return
 		}
+		// A peer no front end would store (multicast, broadcast,
+		// port 0, ...) is no peer: the node's own key signed it, so
+		// the node is broken or hostile.
+		if bittorrent.CheckPeer(c.Peer) != nil {
+			h.reject("bad_peer", nil)
+			return
+		}
 	}
 	key := procKey{m.Node, m.Session}
 	h.mu.Lock()
@@ -357,7 +401,7 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 		h.mu.Unlock() // a member removed meanwhile
 		return
 	}
-	st := h.procs[key]
+	st := h.proc(key)
 	joined, gap := false, false
 	switch {
 	case st == nil:
@@ -368,7 +412,11 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 		}
 		// Whatever the process sent before, the join's resync covers.
 		st = &procState{member: mb, ProcessCounts: ProcessCounts{Started: now, LastSeq: m.Seq}}
-		h.procs[key] = st
+		if !h.addProc(key, st) {
+			h.mu.Unlock()
+			h.reject("too_many_processes", nil)
+			return
+		}
 		joined = true
 	case st.member != mb:
 		// Heard on another member's channel than before: only a node
@@ -392,14 +440,15 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 	}
 	gap = st.overdue(now, h.cfg.Link.Heartbeat) || gap
 	st.LastHeartbeat = now
+	st.claimed = max(st.claimed, m.Time)
 	st.Messages++
 	st.dirty = true
+	h.nodes[m.Node].heard(st)
 	h.mu.Unlock()
 
 	if reason := resyncReason(joined, gap, m.Kind); reason != "" {
 		mb.carrier.Forget(m.Node) // a hello may mean its carried torrents changed
-		h.log.Info("resync", "reason", reason, "member", mb.Name, "node", m.Node, "session", fmt.Sprintf("%016x", m.Session))
-		h.requestResync(reason)
+		h.nodeResync(key, mb, reason)
 	}
 	if m.Kind == link.KindUpdates && len(m.Changes) > 0 {
 		h.relayChanges(m.Node, st, time.UnixMilli(m.Time), m.Changes)
@@ -484,15 +533,11 @@ type nodeAt struct {
 func (h *Hub) live(origin string) []nodeAt {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	seen := map[string]*member{}
-	for k, st := range h.procs {
-		if k.node != origin && time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout {
-			seen[k.node] = st.member
+	out := make([]nodeAt, 0, len(h.nodes))
+	for n, np := range h.nodes {
+		if n != origin && np.member != nil && time.Since(np.last) < h.cfg.NodeTimeout {
+			out = append(out, nodeAt{n, np.member})
 		}
-	}
-	out := make([]nodeAt, 0, len(seen))
-	for n, mb := range seen {
-		out = append(out, nodeAt{n, mb})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].node < out[j].node })
 	return out
@@ -517,6 +562,11 @@ func (h *Hub) relayChanges(origin string, st *procState, sent time.Time, changes
 
 func (h *Hub) requestResync(reason string) {
 	h.m.resyncReq.WithLabelValues(reason).Inc()
+	h.askResync(reason)
+}
+
+// askResync asks for a resync for reason, counted already.
+func (h *Hub) askResync(reason string) {
 	h.mu.Lock()
 	if h.why == nil {
 		h.why = map[string]bool{}
@@ -561,12 +611,17 @@ type MemberStatus struct {
 // NodeStatus is one node id: live while any of its processes is, with
 // each process (replica) by session.
 type NodeStatus struct {
-	Member        string                   `json:"member"`
-	Live          bool                     `json:"live"`
-	LastHeartbeat time.Time                `json:"last_heartbeat"`
-	Messages      int64                    `json:"messages"`
-	Relayed       int64                    `json:"updates_relayed"`
-	Rejected      int64                    `json:"rejected"`
+	Member        string    `json:"member"`
+	Live          bool      `json:"live"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	Messages      int64     `json:"messages"`
+	Relayed       int64     `json:"updates_relayed"`
+	Rejected      int64     `json:"rejected"`
+	// ProcessCount and LiveProcesses count them all; Processes lists
+	// them by session (on the public port, PublicStatus: the live ones,
+	// at most PublicProcesses).
+	ProcessCount  int                      `json:"process_count"`
+	LiveProcesses int                      `json:"live_processes"`
 	Processes     map[string]ProcessStatus `json:"processes"`
 }
 
@@ -590,13 +645,17 @@ func (h *Hub) Status() Status {
 		s.Members[mb.Name] = MemberStatus{Link: link, Channel: mb.cfg.Channel, Nodes: slices.Sorted(maps.Keys(mb.nodes)),
 			Backlog: len(mb.queue), Dropped: mb.droppedN.Load(), Failed: mb.failedN.Load()}
 	}
-	for k, st := range h.procs {
+	h.eachProc(func(k procKey, st *procState) {
 		n := s.Nodes[k.node]
 		if n.Processes == nil {
 			n.Processes = map[string]ProcessStatus{}
 		}
 		live := time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout
 		n.Processes[fmt.Sprintf("%016x", k.session)] = ProcessStatus{ProcessCounts: st.ProcessCounts, Live: live}
+		n.ProcessCount++
+		if live {
+			n.LiveProcesses++
+		}
 		n.Live = n.Live || live
 		if st.LastHeartbeat.After(n.LastHeartbeat) {
 			n.LastHeartbeat = st.LastHeartbeat
@@ -606,7 +665,7 @@ func (h *Hub) Status() Status {
 		n.Relayed += st.Relayed
 		n.Rejected += st.Rejected
 		s.Nodes[k.node] = n
-	}
+	})
 	return s
 }
 

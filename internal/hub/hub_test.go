@@ -56,24 +56,31 @@ func (f *fakeRelayer) Apply(_ context.Context, ts []redisstore.Target) (int, err
 	return n, nil
 }
 
-func (f *fakeRelayer) Indexed(_ context.Context, node string) ([]bittorrent.InfoHash, error) {
+func (f *fakeRelayer) Indexed(_ context.Context, node string, limit int) ([]bittorrent.InfoHash, int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []bittorrent.InfoHash
 	for ih := range f.holds[node] {
+		if limit > 0 && len(out) == limit {
+			break
+		}
 		out = append(out, ih)
 	}
-	return out, nil
+	return out, 0, nil
 }
 
-func (f *fakeRelayer) Swarms(_ context.Context, node string, hs []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
+func (f *fakeRelayer) Swarms(_ context.Context, node string, hs []bittorrent.InfoHash, limit int) ([][]bittorrent.PeerChange, int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([][]bittorrent.PeerChange, len(hs))
 	for i, ih := range hs {
-		out[i] = f.holds[node][ih]
+		cs := f.holds[node][ih]
+		if limit > 0 && len(cs) > 2*limit { // peers and stops: limit each
+			cs = cs[:2*limit]
+		}
+		out[i] = cs
 	}
-	return out, nil
+	return out, 0, nil
 }
 
 // fakeCarrier says which node carries which torrents; nodes it has no
@@ -363,7 +370,9 @@ func TestForgetSilentProcesses(t *testing.T) {
 	h.handle(ctx, q.msg(t, h, link.KindHello))
 	h.persist(ctx)
 	h.mu.Lock()
-	h.procs[procKey{"beta", 5}].LastHeartbeat = time.Now().Add(-h.cfg.NodeTimeout - time.Second)
+	st := h.proc(procKey{"beta", 5})
+	st.LastHeartbeat = time.Now().Add(-h.cfg.NodeTimeout - time.Second)
+	st.claimed = st.LastHeartbeat.UnixMilli()
 	h.mu.Unlock()
 	h.forget(ctx)
 	if n := h.Status().Nodes["beta"]; len(n.Processes) != 1 || !n.Live {

@@ -95,11 +95,7 @@ func (h *Hub) SetMembers(ms []Member) error {
 		}
 	}
 	for _, mb := range stop {
-		for k, st := range h.procs {
-			if st.member == mb {
-				delete(h.procs, k)
-			}
-		}
+		h.dropProcs(func(_ procKey, st *procState) bool { return st.member == mb })
 	}
 	running := h.runCtx != nil
 	h.mu.Unlock()
@@ -328,7 +324,7 @@ func (mb *member) procsKey() string {
 	return redisstore.LinkProcsKey(mb.cfg.Channel, mb.cfg.Sharded)
 }
 
-func (k procKey) field() string { return fmt.Sprintf("%s/%016x", k.node, k.session) }
+func (k procKey) field() string { return k.String() }
 
 func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -341,22 +337,20 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 	defer h.mu.Unlock()
 	var stale []string
 	for field, v := range m {
-		node, sess, ok := strings.Cut(field, "/")
-		var session uint64
-		var started, last int64
-		var seq uint64
-		_, err1 := fmt.Sscanf(sess, "%x", &session)
-		_, err2 := fmt.Sscan(v, &started, &seq, &last)
-		if !ok || err1 != nil || err2 != nil || redisstore.ValidName("node", node) != nil ||
-			len(mb.nodes) > 0 && !mb.nodes[node] || time.Since(time.UnixMilli(last)) > h.cfg.NodeTimeout {
+		// What the member's Redis holds is read as another's input: a
+		// field that does not parse, names a node the member does not
+		// speak for, or lies about times, is dropped.
+		k, st, err := parseProc(field, v, mb, time.Now(), h.cfg.Link.MaxSkew)
+		if err != nil || len(mb.nodes) > 0 && !mb.nodes[k.node] || h.forgettable(st, time.Now()) {
 			stale = append(stale, field)
 			continue
 		}
-		k := procKey{node, session}
-		if st := h.procs[k]; st != nil && st.member != mb {
+		if old := h.proc(k); old != nil && old.member != mb {
 			continue // known through another member: that one stands
 		}
-		h.procs[k] = &procState{member: mb, ProcessCounts: ProcessCounts{LastSeq: seq, LastHeartbeat: time.UnixMilli(last), Started: time.UnixMilli(started)}}
+		if !h.addProc(k, st) {
+			stale = append(stale, field)
+		}
 	}
 	if len(stale) > 0 {
 		return mb.Link.HDel(ctx, mb.procsKey(), stale...).Err()
@@ -370,12 +364,10 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 // process.
 func (h *Hub) forget(ctx context.Context, mb *member) {
 	h.mu.Lock()
+	now := time.Now()
 	var gone []string
-	for k, st := range h.procs {
-		if st.member == mb && time.Since(st.LastHeartbeat) > h.cfg.NodeTimeout {
-			delete(h.procs, k)
-			gone = append(gone, k.field())
-		}
+	for _, k := range h.dropProcs(func(_ procKey, st *procState) bool { return st.member == mb && h.forgettable(st, now) }) {
+		gone = append(gone, k.field())
 	}
 	h.mu.Unlock()
 	if len(gone) == 0 {
@@ -393,12 +385,12 @@ func (h *Hub) forget(ctx context.Context, mb *member) {
 func (h *Hub) persist(ctx context.Context, mb *member) {
 	h.mu.Lock()
 	fields := map[string]any{}
-	for k, st := range h.procs {
+	h.eachProc(func(k procKey, st *procState) {
 		if st.member == mb && st.dirty {
-			fields[k.field()] = fmt.Sprintf("%d %d %d", st.Started.UnixMilli(), st.LastSeq, st.LastHeartbeat.UnixMilli())
+			fields[k.field()] = fmt.Sprintf("%d %d %d %d", st.Started.UnixMilli(), st.LastSeq, st.LastHeartbeat.UnixMilli(), st.claimed)
 			st.dirty = false
 		}
-	}
+	})
 	h.mu.Unlock()
 	if len(fields) == 0 {
 		return
@@ -408,11 +400,11 @@ func (h *Hub) persist(ctx context.Context, mb *member) {
 	if err := mb.Link.HSet(ctx, mb.procsKey(), fields).Err(); err != nil {
 		h.errLog.Log(slog.LevelWarn, "could not record process states", "member", mb.Name, "err", err)
 		h.mu.Lock()
-		for k, st := range h.procs {
+		h.eachProc(func(k procKey, st *procState) {
 			if _, ok := fields[k.field()]; ok && st.member == mb {
 				st.dirty = true
 			}
-		}
+		})
 		h.mu.Unlock()
 	}
 }
@@ -423,15 +415,14 @@ func (h *Hub) persist(ctx context.Context, mb *member) {
 func (h *Hub) overdueGaps(mb *member, now time.Time) {
 	h.mu.Lock()
 	var due []procKey
-	for k, st := range h.procs {
+	h.eachProc(func(k procKey, st *procState) {
 		if st.member == mb && st.overdue(now, h.cfg.Link.Heartbeat) {
 			due = append(due, k)
 		}
-	}
+	})
 	h.mu.Unlock()
 	for _, k := range due {
-		h.log.Info("resync", "reason", "gap", "member", mb.Name, "node", k.node, "session", fmt.Sprintf("%016x", k.session))
-		h.requestResync("gap")
+		h.nodeResync(k, mb, "gap")
 	}
 }
 

@@ -160,14 +160,36 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 			run.failed(nil, err)
 		}
 	}
+	// What each node's keyspace holds is its own to write: read within
+	// bounds, each change checked (bounds.go), the rest counted.
+	b := h.cfg.Bounds
+	refused := make([]refusals, len(nodes))
 	indexed := make([][]bittorrent.InfoHash, len(nodes))
 	each(len(nodes), func(i int) {
-		ihs, err := nodes[i].mb.Relay.Indexed(ctx, nodes[i].node)
+		refused[i] = refusals{}
+		ihs, bad, err := nodes[i].mb.Relay.Indexed(ctx, nodes[i].node, b.Swarms+1)
 		if err != nil {
 			run.failed(nodes[i].mb, err)
 		}
+		if len(ihs) > b.Swarms {
+			ihs = ihs[:b.Swarms]
+			refused[i]["too_many_swarms"]++
+		}
+		refused[i]["bad_type"] += bad
 		indexed[i] = ihs
 	})
+	defer func() {
+		all := refusals{}
+		for i, r := range refused {
+			if len(r) > 0 && r.total() > 0 {
+				h.log.Warn("resync left out what a node's keyspace held", append([]any{"node", nodes[i].node, "member", nodes[i].mb.Name}, r.reasons()...)...)
+			}
+			all.add(r)
+		}
+		for reason, n := range all {
+			h.m.resyncRefused.WithLabelValues(reason).Add(float64(n))
+		}
+	}()
 	seen := map[bittorrent.InfoHash]bool{}
 	var torrents []bittorrent.InfoHash
 	for _, ihs := range indexed {
@@ -182,15 +204,18 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 	var appliedMu sync.Mutex
 	for start := 0; start < len(torrents) && ctx.Err() == nil; start += resyncBatch {
 		batch := torrents[start:min(start+resyncBatch, len(torrents))]
+		ahead := time.Now().Add(h.cfg.Link.MaxSkew).UnixMilli()
 		read := make([][][]bittorrent.PeerChange, len(nodes))
 		each(len(nodes), func(i int) {
 			if !run.usable(nodes[i].mb) {
 				return
 			}
-			swarms, err := nodes[i].mb.Relay.Swarms(ctx, nodes[i].node, batch)
+			swarms, bad, err := nodes[i].mb.Relay.Swarms(ctx, nodes[i].node, batch, b.Peers+1)
 			if err != nil {
 				run.failed(nodes[i].mb, err)
 			}
+			refused[i]["bad_type"] += bad
+			admit(swarms, ahead, b, refused[i])
 			read[i] = swarms
 		})
 		union := make([]map[string]bittorrent.PeerChange, len(batch))

@@ -129,15 +129,36 @@ func countSwarms(ctx context.Context, rdb redis.UniversalClient, keys []SwarmKey
 	return out
 }
 
-// readSwarmPeers reads every member of each swarm of keys with its score:
+// badData is an error of what a keyspace held that no writer of ours
+// writes: a key of the wrong type, a buckets hash out of range. A reader
+// of another node's keyspace skips and counts it (IsBadData), rather than
+// failing, so that one planted key cannot fail every resync.
+type badData struct{ err error }
+
+func (b badData) Error() string { return b.err.Error() }
+func (b badData) Unwrap() error { return b.err }
+
+// IsBadData reports whether err is what a keyspace held that no writer of
+// ours writes (a key of the wrong type, a layout out of range).
+func IsBadData(err error) bool {
+	var b badData
+	return errors.As(err, &b) || redis.HasErrorPrefix(err, "WRONGTYPE")
+}
+
+// readSwarmPeers reads every member of each swarm of keys with its score
+// (at most limit of each of its sets; -1: no limit):
 // one round trip for the sets and buckets hashes, a second for the
 // buckets of bucketed swarms. more adds commands to the first.
-func readSwarmPeers(ctx context.Context, rdb redis.UniversalClient, keys []SwarmKeys, more func(redis.Pipeliner)) ([][]redis.Z, []error) {
+func readSwarmPeers(ctx context.Context, rdb redis.UniversalClient, keys []SwarmKeys, limit int64, more func(redis.Pipeliner)) ([][]redis.Z, []error) {
+	stop := limit - 1
+	if limit < 0 {
+		stop = -1
+	}
 	pipe := rdb.Pipeline()
 	sets := make([]*redis.ZSliceCmd, len(keys))
 	metas := make([]*redis.StringCmd, len(keys))
 	for i, k := range keys {
-		sets[i] = pipe.ZRangeWithScores(ctx, k.Peers, 0, -1)
+		sets[i] = pipe.ZRangeWithScores(ctx, k.Peers, 0, stop)
 		metas[i] = pipe.HGet(ctx, k.Buckets, "b")
 	}
 	if more != nil {
@@ -156,7 +177,7 @@ func readSwarmPeers(ctx context.Context, rdb redis.UniversalClient, keys []Swarm
 		case errors.Is(err2, redis.Nil):
 			err2 = nil // one set
 		case bucketed && (n < 1 || n > maxBuckets):
-			err2 = fmt.Errorf("buckets hash: %d buckets", n)
+			err2 = badData{fmt.Errorf("buckets hash: %d buckets", n)}
 		}
 		if err = cmp.Or(err, err2); err != nil {
 			errs[i] = err
@@ -167,7 +188,7 @@ func readSwarmPeers(ctx context.Context, rdb redis.UniversalClient, keys []Swarm
 			continue
 		}
 		for b := range n {
-			rest[i] = append(rest[i], pipe.ZRangeWithScores(ctx, k.Bucket(b), 0, -1))
+			rest[i] = append(rest[i], pipe.ZRangeWithScores(ctx, k.Bucket(b), 0, stop))
 		}
 	}
 	if len(rest) == 0 {

@@ -364,7 +364,7 @@ func TestRelayBuckets(t *testing.T) {
 	if b < 4 || len(all) != 500 {
 		t.Fatalf("%d buckets, %d members; want at least 4 and 500", b, len(all))
 	}
-	back, err := r.Swarms(ctx, "target", []bittorrent.InfoHash{ih})
+	back, _, err := r.Swarms(ctx, "target", []bittorrent.InfoHash{ih}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func TestRelayIndexesTargets(t *testing.T) {
 	if _, err := r.Apply(ctx, []Target{{Node: "target", Changes: []bittorrent.PeerChange{{InfoHash: ih, Op: bittorrent.OpSeeder, Seen: time.Now().UnixMilli(), Peer: p}}}}); err != nil {
 		t.Fatal(err)
 	}
-	ihs, err := r.Indexed(ctx, "target")
+	ihs, _, err := r.Indexed(ctx, "target", 0)
 	if err != nil || len(ihs) != 1 || ihs[0] != ih {
 		t.Fatalf("target's index %v, %v", ihs, err)
 	}

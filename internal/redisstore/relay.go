@@ -160,12 +160,18 @@ func anyNoScript(cmds []*redis.Cmd) bool {
 
 // Swarms returns the live peers and the stops (tombstones) within the peer
 // lifetime of some of one node's swarms as changes (seen = their score), in
-// one round trip, for a resync. With an error, the swarms that were read
-// are returned too (the others empty).
-func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash) ([][]bittorrent.PeerChange, error) {
+// one round trip, for a resync: at most limit members of each of a swarm's
+// sets, and limit stops (limit ≤ 0: all). A swarm whose keys hold what no
+// writer of ours writes (a key of the wrong type) is left out and counted
+// in bad; with another error, the swarms that were read are returned too
+// (the others empty) with the first error.
+func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash, limit int) (out [][]bittorrent.PeerChange, bad int, err error) {
 	ks, err := NewKeyspace(r.prefix, node)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	if limit <= 0 {
+		limit = -1
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
@@ -180,20 +186,22 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 		keys[i] = ks.Swarm(ih)
 	}
 	stopCmds := make([]*redis.ZSliceCmd, len(hashes))
-	sets, errs := readSwarmPeers(ctx, r.rdb, keys, func(pipe redis.Pipeliner) {
+	sets, errs := readSwarmPeers(ctx, r.rdb, keys, int64(limit), func(pipe redis.Pipeliner) {
 		for i, k := range keys {
-			stopCmds[i] = pipe.ZRangeByScoreWithScores(ctx, k.Stopped, &redis.ZRangeBy{Min: min, Max: "+inf"})
+			stopCmds[i] = pipe.ZRangeByScoreWithScores(ctx, k.Stopped, &redis.ZRangeBy{Min: min, Max: "+inf", Count: int64(limit)})
 		}
 	})
 	// A swarm that could not be read whole (its shard down, a timeout) is
 	// left out, and the first error returned with what was read.
-	out := make([][]bittorrent.PeerChange, len(hashes))
+	out = make([][]bittorrent.PeerChange, len(hashes))
 	var first error
 	for i, ih := range hashes {
 		peers := sets[i]
 		stops, err := stopCmds[i].Result()
 		if err = cmp.Or(errs[i], err); err != nil && !errors.Is(err, redis.Nil) {
-			if first == nil {
+			if IsBadData(err) {
+				bad++
+			} else if first == nil {
 				first = fmt.Errorf("relay read swarms: %w", err)
 			}
 			continue
@@ -209,7 +217,7 @@ func (r *Relayer) Swarms(ctx context.Context, node string, hashes []bittorrent.I
 		}
 		out[i] = cs
 	}
-	return out, first
+	return out, bad, first
 }
 
 // A node's swarm index (IndexKeys, in keys.go: IndexParts sorted sets) holds the info
@@ -230,12 +238,14 @@ const indexSlack = 2 * time.Minute
 const indexPage = 1000
 
 // Indexed returns the info hashes of node's index seen within the peer
-// lifetime (plus the refresh slack), trimming older entries. It reads the
-// index in pages (ZSCAN: every entry present for the whole read is
-// returned, entries refreshed meanwhile included), each call bounded by the
-// timeout. A part that cannot be read (its shard down) is skipped: the
-// others are returned with the first error.
-func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHash, error) {
+// lifetime (plus the refresh slack), at most limit of them (≤ 0: all),
+// trimming older entries. It reads the index in pages (ZSCAN: every entry
+// present for the whole read is returned, entries refreshed meanwhile
+// included), each call bounded by the timeout. A part that is not a sorted
+// set (what no writer of ours writes) is skipped and counted in bad; a part
+// that cannot be read (its shard down) is skipped, and the others are
+// returned with the first error.
+func (r *Relayer) Indexed(ctx context.Context, node string, limit int) (out []bittorrent.InfoHash, bad int, err error) {
 	keys := IndexKeys(r.prefix, node)
 	cutoff := r.now().UnixMilli() - r.lifetimeMs - indexSlack.Milliseconds()
 	// Every part trimmed and its first page read in one round trip; the
@@ -250,17 +260,27 @@ func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHa
 	}
 	pipe.Exec(tctx) // per-command errors are read below
 	cancel()
-	var out []bittorrent.InfoHash
 	var first error
 	for i, key := range keys {
+		if limit > 0 && len(out) >= limit {
+			break
+		}
 		if err := trims[i].Err(); err != nil {
-			first = cmp.Or(first, fmt.Errorf("relay trim index: %w", err))
+			if IsBadData(err) {
+				bad++
+			} else {
+				first = cmp.Or(first, fmt.Errorf("relay trim index: %w", err))
+			}
 			continue
 		}
 		page, cursor, err := scans[i].Result()
 		seen := map[bittorrent.InfoHash]bool{} // ZSCAN may return an entry twice
 		for err == nil {
 			out = appendIndexed(out, page, cutoff, seen)
+			if limit > 0 && len(out) >= limit {
+				out = out[:limit]
+				break
+			}
 			if cursor == 0 {
 				break
 			}
@@ -272,7 +292,7 @@ func (r *Relayer) Indexed(ctx context.Context, node string) ([]bittorrent.InfoHa
 			first = cmp.Or(first, fmt.Errorf("relay read index: %w", err))
 		}
 	}
-	return out, first
+	return out, bad, first
 }
 
 // appendIndexed appends the info hashes of one page of an index part

@@ -170,7 +170,7 @@ func TestRelayPartialSeeds(t *testing.T) {
 	if s := state(ch(bittorrent.OpStopped, now-3, p2)); s.Incomplete != 1 {
 		t.Fatalf("partial seed stopped: %+v", s)
 	}
-	got, err := r.Swarms(ctx, "target", []bittorrent.InfoHash{ih})
+	got, _, err := r.Swarms(ctx, "target", []bittorrent.InfoHash{ih}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestIndexedInPages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := r.Indexed(ctx, "n1")
+	got, _, err := r.Indexed(ctx, "n1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,12 @@ type Config struct {
 	HubMembers string `env:"HUB_MEMBERS"`
 	// HubBacklog bounds each member's queue of messages to write.
 	HubBacklog int `env:"HUB_BACKLOG" envDefault:"1024"`
+	// What one node may make the hub hold or do (hub.Config).
+	HubMaxProcesses     int           `env:"HUB_MAX_PROCESSES" envDefault:"256"`
+	HubResyncBackoff    time.Duration `env:"HUB_RESYNC_BACKOFF" envDefault:"2s"`
+	HubResyncBackoffMax time.Duration `env:"HUB_RESYNC_BACKOFF_MAX" envDefault:"1m"`
+	HubResyncMaxSwarms  int           `env:"HUB_RESYNC_MAX_SWARMS" envDefault:"250000"`
+	HubResyncMaxPeers   int           `env:"HUB_RESYNC_MAX_PEERS" envDefault:"20000"`
 
 	Tracker tracker.Config
 	HTTP    httpapi.Config
@@ -240,6 +246,21 @@ func (c Config) validate() error {
 	}
 	if c.Link.RedisURL != "" && !strings.HasPrefix(c.Link.RedisURL, "redis://") && !strings.HasPrefix(c.Link.RedisURL, "rediss://") {
 		return errors.New("TRACKER_LINK_REDIS_URL must start with redis:// or rediss://")
+	}
+	if c.HubMaxProcesses < 1 || c.HubMaxProcesses > 65536 {
+		return errors.New("TRACKER_HUB_MAX_PROCESSES must be from 1 to 65536")
+	}
+	if c.HubResyncBackoff < 100*time.Millisecond || c.HubResyncBackoff > time.Hour {
+		return errors.New("TRACKER_HUB_RESYNC_BACKOFF must be from 100ms to 1h")
+	}
+	if c.HubResyncBackoffMax < c.HubResyncBackoff || c.HubResyncBackoffMax > 24*time.Hour {
+		return errors.New("TRACKER_HUB_RESYNC_BACKOFF_MAX must be from TRACKER_HUB_RESYNC_BACKOFF to 24h")
+	}
+	if c.HubResyncMaxSwarms < 1 || c.HubResyncMaxSwarms > 100_000_000 {
+		return errors.New("TRACKER_HUB_RESYNC_MAX_SWARMS must be from 1 to 100000000")
+	}
+	if c.HubResyncMaxPeers < 1 || c.HubResyncMaxPeers > 10_000_000 {
+		return errors.New("TRACKER_HUB_RESYNC_MAX_PEERS must be from 1 to 10000000")
 	}
 	if c.HubBacklog < 1 || c.HubBacklog > 1_000_000 {
 		return errors.New("TRACKER_HUB_BACKLOG must be from 1 to 1000000")

@@ -35,7 +35,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		log.Warn("unknown variable ignored (typo?)", "name", k)
 	}
 	reg := newRegistry()
-	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout, Backlog: cfg.HubBacklog, Share: true}, log, reg)
+	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout, Backlog: cfg.HubBacklog, Share: true,
+		MaxProcesses: cfg.HubMaxProcesses, ResyncBackoff: cfg.HubResyncBackoff, ResyncBackoffMax: cfg.HubResyncBackoffMax,
+		Bounds: hub.Bounds{Swarms: cfg.HubResyncMaxSwarms, Peers: cfg.HubResyncMaxPeers}}, log, reg)
 	if err != nil {
 		return err
 	}
@@ -65,7 +67,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		w.Write([]byte("ready\n"))
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	r.Method("GET", "/status", jsonHandler(func() any { return h.Status() }))
+	// The public status lists at most hub.PublicProcesses live processes a
+	// node; the admin panel shows them all.
+	r.Method("GET", "/status", jsonHandler(func() any { return h.PublicStatus() }))
 
 	var admin *panel.Panel
 	var adminLn net.Listener

@@ -152,6 +152,8 @@ func loadConfig(environ []string) (Config, []string, error) {
 	if c.PeerLifetime == 0 {
 		c.PeerLifetime = (c.Tracker.Interval + c.Tracker.IntervalJitter) * 3 / 2
 	}
+	// The link's publisher trims the node's swarm index by it.
+	c.Link.PeerLifetime = c.PeerLifetime
 	if err := c.validate(); err != nil {
 		return c, nil, err
 	}

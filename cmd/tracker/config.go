@@ -158,6 +158,8 @@ func loadConfig(environ []string) (Config, []string, error) {
 	if c.PeerLifetime == 0 {
 		c.PeerLifetime = (c.Tracker.Interval + c.Tracker.IntervalJitter) * 3 / 2
 	}
+	// The link's publisher trims the node's swarm index by it.
+	c.Link.PeerLifetime = c.PeerLifetime
 	if err := c.validate(); err != nil {
 		return c, nil, err
 	}
@@ -221,8 +223,10 @@ func (c Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return errors.New("TRACKER_LOG_FORMAT must be text or json")
 	}
-	if c.AdminToken != "" && len(c.AdminToken) < 16 {
-		return errors.New("TRACKER_ADMIN_TOKEN must be at least 16 characters")
+	// The panel lets the right token in at any rate (so that wrong ones
+	// cannot lock the operator out): its length is what stops guessing.
+	if c.AdminToken != "" && (len(c.AdminToken) < 16 || distinctBytes(c.AdminToken) < 8) {
+		return errors.New("TRACKER_ADMIN_TOKEN must be at least 16 characters, at least 8 of them different (e.g. openssl rand -hex 16)")
 	}
 	if err := c.Admin.Validate(); err != nil {
 		return err
@@ -392,4 +396,17 @@ func unknownVars(vars map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// distinctBytes counts the different bytes of s.
+func distinctBytes(s string) int {
+	var seen [256]bool
+	n := 0
+	for i := range len(s) {
+		if !seen[s[i]] {
+			seen[s[i]] = true
+			n++
+		}
+	}
+	return n
 }

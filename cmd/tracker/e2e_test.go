@@ -149,6 +149,10 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"TRACKER_UDP_SECRET=short", "TRACKER_UDP_SECRET"},
 		{"TRACKER_UDP_WORKERS=0", "TRACKER_UDP_WORKERS"},
 		{"TRACKER_UDP_ADDR=nonsense", "TRACKER_UDP_ADDR"},
+		{"TRACKER_ADMIN_TOKEN=short-token", "TRACKER_ADMIN_TOKEN"},
+		{"TRACKER_ADMIN_TOKEN=aaaaaaaabbbbbbbbcccccccc", "TRACKER_ADMIN_TOKEN"},
+		{"TRACKER_ADMIN_HOSTS=panel.example.org,*.example.org", "TRACKER_ADMIN_HOSTS"},
+		{"TRACKER_ADMIN_HOSTS=panel.example.org:6980", "TRACKER_ADMIN_HOSTS"},
 	} {
 		_, _, err := loadConfig([]string{tc.env})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

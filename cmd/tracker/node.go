@@ -173,7 +173,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	} else {
 		// Without the link the node still keeps its swarm index, which
 		// its admin page counts what it holds in.
-		idx := redisstore.NewIndexer(rdb, cfg.RedisPrefix, 64)
+		idx := redisstore.NewIndexer(rdb, cfg.RedisPrefix, 64, cfg.PeerLifetime)
 		sink = redisstore.IndexSink{X: idx, Node: cfg.NodeID}
 		errLog := logsample.New(log, 10*time.Second)
 		back.Go(func() error {

@@ -52,6 +52,10 @@ type Config struct {
 	// hash tag {<channel>}, so they live on one shard. Set from
 	// TRACKER_REDIS_CLUSTER, not by a variable of its own.
 	Sharded bool
+	// PeerLifetime is the node's peer lifetime: its swarm index's writes
+	// trim entries older than it (plus a slack). Set from
+	// TRACKER_PEER_LIFETIME; 0: the node never trims its index.
+	PeerLifetime time.Duration
 }
 
 // Enabled reports whether the link is on.
@@ -169,7 +173,7 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 		ep:       NewEndpoint(cfg, id, link, func(m *Message) ([]byte, error) { return EncodeUp(creds.Node, m) }),
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), log: log, errLog: logsample.New(log, 10*time.Second),
-		hubSeqs: map[string]uint64{}, idx: redisstore.NewIndexer(store, prefix, indexQueue),
+		hubSeqs: map[string]uint64{}, idx: redisstore.NewIndexer(store, prefix, indexQueue, cfg.PeerLifetime),
 	}
 	n.subState.Store(StateDown)
 	c := func(name, help string) prometheus.Counter {

@@ -3,8 +3,10 @@ package panel
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -27,10 +29,13 @@ import (
 //     net/http's cross-origin protection (Sec-Fetch-Site / Origin), which
 //     refuses any unsafe request a browser marks as cross-site.
 //
-// Wrong tokens, at sign-in or in a Bearer header, spend a bucket per
-// client address (authBurst at once, one more every authRefill); an
-// address whose bucket is empty is answered 429 without the token being
-// looked at. Every outcome is counted in admin_auth_total{outcome}.
+// Every token sent, at sign-in or in a Bearer header, is compared (see
+// try): the right one is always let in, so that nobody who can reach the
+// listener can lock the operator out with wrong ones. Wrong tokens spend a
+// bucket per client address (authBurst at once, one more every
+// authRefill) and are answered 429 once it is empty. Requests whose Host
+// is a name the listener does not answer to are refused first (hostOK).
+// Every outcome is counted in admin_auth_total{outcome}.
 
 const (
 	cookiePrefix = "tl_admin"
@@ -55,7 +60,10 @@ type bucket struct {
 // auth holds the sessions and the wrong-token buckets of one admin
 // listener. Both maps are bounded and guarded by mu.
 type auth struct {
-	token []byte
+	// sum is the SHA-256 of the token: tokens are compared as digests, so
+	// the comparison takes the same time whatever their lengths.
+	sum   [sha256.Size]byte
+	hosts map[string]bool // names the listener answers to besides localhost and IP addresses
 	ttl   time.Duration
 	now   func() time.Time
 
@@ -67,15 +75,21 @@ type auth struct {
 	outcomes *prometheus.CounterVec
 }
 
-func newAuth(token string, ttl time.Duration, reg prometheus.Registerer) (*auth, error) {
+func newAuth(token string, ttl time.Duration, hosts []string, reg prometheus.Registerer) (*auth, error) {
+	if token == "" {
+		return nil, errors.New("the admin panel needs TRACKER_ADMIN_TOKEN")
+	}
 	a := &auth{
-		token: []byte(token), ttl: ttl, now: time.Now,
+		sum: sha256.Sum256([]byte(token)), hosts: map[string]bool{}, ttl: ttl, now: time.Now,
 		sessions: map[string]*session{}, buckets: map[netip.Addr]*bucket{},
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "admin_auth_total",
-			Help: "Admin listener authentication by outcome: signed_in, signed_out, wrong_token, limited (an address out of tries), bad_csrf, expired."}, []string{"outcome"}),
+			Help: "Admin listener authentication by outcome: signed_in, signed_out, wrong_token, limited (a wrong token from an address out of tries), bad_csrf, expired, bad_host (a Host the listener does not answer to, refused 421)."}, []string{"outcome"}),
+	}
+	for _, h := range hosts {
+		a.hosts[strings.ToLower(h)] = true
 	}
 	a.shared = bucket{tokens: authBurst, last: a.now()}
-	for _, o := range []string{"signed_in", "signed_out", "wrong_token", "limited", "bad_csrf", "expired"} {
+	for _, o := range []string{"signed_in", "signed_out", "wrong_token", "limited", "bad_csrf", "expired", "bad_host"} {
 		a.outcomes.WithLabelValues(o)
 	}
 	return a, reg.Register(a.outcomes)
@@ -100,23 +114,39 @@ func clientAddr(r *http.Request) netip.Addr {
 	return ip.Unmap()
 }
 
-// allowed reports whether addr may try a token now.
-func (a *auth) allowed(addr netip.Addr) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	b := a.bucketOf(addr)
-	b.refill(a.now())
-	return b.tokens >= 1
-}
+// What try says of a token.
+type verdict int
 
-// wrong spends one try of addr.
-func (a *auth) wrong(addr netip.Addr) {
+const (
+	tokenRight   verdict = iota
+	tokenWrong           // answer 401
+	tokenLimited         // wrong, and its address is out of tries: answer 429
+)
+
+// try checks a token sent from addr. Every attempt is compared, and the
+// right token is let in whatever addr's bucket holds: a bucket that
+// refused the right token too would let anyone who reaches the listener
+// from the operator's address (on loopback, any local process) lock the
+// operator out with five wrong tokens. A wrong token spends one of addr's
+// tries, or is limited when none is left; both are counted. So guessing
+// is bounded by the token's length, not by the bucket: the token is at
+// least 16 characters (TRACKER_ADMIN_TOKEN, checked at start), and a
+// guesser's flood is answered 429 and counted, for the operator to see.
+func (a *auth) try(addr netip.Addr, got string) verdict {
+	if a.tokenOK(got) {
+		return tokenRight
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b := a.bucketOf(addr)
 	b.refill(a.now())
-	b.tokens = max(0, b.tokens-1)
+	if b.tokens < 1 {
+		a.count("limited")
+		return tokenLimited
+	}
+	b.tokens--
 	a.count("wrong_token")
+	return tokenWrong
 }
 
 // bucketOf returns addr's bucket, making one while there is room (full
@@ -147,7 +177,35 @@ func (b *bucket) refill(now time.Time) {
 }
 
 func (a *auth) tokenOK(got string) bool {
-	return len(a.token) > 0 && subtle.ConstantTimeCompare([]byte(got), a.token) == 1
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], a.sum[:]) == 1
+}
+
+// hostOK reports whether the listener answers to a request's Host (port
+// aside): an IP address, localhost, or a name of TRACKER_ADMIN_HOSTS.
+// Anything else is a name someone else's DNS may point at us (DNS
+// rebinding: a page of evil.example, whose name then resolves to
+// 127.0.0.1, would be same-origin with the panel and could read it); a
+// browser sends the name it resolved, so such requests are refused. An IP
+// address is not a name anyone can rebind: a browser that sends one
+// connected to that very address, so it is accepted whatever the address
+// (the listener's own, loopback, or a published port's, as compose's
+// 127.0.0.1:6990 in front of the container's address). The port is not
+// checked for the same reason.
+func (a *auth) hostOK(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "" {
+		return false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	host = strings.ToLower(host)
+	return host == "localhost" || a.hosts[host]
 }
 
 // signIn starts a session, signing out the oldest beyond maxSessions.
@@ -227,18 +285,15 @@ func (a *auth) require(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addr := clientAddr(r)
 		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-			if !a.allowed(addr) {
-				a.count("limited")
+			switch a.try(addr, bearer) {
+			case tokenLimited:
 				http.Error(w, "too many wrong tokens; try again later", http.StatusTooManyRequests)
-				return
-			}
-			if !a.tokenOK(bearer) {
-				a.wrong(addr)
+			case tokenWrong:
 				w.Header().Set("WWW-Authenticate", `Bearer realm="tracklink admin"`)
 				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
+			default:
+				h.ServeHTTP(w, r)
 			}
-			h.ServeHTTP(w, r)
 			return
 		}
 		s := a.sessionOf(r)

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -40,6 +41,11 @@ type Config struct {
 	// ChartStep is how often the charts are sampled (they show the last
 	// 120 steps).
 	ChartStep time.Duration `env:"ADMIN_CHART_STEP" envDefault:"5s"`
+	// Hosts are the host names (besides localhost) the listener answers
+	// to, for an operator who reaches it by name; a request with any other
+	// name in its Host header is refused (against DNS rebinding). IP
+	// addresses need not be listed: they are always answered.
+	Hosts []string `env:"ADMIN_HOSTS" envSeparator:","`
 }
 
 // The default admin addresses: loopback only, the node's and, on the
@@ -57,8 +63,16 @@ func (c Config) Validate() error {
 	if c.ChartStep < 100*time.Millisecond || c.ChartStep > time.Minute {
 		return errors.New("TRACKER_ADMIN_CHART_STEP must be from 100ms to 1m")
 	}
+	for _, h := range c.Hosts {
+		if len(h) > 253 || !hostNameRE.MatchString(h) {
+			return fmt.Errorf("TRACKER_ADMIN_HOSTS: %q is not a host name (comma-separated names, without scheme, port or wildcard)", h)
+		}
+	}
 	return nil
 }
+
+// hostNameRE matches a DNS host name (letters, digits, hyphens; dotted).
+var hostNameRE = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
 
 //go:embed templates/*.html
 var templateFS embed.FS
@@ -93,13 +107,10 @@ type base struct {
 }
 
 func newPanel(b base, pages ...string) (*Panel, error) {
-	if b.Token == "" {
-		return nil, errors.New("the admin panel needs TRACKER_ADMIN_TOKEN")
-	}
 	if err := b.Admin.Validate(); err != nil {
 		return nil, err
 	}
-	a, err := newAuth(b.Token, b.Admin.SessionTTL, b.Registerer)
+	a, err := newAuth(b.Token, b.Admin.SessionTTL, b.Admin.Hosts, b.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +156,11 @@ func (p *Panel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
+	if !p.auth.hostOK(r.Host) {
+		p.auth.count("bad_host")
+		http.Error(w, "misdirected request: this admin listener answers to its IP addresses, localhost and the names of TRACKER_ADMIN_HOSTS", http.StatusMisdirectedRequest)
+		return
+	}
 	// An upload is the largest request: a .torrent and a form around it.
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	p.handler.ServeHTTP(w, r)
@@ -228,14 +244,11 @@ func (p *Panel) signinPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Panel) signinPost(w http.ResponseWriter, r *http.Request) {
-	addr := clientAddr(r)
-	if !p.auth.allowed(addr) {
-		p.auth.count("limited")
+	switch p.auth.try(clientAddr(r), r.FormValue("token")) {
+	case tokenLimited:
 		p.render(w, r, http.StatusTooManyRequests, "signin", view{Error: "Too many wrong tokens from your address; wait a minute and try again."})
 		return
-	}
-	if !p.auth.tokenOK(r.FormValue("token")) {
-		p.auth.wrong(addr)
+	case tokenWrong:
 		p.render(w, r, http.StatusUnauthorized, "signin", view{Error: "Wrong token."})
 		return
 	}

@@ -186,7 +186,7 @@ func TestSignInAndSessions(t *testing.T) {
 }
 
 func TestSessionExpires(t *testing.T) {
-	a, err := newAuth(token, time.Minute, prometheus.NewRegistry())
+	a, err := newAuth(token, time.Minute, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,42 +221,120 @@ func TestWrongTokensAreRateLimited(t *testing.T) {
 			t.Fatalf("wrong token %d: %s", i, resp.Status)
 		}
 	}
-	// Out of tries: even the right token is not looked at, at sign-in or
-	// as a Bearer token.
-	if resp, _ := do(t, c, form(t, "POST", base+"/signin", url.Values{"token": {token}})); resp.StatusCode != http.StatusTooManyRequests {
+	// Out of tries: wrong tokens are refused 429, at sign-in and as a
+	// Bearer token, and counted.
+	bearer := func(tok string) *http.Request {
+		req := get(t, base+"/admin/torrents")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		return req
+	}
+	if resp, _ := do(t, c, form(t, "POST", base+"/signin", url.Values{"token": {"wrong-again-0123456789"}})); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("sign in out of tries: %s", resp.Status)
 	}
-	req := get(t, base+"/admin/torrents")
-	req.Header.Set("Authorization", "Bearer "+token)
-	if resp, _ := do(t, c, req); resp.StatusCode != http.StatusTooManyRequests {
+	if resp, _ := do(t, c, bearer("wrong-again-0123456789")); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("bearer out of tries: %s", resp.Status)
 	}
 	if n := outcomes(t, f.reg, "limited"); n != 2 {
 		t.Fatalf("limited counted %v, want 2", n)
 	}
+	// But the right token is still let in from that address: wrong
+	// tokens from it (any local process, on loopback) cannot lock the
+	// operator out.
+	if resp, _ := do(t, c, bearer(token)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("right bearer token after a flood of wrong ones: %s", resp.Status)
+	}
+	signIn(t, c, base)
+	if n := outcomes(t, f.reg, "wrong_token"); n != authBurst {
+		t.Fatalf("wrong_token counted %v, want %d", n, authBurst)
+	}
 }
 
 func TestBucketRefillsAndIsBounded(t *testing.T) {
-	a, _ := newAuth(token, time.Hour, prometheus.NewRegistry())
+	a, _ := newAuth(token, time.Hour, nil, prometheus.NewRegistry())
 	now := time.Now()
 	a.now = func() time.Time { return now }
 	ip := clientAddr(&http.Request{RemoteAddr: "192.0.2.1:1234"})
-	for range authBurst {
-		a.wrong(ip)
+	for i := range authBurst {
+		if v := a.try(ip, "wrong"); v != tokenWrong {
+			t.Fatalf("wrong token %d: verdict %d", i, v)
+		}
 	}
-	if a.allowed(ip) {
-		t.Fatal("allowed after a burst of wrong tokens")
+	if a.try(ip, "wrong") != tokenLimited {
+		t.Fatal("not limited after a burst of wrong tokens")
+	}
+	if a.try(ip, token) != tokenRight {
+		t.Fatal("the right token refused after a burst of wrong ones")
 	}
 	now = now.Add(authRefill)
-	if !a.allowed(ip) {
-		t.Fatal("not allowed again after a refill")
+	if a.try(ip, "wrong") != tokenWrong {
+		t.Fatal("still limited after a refill")
 	}
 	// Many addresses: never more than maxBuckets buckets.
 	for i := range maxBuckets + 100 {
-		a.wrong(clientAddr(&http.Request{RemoteAddr: fmt.Sprintf("10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255)}))
+		a.try(clientAddr(&http.Request{RemoteAddr: fmt.Sprintf("10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255)}), "wrong")
 	}
 	if len(a.buckets) > maxBuckets {
 		t.Fatalf("%d buckets", len(a.buckets))
+	}
+}
+
+// TestHostChecked: the admin listener answers to IP addresses (any port:
+// compose publishes the container's port on another), localhost and the
+// configured names; any other Host, such as a name rebound to 127.0.0.1 by
+// someone else's DNS, is refused 421 before anything else and counted.
+func TestHostChecked(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p, err := NewHub(Hub{Name: "hub1", Version: "test", Token: token, Hub: &fakeHub{}, Gatherer: reg, Registerer: reg, Log: slog.New(slog.DiscardHandler),
+		Admin: Config{SessionTTL: time.Hour, ChartStep: time.Second, Hosts: []string{"panel.example.org"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	refused := 0
+	for _, tc := range []struct {
+		host string
+		ok   bool
+	}{
+		{"127.0.0.1:6990", true}, // compose: the host's published port
+		{"127.0.0.1", true},
+		{"127.1.2.3:6981", true},
+		{"[::1]:6981", true},
+		{"[::1]", true},
+		{"localhost:6980", true},
+		{"LocalHost", true},
+		{"192.0.2.7:6980", true}, // a non-loopback listener reached by its address
+		{"panel.example.org:6981", true},
+		{"Panel.Example.Org", true},
+		{"evil.example:6981", false}, // DNS rebinding: a name that resolves to us
+		{"localhost.evil.example", false},
+		{"panel.example.org.evil.example", false},
+		{"127.0.0.1.nip.io:6981", false},
+		{"localhost.:6981", false},
+		{":6981", false},
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			for _, path := range []string{"/signin", "/admin/torrents"} {
+				req := get(t, srv.URL+path)
+				req.Host = tc.host
+				if path == "/admin/torrents" {
+					req.Header.Set("Authorization", "Bearer "+token)
+				}
+				resp, _ := do(t, http.DefaultClient, req)
+				if got := resp.StatusCode != http.StatusMisdirectedRequest; got != tc.ok {
+					t.Fatalf("%s with Host %q: %s, want answered %v", path, tc.host, resp.Status, tc.ok)
+				}
+				if !tc.ok {
+					refused++
+				}
+			}
+		})
+	}
+	if p.auth.hostOK("") {
+		t.Error("an empty Host answered")
+	}
+	if n := outcomes(t, reg, "bad_host"); n != float64(refused) {
+		t.Fatalf("bad_host counted %v, want %d", n, refused)
 	}
 }
 

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"cmp"
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
@@ -17,6 +18,18 @@ import (
 // node's index lists every swarm it holds). Each writes a torrent's entry
 // at most once per IndexRefresh while the torrent is active, never on
 // every announce.
+//
+// Writing trims: the pipeline that writes entries into a part of the index
+// first removes that part's entries older than the peer lifetime plus
+// indexSlack (those no reader counts any more), at most once per part per
+// IndexRefresh and per Indexer. So an index holds about the torrents active
+// within that time, whether or not a hub runs (the hub's resync trims too,
+// but resyncs are rare and a node without the link has none), and trimming
+// costs one ZREMRANGEBYSCORE per part a minute, nothing per announce. The
+// trim's time is the older of the Indexer's clock and the newest entry it
+// writes into the part: a relayed change seen ahead of this clock (within
+// the link's skew) never trims early, and a resync's old changes trim less,
+// never more.
 
 // IndexRefresh is how often a torrent's entry in a swarm index is
 // refreshed while the torrent is active; readers keep entries for the peer
@@ -29,6 +42,11 @@ const maxIndexed = 1 << 20
 
 // maxIndexedNodes bounds the nodes whose index keys an Indexer caches.
 const maxIndexedNodes = 4096
+
+// maxTrimmed bounds the index parts whose last trim an Indexer remembers
+// (256 nodes' indexes); beyond it, it forgets them all, and each part is
+// trimmed once more at its next write.
+const maxTrimmed = 256 * IndexParts
 
 // Entries are index writes: key (a part of a node's index) to members.
 type Entries map[string][]redis.Z
@@ -48,6 +66,11 @@ type Indexer struct {
 	// entry is due (on every announce of a node without the link)
 	// allocates nothing.
 	keys map[string]*[IndexParts]string
+	// keepMs is how long an entry counts (the peer lifetime plus
+	// indexSlack); 0: never trimmed here.
+	keepMs  int64
+	now     func() time.Time
+	trimmed map[string]int64 // index part -> time of its last trim (unix ms)
 }
 
 type indexEntry struct {
@@ -56,9 +79,16 @@ type indexEntry struct {
 }
 
 // NewIndexer returns an indexer of the nodes under prefix; queue bounds
-// the batches Queue may hold for Run.
-func NewIndexer(rdb redis.UniversalClient, prefix string, queue int) *Indexer {
-	return &Indexer{rdb: rdb, prefix: prefix, queue: make(chan Entries, queue), max: maxIndexed, written: map[indexEntry]int64{}, keys: map[string]*[IndexParts]string{}}
+// the batches Queue may hold for Run. Its writes trim the parts they write
+// into of the entries older than lifetime (the peer lifetime) plus
+// indexSlack; a lifetime of 0 never trims.
+func NewIndexer(rdb redis.UniversalClient, prefix string, queue int, lifetime time.Duration) *Indexer {
+	x := &Indexer{rdb: rdb, prefix: prefix, queue: make(chan Entries, queue), max: maxIndexed, written: map[indexEntry]int64{}, keys: map[string]*[IndexParts]string{},
+		now: time.Now, trimmed: map[string]int64{}}
+	if lifetime > 0 {
+		x.keepMs = (lifetime + indexSlack).Milliseconds()
+	}
+	return x
 }
 
 // Due returns the entries of node's index that changes make due, and
@@ -121,13 +151,42 @@ func (x *Indexer) Queue(node string, changes ...bittorrent.PeerChange) bool {
 	}
 }
 
-// Add adds entries to pipe and returns the commands, for Failed.
+// Add adds entries to pipe, each part's trim first when it is due, and
+// returns the commands, for Failed.
 func (x *Indexer) Add(ctx context.Context, pipe redis.Pipeliner, entries Entries) map[string]*redis.IntCmd {
 	adds := make(map[string]*redis.IntCmd, len(entries))
 	for key, zs := range entries {
+		if cutoff, ok := x.trimDue(key, zs); ok {
+			pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(cutoff, 10))
+		}
 		adds[key] = pipe.ZAdd(ctx, key, zs...)
 	}
 	return adds
+}
+
+// trimDue reports whether writing zs into part key trims it, and below
+// which score (inclusive, as Relayer.Indexed and Store.Held count only
+// entries above it), and takes the trim as done.
+func (x *Indexer) trimDue(key string, zs []redis.Z) (int64, bool) {
+	if x.keepMs == 0 || len(zs) == 0 {
+		return 0, false
+	}
+	at := x.now().UnixMilli()
+	newest := zs[0].Score
+	for _, z := range zs[1:] {
+		newest = max(newest, z.Score)
+	}
+	at = min(at, int64(newest))
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if last, ok := x.trimmed[key]; ok && at-last < IndexRefresh.Milliseconds() {
+		return 0, false
+	}
+	if len(x.trimmed) >= maxTrimmed {
+		clear(x.trimmed)
+	}
+	x.trimmed[key] = at
+	return at - x.keepMs, true
 }
 
 // Failed forgets the entries whose commands failed and returns the first
@@ -143,6 +202,13 @@ func (x *Indexer) Failed(entries Entries, adds map[string]*redis.IntCmd) error {
 	}
 	if len(failed) > 0 {
 		x.Forget(failed)
+		// The part's trim went in the same pipeline: try it again with the
+		// next write.
+		x.mu.Lock()
+		for key := range failed {
+			delete(x.trimmed, key)
+		}
+		x.mu.Unlock()
 	}
 	return first
 }

@@ -46,7 +46,7 @@ func NewRelayer(rdb redis.UniversalClient, cfg Config) (*Relayer, error) {
 	// The hub remembers an entry per node and torrent: fewer than a
 	// node's publisher (about 80 B each, so at most about 20 MB); past
 	// the bound it forgets them all and writes each once more.
-	idx := NewIndexer(rdb, cfg.Prefix, 0)
+	idx := NewIndexer(rdb, cfg.Prefix, 0, time.Duration(s.lifetimeMs)*time.Millisecond)
 	idx.max = relayIndexed
 	return &Relayer{rdb: rdb, cluster: cluster, prefix: cfg.Prefix, lifetimeMs: s.lifetimeMs, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now,
 		idx: idx}, nil

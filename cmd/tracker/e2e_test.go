@@ -149,6 +149,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"TRACKER_UDP_SECRET=short", "TRACKER_UDP_SECRET"},
 		{"TRACKER_UDP_WORKERS=0", "TRACKER_UDP_WORKERS"},
 		{"TRACKER_UDP_ADDR=nonsense", "TRACKER_UDP_ADDR"},
+		{"TRACKER_HUB_SHARE_MAX_TORRENTS=0", "TRACKER_HUB_SHARE_MAX_TORRENTS"},
+		{"TRACKER_HUB_SHARE_MAX_SIZE=99999999", "TRACKER_HUB_SHARE_MAX_SIZE"},
+		{"TRACKER_HUB_SHARE_MAX_BYTES=1000", "TRACKER_HUB_SHARE_MAX_BYTES"},
 	} {
 		_, _, err := loadConfig([]string{tc.env})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -35,6 +35,7 @@ type Set struct {
 	catalog  string
 	inbox    string
 	accept   string
+	declined string
 	share    ShareOptions
 	dir      string
 	interval time.Duration
@@ -64,7 +65,7 @@ func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Dura
 	}
 	return &Set{rdb: rdb, key: redisstore.AllowedKey(prefix, node), flag: redisstore.AllowedModeKey(prefix, node), dir: dir, interval: interval,
 		catalog: redisstore.CatalogKey(prefix, node), inbox: redisstore.InboxKey(prefix, node), accept: redisstore.AcceptKey(prefix, node), received: redisstore.ReceivedKey(prefix, node),
-		log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}}, nil
+		declined: redisstore.DeclinedKey(prefix, node), log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}}, nil
 }
 
 // Share turns torrent sharing on (call before Run).
@@ -106,6 +107,11 @@ func (s *Set) Sync(ctx context.Context) error {
 	dirPaths, files, listed, bad := scan(s.dir)
 	for path, err := range bad {
 		s.log.Warn("torrent file refused", "file", path, "err", err)
+	}
+	if s.share.Accept {
+		if err := s.declineRemoved(ctx, files); err != nil {
+			return err
+		}
 	}
 	cur, err := s.rdb.SMembers(ctx, s.key).Result()
 	if err != nil {
@@ -248,6 +254,10 @@ func (s *Set) Add(ctx context.Context, b []byte) (bittorrent.InfoHash, error) {
 	if err := torrentfile.WriteAtomic(path, b, 0o644); err != nil {
 		return hs[0], err
 	}
+	// Added by the operator: no longer declined.
+	if err := s.rdb.ZRem(ctx, s.declined, hexHashes(hs)).Err(); err != nil {
+		return hs[0], err
+	}
 	return hs[0], s.Sync(ctx)
 }
 
@@ -260,7 +270,10 @@ func (s *Set) Remove(ctx context.Context, ih bittorrent.InfoHash) error {
 	if err := os.Remove(path); err != nil {
 		return err
 	}
-	s.rdb.HDel(ctx, s.received, ih.String()) // a record only: a failure leaves a stale line
+	// Deleted stays deleted: the hub shares it here no more.
+	if err := s.decline(ctx, s.hashesAt(path)); err != nil {
+		return err
+	}
 	return s.Sync(ctx)
 }
 
@@ -274,6 +287,19 @@ func (s *Set) File(ih bittorrent.InfoHash) ([]byte, error) {
 		return nil, err
 	}
 	return os.ReadFile(path)
+}
+
+// hashesAt returns the carried info hashes (hex) whose file is path.
+func (s *Set) hashesAt(path string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for ih, p := range s.paths {
+		if p == path {
+			out = append(out, ih.String())
+		}
+	}
+	return out
 }
 
 func (s *Set) find(ih bittorrent.InfoHash) (string, error) {

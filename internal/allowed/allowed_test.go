@@ -104,14 +104,13 @@ func TestShareCopiesValidOffersAndRefusesInvalid(t *testing.T) {
 	other.Set(ctx, redisstore.AcceptKey(p, "b"), "1", time.Minute)
 	rdb.SAdd(ctx, redisstore.AllowedKey(p, "c"), string(v1[:]))
 	rdb.Set(ctx, redisstore.AcceptKey(p, "c"), "1", time.Minute)
-	refused := 0
-	here, there := Place{RDB: rdb, Prefix: p}, Place{RDB: other, Prefix: p}
-	n, err := Share(ctx, map[string]Place{"a": here, "b": there, "c": here, "d": here}, func() { refused++ })
+	here, there := Place{RDB: rdb, Prefix: p, Member: "A", ShareTo: []string{"B"}}, Place{RDB: other, Prefix: p, Member: "B"}
+	rep, err := Share(ctx, map[string]Place{"a": here, "b": there, "c": here, "d": here}, DefaultShareLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 || refused != 1 {
-		t.Fatalf("copied %d refused %d, want 1 and 1", n, refused)
+	if rep.Copied != 1 || rep.Refused[RefusedInvalid] != 1 {
+		t.Fatalf("copied %d refused %v, want 1 and 1 invalid", rep.Copied, rep.Refused)
 	}
 	if rdb.Exists(ctx, redisstore.InboxKey(p, "b")).Val() != 0 {
 		t.Fatal("b's inbox was written into a's Redis")

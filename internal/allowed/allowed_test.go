@@ -201,3 +201,51 @@ func TestTorrentsListsNamesAndWhatWasShared(t *testing.T) {
 		t.Fatalf("an uploaded torrent listed as received: %+v", ts)
 	}
 }
+
+// TestRescanReadsOnlyChangedFiles: a file whose name, size and time are
+// as at the last scan is not read again (its content replaced behind the
+// scan's back does not change what is carried), a changed one is, and a
+// refused one is logged once, not at every rescan.
+func TestRescanReadsOnlyChangedFiles(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	var logged strings.Builder
+	s, err := New(rdb, "rescan", "n", dir, time.Minute, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ih := v1(t, "kept", 0)
+	path := filepath.Join(dir, "kept.torrent")
+	os.WriteFile(path, b, 0o644)
+	os.WriteFile(filepath.Join(dir, "junk.torrent"), []byte("junk"), 0o644)
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var h bittorrent.InfoHash
+	copy(h[:], mustHex(t, ih))
+	st, _ := os.Stat(path)
+	// Same size, same time, other bytes: not read again.
+	garbage := []byte(strings.Repeat("x", len(b)))
+	os.WriteFile(path, garbage, 0o644)
+	os.Chtimes(path, st.ModTime(), st.ModTime())
+	for range 3 {
+		if err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.Carries(h) {
+		t.Fatal("an unchanged file was read again")
+	}
+	if n := strings.Count(logged.String(), "torrent file refused"); n != 1 {
+		t.Fatalf("a bad file logged %d times in 4 scans, want once", n)
+	}
+	// Changed time: read again, and refused.
+	os.Chtimes(path, st.ModTime().Add(time.Second), st.ModTime().Add(time.Second))
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s.Carries(h) {
+		t.Fatal("a changed file was not read again")
+	}
+}

@@ -196,6 +196,12 @@ func TestInboxRefusesWrongNamesAndDeclined(t *testing.T) {
 	if n := rdb.Exists(ctx, redisstore.InboxKey(p, "n")).Val(); n != 0 {
 		t.Fatal("the inbox was not emptied")
 	}
+	// The admin upload takes the same parser: the 8 MB nested value is a
+	// client error, at once.
+	start := time.Now()
+	if _, err := s.Add(ctx, []byte(nestedTorrent(4_000_000))); err == nil || !strings.Contains(err.Error(), "nested deeper") || time.Since(start) > time.Second {
+		t.Fatalf("nested upload: %v after %s", err, time.Since(start))
+	}
 }
 
 // TestDeletedSharedTorrentStaysDeleted: a shared torrent the operator

@@ -288,6 +288,9 @@ func (s *sources) read(ctx context.Context, f, ih string) ([]byte, error) {
 		return nil, nil
 	}
 	if !bud.allows(s.lim, size) {
+		// The member's bytes are spent: its other offers wait for the
+		// next resync, without a round trip each.
+		bud.n = s.lim.MaxTorrents
 		s.rep.refuse(RefusedOverCap)
 		return nil, nil
 	}

@@ -76,8 +76,9 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 //     :n, :q, :c, :x: redisstore.RelaySuffixes): it writes relayed peers
 //     and reads them for resyncs; never the key bindings (:k);
 //   - the swarm indexes (read for resyncs, expired entries trimmed);
-//   - read only: what nodes carry, offer and accept (allowed-torrents mode,
-//     sharing); read and write: their inboxes of shared torrents;
+//   - read only: what nodes carry, offer, accept and declined
+//     (allowed-torrents mode, sharing); read and write: their inboxes of
+//     shared torrents;
 //   - its process registry;
 //   - publish on the down channel only, subscribe to both;
 //   - no SCAN (an ACL limits keys, not the key names SCAN returns), and
@@ -88,8 +89,8 @@ func hubUser(prefix, channel string) aclUser {
 		rules = append(rules, "~"+prefix+":{*}:"+suffix)
 	}
 	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+prefix+":{*:inbox}")
-	for _, k := range []string{"allowed", "allowed-mode", "catalog", "accept-shared"} {
-		rules = append(rules, "%R~"+prefix+":{*:"+k+"}")
+	for _, key := range []func(prefix, node string) string{redisstore.AllowedKey, redisstore.AllowedModeKey, redisstore.CatalogKey, redisstore.AcceptKey, redisstore.DeclinedKey} {
+		rules = append(rules, "%R~"+key(prefix, "*"))
 	}
 	rules = append(rules, "~"+redisstore.LinkProcsKey(channel, false), "~"+redisstore.LinkProcsKey(channel, true), "resetchannels")
 	down := channels(channel, link.Config.DownChannel)

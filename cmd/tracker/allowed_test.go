@@ -153,15 +153,17 @@ func decodeMap(t *testing.T, b []byte) map[string]any {
 	return m
 }
 
-// TestTorrentSharing: a torrent node1 carries reaches node2, which accepts
-// shared torrents, but not node3, which does not; node2, down during a
-// release, catches up when it rejoins; invalid offers are refused.
+// TestTorrentSharing: a torrent node1 carries (and offers: offering is
+// off by default) reaches node2, which accepts shared torrents, but not
+// node3, which does not; node2, down during a release, catches up when it
+// rejoins; invalid offers are refused. The nodes are one member (one
+// Redis), so no consent is needed.
 func TestTorrentSharing(t *testing.T) {
 	c := newCluster(t)
 	dirs := map[string]string{"node1": t.TempDir(), "node2": t.TempDir(), "node3": t.TempDir()}
 	start := func(n string, accept bool) {
 		c.nodes[n] = startProc(t, runNode, c.env("TRACKER_NODE_ID="+n, "TRACKER_LINK_PASSWORD="+testPassword,
-			"TRACKER_ALLOWED_DIR="+dirs[n], "TRACKER_ALLOWED_RESCAN=200ms", fmt.Sprintf("TRACKER_SHARE_ACCEPT=%v", accept)))
+			"TRACKER_ALLOWED_DIR="+dirs[n], "TRACKER_ALLOWED_RESCAN=200ms", "TRACKER_SHARE_OFFER=true", fmt.Sprintf("TRACKER_SHARE_ACCEPT=%v", accept)))
 	}
 	_, ih := makeTorrent(t, "release1", dirs["node1"])
 	start("node1", false)
@@ -209,7 +211,7 @@ func TestTorrentSharing(t *testing.T) {
 			rdb.HSet(context.Background(), "tl:{node1:catalog}", strings.Repeat("ab", 20), "not a torrent")
 			c.resetHub()
 		}
-		return hubCounter(t, c.hub.url, "hub_shared_refused_total") > 0
+		return hubCounter(t, c.hub.url, `hub_shared_refused_total{reason="invalid"}`) > 0
 	})
 	if shared(dirs["node2"], strings.Repeat("\xab", 20)) {
 		t.Fatal("invalid torrent stored")

@@ -485,9 +485,9 @@ func testComposeFriends(t *testing.T, repo string) {
 		t.Fatalf("hub resyncs went from %d to %d in 10 s idle", before, after)
 	}
 
-	// Sharing on: beta accepts what alpha offers, and the private
-	// torrent's peer reaches it.
-	p.writeEnv(append(env, "TRACKER_SHARE_ACCEPT=true")...)
+	// Sharing on: alpha offers (the members file lets it share with
+	// beta), beta accepts, and the private torrent's peer reaches it.
+	p.writeEnv(append(env, "TRACKER_SHARE_OFFER=true", "TRACKER_SHARE_ACCEPT=true")...)
 	p.up()
 	privatePeer := net.JoinHostPort(c.ip4, "51501")
 	for _, port := range []int{7100, 7101} {

@@ -18,6 +18,7 @@ import (
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/torrentfile"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
 )
@@ -68,9 +69,16 @@ type Config struct {
 	AllowedDir    string        `env:"ALLOWED_DIR"`
 	AllowedRescan time.Duration `env:"ALLOWED_RESCAN" envDefault:"10s"`
 	// Torrent sharing over the link (allowed-torrents mode only).
-	ShareOffer     bool          `env:"SHARE_OFFER" envDefault:"true"`
+	// Offering is off unless the operator says so: what a node offers
+	// leaves its member as far as the hub's members file allows.
+	ShareOffer     bool          `env:"SHARE_OFFER" envDefault:"false"`
 	ShareAccept    bool          `env:"SHARE_ACCEPT" envDefault:"false"`
 	HubNodeTimeout time.Duration `env:"HUB_NODE_TIMEOUT" envDefault:"1m"`
+	// What one member's nodes may share into others per resync (hub):
+	// torrents and bytes copied, and the size of one shared torrent.
+	HubShareMaxTorrents int   `env:"HUB_SHARE_MAX_TORRENTS" envDefault:"100"`
+	HubShareMaxBytes    int64 `env:"HUB_SHARE_MAX_BYTES" envDefault:"33554432"`
+	HubShareMaxSize     int64 `env:"HUB_SHARE_MAX_SIZE" envDefault:"4194304"`
 	// HubMembers is the file listing the members of a network, each on
 	// its own Redis (members.go); empty: one member, TRACKER_REDIS_URL.
 	HubMembers string `env:"HUB_MEMBERS"`
@@ -268,6 +276,15 @@ func (c Config) validate() error {
 	}
 	if c.HubBacklog < 1 || c.HubBacklog > 1_000_000 {
 		return errors.New("TRACKER_HUB_BACKLOG must be from 1 to 1000000")
+	}
+	if c.HubShareMaxTorrents < 1 || c.HubShareMaxTorrents > 100_000 {
+		return errors.New("TRACKER_HUB_SHARE_MAX_TORRENTS must be from 1 to 100000")
+	}
+	if c.HubShareMaxSize < 1024 || c.HubShareMaxSize > torrentfile.MaxSize {
+		return fmt.Errorf("TRACKER_HUB_SHARE_MAX_SIZE must be from 1024 to %d bytes", torrentfile.MaxSize)
+	}
+	if c.HubShareMaxBytes < c.HubShareMaxSize || c.HubShareMaxBytes > 1<<30 {
+		return errors.New("TRACKER_HUB_SHARE_MAX_BYTES must be from TRACKER_HUB_SHARE_MAX_SIZE to 1073741824 bytes")
 	}
 	if c.HubMembers != "" && (c.RedisURL != "" || c.Link.RedisURL != "") {
 		return errors.New("TRACKER_HUB_MEMBERS lists each member's Redis: leave TRACKER_REDIS_URL and TRACKER_LINK_REDIS_URL unset")

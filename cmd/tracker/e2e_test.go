@@ -153,6 +153,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"TRACKER_ADMIN_TOKEN=aaaaaaaabbbbbbbbcccccccc", "TRACKER_ADMIN_TOKEN"},
 		{"TRACKER_ADMIN_HOSTS=panel.example.org,*.example.org", "TRACKER_ADMIN_HOSTS"},
 		{"TRACKER_ADMIN_HOSTS=panel.example.org:6980", "TRACKER_ADMIN_HOSTS"},
+		{"TRACKER_HUB_SHARE_MAX_TORRENTS=0", "TRACKER_HUB_SHARE_MAX_TORRENTS"},
+		{"TRACKER_HUB_SHARE_MAX_SIZE=99999999", "TRACKER_HUB_SHARE_MAX_SIZE"},
+		{"TRACKER_HUB_SHARE_MAX_BYTES=1000", "TRACKER_HUB_SHARE_MAX_BYTES"},
 	} {
 		_, _, err := loadConfig([]string{tc.env})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +47,11 @@ type memberConfig struct {
 	// not the hub's.
 	Prefix  string `json:"prefix,omitempty"`
 	Channel string `json:"channel,omitempty"`
+	// ShareTo names the other members whose nodes may receive the
+	// .torrent files this member's nodes offer ("*": every member): the
+	// member's consent, kept by the hub's operator. Default: none (its
+	// own nodes share with each other).
+	ShareTo []string `json:"share_to,omitempty"`
 	// linkURL is TRACKER_LINK_REDIS_URL of the single-Redis setup: the
 	// link channel on a Redis of its own.
 	linkURL string
@@ -133,6 +139,13 @@ func parseMembers(path string, b []byte) ([]memberConfig, error) {
 			return nil, bad("shares its Redis and link channel with an earlier member: give it a channel of its own")
 		}
 		seen[where] = true
+	}
+	for i, m := range mf.Members {
+		for _, to := range m.ShareTo {
+			if to != "*" && (!names[to] || to == m.Name) {
+				return nil, fmt.Errorf("TRACKER_HUB_MEMBERS: %s: member %d (%q): \"share_to\" names %q, which is not another member (a name, or \"*\" for all)", path, i+1, m.Name, to)
+			}
+		}
 	}
 	return mf.Members, nil
 }
@@ -250,7 +263,7 @@ func (s *memberSet) newMember(c memberConfig) (*builtMember, error) {
 	nodes := append([]string(nil), c.Nodes...)
 	b.member = hub.Member{
 		Name: c.Name, Nodes: nodes, Link: linkRDB, Channel: c.Channel, Sharded: c.RedisCluster, Relay: relay,
-		Carrier: allowed.NewCarrier(rdb, prefix, 2*time.Second), Share: &allowed.Place{RDB: rdb, Prefix: prefix},
+		Carrier: allowed.NewCarrier(rdb, prefix, 2*time.Second), Share: &allowed.Place{RDB: rdb, Prefix: prefix}, ShareTo: slices.Clone(c.ShareTo),
 	}
 	return b, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,13 +18,14 @@ func TestMembersFile(t *testing.T) {
 	good := `{"members": [
 		{"name": "alice", "nodes": ["alice1", "alice2"], "redis_url": "redis://tl-hub:pw@10.0.0.1:6379"},
 		{"name": "bob", "nodes": ["bob"], "redis_url": "rediss://tl-hub:pw@bob.example:6380", "redis_ca_file": "/ca.pem", "prefix": "bt", "channel": "bt:link"},
-		{"name": "carol", "nodes": ["carol"], "redis_url": "redis://10.0.0.1:6379", "channel": "carol:link"}
+		{"name": "carol", "nodes": ["carol"], "redis_url": "redis://10.0.0.1:6379", "channel": "carol:link", "share_to": ["alice", "bob"]},
+		{"name": "dave", "nodes": ["dave"], "redis_url": "redis://10.0.0.2:6379", "share_to": ["*"]}
 	]}`
 	ms, err := parseMembers("members.json", []byte(good))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != 3 || ms[1].Prefix != "bt" || ms[1].RedisCAFile != "/ca.pem" || len(ms[0].Nodes) != 2 {
+	if len(ms) != 4 || ms[1].Prefix != "bt" || ms[1].RedisCAFile != "/ca.pem" || len(ms[0].Nodes) != 2 || len(ms[2].ShareTo) != 2 || ms[0].ShareTo != nil {
 		t.Fatalf("parsed %+v", ms)
 	}
 	for _, tc := range []struct{ file, want string }{
@@ -40,6 +42,8 @@ func TestMembersFile(t *testing.T) {
 		{`{"members": [{"name": "a", "nodes": ["a"], "redis_url": "redis://h:1"}, {"name": "b", "nodes": ["a"], "redis_url": "redis://g:1"}]}`, `node id "a" is member "a"'s already`},
 		{`{"members": [{"name": "a", "nodes": ["a"], "redis_url": "redis://h:1"}, {"name": "b", "nodes": ["b"], "redis_url": "redis://u:p@h:1"}]}`, "shares its Redis and link channel"},
 		{`{"members": [{"name": "a", "nodes": ["a"], "redis_url": "redis://h:1"}]} {}`, "one JSON object"},
+		{`{"members": [{"name": "a", "nodes": ["a"], "redis_url": "redis://h:1", "share_to": ["b"]}]}`, `"share_to" names "b", which is not another member`},
+		{`{"members": [{"name": "a", "nodes": ["a"], "redis_url": "redis://h:1", "share_to": ["a"]}]}`, `"share_to" names "a"`},
 	} {
 		_, err := parseMembers("members.json", []byte(tc.file))
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "members.json") {
@@ -122,5 +126,63 @@ func TestHubMembersReload(t *testing.T) {
 	}
 	if got := scrapeOf(t, ann.url, ih).leechers; got != 3 {
 		t.Fatalf("ann holds %d peers, want 3", got)
+	}
+}
+
+// TestMembersShareOnlyWithConsent: ann's node offers a torrent and bo's
+// node accepts shared torrents (each raising its flag in its own Redis):
+// bo gets nothing until the hub's operator writes "share_to": ["bo"] into
+// ann's entry, and then gets it. Meanwhile ann's Redis user plants the
+// catalog values that crashed the hub (nested lists, 8 MB and 2 MB): the
+// hub refuses and counts them, and goes on.
+func TestMembersShareOnlyWithConsent(t *testing.T) {
+	a, b := redistest.Start(t), redistest.Start(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "members.json")
+	write := func(annShares string) {
+		t.Helper()
+		s := fmt.Sprintf(`{"members": [{"name": "ann", "nodes": ["ann"], "redis_url": %q%s}, {"name": "bo", "nodes": ["bo"], "redis_url": %q}]}`, a.URL(), annShares, b.URL())
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	common := []string{"TRACKER_LINK_PASSWORD=" + testPassword, "TRACKER_LINK_HEARTBEAT=100ms", "TRACKER_UDP_ADDR=off", "TRACKER_HTTP_ADDR=127.0.0.1:0"}
+	hubProc := startProc(t, runHub, append(common, "TRACKER_HUB_MEMBERS="+path))
+	annDir, boDir := t.TempDir(), t.TempDir()
+	_, ih := makeTorrent(t, "private", annDir)
+	name := fmt.Sprintf("%x", ih)
+	// ann rescans once an hour, so what the test writes into its catalog
+	// stays there.
+	startProc(t, runNode, append(common, "TRACKER_NODE_ID=ann", "TRACKER_REDIS_URL="+a.URL(), "TRACKER_ALLOWED_DIR="+annDir,
+		"TRACKER_ALLOWED_RESCAN=1h", "TRACKER_SHARE_OFFER=true"))
+	startProc(t, runNode, append(common, "TRACKER_NODE_ID=bo", "TRACKER_REDIS_URL="+b.URL(), "TRACKER_ALLOWED_DIR="+boDir,
+		"TRACKER_ALLOWED_RESCAN=200ms", "TRACKER_SHARE_ACCEPT=true"))
+	eventually(t, 5*time.Second, "ann and bo live at the hub", func() bool { return hubKnows(t, hubProc.url, "ann") && hubKnows(t, hubProc.url, "bo") })
+	ctx := context.Background()
+	annRDB := a.Client(t)
+	eventually(t, 5*time.Second, "ann offers its torrent", func() bool { return annRDB.HExists(ctx, "tl:{ann:catalog}", name).Val() })
+	received := func() bool {
+		_, err := os.Stat(filepath.Join(boDir, name+".torrent"))
+		return err == nil
+	}
+	time.Sleep(time.Second) // the joins' resyncs
+	if received() || b.Client(t).HExists(ctx, "tl:{bo:inbox}", name).Val() {
+		t.Fatal("bo received ann's torrent without ann's consent")
+	}
+
+	nested := func(depth int) string {
+		return "d4:info" + strings.Repeat("l", depth) + strings.Repeat("e", depth) + "e"
+	}
+	annRDB.HSet(ctx, "tl:{ann:catalog}", strings.Repeat("ee", 20), nested(4_000_000), strings.Repeat("dd", 20), nested(1_000_000))
+	write(`, "share_to": ["bo"]`)
+	took := eventually(t, 10*time.Second, "bo received ann's torrent after share_to", received)
+	t.Logf("shared %s after the members file changed", took.Round(time.Millisecond))
+	eventually(t, 5*time.Second, "the planted values refused and counted", func() bool {
+		return hubCounter(t, hubProc.url, `hub_shared_refused_total{reason="too_large"}`) >= 1 &&
+			hubCounter(t, hubProc.url, `hub_shared_refused_total{reason="invalid"}`) >= 1
+	})
+	if !hubKnows(t, hubProc.url, "bo") {
+		t.Fatal("the hub stopped relaying")
 	}
 }

@@ -156,9 +156,10 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		}
 		if linkNode != nil {
 			gate.OnChange = linkNode.Hello
-			refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "tracker_shared_torrents_refused_total", Help: "Shared torrents refused as invalid."})
+			refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracker_shared_torrents_refused_total",
+				Help: "Shared torrents refused from the inbox, by reason: invalid, wrong_name (not filed under its info hash), declined (deleted here before)."}, []string{"reason"})
 			reg.MustRegister(refused)
-			gate.Share(allowed.ShareOptions{Offer: cfg.ShareOffer, Accept: cfg.ShareAccept, Refused: refused.Inc})
+			gate.Share(allowed.ShareOptions{Offer: cfg.ShareOffer, Accept: cfg.ShareAccept, Refused: func(reason string) { refused.WithLabelValues(reason).Inc() }})
 		}
 		if err := gate.Sync(ctx); err != nil {
 			log.Warn("allowed torrents not loaded at start; retrying", "err", err)

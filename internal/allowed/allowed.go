@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -35,6 +36,7 @@ type Set struct {
 	catalog  string
 	inbox    string
 	accept   string
+	declined string
 	share    ShareOptions
 	dir      string
 	interval time.Duration
@@ -47,6 +49,11 @@ type Set struct {
 	// listed is the carried torrents for the admin panel, by name.
 	listed   []Torrent
 	received string // key of the shared torrents taken from the inbox
+
+	// scanMu serializes scans; cache holds what each file held when it
+	// was last read, so a rescan reads only files that changed.
+	scanMu sync.Mutex
+	cache  map[string]scanned
 
 	// OnChange, when set (before Run), is called after the carried set
 	// changed: the link says hello, so the hub resyncs this node.
@@ -64,7 +71,7 @@ func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Dura
 	}
 	return &Set{rdb: rdb, key: redisstore.AllowedKey(prefix, node), flag: redisstore.AllowedModeKey(prefix, node), dir: dir, interval: interval,
 		catalog: redisstore.CatalogKey(prefix, node), inbox: redisstore.InboxKey(prefix, node), accept: redisstore.AcceptKey(prefix, node), received: redisstore.ReceivedKey(prefix, node),
-		log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}}, nil
+		declined: redisstore.DeclinedKey(prefix, node), log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}, cache: map[string]scanned{}}, nil
 }
 
 // Share turns torrent sharing on (call before Run).
@@ -103,9 +110,11 @@ func (s *Set) Sync(ctx context.Context) error {
 	if err := s.takeInbox(ctx); err != nil {
 		return err
 	}
-	dirPaths, files, listed, bad := scan(s.dir)
-	for path, err := range bad {
-		s.log.Warn("torrent file refused", "file", path, "err", err)
+	dirPaths, files, listed := s.scan()
+	if s.share.Accept {
+		if err := s.declineRemoved(ctx, files); err != nil {
+			return err
+		}
 	}
 	cur, err := s.rdb.SMembers(ctx, s.key).Result()
 	if err != nil {
@@ -158,41 +167,84 @@ func sameKeys(a, b map[bittorrent.InfoHash]string) bool {
 	return true
 }
 
-// scan reads every .torrent in dir: the file of each info hash (v1 and, for
-// v2 and hybrid torrents, the truncated v2 hash that clients announce), the
-// files by their first hash (hex), and the torrents sorted by name.
-func scan(dir string) (map[bittorrent.InfoHash]string, map[string]string, []Torrent, map[string]error) {
+// scanned is what one file held when it was last read: its size and
+// modification time, and its hashes and summary or why it was refused.
+type scanned struct {
+	size   int64
+	mod    time.Time
+	hashes []bittorrent.InfoHash
+	t      Torrent
+	err    error
+}
+
+// scan lists the directory's .torrent files and returns the file of each
+// info hash (v1 and, for v2 and hybrid torrents, the truncated v2 hash that
+// clients announce), the files by their first hash (hex), and the torrents
+// sorted by name. A file whose name, size and modification time are as at
+// the last scan is not read again; a file refused is logged when it is
+// read, not at every rescan.
+func (s *Set) scan() (map[bittorrent.InfoHash]string, map[string]string, []Torrent) {
+	s.scanMu.Lock()
+	defer s.scanMu.Unlock()
 	out := map[bittorrent.InfoHash]string{}
 	files := map[string]string{}
 	var listed []Torrent
-	bad := map[string]error{}
-	entries, err := os.ReadDir(dir)
+	entries, err := os.ReadDir(s.dir)
 	if err != nil {
-		bad[dir] = err
-		return out, files, listed, bad
+		s.log.Warn("torrent directory not read", "err", err)
+		return out, files, listed
 	}
+	seen := map[string]bool{}
 	for _, e := range entries {
 		if !e.Type().IsRegular() || filepath.Ext(e.Name()) != ".torrent" {
 			continue
 		}
-		f, err := torrentfile.Read(filepath.Join(dir, e.Name()))
+		info, err := e.Info()
 		if err != nil {
-			bad[e.Name()] = err
+			continue // removed since the listing
+		}
+		seen[e.Name()] = true
+		path := filepath.Join(s.dir, e.Name())
+		c, ok := s.cache[e.Name()]
+		if !ok || c.size != info.Size() || !c.mod.Equal(info.ModTime()) {
+			c = readScanned(path, info)
+			s.cache[e.Name()] = c
+			if c.err != nil {
+				s.log.Warn("torrent file refused", "file", e.Name(), "err", c.err)
+			}
+		}
+		if c.err != nil {
 			continue
 		}
-		hs := hashesOf(f)
-		path := filepath.Join(dir, e.Name())
-		for _, ih := range hs {
+		for _, ih := range c.hashes {
 			out[ih] = path
 		}
-		files[hs[0].String()] = path
-		sum := f.Summary()
-		listed = append(listed, Torrent{InfoHash: hs[0].String(), Name: sum.Name, Size: sum.Size})
+		files[c.t.InfoHash] = path
+		listed = append(listed, c.t)
+	}
+	for name := range s.cache {
+		if !seen[name] {
+			delete(s.cache, name)
+		}
 	}
 	slices.SortFunc(listed, func(a, b Torrent) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.InfoHash, b.InfoHash))
 	})
-	return out, files, listed, bad
+	return out, files, listed
+}
+
+// readScanned reads and parses one file.
+func readScanned(path string, info fs.FileInfo) scanned {
+	c := scanned{size: info.Size(), mod: info.ModTime()}
+	f, err := torrentfile.Read(path)
+	if err != nil {
+		c.err = err
+		return c
+	}
+	c.hashes = hashesOf(f)
+	sum := f.Summary()
+	c.t = Torrent{InfoHash: c.hashes[0].String(), Name: sum.Name, Size: sum.Size}
+	return c
 }
 
 // Torrent is one carried torrent as the admin panel lists it.
@@ -248,6 +300,10 @@ func (s *Set) Add(ctx context.Context, b []byte) (bittorrent.InfoHash, error) {
 	if err := torrentfile.WriteAtomic(path, b, 0o644); err != nil {
 		return hs[0], err
 	}
+	// Added by the operator: no longer declined.
+	if err := s.rdb.ZRem(ctx, s.declined, hexHashes(hs)).Err(); err != nil {
+		return hs[0], err
+	}
 	return hs[0], s.Sync(ctx)
 }
 
@@ -260,7 +316,10 @@ func (s *Set) Remove(ctx context.Context, ih bittorrent.InfoHash) error {
 	if err := os.Remove(path); err != nil {
 		return err
 	}
-	s.rdb.HDel(ctx, s.received, ih.String()) // a record only: a failure leaves a stale line
+	// Deleted stays deleted: the hub shares it here no more.
+	if err := s.decline(ctx, s.hashesAt(path)); err != nil {
+		return err
+	}
 	return s.Sync(ctx)
 }
 
@@ -274,6 +333,19 @@ func (s *Set) File(ih bittorrent.InfoHash) ([]byte, error) {
 		return nil, err
 	}
 	return os.ReadFile(path)
+}
+
+// hashesAt returns the carried info hashes (hex) whose file is path.
+func (s *Set) hashesAt(path string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for ih, p := range s.paths {
+		if p == path {
+			out = append(out, ih.String())
+		}
+	}
+	return out
 }
 
 func (s *Set) find(ih bittorrent.InfoHash) (string, error) {

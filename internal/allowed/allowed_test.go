@@ -104,14 +104,13 @@ func TestShareCopiesValidOffersAndRefusesInvalid(t *testing.T) {
 	other.Set(ctx, redisstore.AcceptKey(p, "b"), "1", time.Minute)
 	rdb.SAdd(ctx, redisstore.AllowedKey(p, "c"), string(v1[:]))
 	rdb.Set(ctx, redisstore.AcceptKey(p, "c"), "1", time.Minute)
-	refused := 0
-	here, there := Place{RDB: rdb, Prefix: p}, Place{RDB: other, Prefix: p}
-	n, err := Share(ctx, map[string]Place{"a": here, "b": there, "c": here, "d": here}, func() { refused++ })
+	here, there := Place{RDB: rdb, Prefix: p, Member: "A", ShareTo: []string{"B"}}, Place{RDB: other, Prefix: p, Member: "B"}
+	rep, err := Share(ctx, map[string]Place{"a": here, "b": there, "c": here, "d": here}, DefaultShareLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 || refused != 1 {
-		t.Fatalf("copied %d refused %d, want 1 and 1", n, refused)
+	if rep.Copied != 1 || rep.Refused[RefusedInvalid] != 1 {
+		t.Fatalf("copied %d refused %v, want 1 and 1 invalid", rep.Copied, rep.Refused)
 	}
 	if rdb.Exists(ctx, redisstore.InboxKey(p, "b")).Val() != 0 {
 		t.Fatal("b's inbox was written into a's Redis")
@@ -200,5 +199,53 @@ func TestTorrentsListsNamesAndWhatWasShared(t *testing.T) {
 	}
 	if ts, _ := s.Torrents(ctx); len(ts) != 1 || !ts[0].Received.IsZero() {
 		t.Fatalf("an uploaded torrent listed as received: %+v", ts)
+	}
+}
+
+// TestRescanReadsOnlyChangedFiles: a file whose name, size and time are
+// as at the last scan is not read again (its content replaced behind the
+// scan's back does not change what is carried), a changed one is, and a
+// refused one is logged once, not at every rescan.
+func TestRescanReadsOnlyChangedFiles(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	var logged strings.Builder
+	s, err := New(rdb, "rescan", "n", dir, time.Minute, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ih := v1(t, "kept", 0)
+	path := filepath.Join(dir, "kept.torrent")
+	os.WriteFile(path, b, 0o644)
+	os.WriteFile(filepath.Join(dir, "junk.torrent"), []byte("junk"), 0o644)
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var h bittorrent.InfoHash
+	copy(h[:], mustHex(t, ih))
+	st, _ := os.Stat(path)
+	// Same size, same time, other bytes: not read again.
+	garbage := []byte(strings.Repeat("x", len(b)))
+	os.WriteFile(path, garbage, 0o644)
+	os.Chtimes(path, st.ModTime(), st.ModTime())
+	for range 3 {
+		if err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.Carries(h) {
+		t.Fatal("an unchanged file was read again")
+	}
+	if n := strings.Count(logged.String(), "torrent file refused"); n != 1 {
+		t.Fatalf("a bad file logged %d times in 4 scans, want once", n)
+	}
+	// Changed time: read again, and refused.
+	os.Chtimes(path, st.ModTime().Add(time.Second), st.ModTime().Add(time.Second))
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s.Carries(h) {
+		t.Fatal("a changed file was not read again")
 	}
 }

@@ -2,8 +2,8 @@ package allowed
 
 import (
 	"context"
-	"encoding/hex"
-	"fmt"
+	"errors"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -12,79 +12,183 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
-// Torrent sharing. A node in allowed-torrents mode on a link offers the
+// Torrent sharing. A node in allowed-torrents mode on a link may offer the
 // torrents it carries: it keeps their metainfo in a catalog in its own
 // keyspace. A node that accepts shared torrents raises a flag. On every
 // resync the hub copies each offered torrent that an accepting node lacks
 // into that node's inbox (keys in the accepting node's keyspace; a node
-// writes only its own keys). The accepting node validates what arrives,
+// writes only its own keys), when the offering node's member consents to
+// the receiving node's member (the hub's members file) and within the
+// offering member's limits. The accepting node validates what arrives,
 // stores it in its directory, and from then on carries it; its carried set
 // changed, so it says hello and is resynced with the torrent's peers.
+//
+// A torrent the operator deletes (the admin API, or its file removed from
+// the directory) is declined: recorded in the node's keyspace, never
+// copied again by the hub nor taken from the inbox, until the operator
+// adds it again. A node never offers on what it received: each member's
+// consent covers its own torrents, not what others shared with it.
 
 // ShareOptions turns sharing on for a Set (before Run).
 type ShareOptions struct {
 	Offer  bool // keep a catalog of the carried torrents for the hub
 	Accept bool // take torrents other nodes offer
-	// Refused counts shared torrents refused as invalid; may be nil.
-	Refused func()
+	// Refused counts shared torrents refused, by reason (Refused*); may
+	// be nil.
+	Refused func(reason string)
 }
 
-// share is the sharing half of Sync: take the inbox, then offer the
-// directory's torrents. It returns after the inbox's files are in the
-// directory, so the scan that follows carries them.
+// MaxDeclined bounds a node's declined list; the newest are kept.
+const MaxDeclined = 10000
+
+// takeInbox takes the inbox: valid torrents, filed under their own info
+// hash and not declined, are stored in the directory; the rest is refused
+// and counted, with one log line for all. It returns after the inbox's
+// files are in the directory, so the scan that follows carries them.
 func (s *Set) takeInbox(ctx context.Context) error {
 	if !s.share.Accept {
 		return nil
 	}
 	inbox, err := s.rdb.HGetAll(ctx, s.inbox).Result()
-	if err != nil {
+	if err != nil || len(inbox) == 0 {
 		return err
 	}
-	for name, body := range inbox {
-		if _, err := torrentfile.Parse([]byte(body)); err != nil || len(name) != 40 {
-			if s.share.Refused != nil {
-				s.share.Refused()
-			}
-			s.log.Warn("shared torrent refused", "name", name, "err", err)
-		} else if _, err := hex.DecodeString(name); err == nil {
-			path := filepath.Join(s.dir, name+".torrent")
-			if _, err := os.Stat(path); os.IsNotExist(err) {
-				if err := torrentfile.WriteAtomic(path, []byte(body), 0o644); err != nil {
-					return err // keep it in the inbox; next time
-				}
-				s.log.Info("carrying a shared torrent", "info_hash", name)
-				if err := s.rdb.HSet(ctx, s.received, name, time.Now().Unix()).Err(); err != nil {
-					return err
-				}
-			}
+	names := slices.Sorted(maps.Keys(inbox))
+	pipe := s.rdb.Pipeline()
+	declined := make([]*redis.FloatCmd, len(names))
+	for i, name := range names {
+		declined[i] = pipe.ZScore(ctx, s.declined, name)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	refused := map[string]int{}
+	for i, name := range names {
+		reason := ""
+		if declined[i].Err() == nil {
+			reason = RefusedDeclined
+		} else {
+			reason = checkShared(name, []byte(inbox[name]))
 		}
-		s.rdb.HDel(ctx, s.inbox, name)
+		if reason != "" {
+			refused[reason]++
+			if s.share.Refused != nil {
+				s.share.Refused(reason)
+			}
+		} else if err := s.store(ctx, name, []byte(inbox[name])); err != nil {
+			return err // keep it in the inbox; next time
+		}
+		if err := s.rdb.HDel(ctx, s.inbox, name).Err(); err != nil {
+			return err
+		}
+	}
+	if len(refused) > 0 {
+		s.log.Warn("shared torrents refused", "by_reason", refused)
 	}
 	return nil
 }
 
-// offer writes the catalog: the metainfo of every carried torrent, by its
-// first info hash.
+// checkShared returns why a shared torrent filed under name is refused
+// ("": it is not).
+func checkShared(name string, body []byte) string {
+	f, err := torrentfile.Parse(body)
+	if err != nil {
+		return RefusedInvalid
+	}
+	if hashesOf(f)[0].String() != name {
+		return RefusedWrongName
+	}
+	return ""
+}
+
+// store writes a shared torrent into the directory, unless a file of
+// that name is there, and records when it was received.
+func (s *Set) store(ctx context.Context, name string, body []byte) error {
+	path := filepath.Join(s.dir, name+".torrent")
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := torrentfile.WriteAtomic(path, body, 0o644); err != nil {
+		return err
+	}
+	s.log.Info("carrying a shared torrent", "info_hash", name)
+	return s.rdb.HSet(ctx, s.received, name, time.Now().Unix()).Err()
+}
+
+// decline records that the operator deleted the torrents of hashes (hex),
+// which are no longer received ones.
+func (s *Set) decline(ctx context.Context, hashes []string) error {
+	if len(hashes) == 0 {
+		return nil
+	}
+	now := float64(time.Now().Unix())
+	pipe := s.rdb.Pipeline()
+	for _, h := range hashes {
+		pipe.ZAdd(ctx, s.declined, redis.Z{Score: now, Member: h})
+	}
+	pipe.ZRemRangeByRank(ctx, s.declined, 0, -MaxDeclined-1)
+	pipe.HDel(ctx, s.received, hashes...)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// declineRemoved declines the received torrents whose files are gone
+// from the directory (removed by hand). files are those the scan found;
+// a file is looked for once more before it is declined, since another
+// replica may have stored it since the scan (it writes the file before
+// it records it as received).
+func (s *Set) declineRemoved(ctx context.Context, files map[string]string) error {
+	received, err := s.rdb.HKeys(ctx, s.received).Result()
+	if err != nil {
+		return err
+	}
+	var gone []string
+	for _, name := range received {
+		if _, ok := files[name]; ok {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, name+".torrent")); errors.Is(err, fs.ErrNotExist) {
+			gone = append(gone, name)
+		}
+	}
+	return s.decline(ctx, gone)
+}
+
+// offer writes the catalog: the metainfo of every carried torrent that was
+// not received from another node, by its first info hash. Files already
+// in the catalog are not read again.
 func (s *Set) offer(ctx context.Context, pipe redis.Pipeliner, files map[string]string) error {
+	if s.share.Accept {
+		pipe.Set(ctx, s.accept, "1", 3*s.interval+time.Minute)
+	}
 	if !s.share.Offer {
+		pipe.Del(ctx, s.catalog) // offered before, no longer
 		return nil
 	}
 	have, err := s.rdb.HKeys(ctx, s.catalog).Result()
 	if err != nil {
 		return err
 	}
+	received, err := s.rdb.HKeys(ctx, s.received).Result()
+	if err != nil {
+		return err
+	}
+	offered := maps.Clone(files)
+	for _, k := range received {
+		delete(offered, k)
+	}
 	had := map[string]bool{}
 	for _, k := range have {
 		had[k] = true
-		if _, ok := files[k]; !ok {
+		if _, ok := offered[k]; !ok {
 			pipe.HDel(ctx, s.catalog, k)
 		}
 	}
-	for k, path := range files {
+	for k, path := range offered {
 		if had[k] {
 			continue
 		}
@@ -94,96 +198,14 @@ func (s *Set) offer(ctx context.Context, pipe redis.Pipeliner, files map[string]
 		}
 		pipe.HSet(ctx, s.catalog, k, b)
 	}
-	if s.share.Accept {
-		pipe.Set(ctx, s.accept, "1", 3*s.interval+time.Minute)
-	}
 	return nil
 }
 
-// Place is where a node's keys are: its member's Redis and key prefix.
-type Place struct {
-	RDB    redis.UniversalClient
-	Prefix string
-}
-
-// Share is the hub's half: it copies every torrent offered by one of nodes
-// into the inbox of each accepting node that neither carries it nor has it
-// waiting, reading and writing each node where it is (nodes of several
-// members: several Redis). It returns how many it copied. Invalid metainfo
-// is counted by refused and not copied. A node that cannot be read or
-// written now is skipped, and the first such error returned after the rest
-// was done.
-func Share(ctx context.Context, nodes map[string]Place, refused func()) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	type state struct {
-		accept  bool
-		carried map[string]bool
+// hexHashes returns the hashes, in hex.
+func hexHashes(hs []bittorrent.InfoHash) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.String()
 	}
-	states := map[string]state{}
-	offered := map[string]string{} // hex ih -> node that offers it
-	var first error
-	failed := func(err error) {
-		if first == nil {
-			first = err
-		}
-	}
-	names := slices.Sorted(maps.Keys(nodes))
-	for _, n := range names {
-		at := nodes[n]
-		pipe := at.RDB.Pipeline()
-		acc := pipe.Exists(ctx, redisstore.AcceptKey(at.Prefix, n))
-		carried := pipe.SMembers(ctx, redisstore.AllowedKey(at.Prefix, n))
-		cat := pipe.HKeys(ctx, redisstore.CatalogKey(at.Prefix, n))
-		inbox := pipe.HKeys(ctx, redisstore.InboxKey(at.Prefix, n))
-		if _, err := pipe.Exec(ctx); err != nil {
-			// Unreadable now (its shard or member down): neither
-			// offers nor receives this time; the next resync tries
-			// again.
-			failed(fmt.Errorf("share: read %s: %w", n, err))
-			continue
-		}
-		st := state{accept: acc.Val() == 1, carried: map[string]bool{}}
-		for _, m := range carried.Val() {
-			st.carried[hex.EncodeToString([]byte(m))] = true
-		}
-		for _, k := range inbox.Val() {
-			st.carried[k] = true
-		}
-		states[n] = st
-		for _, k := range cat.Val() {
-			offered[k] = n
-		}
-	}
-	copied := 0
-	for ih, from := range offered {
-		var body []byte
-		for _, n := range names {
-			st, ok := states[n]
-			if !ok || !st.accept || st.carried[ih] {
-				continue
-			}
-			if body == nil {
-				at := nodes[from]
-				b, err := at.RDB.HGet(ctx, redisstore.CatalogKey(at.Prefix, from), ih).Bytes()
-				if err != nil {
-					failed(err)
-					break
-				}
-				if _, err := torrentfile.Parse(b); err != nil {
-					if refused != nil {
-						refused()
-					}
-					break
-				}
-				body = b
-			}
-			if err := nodes[n].RDB.HSet(ctx, redisstore.InboxKey(nodes[n].Prefix, n), ih, body).Err(); err != nil {
-				failed(err)
-				continue
-			}
-			copied++
-		}
-	}
-	return copied, first
+	return out
 }

@@ -100,8 +100,11 @@ type Config struct {
 	// dropped for that member, counted, and a resync repairs it.
 	Backlog int
 	// Share copies torrents that nodes offer to nodes that accept them, as
-	// part of every resync, across members (those with Member.Share).
-	Share bool
+	// part of every resync, across members (those with Member.Share) as
+	// far as Member.ShareTo allows, within ShareLimits (zero values:
+	// allowed.DefaultShareLimits).
+	Share       bool
+	ShareLimits allowed.ShareLimits
 	// MaxProcesses bounds the processes of one node id (0:
 	// DefaultMaxProcesses); a message from a further new session is
 	// refused (too_many_processes).
@@ -142,6 +145,10 @@ type Member struct {
 	// Share is where torrent sharing reads the member's catalogs and
 	// writes its inboxes (nil: the member takes no part).
 	Share *allowed.Place
+	// ShareTo names the other members whose nodes may receive the
+	// torrents this member's nodes offer ("*": all); none by default.
+	// The member's own nodes always share with each other.
+	ShareTo []string
 }
 
 // Hub relays between nodes.
@@ -216,7 +223,8 @@ type metrics struct {
 	relayed, dropped            prometheus.Counter
 	late, resyncFailed          prometheus.Counter
 	resyncs, splits             prometheus.Counter
-	shared, refused             prometheus.Counter
+	shared                      prometheus.Counter
+	refused                     *prometheus.CounterVec
 	lag, resyncDuration         prometheus.Histogram
 	backlog, up                 *prometheus.GaugeVec
 	memberDropped, memberFailed *prometheus.CounterVec
@@ -272,7 +280,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 			Help: "Resyncs that could not read or write everything (what was reachable was applied); each is retried a second later."}),
 		splits:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_splits_total", Help: "Soft splits of the hub's own subscription, healed."}),
 		shared:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_torrents_total", Help: "Torrents copied to nodes that accept shared torrents."}),
-		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_shared_refused_total", Help: "Offered torrents refused as invalid."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_shared_refused_total", Help: "Offered torrents not copied, by reason: invalid, wrong_name, too_large, over_cap (waits for the next resync), catalog_too_large."}, []string{"reason"}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hub_propagation_seconds", Help: "From a node publishing a change to the hub having written it into another member.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5}}),
 		resyncRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_resync_refused_total",

@@ -67,7 +67,7 @@ const writeBatch = 4096
 // nothing is relayed to it), one given with other settings restarts, and
 // the others go on untouched. Members are checked first: names valid and
 // distinct, a node id in one member at most, a member without node ids
-// only alone. On an error nothing changes.
+// only alone, shares only to other members. On an error nothing changes.
 func (h *Hub) SetMembers(ms []Member) error {
 	if err := checkMembers(ms); err != nil {
 		return err
@@ -145,6 +145,13 @@ func checkMembers(ms []Member) error {
 			owner[n] = m.Name
 		}
 	}
+	for _, m := range ms {
+		for _, to := range m.ShareTo {
+			if to != "*" && (!names[to] || to == m.Name) {
+				return fmt.Errorf("member %q shares to %q, which is not another member", m.Name, to)
+			}
+		}
+	}
 	return nil
 }
 
@@ -171,7 +178,7 @@ func (h *Hub) newMember(m Member) *member {
 // same reports whether m is what mb runs.
 func (mb *member) same(m Member) bool {
 	return mb.Link == m.Link && mb.Relay == m.Relay && mb.Carrier == m.Carrier && mb.Share == m.Share &&
-		mb.Channel == m.Channel && mb.Sharded == m.Sharded && slices.Equal(mb.Nodes, m.Nodes)
+		mb.Channel == m.Channel && mb.Sharded == m.Sharded && slices.Equal(mb.Nodes, m.Nodes) && slices.Equal(mb.ShareTo, m.ShareTo)
 }
 
 // start starts the member's subscription and heartbeat under the hub's

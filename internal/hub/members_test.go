@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,6 +221,13 @@ func TestSetMembersWhileRunning(t *testing.T) {
 	}
 	if err := n.SetMembers([]Member{a, {Name: "d", Link: rdb, Relay: relay}}); err == nil {
 		t.Fatal("a member without node ids accepted beside another")
+	}
+	for _, to := range []string{"nobody", "a"} {
+		shares := a
+		shares.ShareTo = []string{to}
+		if err := n.SetMembers([]Member{shares, b}); err == nil || !strings.Contains(err.Error(), "not another member") {
+			t.Fatalf("a member sharing to %q accepted (%v)", to, err)
+		}
 	}
 	if err := n.SetMembers([]Member{a, b}); err != nil {
 		t.Fatal(err)

@@ -151,11 +151,23 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 		places := map[string]allowed.Place{}
 		for _, t := range nodes {
 			if t.mb.Share != nil {
-				places[t.node] = *t.mb.Share
+				p := *t.mb.Share
+				p.Member, p.ShareTo = t.mb.Name, t.mb.ShareTo
+				places[t.node] = p
 			}
 		}
-		n, err := allowed.Share(ctx, places, h.m.refused.Inc)
-		h.m.shared.Add(float64(n))
+		lim := h.cfg.ShareLimits
+		if lim == (allowed.ShareLimits{}) {
+			lim = allowed.DefaultShareLimits
+		}
+		rep, err := allowed.Share(ctx, places, lim)
+		h.m.shared.Add(float64(rep.Copied))
+		for reason, n := range rep.Refused {
+			h.m.refused.WithLabelValues(reason).Add(float64(n))
+		}
+		if len(rep.Refused) > 0 {
+			h.log.Warn("shared torrents not copied", "copied", rep.Copied, "by_reason", rep.Refused)
+		}
 		if err != nil {
 			run.failed(nil, err)
 		}

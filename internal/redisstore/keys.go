@@ -250,3 +250,10 @@ func ProcsKey(prefix, node string) string { return prefix + ":{" + node + ":proc
 // ReceivedKey is a node's hash of the shared torrents it took from its
 // inbox: field = info hash (hex), value = when (unix seconds).
 func ReceivedKey(prefix, node string) string { return prefix + ":{" + node + ":received}" }
+
+// DeclinedKey is a node's sorted set of the shared torrents its operator
+// deleted: member = info hash (hex), score = when (unix seconds). The hub
+// copies none of them to the node again, and the node takes none of them
+// from its inbox. It is trimmed to its newest entries
+// (allowed.MaxDeclined).
+func DeclinedKey(prefix, node string) string { return prefix + ":{" + node + ":declined}" }

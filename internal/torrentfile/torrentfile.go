@@ -36,6 +36,10 @@ func Parse(b []byte) (*File, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("torrent is %d bytes, at most %d", len(b), MaxSize)
 	}
+	// Bounded first: the decoder below recurses and allocates per value.
+	if _, err := Check(b); err != nil {
+		return nil, fmt.Errorf("not a torrent (bencoded dictionary): %w", err)
+	}
 	var top map[string]bencode.Bytes
 	if err := bencode.Unmarshal(b, &top); err != nil {
 		return nil, fmt.Errorf("not a torrent (bencoded dictionary): %w", err)

@@ -2,6 +2,7 @@ package torrentfile
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"os"
@@ -254,9 +255,21 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("d4:infod6:lengthi1e4:name3:abc12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee"))
 	f.Add([]byte("d4:infod9:file treed1:ad0:d6:lengthi5eee4:name1:x12:meta versioni2e12:piece lengthi16384eee"))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		info, cerr := Check(b)
 		tf, err := Parse(b)
 		if err != nil {
 			return
+		}
+		// What Parse takes, Check took, and Check's info bytes are the
+		// ones the decoder hashes: a relay that only checks and hashes
+		// files a torrent under the name a node will give it.
+		if cerr != nil || !bytes.Equal(info, tf.top["info"]) {
+			t.Fatalf("Check disagrees with the decoder: %v", cerr)
+		}
+		if h, ok := tf.InfoHashV1(); ok {
+			if named, err := NamedBy(b, hex.EncodeToString(h[:])); !named || err != nil {
+				t.Fatalf("not named by its v1 hash: %v", err)
+			}
 		}
 		tf.Summary()
 		h1, _ := tf.InfoHashV1()

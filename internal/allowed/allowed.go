@@ -368,6 +368,9 @@ func (s *Set) List() []string {
 	return out
 }
 
+// MaxCarried bounds the carried set the hub reads of one node.
+const MaxCarried = 1 << 20
+
 // Carrier is the hub's view of which torrents each node carries: nodes
 // without the mode flag carry everything; others carry their set. Sets are
 // cached for refresh.
@@ -375,6 +378,7 @@ type Carrier struct {
 	rdb     redis.UniversalClient
 	prefix  string
 	refresh time.Duration
+	max     int64 // MaxCarried
 
 	mu    sync.Mutex
 	nodes map[string]*nodeSet
@@ -389,7 +393,7 @@ type nodeSet struct {
 
 // NewCarrier returns a Carrier that reads node sets at most once per refresh.
 func NewCarrier(rdb redis.UniversalClient, prefix string, refresh time.Duration) *Carrier {
-	return &Carrier{rdb: rdb, prefix: prefix, refresh: refresh, nodes: map[string]*nodeSet{}}
+	return &Carrier{rdb: rdb, prefix: prefix, refresh: refresh, max: MaxCarried, nodes: map[string]*nodeSet{}}
 }
 
 // Carries implements the hub's Carrier. A node's set is read the first
@@ -400,6 +404,19 @@ func NewCarrier(rdb redis.UniversalClient, prefix string, refresh time.Duration)
 // dropped now is repaired by the next resync; one stored wrongly is not.
 // Either way it is tried again no sooner than refresh.
 func (c *Carrier) Carries(ctx context.Context, node string, ih bittorrent.InfoHash) bool {
+	ns := c.set(ctx, node)
+	return ns.all || ns.hashes[string(ih[:])]
+}
+
+// Listed reports whether node is in allowed-torrents mode and carries ih:
+// a torrent its operator chose (the hub's Carrier).
+func (c *Carrier) Listed(ctx context.Context, node string, ih bittorrent.InfoHash) bool {
+	ns := c.set(ctx, node)
+	return !ns.all && ns.hashes[string(ih[:])]
+}
+
+// set returns node's set as Carries describes.
+func (c *Carrier) set(ctx context.Context, node string) *nodeSet {
 	c.mu.Lock()
 	ns := c.nodes[node]
 	stale := ns != nil && !ns.refreshing && time.Since(ns.fetched) > c.refresh
@@ -413,7 +430,7 @@ func (c *Carrier) Carries(ctx context.Context, node string, ih bittorrent.InfoHa
 	case stale:
 		go c.read(context.WithoutCancel(ctx), node, ns)
 	}
-	return ns.all || ns.hashes[string(ih[:])]
+	return ns
 }
 
 // read reads node's set and keeps it; on an error it keeps old's (or an
@@ -443,10 +460,20 @@ func (c *Carrier) Forget(node string) {
 func (c *Carrier) fetch(ctx context.Context, node string) (*nodeSet, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	// A node's set is its own to write: one larger than any directory
+	// the node itself would carry is not read (the node then carries
+	// nothing, for the hub, until it is within bounds).
 	pipe := c.rdb.Pipeline()
 	flag := pipe.Exists(ctx, redisstore.AllowedModeKey(c.prefix, node))
-	members := pipe.SMembers(ctx, redisstore.AllowedKey(c.prefix, node))
+	size := pipe.SCard(ctx, redisstore.AllowedKey(c.prefix, node))
 	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	if size.Val() > c.max {
+		return nil, fmt.Errorf("node %s carries %d torrents, more than %d", node, size.Val(), c.max)
+	}
+	members := c.rdb.SMembers(ctx, redisstore.AllowedKey(c.prefix, node))
+	if err := members.Err(); err != nil {
 		return nil, err
 	}
 	ns := &nodeSet{fetched: time.Now(), all: flag.Val() == 0, hashes: map[string]bool{}}

@@ -249,3 +249,32 @@ func TestRescanReadsOnlyChangedFiles(t *testing.T) {
 		t.Fatal("a changed file was not read again")
 	}
 }
+
+// TestCarrierBoundsWhatItReads: a node's carried set is its own to write;
+// one larger than the bound is not read, and the node carries nothing for
+// the hub (its relays dropped, counted by the hub) until it is within
+// bounds. Listed tells a torrent of the node's own list from one it
+// carries because it carries everything.
+func TestCarrierBoundsWhatItReads(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	const prefix = "carrybound"
+	rdb.Set(ctx, redisstore.AllowedModeKey(prefix, "big"), "1", 0)
+	for i := range 20 {
+		rdb.SAdd(ctx, redisstore.AllowedKey(prefix, "big"), string(make([]byte, 19))+string(rune(i)))
+	}
+	c := NewCarrier(rdb, prefix, time.Minute)
+	c.max = 10
+	listed := bittorrent.InfoHash{}
+	if c.Carries(ctx, "big", listed) || c.Listed(ctx, "big", listed) {
+		t.Fatal("a set beyond the bound was read")
+	}
+	rdb.Set(ctx, redisstore.AllowedModeKey(prefix, "small"), "1", 0)
+	rdb.SAdd(ctx, redisstore.AllowedKey(prefix, "small"), string(listed[:]))
+	if !c.Carries(ctx, "small", listed) || !c.Listed(ctx, "small", listed) {
+		t.Fatal("a node's own listed torrent: not carried or not listed")
+	}
+	if !c.Carries(ctx, "open", listed) || c.Listed(ctx, "open", listed) {
+		t.Fatal("a node without the mode flag: not carrying, or listing")
+	}
+}

@@ -43,8 +43,13 @@ import (
 // a node carries only its own list; a relayed change for a torrent it does
 // not carry is dropped for it, never stored. Forget drops what the carrier
 // knows of a node (its hello may mean its torrents changed).
+//
+// Listed reports whether node carries ih by its own list (allowed-torrents
+// mode), not by carrying everything: its operator chose that torrent, so
+// its peers are the member's own to share (see mayReceive).
 type Carrier interface {
 	Carries(ctx context.Context, node string, ih bittorrent.InfoHash) bool
+	Listed(ctx context.Context, node string, ih bittorrent.InfoHash) bool
 	Forget(node string)
 }
 
@@ -52,6 +57,7 @@ type Carrier interface {
 type everything struct{}
 
 func (everything) Carries(context.Context, string, bittorrent.InfoHash) bool { return true }
+func (everything) Listed(context.Context, string, bittorrent.InfoHash) bool  { return false }
 func (everything) Forget(string)                                             {}
 
 // Relayer writes relayed changes into nodes' keyspaces and reads them for
@@ -560,7 +566,7 @@ func (h *Hub) relayChanges(origin string, st *procState, sent time.Time, changes
 		byMember[t.mb] = append(byMember[t.mb], t.node)
 	}
 	for mb, nodes := range byMember {
-		if !mb.enqueue(relayJob{st: st, sent: sent, nodes: nodes, changes: changes}) {
+		if !mb.enqueue(relayJob{origin: origin, st: st, sent: sent, nodes: nodes, changes: changes}) {
 			mb.droppedN.Add(int64(len(changes) * len(nodes)))
 			h.m.memberDropped.WithLabelValues(mb.Name).Add(float64(len(changes) * len(nodes)))
 			h.requestResync("backlog")

@@ -95,6 +95,11 @@ func (c *fakeCarrier) Carries(_ context.Context, node string, ih bittorrent.Info
 	return !ok || l[ih]
 }
 
+func (c *fakeCarrier) Listed(_ context.Context, node string, ih bittorrent.InfoHash) bool {
+	l, ok := c.lists[node]
+	return ok && l[ih]
+}
+
 func (c *fakeCarrier) Forget(string) { c.forgot.Add(1) }
 
 func (f *fakeRelayer) to(node string) int {

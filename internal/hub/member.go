@@ -50,6 +50,7 @@ func (h *Hub) setUp(mb *member, up bool) {
 
 // relayJob is one message's changes for the nodes of one member.
 type relayJob struct {
+	origin  string // the node that sent it
 	st      *procState
 	sent    time.Time
 	nodes   []string
@@ -282,7 +283,7 @@ func (h *Hub) writeJobs(mb *member, batch []relayJob) {
 		for _, node := range j.nodes {
 			for _, ih := range order {
 				cs := byHash[ih]
-				if !mb.carrier.Carries(mb.ctx, node, ih) {
+				if !h.mayReceive(mb.ctx, j.st.member, j.origin, mb, node, ih) {
 					h.m.dropped.Add(float64(len(cs)))
 					continue
 				}
@@ -489,4 +490,29 @@ func (h *Hub) heartbeat(mb *member) {
 		}
 		cancel()
 	}
+}
+
+// mayReceive reports whether node (of member to) may receive the peers of
+// ih that node origin (of member from) holds. It must carry the torrent.
+// Across members, a torrent the origin carries by its own list (its
+// operator chose it: allowed-torrents mode) goes only to nodes that list it
+// too, or to a member the origin's member shares with ("share_to" in the
+// members file, which the hub's operator writes): a node that carries
+// everything is not let in by its own say-so. Within a member, and for
+// torrents the origin carries because it carries everything, nothing more
+// is asked.
+func (h *Hub) mayReceive(ctx context.Context, from *member, origin string, to *member, node string, ih bittorrent.InfoHash) bool {
+	if !to.carrier.Carries(ctx, node, ih) {
+		return false
+	}
+	if from == nil || from == to || from.sharesWith(to.Name) || to.carrier.Listed(ctx, node, ih) {
+		return true
+	}
+	return !from.carrier.Listed(ctx, origin, ih)
+}
+
+// sharesWith reports whether the member's operator consented, in the
+// members file, to share its torrents with member name.
+func (mb *member) sharesWith(name string) bool {
+	return slices.Contains(mb.ShareTo, "*") || slices.Contains(mb.ShareTo, name)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
@@ -274,5 +275,107 @@ func TestSetMembersWhileRunning(t *testing.T) {
 	n.flush()
 	if n.peers(t, "b1", ih) != 1 || n.Status().Members["b"].Channel != "" {
 		t.Fatal("a removed member was relayed to, or still listed")
+	}
+}
+
+// TestPrivateTorrentsNeedConsent: member ann's node a1 carries torrent
+// "mine" by its own list (allowed-torrents mode); member bo's node b1
+// carries everything (no list), and member cy's node c1 lists "mine"
+// itself. A peer of "mine" at a1 reaches c1 (it chose the torrent), never
+// b1 by b1's own say-so — live, or by a resync, not even through c1's copy
+// — until ann's entry shares with bo. bo's peers of "mine" reach a1 (a1
+// lists it), and a torrent ann's node carries as an open node does is not
+// held back.
+func TestPrivateTorrentsNeedConsent(t *testing.T) {
+	n := newNetwork(t, 0, map[string][]string{"ann": {"a1"}, "bo": {"b1"}, "cy": {"c1"}})
+	ctx := context.Background()
+	mine := bittorrent.InfoHash{0xa1}
+	// Each member's carrier reads its own Redis, as cmd/tracker wires it.
+	var ms []Member
+	for _, name := range []string{"ann", "bo", "cy"} {
+		m := n.member(name).Member
+		m.Carrier = allowed.NewCarrier(n.rdb[name], n.scfg.Prefix, time.Hour)
+		ms = append(ms, m)
+	}
+	if err := n.SetMembers(ms); err != nil {
+		t.Fatal(err)
+	}
+	list := func(member, node string, ihs ...bittorrent.InfoHash) {
+		n.rdb[member].Set(ctx, redisstore.AllowedModeKey(n.scfg.Prefix, node), "1", 0)
+		for _, ih := range ihs {
+			n.rdb[member].SAdd(ctx, redisstore.AllowedKey(n.scfg.Prefix, node), string(ih[:]))
+		}
+	}
+	list("ann", "a1", mine)
+	list("cy", "c1", mine)
+	a1, b1, c1 := &proc{node: "a1", session: 1}, &proc{node: "b1", session: 1}, &proc{node: "c1", session: 1}
+	n.hear("ann", a1.msg(t, n.testHub, link.KindHello))
+	n.hear("bo", b1.msg(t, n.testHub, link.KindHello))
+	n.hear("cy", c1.msg(t, n.testHub, link.KindHello))
+
+	n.hear("ann", a1.msg(t, n.testHub, link.KindUpdates, leecher(a1, mine, 1)))
+	n.flush()
+	if got := n.peers(t, "b1", mine); got != 0 {
+		t.Fatalf("b1, carrying everything, got %d peers of ann's listed torrent without ann's consent", got)
+	}
+	if got := n.peers(t, "c1", mine); got != 1 {
+		t.Fatalf("c1, which lists the torrent, got %d peers, want 1", got)
+	}
+	// The other way: a peer of b1's reaches a1, which lists the torrent.
+	n.hear("bo", b1.msg(t, n.testHub, link.KindUpdates, leecher(b1, mine, 2)))
+	n.flush()
+	if got := n.peers(t, "a1", mine); got != 1 {
+		t.Fatalf("a1 got %d of bo's peers of a torrent it lists, want 1", got)
+	}
+	// A resync brings c1 b1's peer, and still nothing of ann's to b1,
+	// though c1 holds a copy. The index entries a node's publisher would
+	// write:
+	for node, member := range map[string]string{"a1": "ann", "b1": "bo", "c1": "cy"} {
+		n.rdb[member].ZAdd(ctx, redisstore.IndexKey(n.scfg.Prefix, node, mine), redis.Z{Score: float64(time.Now().UnixMilli()), Member: string(mine[:])})
+	}
+	if _, err := n.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// b1's own peer was only published (its store never held it), so
+	// b1 holds nothing unless ann's peer reached it.
+	if got := n.peers(t, "b1", mine); got != 0 {
+		t.Fatalf("after a resync b1 holds %d peers of ann's listed torrent, want 0", got)
+	}
+	if got := n.peers(t, "c1", mine); got != 2 {
+		t.Fatalf("after a resync c1 holds %d peers, want a1's and b1's", got)
+	}
+	// ann shares with bo: now b1 receives, live and by resync.
+	for i := range ms {
+		if ms[i].Name == "ann" {
+			ms[i].ShareTo = []string{"bo"}
+		}
+	}
+	if err := n.SetMembers(ms); err != nil {
+		t.Fatal(err)
+	}
+	n.hear("ann", a1.msg(t, n.testHub, link.KindHello))
+	if _, err := n.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.peers(t, "b1", mine); got != 2 {
+		t.Fatalf("with ann's consent b1 holds %d peers, want 2 (a1's, and its own back from the others)", got)
+	}
+	// A torrent a1 does not list is not held back (ann's consent is gone
+	// again, and a1 is no open node either: it carries its list only, so
+	// such a change never reaches it; a node of ann that carries
+	// everything is what "not listed" means).
+	for i := range ms {
+		ms[i].ShareTo = nil
+	}
+	if err := n.SetMembers(ms); err != nil {
+		t.Fatal(err)
+	}
+	open := bittorrent.InfoHash{0xa2}
+	n.rdb["ann"].Del(ctx, redisstore.AllowedModeKey(n.scfg.Prefix, "a1"))
+	n.hear("ann", a1.msg(t, n.testHub, link.KindHello))
+	n.hear("ann", a1.msg(t, n.testHub, link.KindUpdates, leecher(a1, open, 3)))
+	n.flush()
+	if got := n.peers(t, "b1", open); got != 1 {
+		t.Fatalf("b1 got %d peers of a torrent ann's node carries as an open tracker, want 1", got)
 	}
 }

@@ -231,17 +231,15 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 			read[i] = swarms
 		})
 		union := make([]map[string]bittorrent.PeerChange, len(batch))
-		for i := range union {
-			union[i] = map[string]bittorrent.PeerChange{}
-		}
-		for _, swarms := range read {
-			for i, cs := range swarms {
-				for _, c := range cs {
-					// The newest of each peer wins; at the same
-					// millisecond a stop does (as apply.lua has it).
-					if old, ok := union[i][c.Peer]; !ok || c.Seen > old.Seen || c.Seen == old.Seen && c.Op == bittorrent.OpStopped {
-						union[i][c.Peer] = c
-					}
+		// listed[k]: the nodes whose peers of torrent k are their
+		// member's own to share (carried by the node's own list), which
+		// another member's node receives only as mayReceive says.
+		listed := make([][]int, len(batch))
+		for k, ih := range batch {
+			union[k] = unionOf(read, k, nil)
+			for i, swarms := range read {
+				if k < len(swarms) && len(swarms[k]) > 0 && nodes[i].mb.carrier.Listed(ctx, nodes[i].node, ih) {
+					listed[k] = append(listed[k], i)
 				}
 			}
 		}
@@ -251,12 +249,28 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 			if !run.usable(t.mb) {
 				continue
 			}
-			for i, ih := range batch {
-				if len(union[i]) == 0 || !t.mb.carrier.Carries(ctx, t.node, ih) {
+			for k, ih := range batch {
+				if len(union[k]) == 0 || !t.mb.carrier.Carries(ctx, t.node, ih) {
 					continue
 				}
-				cs := make([]bittorrent.PeerChange, 0, len(union[i]))
-				for _, c := range union[i] {
+				view := union[k]
+				var skip map[int]bool
+				for _, i := range listed[k] {
+					if !h.mayReceive(ctx, nodes[i].mb, nodes[i].node, t.mb, t.node, ih) {
+						if skip == nil {
+							skip = map[int]bool{}
+						}
+						skip[i] = true
+					}
+				}
+				if skip != nil {
+					view = unionOf(read, k, skip)
+					if len(view) == 0 {
+						continue
+					}
+				}
+				cs := make([]bittorrent.PeerChange, 0, len(view))
+				for _, c := range view {
 					cs = append(cs, c)
 				}
 				if _, ok := byMember[t.mb]; !ok {
@@ -280,4 +294,23 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 		run.first = ctx.Err()
 	}
 	return applied, run.first
+}
+
+// unionOf is the newest of each peer of torrent k over what the nodes
+// read, but the nodes in skip.
+func unionOf(read [][][]bittorrent.PeerChange, k int, skip map[int]bool) map[string]bittorrent.PeerChange {
+	u := map[string]bittorrent.PeerChange{}
+	for i, swarms := range read {
+		if skip[i] || k >= len(swarms) {
+			continue
+		}
+		for _, c := range swarms[k] {
+			// The newest of each peer wins; at the same millisecond a
+			// stop does (as apply.lua has it).
+			if old, ok := u[c.Peer]; !ok || c.Seen > old.Seen || c.Seen == old.Seen && c.Op == bittorrent.OpStopped {
+				u[c.Peer] = c
+			}
+		}
+	}
+	return u
 }

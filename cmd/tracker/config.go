@@ -29,7 +29,12 @@ const envPrefix = "TRACKER_"
 // Config is the whole configuration of a node, read once from the
 // environment here and handed to each component as its own part.
 type Config struct {
-	NodeID       string `env:"NODE_ID"`
+	NodeID string `env:"NODE_ID"`
+	// ReusePort makes this process one replica of its node: it shares
+	// the node's address (TCP and UDP) with the node's other processes
+	// (SO_REUSEPORT), and each client address is served by one of them
+	// (package reuseport).
+	ReusePort    bool   `env:"REUSEPORT" envDefault:"false"`
 	RedisURL     string `env:"REDIS_URL"`
 	RedisCluster bool   `env:"REDIS_CLUSTER" envDefault:"false"`
 	// RedisClusterRefresh: how old the client's map of the cluster's slots
@@ -312,6 +317,14 @@ func (c Config) validate() error {
 func (c Config) validateNode() error {
 	if err := c.validateListen(true); err != nil {
 		return err
+	}
+	if c.ReusePort {
+		if r, _ := parsePortRange(c.HTTP.Addr); r.isRange {
+			return errors.New("TRACKER_REUSEPORT: the replicas share one port; TRACKER_HTTP_ADDR names a range")
+		}
+		if c.RedisURL == "" {
+			return errors.New("TRACKER_REUSEPORT: replicas share their node's keyspace in Redis; set TRACKER_REDIS_URL (the embedded store is one process's)")
+		}
 	}
 	if c.UDP.Enabled() && c.UDP.Secret == "" && c.RedisURL != "" {
 		return errors.New("TRACKER_UDP_SECRET is required when UDP is on (TRACKER_UDP_ADDR) and peers live in Redis: " +

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/panel"
+	"github.com/tracklink/tracklink/internal/reuseport"
 	"github.com/tracklink/tracklink/internal/udpapi"
 )
 
@@ -88,6 +89,22 @@ func listenFront(cfg Config) (net.Listener, []*net.UDPConn, error) {
 	h, err := parsePortRange(cfg.HTTP.Addr)
 	if err != nil {
 		return nil, nil, err
+	}
+	if cfg.ReusePort {
+		// One replica of the node: the address is shared.
+		ln, err := reuseport.Listen(cfg.HTTP.Addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen on %s (shared with the node's replicas): %w", cfg.HTTP.Addr, err)
+		}
+		if !cfg.UDP.Enabled() {
+			return ln, nil, nil
+		}
+		udp, err := udpapi.ListenWith(reuseport.ListenConfig(), cfg.UDP.Addr)
+		if err != nil {
+			ln.Close()
+			return nil, nil, err
+		}
+		return ln, udp, nil
 	}
 	if !h.isRange {
 		ln, err := httpapi.Listen(cfg.HTTP.Addr)

@@ -24,6 +24,7 @@ import (
 	"github.com/tracklink/tracklink/internal/logsample"
 	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/reuseport"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
 )
@@ -61,6 +62,9 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		}
 	}()
 	cfg.NodeID = expandNodeID(cfg.NodeID, ln)
+	// This process's id in the node's registry of processes (its
+	// replicas, the admin page).
+	proc := newProcID()
 
 	// Shutdown in order: the front ends (HTTP, UDP) run on frontCtx and,
 	// when the signal comes, stop accepting and let the requests in
@@ -213,7 +217,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	var admin *panel.Panel
 	var adminLn net.Listener
 	if addr := cfg.adminAddr(false); addr != "" {
-		pn := panel.Node{ID: cfg.NodeID, Version: version, Token: cfg.AdminToken, Admin: cfg.Admin,
+		pn := panel.Node{ID: cfg.NodeID, Proc: proc, Version: version, Token: cfg.AdminToken, Admin: cfg.Admin,
 			Store: store, UDP: udp != nil, Gatherer: reg, Registerer: reg, Log: log}
 		if linkNode != nil {
 			pn.Link = linkNode
@@ -233,18 +237,44 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			}
 		}()
 	}
-	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "admin", addrOf(adminLn), "version", version)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracker_process_info",
+		Help: "1, labelled with this process's node id and its id in the node's registry of processes (the admin page's, the replicas')",
+		ConstLabels: prometheus.Labels{"node": cfg.NodeID, "process": proc}}, func() float64 { return 1 }))
+	// A replica of a node that several processes serve on one address:
+	// the front ends serve until the replica has left its group (it hands
+	// new connections to the others first), not at once.
+	serveCtx := frontCtx
+	var group *reuseport.Group
+	if cfg.ReusePort {
+		aff, err := reuseport.NewAffinity(ln, cfg.RedisPrefix+"/"+cfg.NodeID, proc)
+		if err != nil {
+			return fmt.Errorf("TRACKER_REUSEPORT: %w", err)
+		}
+		ln = aff
+		replicas := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tracker_replicas", Help: "Live processes of this node (replicas sharing its address), as this one last read them."})
+		reg.MustRegister(replicas, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tracker_replica_connections_handed_total",
+			Help: "TCP connections this replica handed to the replica that serves their client address."}, func() float64 { h, _, _ := aff.Counts(); return float64(h) }))
+		group = &reuseport.Group{Registry: store, Self: proc, TCP: aff, UDP: udpConns, Log: log, Changed: func(n int) { replicas.Set(float64(n)) }}
+		var stopServe context.CancelFunc
+		serveCtx, stopServe = context.WithCancel(context.WithoutCancel(frontCtx))
+		defer stopServe()
+		front.Go(func() error { defer stopServe(); return group.Run(frontCtx) })
+		if ok, err := reuseport.MigratesRequests(); !ok {
+			log.Warn("TRACKER_REUSEPORT: connections queued at this replica when it stops are reset unless the host sets net.ipv4.tcp_migrate_req=1", "err", err)
+		}
+	}
+	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "admin", addrOf(adminLn), "process", proc, "version", version)
 	if started != nil {
 		started <- listening{HTTP: ln.Addr(), Admin: addrOrNil(adminLn)}
 	}
 	serving = true
-	front.Go(func() error { return srv.Serve(frontCtx, ln) })
+	front.Go(func() error { return srv.Serve(serveCtx, ln) })
 	if admin != nil {
 		front.Go(func() error { return httpapi.Serve(frontCtx, adminLn, admin, cfg.HTTP.ShutdownTimeout, log) })
 		front.Go(func() error { return admin.Run(frontCtx) })
 	}
 	if udp != nil {
-		front.Go(func() error { return udp.Serve(frontCtx, udpConns) })
+		front.Go(func() error { return udp.Serve(serveCtx, udpConns) })
 	}
 	if cfg.DebugAddr != "" {
 		if err := serveDebug(frontCtx, front, cfg.DebugAddr, log); err != nil {
@@ -395,4 +425,11 @@ type redisLogger struct{ log *slog.Logger }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// newProcID returns a random process id.
+func newProcID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return fmt.Sprintf("%x", b)
 }

@@ -1,6 +1,7 @@
 package panel
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -56,15 +57,18 @@ var (
 // Node is what a node's panel is given.
 type Node struct {
 	ID, Version string
-	Token       string
-	Admin       Config
-	Store       NodeStore
-	Link        NodeLink // nil: the link is off
-	Torrents    Torrents // nil: an open tracker
-	UDP         bool     // UDP is on: its charts are shown
-	Gatherer    prometheus.Gatherer
-	Registerer  prometheus.Registerer
-	Log         *slog.Logger
+	// Proc is this process's id in the node's registry of processes
+	// (shared with the replicas' group; "": one of its own).
+	Proc       string
+	Token      string
+	Admin      Config
+	Store      NodeStore
+	Link       NodeLink // nil: the link is off
+	Torrents   Torrents // nil: an open tracker
+	UDP        bool     // UDP is on: its charts are shown
+	Gatherer   prometheus.Gatherer
+	Registerer prometheus.Registerer
+	Log        *slog.Logger
 }
 
 // heldLimit bounds the swarms one count of the node's peers reads (they
@@ -98,7 +102,7 @@ func buildNode(n Node) (*nodePanel, error) {
 	if err != nil {
 		return nil, err
 	}
-	np := &nodePanel{Panel: p, n: n, proc: newProcID()}
+	np := &nodePanel{Panel: p, n: n, proc: cmp.Or(n.Proc, newProcID())}
 	p.tick = func(ctx context.Context) {
 		if err := n.Store.Beat(ctx, np.proc); err != nil && ctx.Err() == nil {
 			np.beatErr.Store(err.Error())

@@ -130,7 +130,12 @@ func New(cfg Config, secret []byte, svc *tracker.Service, log *slog.Logger, reg 
 // once. A host-less address gives an IPv4 and an IPv6 (IPv6-only) socket
 // on the same port; on a host without IPv6 only the IPv4 one (the caller
 // logs the addresses it got).
-func Listen(addr string) ([]*net.UDPConn, error) {
+func Listen(addr string) ([]*net.UDPConn, error) { return ListenWith(&net.ListenConfig{}, addr) }
+
+// ListenWith is Listen with lc's socket options (SO_REUSEPORT for the
+// replicas of a node: package reuseport).
+func ListenWith(lc *net.ListenConfig, addr string) ([]*net.UDPConn, error) {
+	bg := context.Background()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("udp listen on %s: %w", addr, err)
@@ -141,7 +146,7 @@ func Listen(addr string) ([]*net.UDPConn, error) {
 		if err == nil {
 			network = map[bool]string{true: "udp4", false: "udp6"}[ip.Unmap().Is4()]
 		}
-		c, err := net.ListenPacket(network, addr)
+		c, err := lc.ListenPacket(bg, network, addr)
 		if err != nil {
 			return nil, fmt.Errorf("udp listen on %s: %w", addr, err)
 		}
@@ -150,12 +155,12 @@ func Listen(addr string) ([]*net.UDPConn, error) {
 	// Port 0 (tests): the IPv6 socket takes the port the IPv4 one got; if
 	// that port is taken for IPv6, try again with another.
 	for try := 0; ; try++ {
-		c4, err := net.ListenPacket("udp4", net.JoinHostPort("0.0.0.0", port))
+		c4, err := lc.ListenPacket(bg, "udp4", net.JoinHostPort("0.0.0.0", port))
 		if err != nil {
 			return nil, fmt.Errorf("udp listen on %s (IPv4): %w", addr, err)
 		}
 		p := strconv.Itoa(c4.LocalAddr().(*net.UDPAddr).Port)
-		c6, err := net.ListenPacket("udp6", net.JoinHostPort("::", p))
+		c6, err := lc.ListenPacket(bg, "udp6", net.JoinHostPort("::", p))
 		switch {
 		case err == nil:
 			return []*net.UDPConn{c4.(*net.UDPConn), c6.(*net.UDPConn)}, nil

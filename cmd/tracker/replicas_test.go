@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tracklink/tracklink/internal/porttest"
+	"github.com/tracklink/tracklink/internal/redistest"
+)
+
+// replicaEnv is the environment of one replica of node "one" on port.
+func replicaEnv(redisURL string, port int, extra ...string) []string {
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	return append([]string{"TRACKER_NODE_ID=one", "TRACKER_REUSEPORT=true", "TRACKER_REDIS_URL=" + redisURL,
+		"TRACKER_HTTP_ADDR=" + addr, "TRACKER_UDP_ADDR=" + addr, "TRACKER_UDP_SECRET=" + testUDPSecret,
+		"TRACKER_LIMIT_LOOPBACK=true", "TRACKER_LOG_LEVEL=info"}, extra...)
+}
+
+// from returns an HTTP client whose connections leave from src, a fresh
+// connection (and source port) per request.
+func from(src netip.Addr) *http.Client {
+	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), Timeout: 3 * time.Second}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+}
+
+var processRE = regexp.MustCompile(`tracker_process_info\{node="one",process="([0-9a-f]+)"\}`)
+
+// servedBy returns the process that answers src's request for /metrics.
+func servedBy(t *testing.T, base string, src netip.Addr) string {
+	t.Helper()
+	resp, err := from(src).Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := processRE.FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no tracker_process_info in /metrics")
+	}
+	return string(m[1])
+}
+
+// udpAnnounceFrom announces over BEP 15 from src (a fresh socket) and
+// returns the error message of a refusal ("" when answered).
+func udpAnnounceFrom(t *testing.T, src netip.Addr, to string, ih [20]byte, port uint16) string {
+	t.Helper()
+	c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	req := binary.BigEndian.AppendUint64(nil, 0x41727101980)
+	req = binary.BigEndian.AppendUint32(req, 0)
+	req = binary.BigEndian.AppendUint32(req, 7)
+	c.Write(req)
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil || n < 16 || binary.BigEndian.Uint32(buf) != 0 {
+		t.Fatalf("UDP connect from %s: %d bytes, %v", src, n, err)
+	}
+	ann := append([]byte(nil), buf[8:16]...) // connection id
+	ann = binary.BigEndian.AppendUint32(ann, 1)
+	ann = binary.BigEndian.AppendUint32(ann, 8)
+	ann = append(ann, ih[:]...)
+	var pid [20]byte
+	rand.Read(pid[:])
+	ann = append(ann, pid[:]...)
+	ann = append(ann, make([]byte, 8)...)                // downloaded
+	ann = binary.BigEndian.AppendUint64(ann, 1)          // left
+	ann = append(ann, make([]byte, 8+4+4+4)...)          // uploaded, event, ip, key
+	ann = binary.BigEndian.AppendUint32(ann, 0xffffffff) // numwant -1
+	ann = binary.BigEndian.AppendUint16(ann, port)
+	c.Write(ann)
+	if n, err = c.Read(buf); err != nil || n < 8 {
+		t.Fatalf("UDP announce from %s: %v", src, err)
+	}
+	if binary.BigEndian.Uint32(buf) == 3 {
+		return string(buf[8:n])
+	}
+	return ""
+}
+
+// TestReplicasShareOnePort: three processes of node "one" listen on one
+// port (TCP and UDP, SO_REUSEPORT). Requests from 24 client addresses,
+// each over fresh connections, are each served by one replica, and every
+// replica serves some; one address's announces, over 30 TCP connections
+// and 30 UDP sockets, meet the per-address limit at most twice (its TCP
+// owner's and its UDP owner's), not once per replica per protocol. A
+// replica that stops hands its addresses to the others: no request of a
+// paced load fails.
+func TestReplicasShareOnePort(t *testing.T) {
+	r := redistest.Start(t)
+	port := porttest.Range(t, 1)
+	var reps []*proc
+	for range 3 {
+		reps = append(reps, startProc(t, runNode, replicaEnv(r.URL(), port, "TRACKER_RATE_LIMIT=0.01", "TRACKER_RATE_BURST=10")))
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	udpAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	srcs := make([]netip.Addr, 24)
+	for i := range srcs {
+		srcs[i] = netip.AddrFrom4([4]byte{127, 0, 3, byte(10 + i)})
+	}
+	// Every replica has read the others from the registry.
+	eventually(t, 10*time.Second, "every replica sees three", func() bool {
+		seen := map[string]bool{}
+		for _, src := range srcs {
+			resp, err := from(src).Get(base + "/metrics")
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !bytes.Contains(b, []byte("tracker_replicas 3")) {
+				return false
+			}
+			if m := processRE.FindSubmatch(b); m != nil {
+				seen[string(m[1])] = true
+			}
+		}
+		return len(seen) == 3
+	})
+	per := map[string]int{}
+	for _, src := range srcs {
+		first := servedBy(t, base, src)
+		for range 4 {
+			if p := servedBy(t, base, src); p != first {
+				t.Fatalf("%s served by %s, then by %s", src, first, p)
+			}
+		}
+		per[first]++
+	}
+	if len(per) != 3 {
+		t.Fatalf("client addresses served by %d replicas, want 3: %v", len(per), per)
+	}
+
+	// One address, 30 fresh TCP connections and 30 UDP sockets, burst 10
+	// per replica and (almost) no refill.
+	heavy := netip.MustParseAddr("127.0.0.99")
+	var ih [20]byte
+	copy(ih[:], "replica-rate-limit-1")
+	ok := 0
+	for i := range 30 {
+		q := fmt.Sprintf("%s/announce?info_hash=%s&peer_id=-TT0001-%012d&port=%d&left=1", base, url.QueryEscape(string(ih[:])), i, 9000+i)
+		resp, err := from(heavy).Get(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "failure") {
+			ok++
+		}
+		if udpAnnounceFrom(t, heavy, udpAddr, ih, uint16(9500+i)) == "" {
+			ok++
+		}
+	}
+	if ok > 2*10 {
+		t.Fatalf("one address got %d of 60 announces through, at most 20 (two replicas' bursts of 10) allowed", ok)
+	}
+	if ok < 10 {
+		t.Fatalf("one address got only %d announces through: the burst is 10", ok)
+	}
+
+	// A replica leaves under paced load: no request fails.
+	stop := make(chan struct{})
+	failed := make(chan error, 1)
+	go func() {
+		defer close(failed)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			src := srcs[i%len(srcs)]
+			resp, err := from(src).Get(base + "/healthz")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			if err == nil && resp.StatusCode != 200 {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+			if err != nil {
+				failed <- fmt.Errorf("request %d from %s: %w", i, src, err)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	reps[2].stop(t)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	if err := <-failed; err != nil {
+		t.Fatalf("while a replica left: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, src := range srcs {
+		seen[servedBy(t, base, src)] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("after one of three left, %d replicas serve", len(seen))
+	}
+}

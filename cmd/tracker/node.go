@@ -238,7 +238,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		}()
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tracker_process_info",
-		Help: "1, labelled with this process's node id and its id in the node's registry of processes (the admin page's, the replicas')",
+		Help:        "1, labelled with this process's node id and its id in the node's registry of processes (the admin page's, the replicas')",
 		ConstLabels: prometheus.Labels{"node": cfg.NodeID, "process": proc}}, func() float64 { return 1 }))
 	// A replica of a node that several processes serve on one address:
 	// the front ends serve until the replica has left its group (it hands

@@ -236,19 +236,20 @@ func TestComposeFiles(t *testing.T) {
 				if _, ok := s.DependsOn["hub"]; !ok {
 					t.Errorf("node service %s should start after the hub", name)
 				}
-				// Clients' own addresses: the host's network, a port
-				// range for the replicas, no published ports.
+				// Clients' own addresses: the host's network, no
+				// published ports; the replicas share one port
+				// (TRACKER_REUSEPORT) or take one of a range each.
 				r, _ := parsePortRange(cfg.HTTP.Addr)
-				if s.NetworkMode != "host" || len(s.Ports) > 0 || !r.isRange || cfg.UDP.Addr != cfg.HTTP.Addr {
-					t.Errorf("node service %s: want network_mode host, no ports, HTTP and UDP on one port range; got %q %v %q %q", name, s.NetworkMode, s.Ports, cfg.HTTP.Addr, cfg.UDP.Addr)
+				if s.NetworkMode != "host" || len(s.Ports) > 0 || r.isRange == cfg.ReusePort || cfg.UDP.Addr != cfg.HTTP.Addr {
+					t.Errorf("node service %s: want network_mode host, no ports, HTTP and UDP on one shared port or one port range; got %q %v %q %q reuseport %v", name, s.NetworkMode, s.Ports, cfg.HTTP.Addr, cfg.UDP.Addr, cfg.ReusePort)
 				}
 				if _, ok := set["TRACKER_NODE_ID"]; !ok {
 					t.Errorf("node service %s must set TRACKER_NODE_ID (or every replica takes the host's name)", name)
 				}
 				// The admin panels: on the host's loopback (host
 				// networking publishes nothing), a port per replica.
-				if a, _ := parsePortRange(cfg.Admin.Addr); a.host != "127.0.0.1" || !a.isRange || a.last-a.first != r.last-r.first {
-					t.Errorf("node service %s: want TRACKER_ADMIN_ADDR a loopback range as wide as the replicas' ports, got %q", name, cfg.Admin.Addr)
+				if a, _ := parsePortRange(cfg.Admin.Addr); a.host != "127.0.0.1" || !a.isRange || r.isRange && a.last-a.first != r.last-r.first {
+					t.Errorf("node service %s: want TRACKER_ADMIN_ADDR a loopback range (as wide as the replicas' ports, with a range), got %q", name, cfg.Admin.Addr)
 				}
 			}
 			if hubs != 1 || nodes < 1 || builds != 1 {
@@ -267,10 +268,11 @@ func TestComposeFiles(t *testing.T) {
 			t.Fatalf("%s: want node id %s and TRACKER_ALLOWED_DIR=/torrents on ./torrents/%s, got %v %v", n, n, n, set, s.Volumes)
 		}
 	}
-	// The default topology: one node id per replica, from its port.
+	// The default topology: one tracker, whatever the number of replicas:
+	// one node id, one shared port.
 	set, _ := loadCompose(t, "docker-compose.yml").Services["tracker"].env()
-	if !strings.Contains(set["TRACKER_NODE_ID"], "{port}") {
-		t.Fatalf("tracker replicas need {port} in TRACKER_NODE_ID, got %q", set["TRACKER_NODE_ID"])
+	if set["TRACKER_NODE_ID"] != "tracker" || set["TRACKER_REUSEPORT"] != "true" {
+		t.Fatalf("tracker replicas: want one node id \"tracker\" and TRACKER_REUSEPORT=true, got %q %q", set["TRACKER_NODE_ID"], set["TRACKER_REUSEPORT"])
 	}
 }
 

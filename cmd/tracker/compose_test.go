@@ -92,13 +92,14 @@ func netnsClientMain() int {
 // host's addresses on its veth pair (where the trackers, on the host's
 // network, are reached), ip4/ip6 the client's.
 type nsClient struct {
+	host                         *netnstest.Host
 	name, host4, host6, ip4, ip6 string
 }
 
 func newNSClient(t *testing.T) *nsClient {
 	t.Helper()
 	h := netnstest.New(t, "tlcli")
-	return &nsClient{name: h.NS, host4: h.Outer4, host6: h.Outer6, ip4: h.Inner4, ip6: h.Inner6}
+	return &nsClient{host: h, name: h.NS, host4: h.Outer4, host6: h.Outer6, ip4: h.Inner4, ip6: h.Inner6}
 }
 
 // announce runs one announce from inside the namespace.
@@ -370,6 +371,56 @@ func testComposeDefault(t *testing.T, repo string) {
 	eventually(t, 10*time.Second, "stopped peers gone", func() bool {
 		return !c.sees(t, httpURL(port), ih, 52002, peer4) && !c.sees(t, udp6URL(port), ih, 52003, peer6)
 	})
+
+	// Every replica takes a part: 20 client addresses, each announcing
+	// over a fresh TCP connection and a fresh UDP socket, are served by all
+	// three replicas (each by one), each counts HTTP and UDP announces in
+	// its own metrics, and each returns every peer.
+	srcs := c.host.AddAddrs(t, 20)
+	spreadIH := hex.EncodeToString([]byte("compose-spread-ih-01"))
+	base, udpAt := fmt.Sprintf("http://%s:%d", c.host4, port), fmt.Sprintf("%s:%d", c.host4, port)
+	res, err := runLoad(c.name, nsLoad{Mode: "spread", Base: base, UDP: udpAt, Sources: srcs, InfoHash: spreadIH}, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Replicas) != 3 {
+		t.Fatalf("20 client addresses were served by %d replicas, want 3: %+v", len(res.Replicas), res.Replicas)
+	}
+	for proc, r := range res.Replicas {
+		t.Logf("compose: replica %s serves %d of 20 addresses; %v HTTP and %v UDP announces; shows %d of %d peers", proc, len(r.Sources), r.HTTP, r.UDP, r.PeersShown, res.Peers)
+		if r.HTTP == 0 || r.UDP == 0 || r.PeersShown != res.Peers {
+			t.Errorf("replica %s: %v HTTP and %v UDP announces, %d of %d peers shown", proc, r.HTTP, r.UDP, r.PeersShown, res.Peers)
+		}
+	}
+
+	// Scale out to five and in to two under a paced load (a request every
+	// 10 ms, each on a fresh connection, from all 20 addresses): no request
+	// fails.
+	pacedRes := make(chan error, 1)
+	go func() {
+		res, err := runLoad(c.name, nsLoad{Mode: "paced", Base: base, Sources: srcs, For: 40 * time.Second}, 2*time.Minute)
+		if err == nil && (res.Failed > 0 || res.Sent < 1000) {
+			err = fmt.Errorf("%d of %d requests failed while scaling; first: %s", res.Failed, res.Sent, res.FirstErr)
+		}
+		if err == nil {
+			t.Logf("compose: %d requests while scaling to 5 and back to 2, none failed", res.Sent)
+		}
+		pacedRes <- err
+	}()
+	time.Sleep(3 * time.Second)
+	took = p.up("--scale", "tracker=5")
+	t.Logf("compose: scaled out to 5 in %s", took.Round(time.Second))
+	waitNodes(t, hubURL, map[string]int{"tracker": 0}, "at 5 replicas")
+	time.Sleep(3 * time.Second)
+	took = p.up("--scale", "tracker=2")
+	t.Logf("compose: scaled in to 2 in %s", took.Round(time.Second))
+	if err := <-pacedRes; err != nil {
+		t.Fatal(err)
+	}
+	if healthy, all := p.containers(); len(healthy) != 4 || len(all) != 4 {
+		t.Fatalf("at two replicas: want 4 healthy containers, got %v of %v", healthy, all)
+	}
+	took = p.up("--scale", "tracker=3")
 
 	// Redis restarts (with its RDB), then the hub restarts: each time a
 	// new peer reaches every replica again.

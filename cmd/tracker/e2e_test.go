@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(netnsClientVar) != "" {
 		os.Exit(netnsClientMain()) // a client inside a test's network namespace
 	}
+	if os.Getenv(netnsLoadVar) != "" {
+		os.Exit(netnsLoadMain()) // a client of many addresses inside one
+	}
 	os.Exit(redistest.Main(m))
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -62,4 +63,37 @@ func New(t testing.TB, prefix string) *Host {
 		}
 	}
 	return h
+}
+
+// AddAddrs gives the namespace n more IPv4 addresses on its side of the
+// veth pair (10.213.<host>.10 and up), for tests that need a client to
+// come from several addresses, and returns them.
+func (h *Host) AddAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	if n < 1 || n > 200 {
+		t.Fatalf("AddAddrs(%d): from 1 to 200", n)
+	}
+	var third int
+	fmt.Sscanf(h.Inner4, "10.213.%d.", &third)
+	nsIf := ""
+	out, err := exec.Command("ip", "-n", h.NS, "-o", "link", "show").Output()
+	if err != nil {
+		t.Fatalf("ip -n %s link show: %v", h.NS, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], "tlc") {
+			nsIf = strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":")
+		}
+	}
+	if nsIf == "" {
+		t.Fatalf("no veth in namespace %s", h.NS)
+	}
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("10.213.%d.%d", third, 10+i)
+		if out, err := exec.Command("ip", "-n", h.NS, "addr", "add", addrs[i]+"/24", "dev", nsIf).CombinedOutput(); err != nil {
+			t.Fatalf("ip addr add %s: %v\n%s", addrs[i], err, out)
+		}
+	}
+	return addrs
 }

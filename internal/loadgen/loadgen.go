@@ -44,6 +44,22 @@ type Config struct {
 	// all (0: as fast as the node answers), for steady load in fault and
 	// soak runs.
 	Rate float64
+	// Sources spreads the clients over this many loopback source
+	// addresses (127.0.0.2 and up; 0: the system's choice), so that the
+	// replicas of a node on one port, which serve each client address in
+	// one of them, all take a part.
+	Sources int
+}
+
+// MaxSources bounds Config.Sources.
+const MaxSources = 250
+
+// source returns the local address of client i, or nil.
+func (cfg Config) source(i int) net.IP {
+	if cfg.Sources <= 0 {
+		return nil
+	}
+	return net.IPv4(127, 0, 0, byte(2+i%cfg.Sources))
 }
 
 // Result of one run.
@@ -94,33 +110,48 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("loadgen: url: %w", err)
 	}
-	tr := &http.Transport{
-		MaxIdleConns:        cfg.Conns,
-		MaxIdleConnsPerHost: cfg.Conns,
-		MaxConnsPerHost:     cfg.Conns,
-		IdleConnTimeout:     time.Minute,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	if cfg.Sources < 0 || cfg.Sources > MaxSources {
+		return Result{}, fmt.Errorf("loadgen: sources must be from 0 to %d", MaxSources)
 	}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	// One transport per source address (one in all without sources).
+	hcs := make([]*http.Client, max(1, cfg.Sources))
+	for i := range hcs {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		if ip := cfg.source(i); ip != nil {
+			d.LocalAddr = &net.TCPAddr{IP: ip}
+		}
+		tr := &http.Transport{
+			MaxIdleConns:        cfg.Conns,
+			MaxIdleConnsPerHost: cfg.Conns,
+			MaxConnsPerHost:     cfg.Conns,
+			IdleConnTimeout:     time.Minute,
+			DialContext:         d.DialContext,
+		}
+		defer tr.CloseIdleConnections()
+		hcs[i] = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
 
-	var newClient func() (client, error)
+	// The node's counters are read through the first source's client:
+	// with replicas on one port, they are the figures of the replica that
+	// serves it (per announce it served).
+	hc := hcs[0]
+	var newClient func(i int) (client, error)
 	metricsURL, okMetric := cfg.MetricsURL, `tracker_announces_total{outcome="ok"}`
 	switch u.Scheme {
 	case "http", "https":
-		newClient = func() (client, error) { return &httpClient{hc: hc, cfg: cfg}, nil }
+		newClient = func(i int) (client, error) { return &httpClient{hc: hcs[i%len(hcs)], cfg: cfg}, nil }
 		if metricsURL == "" {
 			metricsURL = strings.TrimSuffix(cfg.URL, "/announce") + "/metrics"
 		}
 	case "udp":
-		newClient = func() (client, error) { return dialUDP(ctx, u.Host, cfg) }
+		newClient = func(i int) (client, error) { return dialUDP(ctx, u.Host, cfg, cfg.source(i)) }
 		okMetric = `tracker_udp_requests_total{action="announce",outcome="ok"}`
 	default:
 		return Result{}, fmt.Errorf("loadgen: url scheme %q: want http or udp", u.Scheme)
 	}
 	clients := make([]client, cfg.Conns)
 	for i := range clients {
-		c, err := newClient()
+		c, err := newClient(i)
 		if err != nil {
 			for _, c := range clients[:i] {
 				c.Close()

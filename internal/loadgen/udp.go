@@ -33,8 +33,11 @@ const (
 	udpStarted    = 2
 )
 
-func dialUDP(ctx context.Context, host string, cfg Config) (*udpClient, error) {
+func dialUDP(ctx context.Context, host string, cfg Config, src net.IP) (*udpClient, error) {
 	var d net.Dialer
+	if src != nil {
+		d.LocalAddr = &net.UDPAddr{IP: src}
+	}
 	conn, err := d.DialContext(ctx, "udp", host)
 	if err != nil {
 		return nil, err

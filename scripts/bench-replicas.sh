@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Redis memory per peer and Redis CPU per announce with 1, 2 and 4 replicas
+# of one tracker (TRACKER_REUSEPORT, one port), under the same paced load:
+# scaling out must cost nothing per announce.
+#
+#   scripts/bench-replicas.sh [replica counts...]     (default: 1 2 4)
+#
+# For each count: a fresh redis-server, that many `tracker` processes of
+# node "bench" on one port, and `tracker loadgen -rate 3000 -duration 20s
+# -torrents 5000 -peers 10 -conns 16 -sources 16` (16 loopback source
+# addresses, so that every replica serves some). Prints one line per count.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(1 2 4)
+command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 1; }
+work=$(mktemp -d)
+go build -o "$work/tracker" ./cmd/tracker
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pids=()
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
+trap 'stop_all; rm -rf "$work"' EXIT
+
+for n in "${counts[@]}"; do
+  rport=$(free_port); hport=$(free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" --loglevel warning &
+  pids+=($!)
+  for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq "$n"); do
+    env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$hport" TRACKER_UDP_ADDR=off \
+        TRACKER_NODE_ID=bench TRACKER_REUSEPORT=true TRACKER_LOG_LEVEL=warn "$work/tracker" &
+    pids+=($!)
+  done
+  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$hport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  sleep 3 # the replicas read each other from the registry
+  out=$("$work/tracker" loadgen -url "http://127.0.0.1:$hport/announce" -rate 3000 -duration 20s \
+      -torrents 5000 -peers 10 -conns 16 -sources 16 -numwant 50 -redis "127.0.0.1:$rport")
+  echo "replicas=$n $(echo "$out" | tr '\n' ' ')"
+  stop_all
+done

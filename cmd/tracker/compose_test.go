@@ -362,9 +362,10 @@ func testComposeDefault(t *testing.T, repo string) {
 	if a := c.announce(t, udp6URL(port), ih, 51414, 100, "started"); a.Err != "" {
 		t.Fatalf("announce over UDP/IPv6: %s", a.Err)
 	}
-	eventually(t, 10*time.Second, "both peers, over UDP and over HTTP", func() bool {
-		return c.sees(t, httpURL(port), ih, 52000, peer4) && c.sees(t, httpURL(port), ih, 52000, peer6) &&
-			c.sees(t, udp6URL(port), ih, 52001, peer4) && c.sees(t, udp6URL(port), ih, 52001, peer6)
+	// Each family's answer: the IPv4 peer over HTTP/IPv4, the IPv6 one
+	// over UDP/IPv6 (a UDP answer holds its own family's peers).
+	eventually(t, 10*time.Second, "both peers", func() bool {
+		return c.sees(t, httpURL(port), ih, 52000, peer4) && c.sees(t, udp6URL(port), ih, 52001, peer6)
 	})
 	c.announce(t, httpURL(port), ih, 51413, 100, "stopped")
 	c.announce(t, udp6URL(port), ih, 51414, 100, "stopped")
@@ -435,7 +436,7 @@ func testComposeDefault(t *testing.T, repo string) {
 				announced = c.announce(t, httpURL(6969), ih, port, 100, "started").Err == ""
 				return false
 			}
-			return c.sees(t, httpURL(6969), ih, 52004, peer) && c.sees(t, udp6URL(6969), ih, 52005, peer)
+			return c.sees(t, httpURL(6969), ih, 52004, peer)
 		})
 		t.Logf("compose: after a %s restart, a new peer was answered in %s", svc, time.Since(start).Round(100*time.Millisecond))
 		// A replica whose publish failed while Redis restarted opens a

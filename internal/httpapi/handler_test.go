@@ -71,7 +71,18 @@ func newTestServer(t *testing.T, rdb redis.UniversalClient, cfg testConfig, peer
 
 func get(t *testing.T, u string) map[string]any {
 	t.Helper()
-	resp, err := http.Get(u)
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return getReq(t, req)
+}
+
+// getReq is get of a request made by the caller.
+func getReq(t *testing.T, req *http.Request) map[string]any {
+	t.Helper()
+	u := req.URL.String()
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -203,7 +203,7 @@ func (s *Server) scrape(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var res []bittorrent.Scrape
-	if res, err = s.svc.Scrape(r.Context(), hashes); err != nil {
+	if res, err = s.svc.Scrape(r.Context(), s.clientAddr(r), hashes); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -116,6 +117,19 @@ const Unavailable = "tracker temporarily unavailable, try again later"
 // limit.
 const RateLimited = "too many announces from your address; try again later"
 
+// ScrapeRateLimited is the failure reason of a scrape over the
+// per-address limit.
+const ScrapeRateLimited = "too many scrapes from your address; try again later"
+
+// ScrapeHashesPerToken is how many info hashes of a scrape cost one token
+// of the address's bucket (rounded up: a scrape of one hash costs what an
+// announce costs). Each hash costs Redis five commands in a pipeline
+// (three counts, the bucket header, the completed counter), an announce
+// one script call of about as many commands and a write; a hash is
+// charged as a quarter of an announce, so the default bucket (20 a
+// second) gives an address 80 hashes a second, a burst of 1,200.
+const ScrapeHashesPerToken = 4
+
 // Service answers announces and scrapes for every front end. It is safe for
 // concurrent use.
 type Service struct {
@@ -123,8 +137,9 @@ type Service struct {
 	store  Store
 	opts   Options
 	failed *prometheus.CounterVec
-	// refused counts announces refused by a limit, by reason.
-	refused *prometheus.CounterVec
+	// refused counts announces refused by a limit, by reason;
+	// scrapesRefused the same of scrapes.
+	refused, scrapesRefused *prometheus.CounterVec
 	limiter *addrLimiter // nil: no per-address limit
 	peers   *peerTable   // nil: neither min interval nor keys
 	errLog  *logsample.Logger
@@ -142,12 +157,15 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tracker_announces_refused_total", Help: "Announces refused by a limit, by reason.",
 	}, []string{"reason"})
-	for _, c := range []prometheus.Collector{failed, refused} {
+	scrapesRefused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tracker_scrapes_refused_total", Help: "Scrapes refused by a limit, by reason.",
+	}, []string{"reason"})
+	for _, c := range []prometheus.Collector{failed, refused, scrapesRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, errLog: logsample.New(log, 10*time.Second)}
+	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, scrapesRefused: scrapesRefused, errLog: logsample.New(log, 10*time.Second)}
 	if cfg.RateLimit > 0 {
 		s.limiter = newAddrLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateSlots)
 	}
@@ -251,7 +269,7 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
 		return bittorrent.ClientError(NotAuthorized)
 	}
-	limited := req.Source.IsValid() && (s.cfg.LimitLoopback || !req.Source.IsLoopback())
+	limited := s.limits(req.Source)
 	if limited && s.limiter != nil && !s.limiter.allow(req.Source, now) {
 		s.refused.WithLabelValues("rate_limit").Inc()
 		return bittorrent.ClientError(RateLimited)
@@ -265,6 +283,13 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// limits reports whether the limits on clients apply to an address: not
+// to one the front end could not tell, nor to loopback (this host's tools
+// and benchmarks) unless LimitLoopback.
+func (s *Service) limits(addr netip.Addr) bool {
+	return addr.IsValid() && (s.cfg.LimitLoopback || !addr.IsLoopback())
 }
 
 // accepted notes an announce the store carried out, for the min interval.
@@ -296,17 +321,14 @@ func (s *Service) answer(req *bittorrent.AnnounceRequest, res bittorrent.Announc
 	return Answer{AnnounceResult: res, Interval: interval, MinInterval: s.cfg.MinInterval}
 }
 
-// Scrape returns the counts of each swarm, in the order asked. Errors are
-// as Announce's. Swarms the store could not read now are marked
-// Unavailable (the failure is counted and logged as the store's); only
-// when none could be read is the scrape an error.
-func (s *Service) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
-	if s.opts.Gate != nil {
-		for _, ih := range hashes {
-			if !s.opts.Gate.Carries(ih) {
-				return nil, bittorrent.ClientError(NotAuthorized)
-			}
-		}
+// Scrape returns the counts of each swarm, in the order asked, to a
+// client at from (the address rate limits count, as for announces).
+// Errors are as Announce's. Swarms the store could not read now are
+// marked Unavailable (the failure is counted and logged as the store's);
+// only when none could be read is the scrape an error.
+func (s *Service) Scrape(ctx context.Context, from netip.Addr, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
+	if err := s.admitScrape(from, hashes, time.Now()); err != nil {
+		return nil, err
 	}
 	res, err := s.store.Scrape(ctx, hashes)
 	if err != nil {
@@ -316,6 +338,27 @@ func (s *Service) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]b
 		}
 	}
 	return res, nil
+}
+
+// admitScrape applies what the node decides before the store: every
+// torrent is carried, and the address's bucket holds the scrape's tokens
+// (one per ScrapeHashesPerToken hashes), which it then gives.
+func (s *Service) admitScrape(from netip.Addr, hashes []bittorrent.InfoHash, now time.Time) error {
+	if s.opts.Gate != nil {
+		for _, ih := range hashes {
+			if !s.opts.Gate.Carries(ih) {
+				return bittorrent.ClientError(NotAuthorized)
+			}
+		}
+	}
+	if s.limiter != nil && s.limits(from) {
+		cost := float64((len(hashes) + ScrapeHashesPerToken - 1) / ScrapeHashesPerToken)
+		if !s.limiter.allowN(from, now, max(cost, 1)) {
+			s.scrapesRefused.WithLabelValues("rate_limit").Inc()
+			return bittorrent.ClientError(ScrapeRateLimited)
+		}
+	}
+	return nil
 }
 
 // Ping reports whether the store answers (readiness).

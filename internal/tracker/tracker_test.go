@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -96,7 +97,7 @@ func TestAnnounceRules(t *testing.T) {
 	if ce, ok := bittorrent.IsClientError(err); !ok || string(ce) != NotAuthorized || Outcome(err) != "client_error" {
 		t.Fatalf("torrent not carried: %v", err)
 	}
-	if _, err := svc.Scrape(ctx, []bittorrent.InfoHash{carried, {2}}); ClientMessage(err) != NotAuthorized {
+	if _, err := svc.Scrape(ctx, netip.Addr{}, []bittorrent.InfoHash{carried, {2}}); ClientMessage(err) != NotAuthorized {
 		t.Fatalf("scrape of a torrent not carried: %v", err)
 	}
 	if len(sk.got) != 4 {
@@ -196,7 +197,7 @@ func TestConfigValidate(t *testing.T) {
 func TestPartialScrape(t *testing.T) {
 	st := &fakeStore{err: errors.New("dial tcp: connection refused"), unavailable: true}
 	svc, reg := newService(t, st, Options{}, &bytes.Buffer{})
-	res, err := svc.Scrape(context.Background(), make([]bittorrent.InfoHash, 3))
+	res, err := svc.Scrape(context.Background(), netip.Addr{}, make([]bittorrent.InfoHash, 3))
 	if err != nil || len(res) != 3 || !res[0].Unavailable || res[1].Unavailable {
 		t.Fatalf("partial scrape: %+v %v", res, err)
 	}
@@ -206,7 +207,7 @@ func TestPartialScrape(t *testing.T) {
 	}
 	// A store that read nothing answers its error alone.
 	svc, _ = newService(t, &fakeStoreNil{st}, Options{}, &bytes.Buffer{})
-	if res, err := svc.Scrape(context.Background(), make([]bittorrent.InfoHash, 3)); res != nil || !errors.Is(err, ErrUnavailable) {
+	if res, err := svc.Scrape(context.Background(), netip.Addr{}, make([]bittorrent.InfoHash, 3)); res != nil || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("a scrape that read nothing: %v %v", res, err)
 	}
 }

@@ -441,7 +441,7 @@ func (s *Server) scrape(ctx context.Context, p *packet, h header, b []byte) erro
 	if err != nil {
 		return err
 	}
-	res, err := s.svc.Scrape(ctx, hashes)
+	res, err := s.svc.Scrape(ctx, p.from.Addr(), hashes)
 	if err != nil {
 		return err
 	}

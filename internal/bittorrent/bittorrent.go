@@ -192,6 +192,10 @@ type AnnounceRequest struct {
 	// the client's as a trusted proxy vouches for it; never the client's
 	// own claim (the ip parameter). Per-address limits apply to it.
 	Source netip.Addr
+	// NoNewSwarm: the announce may not start a swarm (the node's share of
+	// new swarms for its source's prefix is spent); one for a swarm that
+	// has no live peer is refused with ErrNoNewSwarms.
+	NoNewSwarm bool
 }
 
 // Family says which address families of peers an answer may carry.
@@ -245,6 +249,8 @@ type AnnounceResult struct {
 	// its stored form, its op, the time recorded and whether a completed
 	// download was counted. The link publishes it as it is.
 	Change PeerChange
+	// NewSwarm: the announce started the swarm (it had no live peer).
+	NewSwarm bool
 }
 
 // Scrape is the state of one swarm as BEP 48 reports it.

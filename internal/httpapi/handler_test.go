@@ -32,6 +32,9 @@ var nodeSeq atomic.Int64
 type testConfig struct {
 	http Config
 	svc  tracker.Config
+	// The store's budget of new swarms (0: none).
+	newSwarmRate  float64
+	newSwarmBurst int
 }
 
 func defaultTestConfig() testConfig {
@@ -50,6 +53,7 @@ func newTestServer(t *testing.T, rdb redis.UniversalClient, cfg testConfig, peer
 	store, err := redisstore.New(rdb, redisstore.Config{
 		Prefix: "httptest", NodeID: fmt.Sprintf("n%d", nodeSeq.Add(1)),
 		PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: 500 * time.Millisecond, PeerIDs: peerIDs,
+		NewSwarmRate: cfg.newSwarmRate, NewSwarmBurst: cfg.newSwarmBurst,
 	})
 	if err != nil {
 		t.Fatal(err)

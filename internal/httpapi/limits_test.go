@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redistest"
 	"github.com/tracklink/tracklink/internal/tracker"
 )
@@ -50,5 +51,64 @@ func TestScrapeRateLimitPerAddress(t *testing.T) {
 	}
 	if got := counterValue(t, reg, "tracker_scrapes_refused_total", "rate_limit"); got != 10 {
 		t.Fatalf("scrapes refused{rate_limit} = %v, want 10", got)
+	}
+}
+
+// TestNewSwarmSharesByPrefix: the node's budget of new swarms is shared
+// out by prefix. However many /64s of one /48 (or addresses of one IPv4
+// /24) announce new torrents, together they start only their prefix's
+// share, refused beyond it with the budget's failure reason and counted
+// as swarm_cap_prefix; a client of another prefix still starts a new
+// torrent, and the spent prefix still announces in live swarms.
+func TestNewSwarmSharesByPrefix(t *testing.T) {
+	cfg := defaultTestConfig()
+	cfg.http.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	cfg.svc.NewSwarmsPrefixRate, cfg.svc.NewSwarmsPrefixBurst = 1e-6, 2 // a /64 or address 2, a /56 or /24 8, a /48 16
+	cfg.newSwarmRate, cfg.newSwarmBurst = 1e-6, 30                      // the node's budget: more than one prefix's share
+	ts, reg := newTestServer(t, redistest.Shared(t).Client(t), cfg, false)
+	seq := 0
+	announceNew := func(from string) map[string]any {
+		seq++
+		return getFrom(t, from, announceURL(ts.URL, fmt.Sprintf("share-%014d", seq), fmt.Sprintf("-TT0001-%012d", seq), 6881, 1, "&event=started"))
+	}
+	tests := []struct {
+		name  string
+		addr  func(i int) string // the i-th client of the prefix
+		share int
+		other string // a client of another prefix
+	}{
+		{"/64s of one /48", func(i int) string { return fmt.Sprintf("2001:db8:1:%x::1", i<<8) }, 16, "2001:db8:2::1"},
+		{"addresses of one /24", func(i int) string { return fmt.Sprintf("198.51.100.%d", i+1) }, 8, "203.0.113.1"},
+	}
+	refused := 0
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			started := 0
+			for i := range 100 {
+				r := announceNew(tc.addr(i))
+				if r["failure reason"] != nil {
+					if r["failure reason"] != string(bittorrent.ErrNoNewSwarms) {
+						t.Fatalf("client %d: %v", i, r["failure reason"])
+					}
+					refused++
+					continue
+				}
+				started++
+			}
+			if started != tc.share {
+				t.Fatalf("the prefix started %d new swarms, want its share (%d)", started, tc.share)
+			}
+			if r := announceNew(tc.other); r["failure reason"] != nil {
+				t.Fatalf("a new torrent from another prefix: %v", r["failure reason"])
+			}
+			// A live swarm takes any prefix's peers.
+			live := getFrom(t, tc.addr(0), announceURL(ts.URL, fmt.Sprintf("share-%014d", seq), "-TT0001-999999999999", 6882, 1, "&event=started"))
+			if live["failure reason"] != nil {
+				t.Fatalf("the spent prefix in a live swarm: %v", live["failure reason"])
+			}
+		})
+	}
+	if got := counterValue(t, reg, "tracker_announces_refused_total", "swarm_cap_prefix"); got != float64(refused) {
+		t.Fatalf("refused{swarm_cap_prefix} = %v, want %d", got, refused)
 	}
 }

@@ -175,7 +175,7 @@ func TestMinIntervalEnforced(t *testing.T) {
 		now = now.Add(after)
 		err := svc.admit(r, now)
 		if err == nil {
-			svc.accepted(r, now) // as if the store carried it out
+			svc.accepted(r, bittorrent.AnnounceResult{}, now) // as if the store carried it out
 		}
 		return err
 	}

@@ -45,6 +45,13 @@ type Config struct {
 	// (16 bytes a slot) of this process's peers remembers.
 	EnforceMinInterval bool `env:"ENFORCE_MIN_INTERVAL" envDefault:"true"`
 	PeerTableSlots     int  `env:"PEER_TABLE_SLOTS" envDefault:"1048576"`
+	// New swarms one prefix may start (see swarmShares): an IPv4 address
+	// or IPv6 /64 NewSwarmsPrefixRate a second in bursts of up to
+	// NewSwarmsPrefixBurst, its /24 or /56 four times that, its /48 eight
+	// times; 0 turns the shares off. Loopback is exempt as from the rate
+	// limit. The process's own budget (the store's) holds besides.
+	NewSwarmsPrefixRate  float64 `env:"NEW_SWARMS_PREFIX_RATE" envDefault:"1"`
+	NewSwarmsPrefixBurst int     `env:"NEW_SWARMS_PREFIX_BURST" envDefault:"1000"`
 }
 
 // Validate checks the settings; errors name the variable.
@@ -70,6 +77,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("TRACKER_PEER_TABLE_SLOTS must be from %d to %d", limiterShards, 1<<26)
 	case c.RateLimit > 0 && (c.RateSlots < limiterShards || c.RateSlots > 1<<26):
 		return fmt.Errorf("TRACKER_RATE_LIMIT_SLOTS must be from %d to %d", limiterShards, 1<<26)
+	case c.NewSwarmsPrefixRate < 0 || c.NewSwarmsPrefixRate > 1e6:
+		return errors.New("TRACKER_NEW_SWARMS_PREFIX_RATE must be from 0 (off) to 1000000 a second")
+	case c.NewSwarmsPrefixRate > 0 && (c.NewSwarmsPrefixBurst < 1 || c.NewSwarmsPrefixBurst > 10_000_000):
+		return errors.New("TRACKER_NEW_SWARMS_PREFIX_BURST must be from 1 to 10000000")
 	}
 	return nil
 }
@@ -140,9 +151,10 @@ type Service struct {
 	// refused counts announces refused by a limit, by reason;
 	// scrapesRefused the same of scrapes.
 	refused, scrapesRefused *prometheus.CounterVec
-	limiter *addrLimiter // nil: no per-address limit
-	peers   *peerTable   // nil: neither min interval nor keys
-	errLog  *logsample.Logger
+	limiter                 *addrLimiter // nil: no per-address limit
+	shares                  *swarmShares // nil: no shares of new swarms by prefix
+	peers                   *peerTable   // nil: neither min interval nor keys
+	errLog                  *logsample.Logger
 }
 
 // New returns a service on store. Its metric (store failures by operation)
@@ -168,6 +180,9 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, scrapesRefused: scrapesRefused, errLog: logsample.New(log, 10*time.Second)}
 	if cfg.RateLimit > 0 {
 		s.limiter = newAddrLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateSlots)
+	}
+	if cfg.NewSwarmsPrefixRate > 0 {
+		s.shares = newSwarmShares(cfg.NewSwarmsPrefixRate, cfg.NewSwarmsPrefixBurst)
 	}
 	if cfg.EnforceMinInterval {
 		lifetime := opts.PeerLifetime
@@ -202,9 +217,9 @@ func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest)
 	}
 	res, err := s.store.Announce(ctx, req, s.numWant(req))
 	if err != nil {
-		return Answer{}, s.storeFailed(ctx, "announce", err)
+		return Answer{}, s.announceFailed(ctx, req, err)
 	}
-	s.accepted(req, now)
+	s.accepted(req, res, now)
 	return s.answer(req, res), nil
 }
 
@@ -254,10 +269,10 @@ func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
 	s.store.AnnounceBatch(ctx, b.toStore, b.numWant, b.res, b.errs)
 	for j, i := range b.idx {
 		if err := b.errs[j]; err != nil {
-			b.Errs[i] = s.storeFailed(ctx, "announce", err)
+			b.Errs[i] = s.announceFailed(ctx, b.Reqs[i], err)
 			continue
 		}
-		s.accepted(b.Reqs[i], now)
+		s.accepted(b.Reqs[i], b.res[j], now)
 		b.Answers[i] = s.answer(b.Reqs[i], b.res[j])
 	}
 }
@@ -282,6 +297,9 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 			return bittorrent.ClientError(fmt.Sprintf("announced again %s after the last announce; min interval is %s", since.Round(time.Second), s.cfg.MinInterval))
 		}
 	}
+	// Whether the swarm is new only the store knows: it is told whether
+	// this one may start one.
+	req.NoNewSwarm = s.shares != nil && limited && req.Event != bittorrent.Stopped && !s.shares.may(req.Source, now)
 	return nil
 }
 
@@ -292,11 +310,25 @@ func (s *Service) limits(addr netip.Addr) bool {
 	return addr.IsValid() && (s.cfg.LimitLoopback || !addr.IsLoopback())
 }
 
-// accepted notes an announce the store carried out, for the min interval.
-func (s *Service) accepted(req *bittorrent.AnnounceRequest, now time.Time) {
+// accepted notes an announce the store carried out, for the min interval,
+// and a swarm it started, for its prefix's share.
+func (s *Service) accepted(req *bittorrent.AnnounceRequest, res bittorrent.AnnounceResult, now time.Time) {
 	if s.peers != nil {
 		s.peers.record(req, now)
 	}
+	if res.NewSwarm && s.shares != nil && s.limits(req.Source) {
+		s.shares.charge(req.Source, now)
+	}
+}
+
+// announceFailed is storeFailed for an announce: a new swarm refused
+// because the prefix's share was spent is counted as such.
+func (s *Service) announceFailed(ctx context.Context, req *bittorrent.AnnounceRequest, err error) error {
+	if req.NoNewSwarm && errors.Is(err, bittorrent.ErrNoNewSwarms) {
+		s.refused.WithLabelValues("swarm_cap_prefix").Inc()
+		return err
+	}
+	return s.storeFailed(ctx, "announce", err)
 }
 
 // numWant is how many peers the store is asked for: the client's number,

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 

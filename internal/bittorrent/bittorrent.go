@@ -267,6 +267,21 @@ type Scrape struct {
 	Unavailable bool
 }
 
+// StoreBatch is what a store answers together: a front end's batch of
+// announces and scrapes (a UDP worker's datagrams). Each request's answer
+// and error go at its index: AnnounceResults and AnnounceErrs as long as
+// Announces (NumWant too), ScrapeResults and ScrapeErrs as long as
+// Scrapes, each scrape answered as a store's Scrape answers one.
+type StoreBatch struct {
+	Announces       []*AnnounceRequest
+	NumWant         []int
+	AnnounceResults []AnnounceResult
+	AnnounceErrs    []error
+	Scrapes         [][]InfoHash
+	ScrapeResults   [][]Scrape
+	ScrapeErrs      []error
+}
+
 // ClientError is the only kind of error a client may see: its text becomes
 // the bencoded failure reason. Every other error is logged, and the client
 // sees a generic message.

@@ -115,7 +115,7 @@ func TestServiceRateLimit(t *testing.T) {
 	var b Batch
 	b.Add(req("192.0.2.1"))
 	b.Add(req("192.0.2.2"))
-	svc.AnnounceBatch(context.Background(), &b)
+	svc.AnswerBatch(context.Background(), &b)
 	if _, ok := bittorrent.IsClientError(b.Errs[0]); !ok || b.Errs[1] != nil {
 		t.Fatalf("batch: %v", b.Errs)
 	}

@@ -88,9 +88,10 @@ func (c Config) Validate() error {
 // Store is what the service needs of the peer store.
 type Store interface {
 	Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error)
-	// AnnounceBatch is Announce for many requests in one round trip;
-	// out and errs are as long as reqs.
-	AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error)
+	// Batch is Announce and Scrape for many requests at once, in one
+	// round trip for the announces and one for all the scrapes (see
+	// bittorrent.StoreBatch).
+	Batch(ctx context.Context, b *bittorrent.StoreBatch)
 	Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error)
 	Ping(ctx context.Context) error
 }
@@ -223,34 +224,52 @@ func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest)
 	return s.answer(req, res), nil
 }
 
-// Batch is a reusable set of announces answered together (a UDP front
-// end's batch of datagrams). Add requests, call AnnounceBatch, then read
-// Answers and Errs, index for index; Reset to reuse it.
+// Batch is a reusable set of announces and scrapes answered together (a
+// UDP front end's batch of datagrams). Add requests and AddScrape
+// scrapes, call AnswerBatch, then read Answers and Errs, ScrapeAnswers
+// and ScrapeErrs, index for index; Reset to reuse it.
 type Batch struct {
 	Reqs    []*bittorrent.AnnounceRequest
 	Answers []Answer
 	Errs    []error
 
-	toStore []*bittorrent.AnnounceRequest
-	idx     []int
-	numWant []int
-	res     []bittorrent.AnnounceResult
-	errs    []error
+	Scrapes       []ScrapeRequest
+	ScrapeAnswers [][]bittorrent.Scrape
+	ScrapeErrs    []error
+
+	store     bittorrent.StoreBatch
+	idx, sidx []int
+}
+
+// ScrapeRequest is one scrape of a batch: the client's address (the rate
+// limit's) and the info hashes.
+type ScrapeRequest struct {
+	From   netip.Addr
+	Hashes []bittorrent.InfoHash
 }
 
 // Add appends a request to the batch.
 func (b *Batch) Add(req *bittorrent.AnnounceRequest) { b.Reqs = append(b.Reqs, req) }
 
-// Reset empties the batch, keeping its memory.
-func (b *Batch) Reset() { b.Reqs = b.Reqs[:0] }
+// AddScrape appends a scrape to the batch.
+func (b *Batch) AddScrape(from netip.Addr, hashes []bittorrent.InfoHash) {
+	b.Scrapes = append(b.Scrapes, ScrapeRequest{From: from, Hashes: hashes})
+}
 
-// AnnounceBatch answers every request of b, as Announce answers one, with
-// one store round trip for all of them.
-func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
-	n := len(b.Reqs)
+// Reset empties the batch, keeping its memory.
+func (b *Batch) Reset() { b.Reqs, b.Scrapes = b.Reqs[:0], b.Scrapes[:0] }
+
+// AnswerBatch answers every announce of b as Announce answers one, and
+// every scrape as Scrape does, in one turn of the store: one round trip
+// for the announces, one for all the scrapes.
+func (s *Service) AnswerBatch(ctx context.Context, b *Batch) {
+	n, m := len(b.Reqs), len(b.Scrapes)
 	b.Answers = slices.Grow(b.Answers[:0], n)[:n]
 	b.Errs = slices.Grow(b.Errs[:0], n)[:n]
-	b.toStore, b.idx, b.numWant = b.toStore[:0], b.idx[:0], b.numWant[:0]
+	b.ScrapeAnswers = slices.Grow(b.ScrapeAnswers[:0], m)[:m]
+	b.ScrapeErrs = slices.Grow(b.ScrapeErrs[:0], m)[:m]
+	sb := &b.store
+	sb.Announces, sb.NumWant, sb.Scrapes, b.idx, b.sidx = sb.Announces[:0], sb.NumWant[:0], sb.Scrapes[:0], b.idx[:0], b.sidx[:0]
 	now := time.Now()
 	for i, req := range b.Reqs {
 		b.Answers[i], b.Errs[i] = Answer{}, nil
@@ -258,22 +277,35 @@ func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
 			b.Errs[i] = err
 			continue
 		}
-		b.toStore, b.idx, b.numWant = append(b.toStore, req), append(b.idx, i), append(b.numWant, s.numWant(req))
+		sb.Announces, b.idx, sb.NumWant = append(sb.Announces, req), append(b.idx, i), append(sb.NumWant, s.numWant(req))
 	}
-	if len(b.toStore) == 0 {
+	for i, sr := range b.Scrapes {
+		b.ScrapeAnswers[i], b.ScrapeErrs[i] = nil, nil
+		if err := s.admitScrape(sr.From, sr.Hashes, now); err != nil {
+			b.ScrapeErrs[i] = err
+			continue
+		}
+		sb.Scrapes, b.sidx = append(sb.Scrapes, sr.Hashes), append(b.sidx, i)
+	}
+	if len(sb.Announces) == 0 && len(sb.Scrapes) == 0 {
 		return
 	}
-	m := len(b.toStore)
-	b.res = slices.Grow(b.res[:0], m)[:m]
-	b.errs = slices.Grow(b.errs[:0], m)[:m]
-	s.store.AnnounceBatch(ctx, b.toStore, b.numWant, b.res, b.errs)
+	na, ns := len(sb.Announces), len(sb.Scrapes)
+	sb.AnnounceResults = slices.Grow(sb.AnnounceResults[:0], na)[:na]
+	sb.AnnounceErrs = slices.Grow(sb.AnnounceErrs[:0], na)[:na]
+	sb.ScrapeResults = slices.Grow(sb.ScrapeResults[:0], ns)[:ns]
+	sb.ScrapeErrs = slices.Grow(sb.ScrapeErrs[:0], ns)[:ns]
+	s.store.Batch(ctx, sb)
 	for j, i := range b.idx {
-		if err := b.errs[j]; err != nil {
+		if err := sb.AnnounceErrs[j]; err != nil {
 			b.Errs[i] = s.announceFailed(ctx, b.Reqs[i], err)
 			continue
 		}
-		s.accepted(b.Reqs[i], b.res[j], now)
-		b.Answers[i] = s.answer(b.Reqs[i], b.res[j])
+		s.accepted(b.Reqs[i], sb.AnnounceResults[j], now)
+		b.Answers[i] = s.answer(b.Reqs[i], sb.AnnounceResults[j])
+	}
+	for j, i := range b.sidx {
+		b.ScrapeAnswers[i], b.ScrapeErrs[i] = s.scraped(ctx, sb.ScrapeResults[j], sb.ScrapeErrs[j])
 	}
 }
 
@@ -363,6 +395,13 @@ func (s *Service) Scrape(ctx context.Context, from netip.Addr, hashes []bittorre
 		return nil, err
 	}
 	res, err := s.store.Scrape(ctx, hashes)
+	return s.scraped(ctx, res, err)
+}
+
+// scraped sorts what the store answered to a scrape: counts, some maybe
+// Unavailable, with the store's error counted and logged; only the error
+// when nothing could be read or it was not the store's fault.
+func (s *Service) scraped(ctx context.Context, res []bittorrent.Scrape, err error) ([]bittorrent.Scrape, error) {
 	if err != nil {
 		err = s.storeFailed(ctx, "scrape", err)
 		if res == nil || !errors.Is(err, ErrUnavailable) {

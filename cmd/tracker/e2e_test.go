@@ -149,6 +149,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"TRACKER_UDP_SECRET=short", "TRACKER_UDP_SECRET"},
 		{"TRACKER_UDP_WORKERS=0", "TRACKER_UDP_WORKERS"},
 		{"TRACKER_UDP_ADDR=nonsense", "TRACKER_UDP_ADDR"},
+		{"TRACKER_HTTP_MAX_CONNS_PER_ADDR=-1", "TRACKER_HTTP_MAX_CONNS_PER_ADDR"},
+		{"TRACKER_NEW_SWARMS_PREFIX_RATE=-1", "TRACKER_NEW_SWARMS_PREFIX_RATE"},
+		{"TRACKER_NEW_SWARMS_PREFIX_BURST=0", "TRACKER_NEW_SWARMS_PREFIX_BURST"},
 	} {
 		_, _, err := loadConfig([]string{tc.env})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

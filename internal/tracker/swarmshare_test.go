@@ -98,3 +98,28 @@ func TestSwarmSharesBounded(t *testing.T) {
 		t.Fatal("the spent /48 may start swarms again after a flood of other prefixes")
 	}
 }
+
+// BenchmarkAddrLimiterWithSwarmShares is what admission costs an announce
+// with both tables (as admit: the address's bucket, then whether its
+// prefix may start a swarm), from many goroutines over many addresses;
+// BenchmarkAddrLimiter is the first alone.
+func BenchmarkAddrLimiterWithSwarmShares(b *testing.B) {
+	for _, family := range []string{"ipv4", "ipv6"} {
+		b.Run(family, func(b *testing.B) {
+			l, s := newAddrLimiter(20, 300, 1<<18), newSwarmShares(1, 1000)
+			b.RunParallel(func(pb *testing.PB) {
+				i := uint32(0)
+				now := time.Now()
+				for pb.Next() {
+					i++
+					a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+					if family == "ipv6" {
+						a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 4: byte(i >> 16), 5: byte(i >> 8), 6: byte(i), 15: 1})
+					}
+					l.allow(a, now)
+					s.may(a, now)
+				}
+			})
+		})
+	}
+}

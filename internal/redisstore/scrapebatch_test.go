@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,29 +15,18 @@ import (
 	"github.com/tracklink/tracklink/internal/redistest"
 )
 
-// scrapeRoundTrips counts the round trips (pipelines or single commands)
-// that read counts (ZCOUNT): those of scrapes.
-type scrapeRoundTrips struct{ n atomic.Int64 }
-
-func (h *scrapeRoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *scrapeRoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "zcount" {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
+// storeOnOwnRedis is a store on a Redis of its own, whose server-wide
+// counts (INFO commandstats) are the test's alone.
+func storeOnOwnRedis(t *testing.T) (*Store, *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	s, err := New(rdb, Config{Prefix: "test", NodeID: "n1", PeerLifetime: time.Hour, CompletedTTL: time.Hour, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-func (h *scrapeRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, c := range cmds {
-			if c.Name() == "zcount" {
-				h.n.Add(1)
-				break
-			}
-		}
-		return next(ctx, cmds)
-	}
+	return s, rdb
 }
 
 // TestPipelinerBatchesScrapes: the scrapes of batches queued by several
@@ -46,13 +34,7 @@ func (h *scrapeRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) r
 // go to Redis in one round trip, beside the one script call of their
 // announces, and each scrape gets its own swarms' counts.
 func TestPipelinerBatchesScrapes(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	defer rdb.Close()
-	s, err := New(rdb, Config{Prefix: "test", NodeID: "n1", PeerLifetime: time.Hour, CompletedTTL: time.Hour, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, rdb := storeOnOwnRedis(t)
 	ctx := context.Background()
 	// Swarm i has i+1 leechers.
 	const swarms = 6
@@ -63,7 +45,7 @@ func TestPipelinerBatchesScrapes(t *testing.T) {
 			}
 		}
 	}
-	hook := &scrapeRoundTrips{}
+	hook := &redistest.TripCounter{Command: "zcount"} // scrapes read counts
 	rdb.AddHook(hook)
 	p := NewPipeliner(s, 1, 1024, 64)
 	const callers, per = 8, 3
@@ -97,7 +79,7 @@ func TestPipelinerBatchesScrapes(t *testing.T) {
 	defer cancel()
 	go p.Run(runCtx)
 	wg.Wait()
-	if n := hook.n.Load(); n != 1 {
+	if n := hook.Count(); n != 1 {
 		t.Fatalf("%d scrapes took %d round trips, want 1", callers*(per+1), n)
 	}
 	if n := scriptCallCount(t, rdb) - scripts; n != 1 {
@@ -124,10 +106,10 @@ func TestPipelinerBatchesScrapes(t *testing.T) {
 		}
 	}
 	// The store without a pipeline: one round trip for all the scrapes.
-	hook.n.Store(0)
+	hook.Reset()
 	b := bittorrent.StoreBatch{Scrapes: batches[0].Scrapes, ScrapeResults: make([][]bittorrent.Scrape, per), ScrapeErrs: make([]error, per)}
 	s.Batch(ctx, &b)
-	if n := hook.n.Load(); n != 1 || b.ScrapeErrs[0] != nil || b.ScrapeResults[per-1][1].Incomplete != (per)%swarms+1 {
+	if n := hook.Count(); n != 1 || b.ScrapeErrs[0] != nil || b.ScrapeResults[per-1][1].Incomplete != (per)%swarms+1 {
 		t.Fatalf("Store.Batch: %d round trips, %v %v", n, b.ScrapeResults, b.ScrapeErrs)
 	}
 }

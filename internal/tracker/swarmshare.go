@@ -65,38 +65,18 @@ func newSwarmShares(rate float64, burst int) *swarmShares {
 // may reports whether addr's prefix may start a swarm now: every level of
 // it holds a token (a level without a bucket of its own holds its burst).
 func (s *swarmShares) may(addr netip.Addr, now time.Time) bool {
-	addr = addr.Unmap()
-	t := now.UnixNano()
-	for i := range s.levels {
-		lv := &s.levels[i]
-		h, ok := s.key(lv, addr)
-		if !ok {
-			continue
-		}
-		sh, b := lv.slot(h)
-		sh.mu.Lock()
-		spent := b.key == h && lv.refill(b, t) < 1
-		sh.mu.Unlock()
-		if spent {
-			return false
-		}
-	}
-	return true
+	ok := true
+	s.each(addr, now, func(lv *shareLevel, b *bucket, h uint64, t int64) bool {
+		ok = b.key != h || lv.refill(b, t) >= 1
+		return ok
+	})
+	return ok
 }
 
 // charge takes a token from every level of addr's prefix: it started a
 // swarm.
 func (s *swarmShares) charge(addr netip.Addr, now time.Time) {
-	addr = addr.Unmap()
-	t := now.UnixNano()
-	for i := range s.levels {
-		lv := &s.levels[i]
-		h, ok := s.key(lv, addr)
-		if !ok {
-			continue
-		}
-		sh, b := lv.slot(h)
-		sh.mu.Lock()
+	s.each(addr, now, func(lv *shareLevel, b *bucket, h uint64, t int64) bool {
 		switch {
 		case b.key == h:
 			lv.refill(b, t)
@@ -104,7 +84,29 @@ func (s *swarmShares) charge(addr netip.Addr, now time.Time) {
 		case b.key == 0 || lv.refill(b, t) >= lv.burst:
 			*b = bucket{key: h, tokens: lv.burst - 1, last: t}
 		}
+		return true
+	})
+}
+
+// each calls f, under its shard's lock, with the slot of each level of
+// addr's prefix (h: the prefix's hash, t: now in unix ns), from the unit
+// up, while f returns true.
+func (s *swarmShares) each(addr netip.Addr, now time.Time, f func(lv *shareLevel, b *bucket, h uint64, t int64) bool) {
+	addr = addr.Unmap()
+	t := now.UnixNano()
+	for i := range s.levels {
+		lv := &s.levels[i]
+		h, ok := s.key(lv, addr)
+		if !ok {
+			continue
+		}
+		sh, b := lv.slot(h)
+		sh.mu.Lock()
+		more := f(lv, b, h, t)
 		sh.mu.Unlock()
+		if !more {
+			return
+		}
 	}
 }
 

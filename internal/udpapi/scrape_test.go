@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redistest"
 	"github.com/tracklink/tracklink/internal/tracker"
@@ -77,37 +75,12 @@ func (s *heldStore) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 	s.Store.Batch(ctx, b)
 }
 
-// countScrapeTrips counts the round trips to Redis that read counts
-// (ZCOUNT): those of scrapes.
-type countScrapeTrips struct{ n atomic.Int64 }
-
-func (h *countScrapeTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countScrapeTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "zcount" {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *countScrapeTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, c := range cmds {
-			if c.Name() == "zcount" {
-				h.n.Add(1)
-				break
-			}
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // TestUDPScrapesShareRoundTrips: the scrapes of a worker's batch of
 // datagrams go to the store together, as one batch with its announces,
 // and to Redis in one round trip, not one each.
 func TestUDPScrapesShareRoundTrips(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
-	trips := &countScrapeTrips{}
+	trips := &redistest.TripCounter{Command: "zcount"} // scrapes read counts
 	rdb.AddHook(trips)
 	held := &heldStore{release: make(chan struct{})}
 	n := startNode(t, nodeOpts{rdb: rdb, workers: 1, wrap: func(s tracker.Store) tracker.Store { held.Store = s; return held }})
@@ -148,7 +121,7 @@ func TestUDPScrapesShareRoundTrips(t *testing.T) {
 	if b, s := held.batches.Load(), held.scrapes[1].Load(); b != 2 || s != scrapes {
 		t.Fatalf("%d batches, the second with %d scrapes; want 2, with %d", b, s, scrapes)
 	}
-	if got := trips.n.Load(); got != 1 {
+	if got := trips.Count(); got != 1 {
 		t.Fatalf("%d scrapes took %d round trips to Redis, want 1", scrapes, got)
 	}
 }

@@ -106,13 +106,13 @@ func (p *Pipeliner) wait(ctx context.Context, c *pipelinedCall) error {
 	select {
 	case p.calls <- c:
 	case <-ctx.Done():
-		return fmt.Errorf("store announce: queue: %w", ctx.Err())
+		return fmt.Errorf("store pipeline: queue: %w", ctx.Err())
 	}
 	select {
 	case <-c.done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("store announce: %w", ctx.Err())
+		return fmt.Errorf("store pipeline: %w", ctx.Err())
 	}
 }
 

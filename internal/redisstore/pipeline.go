@@ -21,10 +21,11 @@ import (
 // it were alone, inside one atomic call, so exact counts are unchanged,
 // and each announce is exactly one round trip.
 //
-// Scrapes go through the same queue (Scrape, and Batch with a front end's
-// announces): all the scrapes of a batch are one pipeline, sent beside the
-// batch's script call, so a UDP worker's scrapes share a round trip with
-// each other and with every other worker's instead of taking one each.
+// A front end's batch of scrapes goes through the same queue, with its
+// announces (Batch): all the scrapes the worker took are one pipeline,
+// sent beside its script call, so a UDP worker's scrapes share a round
+// trip with each other and with every other worker's instead of taking
+// one each.
 // A scrape counts toward maxBatch for a quarter of an announce a hash.
 //
 // The queue is bounded: when it is full, Announce waits for room until its
@@ -116,15 +117,10 @@ func (p *Pipeliner) wait(ctx context.Context, c *pipelinedCall) error {
 	}
 }
 
-// Scrape is Store.Scrape through the pipeline: it shares a round trip
-// with the other scrapes queued meanwhile.
+// Scrape is Store.Scrape (an HTTP scrape: one round trip of its own; the
+// pipeline carries the scrapes of batches, Batch).
 func (p *Pipeliner) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
-	c := newPipelinedCall(nil)
-	c.scr.add(hashes)
-	if err := p.wait(ctx, c); err != nil {
-		return nil, err
-	}
-	return c.scr.out[0], c.scr.errs[0]
+	return p.s.Scrape(ctx, hashes)
 }
 
 // Batch is Store.Batch through the pipeline: the front end's announces

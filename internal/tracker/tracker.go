@@ -1,9 +1,11 @@
 // Package tracker is a node's protocol-independent core: the rules that
 // every front end (HTTP, UDP) applies to an announce and a scrape. It owns
-// the allowed-torrents check, numwant and its cap, the store call, the
-// hand-off of each local change to the link, the announce interval, and the
-// one place where a failure that is not the client's becomes what a client
-// sees. Front ends parse and encode; they decide nothing else.
+// the allowed-torrents check, numwant and its cap, the limits on clients
+// (announces and scrapes per address, min interval, each prefix's share of
+// new swarms), the store call, the hand-off of each local change to the
+// link, the announce interval, and the one place where a failure that is
+// not the client's becomes what a client sees. Front ends parse and
+// encode; they decide nothing else.
 package tracker
 
 import (

@@ -2,7 +2,8 @@
 // compact and BEP 7 IPv6 peers), BEP 48 scrape, health and readiness probes,
 // and Prometheus metrics. It parses and validates everything a client sends,
 // asks the tracker service (internal/tracker), and bencodes the answer. It
-// owns no state.
+// owns no state beyond the count of open connections (in all and per
+// address, connlimit.go).
 package httpapi
 
 import (

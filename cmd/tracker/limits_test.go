@@ -108,7 +108,7 @@ func TestConnectionCap(t *testing.T) {
 		m, _ = io.ReadAll(resp.Body)
 		return true
 	})
-	for _, want := range []string{fmt.Sprintf("tracker_http_connections_refused_total %d\n", refused), "tracker_http_connections 3\n"} {
+	for _, want := range []string{fmt.Sprintf("tracker_http_connections_refused_total{reason=\"max_conns\"} %d\n", refused), "tracker_http_connections 3\n"} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %q", want)
 		}

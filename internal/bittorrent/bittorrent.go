@@ -213,6 +213,10 @@ type AnnounceRequest struct {
 	// the client's as a trusted proxy vouches for it; never the client's
 	// own claim (the ip parameter). Per-address limits apply to it.
 	Source netip.Addr
+	// NoNewSwarm: the announce may not start a swarm (the node's share of
+	// new swarms for its source's prefix is spent); one for a swarm that
+	// has no live peer is refused with ErrNoNewSwarms.
+	NoNewSwarm bool
 }
 
 // Family says which address families of peers an answer may carry.
@@ -266,6 +270,8 @@ type AnnounceResult struct {
 	// its stored form, its op, the time recorded and whether a completed
 	// download was counted. The link publishes it as it is.
 	Change PeerChange
+	// NewSwarm: the announce started the swarm (it had no live peer).
+	NewSwarm bool
 }
 
 // Scrape is the state of one swarm as BEP 48 reports it.
@@ -280,6 +286,21 @@ type Scrape struct {
 	// Unavailable: the store could not be read for this swarm now (under
 	// Redis Cluster, its shard is down); the counts are not known.
 	Unavailable bool
+}
+
+// StoreBatch is what a store answers together: a front end's batch of
+// announces and scrapes (a UDP worker's datagrams). Each request's answer
+// and error go at its index: AnnounceResults and AnnounceErrs as long as
+// Announces (NumWant too), ScrapeResults and ScrapeErrs as long as
+// Scrapes, each scrape answered as a store's Scrape answers one.
+type StoreBatch struct {
+	Announces       []*AnnounceRequest
+	NumWant         []int
+	AnnounceResults []AnnounceResult
+	AnnounceErrs    []error
+	Scrapes         [][]InfoHash
+	ScrapeResults   [][]Scrape
+	ScrapeErrs      []error
 }
 
 // ClientError is the only kind of error a client may see: its text becomes

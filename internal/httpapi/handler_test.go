@@ -32,6 +32,9 @@ var nodeSeq atomic.Int64
 type testConfig struct {
 	http Config
 	svc  tracker.Config
+	// The store's budget of new swarms (0: none).
+	newSwarmRate  float64
+	newSwarmBurst int
 }
 
 func defaultTestConfig() testConfig {
@@ -50,6 +53,7 @@ func newTestServer(t *testing.T, rdb redis.UniversalClient, cfg testConfig, peer
 	store, err := redisstore.New(rdb, redisstore.Config{
 		Prefix: "httptest", NodeID: fmt.Sprintf("n%d", nodeSeq.Add(1)),
 		PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: 500 * time.Millisecond, PeerIDs: peerIDs,
+		NewSwarmRate: cfg.newSwarmRate, NewSwarmBurst: cfg.newSwarmBurst,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +75,18 @@ func newTestServer(t *testing.T, rdb redis.UniversalClient, cfg testConfig, peer
 
 func get(t *testing.T, u string) map[string]any {
 	t.Helper()
-	resp, err := http.Get(u)
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return getReq(t, req)
+}
+
+// getReq is get of a request made by the caller.
+func getReq(t *testing.T, req *http.Request) map[string]any {
+	t.Helper()
+	u := req.URL.String()
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,12 +3,13 @@ package httpapi
 import "github.com/prometheus/client_golang/prometheus"
 
 // metrics of the frontend. Labels are bounded: outcome is ok, client_error,
-// error or canceled (the client left first).
+// error or canceled (the client left first); a refused connection's reason
+// is max_conns or max_conns_per_addr.
 type metrics struct {
 	announces, scrapes     *prometheus.CounterVec
 	announceDur, scrapeDur *prometheus.HistogramVec
 	conns                  prometheus.Gauge
-	connsRefused           prometheus.Counter
+	connsRefused           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,9 +30,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tracker_http_connections", Help: "HTTP connections open.",
 		}),
-		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tracker_http_connections_refused_total", Help: "HTTP connections closed at once because TRACKER_HTTP_MAX_CONNS were open.",
-		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tracker_http_connections_refused_total", Help: "HTTP connections closed at once, by reason: max_conns (TRACKER_HTTP_MAX_CONNS were open), max_conns_per_addr (TRACKER_HTTP_MAX_CONNS_PER_ADDR from the address were).",
+		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{m.announces, m.scrapes, m.announceDur, m.scrapeDur, m.conns, m.connsRefused} {
 		if err := reg.Register(c); err != nil {

@@ -2,7 +2,8 @@
 // compact and BEP 7 IPv6 peers), BEP 48 scrape, health and readiness probes,
 // and Prometheus metrics. It parses and validates everything a client sends,
 // asks the tracker service (internal/tracker), and bencodes the answer. It
-// owns no state.
+// owns no state beyond the count of open connections (in all and per
+// address, connlimit.go).
 package httpapi
 
 import (
@@ -34,7 +35,11 @@ type Config struct {
 	// read from.
 	ProxyHeader string `env:"PROXY_HEADER" envDefault:"X-Forwarded-For"`
 	// MaxConns bounds the HTTP connections open at once; 0: no bound.
-	MaxConns        int           `env:"HTTP_MAX_CONNS" envDefault:"10000"`
+	MaxConns int `env:"HTTP_MAX_CONNS" envDefault:"10000"`
+	// MaxConnsPerAddr bounds those of one address (an IPv6 /64); 0: no
+	// bound. Trusted proxies are not bound by it, nor is loopback unless
+	// TRACKER_LIMIT_LOOPBACK.
+	MaxConnsPerAddr int           `env:"HTTP_MAX_CONNS_PER_ADDR" envDefault:"128"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 }
 
@@ -47,6 +52,8 @@ func (c Config) Validate() error {
 		return errors.New("TRACKER_SHUTDOWN_TIMEOUT must be positive")
 	case c.MaxConns < 0 || c.MaxConns > 10_000_000:
 		return errors.New("TRACKER_HTTP_MAX_CONNS must be from 0 (no bound) to 10000000")
+	case c.MaxConnsPerAddr < 0 || c.MaxConnsPerAddr > 1_000_000:
+		return errors.New("TRACKER_HTTP_MAX_CONNS_PER_ADDR must be from 0 (no bound) to 1000000")
 	case strings.ContainsAny(c.ProxyHeader, " :\t\r\n"):
 		return errors.New("TRACKER_PROXY_HEADER must be a header name (X-Forwarded-For, Forwarded, X-Real-IP, ...)")
 	}
@@ -114,10 +121,21 @@ func Listen(addr string) (net.Listener, error) {
 // flight finish for at most the configured shutdown timeout, and closes
 // idle keep-alive connections.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	if s.cfg.MaxConns > 0 {
-		ln = &capListener{Listener: ln, max: int64(s.cfg.MaxConns), opened: s.m.conns, refused: s.m.connsRefused}
+	if s.cfg.MaxConns > 0 || s.cfg.MaxConnsPerAddr > 0 {
+		cl := &capListener{Listener: ln, max: int64(s.cfg.MaxConns), exempt: s.connExempt, opened: s.m.conns, refused: s.m.connsRefused}
+		if s.cfg.MaxConnsPerAddr > 0 {
+			cl.perAddr = newAddrConns(s.cfg.MaxConnsPerAddr)
+		}
+		ln = cl
 	}
 	return Serve(ctx, ln, s, s.cfg.ShutdownTimeout, s.log)
+}
+
+// connExempt reports whether connections from a are not capped per
+// address: a trusted proxy's carry many clients, and loopback is this
+// host's (tools, benchmarks, a local proxy) unless TRACKER_LIMIT_LOOPBACK.
+func (s *Server) connExempt(a netip.Addr) bool {
+	return s.trusted(a) || (a.IsLoopback() && !s.svc.Config().LimitLoopback)
 }
 
 // Serve serves h on ln with the tracker's server limits until ctx ends,
@@ -186,7 +204,7 @@ func (s *Server) scrape(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var res []bittorrent.Scrape
-	if res, err = s.svc.Scrape(r.Context(), hashes); err != nil {
+	if res, err = s.svc.Scrape(r.Context(), s.clientAddr(r), hashes); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
@@ -19,6 +20,13 @@ import (
 // queued UDP batch is never split. The script handles each announce as if
 // it were alone, inside one atomic call, so exact counts are unchanged,
 // and each announce is exactly one round trip.
+//
+// A front end's batch of scrapes goes through the same queue, with its
+// announces (Batch): all the scrapes the worker took are one pipeline,
+// sent beside its script call, so a UDP worker's scrapes share a round
+// trip with each other and with every other worker's instead of taking
+// one each.
+// A scrape counts toward maxBatch for a quarter of an announce a hash.
 //
 // The queue is bounded: when it is full, Announce waits for room until its
 // context ends (backpressure, never unbounded memory).
@@ -39,8 +47,13 @@ type Pipeliner struct {
 type pipelinedCall struct {
 	calls []*announceCall
 	res   []callResult
-	done  chan struct{}
+	// scr are the item's scrapes (hashes copied in), answered in place.
+	scr  scrapes
+	done chan struct{}
 }
+
+// weight is what the item counts for toward a batch's maxBatch.
+func (c *pipelinedCall) weight() int { return len(c.calls) + c.scr.weight() }
 
 func newPipelinedCall(calls []*announceCall) *pipelinedCall {
 	return &pipelinedCall{calls: calls, res: make([]callResult, len(calls)), done: make(chan struct{})}
@@ -51,6 +64,7 @@ func (c *pipelinedCall) finish(err error) {
 	for i := range c.res {
 		c.res[i] = callResult{err: err}
 	}
+	c.scr.finish(err)
 	close(c.done)
 }
 
@@ -93,19 +107,44 @@ func (p *Pipeliner) wait(ctx context.Context, c *pipelinedCall) error {
 	select {
 	case p.calls <- c:
 	case <-ctx.Done():
-		return fmt.Errorf("store announce: queue: %w", ctx.Err())
+		return fmt.Errorf("store pipeline: queue: %w", ctx.Err())
 	}
 	select {
 	case <-c.done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("store announce: %w", ctx.Err())
+		return fmt.Errorf("store pipeline: %w", ctx.Err())
 	}
 }
 
-// Scrape is Store.Scrape.
+// Scrape is Store.Scrape (an HTTP scrape: one round trip of its own; the
+// pipeline carries the scrapes of batches, Batch).
 func (p *Pipeliner) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
 	return p.s.Scrape(ctx, hashes)
+}
+
+// Batch is Store.Batch through the pipeline: the front end's announces
+// and scrapes are one item of the queue, answered in the same turn as
+// the other items queued meanwhile (the announces in one script call, the
+// scrapes in one pipeline beside it).
+func (p *Pipeliner) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
+	calls, ptrs := p.s.newCalls(b.Announces, b.NumWant)
+	c := newPipelinedCall(ptrs)
+	for _, h := range b.Scrapes {
+		c.scr.add(h)
+	}
+	if err := p.wait(ctx, c); err != nil {
+		for i := range b.Announces {
+			b.AnnounceResults[i], b.AnnounceErrs[i] = bittorrent.AnnounceResult{}, err
+		}
+		for i := range b.Scrapes {
+			b.ScrapeResults[i], b.ScrapeErrs[i] = nil, err
+		}
+		return
+	}
+	p.s.decodeAll(calls, c.res, b.AnnounceResults, b.AnnounceErrs)
+	copy(b.ScrapeResults, c.scr.out)
+	copy(b.ScrapeErrs, c.scr.errs)
 }
 
 // Ping is Store.Ping.
@@ -126,18 +165,18 @@ func (p *Pipeliner) Run(ctx context.Context) error {
 					batch = append(batch[:0], c)
 				}
 				p.gather()
-				n := len(batch[0].calls)
+				n := batch[0].weight()
 			fill:
 				for n < p.maxBatch {
 					select {
 					case c := <-p.calls:
 						batch = append(batch, c)
-						n += len(c.calls)
+						n += c.weight()
 					default:
 						break fill
 					}
 				}
-				p.send(ctx, batch, n)
+				p.send(ctx, batch)
 			}
 		}()
 	}
@@ -178,16 +217,29 @@ func (p *Pipeliner) gather() {
 	}
 }
 
-// send runs one batch of n announces and hands each caller its replies.
-func (p *Pipeliner) send(ctx context.Context, batch []*pipelinedCall, n int) {
+// send runs one batch and hands each caller its replies: its announces
+// in one script call and, beside it, its scrapes in one pipeline.
+func (p *Pipeliner) send(ctx context.Context, batch []*pipelinedCall) {
 	ctx, cancel := context.WithTimeout(ctx, p.s.timeout)
 	defer cancel()
+	n, scraping := 0, false
+	for _, c := range batch {
+		n += len(c.calls)
+		scraping = scraping || c.scr.len() > 0
+	}
 	calls := make([]*announceCall, 0, n)
 	for _, c := range batch {
 		calls = append(calls, c.calls...)
 	}
 	res := make([]callResult, n)
-	p.s.sendCalls(ctx, calls, res)
+	var scraped sync.WaitGroup
+	if scraping {
+		scraped.Go(func() { p.s.answerScrapes(ctx, batch) })
+	}
+	if n > 0 {
+		p.s.sendCalls(ctx, calls, res)
+	}
+	scraped.Wait()
 	for _, c := range batch {
 		res = res[copy(c.res, res):]
 		close(c.done)

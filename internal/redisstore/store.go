@@ -236,7 +236,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	case bittorrent.OnlyIPv6:
 		flags[2] = '6'
 	}
-	if s.swarms != nil && !s.swarms.available(now) {
+	if req.NoNewSwarm || (s.swarms != nil && !s.swarms.available(now)) {
 		flags[3] = '0'
 	}
 	score := now
@@ -461,6 +461,7 @@ func (s *Store) decode(c *announceCall, r callResult) (bittorrent.AnnounceResult
 	out := decodeAnnounce(r, c.change.Peer, c.fam, c.numWant)
 	out.Change = c.change
 	out.Change.Completion = r.counted&1 != 0
+	out.NewSwarm = r.counted&2 != 0
 	return out, nil
 }
 

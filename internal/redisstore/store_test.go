@@ -1104,13 +1104,7 @@ func TestClusterBatchSurvivesAHungMaster(t *testing.T) {
 // and batches still queued when the pipeline stops are answered with an
 // error, not left waiting.
 func TestPipelinerSharesCalls(t *testing.T) {
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	defer rdb.Close()
-	s, err := New(rdb, Config{Prefix: "test", NodeID: "n1", PeerLifetime: time.Hour, CompletedTTL: time.Hour, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, rdb := storeOnOwnRedis(t)
 	p := NewPipeliner(s, 1, 1024, 64)
 	const callers, per = 8, 4
 	batch := func(c int) ([]bittorrent.AnnounceResult, []error) {

@@ -52,7 +52,11 @@ func newAddrLimiter(rate float64, burst, slots int) *addrLimiter {
 
 // allow takes a token from addr's bucket and reports whether there was
 // one.
-func (l *addrLimiter) allow(addr netip.Addr, now time.Time) bool {
+func (l *addrLimiter) allow(addr netip.Addr, now time.Time) bool { return l.allowN(addr, now, 1) }
+
+// allowN takes n tokens from addr's bucket and reports whether there were
+// as many; when there were not, it takes none.
+func (l *addrLimiter) allowN(addr netip.Addr, now time.Time, n float64) bool {
 	h := l.hash(addr)
 	sh := &l.shards[h%limiterShards]
 	b := &sh.slots[(h/limiterShards)%uint64(len(sh.slots))]
@@ -65,10 +69,10 @@ func (l *addrLimiter) allow(addr netip.Addr, now time.Time) bool {
 		b.tokens = min(l.burst, b.tokens+float64(t-b.last)*l.perNano)
 		b.last = t
 	}
-	if b.tokens < 1 {
+	if b.tokens < n {
 		return false
 	}
-	b.tokens--
+	b.tokens -= n
 	return true
 }
 

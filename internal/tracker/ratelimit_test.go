@@ -115,7 +115,7 @@ func TestServiceRateLimit(t *testing.T) {
 	var b Batch
 	b.Add(req("192.0.2.1"))
 	b.Add(req("192.0.2.2"))
-	svc.AnnounceBatch(context.Background(), &b)
+	svc.AnswerBatch(context.Background(), &b)
 	if _, ok := bittorrent.IsClientError(b.Errs[0]); !ok || b.Errs[1] != nil {
 		t.Fatalf("batch: %v", b.Errs)
 	}
@@ -175,7 +175,7 @@ func TestMinIntervalEnforced(t *testing.T) {
 		now = now.Add(after)
 		err := svc.admit(r, now)
 		if err == nil {
-			svc.accepted(r, now) // as if the store carried it out
+			svc.accepted(r, bittorrent.AnnounceResult{}, now) // as if the store carried it out
 		}
 		return err
 	}
@@ -256,5 +256,55 @@ func TestSlotSizes(t *testing.T) {
 	}
 	if s := unsafe.Sizeof(peerSlot{}); s != peerSlotSize {
 		t.Fatalf("a peer slot is %d bytes, documented %d", s, peerSlotSize)
+	}
+}
+
+// TestServiceScrapeRateLimit: a scrape takes one token of its address's
+// bucket per ScrapeHashesPerToken hashes (at least one), from the bucket
+// announces take from; beyond it, the failure reason, counted; another
+// address is served.
+func TestServiceScrapeRateLimit(t *testing.T) {
+	hashes := func(n int) []bittorrent.InfoHash { return make([]bittorrent.InfoHash, n) }
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
+	tests := []struct {
+		name   string
+		burst  int
+		hashes int
+		served int // scrapes served from a before the first refusal
+	}{
+		{name: "one hash costs a token", burst: 3, hashes: 1, served: 3},
+		{name: "a partial token rounds up", burst: 3, hashes: ScrapeHashesPerToken + 1, served: 1},
+		{name: "a full scrape", burst: 64, hashes: 64, served: 64 / (64 / ScrapeHashesPerToken)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testCfg
+			cfg.RateLimit, cfg.RateBurst, cfg.RateSlots = 1e-6, tc.burst, 1024
+			svc := serviceWith(t, cfg)
+			served := 0
+			for {
+				_, err := svc.Scrape(context.Background(), a, hashes(tc.hashes))
+				if err != nil {
+					if ce, ok := bittorrent.IsClientError(err); !ok || string(ce) != ScrapeRateLimited {
+						t.Fatalf("scrape %d: %v, want %q", served+1, err, ScrapeRateLimited)
+					}
+					break
+				}
+				served++
+			}
+			if served != tc.served {
+				t.Fatalf("%d scrapes of %d hashes served, want %d", served, tc.hashes, tc.served)
+			}
+			if _, err := svc.Scrape(context.Background(), b, hashes(tc.hashes)); err != nil {
+				t.Fatalf("another address: %v", err)
+			}
+			// The bucket is the announces' too.
+			if _, err := svc.Announce(context.Background(), &bittorrent.AnnounceRequest{Source: a, NumWant: -1}); err == nil && tc.hashes == 1 {
+				t.Fatal("an announce served from an address whose scrapes took its bucket")
+			}
+			if got := testutil.ToFloat64(svc.scrapesRefused.WithLabelValues("rate_limit")); got != 1 {
+				t.Fatalf("scrapes refused{rate_limit} = %v, want 1", got)
+			}
+		})
 	}
 }

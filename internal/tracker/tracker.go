@@ -1,9 +1,11 @@
 // Package tracker is a node's protocol-independent core: the rules that
 // every front end (HTTP, UDP) applies to an announce and a scrape. It owns
-// the allowed-torrents check, numwant and its cap, the store call, the
-// hand-off of each local change to the link, the announce interval, and the
-// one place where a failure that is not the client's becomes what a client
-// sees. Front ends parse and encode; they decide nothing else.
+// the allowed-torrents check, numwant and its cap, the limits on clients
+// (announces and scrapes per address, min interval, each prefix's share of
+// new swarms), the store call, the hand-off of each local change to the
+// link, the announce interval, and the one place where a failure that is
+// not the client's becomes what a client sees. Front ends parse and
+// encode; they decide nothing else.
 package tracker
 
 import (
@@ -12,7 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +46,13 @@ type Config struct {
 	// (16 bytes a slot) of this process's peers remembers.
 	EnforceMinInterval bool `env:"ENFORCE_MIN_INTERVAL" envDefault:"true"`
 	PeerTableSlots     int  `env:"PEER_TABLE_SLOTS" envDefault:"1048576"`
+	// New swarms one prefix may start (see swarmShares): an IPv4 address
+	// or IPv6 /64 NewSwarmsPrefixRate a second in bursts of up to
+	// NewSwarmsPrefixBurst, its /24 or /56 four times that, its /48 eight
+	// times; 0 turns the shares off. Loopback is exempt as from the rate
+	// limit. The process's own budget (the store's) holds besides.
+	NewSwarmsPrefixRate  float64 `env:"NEW_SWARMS_PREFIX_RATE" envDefault:"1"`
+	NewSwarmsPrefixBurst int     `env:"NEW_SWARMS_PREFIX_BURST" envDefault:"1000"`
 }
 
 // Validate checks the settings; errors name the variable.
@@ -69,6 +78,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("TRACKER_PEER_TABLE_SLOTS must be from %d to %d", limiterShards, 1<<26)
 	case c.RateLimit > 0 && (c.RateSlots < limiterShards || c.RateSlots > 1<<26):
 		return fmt.Errorf("TRACKER_RATE_LIMIT_SLOTS must be from %d to %d", limiterShards, 1<<26)
+	case c.NewSwarmsPrefixRate < 0 || c.NewSwarmsPrefixRate > 1e6:
+		return errors.New("TRACKER_NEW_SWARMS_PREFIX_RATE must be from 0 (off) to 1000000 a second")
+	case c.NewSwarmsPrefixRate > 0 && (c.NewSwarmsPrefixBurst < 1 || c.NewSwarmsPrefixBurst > 10_000_000):
+		return errors.New("TRACKER_NEW_SWARMS_PREFIX_BURST must be from 1 to 10000000")
 	}
 	return nil
 }
@@ -76,9 +89,10 @@ func (c Config) Validate() error {
 // Store is what the service needs of the peer store.
 type Store interface {
 	Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error)
-	// AnnounceBatch is Announce for many requests in one round trip;
-	// out and errs are as long as reqs.
-	AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error)
+	// Batch is Announce and Scrape for many requests at once, in one
+	// round trip for the announces and one for all the scrapes (see
+	// bittorrent.StoreBatch).
+	Batch(ctx context.Context, b *bittorrent.StoreBatch)
 	Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error)
 	Ping(ctx context.Context) error
 }
@@ -116,6 +130,19 @@ const Unavailable = "tracker temporarily unavailable, try again later"
 // limit.
 const RateLimited = "too many announces from your address; try again later"
 
+// ScrapeRateLimited is the failure reason of a scrape over the
+// per-address limit.
+const ScrapeRateLimited = "too many scrapes from your address; try again later"
+
+// ScrapeHashesPerToken is how many info hashes of a scrape cost one token
+// of the address's bucket (rounded up: a scrape of one hash costs what an
+// announce costs). Each hash costs Redis five commands in a pipeline
+// (three counts, the bucket header, the completed counter), an announce
+// one script call of about as many commands and a write; a hash is
+// charged as a quarter of an announce, so the default bucket (20 a
+// second) gives an address 80 hashes a second, a burst of 1,200.
+const ScrapeHashesPerToken = 4
+
 // Service answers announces and scrapes for every front end. It is safe for
 // concurrent use.
 type Service struct {
@@ -123,11 +150,13 @@ type Service struct {
 	store  Store
 	opts   Options
 	failed *prometheus.CounterVec
-	// refused counts announces refused by a limit, by reason.
-	refused *prometheus.CounterVec
-	limiter *addrLimiter // nil: no per-address limit
-	peers   *peerTable   // nil: neither min interval nor keys
-	errLog  *logsample.Logger
+	// refused counts announces refused by a limit, by reason;
+	// scrapesRefused the same of scrapes.
+	refused, scrapesRefused *prometheus.CounterVec
+	limiter                 *addrLimiter // nil: no per-address limit
+	shares                  *swarmShares // nil: no shares of new swarms by prefix
+	peers                   *peerTable   // nil: neither min interval nor keys
+	errLog                  *logsample.Logger
 }
 
 // New returns a service on store. Its metric (store failures by operation)
@@ -142,14 +171,20 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tracker_announces_refused_total", Help: "Announces refused by a limit, by reason.",
 	}, []string{"reason"})
-	for _, c := range []prometheus.Collector{failed, refused} {
+	scrapesRefused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tracker_scrapes_refused_total", Help: "Scrapes refused by a limit, by reason.",
+	}, []string{"reason"})
+	for _, c := range []prometheus.Collector{failed, refused, scrapesRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, errLog: logsample.New(log, 10*time.Second)}
+	s := &Service{cfg: cfg, store: store, opts: opts, failed: failed, refused: refused, scrapesRefused: scrapesRefused, errLog: logsample.New(log, 10*time.Second)}
 	if cfg.RateLimit > 0 {
 		s.limiter = newAddrLimiter(cfg.RateLimit, cfg.RateBurst, cfg.RateSlots)
+	}
+	if cfg.NewSwarmsPrefixRate > 0 {
+		s.shares = newSwarmShares(cfg.NewSwarmsPrefixRate, cfg.NewSwarmsPrefixBurst)
 	}
 	if cfg.EnforceMinInterval {
 		lifetime := opts.PeerLifetime
@@ -184,64 +219,10 @@ func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest)
 	}
 	res, err := s.store.Announce(ctx, req, s.numWant(req))
 	if err != nil {
-		return Answer{}, s.storeFailed(ctx, "announce", err)
+		return Answer{}, s.announceFailed(ctx, req, err)
 	}
-	s.accepted(req, now)
+	s.accepted(req, res, now)
 	return s.answer(req, res), nil
-}
-
-// Batch is a reusable set of announces answered together (a UDP front
-// end's batch of datagrams). Add requests, call AnnounceBatch, then read
-// Answers and Errs, index for index; Reset to reuse it.
-type Batch struct {
-	Reqs    []*bittorrent.AnnounceRequest
-	Answers []Answer
-	Errs    []error
-
-	toStore []*bittorrent.AnnounceRequest
-	idx     []int
-	numWant []int
-	res     []bittorrent.AnnounceResult
-	errs    []error
-}
-
-// Add appends a request to the batch.
-func (b *Batch) Add(req *bittorrent.AnnounceRequest) { b.Reqs = append(b.Reqs, req) }
-
-// Reset empties the batch, keeping its memory.
-func (b *Batch) Reset() { b.Reqs = b.Reqs[:0] }
-
-// AnnounceBatch answers every request of b, as Announce answers one, with
-// one store round trip for all of them.
-func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
-	n := len(b.Reqs)
-	b.Answers = slices.Grow(b.Answers[:0], n)[:n]
-	b.Errs = slices.Grow(b.Errs[:0], n)[:n]
-	b.toStore, b.idx, b.numWant = b.toStore[:0], b.idx[:0], b.numWant[:0]
-	now := time.Now()
-	for i, req := range b.Reqs {
-		b.Answers[i], b.Errs[i] = Answer{}, nil
-		if err := s.admit(req, now); err != nil {
-			b.Errs[i] = err
-			continue
-		}
-		b.toStore, b.idx, b.numWant = append(b.toStore, req), append(b.idx, i), append(b.numWant, s.numWant(req))
-	}
-	if len(b.toStore) == 0 {
-		return
-	}
-	m := len(b.toStore)
-	b.res = slices.Grow(b.res[:0], m)[:m]
-	b.errs = slices.Grow(b.errs[:0], m)[:m]
-	s.store.AnnounceBatch(ctx, b.toStore, b.numWant, b.res, b.errs)
-	for j, i := range b.idx {
-		if err := b.errs[j]; err != nil {
-			b.Errs[i] = s.storeFailed(ctx, "announce", err)
-			continue
-		}
-		s.accepted(b.Reqs[i], now)
-		b.Answers[i] = s.answer(b.Reqs[i], b.res[j])
-	}
 }
 
 // admit applies what the node decides before the store: the torrent is
@@ -251,7 +232,7 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
 		return bittorrent.ClientError(NotAuthorized)
 	}
-	limited := req.Source.IsValid() && (s.cfg.LimitLoopback || !req.Source.IsLoopback())
+	limited := s.limits(req.Source)
 	if limited && s.limiter != nil && !s.limiter.allow(req.Source, now) {
 		s.refused.WithLabelValues("rate_limit").Inc()
 		return bittorrent.ClientError(RateLimited)
@@ -264,14 +245,38 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 			return bittorrent.ClientError(fmt.Sprintf("announced again %s after the last announce; min interval is %s", since.Round(time.Second), s.cfg.MinInterval))
 		}
 	}
+	// Whether the swarm is new only the store knows: it is told whether
+	// this one may start one.
+	req.NoNewSwarm = s.shares != nil && limited && req.Event != bittorrent.Stopped && !s.shares.may(req.Source, now)
 	return nil
 }
 
-// accepted notes an announce the store carried out, for the min interval.
-func (s *Service) accepted(req *bittorrent.AnnounceRequest, now time.Time) {
+// limits reports whether the limits on clients apply to an address: not
+// to one the front end could not tell, nor to loopback (this host's tools
+// and benchmarks) unless LimitLoopback.
+func (s *Service) limits(addr netip.Addr) bool {
+	return addr.IsValid() && (s.cfg.LimitLoopback || !addr.IsLoopback())
+}
+
+// accepted notes an announce the store carried out, for the min interval,
+// and a swarm it started, for its prefix's share.
+func (s *Service) accepted(req *bittorrent.AnnounceRequest, res bittorrent.AnnounceResult, now time.Time) {
 	if s.peers != nil {
 		s.peers.record(req, now)
 	}
+	if res.NewSwarm && s.shares != nil && s.limits(req.Source) {
+		s.shares.charge(req.Source, now)
+	}
+}
+
+// announceFailed is storeFailed for an announce: a new swarm refused
+// because the prefix's share was spent is counted as such.
+func (s *Service) announceFailed(ctx context.Context, req *bittorrent.AnnounceRequest, err error) error {
+	if req.NoNewSwarm && errors.Is(err, bittorrent.ErrNoNewSwarms) {
+		s.refused.WithLabelValues("swarm_cap_prefix").Inc()
+		return err
+	}
+	return s.storeFailed(ctx, "announce", err)
 }
 
 // numWant is how many peers the store is asked for: the client's number,
@@ -296,19 +301,23 @@ func (s *Service) answer(req *bittorrent.AnnounceRequest, res bittorrent.Announc
 	return Answer{AnnounceResult: res, Interval: interval, MinInterval: s.cfg.MinInterval}
 }
 
-// Scrape returns the counts of each swarm, in the order asked. Errors are
-// as Announce's. Swarms the store could not read now are marked
-// Unavailable (the failure is counted and logged as the store's); only
-// when none could be read is the scrape an error.
-func (s *Service) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
-	if s.opts.Gate != nil {
-		for _, ih := range hashes {
-			if !s.opts.Gate.Carries(ih) {
-				return nil, bittorrent.ClientError(NotAuthorized)
-			}
-		}
+// Scrape returns the counts of each swarm, in the order asked, to a
+// client at from (the address rate limits count, as for announces).
+// Errors are as Announce's. Swarms the store could not read now are
+// marked Unavailable (the failure is counted and logged as the store's);
+// only when none could be read is the scrape an error.
+func (s *Service) Scrape(ctx context.Context, from netip.Addr, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
+	if err := s.admitScrape(from, hashes, time.Now()); err != nil {
+		return nil, err
 	}
 	res, err := s.store.Scrape(ctx, hashes)
+	return s.scraped(ctx, res, err)
+}
+
+// scraped sorts what the store answered to a scrape: counts, some maybe
+// Unavailable, with the store's error counted and logged; only the error
+// when nothing could be read or it was not the store's fault.
+func (s *Service) scraped(ctx context.Context, res []bittorrent.Scrape, err error) ([]bittorrent.Scrape, error) {
 	if err != nil {
 		err = s.storeFailed(ctx, "scrape", err)
 		if res == nil || !errors.Is(err, ErrUnavailable) {
@@ -316,6 +325,27 @@ func (s *Service) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]b
 		}
 	}
 	return res, nil
+}
+
+// admitScrape applies what the node decides before the store: every
+// torrent is carried, and the address's bucket holds the scrape's tokens
+// (one per ScrapeHashesPerToken hashes), which it then gives.
+func (s *Service) admitScrape(from netip.Addr, hashes []bittorrent.InfoHash, now time.Time) error {
+	if s.opts.Gate != nil {
+		for _, ih := range hashes {
+			if !s.opts.Gate.Carries(ih) {
+				return bittorrent.ClientError(NotAuthorized)
+			}
+		}
+	}
+	if s.limiter != nil && s.limits(from) {
+		cost := float64((len(hashes) + ScrapeHashesPerToken - 1) / ScrapeHashesPerToken)
+		if !s.limiter.allowN(from, now, max(cost, 1)) {
+			s.scrapesRefused.WithLabelValues("rate_limit").Inc()
+			return bittorrent.ClientError(ScrapeRateLimited)
+		}
+	}
+	return nil
 }
 
 // Ping reports whether the store answers (readiness).

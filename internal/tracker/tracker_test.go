@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +20,10 @@ import (
 type fakeStore struct {
 	numWant   int
 	batchWant []int
-	err       error
-	scraped   []bittorrent.InfoHash
+	// batchScrapes is how many scrapes the last batch carried.
+	batchScrapes int
+	err          error
+	scraped      []bittorrent.InfoHash
 	// unavailable marks the first scraped hash unreadable, with err (as
 	// a Redis Cluster with a shard down answers).
 	unavailable bool
@@ -31,13 +34,17 @@ func (f *fakeStore) Announce(_ context.Context, _ *bittorrent.AnnounceRequest, n
 	return bittorrent.AnnounceResult{Seeders: 1, Change: bittorrent.PeerChange{Seen: 42}}, f.err
 }
 
-func (f *fakeStore) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, numWant []int, out []bittorrent.AnnounceResult, errs []error) {
-	f.batchWant = append(f.batchWant[:0], numWant...)
-	for i, r := range reqs {
-		out[i], errs[i] = f.Announce(ctx, r, numWant[i])
+func (f *fakeStore) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
+	f.batchWant = append(f.batchWant[:0], b.NumWant...)
+	for i, r := range b.Announces {
+		b.AnnounceResults[i], b.AnnounceErrs[i] = f.Announce(ctx, r, b.NumWant[i])
 		if r.Left == 666 {
-			errs[i] = errors.New("this one failed")
+			b.AnnounceErrs[i] = errors.New("this one failed")
 		}
+	}
+	f.batchScrapes = len(b.Scrapes)
+	for i, h := range b.Scrapes {
+		b.ScrapeResults[i], b.ScrapeErrs[i] = f.Scrape(ctx, h)
 	}
 }
 
@@ -96,7 +103,7 @@ func TestAnnounceRules(t *testing.T) {
 	if ce, ok := bittorrent.IsClientError(err); !ok || string(ce) != NotAuthorized || Outcome(err) != "client_error" {
 		t.Fatalf("torrent not carried: %v", err)
 	}
-	if _, err := svc.Scrape(ctx, []bittorrent.InfoHash{carried, {2}}); ClientMessage(err) != NotAuthorized {
+	if _, err := svc.Scrape(ctx, netip.Addr{}, []bittorrent.InfoHash{carried, {2}}); ClientMessage(err) != NotAuthorized {
 		t.Fatalf("scrape of a torrent not carried: %v", err)
 	}
 	if len(sk.got) != 4 {
@@ -104,8 +111,9 @@ func TestAnnounceRules(t *testing.T) {
 	}
 }
 
-// TestAnnounceBatch: a batch gets the same rules as single announces, each
-// request its own answer or error; refused ones never reach the store.
+// TestAnnounceBatch: a batch gets the same rules as single announces and
+// scrapes, each request its own answer or error; refused ones never reach
+// the store.
 func TestAnnounceBatch(t *testing.T) {
 	st, sk := &fakeStore{}, &sink{}
 	carried := bittorrent.InfoHash{1}
@@ -117,7 +125,12 @@ func TestAnnounceBatch(t *testing.T) {
 		b.Add(&bittorrent.AnnounceRequest{InfoHash: bittorrent.InfoHash{9}, NumWant: 5})
 		b.Add(&bittorrent.AnnounceRequest{InfoHash: carried, NumWant: 1000})
 		b.Add(&bittorrent.AnnounceRequest{InfoHash: carried, NumWant: 3, Left: 666})
-		svc.AnnounceBatch(context.Background(), &b)
+		b.AddScrape(netip.Addr{}, []bittorrent.InfoHash{carried, carried})
+		b.AddScrape(netip.Addr{}, []bittorrent.InfoHash{carried, {9}})
+		svc.AnswerBatch(context.Background(), &b)
+		if st.batchScrapes != 1 || b.ScrapeErrs[0] != nil || len(b.ScrapeAnswers[0]) != 2 || ClientMessage(b.ScrapeErrs[1]) != NotAuthorized {
+			t.Fatalf("scrapes: %d to the store, answers %v, errors %v", st.batchScrapes, b.ScrapeAnswers, b.ScrapeErrs)
+		}
 		if fmt.Sprint(st.batchWant) != "[50 200 3]" {
 			t.Fatalf("store asked for %v", st.batchWant)
 		}
@@ -196,7 +209,7 @@ func TestConfigValidate(t *testing.T) {
 func TestPartialScrape(t *testing.T) {
 	st := &fakeStore{err: errors.New("dial tcp: connection refused"), unavailable: true}
 	svc, reg := newService(t, st, Options{}, &bytes.Buffer{})
-	res, err := svc.Scrape(context.Background(), make([]bittorrent.InfoHash, 3))
+	res, err := svc.Scrape(context.Background(), netip.Addr{}, make([]bittorrent.InfoHash, 3))
 	if err != nil || len(res) != 3 || !res[0].Unavailable || res[1].Unavailable {
 		t.Fatalf("partial scrape: %+v %v", res, err)
 	}
@@ -206,7 +219,7 @@ func TestPartialScrape(t *testing.T) {
 	}
 	// A store that read nothing answers its error alone.
 	svc, _ = newService(t, &fakeStoreNil{st}, Options{}, &bytes.Buffer{})
-	if res, err := svc.Scrape(context.Background(), make([]bittorrent.InfoHash, 3)); res != nil || !errors.Is(err, ErrUnavailable) {
+	if res, err := svc.Scrape(context.Background(), netip.Addr{}, make([]bittorrent.InfoHash, 3)); res != nil || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("a scrape that read nothing: %v %v", res, err)
 	}
 }

@@ -11,9 +11,10 @@
 //	too short, too long, not a request: dropped and counted, no reply
 //	connect: answered from the MAC alone
 //	bad connection ID: a short error reply, never longer than the request
-//	announces: all of the batch's as one item of the store's pipeline,
-//	           which sends the batches of every worker together
-//	scrapes: one store round trip each
+//	announces and scrapes: all of the batch's as one item of the store's
+//	           pipeline, which sends the batches of every worker together
+//	           (the announces in one script call, the scrapes in one
+//	           pipeline beside it)
 //
 // Under load batches grow, so system calls and round trips per announce
 // fall; under light load a batch is one datagram and nothing waits for a
@@ -285,6 +286,7 @@ type worker struct {
 	rmsgs [batchSize]ipv4.Message
 	wmsgs [batchSize]ipv4.Message
 	anns  []*packet
+	scrs  []*packet
 	batch tracker.Batch
 }
 
@@ -322,7 +324,7 @@ func (s *Server) work(ctx context.Context, sk *socket, stopping <-chan struct{})
 // leaves it empty for no reply.
 func (s *Server) answer(ctx context.Context, sk *socket, w *worker, n int) {
 	now := s.now()
-	w.anns = w.anns[:0]
+	w.anns, w.scrs = w.anns[:0], w.scrs[:0]
 	w.batch.Reset()
 	for i := range n {
 		p, m := w.pkts[i], &w.rmsgs[i]
@@ -337,15 +339,33 @@ func (s *Server) answer(ctx context.Context, sk *socket, w *worker, n int) {
 		p.from = ua.AddrPort()
 		p.from = netip.AddrPortFrom(p.from.Addr().Unmap(), p.from.Port())
 		if s.triage(p, w.ids, now) {
-			s.prepare(ctx, sk, w, p)
+			s.prepare(sk, w, p)
 		}
 	}
-	if len(w.anns) == 0 {
+	if len(w.anns) == 0 && len(w.scrs) == 0 {
 		return
 	}
 	start := time.Now()
-	s.svc.AnnounceBatch(ctx, &w.batch)
+	s.svc.AnswerBatch(ctx, &w.batch)
 	took := time.Since(start)
+	for j, p := range w.scrs {
+		err := w.batch.ScrapeErrs[j]
+		res := w.batch.ScrapeAnswers[j]
+		// A BEP 15 reply has an entry for every hash, in order, with
+		// nothing to say that one is unknown: a scrape touching a swarm
+		// the store cannot read now is refused whole, as HTTP refuses one
+		// that reads none.
+		if err == nil && slices.ContainsFunc(res, func(s bittorrent.Scrape) bool { return s.Unavailable }) {
+			err = tracker.ErrUnavailable
+		}
+		s.m.request(actScrape, outcomeOf(tracker.Outcome(err)))
+		s.m.observe(actScrape, took)
+		if err != nil {
+			p.out = appendError(p.out[:0], p.h.txID, tracker.ClientMessage(err), 1<<16)
+			continue
+		}
+		p.out = appendScrapeReply(p.out[:0], p.h.txID, res)
+	}
 	for j, p := range w.anns {
 		err := w.batch.Errs[j]
 		s.m.request(actAnnounce, outcomeOf(tracker.Outcome(err)))
@@ -392,9 +412,9 @@ func (s *Server) triage(p *packet, ids *connIDs, now time.Time) bool {
 	return true
 }
 
-// prepare handles an authenticated request: an announce joins the batch,
-// anything else is answered at once.
-func (s *Server) prepare(ctx context.Context, sk *socket, w *worker, p *packet) {
+// prepare handles an authenticated request: an announce or a scrape
+// joins the batch, anything else is answered at once.
+func (s *Server) prepare(sk *socket, w *worker, p *packet) {
 	b, h := p.buf[:p.n], p.h
 	var err error
 	act := actionOf(h.action)
@@ -406,9 +426,12 @@ func (s *Server) prepare(ctx context.Context, sk *socket, w *worker, p *packet) 
 			return
 		}
 	case actionScrape:
-		start := time.Now()
-		err = s.scrape(ctx, p, h, b)
-		s.m.observe(actScrape, time.Since(start))
+		var hashes []bittorrent.InfoHash
+		if hashes, err = parseScrape(b, s.cfg.ScrapeMaxHashes); err == nil {
+			w.scrs = append(w.scrs, p)
+			w.batch.AddScrape(p.from.Addr(), hashes)
+			return
+		}
 	default:
 		err = bittorrent.ClientError("unknown action " + strconv.FormatUint(uint64(h.action), 10))
 	}
@@ -438,25 +461,6 @@ func (s *Server) parseAnnounce(sk *socket, p *packet, b []byte) error {
 	p.req.Peer.Addr = netip.AddrPortFrom(addr, ap.req.Peer.Addr.Port())
 	p.req.Family = sk.fam
 	p.req.Source = p.from.Addr()
-	return nil
-}
-
-func (s *Server) scrape(ctx context.Context, p *packet, h header, b []byte) error {
-	hashes, err := parseScrape(b, s.cfg.ScrapeMaxHashes)
-	if err != nil {
-		return err
-	}
-	res, err := s.svc.Scrape(ctx, hashes)
-	if err != nil {
-		return err
-	}
-	// A BEP 15 reply has an entry for every hash, in order, with nothing
-	// to say that one is unknown: a scrape touching a swarm the store
-	// cannot read now is refused whole, as HTTP refuses one that reads none.
-	if slices.ContainsFunc(res, func(s bittorrent.Scrape) bool { return s.Unavailable }) {
-		return tracker.ErrUnavailable
-	}
-	p.out = appendScrapeReply(p.out[:0], h.txID, res)
 	return nil
 }
 

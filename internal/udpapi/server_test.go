@@ -19,6 +19,7 @@ import (
 	trk "github.com/anacrolix/torrent/tracker"
 	"github.com/anacrolix/torrent/tracker/udp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redisstore"
@@ -50,6 +51,9 @@ type nodeOpts struct {
 	rbuf    int           // read buffer, bytes
 	clock   time.Duration // how far this node's clock is ahead
 	allowIP bool          // honour the IPv4 address field
+	rdb     *redis.Client // the default store's Redis client (default: a new one on the shared Redis)
+	tune    func(*tracker.Config)
+	wrap    func(tracker.Store) tracker.Store // wraps the store the service uses
 }
 
 func startNode(t *testing.T, o nodeOpts) *testNode {
@@ -58,7 +62,10 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 		o.secret = testSecret
 	}
 	if o.store == nil {
-		s, err := redisstore.New(redistest.Shared(t).Client(t), redisstore.Config{
+		if o.rdb == nil {
+			o.rdb = redistest.Shared(t).Client(t)
+		}
+		s, err := redisstore.New(o.rdb, redisstore.Config{
 			Prefix: "udptest", NodeID: fmt.Sprintf("n%d", nodeSeq.Add(1)),
 			PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second,
 		})
@@ -66,6 +73,9 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 			t.Fatal(err)
 		}
 		o.store = s
+	}
+	if o.wrap != nil {
+		o.store = o.wrap(o.store)
 	}
 	if o.workers == 0 {
 		o.workers = 8
@@ -75,8 +85,11 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	svc, err := tracker.New(tracker.Config{Interval: 30 * time.Minute, MinInterval: 5 * time.Minute, NumWantDefault: 50, NumWantMax: 200, AllowIPParam: o.allowIP},
-		o.store, tracker.Options{Gate: o.gate}, log, reg)
+	cfg := tracker.Config{Interval: 30 * time.Minute, MinInterval: 5 * time.Minute, NumWantDefault: 50, NumWantMax: 200, AllowIPParam: o.allowIP}
+	if o.tune != nil {
+		o.tune(&cfg)
+	}
+	svc, err := tracker.New(cfg, o.store, tracker.Options{Gate: o.gate}, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,19 +415,19 @@ type slowStore struct {
 }
 
 func (s *slowStore) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
-	out, errs := make([]bittorrent.AnnounceResult, 1), make([]error, 1)
-	s.AnnounceBatch(ctx, []*bittorrent.AnnounceRequest{req}, []int{numWant}, out, errs)
-	return out[0], errs[0]
+	b := bittorrent.StoreBatch{Announces: []*bittorrent.AnnounceRequest{req}, NumWant: []int{numWant}, AnnounceResults: make([]bittorrent.AnnounceResult, 1), AnnounceErrs: make([]error, 1)}
+	s.Batch(ctx, &b)
+	return b.AnnounceResults[0], b.AnnounceErrs[0]
 }
 
-func (s *slowStore) AnnounceBatch(ctx context.Context, reqs []*bittorrent.AnnounceRequest, _ []int, out []bittorrent.AnnounceResult, errs []error) {
-	s.calls.Add(int64(len(reqs)))
+func (s *slowStore) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
+	s.calls.Add(int64(len(b.Announces)))
 	select {
 	case <-s.release:
 	case <-ctx.Done():
 	}
-	for i := range reqs {
-		out[i], errs[i] = bittorrent.AnnounceResult{}, nil
+	for i := range b.Announces {
+		b.AnnounceResults[i], b.AnnounceErrs[i] = bittorrent.AnnounceResult{}, nil
 	}
 }
 

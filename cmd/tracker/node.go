@@ -110,7 +110,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if err != nil {
 		return err
 	}
-	if err := store.Prepare(ctx); err != nil {
+	if _, err := store.Prepare(ctx); err != nil {
 		// Not fatal: the node answers with a failure reason until Redis
 		// is back, and the scripts load themselves then.
 		log.Warn("redis not ready at start; serving failures until it is", "err", err)

@@ -368,6 +368,37 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   sample(M, sw, card, op, nS, nL, nP, k, rnd)
 end
 
+-- check returns what is wrong with the call, or nil. The call is checked
+-- whole before anything is written: a Redis user may call this function
+-- with any keys and arguments, and then gets an error and no write. So
+-- every loop here is bounded by the number of keys or by MAXB buckets
+-- (swarm.lua), and every Redis call by the size of a set.
+local function check()
+  if #KEYS % 4 ~= 0 or #ARGV ~= 9 + 5 * #KEYS / 4 then
+    return 'wrong number of keys or arguments'
+  end
+  if not (int(ARGV[1], 1, MAXTTL) and int(ARGV[2], 1, MAXTTL) and int(ARGV[3], 0, B)) then
+    return 'bad TTL or cutoff'
+  end
+  for i = 4, 6 do
+    if string.sub(ARGV[i], 1, 1) ~= '(' or not int(string.sub(ARGV[i], 2), 0, 3 * B) or not int(ARGV[i + 3], 0, 3 * B) then
+      return 'bad range'
+    end
+  end
+  for a = 10, #ARGV, 5 do
+    local flags, bind = ARGV[a + 2], ARGV[a + 4]
+    if not int(ARGV[a], 0, 3 * B - 1) or not MEMBER[#ARGV[a + 1]] or #flags > 19 or not string.find(flags, '^[LSPX][01][046][01]%d+$')
+        or not int(ARGV[a + 3], 0, MAXWANT) or not (bind == '' or bind == '-' or string.sub(bind, 1, 1) == '=' and #bind == 9) then
+      return 'bad announce at argument ' .. a
+    end
+  end
+end
+
+local bad = check()
+if bad then
+  return redis.error_reply('ERR tracklink announce: ' .. bad)
+end
+
 for i = 0, #KEYS / 4 - 1 do
   local a = 10 + 5 * i
   local k = 4 * i

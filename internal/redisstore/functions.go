@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
 // The store's scripts run in Redis as one library of Redis Functions
@@ -55,11 +57,12 @@ var library = newLibrary(swarmSrc, announceSrc, applySrc)
 // The functions take KEYS and ARGV as their arguments, so the scripts read
 // as before.
 func newLibrary(swarm, announce, apply string) Library {
-	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + libraryTemplate))
+	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + libraryTemplate + "\x00" + prelude()))
 	name := LibraryPrefix + hex.EncodeToString(sum[:4])
 	l := Library{Name: name, announce: name + "_announce", apply: name + "_apply", version: name + "_version"}
 	l.Code = strings.NewReplacer(
 		"{{name}}", name,
+		"{{prelude}}", prelude(),
 		"{{announce}}", swarm+announce,
 		"{{apply}}", swarm+apply,
 	).Replace(libraryTemplate)
@@ -72,6 +75,7 @@ const libraryTemplate = `#!lua name={{name}}
 -- Tracklink's Redis functions: made by the tracker from
 -- internal/redisstore's swarm.lua, announce.lua and apply.lua, and loaded
 -- by ` + "`tracker redis-setup`" + `.
+{{prelude}}
 local function announce(KEYS, ARGV)
 {{announce}}
 end
@@ -84,6 +88,24 @@ redis.register_function('{{name}}_announce', announce)
 redis.register_function('{{name}}_apply', apply)
 redis.register_function{function_name = '{{name}}_version', callback = function() return '{{name}}' end, flags = { 'no-writes' }}
 `
+
+// Bounds of what a call may ask for, which the functions check before
+// they write anything (see check in announce.lua and apply.lua).
+const (
+	// maxTTL bounds the TTLs (s) and lifetimes (ms / 1000) a call sets.
+	maxTTL = 1<<31 - 1
+	// maxWant bounds numwant (the tracker's own cap is far lower).
+	maxWant = 1 << 16
+)
+
+// prelude is what the functions take from Go: the lengths a member may
+// have and the bounds of a call's arguments.
+func prelude() string {
+	return fmt.Sprintf("-- From the Go code (functions.go, bittorrent.PeerLen*).\n"+
+		"local MEMBER = { [%d] = true, [%d] = true, [%d] = true, [%d] = true }\n"+
+		"local MAXTTL, MAXWANT = %d, %d\n",
+		bittorrent.PeerLen4, bittorrent.PeerLen6, bittorrent.PeerLen4WithID, bittorrent.PeerLen6WithID, maxTTL, maxWant)
+}
 
 // ErrFunctionsMissing is the error of a call to a Redis that lacks this
 // build's library, and of a start on one.

@@ -226,6 +226,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	if op == bittorrent.OpStopped {
 		numWant = 0
 	}
+	numWant = min(max(numWant, 0), maxWant)
 	// flags: op, completed, family, create, then a random number (see
 	// announce.lua).
 	flags := [4]byte{opLetter(op, false)[0], '0', '0', '1'}

@@ -59,6 +59,19 @@ local function num(n)
   return s
 end
 
+-- int reports whether string s is a whole number from lo to hi, as the
+-- node writes numbers (decimal digits, no sign, no exponent). A caller's
+-- arguments are checked with it before anything is written: a Redis user
+-- may call these functions with any arguments (see check in announce.lua
+-- and apply.lua).
+local function int(s, lo, hi)
+  if type(s) ~= 'string' or #s > 15 or not string.find(s, '^%d+$') then
+    return false
+  end
+  local n = tonumber(s)
+  return n >= lo and n <= hi
+end
+
 -- class returns the class letter and the time of score sc.
 local function class(sc)
   sc = tonumber(sc)
@@ -228,6 +241,16 @@ local function open(M, card, cutoff, gone, ttl)
   sw.N = metaKey(M)
   local v = redis.call('HMGET', sw.N, 'b', 'S', 'L', 'P', 'lo')
   if v[1] then
+    -- The hash is what a writer of the keyspace left, checked like an
+    -- argument: the loops over buckets are bounded by b, which only split
+    -- doubles, up to MAXB.
+    local b = v[1]
+    while int(b, 2, MAXB) and tonumber(b) % 2 == 0 do
+      b = num(tonumber(b) / 2)
+    end
+    if b ~= '1' or not (int(v[2], 0, 1e15) and int(v[3], 0, 1e15) and int(v[4], 0, 1e15) and (not v[5] or int(v[5], 0, B))) then
+      error('tracklink: corrupt buckets hash ' .. sw.N)
+    end
     sw.b, sw.S, sw.L, sw.P, sw.lo = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
     if not sw.lo or sw.lo <= cutoff then
       rebuild(sw, gone, ttl)

@@ -53,6 +53,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	if err := applyMembers(set, h, confs); err != nil {
 		return err
 	}
+	if err := set.prepare(ctx, log); err != nil && cfg.HubMembers == "" {
+		return err
+	}
 	r := chi.NewRouter()
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {

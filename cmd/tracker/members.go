@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -168,6 +169,8 @@ type builtMember struct {
 	conf      memberConfig
 	rdb, link redis.UniversalClient // link == rdb unless linkURL
 	member    hub.Member
+	relay     *redisstore.Relayer
+	checked   bool // its function library, by prepare
 }
 
 // clients are the member's clients, each once.
@@ -247,12 +250,39 @@ func (s *memberSet) newMember(c memberConfig) (*builtMember, error) {
 		}
 		return nil, err
 	}
+	b.relay = relay
 	nodes := append([]string(nil), c.Nodes...)
 	b.member = hub.Member{
 		Name: c.Name, Nodes: nodes, Link: linkRDB, Channel: c.Channel, Sharded: c.RedisCluster, Relay: relay,
 		Carrier: allowed.NewCarrier(rdb, prefix, 2*time.Second), Share: &allowed.Place{RDB: rdb, Prefix: prefix},
 	}
 	return b, nil
+}
+
+// prepare checks the function library of each member not checked yet
+// (prepareFunctions): a member whose Redis lacks it, where the hub may not
+// load it, is logged, and its relays fail (counted) until its operator runs
+// tracker redis-setup; the other members are served. The error is that
+// of the first such member, which a hub of one Redis (no members file)
+// stops at.
+func (s *memberSet) prepare(ctx context.Context, log *slog.Logger) error {
+	s.mu.Lock()
+	var todo []*builtMember
+	for _, b := range s.byName {
+		if !b.checked {
+			b.checked = true
+			todo = append(todo, b)
+		}
+	}
+	s.mu.Unlock()
+	var first error
+	for _, b := range todo {
+		if err := prepareFunctions(ctx, b.relay.Prepare, log, "member "+b.conf.Name); err != nil {
+			log.Error("a member's Redis lacks the function library; relays to it fail until its operator loads it", "member", b.conf.Name, "err", err)
+			first = cmp.Or(first, err)
+		}
+	}
+	return first
 }
 
 // closeAll closes every member's clients.
@@ -290,6 +320,9 @@ func watchMembers(ctx context.Context, path string, set *memberSet, h *hub.Hub, 
 		confs, err := readMembers(path)
 		if err == nil {
 			err = applyMembers(set, h, confs)
+		}
+		if err == nil {
+			set.prepare(ctx, log) // logged there; the other members are served
 		}
 		if err != nil {
 			log.Error("members file not applied; the members running stay", "err", err)

@@ -21,6 +21,9 @@ import (
 // miniredis caches the compiled script, so a call costs what an EVAL of a
 // cached script does. Loading runs the library once the same way, to learn
 // the names of its functions (and to refuse code that does not run).
+// One difference: a library's top-level locals are made again on every
+// call here, where Redis keeps them from the load on; the store's library
+// keeps all its state inside its functions, so it runs the same on both.
 // There are no ACLs here, and no script kills: this store serves one
 // process of one operator.
 

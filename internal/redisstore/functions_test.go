@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,6 +175,48 @@ func TestLibrariesCoexist(t *testing.T) {
 	gone, err := PruneFunctions(ctx, rdb)
 	if err != nil || len(gone) != 1 || gone[0] != old.Name {
 		t.Fatalf("pruned %v (%v), want [%s]", gone, err, old.Name)
+	}
+	if err := CheckFunctions(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFunctionsOnEveryMaster: on a Redis Cluster each master holds its
+// own functions; loading reaches them all, and a master that lost them
+// (one added later, or flushed) is found by the check.
+func TestFunctionsOnEveryMaster(t *testing.T) {
+	rdb := redistest.SharedCluster(t).Client(t)
+	ctx := context.Background()
+	if err := LoadFunctions(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFunctions(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	masters := 0
+	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		masters++
+		return c.FCallRO(ctx, library.version, nil).Err()
+	}); err != nil || masters < 2 {
+		t.Fatalf("%d masters: %v", masters, err)
+	}
+	// One master without them.
+	flushed := false
+	var mu sync.Mutex
+	rdb.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !flushed {
+			flushed = true
+			return c.FunctionFlush(ctx).Err()
+		}
+		return nil
+	})
+	if err := CheckFunctions(ctx, rdb); !errors.Is(err, ErrFunctionsMissing) {
+		t.Fatalf("check with a master flushed: %v, want ErrFunctionsMissing", err)
+	}
+	if err := LoadFunctions(ctx, rdb); err != nil {
+		t.Fatal(err)
 	}
 	if err := CheckFunctions(ctx, rdb); err != nil {
 		t.Fatal(err)

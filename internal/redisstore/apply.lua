@@ -28,6 +28,7 @@
 -- with any keys and arguments, and then gets an error and no write. So
 -- every loop here is bounded by the number of arguments or by MAXB
 -- buckets (swarm.lua), and every Redis call by the size of a set.
+local OPS = { L = 1, P = 1, S = 1, C = 1, X = 1 }
 local function check()
   if #KEYS % 3 ~= 0 or #ARGV < 7 then
     return 'wrong number of keys or arguments'
@@ -51,7 +52,7 @@ local function check()
       return 'wrong number of arguments'
     end
     for i = a, a + 3 * (n - 1), 3 do
-      if not string.find(ARGV[i], '^[LPSCX]$') or not int(ARGV[i + 1], 0, 3 * B - 1) or not MEMBER[#ARGV[i + 2]] then
+      if not OPS[ARGV[i]] or not int(ARGV[i + 1], 0, 3 * B - 1) or not MEMBER[#ARGV[i + 2]] then
         return 'bad change at argument ' .. i
       end
     end

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,12 +100,20 @@ const (
 )
 
 // prelude is what the functions take from Go: the lengths a member may
-// have and the bounds of a call's arguments.
+// have, the bounds of a call's arguments, and the powers of ten a number
+// of n digits is at least (POW10[n], up to 15 digits: exact in a double),
+// made once at load.
 func prelude() string {
+	pow := make([]string, 15)
+	for i, p := 0, int64(1); i < len(pow); i, p = i+1, p*10 {
+		pow[i] = strconv.FormatInt(p, 10)
+	}
 	return fmt.Sprintf("-- From the Go code (functions.go, bittorrent.PeerLen*).\n"+
 		"local MEMBER = { [%d] = true, [%d] = true, [%d] = true, [%d] = true }\n"+
-		"local MAXTTL, MAXWANT = %d, %d\n",
-		bittorrent.PeerLen4, bittorrent.PeerLen6, bittorrent.PeerLen4WithID, bittorrent.PeerLen6WithID, maxTTL, maxWant)
+		"local MAXTTL, MAXWANT = %d, %d\n"+
+		"local POW10 = { %s }\n",
+		bittorrent.PeerLen4, bittorrent.PeerLen6, bittorrent.PeerLen4WithID, bittorrent.PeerLen6WithID, maxTTL, maxWant,
+		strings.Join(pow, ", "))
 }
 
 // ErrFunctionsMissing is the error of a call to a Redis that lacks this

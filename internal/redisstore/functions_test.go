@@ -54,14 +54,19 @@ func testHostileCalls(t *testing.T, rdb redis.UniversalClient) {
 	}{
 		{"announce: three keys", library.announce, akeys[:3], ann("2000", m, "L0011", "50", ""), "wrong number"},
 		{"announce: an argument short", library.announce, akeys[:], ann("2000", m, "L0011", "50", "")[:13], "wrong number"},
-		{"announce: a huge numwant", library.announce, akeys[:], ann("2000", m, "L0011", "99999999999999", ""), "bad announce"},
-		{"announce: numwant not a number", library.announce, akeys[:], ann("2000", m, "L0011", "inf", ""), "bad announce"},
-		{"announce: a score beyond the bands", library.announce, akeys[:], ann("99999999999999", m, "L0011", "50", ""), "bad announce"},
-		{"announce: a score of nan", library.announce, akeys[:], ann("nan", m, "L0011", "50", ""), "bad announce"},
-		{"announce: a member of 7 bytes", library.announce, akeys[:], ann("2000", m+"x", "L0011", "50", ""), "bad announce"},
-		{"announce: an unknown op", library.announce, akeys[:], ann("2000", m, "Q0011", "50", ""), "bad announce"},
-		{"announce: no random number", library.announce, akeys[:], ann("2000", m, "L001", "50", ""), "bad announce"},
-		{"announce: a bad binding", library.announce, akeys[:], ann("2000", m, "L0011", "50", "=x"), "bad announce"},
+		{"announce: a huge numwant", library.announce, akeys[:], ann("2000", m, "L0011", "99999999999999", ""), "bad flags or numwant"},
+		{"announce: numwant not a number", library.announce, akeys[:], ann("2000", m, "L0011", "inf", ""), "bad flags or numwant"},
+		{"announce: a score beyond the bands", library.announce, akeys[:], ann("99999999999999", m, "L0011", "50", ""), "bad score"},
+		{"announce: a score of nan", library.announce, akeys[:], ann("nan", m, "L0011", "50", ""), "bad score"},
+		{"announce: a member of 7 bytes", library.announce, akeys[:], ann("2000", m+"x", "L0011", "50", ""), "bad member"},
+		{"announce: an unknown op", library.announce, akeys[:], ann("2000", m, "Q0011", "50", ""), "bad flags"},
+		{"announce: no random number", library.announce, akeys[:], ann("2000", m, "L001", "50", ""), "bad flags"},
+		{"announce: two flags in one", library.announce, akeys[:], ann("2000", m, "L0011,L0011", "50", ""), "bad flags"},
+		{"announce: flags and more", library.announce, akeys[:], ann("2000", m, "L0011x", "50", ""), "bad flags"},
+		{"announce: a score with a space", library.announce, akeys[:], ann(" 2000", m, "L0011", "50", ""), "bad score"},
+		{"announce: a score with a blank after", library.announce, akeys[:], ann("2000 ", m, "L0011", "50", ""), "bad score"},
+		{"announce: a score of 1.5", library.announce, akeys[:], ann("1.5", m, "L0011", "50", ""), "bad score"},
+		{"announce: a bad binding", library.announce, akeys[:], ann("2000", m, "L0011", "50", "=x"), "bad member or key"},
 		{"announce: a negative TTL", library.announce, akeys[:], append([]any{"-1"}, ann("2000", m, "L0011", "50", "")[1:]...), "bad TTL"},
 		{"announce: a range that is no range", library.announce, akeys[:], append(append([]any{"61", "600", "1000", "-inf"}, header[4:]...), "2000", m, "L0011", "50", ""), "bad range"},
 		{"apply: a count of a trillion", library.apply, rkeys, rel("1000000000000", "L", "2000", m), "bad count"},
@@ -97,17 +102,18 @@ func testHostileCalls(t *testing.T, rdb redis.UniversalClient) {
 	if err := rdb.Del(ctx, k.Peers).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []string{"1000000000000", "3", "0", "-4", "2048"} {
-		if err := rdb.HSet(ctx, k.Buckets, "b", b, "S", "0", "L", "0", "P", "0").Err(); err != nil {
+	for _, h := range [][2]string{{"1000000000000", "0"}, {"3", "0"}, {"0", "0"}, {"-4", "0"}, {"2048", "0"}, {"nan", "0"}, {"4", "nan"}, {"4", "-1"}, {"4", "inf"}} {
+		b := h[0] + " " + h[1]
+		if err := rdb.HSet(ctx, k.Buckets, "b", h[0], "S", h[1], "L", "0", "P", "0").Err(); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
 		err := rdb.FCall(ctx, library.announce, akeys[:], ann("2000", m, "L0011", "50", "")...).Err()
 		if err == nil || !strings.Contains(err.Error(), "corrupt buckets hash") {
-			t.Errorf("b = %s: %v, want corrupt buckets hash", b, err)
+			t.Errorf("b, S = %s: %v, want corrupt buckets hash", b, err)
 		}
 		if d := time.Since(start); d > time.Second {
-			t.Errorf("b = %s: took %s", b, d)
+			t.Errorf("b, S = %s: took %s", b, d)
 		}
 	}
 }

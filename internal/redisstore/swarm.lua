@@ -59,17 +59,28 @@ local function num(n)
   return s
 end
 
+-- digits reports whether x, read by tonumber from a string of d bytes,
+-- is a whole number that string wrote as the node does: decimal digits,
+-- no sign, blank, exponent or leading zero. tonumber alone also takes
+-- blanks around a number (Redis does not) and other spellings; a number of
+-- d digits is at least 10^(d-1) (POW10, from Go) and below 10^d, which
+-- none of those is. A caller's arguments are checked with it before
+-- anything is written: a Redis user may call these functions with any
+-- arguments (see check in announce.lua and apply.lua).
+local function digits(x, d)
+  return x and x % 1 == 0 and (x == 0 and d == 1 or POW10[d] and x >= POW10[d] and x < 10 * POW10[d])
+end
+
 -- int reports whether string s is a whole number from lo to hi, as the
--- node writes numbers (decimal digits, no sign, no exponent). A caller's
--- arguments are checked with it before anything is written: a Redis user
--- may call these functions with any arguments (see check in announce.lua
--- and apply.lua).
+-- node writes numbers (digits).
 local function int(s, lo, hi)
-  if type(s) ~= 'string' or #s > 15 or not string.find(s, '^%d+$') then
-    return false
-  end
-  local n = tonumber(s)
-  return n >= lo and n <= hi
+  local x = tonumber(s)
+  return digits(x, #s) and x >= lo and x <= hi
+end
+
+-- isCount reports whether n (a number or nil) is a count of members.
+local function isCount(n)
+  return n and n >= 0 and n < 1e15
 end
 
 -- class returns the class letter and the time of score sc.
@@ -241,17 +252,16 @@ local function open(M, card, cutoff, gone, ttl)
   sw.N = metaKey(M)
   local v = redis.call('HMGET', sw.N, 'b', 'S', 'L', 'P', 'lo')
   if v[1] then
+    sw.b, sw.S, sw.L, sw.P, sw.lo = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
     -- The hash is what a writer of the keyspace left, checked like an
-    -- argument: the loops over buckets are bounded by b, which only split
-    -- doubles, up to MAXB.
-    local b = v[1]
-    while int(b, 2, MAXB) and tonumber(b) % 2 == 0 do
-      b = num(tonumber(b) / 2)
-    end
-    if b ~= '1' or not (int(v[2], 0, 1e15) and int(v[3], 0, 1e15) and int(v[4], 0, 1e15) and (not v[5] or int(v[5], 0, B))) then
+    -- argument: the loops over buckets are bounded by b, a power of two
+    -- up to MAXB (split doubles it only below MAXB), so a divisor of MAXB;
+    -- the counts and lo only weigh a sample (a NaN fails every test).
+    local b = sw.b
+    if not (b and b >= 1 and b <= MAXB and b % 1 == 0 and MAXB % b == 0 and isCount(sw.S) and isCount(sw.L) and isCount(sw.P)
+        and (not v[5] or sw.lo and sw.lo >= 0 and sw.lo <= B)) then
       error('tracklink: corrupt buckets hash ' .. sw.N)
     end
-    sw.b, sw.S, sw.L, sw.P, sw.lo = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
     if not sw.lo or sw.lo <= cutoff then
       rebuild(sw, gone, ttl)
     end

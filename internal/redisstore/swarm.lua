@@ -1,6 +1,6 @@
 -- A swarm's peers, shared by announce.lua and apply.lua: the store puts
--- this file in front of each (see store.go), so that the layout has one
--- author in Lua.
+-- this file in front of each, in its function library (functions.go), so
+-- that the layout has one author in Lua.
 --
 -- A swarm of fewer than BUCKET members is one sorted set, M. A larger one
 -- is split by a hash of the member into b buckets, b a power of two,

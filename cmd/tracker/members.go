@@ -163,6 +163,9 @@ type memberSet struct {
 	cfg    Config
 	mu     sync.Mutex
 	byName map[string]*builtMember
+	// missingGone is what the relayers of members no longer there counted
+	// of calls that found their Redis without the function library.
+	missingGone uint64
 }
 
 type builtMember struct {
@@ -211,6 +214,7 @@ func (s *memberSet) build(confs []memberConfig) ([]hub.Member, []redis.Universal
 	for name, old := range s.byName {
 		if next[name] != old {
 			closing = append(closing, old.clients()...)
+			s.missingGone += old.relay.FunctionsMissing()
 		}
 	}
 	s.byName = next
@@ -283,6 +287,18 @@ func (s *memberSet) prepare(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	return first
+}
+
+// functionsMissing counts the relays, to any member ever, that found a
+// Redis without the function library.
+func (s *memberSet) functionsMissing() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.missingGone
+	for _, b := range s.byName {
+		n += b.relay.FunctionsMissing()
+	}
+	return float64(n)
 }
 
 // closeAll closes every member's clients.

@@ -56,7 +56,8 @@ type composeService struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
 	Healthcheck *struct {
-		Test []string `yaml:"test"`
+		Test    []string `yaml:"test"`
+		Disable bool     `yaml:"disable"`
 	} `yaml:"healthcheck"`
 }
 
@@ -447,8 +448,9 @@ func checkComposeMembers(t *testing.T, c composeFile, hub composeService, path s
 // that Redis's service.
 func checkComposeSetup(t *testing.T, name string, s composeService, users map[string]map[string][]string) string {
 	t.Helper()
-	if s.Image != "tracklink:latest" || s.PullPolicy != "never" || s.Build != nil || len(s.Ports) > 0 || s.Restart != "no" || len(s.Command) != 1 {
-		t.Errorf("%s: want image tracklink:latest, pull_policy never, no ports, restart \"no\", command [redis-setup]; got %+v", name, s)
+	if s.Image != "tracklink:latest" || s.PullPolicy != "never" || s.Build != nil || len(s.Ports) > 0 || s.Restart != "no" || len(s.Command) != 1 ||
+		s.Healthcheck == nil || !s.Healthcheck.Disable {
+		t.Errorf("%s: want image tracklink:latest, pull_policy never, no ports, restart \"no\", command [redis-setup], the image's health check disabled; got %+v", name, s)
 	}
 	set, passed := s.env()
 	m := regexp.MustCompile(`^redis://tl-admin:\$\{([A-Z_]+)\}@(redis[a-z-]*):6379$`).FindStringSubmatch(set["TRACKER_REDIS_URL"])

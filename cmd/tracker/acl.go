@@ -13,8 +13,9 @@ import (
 )
 
 // runACL is `tracker acl NODE_ID...`: the Redis ACL users of a link on one
-// Redis, as ACL SETUSER commands with fresh random passwords, and the
-// TRACKER_REDIS_URL each role uses. The permissions themselves are
+// Redis (the administrator's, the hub's, the nodes'), as ACL SETUSER
+// commands with fresh random passwords, and the TRACKER_REDIS_URL each
+// role uses. The permissions themselves are
 // aclRules', which the tests apply to a real Redis.
 func runACL(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tracker acl", flag.ContinueOnError)
@@ -34,7 +35,7 @@ func runACL(args []string, stdout, stderr io.Writer) error {
 	if *channel == "" || strings.ContainsAny(*channel, " \t\n*?[]{}") {
 		return usageError("-channel must be a plain channel name")
 	}
-	users := []aclUser{hubUser(*prefix, *channel)}
+	users := []aclUser{adminUser(), hubUser(*prefix, *channel)}
 	for _, n := range fs.Args() {
 		if n == "*" {
 			users = append(users, nodesUser(*prefix, *channel))
@@ -62,12 +63,34 @@ type aclUser struct {
 	rules       []string
 }
 
-// aclCommands are the commands every role may run: reads, writes, scripts,
-// key expiry, pub/sub and its own connection, never anything that touches
-// the whole server (@dangerous: FLUSHALL, KEYS, CONFIG, DEBUG, ...) or the
-// script cache of others (SCRIPT FLUSH, SCRIPT KILL).
-var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@scripting", "+@pubsub", "+@connection",
-	"-@dangerous", "-script|flush", "-script|kill", "-function", "+ping"}
+// aclCommands are the commands the hub and nodes may run: reads, writes,
+// key expiry, pub/sub, their own connection, and the store's functions
+// (FCALL, FCALL_RO), never:
+//   - anything that touches the whole server (@dangerous: FLUSHALL, KEYS,
+//     CONFIG, DEBUG, SCRIPT KILL, ...);
+//   - scripts of their own (EVAL, EVALSHA, their _RO forms, SCRIPT: none
+//     of @scripting but FCALL) nor FUNCTION (LOAD, DELETE and FLUSH are
+//     in @write): a script that writes and then loops cannot be killed,
+//     and would freeze the Redis (a member's, for the hub's user); the
+//     functions are loaded by `tracker redis-setup`, as the admin user;
+//   - what lists key names beyond the user's key patterns (an ACL bounds
+//     keys, not the names these return): SCAN, RANDOMKEY, DBSIZE (a count
+//     of everyone's keys), and CLIENT TRACKING (BCAST mode streams the
+//     name of every key anyone writes).
+var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@pubsub", "+@connection",
+	"-@dangerous", "-function", "-scan", "-randomkey", "-dbsize", "-client|tracking", "+fcall", "+fcall_ro", "+ping"}
+
+// adminUser is the administrator's user for `tracker redis-setup`: it may
+// load, list and delete function libraries (and call the read-only one
+// that tells a library is there), read a Redis Cluster's slots, and
+// nothing else: no keys, no channels. Whoever holds it can load any
+// function, so it stays with the operator of that Redis (in a network of
+// members, each member's own), never with a node or the hub.
+func adminUser() aclUser {
+	return aclUser{name: "tl-admin", about: "the administrator: loads the store's Redis functions (tracker redis-setup), nothing else",
+		rules: []string{"resetkeys", "resetchannels", "-@all", "+@connection", "-@dangerous", "-client|tracking",
+			"+function|load", "+function|list", "+function|delete", "+fcall_ro", "+cluster|slots", "+cluster|shards", "+ping"}}
+}
 
 // hubUser is what the hub must do in one Redis (a member's, when each
 // operator keeps its own) and no more:
@@ -81,14 +104,13 @@ var aclCommands = []string{"-@all", "+@read", "+@write", "+@keyspace", "+@script
 //     shared torrents;
 //   - its process registry;
 //   - publish on the down channel only, subscribe to both;
-//   - no SCAN (an ACL limits keys, not the key names SCAN returns), and
-//     nothing that touches the whole server.
+//   - the commands of aclCommands.
 func hubUser(prefix, channel string) aclUser {
 	rules := []string{"resetkeys"}
 	for _, suffix := range redisstore.RelaySuffixes() {
 		rules = append(rules, "~"+prefix+":{*}:"+suffix)
 	}
-	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+prefix+":{*:inbox}")
+	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+redisstore.InboxKey(prefix, "*"))
 	for _, key := range []func(prefix, node string) string{redisstore.AllowedKey, redisstore.AllowedModeKey, redisstore.CatalogKey, redisstore.AcceptKey, redisstore.DeclinedKey} {
 		rules = append(rules, "%R~"+key(prefix, "*"))
 	}
@@ -96,7 +118,7 @@ func hubUser(prefix, channel string) aclUser {
 	down := channels(channel, link.Config.DownChannel)
 	rules = append(rules, down...)
 	rules = append(rules, aclCommands...)
-	rules = append(rules, "-scan", "-subscribe", "-psubscribe", "-ssubscribe",
+	rules = append(rules, "-subscribe", "-psubscribe", "-ssubscribe",
 		"(resetchannels "+strings.Join(append(channels(channel, link.Config.UpChannel), down...), " ")+" -@all +subscribe +unsubscribe +ssubscribe +sunsubscribe +ping)")
 	return aclUser{name: prefix + "-hub", about: "the hub: the peers of every node's swarms, what nodes carry and share, its process registry; publishes on :down, subscribes to :up and :down", rules: rules}
 }

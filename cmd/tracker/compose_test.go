@@ -163,17 +163,24 @@ func (p *composeProject) up(args ...string) time.Duration {
 }
 
 // healthy returns the project's containers that are running and healthy
-// (or have no health check), and all of them.
+// (or have no health check), and all of them, but for the one-shot setup
+// services (tracker redis-setup), which must have exited 0.
 func (p *composeProject) containers() (healthy, all []string) {
 	p.t.Helper()
-	out := p.must(time.Minute, "ps", "-a", "--format", "{{.Name}} {{.State}} {{.Health}}")
+	out := p.must(time.Minute, "ps", "-a", "--format", "{{.Name}} {{.State}} {{.ExitCode}} {{.Health}}")
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(l)
-		if len(f) < 2 {
+		if len(f) < 3 {
+			continue
+		}
+		if strings.Contains(f[0], "-setup") {
+			if f[1] != "exited" || f[2] != "0" {
+				p.t.Errorf("setup container: %s, want exited with 0", l)
+			}
 			continue
 		}
 		all = append(all, f[0])
-		if f[1] == "running" && (len(f) == 2 || f[2] == "healthy") {
+		if f[1] == "running" && (len(f) == 3 || f[3] == "healthy") {
 			healthy = append(healthy, f[0])
 		}
 	}
@@ -193,6 +200,9 @@ func (p *composeProject) writeEnv(extra ...string) {
 		"REDIS_BETA_PASSWORD=compose-test-beta-0123456789",
 		"REDIS_ALPHA_HUB_PASSWORD=compose-test-alpha-hub-0123456789",
 		"REDIS_BETA_HUB_PASSWORD=compose-test-beta-hub-0123456789",
+		"REDIS_ADMIN_PASSWORD=compose-test-admin-0123456789",
+		"REDIS_ALPHA_ADMIN_PASSWORD=compose-test-alpha-admin-0123456789",
+		"REDIS_BETA_ADMIN_PASSWORD=compose-test-beta-admin-0123456789",
 		// Node-only: must reach no service of docker-compose.yml.
 		"TRACKER_NODE_ID=leaked-from-env",
 		"TRACKER_ADMIN_TOKEN=" + composeAdminToken,

@@ -42,6 +42,7 @@ type composeService struct {
 	Image       string   `yaml:"image"`
 	PullPolicy  string   `yaml:"pull_policy"`
 	NetworkMode string   `yaml:"network_mode"`
+	Restart     string   `yaml:"restart"`
 	Command     []string `yaml:"command"`
 	EnvFile     any      `yaml:"env_file"`
 	Environment []string `yaml:"environment"`
@@ -55,7 +56,8 @@ type composeService struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
 	Healthcheck *struct {
-		Test []string `yaml:"test"`
+		Test    []string `yaml:"test"`
+		Disable bool     `yaml:"disable"`
 	} `yaml:"healthcheck"`
 }
 
@@ -129,6 +131,26 @@ func TestComposeFiles(t *testing.T) {
 			if len(users) == 0 {
 				t.Fatal("no redis service")
 			}
+			// Each Redis's administrative step: a one-shot setup service
+			// (tracker redis-setup) as its tl-admin user.
+			setupFor := map[string]string{}
+			for name, s := range c.Services {
+				if len(s.Command) > 0 && s.Command[0] == "redis-setup" {
+					if r := checkComposeSetup(t, name, s, users); r != "" {
+						setupFor[r] = name
+					}
+				}
+			}
+			for r := range users {
+				if setupFor[r] == "" {
+					t.Errorf("no setup service loads the functions of %s", r)
+				}
+			}
+			// completedSetup reports whether service s starts after the
+			// setup of Redis r succeeded.
+			completedSetup := func(s composeService, r string) bool {
+				return s.DependsOn[setupFor[r]].Condition == "service_completed_successfully"
+			}
 			hubs, nodes, builds := 0, 0, 0
 			for name, s := range c.Services {
 				for _, p := range s.Ports {
@@ -141,6 +163,9 @@ func TestComposeFiles(t *testing.T) {
 						t.Errorf("redis needs a ping health check")
 					}
 					continue
+				}
+				if len(s.Command) > 0 && s.Command[0] == "redis-setup" {
+					continue // checkComposeSetup
 				}
 				if s.EnvFile != nil {
 					t.Errorf("%s reads a whole env file; list its role's variables instead", name)
@@ -176,6 +201,13 @@ func TestComposeFiles(t *testing.T) {
 				// Each role connects as a Redis user of its own: the hub
 				// on the compose network (to each member's Redis, through
 				// its members file), nodes on the host's loopback.
+				if isHub {
+					for r := range users {
+						if !completedSetup(s, r) {
+							t.Errorf("%s: should start after %s loaded the functions of %s", name, setupFor[r], r)
+						}
+					}
+				}
 				if isHub && set["TRACKER_HUB_MEMBERS"] != "" {
 					checkComposeMembers(t, c, s, set["TRACKER_HUB_MEMBERS"], users)
 				} else if isHub {
@@ -187,7 +219,12 @@ func TestComposeFiles(t *testing.T) {
 					m := regexp.MustCompile(`^redis://([a-z0-9-]+):\$\{[A-Z_]+\}@127\.0\.0\.1:(\$\{[A-Z_]+:-[0-9]+\})$`).FindStringSubmatch(set["TRACKER_REDIS_URL"])
 					ok := false
 					for r, port := range published {
-						ok = ok || m != nil && port == m[2] && users[r][m[1]] != nil
+						if m != nil && port == m[2] && users[r][m[1]] != nil {
+							ok = true
+							if !completedSetup(s, r) {
+								t.Errorf("%s: should start after %s loaded the functions of %s", name, setupFor[r], r)
+							}
+						}
 					}
 					if !ok {
 						t.Errorf("%s: TRACKER_REDIS_URL = %q, want a user of the redis service published on that loopback port", name, set["TRACKER_REDIS_URL"])
@@ -407,6 +444,31 @@ func checkComposeMembers(t *testing.T, c composeFile, hub composeService, path s
 	}
 }
 
+// checkComposeSetup checks a setup service: the image the compose file
+// builds, run once as `tracker redis-setup` with the tl-admin user of a
+// Redis on the compose network, after that Redis is healthy. It returns
+// that Redis's service.
+func checkComposeSetup(t *testing.T, name string, s composeService, users map[string]map[string][]string) string {
+	t.Helper()
+	if s.Image != "tracklink:latest" || s.PullPolicy != "never" || s.Build != nil || len(s.Ports) > 0 || s.Restart != "no" || len(s.Command) != 1 ||
+		s.Healthcheck == nil || !s.Healthcheck.Disable {
+		t.Errorf("%s: want image tracklink:latest, pull_policy never, no ports, restart \"no\", command [redis-setup], the image's health check disabled; got %+v", name, s)
+	}
+	set, passed := s.env()
+	m := regexp.MustCompile(`^redis://tl-admin:\$\{([A-Z_]+)\}@(redis[a-z-]*):6379$`).FindStringSubmatch(set["TRACKER_REDIS_URL"])
+	if m == nil || users[m[2]]["tl-admin"] == nil || len(set) != 1 || len(passed) != 0 {
+		t.Errorf("%s: want only TRACKER_REDIS_URL, as the tl-admin user of a redis service; got %v %v", name, set, passed)
+		return ""
+	}
+	if pw := users[m[2]]["tl-admin"][2]; !strings.HasPrefix(pw, ">${"+m[1]+":?") {
+		t.Errorf("%s: connects with ${%s}, but %s's tl-admin has the password %s", name, m[1], m[2], pw)
+	}
+	if s.DependsOn[m[2]].Condition != "service_healthy" {
+		t.Errorf("%s: should start once %s is healthy", name, m[2])
+	}
+	return m[2]
+}
+
 // composeUsers reads the Redis users a compose redis service creates
 // ("--user NAME reset on >PASSWORD RULES..."), checks each one's rules
 // against what `tracker acl` prints for that role, and returns them by
@@ -437,6 +499,8 @@ func composeUsers(t *testing.T, cmd []string) map[string][]string {
 		switch {
 		case name == "default":
 			continue
+		case name == "tl-admin":
+			want = adminUser()
 		case name == "tl-hub":
 			want = hubUser("tl", "tl:link")
 		case name == "tl-nodes":

@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
@@ -45,6 +46,10 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	}
 	set := &memberSet{cfg: cfg}
 	defer set.closeAll()
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "hub_redis_functions_missing_total",
+		Help: "Relay calls that found a member's Redis without this release's function library (its operator runs tracker redis-setup).",
+	}, set.functionsMissing))
 	confs := []memberConfig{{Name: "local", RedisURL: cfg.RedisURL, RedisCluster: cfg.RedisCluster,
 		RedisCAFile: cfg.RedisCAFile, RedisCertFile: cfg.RedisCertFile, RedisKeyFile: cfg.RedisKeyFile}}
 	if cfg.HubMembers != "" {
@@ -55,6 +60,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		confs[0].linkURL = cfg.linkRedisURL()
 	}
 	if err := applyMembers(set, h, confs); err != nil {
+		return err
+	}
+	if err := set.prepare(ctx, log); err != nil && cfg.HubMembers == "" {
 		return err
 	}
 	r := chi.NewRouter()

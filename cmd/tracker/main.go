@@ -8,6 +8,7 @@
 //	tracker torrent    reannounce, show and create .torrent files
 //	tracker link key   print one node's link credentials
 //	tracker acl        print Redis ACL users for the hub and the nodes
+//	tracker redis-setup  load the store's Redis functions (administrator)
 //	tracker version    print the version
 //	tracker loadgen    measure a running node (see scripts/bench-node.sh)
 package main
@@ -56,6 +57,7 @@ const usage = `usage:
   tracker torrent    reannounce, show or create .torrent files (tracker torrent for usage)
   tracker link key NODE_ID  print a node's link key and the hub's public key (needs TRACKER_LINK_PASSWORD)
   tracker acl NODE_ID...    print Redis ACL users for the hub and each node (flags: -h)
+  tracker redis-setup       load the store's Redis functions into TRACKER_REDIS_URL, as an administrator (flags: -h)
   tracker version    print the version and commit
   tracker loadgen    announce load against a running node (flags: -h)
 `
@@ -76,6 +78,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return runLinkKey(args[1:], environ, stdout)
 	case "acl":
 		return runACL(args[1:], stdout, stderr)
+	case "redis-setup":
+		return runRedisSetup(ctx, args[1:], environ, stdout, stderr)
 	case "cluster":
 		return runLocalCluster(ctx, args[1:], stdout, stderr)
 	case "healthcheck":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -175,12 +176,17 @@ type memberSet struct {
 	cfg    Config
 	mu     sync.Mutex
 	byName map[string]*builtMember
+	// missingGone is what the relayers of members no longer there counted
+	// of calls that found their Redis without the function library.
+	missingGone uint64
 }
 
 type builtMember struct {
 	conf      memberConfig
 	rdb, link redis.UniversalClient // link == rdb unless linkURL
 	member    hub.Member
+	relay     *redisstore.Relayer
+	checked   bool // its function library, by prepare
 }
 
 // clients are the member's clients, each once.
@@ -221,6 +227,7 @@ func (s *memberSet) build(confs []memberConfig) ([]hub.Member, []redis.Universal
 	for name, old := range s.byName {
 		if next[name] != old {
 			closing = append(closing, old.clients()...)
+			s.missingGone += old.relay.FunctionsMissing()
 		}
 	}
 	s.byName = next
@@ -260,12 +267,51 @@ func (s *memberSet) newMember(c memberConfig) (*builtMember, error) {
 		}
 		return nil, err
 	}
+	b.relay = relay
 	nodes := append([]string(nil), c.Nodes...)
 	b.member = hub.Member{
 		Name: c.Name, Nodes: nodes, Link: linkRDB, Channel: c.Channel, Sharded: c.RedisCluster, Relay: relay,
 		Carrier: allowed.NewCarrier(rdb, prefix, 2*time.Second), Share: &allowed.Place{RDB: rdb, Prefix: prefix}, ShareTo: slices.Clone(c.ShareTo),
 	}
 	return b, nil
+}
+
+// prepare checks the function library of each member not checked yet
+// (prepareFunctions): a member whose Redis lacks it, where the hub may not
+// load it, is logged, and its relays fail (counted) until its operator runs
+// tracker redis-setup; the other members are served. The error is that
+// of the first such member, which a hub of one Redis (no members file)
+// stops at.
+func (s *memberSet) prepare(ctx context.Context, log *slog.Logger) error {
+	s.mu.Lock()
+	var todo []*builtMember
+	for _, b := range s.byName {
+		if !b.checked {
+			b.checked = true
+			todo = append(todo, b)
+		}
+	}
+	s.mu.Unlock()
+	var first error
+	for _, b := range todo {
+		if err := prepareFunctions(ctx, b.relay.Prepare, log, "member "+b.conf.Name); err != nil {
+			log.Error("a member's Redis lacks the function library; relays to it fail until its operator loads it", "member", b.conf.Name, "err", err)
+			first = cmp.Or(first, err)
+		}
+	}
+	return first
+}
+
+// functionsMissing counts the relays, to any member ever, that found a
+// Redis without the function library.
+func (s *memberSet) functionsMissing() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.missingGone
+	for _, b := range s.byName {
+		n += b.relay.FunctionsMissing()
+	}
+	return float64(n)
 }
 
 // closeAll closes every member's clients.
@@ -303,6 +349,9 @@ func watchMembers(ctx context.Context, path string, set *memberSet, h *hub.Hub, 
 		confs, err := readMembers(path)
 		if err == nil {
 			err = applyMembers(set, h, confs)
+		}
+		if err == nil {
+			set.prepare(ctx, log) // logged there; the other members are served
 		}
 		if err != nil {
 			log.Error("members file not applied; the members running stay", "err", err)

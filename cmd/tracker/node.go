@@ -114,10 +114,8 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if err != nil {
 		return err
 	}
-	if err := store.Prepare(ctx); err != nil {
-		// Not fatal: the node answers with a failure reason until Redis
-		// is back, and the scripts load themselves then.
-		log.Warn("redis not ready at start; serving failures until it is", "err", err)
+	if err := prepareFunctions(ctx, store.Prepare, log, "TRACKER_REDIS_URL"); err != nil {
+		return err
 	}
 
 	var peers tracker.Store = store
@@ -129,6 +127,10 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 
 	reg := newRegistry()
 	rdb.AddHook(newRoundTripCounter(reg))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tracker_redis_functions_missing_total",
+		Help: "Calls that found Redis without this release's function library (run tracker redis-setup).",
+	}, func() float64 { return float64(store.FunctionsMissing()) }))
 
 	var sink tracker.ChangeSink
 	var routes []httpapi.Route

@@ -1,7 +1,9 @@
 // Package embedded runs an in-process, Redis-compatible store (miniredis) on
 // a loopback port, for the no-setup single-node mode. The node talks to it
-// through the same go-redis client and the same scripts as to a real Redis,
-// so there is one store implementation.
+// through the same go-redis client and the same functions (FCALL) as to a
+// real Redis, so there is one store implementation; miniredis lacks Redis
+// 7's functions, so this package adds them on top of its EVAL
+// (functions.go).
 //
 // miniredis keeps key TTLs but only counts them down when told; Run is that
 // clock: it advances every TTL by the real time that passed, so idle swarms
@@ -32,7 +34,14 @@ func Open(addr string) (*Server, error) {
 	if err := m.StartAddr(addr); err != nil {
 		return nil, fmt.Errorf("embedded store: listen on %s: %w", addr, err)
 	}
-	return &Server{m: m, tick: time.Second}, nil
+	// Nobody knows the address before Open returns: the commands are
+	// there before the first client.
+	s := &Server{m: m, tick: time.Second}
+	if err := s.registerFunctions(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Addr returns the host:port the store listens on.

@@ -368,6 +368,48 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   sample(M, sw, card, op, nS, nL, nP, k, rnd)
 end
 
+-- check returns what is wrong with the call, or nil. The call is checked
+-- whole before anything is written: a Redis user may call this function
+-- with any keys and arguments, and then gets an error and no write. So
+-- every loop here is bounded by the number of keys or by MAXB buckets
+-- (swarm.lua), and every Redis call by the size of a set. An announce's
+-- own values are checked with as few calls of Lua's library as can be
+-- (each costs about as much as a Redis call here): its numbers by
+-- tonumber, length and range (digits), its flags by one pattern.
+local function check()
+  local n = #KEYS / 4
+  if n % 1 ~= 0 or #ARGV ~= 9 + 5 * n then
+    return 'wrong number of keys or arguments'
+  end
+  if not (int(ARGV[1], 1, MAXTTL) and int(ARGV[2], 1, MAXTTL) and int(ARGV[3], 0, B)) then
+    return 'bad TTL or cutoff'
+  end
+  for i = 4, 6 do
+    if string.sub(ARGV[i], 1, 1) ~= '(' or not int(string.sub(ARGV[i], 2), 0, 3 * B) or not int(ARGV[i + 3], 0, 3 * B) then
+      return 'bad range'
+    end
+  end
+  for a = 10, #ARGV, 5 do
+    local sc, f, bind = ARGV[a], ARGV[a + 2], ARGV[a + 4]
+    local x = tonumber(sc)
+    if not (digits(x, #sc) and x < 3 * B) then
+      return 'bad score at argument ' .. a
+    end
+    -- At most 15 digits of random number: exact in a double.
+    if not (int(ARGV[a + 3], 0, MAXWANT) and #f <= 19 and string.find(f, '^[LSPX][01][046][01]%d+$')) then
+      return 'bad flags or numwant at argument ' .. a
+    end
+    if not MEMBER[#ARGV[a + 1]] or not (bind == '' or bind == '-' or #bind == 9 and string.sub(bind, 1, 1) == '=') then
+      return 'bad member or key at argument ' .. a
+    end
+  end
+end
+
+local bad = check()
+if bad then
+  return redis.error_reply('ERR tracklink announce: ' .. bad)
+end
+
 for i = 0, #KEYS / 4 - 1 do
   local a = 10 + 5 * i
   local k = 4 * i

@@ -22,6 +22,52 @@
 --       made by the hub: a number turned into a string inside Redis's Lua
 --       costs more than the call that takes it.
 -- Reply: number of changes applied.
+
+-- check returns what is wrong with the call, or nil. The call is checked
+-- whole before anything is written: a Redis user may call this function
+-- with any keys and arguments, and then gets an error and no write. So
+-- every loop here is bounded by the number of arguments or by MAXB
+-- buckets (swarm.lua), and every Redis call by the size of a set.
+local OPS = { L = 1, P = 1, S = 1, C = 1, X = 1 }
+local function check()
+  if #KEYS % 3 ~= 0 or #ARGV < 7 then
+    return 'wrong number of keys or arguments'
+  end
+  if not (int(ARGV[1], 0, B) and int(ARGV[2], 0, B) and int(ARGV[3], 1000, 1000 * MAXTTL) and int(ARGV[4], 1, MAXTTL)) then
+    return 'bad times'
+  end
+  for i = 5, 7 do
+    if not int(ARGV[i], 0, 3 * B) then
+      return 'bad range'
+    end
+  end
+  local a = 8
+  for _ = 1, #KEYS, 3 do
+    if not int(ARGV[a], 0, #ARGV) then
+      return 'bad count at argument ' .. a
+    end
+    local n = tonumber(ARGV[a])
+    a = a + 1
+    if a + 3 * n - 1 > #ARGV then
+      return 'wrong number of arguments'
+    end
+    for i = a, a + 3 * (n - 1), 3 do
+      if not OPS[ARGV[i]] or not int(ARGV[i + 1], 0, 3 * B - 1) or not MEMBER[#ARGV[i + 2]] then
+        return 'bad change at argument ' .. i
+      end
+    end
+    a = a + 3 * n
+  end
+  if a ~= #ARGV + 1 then
+    return 'wrong number of arguments'
+  end
+end
+
+local bad = check()
+if bad then
+  return redis.error_reply('ERR tracklink apply: ' .. bad)
+end
+
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local BAND = { L = 0, P = B, S = 2 * B, C = 2 * B, X = 0 }
 local GONE = { { '0', ARGV[5] }, { '4398046511104', ARGV[6] }, { '8796093022208', ARGV[7] } }

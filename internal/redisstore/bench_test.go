@@ -229,7 +229,7 @@ func scriptCalls(tb testing.TB, rdb *redis.Client) int64 {
 	var n int64
 	for _, line := range strings.Split(s, "\r\n") {
 		name, v, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":")
-		if !ok || name == "evalsha" || name == "eval" || name == "info" {
+		if !ok || name == "fcall" || name == "info" {
 			continue
 		}
 		for _, f := range strings.Split(v, ",") {
@@ -242,7 +242,7 @@ func scriptCalls(tb testing.TB, rdb *redis.Client) int64 {
 	return n
 }
 
-// scriptUsec is the time Redis spent running EVALSHA so far, µs
+// scriptUsec is the time Redis spent running FCALL so far, µs
 // (INFO commandstats): the script alone, without the network.
 func scriptUsec(tb testing.TB, rdb *redis.Client) float64 {
 	s, err := rdb.Info(context.Background(), "commandstats").Result()
@@ -250,7 +250,7 @@ func scriptUsec(tb testing.TB, rdb *redis.Client) float64 {
 		tb.Fatal(err)
 	}
 	for _, line := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "cmdstat_evalsha:"); ok {
+		if v, ok := strings.CutPrefix(line, "cmdstat_fcall:"); ok {
 			for _, f := range strings.Split(v, ",") {
 				if u, ok := strings.CutPrefix(f, "usec="); ok {
 					x, _ := strconv.ParseFloat(u, 64)

@@ -17,8 +17,6 @@ import (
 //go:embed apply.lua
 var applySrc string
 
-var applyScript = redis.NewScript(swarmSrc + applySrc)
-
 // Relayer writes relayed peer changes into the keyspaces of other nodes and
 // reads swarms back for resyncs. The hub is its only user: it is the only
 // writer of relayed peers.
@@ -33,6 +31,7 @@ type Relayer struct {
 	// idx adds the swarms written into to each target node's swarm index,
 	// in the same pipeline.
 	idx *Indexer
+	fn  *functions
 }
 
 // NewRelayer returns a relayer; cfg.NodeID is not used.
@@ -49,8 +48,15 @@ func NewRelayer(rdb redis.UniversalClient, cfg Config) (*Relayer, error) {
 	idx := NewIndexer(rdb, cfg.Prefix, 0, time.Duration(s.lifetimeMs)*time.Millisecond)
 	idx.max = relayIndexed
 	return &Relayer{rdb: rdb, cluster: cluster, prefix: cfg.Prefix, lifetimeMs: s.lifetimeMs, completedTTL: s.completedTTL, timeout: cfg.Timeout, now: time.Now,
-		idx: idx}, nil
+		idx: idx, fn: s.fn}, nil
 }
+
+// Prepare is Store.Prepare for the relayer's Redis (a member's, in a
+// network of members).
+func (r *Relayer) Prepare(ctx context.Context) (loaded bool, err error) { return r.fn.ensure(ctx) }
+
+// FunctionsMissing is Store.FunctionsMissing.
+func (r *Relayer) FunctionsMissing() uint64 { return r.fn.missing.Load() }
 
 // relayIndexed bounds the index entries a relayer remembers.
 const relayIndexed = 1 << 18
@@ -111,26 +117,36 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 			c.args = append(c.args, opLetter(ch.Op, ch.Completion), score, ch.Peer)
 		}
 	}
-	build := func(pipe redis.Pipeliner, eval bool) []*redis.Cmd {
+	build := func(pipe redis.Pipeliner) []*redis.Cmd {
 		cmds := make([]*redis.Cmd, 0, len(calls))
 		for _, c := range calls {
-			if eval {
-				cmds = append(cmds, applyScript.Eval(ctx, pipe, c.keys, c.args...))
-			} else {
-				cmds = append(cmds, applyScript.EvalSha(ctx, pipe, c.keys, c.args...))
-			}
+			cmds = append(cmds, pipe.FCall(ctx, library.apply, c.keys, c.args...))
 		}
 		return cmds
 	}
+	sent := time.Now()
 	pipe := r.rdb.Pipeline()
-	cmds := build(pipe, false)
+	cmds := build(pipe)
 	adds := r.idx.Add(ctx, pipe, index)
 	pipe.Exec(ctx) // per-command errors are read below
-	if anyNoScript(cmds) {
-		// Re-sending the whole batch with EVAL is safe: applying is idempotent.
-		pipe = r.rdb.Pipeline()
-		cmds = build(pipe, true)
-		pipe.Exec(ctx)
+	var missing []string
+	for i, c := range cmds {
+		if isFunctionMissing(c.Err()) {
+			missing = append(missing, calls[i].keys[0])
+		}
+	}
+	if len(missing) > 0 {
+		// Re-sending the whole batch is safe: applying is idempotent.
+		if r.fn.reload(ctx, sent, missing) {
+			pipe = r.rdb.Pipeline()
+			cmds = build(pipe)
+			pipe.Exec(ctx)
+		}
+		for _, c := range cmds {
+			if err := c.Err(); isFunctionMissing(err) {
+				c.SetErr(missingErr(err))
+			}
+		}
 	}
 	// An index entry not written is written with a later change; it is
 	// not an error of the relay.
@@ -147,15 +163,6 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 		applied += n
 	}
 	return applied, first
-}
-
-func anyNoScript(cmds []*redis.Cmd) bool {
-	for _, c := range cmds {
-		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-			return true
-		}
-	}
-	return false
 }
 
 // Swarms returns the live peers and the stops (tombstones) within the peer

@@ -26,6 +26,9 @@ func storeOnOwnRedis(t *testing.T) (*Store, *redis.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return s, rdb
 }
 

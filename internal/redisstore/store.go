@@ -79,6 +79,7 @@ type Store struct {
 	now     func() time.Time
 	swarms  *swarmBudget // nil: no cap on new swarms
 	bind    bool
+	fn      *functions
 }
 
 //go:embed announce.lua
@@ -89,8 +90,6 @@ var announceSrc string
 //
 //go:embed swarm.lua
 var swarmSrc string
-
-var announceScript = redis.NewScript(swarmSrc + announceSrc)
 
 // New returns a store on rdb. It does not talk to Redis.
 func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
@@ -123,6 +122,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 		now:          time.Now,
 		cluster:      isCluster(rdb),
 		bind:         cfg.BindKeys,
+		fn:           &functions{rdb: rdb, timeout: cfg.Timeout},
 	}, nil
 }
 
@@ -133,18 +133,20 @@ func isCluster(rdb redis.UniversalClient) bool {
 
 func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
 
-// Prepare loads the scripts into Redis so that the first announce does not
-// pay for a NOSCRIPT round trip. Announces recover from NOSCRIPT by
-// themselves (after a Redis restart or SCRIPT FLUSH), so this is an
-// optimisation, not a requirement.
-func (s *Store) Prepare(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	if err := announceScript.Load(ctx, s.rdb).Err(); err != nil {
-		return fmt.Errorf("load announce script: %w", err)
-	}
-	return nil
+// Prepare checks that Redis (every master of a Redis Cluster) has this
+// build's function library (see Functions). When it has not, Prepare
+// loads it if this process's credentials may (no ACLs: a single Redis of
+// one's own, tests), and says so with loaded; when they may not (a node's
+// ACL user), it returns an error wrapping ErrFunctionsMissing, which names
+// the command to run. Any other error is Redis's: not there yet.
+func (s *Store) Prepare(ctx context.Context) (loaded bool, err error) {
+	return s.fn.ensure(ctx)
 }
+
+// FunctionsMissing returns how many calls Redis answered that it lacks the
+// library since the store was made (each failed, unless this process could
+// load the library again and sent them once more).
+func (s *Store) FunctionsMissing() uint64 { return s.fn.missing.Load() }
 
 // Ping reports whether Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
@@ -224,6 +226,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	if op == bittorrent.OpStopped {
 		numWant = 0
 	}
+	numWant = min(max(numWant, 0), maxWant)
 	// flags: op, completed, family, create, then a random number (see
 	// announce.lua).
 	flags := [4]byte{opLetter(op, false)[0], '0', '0', '1'}
@@ -266,9 +269,10 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 // one call per announce, in one pipeline per master, the pipelines side by
 // side: a master that hangs (paused, or dying before Redis fails it over)
 // then costs only the announces of its own slots, where one pipeline
-// across masters would fail whole when its time runs out. A call Redis did
-// not have the script for (after a restart, a failover or SCRIPT FLUSH) is
-// sent again with EVAL, in the same pipeline's turn.
+// across masters would fail whole when its time runs out. Calls that
+// found the function library missing (a Redis restarted without its data,
+// FUNCTION FLUSH) fail with ErrFunctionsMissing, counted, unless this
+// process may load the library and so sends them once more.
 func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []callResult) {
 	groups := [][]*announceCall{calls}
 	if s.cluster && len(calls) > 1 {
@@ -315,9 +319,10 @@ func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []call
 	}
 }
 
-// exec sends one script call per group of sel (nil: every group) in one
-// pipeline, by SHA, then once more with EVAL those Redis lacked the script
-// for, and puts each command in cmds at its group's index.
+// exec sends one function call per group of sel (nil: every group) in one
+// pipeline, and puts each command in cmds at its group's index. Calls
+// that found the library missing are sent once more if this process could
+// load it (functions.reload), and otherwise fail with ErrFunctionsMissing.
 func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redis.Cmd, sel []int) {
 	if sel == nil {
 		sel = make([]int, len(groups))
@@ -326,7 +331,7 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redi
 		}
 	}
 	header := s.callHeader()
-	send := func(pipe redis.Pipeliner, g []*announceCall, eval bool) *redis.Cmd {
+	send := func(pipe redis.Pipeliner, g []*announceCall) *redis.Cmd {
 		var c0 announceCall
 		keys := make([]string, 0, len(c0.keys)*len(g))
 		args := make([]any, 0, len(header)+len(c0.args)*len(g))
@@ -335,30 +340,37 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redi
 			keys = append(keys, c.keys[:]...)
 			args = append(args, c.args[:]...)
 		}
-		if eval {
-			return announceScript.Eval(ctx, pipe, keys, args...)
-		}
-		return announceScript.EvalSha(ctx, pipe, keys, args...)
+		return pipe.FCall(ctx, library.announce, keys, args...)
 	}
+	sent := time.Now()
 	pipe := s.rdb.Pipeline()
 	for _, gi := range sel {
-		cmds[gi] = send(pipe, groups[gi], false)
+		cmds[gi] = send(pipe, groups[gi])
 	}
 	pipe.Exec(ctx) // per-command errors are read by the caller
 	var retry []int
+	var keys []string
 	for _, gi := range sel {
-		if err := cmds[gi].Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if isFunctionMissing(cmds[gi].Err()) {
 			retry = append(retry, gi)
+			keys = append(keys, groups[gi][0].keys[0])
 		}
 	}
 	if len(retry) == 0 {
 		return
 	}
-	pipe = s.rdb.Pipeline()
-	for _, gi := range retry {
-		cmds[gi] = send(pipe, groups[gi], true)
+	if s.fn.reload(ctx, sent, keys) {
+		pipe = s.rdb.Pipeline()
+		for _, gi := range retry {
+			cmds[gi] = send(pipe, groups[gi])
+		}
+		pipe.Exec(ctx)
 	}
-	pipe.Exec(ctx)
+	for _, gi := range retry {
+		if err := cmds[gi].Err(); isFunctionMissing(err) {
+			cmds[gi].SetErr(missingErr(err))
+		}
+	}
 }
 
 // callHeader is the head of announce.lua's ARGV: the TTLs, the cutoff, and

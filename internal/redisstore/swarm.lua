@@ -1,6 +1,6 @@
 -- A swarm's peers, shared by announce.lua and apply.lua: the store puts
--- this file in front of each (see store.go), so that the layout has one
--- author in Lua.
+-- this file in front of each, in its function library (functions.go), so
+-- that the layout has one author in Lua.
 --
 -- A swarm of fewer than BUCKET members is one sorted set, M. A larger one
 -- is split by a hash of the member into b buckets, b a power of two,
@@ -57,6 +57,30 @@ local function num(n)
     NUMS[n] = s
   end
   return s
+end
+
+-- digits reports whether x, read by tonumber from a string of d bytes,
+-- is a whole number that string wrote as the node does: decimal digits,
+-- no sign, blank, exponent or leading zero. tonumber alone also takes
+-- blanks around a number (Redis does not) and other spellings; a number of
+-- d digits is at least 10^(d-1) (POW10, from Go) and below 10^d, which
+-- none of those is. A caller's arguments are checked with it before
+-- anything is written: a Redis user may call these functions with any
+-- arguments (see check in announce.lua and apply.lua).
+local function digits(x, d)
+  return x and x % 1 == 0 and (x == 0 and d == 1 or POW10[d] and x >= POW10[d] and x < 10 * POW10[d])
+end
+
+-- int reports whether string s is a whole number from lo to hi, as the
+-- node writes numbers (digits).
+local function int(s, lo, hi)
+  local x = tonumber(s)
+  return digits(x, #s) and x >= lo and x <= hi
+end
+
+-- isCount reports whether n (a number or nil) is a count of members.
+local function isCount(n)
+  return n and n >= 0 and n < 1e15
 end
 
 -- class returns the class letter and the time of score sc.
@@ -229,6 +253,15 @@ local function open(M, card, cutoff, gone, ttl)
   local v = redis.call('HMGET', sw.N, 'b', 'S', 'L', 'P', 'lo')
   if v[1] then
     sw.b, sw.S, sw.L, sw.P, sw.lo = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+    -- The hash is what a writer of the keyspace left, checked like an
+    -- argument: the loops over buckets are bounded by b, a power of two
+    -- up to MAXB (split doubles it only below MAXB), so a divisor of MAXB;
+    -- the counts and lo only weigh a sample (a NaN fails every test).
+    local b = sw.b
+    if not (b and b >= 1 and b <= MAXB and b % 1 == 0 and MAXB % b == 0 and isCount(sw.S) and isCount(sw.L) and isCount(sw.P)
+        and (not v[5] or sw.lo and sw.lo >= 0 and sw.lo <= B)) then
+      error('tracklink: corrupt buckets hash ' .. sw.N)
+    end
     if not sw.lo or sw.lo <= cutoff then
       rebuild(sw, gone, ttl)
     end

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tracklink/tracklink/internal/porttest"
 )
 
 // composeFile is the part of a compose file the checks read.
@@ -350,6 +353,29 @@ func TestLocalCluster(t *testing.T) {
 	if resp, err := http.Get(n1 + "/healthz"); err == nil {
 		resp.Body.Close()
 		t.Fatal("node 1 still answers after the runner stopped")
+	}
+}
+
+// TestLocalClusterChildFails: a node that cannot bind its port stops
+// `tracker cluster` at once with the node's own error, not a timeout of
+// the wait for it.
+func TestLocalClusterChildFails(t *testing.T) {
+	bin := buildTracker(t)
+	base := porttest.Range(t, 2)
+	taken, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	begin := time.Now()
+	err = runLocalCluster(ctx, []string{"-nodes", "1", "-base-port", fmt.Sprint(base), "-bin", bin}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "node1 exited") || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("cluster with node1's port taken: %v, want node1's own error", err)
+	}
+	if d := time.Since(begin); d > 8*time.Second {
+		t.Fatalf("cluster took %v to report node1's error", d)
 	}
 }
 

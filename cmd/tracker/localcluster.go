@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -71,11 +72,16 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	var procs []*child
 	defer func() { stopAll(procs) }()
+	// A child that exits, while starting or later, stops the cluster at
+	// once with the child's own last words (the tail of its stderr), not
+	// a timeout of whoever waited for it.
 	died := make(chan error, 2+*nodes)
 	start := func(name string, env []string, argv ...string) error {
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Env = append(append(os.Environ(), common...), env...)
-		cmd.Stdout, cmd.Stderr = stderr, stderr
+		last := &tailWriter{max: 2048}
+		out := io.MultiWriter(stderr, last) // one writer: one pipe for both
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("cluster: start %s: %w", name, err)
 		}
@@ -83,7 +89,7 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 		go func() {
 			err := cmd.Wait()
 			close(c.exited)
-			died <- fmt.Errorf("cluster: %s exited: %v", name, err)
+			died <- fmt.Errorf("cluster: %s exited (%v): %s", name, err, last.lastLine())
 		}()
 		procs = append(procs, c)
 		return nil
@@ -93,8 +99,8 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 		"--zset-max-listpack-entries", "1024"); err != nil { // the swarm index compact: see "How peers are stored"
 		return err
 	}
-	if err := waitTCP(ctx, "127.0.0.1:"+strconv.Itoa(*redisPort)); err != nil {
-		return fmt.Errorf("cluster: redis: %w", err)
+	if err := waitTCP(ctx, died, "127.0.0.1:"+strconv.Itoa(*redisPort)); err != nil {
+		return waitErr("redis", err)
 	}
 	hubAddr := "127.0.0.1:" + strconv.Itoa(*basePort+*nodes)
 	panels := os.Getenv("TRACKER_ADMIN_TOKEN") != ""
@@ -112,8 +118,8 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 		urls = append(urls, "http://"+addr)
 	}
 	for _, u := range append([]string{"http://" + hubAddr}, urls...) {
-		if err := waitReady(ctx, u+"/readyz"); err != nil {
-			return fmt.Errorf("cluster: %s: %w", u, err)
+		if err := waitReady(ctx, died, u+"/readyz"); err != nil {
+			return waitErr(u, err)
 		}
 	}
 	fmt.Fprintf(stdout, "cluster ready: redis 127.0.0.1:%d, hub http://%s/status\n", *redisPort, hubAddr)
@@ -136,6 +142,15 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	case err := <-died:
 		return err
 	}
+}
+
+// waitErr is the error of a wait for what: a child's own error when one
+// died, else what the wait says.
+func waitErr(what string, err error) error {
+	if d, ok := err.(errDied); ok {
+		return d.err
+	}
+	return fmt.Errorf("cluster: %s: %w", what, err)
 }
 
 type child struct {
@@ -171,7 +186,15 @@ func freeLoopbackPort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func waitTCP(ctx context.Context, addr string) error {
+// errDied is returned by the waits when a child exited meanwhile: the
+// caller reports the child's own error instead.
+type errDied struct{ err error }
+
+func (e errDied) Error() string { return e.err.Error() }
+
+// waitTCP waits until addr accepts connections, for at most 5 s, or until
+// a child dies (its error is returned as is).
+func waitTCP(ctx context.Context, died <-chan error, addr string) error {
 	for i := 0; i < 100; i++ {
 		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
 			c.Close()
@@ -180,13 +203,17 @@ func waitTCP(ctx context.Context, addr string) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case err := <-died:
+			return errDied{err}
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	return errors.New("not listening after 5s")
 }
 
-func waitReady(ctx context.Context, u string) error {
+// waitReady waits until u answers 200, for at most 10 s, or until a child
+// dies (its error is returned as is).
+func waitReady(ctx context.Context, died <-chan error, u string) error {
 	c := &http.Client{Timeout: time.Second}
 	for i := 0; i < 200; i++ {
 		if resp, err := c.Get(u); err == nil {
@@ -198,10 +225,41 @@ func waitReady(ctx context.Context, u string) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case err := <-died:
+			return errDied{err}
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	return errors.New("not ready after 10s")
+}
+
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b = append(w.b, p...)
+	if len(w.b) > w.max {
+		w.b = append(w.b[:0], w.b[len(w.b)-w.max:]...)
+	}
+	return len(p), nil
+}
+
+// lastLine is the last non-empty line written (a child's fatal error is
+// its last words), or "no output".
+func (w *tailWriter) lastLine() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(string(w.b)), "\n")
+	if l := strings.TrimSpace(lines[len(lines)-1]); l != "" {
+		return l
+	}
+	return "no output"
 }
 
 // runHealthcheck is `tracker healthcheck [URL]`: exit 0 when the node (or

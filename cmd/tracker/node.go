@@ -233,6 +233,9 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			}
 		}()
 	}
+	if cfg.udpFollowsHTTP && len(udpAddrs) > 0 {
+		log.Info("UDP listens on the port of TRACKER_HTTP_ADDR (TRACKER_UDP_ADDR is not set)", "udp", udpAddrs)
+	}
 	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "admin", addrOf(adminLn), "version", version)
 	if started != nil {
 		started <- listening{HTTP: ln.Addr(), Admin: addrOrNil(adminLn)}

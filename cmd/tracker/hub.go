@@ -72,6 +72,8 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	// The public status lists at most hub.PublicProcesses live processes a
 	// node; the admin panel shows them all.
 	r.Method("GET", "/status", jsonHandler(func() any { return h.PublicStatus() }))
+	page := hubPage(cfg.HubName, h, reg)
+	r.Method("GET", "/", page)
 
 	var admin *panel.Panel
 	var adminLn net.Listener
@@ -101,6 +103,7 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		g.Go(func() error { return admin.Run(ctx) })
 	}
 	g.Go(func() error { return h.Run(ctx) })
+	g.Go(func() error { return page.Run(ctx) })
 	if cfg.HubMembers != "" {
 		g.Go(func() error { watchMembers(ctx, cfg.HubMembers, set, h, log); return nil })
 	}

@@ -206,6 +206,12 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			return udpStatus{Addrs: udpAddrs, Status: udp.Status()}
 		})})
 	}
+	udpPort := 0
+	if len(udpConns) > 0 {
+		udpPort = udpConns[0].LocalAddr().(*net.UDPAddr).Port
+	}
+	page := nodePage(cfg.NodeID, store, linkNode, udpPort, reg)
+	routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/", Handler: page})
 	srv, err := httpapi.New(cfg.HTTP, svc, log, reg, reg, routes...)
 	if err != nil {
 		return err
@@ -242,6 +248,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	}
 	serving = true
 	front.Go(func() error { return srv.Serve(frontCtx, ln) })
+	front.Go(func() error { return page.Run(frontCtx) })
 	if admin != nil {
 		front.Go(func() error { return httpapi.Serve(frontCtx, adminLn, admin, cfg.HTTP.ShutdownTimeout, log) })
 		front.Go(func() error { return admin.Run(frontCtx) })

@@ -108,6 +108,20 @@ type Config struct {
 // empty too, and "TRACKER_UDP_ADDR=" (or "off") turns UDP off.
 const defaultUDPAddr = ":6969"
 
+// The port plan: each port has one meaning wherever Tracklink runs (a
+// single node, `tracker cluster`, the compose files), so that no port
+// means two things by default. README.md's table of ports says the same.
+//
+//	6969 (and up: 6970, 6971 ...)  a node's announce, HTTP and UDP
+//	6968                           a hub's public port (/, /status, /metrics)
+//	6980                           a node's admin panel
+//	6981                           a hub's admin panel
+//	6990 (and up)                  the admin panels of replicas and of tracker cluster's nodes
+const (
+	defaultHubAddr        = ":6968"
+	defaultNodeAdminPorts = 6990
+)
+
 // LogValue keeps secrets (the Redis URL may carry a password) out of logs.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(

@@ -314,16 +314,13 @@ func TestDockerfile(t *testing.T) {
 // is returned by node 2; stopping the runner stops every process.
 func TestLocalCluster(t *testing.T) {
 	bin := buildTracker(t)
-	base, err := freeLoopbackPort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := porttest.Range(t, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- runLocalCluster(ctx, []string{"-nodes", "2", "-base-port", fmt.Sprint(base), "-bin", bin}, &out, os.Stderr)
+		done <- runLocalCluster(ctx, []string{"-nodes", "2", "-base-port", fmt.Sprint(base), "-hub-port", fmt.Sprint(base + 2), "-bin", bin}, &out, os.Stderr)
 	}()
 	n1, n2 := fmt.Sprintf("http://127.0.0.1:%d", base), fmt.Sprintf("http://127.0.0.1:%d", base+1)
 	deadline := time.Now().Add(20 * time.Second)
@@ -370,7 +367,7 @@ func TestLocalClusterChildFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	begin := time.Now()
-	err = runLocalCluster(ctx, []string{"-nodes", "1", "-base-port", fmt.Sprint(base), "-bin", bin}, io.Discard, io.Discard)
+	err = runLocalCluster(ctx, []string{"-nodes", "1", "-base-port", fmt.Sprint(base), "-hub-port", fmt.Sprint(base + 1), "-bin", bin}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "node1 exited") || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("cluster with node1's port taken: %v, want node1's own error", err)
 	}

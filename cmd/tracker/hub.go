@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -27,6 +29,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	}
 	if cfg.Link.Password == "" {
 		return errors.New("the hub needs TRACKER_LINK_PASSWORD, the network secret (nodes hold it too, or only their own key: tracker link key NODE_ID)")
+	}
+	if !slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, "TRACKER_HTTP_ADDR=") && kv != "TRACKER_HTTP_ADDR=" }) {
+		cfg.HTTP.Addr = defaultHubAddr // not a node's announce port
 	}
 	if err := cfg.validateListen(false); err != nil {
 		return err

@@ -21,21 +21,28 @@ import (
 
 // runLocalCluster is `tracker cluster`: the compose topology as local
 // processes, for trying a cluster without Docker: a redis-server, the hub
-// and N linked nodes on consecutive loopback ports. It stops them all when
+// (on 6968) and N linked nodes on consecutive loopback ports (6969 up),
+// the ports the compose file uses (see the port plan in config.go). It stops them all when
 // ctx ends (Ctrl-C).
 func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tracker cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	nodes := fs.Int("nodes", 3, "number of tracker nodes")
-	basePort := fs.Int("base-port", 6969, "HTTP and UDP port of node 1; node i listens on base-port+i-1, the hub after the last node")
+	basePort := fs.Int("base-port", 6969, "HTTP and UDP port of node 1; node i listens on base-port+i-1")
+	hubPort := fs.Int("hub-port", 6968, "the hub's public port (/, /status, /metrics)")
 	redisPort := fs.Int("redis-port", 0, "port of the redis-server to start (0: a free one)")
 	bin := fs.String("bin", "", "tracker binary to run (default: this one)")
-	adminPort := fs.Int("admin-port", 6980, "with TRACKER_ADMIN_TOKEN set: the hub's admin panel port; node i's is admin-port+i")
+	adminPort := fs.Int("admin-port", 6981, "with TRACKER_ADMIN_TOKEN set: the hub's admin panel port")
+	nodeAdminPort := fs.Int("node-admin-port", defaultNodeAdminPorts, "with TRACKER_ADMIN_TOKEN set: node 1's admin panel port; node i's is node-admin-port+i-1")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
-	if *nodes < 1 || *nodes > 64 || *basePort < 1 || *basePort+*nodes > 65535 || *adminPort < 1 || *adminPort+*nodes > 65535 {
+	if *nodes < 1 || *nodes > 64 || *basePort < 1 || *basePort+*nodes > 65535 || *nodeAdminPort < 1 || *nodeAdminPort+*nodes > 65535 ||
+		*hubPort < 1 || *hubPort > 65535 || *adminPort < 1 || *adminPort > 65535 {
 		return usageError("cluster: 1 to 64 nodes, ports within 1..65535")
+	}
+	if *hubPort >= *basePort && *hubPort < *basePort+*nodes {
+		return usageError(fmt.Sprintf("cluster: -hub-port %d is a node's port (-base-port %d, %d nodes)", *hubPort, *basePort, *nodes))
 	}
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return errors.New("cluster: redis-server is not installed (apt-get install redis-server)")
@@ -102,9 +109,14 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := waitTCP(ctx, died, "127.0.0.1:"+strconv.Itoa(*redisPort)); err != nil {
 		return waitErr("redis", err)
 	}
-	hubAddr := "127.0.0.1:" + strconv.Itoa(*basePort+*nodes)
+	hubAddr := "127.0.0.1:" + strconv.Itoa(*hubPort)
 	panels := os.Getenv("TRACKER_ADMIN_TOKEN") != ""
-	adminAddr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(*adminPort+i) }
+	adminAddr := func(i int) string { // 0: the hub's
+		if i == 0 {
+			return "127.0.0.1:" + strconv.Itoa(*adminPort)
+		}
+		return "127.0.0.1:" + strconv.Itoa(*nodeAdminPort+i-1)
+	}
 	if err := start("hub", []string{"TRACKER_HTTP_ADDR=" + hubAddr, "TRACKER_UDP_ADDR=off", "TRACKER_HUB_NAME=hub", "TRACKER_ADMIN_ADDR=" + adminAddr(0)}, exe, "hub"); err != nil {
 		return err
 	}
@@ -122,7 +134,7 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 			return waitErr(u, err)
 		}
 	}
-	fmt.Fprintf(stdout, "cluster ready: redis 127.0.0.1:%d, hub http://%s/status\n", *redisPort, hubAddr)
+	fmt.Fprintf(stdout, "cluster ready: redis 127.0.0.1:%d, hub http://%s/ (status: /status)\n", *redisPort, hubAddr)
 	for i, u := range urls {
 		fmt.Fprintf(stdout, "node%d announce URLs: %s/announce udp://%s/announce\n", i+1, u, strings.TrimPrefix(u, "http://"))
 	}
@@ -271,6 +283,9 @@ func runHealthcheck(ctx context.Context, args, environ []string) error {
 		u = args[0]
 	} else {
 		addr := ":6969"
+		if processOneIsHub() {
+			addr = defaultHubAddr
+		}
 		for _, kv := range environ {
 			if v, ok := strings.CutPrefix(kv, "TRACKER_HTTP_ADDR="); ok && v != "" {
 				addr = v
@@ -297,4 +312,16 @@ func runHealthcheck(ctx context.Context, args, environ []string) error {
 		return fmt.Errorf("healthcheck: %s", resp.Status)
 	}
 	return nil
+}
+
+// processOneIsHub says whether process 1 (the container's process, where
+// the image's health check runs) is `tracker hub`, whose port is the
+// hub's, not a node's.
+func processOneIsHub() bool {
+	b, err := os.ReadFile("/proc/1/cmdline")
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	return len(args) > 1 && args[1] == "hub"
 }

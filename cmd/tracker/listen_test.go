@@ -169,3 +169,15 @@ func TestUDPFollowsHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthcheckKnowsTheHub: in a container whose process is the hub,
+// the health check asks the hub's port, not a node's.
+func TestHealthcheckKnowsTheHub(t *testing.T) {
+	for in, want := range map[string]bool{
+		"/tracker\x00hub\x00": true, "/tracker\x00": false, "/tracker\x00cluster\x00": false, "": false, "/tracker\x00hubby\x00": false,
+	} {
+		if got := isHubCmdline([]byte(in)); got != want {
+			t.Errorf("%q: %v, want %v", in, got, want)
+		}
+	}
+}

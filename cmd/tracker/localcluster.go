@@ -319,9 +319,11 @@ func runHealthcheck(ctx context.Context, args, environ []string) error {
 // hub's, not a node's.
 func processOneIsHub() bool {
 	b, err := os.ReadFile("/proc/1/cmdline")
-	if err != nil {
-		return false
-	}
+	return err == nil && isHubCmdline(b)
+}
+
+// isHubCmdline says whether a /proc/PID/cmdline is `tracker hub`.
+func isHubCmdline(b []byte) bool {
 	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 	return len(args) > 1 && args[1] == "hub"
 }

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"context"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,14 +17,7 @@ import (
 // script. Screenshots go to $TRACKLINK_SCREENSHOTS (the README's are made
 // this way) or the test's temporary directory.
 func TestPublicPageInBrowser(t *testing.T) {
-	browserPath, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("the public page's browser test needs Chromium: apt-get install chromium (.ci/run installs it)")
-	}
-	shots := os.Getenv("TRACKLINK_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
+	shots := screenshotDir(t)
 	c := newCluster(t)
 	for _, n := range []string{"node1", "node2"} {
 		c.nodes[n] = startProc(t, runNode, c.env("TRACKER_NODE_ID="+n, "TRACKER_LINK_PASSWORD="+testPassword))
@@ -51,14 +40,7 @@ func TestPublicPageInBrowser(t *testing.T) {
 		t.Fatalf("GET /: %s, Cache-Control %q, script: %v", resp.Status, resp.Header.Get("Cache-Control"), strings.Contains(string(body), "<script"))
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browserPath), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1000, 900))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc() // stops the browser process
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, time.Minute)
-	defer cancelT()
+	ctx := newBrowser(t, 1000, 900, time.Minute)
 	text := func(sel string) string {
 		t.Helper()
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
@@ -67,20 +49,9 @@ func TestPublicPageInBrowser(t *testing.T) {
 		}
 		return s
 	}
-	shot := func(name string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			png, err := chromedp.FullScreenshot(100)(ctx, tg)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(shots, name), png, 0o644)
-		})
-	}
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
+		browse(t, ctx, what, steps...)
 	}
 
 	// The rates span the last seconds: wait for two samples.
@@ -100,12 +71,15 @@ func TestPublicPageInBrowser(t *testing.T) {
 			t.Errorf("node1's figures lack %q:\n%s", want, figs)
 		}
 	}
-	do("node1 screenshot", shot("node.png"))
+	// Some announces at node1, so that its rate shows: then the screenshot.
+	traffic(t, n1, "public-page-torrent2", 40, 2*time.Second)
+	time.Sleep(1100 * time.Millisecond)
+	do("node1 screenshot", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#figures`)), screenshot(shots, "node.png"))
 
 	do("hub's page", chromedp.Navigate(c.hub.url+"/"), chromedp.WaitVisible(chromedp.CSS(`#figures`)))
 	if figs := text(`#figures`); !strings.Contains(figs, "Nodes live\t2") || !strings.Contains(figs, "Tracker link\tup") {
 		t.Errorf("hub's figures:\n%s", figs)
 	}
-	do("hub screenshot", shot("hub.png"))
+	do("hub screenshot", screenshot(shots, "hub.png"))
 	t.Logf("screenshots in %s", shots)
 }

@@ -280,14 +280,9 @@ scrape_configs:
 		}
 	})
 	promURL := "http://" + promAddr
-	eventually(t, 30*time.Second, "prometheus ready", func() bool {
-		resp, err := http.Get(promURL + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	if err := waitReady(context.Background(), nil, promURL+"/-/ready"); err != nil {
+		t.Fatalf("prometheus: %v", err)
+	}
 
 	// Load for about 12 s: HTTP announces and scrapes at both nodes, UDP
 	// announces at node1; Redis paused 1.5 s on the way; a forged link

@@ -357,3 +357,55 @@ func blockMarker(b docBlock) (kind, arg string) {
 	}
 	return kind, ""
 }
+
+// TestEnvExampleRequired: the head of .env.example lists, for each compose
+// file, exactly the variables that file refuses to start without
+// (${NAME:?...}).
+func TestEnvExampleRequired(t *testing.T) {
+	env, err := os.ReadFile("../../.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "#   FILE:  NAME NAME" and its continuation lines "#   NAME NAME".
+	listed := map[string]map[string]bool{}
+	var cur map[string]bool
+	head := regexp.MustCompile(`^#\s+(docker-compose[a-z.]*\.yml):\s+([A-Z_ ]+)$`)
+	more := regexp.MustCompile(`^#\s{2,}([A-Z_][A-Z_ ]*)$`)
+	for _, l := range strings.Split(string(env), "\n") {
+		if m := head.FindStringSubmatch(l); m != nil {
+			cur = map[string]bool{}
+			listed[m[1]] = cur
+			l = "#  " + m[2]
+		}
+		if m := more.FindStringSubmatch(l); m != nil && cur != nil {
+			for _, f := range strings.Fields(m[1]) {
+				cur[f] = true
+			}
+			continue
+		}
+		cur = nil
+	}
+	for _, file := range []string{"docker-compose.yml", "docker-compose.friends.yml"} {
+		b, err := os.ReadFile("../../" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		need := map[string]bool{}
+		for _, m := range regexp.MustCompile(`\$\{([A-Z_]+):\?`).FindAllStringSubmatch(string(b), -1) {
+			need[m[1]] = true
+		}
+		if listed[file] == nil {
+			t.Fatalf(".env.example does not say what %s requires", file)
+		}
+		for k := range need {
+			if !listed[file][k] {
+				t.Errorf(".env.example: %s requires %s, not listed", file, k)
+			}
+		}
+		for k := range listed[file] {
+			if !need[k] {
+				t.Errorf(".env.example lists %s as required by %s, which does not require it", k, file)
+			}
+		}
+	}
+}

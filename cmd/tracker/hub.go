@@ -79,6 +79,7 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	r.Method("GET", "/status", jsonHandler(func() any { return h.PublicStatus() }))
 	page := hubPage(cfg.HubName, h, reg)
 	r.Method("GET", "/", page)
+	r.Method("HEAD", "/", page)
 
 	var admin *panel.Panel
 	var adminLn net.Listener

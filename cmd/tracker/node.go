@@ -211,7 +211,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		udpPort = udpConns[0].LocalAddr().(*net.UDPAddr).Port
 	}
 	page := nodePage(cfg.NodeID, store, linkNode, udpPort, reg)
-	routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/", Handler: page})
+	routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/", Handler: page}, httpapi.Route{Method: "HEAD", Pattern: "/", Handler: page})
 	srv, err := httpapi.New(cfg.HTTP, svc, log, reg, reg, routes...)
 	if err != nil {
 		return err

@@ -19,11 +19,13 @@ COPY --from=build /out/tracker /tracker
 # CA: TRACKER_REDIS_CA_FILE, mounted).
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
-# A node serves HTTP and UDP on 6969; the hub serves its status on 6969/tcp
-# too (the compose files publish it on the host's loopback). Replicas on the
-# host's network take ports of a range instead (TRACKER_HTTP_ADDR=:6969-6971).
-EXPOSE 6969/tcp 6969/udp
-ENV TRACKER_HTTP_ADDR=:6969
+# A node serves HTTP and UDP on 6969; the hub (`hub`) serves its public
+# page, /status and /metrics on 6968/tcp (the compose files publish it on
+# the host's loopback). Replicas on the host's network take ports of a
+# range instead (TRACKER_HTTP_ADDR=:6969-6971). The health check knows
+# which: it asks the port of TRACKER_HTTP_ADDR, or the default of the role
+# of the container's process.
+EXPOSE 6969/tcp 6969/udp 6968/tcp
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/tracker", "healthcheck"]
 ENTRYPOINT ["/tracker"]

@@ -101,12 +101,31 @@ type Config struct {
 	UDP     udpapi.Config
 	Link    link.Config
 	Admin   panel.Config
+
+	// udpFollowsHTTP: TRACKER_UDP_ADDR is not set and TRACKER_HTTP_ADDR
+	// is, so UDP takes HTTP's address (said in the startup log).
+	udpFollowsHTTP bool
 }
 
-// defaultUDPAddr is TRACKER_UDP_ADDR when the variable is not set. It has
-// no envDefault tag because caarlos0/env applies a default to a variable
-// set empty too, and "TRACKER_UDP_ADDR=" (or "off") turns UDP off.
+// defaultUDPAddr is TRACKER_UDP_ADDR when neither it nor TRACKER_HTTP_ADDR
+// is set (with TRACKER_HTTP_ADDR set, UDP takes its address). It has no
+// envDefault tag because caarlos0/env applies a default to a variable set
+// empty too, and "TRACKER_UDP_ADDR=" (or "off") turns UDP off.
 const defaultUDPAddr = ":6969"
+
+// The port plan: each port has one meaning wherever Tracklink runs (a
+// single node, `tracker cluster`, the compose files), so that no port
+// means two things by default. README.md's table of ports says the same.
+//
+//	6969 (and up: 6970, 6971 ...)  a node's announce, HTTP and UDP
+//	6968                           a hub's public port (/, /status, /metrics)
+//	6980                           a node's admin panel
+//	6981                           a hub's admin panel
+//	6990 (and up)                  the admin panels of replicas and of tracker cluster's nodes
+const (
+	defaultHubAddr        = ":6968"
+	defaultNodeAdminPorts = 6990
+)
 
 // LogValue keeps secrets (the Redis URL may carry a password) out of logs.
 func (c Config) LogValue() slog.Value {
@@ -151,6 +170,11 @@ func loadConfig(environ []string) (Config, []string, error) {
 		return c, nil, namedEnvError(err, vars)
 	}
 	switch v, set := vars[envPrefix+"UDP_ADDR"]; {
+	case !set && vars[envPrefix+"HTTP_ADDR"] != "":
+		// UDP listens where HTTP does: a user who moves a node to another
+		// port (a second node on one host) moves all of it.
+		c.UDP.Addr = c.HTTP.Addr
+		c.udpFollowsHTTP = true
 	case !set:
 		c.UDP.Addr = defaultUDPAddr
 	case v == "off":

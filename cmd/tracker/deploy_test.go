@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tracklink/tracklink/internal/porttest"
 )
 
 // composeFile is the part of a compose file the checks read.
@@ -350,16 +353,13 @@ func TestDockerfile(t *testing.T) {
 // is returned by node 2; stopping the runner stops every process.
 func TestLocalCluster(t *testing.T) {
 	bin := buildTracker(t)
-	base, err := freeLoopbackPort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := porttest.Range(t, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- runLocalCluster(ctx, []string{"-nodes", "2", "-base-port", fmt.Sprint(base), "-bin", bin}, &out, os.Stderr)
+		done <- runLocalCluster(ctx, []string{"-nodes", "2", "-base-port", fmt.Sprint(base), "-hub-port", fmt.Sprint(base + 2), "-bin", bin}, &out, os.Stderr)
 	}()
 	n1, n2 := fmt.Sprintf("http://127.0.0.1:%d", base), fmt.Sprintf("http://127.0.0.1:%d", base+1)
 	deadline := time.Now().Add(20 * time.Second)
@@ -389,6 +389,29 @@ func TestLocalCluster(t *testing.T) {
 	if resp, err := http.Get(n1 + "/healthz"); err == nil {
 		resp.Body.Close()
 		t.Fatal("node 1 still answers after the runner stopped")
+	}
+}
+
+// TestLocalClusterChildFails: a node that cannot bind its port stops
+// `tracker cluster` at once with the node's own error, not a timeout of
+// the wait for it.
+func TestLocalClusterChildFails(t *testing.T) {
+	bin := buildTracker(t)
+	base := porttest.Range(t, 2)
+	taken, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	begin := time.Now()
+	err = runLocalCluster(ctx, []string{"-nodes", "1", "-base-port", fmt.Sprint(base), "-hub-port", fmt.Sprint(base + 1), "-bin", bin}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "node1 exited") || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("cluster with node1's port taken: %v, want node1's own error", err)
+	}
+	if d := time.Since(begin); d > 8*time.Second {
+		t.Fatalf("cluster took %v to report node1's error", d)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +30,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	}
 	if cfg.Link.Password == "" {
 		return errors.New("the hub needs TRACKER_LINK_PASSWORD, the network secret (nodes hold it too, or only their own key: tracker link key NODE_ID)")
+	}
+	if !slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, "TRACKER_HTTP_ADDR=") && kv != "TRACKER_HTTP_ADDR=" }) {
+		cfg.HTTP.Addr = defaultHubAddr // not a node's announce port
 	}
 	if err := cfg.validateListen(false); err != nil {
 		return err
@@ -80,6 +85,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	// The public status lists at most hub.PublicProcesses live processes a
 	// node; the admin panel shows them all.
 	r.Method("GET", "/status", jsonHandler(func() any { return h.PublicStatus() }))
+	page := hubPage(cfg.HubName, h, reg)
+	r.Method("GET", "/", page)
+	r.Method("HEAD", "/", page)
 
 	var admin *panel.Panel
 	var adminLn net.Listener
@@ -109,6 +117,7 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		g.Go(func() error { return admin.Run(ctx) })
 	}
 	g.Go(func() error { return h.Run(ctx) })
+	g.Go(func() error { return page.Run(ctx) })
 	if cfg.HubMembers != "" {
 		g.Go(func() error { watchMembers(ctx, cfg.HubMembers, set, h, log); return nil })
 	}

@@ -145,3 +145,39 @@ func TestPortRangeReplicas(t *testing.T) {
 		t.Fatalf("listening ports %v (%v), want %d and %d", ports, err, base, base+1)
 	}
 }
+
+// TestUDPFollowsHTTP: with only TRACKER_HTTP_ADDR set, UDP listens on its
+// address (a second node on another port moves whole); TRACKER_UDP_ADDR,
+// when set, wins.
+func TestUDPFollowsHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{nil, ":6969"},
+		{[]string{"TRACKER_HTTP_ADDR=:6970"}, ":6970"},
+		{[]string{"TRACKER_HTTP_ADDR=127.0.0.1:7000-7002"}, "127.0.0.1:7000-7002"},
+		{[]string{"TRACKER_HTTP_ADDR=:6970", "TRACKER_UDP_ADDR=:7001"}, ":7001"},
+		{[]string{"TRACKER_HTTP_ADDR=:6970", "TRACKER_UDP_ADDR=off"}, ""},
+	} {
+		c, _, err := loadConfig(tc.env)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		if c.UDP.Addr != tc.want {
+			t.Errorf("%v: UDP on %q, want %q", tc.env, c.UDP.Addr, tc.want)
+		}
+	}
+}
+
+// TestHealthcheckKnowsTheHub: in a container whose process is the hub,
+// the health check asks the hub's port, not a node's.
+func TestHealthcheckKnowsTheHub(t *testing.T) {
+	for in, want := range map[string]bool{
+		"/tracker\x00hub\x00": true, "/tracker\x00": false, "/tracker\x00cluster\x00": false, "": false, "/tracker\x00hubby\x00": false,
+	} {
+		if got := isHubCmdline([]byte(in)); got != want {
+			t.Errorf("%q: %v, want %v", in, got, want)
+		}
+	}
+}

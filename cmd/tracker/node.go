@@ -212,6 +212,12 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			return udpStatus{Addrs: udpAddrs, Status: udp.Status()}
 		})})
 	}
+	udpPort := 0
+	if len(udpConns) > 0 {
+		udpPort = udpConns[0].LocalAddr().(*net.UDPAddr).Port
+	}
+	page := nodePage(cfg.NodeID, store, linkNode, udpPort, reg)
+	routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/", Handler: page}, httpapi.Route{Method: "HEAD", Pattern: "/", Handler: page})
 	srv, err := httpapi.New(cfg.HTTP, svc, log, reg, reg, routes...)
 	if err != nil {
 		return err
@@ -265,12 +271,16 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			log.Warn("TRACKER_REUSEPORT: connections queued at this replica when it stops are reset unless the host sets net.ipv4.tcp_migrate_req=1", "err", err)
 		}
 	}
+	if cfg.udpFollowsHTTP && len(udpAddrs) > 0 {
+		log.Info("UDP listens on the port of TRACKER_HTTP_ADDR (TRACKER_UDP_ADDR is not set)", "udp", udpAddrs)
+	}
 	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "admin", addrOf(adminLn), "process", proc, "version", version)
 	if started != nil {
 		started <- listening{HTTP: ln.Addr(), Admin: addrOrNil(adminLn)}
 	}
 	serving = true
 	front.Go(func() error { return srv.Serve(serveCtx, ln) })
+	front.Go(func() error { return page.Run(frontCtx) })
 	if admin != nil {
 		front.Go(func() error { return httpapi.Serve(frontCtx, adminLn, admin, cfg.HTTP.ShutdownTimeout, log) })
 		front.Go(func() error { return admin.Run(frontCtx) })

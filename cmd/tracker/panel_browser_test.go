@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -50,14 +48,7 @@ func traffic(t *testing.T, base, ih string, peers int, d time.Duration) {
 // page. Screenshots go to $TRACKLINK_SCREENSHOTS (the README's are made
 // this way) or the test's temporary directory.
 func TestPanelInBrowser(t *testing.T) {
-	browserPath, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("the panel's browser test needs Chromium: apt-get install chromium (.ci/run installs it)")
-	}
-	shots := os.Getenv("TRACKLINK_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
+	shots := screenshotDir(t)
 
 	// Charts sampled every 250 ms, so that a few seconds of traffic draw
 	// them.
@@ -79,20 +70,10 @@ func TestPanelInBrowser(t *testing.T) {
 	os.WriteFile(upload, raw, 0o644)
 	ihHex := fmt.Sprintf("%x", ih)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browserPath), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 1000))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc() // stops the browser process
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancelT()
-
+	ctx := newBrowser(t, 1280, 1000, 2*time.Minute)
 	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
+		browse(t, ctx, what, steps...)
 	}
 	text := func(sel string) (string, error) {
 		return chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel), chromedp.AtLeast(0)))
@@ -106,15 +87,7 @@ func TestPanelInBrowser(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS(`#live`)),
 		)
 	}
-	shot := func(name string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			png, err := chromedp.FullScreenshot(100)(ctx, tg)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(shots, name), png, 0o644)
-		})
-	}
+	shot := func(name string) chromedp.Action[chromedp.Void] { return screenshot(shots, name) }
 	// waitText polls the page (the panel reloads itself every 5 s) until
 	// sel's text is want.
 	waitText := func(what, sel, want string) {

@@ -34,6 +34,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tracker_http_connections_refused_total", Help: "HTTP connections closed at once, by reason: max_conns (TRACKER_HTTP_MAX_CONNS were open), max_conns_per_addr (TRACKER_HTTP_MAX_CONNS_PER_ADDR from the address were).",
 		}, []string{"reason"}),
 	}
+	// Both reasons exist from the start, at 0, so that a rate over them
+	// has data before the first refusal (the dashboard's panel).
+	for _, reason := range []string{"max_conns", "max_conns_per_addr"} {
+		m.connsRefused.WithLabelValues(reason)
+	}
 	for _, c := range []prometheus.Collector{m.announces, m.scrapes, m.announceDur, m.scrapeDur, m.conns, m.connsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -407,17 +407,7 @@ func testComposeDefault(t *testing.T, repo string) {
 	// Scale out to five and in to two under a paced load (a request every
 	// 10 ms, each on a fresh connection, from all 20 addresses): no request
 	// fails.
-	pacedRes := make(chan error, 1)
-	go func() {
-		res, err := runLoad(c.name, nsLoad{Mode: "paced", Base: base, Sources: srcs, For: 40 * time.Second}, 2*time.Minute)
-		if err == nil && (res.Failed > 0 || res.Sent < 1000) {
-			err = fmt.Errorf("%d of %d requests failed while scaling; first: %s", res.Failed, res.Sent, res.FirstErr)
-		}
-		if err == nil {
-			t.Logf("compose: %d requests while scaling to 5 and back to 2, none failed", res.Sent)
-		}
-		pacedRes <- err
-	}()
+	load := startLoad(c.name, nsLoad{Mode: "paced", Base: base, Sources: srcs, For: 15 * time.Minute}, 20*time.Minute)
 	time.Sleep(3 * time.Second)
 	took = p.up("--scale", "tracker=5")
 	t.Logf("compose: scaled out to 5 in %s", took.Round(time.Second))
@@ -425,9 +415,16 @@ func testComposeDefault(t *testing.T, repo string) {
 	time.Sleep(3 * time.Second)
 	took = p.up("--scale", "tracker=2")
 	t.Logf("compose: scaled in to 2 in %s", took.Round(time.Second))
-	if err := <-pacedRes; err != nil {
+	time.Sleep(3 * time.Second)
+	load.stop()
+	paced, err := load.wait()
+	if err == nil && (paced.Failed > 0 || paced.Sent < 500) {
+		err = fmt.Errorf("%d of %d requests failed while scaling; first: %s", paced.Failed, paced.Sent, paced.FirstErr)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("compose: %d requests while scaling to 5 and back to 2, none failed", paced.Sent)
 	if healthy, all := p.containers(); len(healthy) != 4 || len(all) != 4 {
 		t.Fatalf("at two replicas: want 4 healthy containers, got %v of %v", healthy, all)
 	}

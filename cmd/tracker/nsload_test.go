@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"regexp"
 	"strconv"
 	"strings"
@@ -58,18 +59,52 @@ type replicaSeen struct {
 
 // runLoad runs req inside namespace ns.
 func runLoad(ns string, req nsLoad, timeout time.Duration) (nsLoadResult, error) {
+	return startLoad(ns, req, timeout).wait()
+}
+
+// loadRun is a load client running in a namespace.
+type loadRun struct {
+	cmd    *exec.Cmd
+	out    strings.Builder
+	cancel context.CancelFunc
+	ns     string
+}
+
+// startLoad starts req inside namespace ns; stop ends a paced run early.
+func startLoad(ns string, req nsLoad, timeout time.Duration) *loadRun {
 	b, _ := json.Marshal(req)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, os.Args[0])
-	cmd.Env = append(os.Environ(), netnsLoadVar+"="+string(b))
-	out, err := cmd.Output()
+	r := &loadRun{cancel: cancel, ns: ns}
+	// ip netns exec execs the client in place: its pid is the client's.
+	r.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", ns, os.Args[0])
+	r.cmd.Env = append(os.Environ(), netnsLoadVar+"="+string(b))
+	r.cmd.Stdout = &r.out
+	if err := r.cmd.Start(); err != nil {
+		r.cmd = nil
+	}
+	return r
+}
+
+// stop asks a paced run to end now (SIGINT); wait then reads its result.
+func (r *loadRun) stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Signal(os.Interrupt)
+	}
+}
+
+func (r *loadRun) wait() (nsLoadResult, error) {
+	defer r.cancel()
 	var res nsLoadResult
-	if err != nil || json.Unmarshal(out, &res) != nil {
-		return res, fmt.Errorf("load client in %s: %v: %s", ns, err, out)
+	if r.cmd == nil {
+		return res, fmt.Errorf("load client in %s did not start", r.ns)
+	}
+	err := r.cmd.Wait()
+	out := r.out.String()
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil {
+		return res, fmt.Errorf("load client in %s: %v: %s", r.ns, err, out)
 	}
 	if res.Err != "" {
-		return res, fmt.Errorf("load client in %s: %s", ns, res.Err)
+		return res, fmt.Errorf("load client in %s: %s", r.ns, res.Err)
 	}
 	return res, nil
 }
@@ -86,7 +121,10 @@ func netnsLoadMain() int {
 	case "spread":
 		err = spread(req, &res)
 	case "paced":
-		paced(req, &res)
+		// Until req.For ends or the test says stop (SIGINT).
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		paced(ctx, req, &res)
 	default:
 		err = fmt.Errorf("mode %q", req.Mode)
 	}
@@ -257,10 +295,10 @@ func spread(req nsLoad, res *nsLoadResult) error {
 }
 
 // paced: a request every 10 ms from the sources in turn, each on a fresh
-// connection, for req.For.
-func paced(req nsLoad, res *nsLoadResult) {
+// connection, for req.For or until ctx ends.
+func paced(ctx context.Context, req nsLoad, res *nsLoadResult) {
 	end := time.Now().Add(req.For)
-	for i := 0; time.Now().Before(end); i++ {
+	for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
 		src := req.Sources[i%len(req.Sources)]
 		resp, err := httpFrom(src).Get(req.Base + "/healthz")
 		if err == nil {

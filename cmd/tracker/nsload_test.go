@@ -242,10 +242,16 @@ func udpAnnounce(to, src, ih string, port uint16) error {
 		return fmt.Errorf("announce: %d bytes, %v", n, err)
 	}
 	if binary.BigEndian.Uint32(buf) == 3 {
-		return errors.New(string(buf[8:n]))
+		return refusal(buf[8:n])
 	}
 	return nil
 }
+
+// refusal is a tracker's answer that refuses an announce (a failure
+// reason): an answer, not a loss.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
 
 // spread: every source announces one peer over HTTP (a fresh connection)
 // and one over UDP (a fresh socket); then, through each replica (a source

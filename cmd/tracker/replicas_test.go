@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -175,9 +176,29 @@ func TestReplicasShareOnePort(t *testing.T) {
 		t.Fatalf("one address got only %d announces through: the burst is 10", ok)
 	}
 
-	// A replica leaves under paced load: no request fails.
+	// A replica leaves under paced load: no HTTP request fails; UDP
+	// announces (connect and announce, each from a fresh socket) are
+	// counted, and what they lose is reported.
 	stop := make(chan struct{})
 	failed := make(chan error, 1)
+	udpDone := make(chan [2]int, 1)
+	go func() {
+		sent, lost := 0, 0
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				udpDone <- [2]int{sent, lost}
+				return
+			default:
+			}
+			sent++
+			var r refusal // a refusal (the rate limit) is an answer
+			if err := udpAnnounce(udpAddr, srcs[i%len(srcs)].String(), string(ih[:]), uint16(20000+i%1000)); err != nil && !errors.As(err, &r) {
+				lost++
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
 	go func() {
 		defer close(failed)
 		for i := 0; ; i++ {
@@ -208,6 +229,11 @@ func TestReplicasShareOnePort(t *testing.T) {
 	close(stop)
 	if err := <-failed; err != nil {
 		t.Fatalf("while a replica left: %v", err)
+	}
+	u := <-udpDone
+	t.Logf("while a replica left: %d UDP announces, %d unanswered", u[0], u[1])
+	if u[0] < 50 || u[1]*10 > u[0] {
+		t.Fatalf("while a replica left: %d of %d UDP announces unanswered (more than a tenth)", u[1], u[0])
 	}
 	seen := map[string]bool{}
 	for _, src := range srcs {

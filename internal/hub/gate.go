@@ -67,9 +67,9 @@ func (h *Hub) nodeResync(k procKey, mb *member, reason string) {
 		h.requestResync(reason)
 		return
 	}
-	// Counted when asked for, passed or deferred.
 	pass, at := np.gate.take(now, h.cfg.ResyncBackoff, h.cfg.ResyncBackoffMax)
 	h.mu.Unlock()
+	// Counted when asked for, whether it passes or waits.
 	h.m.resyncReq.WithLabelValues(reason).Inc()
 	if pass {
 		h.reqLog.Log(slog.LevelInfo, "resync", "reason", reason, "member", mb.Name, "node", k.node, "session", k.String())

@@ -9,6 +9,10 @@
 # node "bench" on one port, and `tracker loadgen -rate 3000 -duration 20s
 # -torrents 5000 -peers 10 -conns 16 -sources 16` (16 loopback source
 # addresses, so that every replica serves some). Prints one line per count.
+#
+# With LINKED=1, the same counts of *linked* nodes instead (node ids
+# bench1..N, a port each, a hub relaying), the load on the first: what
+# running one tracker as several linked nodes costs, for comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts=("$@")
@@ -26,15 +30,29 @@ for n in "${counts[@]}"; do
   redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" --loglevel warning &
   pids+=($!)
   for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  for _ in $(seq "$n"); do
-    env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$hport" TRACKER_UDP_ADDR=off \
-        TRACKER_NODE_ID=bench TRACKER_REUSEPORT=true TRACKER_LOG_LEVEL=warn "$work/tracker" &
+  if [ "${LINKED:-0}" = 1 ]; then
+    link=(TRACKER_LINK_PASSWORD=bench-link-password)
+    env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$(free_port)" \
+        TRACKER_LOG_LEVEL=warn "${link[@]}" "$work/tracker" hub &
     pids+=($!)
-  done
+    for i in $(seq "$n"); do
+      port=$hport; [ "$i" = 1 ] || port=$(free_port)
+      env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$port" TRACKER_UDP_ADDR=off \
+          TRACKER_NODE_ID="bench$i" TRACKER_LOG_LEVEL=warn "${link[@]}" "$work/tracker" &
+      pids+=($!)
+    done
+  else
+    for _ in $(seq "$n"); do
+      env TRACKER_REDIS_URL="redis://127.0.0.1:$rport" TRACKER_HTTP_ADDR="127.0.0.1:$hport" TRACKER_UDP_ADDR=off \
+          TRACKER_NODE_ID=bench TRACKER_REUSEPORT=true TRACKER_LOG_LEVEL=warn "$work/tracker" &
+      pids+=($!)
+    done
+  fi
   for _ in $(seq 50); do curl -fs "http://127.0.0.1:$hport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   sleep 3 # the replicas read each other from the registry
   out=$("$work/tracker" loadgen -url "http://127.0.0.1:$hport/announce" -rate 3000 -duration 20s \
       -torrents 5000 -peers 10 -conns 16 -sources 16 -numwant 50 -redis "127.0.0.1:$rport")
-  echo "replicas=$n $(echo "$out" | tr '\n' ' ')"
+  what=replicas; [ "${LINKED:-0}" = 1 ] && what=linked
+  echo "$what=$n $(echo "$out" | tr '\n' ' ')"
   stop_all
 done

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -265,6 +266,33 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// Allow applies to a message of another protocol (a WebSocket announce,
+// answer or scrape) what admit applies to an announce before the store:
+// the torrents are carried, and the sender's address is within its rate
+// (the same per-address buckets as HTTP and UDP announces). The error is a
+// bittorrent.ClientError.
+func (s *Service) Allow(src netip.Addr, hashes ...bittorrent.InfoHash) error {
+	if s.opts.Gate != nil {
+		for _, ih := range hashes {
+			if !s.opts.Gate.Carries(ih) {
+				return bittorrent.ClientError(NotAuthorized)
+			}
+		}
+	}
+	limited := src.IsValid() && (s.cfg.LimitLoopback || !src.IsLoopback())
+	if limited && s.limiter != nil && !s.limiter.allow(src, time.Now()) {
+		s.refused.WithLabelValues("rate_limit").Inc()
+		return bittorrent.ClientError(RateLimited)
+	}
+	return nil
+}
+
+// Limited reports whether the per-address limits apply to src (they spare
+// loopback unless TRACKER_LIMIT_LOOPBACK).
+func (s *Service) Limited(src netip.Addr) bool {
+	return src.IsValid() && (s.cfg.LimitLoopback || !src.IsLoopback())
 }
 
 // accepted notes an announce the store carried out, for the min interval.

@@ -21,6 +21,7 @@ import (
 	"github.com/tracklink/tracklink/internal/torrentfile"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
+	"github.com/tracklink/tracklink/internal/wsapi"
 )
 
 // envPrefix is the prefix of every variable Tracklink reads.
@@ -96,6 +97,7 @@ type Config struct {
 	UDP     udpapi.Config
 	Link    link.Config
 	Admin   panel.Config
+	WS      wsapi.Config
 }
 
 // defaultUDPAddr is TRACKER_UDP_ADDR when the variable is not set. It has
@@ -300,6 +302,11 @@ func (c Config) validate() error {
 	}
 	if err := c.UDP.Validate(); err != nil {
 		return err
+	}
+	if c.WS.On {
+		if err := c.WS.Validate(); err != nil {
+			return err
+		}
 	}
 	return c.HTTP.Validate()
 }

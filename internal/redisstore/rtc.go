@@ -187,7 +187,10 @@ func (r *RTC) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bitto
 	defer cancel()
 	rg := r.ranges()
 	pipe := r.rdb.Pipeline()
-	type counts struct{ l, s *redis.IntCmd; c *redis.StringCmd }
+	type counts struct {
+		l, s *redis.IntCmd
+		c    *redis.StringCmd
+	}
 	cmds := make([]counts, len(hashes))
 	for i, ih := range hashes {
 		k := r.ks.RTC(ih)

@@ -38,8 +38,8 @@ func (c *conn) serve() {
 	defer s.remove(c)
 	defer c.leave()
 	defer c.ws.Close()
-	c.ws.SetReadLimit(int64(s.cfg.MaxMessage))
-	wait := 2 * s.cfg.PingInterval
+	c.ws.SetReadLimit(int64(s.cfg.MaxMessageBytes))
+	wait := 2 * s.cfg.PingEvery
 	c.ws.SetReadDeadline(time.Now().Add(wait))
 	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(wait)) })
 	for {
@@ -78,7 +78,7 @@ func isTimeout(err error) bool {
 // handle acts on one message; false closes the socket.
 func (c *conn) handle(data []byte) bool {
 	s := c.srv
-	req, err := parseMessage(data, s.cfg.ScrapeMaxHashes)
+	req, err := parseMessage(data, s.cfg.MaxScrapeHashes)
 	if err != nil {
 		s.m.messages.WithLabelValues("invalid").Inc()
 		s.m.closed.WithLabelValues("malformed").Inc()
@@ -145,7 +145,7 @@ func (c *conn) announce(req *request) {
 	if unsent := len(req.offers) - res.Sent; unsent > 0 {
 		s.m.dropped.WithLabelValues("no_peer").Add(float64(unsent))
 	}
-	c.write(announceReply(nil, ih, int(s.cfg.Interval/time.Second), res.Seeders, res.Leechers))
+	c.write(announceReply(nil, ih, int(s.cfg.ClientInterval/time.Second), res.Seeders, res.Leechers))
 }
 
 // answer carries an answer to the peer whose offer it answers. The
@@ -191,7 +191,7 @@ func (c *conn) scrape(req *request) {
 		c.storeFailed("scrape", nil, err)
 		return
 	}
-	c.write(scrapeReply(nil, res, int(s.cfg.Interval/time.Second)))
+	c.write(scrapeReply(nil, res, int(s.cfg.ClientInterval/time.Second)))
 }
 
 // refuse answers a message the node's rules refused; the socket stays.

@@ -31,44 +31,44 @@ import (
 
 // Config is the WebSocket front end's part of the configuration.
 type Config struct {
-	// Enabled serves WebSocket upgrades of /announce.
-	Enabled bool `env:"WS_ENABLED" envDefault:"true"`
-	// Interval is the announce interval WebSocket clients are told: they
+	// On serves WebSocket upgrades of /announce.
+	On bool `env:"WS_ENABLED" envDefault:"true"`
+	// ClientInterval is the announce interval WebSocket clients are told: they
 	// send fresh offers with each announce, so it is short.
-	Interval time.Duration `env:"WS_INTERVAL" envDefault:"2m"`
-	// MaxConns bounds this process's WebSocket connections (they also count
-	// against TRACKER_HTTP_MAX_CONNS); MaxConnsPerAddr those of one client
+	ClientInterval time.Duration `env:"WS_INTERVAL" envDefault:"2m"`
+	// MaxSockets bounds this process's WebSocket connections (they also count
+	// against TRACKER_HTTP_MAX_CONNS); MaxSocketsPerAddr those of one client
 	// address (IPv6: one /64), loopback excepted unless LIMIT_LOOPBACK.
-	MaxConns        int `env:"WS_MAX_CONNS" envDefault:"10000"`
-	MaxConnsPerAddr int `env:"WS_MAX_CONNS_PER_ADDR" envDefault:"16"`
-	// MaxMessage bounds one message from a client, in bytes.
-	MaxMessage int `env:"WS_MAX_MESSAGE" envDefault:"65536"`
-	// PingInterval: a connection is pinged this often, and closed when
+	MaxSockets        int `env:"WS_MAX_CONNS" envDefault:"10000"`
+	MaxSocketsPerAddr int `env:"WS_MAX_CONNS_PER_ADDR" envDefault:"16"`
+	// MaxMessageBytes bounds one message from a client, in bytes.
+	MaxMessageBytes int `env:"WS_MAX_MESSAGE" envDefault:"65536"`
+	// PingEvery: a connection is pinged this often, and closed when
 	// nothing (not even a pong) came back for two of them.
-	PingInterval time.Duration `env:"WS_PING_INTERVAL" envDefault:"30s"`
-	// IdleTimeout closes a connection that sent no message (pongs do not
+	PingEvery time.Duration `env:"WS_PING_INTERVAL" envDefault:"30s"`
+	// IdleAfter closes a connection that sent no message (pongs do not
 	// count) for this long.
-	IdleTimeout time.Duration `env:"WS_IDLE_TIMEOUT" envDefault:"5m"`
+	IdleAfter time.Duration `env:"WS_IDLE_TIMEOUT" envDefault:"5m"`
 
 	// Set by the node from other settings, not from the environment.
-	ScrapeMaxHashes int           `env:"-"`
-	ShutdownTimeout time.Duration `env:"-"`
+	MaxScrapeHashes int           `env:"-"`
+	DrainTimeout    time.Duration `env:"-"`
 }
 
 // Validate checks the settings; errors name the variable.
 func (c Config) Validate() error {
 	switch {
-	case c.Interval < time.Second || c.Interval > time.Hour:
+	case c.ClientInterval < time.Second || c.ClientInterval > time.Hour:
 		return errors.New("TRACKER_WS_INTERVAL must be from 1s to 1h")
-	case c.MaxConns < 1 || c.MaxConns > 10_000_000:
+	case c.MaxSockets < 1 || c.MaxSockets > 10_000_000:
 		return errors.New("TRACKER_WS_MAX_CONNS must be from 1 to 10000000")
-	case c.MaxConnsPerAddr < 1:
+	case c.MaxSocketsPerAddr < 1:
 		return errors.New("TRACKER_WS_MAX_CONNS_PER_ADDR must be at least 1")
-	case c.MaxMessage < 4096 || c.MaxMessage > 1<<20:
+	case c.MaxMessageBytes < 4096 || c.MaxMessageBytes > 1<<20:
 		return errors.New("TRACKER_WS_MAX_MESSAGE must be from 4096 to 1048576 bytes")
-	case c.PingInterval < 100*time.Millisecond:
+	case c.PingEvery < 100*time.Millisecond:
 		return errors.New("TRACKER_WS_PING_INTERVAL must be at least 100ms")
-	case c.IdleTimeout < c.PingInterval:
+	case c.IdleAfter < c.PingEvery:
 		return errors.New("TRACKER_WS_IDLE_TIMEOUT must be at least TRACKER_WS_PING_INTERVAL")
 	}
 	return nil
@@ -76,7 +76,7 @@ func (c Config) Validate() error {
 
 // PeerLifetime is how long a WebRTC peer counts after its last announce
 // if its socket's close is never seen (its process died): two intervals.
-func (c Config) PeerLifetime() time.Duration { return 2 * c.Interval }
+func (c Config) PeerLifetime() time.Duration { return 2 * c.ClientInterval }
 
 // Store is what the front end needs of the WebRTC peers' store
 // (redisstore.RTC).
@@ -119,11 +119,14 @@ type Server struct {
 	store    Store
 	listener Listener
 	admit    Admitter
-	addrOf   func(*http.Request) netip.Addr
-	log      *slog.Logger
-	errLog   *logsample.Logger
-	m        *metrics
-	upgrader websocket.Upgrader
+	// ClientAddr reads a request's client address (the node sets the HTTP
+	// server's, trusted proxies applied); nil: the direct peer's. Set it
+	// before serving.
+	ClientAddr func(*http.Request) netip.Addr
+	log        *slog.Logger
+	errLog     *logsample.Logger
+	m          *metrics
+	upgrader   websocket.Upgrader
 
 	// peers indexes the peers that announced on this process's sockets,
 	// for the signals that arrive for them. Sharded by peer.
@@ -168,24 +171,23 @@ type delivery struct {
 	msg []byte
 }
 
-// New returns a WebSocket server. addrOf is how the node reads a request's
-// client address (trusted proxies applied). Metrics are registered on
-// reg. It starts nothing: Run does.
-func New(cfg Config, store Store, listener Listener, admit Admitter, addrOf func(*http.Request) netip.Addr, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+// New returns a WebSocket server. Metrics are registered on reg. It starts
+// nothing: Run does.
+func New(cfg Config, store Store, listener Listener, admit Admitter, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.ScrapeMaxHashes <= 0 {
-		cfg.ScrapeMaxHashes = 64
+	if cfg.MaxScrapeHashes <= 0 {
+		cfg.MaxScrapeHashes = 64
 	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 10 * time.Second
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
 	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, store: store, listener: listener, admit: admit, addrOf: addrOf, log: log,
+	s := &Server{cfg: cfg, store: store, listener: listener, admit: admit, ClientAddr: directAddr, log: log,
 		errLog: logsample.New(log, 10*time.Second), m: m, seed: maphash.MakeSeed(),
 		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int)}
 	for i := range s.peers {
@@ -237,7 +239,7 @@ func (s *Server) Status() Status {
 // connection. The request's own goroutine returns at once: the connection
 // is served by a new one, whose stack stays small while it waits.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	addr := s.addrOf(r)
+	addr := s.ClientAddr(r)
 	if !addr.IsValid() {
 		s.m.refused.WithLabelValues("no_address").Inc()
 		http.Error(w, "no client address", http.StatusBadRequest)
@@ -268,6 +270,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.serve()
 }
 
+// directAddr is the address of the direct peer of r.
+func directAddr(r *http.Request) netip.Addr {
+	ap, _ := netip.ParseAddrPort(r.RemoteAddr)
+	return ap.Addr().Unmap()
+}
+
 // reserve takes a connection slot for a client address, or says why
 // there is none.
 func (s *Server) reserve(key netip.Addr, limited bool) string {
@@ -276,9 +284,9 @@ func (s *Server) reserve(key netip.Addr, limited bool) string {
 	switch {
 	case s.closing:
 		return "shutdown"
-	case s.open.Load() >= int64(s.cfg.MaxConns):
+	case s.open.Load() >= int64(s.cfg.MaxSockets):
 		return "cap"
-	case limited && s.perAddr[key] >= s.cfg.MaxConnsPerAddr:
+	case limited && s.perAddr[key] >= s.cfg.MaxSocketsPerAddr:
 		return "per_address"
 	}
 	s.perAddr[key]++
@@ -373,7 +381,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	listenDone := make(chan error, 1)
 	go func() { listenDone <- s.listener.Listen(ctx, (*handler)(s)) }()
-	tick := time.NewTicker(s.cfg.PingInterval)
+	tick := time.NewTicker(s.cfg.PingEvery)
 	defer tick.Stop()
 	var err error
 loop:
@@ -408,7 +416,7 @@ func (s *Server) ping() {
 		all = append(all, c)
 	}
 	s.mu.Unlock()
-	idle := time.Now().Add(-s.cfg.IdleTimeout).Unix()
+	idle := time.Now().Add(-s.cfg.IdleAfter).Unix()
 	deadline := time.Now().Add(writeTimeout)
 	for _, c := range all {
 		if c.lastMsg.Load() < idle {
@@ -443,14 +451,14 @@ func (s *Server) shutdown() {
 	select {
 	case <-done:
 		return
-	case <-time.After(min(time.Second, s.cfg.ShutdownTimeout)):
+	case <-time.After(min(time.Second, s.cfg.DrainTimeout)):
 	}
 	for _, c := range all {
 		c.ws.NetConn().Close()
 	}
 	select {
 	case <-done:
-	case <-time.After(s.cfg.ShutdownTimeout):
+	case <-time.After(s.cfg.DrainTimeout):
 		s.log.Warn("websocket connections still closing at the shutdown timeout")
 	}
 }

@@ -49,8 +49,8 @@ type proc struct {
 }
 
 func testConfig() Config {
-	return Config{Enabled: true, Interval: 2 * time.Minute, MaxConns: 100, MaxConnsPerAddr: 2, MaxMessage: 65536,
-		PingInterval: 30 * time.Second, IdleTimeout: 5 * time.Minute, ShutdownTimeout: 2 * time.Second}
+	return Config{On: true, ClientInterval: 2 * time.Minute, MaxSockets: 100, MaxSocketsPerAddr: 2, MaxMessageBytes: 65536,
+		PingEvery: 30 * time.Second, IdleAfter: 5 * time.Minute, DrainTimeout: 2 * time.Second}
 }
 
 // startProc runs a front end of node "n1" on rdb until the end of the test.
@@ -61,11 +61,7 @@ func startProc(t *testing.T, rdb redis.UniversalClient, cfg Config, admit Admitt
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	addrOf := func(r *http.Request) netip.Addr {
-		ap, _ := netip.ParseAddrPort(r.RemoteAddr)
-		return ap.Addr()
-	}
-	srv, err := New(cfg, rtc, rtc, admit, addrOf, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	srv, err := New(cfg, rtc, rtc, admit, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +331,7 @@ func TestSeedersAndSwarms(t *testing.T) {
 func TestMalformed(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	cfg := testConfig()
-	cfg.MaxMessage = 4096
+	cfg.MaxMessageBytes = 4096
 	p := startProc(t, rdb, cfg, allowAll{})
 	ih, peer := jq(l1(id20(1))), jq(l1(id20(2)))
 	long := strings.Repeat("x", 5000)
@@ -432,7 +428,7 @@ func TestLimits(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	rtc, _ := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
-	srv, err := New(testConfig(), rtc, rtc, allowAll{}, func(*http.Request) netip.Addr { return netip.MustParseAddr("127.0.0.1") },
+	srv, err := New(testConfig(), rtc, rtc, allowAll{},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ type conn struct {
 	key     netip.Addr
 	wmu     sync.Mutex
 	lastMsg atomic.Int64 // unix seconds of the last message read
+	done    chan bool    // a worker's verdict on the message handed to it
 	swarms  []member     // the peers announced on this socket
 }
 
@@ -50,7 +51,13 @@ func (c *conn) serve() {
 		}
 		c.ws.SetReadDeadline(time.Now().Add(wait))
 		c.lastMsg.Store(time.Now().Unix())
-		if !c.handle(data) {
+		// A worker handles the message (parse, store round trip,
+		// reply) while this goroutine waits: its stack stays as small
+		// as reading frames needs, and an idle connection keeps no
+		// more (a deep call here would grow it for good, or until a
+		// GC shrinks it).
+		s.work <- job{c, data}
+		if !<-c.done {
 			return
 		}
 	}

@@ -143,6 +143,18 @@ type Server struct {
 	open     atomic.Int64
 	ready    atomic.Bool
 	delivery [deliveryWorkers]chan delivery
+	work     chan job
+}
+
+// handlers is how many messages are handled at once (each mostly waits
+// for its store round trip); a connection's reader waits for its own
+// message's turn, so a flood from one connection holds one handler.
+const handlers = 128
+
+// job is one message for a handler; the verdict goes to c.done.
+type job struct {
+	c    *conn
+	data []byte
 }
 
 const peerShards = 64
@@ -189,7 +201,7 @@ func New(cfg Config, store Store, listener Listener, admit Admitter, log *slog.L
 	}
 	s := &Server{cfg: cfg, store: store, listener: listener, admit: admit, ClientAddr: directAddr, log: log,
 		errLog: logsample.New(log, 10*time.Second), m: m, seed: maphash.MakeSeed(),
-		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int)}
+		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int), work: make(chan job)}
 	for i := range s.peers {
 		s.peers[i].m = make(map[member]*conn)
 	}
@@ -259,7 +271,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request's context ends when this handler returns; the
 	// connection outlives it (each store call has its own timeout).
-	c := &conn{srv: s, ws: ws, ctx: context.WithoutCancel(r.Context()), addr: addr, key: key}
+	c := &conn{srv: s, ws: ws, ctx: context.WithoutCancel(r.Context()), addr: addr, key: key, done: make(chan bool, 1)}
 	c.lastMsg.Store(time.Now().Unix())
 	if !s.add(c) {
 		s.release(key)
@@ -372,6 +384,15 @@ func (s *Server) lookup(m member) *conn {
 // timeout has passed.
 func (s *Server) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
+	for range handlers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range s.work {
+				j.c.done <- j.c.handle(j.data)
+			}
+		}()
+	}
 	for i := range s.delivery {
 		workers.Add(1)
 		go func() {
@@ -399,9 +420,14 @@ loop:
 	if err == nil {
 		err = <-listenDone
 	}
+	// The subscription has ended, so nothing delivers any more. Handlers
+	// stop once every connection is gone (shutdown closed them all; a
+	// reader may still hand over the message it holds).
 	for i := range s.delivery {
 		close(s.delivery[i])
 	}
+	s.wg.Wait()
+	close(s.work)
 	workers.Wait()
 	return err
 }

@@ -226,7 +226,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	var adminLn net.Listener
 	if addr := cfg.adminAddr(false); addr != "" {
 		pn := panel.Node{ID: cfg.NodeID, Version: version, Token: cfg.AdminToken, Admin: cfg.Admin,
-			Store: store, UDP: udp != nil, Gatherer: reg, Registerer: reg, Log: log}
+			Store: store, UDP: udp != nil, WS: ws != nil, Gatherer: reg, Registerer: reg, Log: log}
 		if linkNode != nil {
 			pn.Link = linkNode
 		}

@@ -93,17 +93,20 @@ func (c *conn) handle(data []byte) bool {
 		c.closeWith(websocket.ClosePolicyViolation, err.Error())
 		return false
 	}
+	start := time.Now()
+	kind := "announce"
 	switch {
 	case req.scrape:
-		s.m.messages.WithLabelValues("scrape").Inc()
+		kind = "scrape"
 		c.scrape(req)
 	case req.answer != nil:
-		s.m.messages.WithLabelValues("answer").Inc()
+		kind = "answer"
 		c.answer(req)
 	default:
-		s.m.messages.WithLabelValues("announce").Inc()
 		c.announce(req)
 	}
+	s.m.messages.WithLabelValues(kind).Inc()
+	s.m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	return true
 }
 

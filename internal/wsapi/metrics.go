@@ -12,6 +12,7 @@ type metrics struct {
 	delivered   prometheus.Counter
 	dropped     *prometheus.CounterVec
 	storeErrors *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -33,8 +34,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Offers, answers and announces dropped, by reason: no_peer (no live peer to send it to), not_here (its socket closed), queue_full, write_failed, bad_signal, offers_over_cap, swarms_per_conn, not_in_swarm."}, []string{"reason"}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracker_ws_store_errors_total",
 			Help: "Failed store (Redis) operations of the WebSocket front end, by operation."}, []string{"op"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tracker_ws_message_duration_seconds",
+			Help:    "Time to handle one WebSocket message (store round trip and reply included), by type: announce, answer, scrape.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}}, []string{"type"}),
 	}
-	for _, c := range []prometheus.Collector{m.conns, m.refused, m.closed, m.messages, m.offers, m.answers, m.delivered, m.dropped, m.storeErrors} {
+	for _, c := range []prometheus.Collector{m.conns, m.refused, m.closed, m.messages, m.offers, m.answers, m.delivered, m.dropped, m.storeErrors, m.duration} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

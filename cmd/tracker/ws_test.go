@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,17 @@ import (
 // gets it and answers, a's peer gets the answer.
 func wsRoundTrip(t *testing.T, a, b, tag string) {
 	t.Helper()
+	for _, base := range []string{a, b} {
+		eventually(t, 5*time.Second, "WebSocket ready at "+base, func() bool {
+			resp, err := http.Get(base + "/ws/status")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			var st struct{ Ready bool }
+			return json.NewDecoder(resp.Body).Decode(&st) == nil && st.Ready
+		})
+	}
 	dial := func(base string) *websocket.Conn {
 		c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(base, "http")+"/announce", nil)
 		if err != nil {

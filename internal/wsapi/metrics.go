@@ -19,7 +19,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tracker_ws_connections", Help: "Open WebSocket connections of this process."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracker_ws_connections_refused_total",
-			Help: "WebSocket connections refused, by reason: cap (TRACKER_WS_MAX_CONNS), per_address, handshake, no_address, shutdown."}, []string{"reason"}),
+			Help: "WebSocket connections refused, by reason: cap (TRACKER_WS_MAX_CONNS), per_address, handshake, no_address, not_ready (signalling channel not subscribed yet), shutdown."}, []string{"reason"}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracker_ws_closed_total",
 			Help: "WebSocket connections closed, by reason: client, idle, ping_timeout, malformed, too_big, shutdown, error."}, []string{"reason"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracker_ws_messages_total",

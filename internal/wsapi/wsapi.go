@@ -257,6 +257,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no client address", http.StatusBadRequest)
 		return
 	}
+	if !s.ready.Load() {
+		// Until this process hears its signalling channel, its peers
+		// could be sent offers that reach no one.
+		s.m.refused.WithLabelValues("not_ready").Inc()
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "WebSocket tracker starting", http.StatusServiceUnavailable)
+		return
+	}
 	key := addrKey(addr)
 	if reason := s.reserve(key, s.admit.Limited(addr)); reason != "" {
 		s.m.refused.WithLabelValues(reason).Inc()

@@ -2,6 +2,7 @@ package clients
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -72,12 +73,13 @@ func startWSProcesses(t *testing.T, n int) []string {
 			}
 		})
 		eventually(t, 10*time.Second, "node ready", func() bool {
-			resp, err := http.Get("http://" + addr + "/readyz")
+			resp, err := http.Get("http://" + addr + "/ws/status")
 			if err != nil {
 				return false
 			}
-			resp.Body.Close()
-			return resp.StatusCode == 200
+			defer resp.Body.Close()
+			var st struct{ Ready bool }
+			return json.NewDecoder(resp.Body).Decode(&st) == nil && st.Ready
 		})
 		urls = append(urls, "ws://"+addr+"/announce")
 	}

@@ -44,6 +44,16 @@ type RTCResult struct {
 	// Sent is how many offers went to another peer; Remote how many of
 	// them to a peer whose socket another process holds.
 	Sent, Remote int
+	// Local are the offers for peers whose socket this process holds:
+	// the store did not publish them, the caller delivers them.
+	Local []LocalOffer
+}
+
+// LocalOffer is offer number Offer (an index of RTCAnnounce.Payloads) for
+// peer To.
+type LocalOffer struct {
+	To    PeerID
+	Offer int
 }
 
 // SignalKind says whether a signal carries an offer or an answer.

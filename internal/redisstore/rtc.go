@@ -105,7 +105,7 @@ func (r *RTC) Announce(ctx context.Context, a *bittorrent.RTCAnnounce) (bittorre
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	cmd := r.announceCmd(ctx, r.rdb, a)
-	return decodeRTC(cmd)
+	return decodeRTC(cmd, len(a.Payloads))
 }
 
 func (r *RTC) announceCmd(ctx context.Context, c redis.Scripter, a *bittorrent.RTCAnnounce) *redis.Cmd {
@@ -136,15 +136,37 @@ func (r *RTC) announceCmd(ctx context.Context, c redis.Scripter, a *bittorrent.R
 	return rtcAnnounceScript.Run(ctx, c, []string{keys.Peers, keys.Owners, keys.Completed}, args...)
 }
 
-func decodeRTC(cmd *redis.Cmd) (bittorrent.RTCResult, error) {
-	v, err := cmd.Int64Slice()
+// decodeRTC reads rtc_announce.lua's reply: four counts, then pairs of a
+// peer of this process and the number of the offer for it.
+func decodeRTC(cmd *redis.Cmd, offers int) (bittorrent.RTCResult, error) {
+	v, err := cmd.Slice()
 	if err != nil {
 		return bittorrent.RTCResult{}, fmt.Errorf("rtc announce: %w", err)
 	}
-	if len(v) != 4 {
+	if len(v) < 4 || len(v)%2 != 0 || (len(v)-4)/2 > offers {
 		return bittorrent.RTCResult{}, fmt.Errorf("rtc announce: %d values in the reply", len(v))
 	}
-	return bittorrent.RTCResult{Leechers: int(v[0]), Seeders: int(v[1]), Sent: int(v[2]), Remote: int(v[3])}, nil
+	var n [4]int64
+	for i := range n {
+		x, ok := v[i].(int64)
+		if !ok {
+			return bittorrent.RTCResult{}, errors.New("rtc announce: a count is not an integer")
+		}
+		n[i] = x
+	}
+	res := bittorrent.RTCResult{Leechers: int(n[0]), Seeders: int(n[1]), Sent: int(n[2]), Remote: int(n[3])}
+	for i := 4; i < len(v); i += 2 {
+		to, ok1 := v[i].(string)
+		k, ok2 := v[i+1].(int64)
+		if !ok1 || !ok2 || len(to) != 20 || k < 1 || int(k) > offers {
+			return bittorrent.RTCResult{}, errors.New("rtc announce: a local offer is malformed")
+		}
+		var lo bittorrent.LocalOffer
+		copy(lo.To[:], to)
+		lo.Offer = int(k) - 1
+		res.Local = append(res.Local, lo)
+	}
+	return res, nil
 }
 
 // Leave removes WebRTC peers whose socket this process held (closed), each
@@ -166,8 +188,9 @@ func (r *RTC) Leave(ctx context.Context, ih []bittorrent.InfoHash, peers []bitto
 }
 
 // Signal carries s (an answer) to the process that holds the socket of
-// s.To, if s.To is a live WebRTC peer of the swarm. It reports whether it
-// was sent, and whether to another process.
+// s.To, if s.To is a live WebRTC peer of the swarm. It reports whether
+// s.To is such a peer, and whether another process holds it (then s was
+// published to it; if this process does, the caller delivers s).
 func (r *RTC) Signal(ctx context.Context, s *bittorrent.Signal) (sent, remote bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()

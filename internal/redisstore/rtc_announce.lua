@@ -13,7 +13,9 @@
 -- ARGV[12] expired seeders' max score
 -- ARGV[13], ARGV[14] live leechers' range; ARGV[15], ARGV[16] live seeders'
 -- ARGV[17..] offers: each the tail of its signal (after kind and target)
--- Returns {leechers, seeders, offers sent, sent to another process}.
+-- Returns {leechers, seeders, offers sent, sent to another process, then
+-- for each offer for a peer of this process (not published: the process
+-- delivers it itself) the peer and the offer's number (1-based)}.
 local peers, owners = KEYS[1], KEYS[2]
 local self, op, proc = ARGV[1], ARGV[2], ARGV[3]
 
@@ -72,6 +74,7 @@ while got < want do
   pos = (pos + #chunk) % total
 end
 
+local out = {leechers, seeders, 0, 0}
 local sent, remote = 0, 0
 for _, m in ipairs(picked) do
   if sent >= offers then break end
@@ -79,9 +82,15 @@ for _, m in ipairs(picked) do
     local owner = redis.call('HGET', owners, m)
     if owner then
       sent = sent + 1
-      redis.call('PUBLISH', ARGV[6] .. owner, 'o' .. m .. ARGV[16 + sent])
-      if owner ~= proc then remote = remote + 1 end
+      if owner == proc then
+        out[#out + 1] = m
+        out[#out + 1] = sent
+      else
+        redis.call('PUBLISH', ARGV[6] .. owner, 'o' .. m .. ARGV[16 + sent])
+        remote = remote + 1
+      end
     end
   end
 end
-return {leechers, seeders, sent, remote}
+out[3], out[4] = sent, remote
+return out

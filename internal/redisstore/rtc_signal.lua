@@ -5,13 +5,14 @@
 -- ARGV[3] channel prefix       ARGV[4] this process's id
 -- ARGV[5] expired leechers' max score, ARGV[6] seeders' band start,
 -- ARGV[7] expired seeders' max score
--- Returns 0: no such live peer; 1: sent to this process; 2: to another.
+-- Returns 0: no such live peer; 1: its socket is on this process (not
+-- published: the process delivers it itself); 2: sent to another.
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return 0 end
 local s = tonumber(score)
 if s <= tonumber(ARGV[5]) or (s >= tonumber(ARGV[6]) and s <= tonumber(ARGV[7])) then return 0 end
 local owner = redis.call('HGET', KEYS[2], ARGV[1])
 if not owner then return 0 end
-redis.call('PUBLISH', ARGV[3] .. owner, ARGV[2])
 if owner == ARGV[4] then return 1 end
+redis.call('PUBLISH', ARGV[3] .. owner, ARGV[2])
 return 2

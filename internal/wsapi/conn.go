@@ -152,6 +152,10 @@ func (c *conn) announce(req *request) {
 	}
 	s.m.offers.WithLabelValues("local").Add(float64(res.Sent - res.Remote))
 	s.m.offers.WithLabelValues("remote").Add(float64(res.Remote))
+	for _, lo := range res.Local {
+		(*handler)(s).Deliver(bittorrent.Signal{Kind: bittorrent.SignalOffer, To: lo.To, InfoHash: ih, From: req.peerID,
+			OfferID: req.offerIDs[lo.Offer], Payload: req.offers[lo.Offer]})
+	}
 	if unsent := len(req.offers) - res.Sent; unsent > 0 {
 		s.m.dropped.WithLabelValues("no_peer").Add(float64(unsent))
 	}
@@ -187,6 +191,7 @@ func (c *conn) answer(req *request) {
 		s.m.answers.WithLabelValues("remote").Inc()
 	default:
 		s.m.answers.WithLabelValues("local").Inc()
+		(*handler)(s).Deliver(sig)
 	}
 }
 

@@ -391,20 +391,20 @@ func (s *Server) lookup(m member) *conn {
 // peers from the store, and returns when all are done or the shutdown
 // timeout has passed.
 func (s *Server) Run(ctx context.Context) error {
-	var workers sync.WaitGroup
+	var handling, delivering sync.WaitGroup
 	for range handlers {
-		workers.Add(1)
+		handling.Add(1)
 		go func() {
-			defer workers.Done()
+			defer handling.Done()
 			for j := range s.work {
 				j.c.done <- j.c.handle(j.data)
 			}
 		}()
 	}
 	for i := range s.delivery {
-		workers.Add(1)
+		delivering.Add(1)
 		go func() {
-			defer workers.Done()
+			defer delivering.Done()
 			s.deliverLoop(s.delivery[i])
 		}()
 	}
@@ -428,15 +428,17 @@ loop:
 	if err == nil {
 		err = <-listenDone
 	}
-	// The subscription has ended, so nothing delivers any more. Handlers
-	// stop once every connection is gone (shutdown closed them all; a
-	// reader may still hand over the message it holds).
+	// Handlers stop once every connection is gone (shutdown closed them
+	// all; a reader may still hand over the message it holds). Then, with
+	// the subscription ended too, nothing delivers any more: handlers
+	// deliver offers for this process's own peers themselves.
+	s.wg.Wait()
+	close(s.work)
+	handling.Wait()
 	for i := range s.delivery {
 		close(s.delivery[i])
 	}
-	s.wg.Wait()
-	close(s.work)
-	workers.Wait()
+	delivering.Wait()
 	return err
 }
 

@@ -23,7 +23,6 @@ import (
 type conn struct {
 	srv     *Server
 	ws      *websocket.Conn
-	ctx     context.Context
 	addr    netip.Addr
 	key     netip.Addr
 	wmu     sync.Mutex
@@ -145,7 +144,7 @@ func (c *conn) announce(req *request) {
 	} else {
 		s.register(m, c) // another socket of this process may have taken it
 	}
-	res, err := s.store.Announce(c.ctx, &a)
+	res, err := s.store.Announce(c.srv.base, &a)
 	if err != nil {
 		c.storeFailed("announce", &ih, err)
 		return
@@ -179,7 +178,7 @@ func (c *conn) answer(req *request) {
 		return
 	}
 	sig := bittorrent.Signal{Kind: bittorrent.SignalAnswer, To: req.toPeer, InfoHash: ih, From: req.peerID, OfferID: req.offerID, Payload: req.answer}
-	sent, remote, err := s.store.Signal(c.ctx, &sig)
+	sent, remote, err := s.store.Signal(c.srv.base, &sig)
 	if err != nil {
 		c.storeFailed("signal", &ih, err)
 		return
@@ -201,7 +200,7 @@ func (c *conn) scrape(req *request) {
 		c.refuse("scrape", nil, err)
 		return
 	}
-	res, err := s.store.Scrape(c.ctx, req.hashes)
+	res, err := s.store.Scrape(c.srv.base, req.hashes)
 	if err != nil {
 		c.storeFailed("scrape", nil, err)
 		return
@@ -264,7 +263,7 @@ func (c *conn) leave() {
 		ihs[i], peers[i] = m.ih, m.peer
 	}
 	c.swarms = nil
-	if err := s.store.Leave(c.ctx, ihs, peers); err != nil {
+	if err := s.store.Leave(c.srv.base, ihs, peers); err != nil {
 		s.m.storeErrors.WithLabelValues("leave").Inc()
 		s.errLog.Log(slog.LevelError, "websocket leave failed; the peers expire by time", "err", err)
 	}

@@ -144,6 +144,13 @@ type Server struct {
 	ready    atomic.Bool
 	delivery [deliveryWorkers]chan delivery
 	work     chan job
+	// base is the context of store calls: Run's, without its end (a
+	// socket's peers still leave the store at shutdown; each call has
+	// the store's timeout). Not the request's: that one ends when the
+	// upgrade's handler returns, and a connection would keep its chain
+	// of contexts alive. Set by Run before the subscription, so before
+	// ready lets a connection in.
+	base context.Context
 }
 
 // handlers is how many messages are handled at once (each mostly waits
@@ -277,9 +284,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.release(key)
 		return // the upgrader answered and counted it
 	}
-	// The request's context ends when this handler returns; the
-	// connection outlives it (each store call has its own timeout).
-	c := &conn{srv: s, ws: ws, ctx: context.WithoutCancel(r.Context()), addr: addr, key: key, done: make(chan bool, 1)}
+	c := &conn{srv: s, ws: ws, addr: addr, key: key, done: make(chan bool, 1)}
 	c.lastMsg.Store(time.Now().Unix())
 	if !s.add(c) {
 		s.release(key)
@@ -408,6 +413,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.deliverLoop(s.delivery[i])
 		}()
 	}
+	s.base = context.WithoutCancel(ctx)
 	listenDone := make(chan error, 1)
 	go func() { listenDone <- s.listener.Listen(ctx, (*handler)(s)) }()
 	tick := time.NewTicker(s.cfg.PingEvery)

@@ -455,3 +455,29 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("after shutdown: %+v %v", res, err)
 	}
 }
+
+// TestTimeouts: a socket that sends no message is closed after the idle
+// timeout, one that does not answer pings after two ping intervals.
+func TestTimeouts(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	cfg := testConfig()
+	cfg.PingEvery, cfg.IdleAfter = 200*time.Millisecond, time.Second
+	p := startProc(t, rdb, cfg, allowAll{})
+
+	idle := dial(t, p.url) // reads, so it answers pings, but says nothing
+	start := time.Now()
+	if code := idle.closed(); code != websocket.ClosePolicyViolation {
+		t.Fatalf("idle: close code %d", code)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("idle socket closed after %s, want about 1s", d)
+	}
+
+	deaf := dial(t, p.url) // never reads: no pongs
+	waitFor(t, func() bool { return testutil.ToFloat64(p.srv.m.closed.WithLabelValues("ping_timeout")) == 1 })
+	deaf.ws.Close()
+	waitFor(t, func() bool { return p.srv.Status().Connections == 0 })
+	if n := testutil.ToFloat64(p.srv.m.closed.WithLabelValues("idle")); n != 1 {
+		t.Errorf("closed idle: %v", n)
+	}
+}

@@ -249,17 +249,12 @@ func (s *Service) AnnounceBatch(ctx context.Context, b *Batch) {
 // carried, the client's address is within its rate, and a regular
 // re-announce respects min interval.
 func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
-	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
-		return bittorrent.ClientError(NotAuthorized)
-	}
-	limited := req.Source.IsValid() && (s.cfg.LimitLoopback || !req.Source.IsLoopback())
-	if limited && s.limiter != nil && !s.limiter.allow(req.Source, now) {
-		s.refused.WithLabelValues("rate_limit").Inc()
-		return bittorrent.ClientError(RateLimited)
+	if err := s.allow(req.Source, now, req.InfoHash); err != nil {
+		return err
 	}
 	// Only a regular announce is judged for its interval (a partial
 	// seed's paused is its regular announce, BEP 21).
-	if s.peers != nil && limited && (req.Event == bittorrent.None || req.Event == bittorrent.Paused) {
+	if s.peers != nil && s.Limited(req.Source) && (req.Event == bittorrent.None || req.Event == bittorrent.Paused) {
 		if since := s.peers.since(req, now); since > 0 && since < s.cfg.MinInterval*9/10 {
 			s.refused.WithLabelValues("min_interval").Inc()
 			return bittorrent.ClientError(fmt.Sprintf("announced again %s after the last announce; min interval is %s", since.Round(time.Second), s.cfg.MinInterval))
@@ -274,6 +269,10 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 // (the same per-address buckets as HTTP and UDP announces). The error is a
 // bittorrent.ClientError.
 func (s *Service) Allow(src netip.Addr, hashes ...bittorrent.InfoHash) error {
+	return s.allow(src, time.Now(), hashes...)
+}
+
+func (s *Service) allow(src netip.Addr, now time.Time, hashes ...bittorrent.InfoHash) error {
 	if s.opts.Gate != nil {
 		for _, ih := range hashes {
 			if !s.opts.Gate.Carries(ih) {
@@ -281,8 +280,7 @@ func (s *Service) Allow(src netip.Addr, hashes ...bittorrent.InfoHash) error {
 			}
 		}
 	}
-	limited := src.IsValid() && (s.cfg.LimitLoopback || !src.IsLoopback())
-	if limited && s.limiter != nil && !s.limiter.allow(src, time.Now()) {
+	if s.limiter != nil && s.Limited(src) && !s.limiter.allow(src, now) {
 		s.refused.WithLabelValues("rate_limit").Inc()
 		return bittorrent.ClientError(RateLimited)
 	}

@@ -190,6 +190,9 @@ func announceMsg(ih, peer []byte, left int, offers int, tag byte) map[string]any
 func backends(t *testing.T) map[string]func(t *testing.T) redis.UniversalClient {
 	return map[string]func(t *testing.T) redis.UniversalClient{
 		"redis": func(t *testing.T) redis.UniversalClient { return redistest.Start(t).Client(t) },
+		// Every swarm's keys share one slot; signals are PUBLISHed from
+		// scripts, which a Redis Cluster broadcasts to every shard.
+		"cluster": func(t *testing.T) redis.UniversalClient { return redistest.SharedCluster(t).Client(t) },
 		"embedded": func(t *testing.T) redis.UniversalClient {
 			emb, err := embedded.Open("127.0.0.1:0")
 			if err != nil {
@@ -205,7 +208,7 @@ func backends(t *testing.T) map[string]func(t *testing.T) redis.UniversalClient 
 
 // TestOfferAnswerAcrossProcesses: a peer on process A offers, a peer whose
 // socket process B holds gets the offer, answers, and A's peer gets the
-// answer; on a real Redis and on the embedded store.
+// answer; on a real Redis, a Redis Cluster and the embedded store.
 func TestOfferAnswerAcrossProcesses(t *testing.T) {
 	for name, open := range backends(t) {
 		t.Run(name, func(t *testing.T) {

@@ -16,8 +16,11 @@ import (
 	"github.com/tracklink/tracklink/internal/tracker"
 )
 
-// conn is one client's socket. Its read loop (serve) is the only reader
-// and the only user of swarms; writes come from it and from the delivery
+// conn is one client's socket. Its read loop (serve) is the only reader.
+// swarms is used by one goroutine at a time: the handler of the message
+// in hand, then, after the last one, the read loop (leave); the read loop
+// waits for each message's verdict on done before it reads the next, and
+// that channel orders them. Writes come from handlers and delivery
 // workers, serialised by wmu (gorilla allows one writer at a time; pings
 // and close frames use WriteControl, which may run concurrently).
 type conn struct {

@@ -124,4 +124,3 @@ func (s *Server) lookup(m member) *conn {
 	defer sh.mu.Unlock()
 	return sh.m[m]
 }
-

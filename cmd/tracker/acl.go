@@ -125,13 +125,17 @@ func hubUser(prefix, channel string) aclUser {
 
 // nodeUser may read and write only its node's keys (<prefix>:{<node>:*),
 // publish only on the up channel, and subscribe only to the down channel
-// (a selector: Redis checks channels for PUBLISH and SUBSCRIBE alike).
+// (a selector: Redis checks channels for PUBLISH and SUBSCRIBE alike);
+// and publish and subscribe on its processes' WebRTC signalling channels
+// (<prefix>:{<node>:rtc}:*, redisstore.RTCChannel).
 func nodeUser(prefix, channel, node string) aclUser {
+	rtc := "&" + redisstore.RTCChannelPattern(prefix, node)
 	rules := []string{"resetkeys", "~" + prefix + ":{" + node + ":*", "resetchannels"}
 	rules = append(rules, channels(channel, link.Config.UpChannel)...)
+	rules = append(rules, rtc)
 	rules = append(rules, aclCommands...)
 	rules = append(rules, "-subscribe", "-psubscribe", "-ssubscribe",
-		"(resetchannels "+strings.Join(channels(channel, link.Config.DownChannel), " ")+" -@all +subscribe +unsubscribe +ssubscribe +sunsubscribe +ping)")
+		"(resetchannels "+strings.Join(append(channels(channel, link.Config.DownChannel), rtc), " ")+" -@all +subscribe +unsubscribe +ssubscribe +sunsubscribe +ping)")
 	return aclUser{name: prefix + "-node-" + node, about: "node " + node + ": its own keyspace, publish on :up, subscribe to :down", rules: rules}
 }
 

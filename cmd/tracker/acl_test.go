@@ -78,6 +78,10 @@ func TestACLUsers(t *testing.T) {
 	announceTo(t, c.nodes["node1"].url, ih, 7601, 1, "started")
 	eventually(t, 2*time.Second, "node1's peer at node2", func() bool { return scrapeOf(t, c.nodes["node2"].url, ih).leechers == 1 })
 
+	// WebTorrent under the node's user: its scripts publish, and its
+	// process subscribes, on its own signalling channels.
+	wsRoundTrip(t, c.nodes["node1"].url, c.nodes["node1"].url, "acl")
+
 	o, err := redis.ParseURL(urls["node-node1"])
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +100,8 @@ func TestACLUsers(t *testing.T) {
 		{"read another node's keyspace", node1.ZCard(ctx, "tl:{node2:swarms}").Err(), false},
 		{"write the hub's registry", node1.HSet(ctx, "tl:link:procs", "node1/1", "0 0 0").Err(), false},
 		{"publish on the down channel", node1.Publish(ctx, "tl:link:down", "x").Err(), false},
+		{"publish on its processes' signalling channels", node1.Publish(ctx, "tl:{node1:rtc}:abc", "x").Err(), true},
+		{"publish on another node's signalling channels", node1.Publish(ctx, "tl:{node2:rtc}:abc", "x").Err(), false},
 		{"flush everything", node1.FlushAll(ctx).Err(), false},
 		{"run a script on another node's keys", node1.Eval(ctx, "return redis.call('SET', KEYS[1], 1)", []string{"tl:{node2:y}"}).Err(), false},
 	} {
@@ -181,6 +187,8 @@ func TestACLUsers(t *testing.T) {
 		{"drop a swarm's packs", hub.Del(ctx, swarm+"q").Err(), true},
 		{"read what a node carries", hub.SMembers(ctx, "tl:{node1:allowed}").Err(), true},
 		{"read a swarm's key bindings", hub.HGetAll(ctx, swarm+"k").Err(), false},
+		{"read a swarm's WebRTC peers", hub.ZCard(ctx, swarm+"w").Err(), false},
+		{"read who holds a WebRTC peer's socket", hub.HGetAll(ctx, swarm+"wo").Err(), false},
 		{"write what a node carries", hub.SAdd(ctx, "tl:{node1:allowed}", "x").Err(), false},
 		{"read what a node declined", hub.ZRevRange(ctx, "tl:{node1:declined}", 0, 9).Err(), true},
 		{"read an offered torrent's size", hub.HStrLen(ctx, "tl:{node1:catalog}", "x").Err(), true},
@@ -230,7 +238,7 @@ func TestACLUsers(t *testing.T) {
 	}
 	// Subscribing: to the down channel yes, to the up channel (other
 	// nodes' changes) no.
-	for ch, allowed := range map[string]bool{"tl:link:down": true, "tl:link:up": false} {
+	for ch, allowed := range map[string]bool{"tl:link:down": true, "tl:link:up": false, "tl:{node1:rtc}:abc": true, "tl:{node2:rtc}:abc": false} {
 		ps := node1.Subscribe(ctx, ch)
 		_, err := ps.Receive(ctx)
 		ps.Close()

@@ -21,6 +21,7 @@ import (
 	"github.com/tracklink/tracklink/internal/torrentfile"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
+	"github.com/tracklink/tracklink/internal/wsapi"
 )
 
 // envPrefix is the prefix of every variable Tracklink reads.
@@ -101,6 +102,7 @@ type Config struct {
 	UDP     udpapi.Config
 	Link    link.Config
 	Admin   panel.Config
+	WS      wsapi.Config
 
 	// udpFollowsHTTP: TRACKER_UDP_ADDR is not set and TRACKER_HTTP_ADDR
 	// is, so UDP takes HTTP's address (said in the startup log).
@@ -329,6 +331,11 @@ func (c Config) validate() error {
 	}
 	if err := c.UDP.Validate(); err != nil {
 		return err
+	}
+	if c.WS.On {
+		if err := c.WS.Validate(); err != nil {
+			return err
+		}
 	}
 	return c.HTTP.Validate()
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/tracklink/tracklink/internal/reuseport"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
+	"github.com/tracklink/tracklink/internal/wsapi"
 )
 
 // listening is where a node or hub listens, for tests: its public HTTP
@@ -212,6 +213,13 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			return udpStatus{Addrs: udpAddrs, Status: udp.Status()}
 		})})
 	}
+	var ws *wsapi.Server
+	if cfg.WS.On {
+		if ws, err = newWS(cfg, rdb, svc, log, reg); err != nil {
+			return err
+		}
+		routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/ws/status", Handler: jsonHandler(func() any { return ws.Status() })})
+	}
 	udpPort := 0
 	if len(udpConns) > 0 {
 		udpPort = udpConns[0].LocalAddr().(*net.UDPAddr).Port
@@ -222,11 +230,15 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if err != nil {
 		return err
 	}
+	if ws != nil {
+		ws.ClientAddr = srv.ClientAddr
+		srv.UpgradeAnnounce(ws)
+	}
 	var admin *panel.Panel
 	var adminLn net.Listener
 	if addr := cfg.adminAddr(false); addr != "" {
 		pn := panel.Node{ID: cfg.NodeID, Proc: proc, Version: version, Token: cfg.AdminToken, Admin: cfg.Admin,
-			Store: store, UDP: udp != nil, Gatherer: reg, Registerer: reg, Log: log}
+			Store: store, UDP: udp != nil, WS: ws != nil, Gatherer: reg, Registerer: reg, Log: log}
 		if linkNode != nil {
 			pn.Link = linkNode
 		}
@@ -288,6 +300,9 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if udp != nil {
 		front.Go(func() error { return udp.Serve(serveCtx, udpConns) })
 	}
+	if ws != nil {
+		front.Go(func() error { return ws.Run(frontCtx) })
+	}
 	if cfg.DebugAddr != "" {
 		if err := serveDebug(frontCtx, front, cfg.DebugAddr, log); err != nil {
 			return err
@@ -301,6 +316,19 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		return errFront
 	}
 	return errBack
+}
+
+// newWS makes the WebSocket front end: WebRTC peers in the node's
+// keyspace, signalling through this process's channel on the same Redis.
+func newWS(cfg Config, rdb redis.UniversalClient, svc *tracker.Service, log *slog.Logger, reg prometheus.Registerer) (*wsapi.Server, error) {
+	wcfg := cfg.WS
+	wcfg.MaxScrapeHashes, wcfg.DrainTimeout = cfg.HTTP.ScrapeMaxHashes, cfg.HTTP.ShutdownTimeout
+	rtc, err := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: cfg.RedisPrefix, NodeID: cfg.NodeID,
+		PeerLifetime: wcfg.PeerLifetime(), CompletedTTL: max(cfg.CompletedTTL, wcfg.PeerLifetime()), Timeout: cfg.RedisTimeout})
+	if err != nil {
+		return nil, err
+	}
+	return wsapi.New(wcfg, rtc, rtc, svc, log, reg)
 }
 
 // addrOf is a listener's address for the log ("" for none).

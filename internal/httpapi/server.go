@@ -68,6 +68,7 @@ type Server struct {
 	m       *metrics
 	handler http.Handler
 	extra   []Route
+	upgrade http.Handler
 }
 
 // Route is an extra endpoint mounted next to the tracker's own (the link's
@@ -105,7 +106,38 @@ func New(cfg Config, svc *tracker.Service, log *slog.Logger, reg prometheus.Regi
 }
 
 // ServeHTTP makes the server an http.Handler (for tests and embedding).
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.upgrade != nil && r.URL.Path == "/announce" && isWebSocket(r) {
+		s.upgrade.ServeHTTP(w, r)
+		return
+	}
+	s.handler.ServeHTTP(w, r)
+}
+
+// UpgradeAnnounce hands the WebSocket upgrade requests of /announce (the
+// WebTorrent tracker protocol) to h, so that one announce URL serves
+// http:// and ws:// clients. Call it before Serve.
+func (s *Server) UpgradeAnnounce(h http.Handler) { s.upgrade = h }
+
+// isWebSocket reports whether r asks for a WebSocket upgrade (RFC 6455:
+// Connection contains "upgrade", Upgrade is "websocket").
+func isWebSocket(r *http.Request) bool {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return false
+	}
+	for _, v := range r.Header.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ClientAddr is the address of the client of r, as announces see it
+// (trusted proxies and the configured forwarding header applied).
+func (s *Server) ClientAddr(r *http.Request) netip.Addr { return s.clientAddr(r) }
 
 // Listen opens the listener synchronously, so that a taken port fails at
 // once, before anything else starts.

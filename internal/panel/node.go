@@ -66,6 +66,7 @@ type Node struct {
 	Link       NodeLink // nil: the link is off
 	Torrents   Torrents // nil: an open tracker
 	UDP        bool     // UDP is on: its charts are shown
+	WS         bool     // WebSocket (WebTorrent) is on: its charts are shown
 	Gatherer   prometheus.Gatherer
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
@@ -92,6 +93,10 @@ func buildNode(n Node) (*nodePanel, error) {
 	series := []Series{{Name: "HTTP announces", Family: "tracker_announce_duration_seconds"}}
 	if n.UDP {
 		series = append(series, Series{Name: "UDP announces", Family: "tracker_udp_request_duration_seconds", Match: map[string]string{"action": "announce"}})
+	}
+	if n.WS {
+		series = append(series, Series{Name: "WebSocket announces", Family: "tracker_ws_message_duration_seconds", Match: map[string]string{"type": "announce"}},
+			Series{Name: "WebSocket answers", Family: "tracker_ws_message_duration_seconds", Match: map[string]string{"type": "answer"}})
 	}
 	series = append(series, Series{Name: "HTTP scrapes", Family: "tracker_scrape_duration_seconds"})
 	if n.UDP {

@@ -28,6 +28,11 @@ import (
 //	<prefix>:{<node>:<infohash hex>}:q   packs of such a swarm: a cache of its buckets' members
 //	                                     by class, end to end, that samples are read from
 //	                                     (see swarm.lua)
+//	<prefix>:{<node>:<infohash hex>}:w   WebRTC (WebSocket) peers: sorted set, member = peer id
+//	                                     (20 bytes), score = PeerScore of its class (see rtc.go)
+//	<prefix>:{<node>:<infohash hex>}:wo  the process that holds each WebRTC peer's socket: hash,
+//	                                     field = peer id, value = process id
+//	<prefix>:{<node>:<infohash hex>}:wc  completed downloads of WebRTC peers
 //
 // Replicas of one node share its keyspace; other nodes' keyspaces are
 // written only by the hub.
@@ -93,6 +98,32 @@ func (k Keyspace) Swarm(ih bittorrent.InfoHash) SwarmKeys {
 	all := b.String()
 	key := func(i int) string { return all[i*n : (i+1)*n] }
 	return SwarmKeys{Peers: key(0), Keys: key(1), Completed: key(2), Stopped: key(3), Buckets: key(4)}
+}
+
+// RTCKeys are the keys of the WebRTC peers of one swarm: kept apart from
+// the swarm's BitTorrent peers (a browser cannot reach a TCP or UDP peer,
+// nor they it), never relayed by the hub (RelaySuffixes does not match
+// them), and written only by rtc.lua.
+type RTCKeys struct{ Peers, Owners, Completed string }
+
+// RTC returns the keys of the WebRTC peers of the swarm of ih.
+func (k Keyspace) RTC(ih bittorrent.InfoHash) RTCKeys {
+	base := k.prefix + ":{" + k.node + ":" + hex.EncodeToString(ih[:]) + "}:w"
+	return RTCKeys{Peers: base, Owners: base + "o", Completed: base + "c"}
+}
+
+// RTCChannel is the pub/sub channel of one process of a node for WebRTC
+// signalling (offers and answers for the sockets that process holds):
+// <prefix>:{<node>:rtc}:<process id>. It carries the node's hash tag so
+// that RTCChannelPattern, and the node's own key pattern, cover it.
+func RTCChannel(prefix, node, proc string) string {
+	return prefix + ":{" + node + ":rtc}:" + proc
+}
+
+// RTCChannelPattern is the ACL channel pattern of every process's RTC
+// channel of node ("*": of every node).
+func RTCChannelPattern(prefix, node string) string {
+	return prefix + ":{" + node + ":rtc}:*"
 }
 
 // announceList is the keys of announce.lua, relayList those of apply.lua.

@@ -308,3 +308,28 @@ func TestServiceScrapeRateLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestAllowSharesTheRate: another protocol's messages (WebSocket) draw
+// from the same per-address buckets as announces, and loopback is spared.
+func TestAllowSharesTheRate(t *testing.T) {
+	cfg := testCfg
+	cfg.RateLimit, cfg.RateBurst, cfg.RateSlots = 1, 3, 1024
+	svc := serviceWith(t, cfg)
+	src := netip.MustParseAddr("192.0.2.9")
+	if _, err := svc.Announce(context.Background(), &bittorrent.AnnounceRequest{Source: src, NumWant: -1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := svc.Allow(src); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if ce, ok := bittorrent.IsClientError(svc.Allow(src)); !ok || string(ce) != RateLimited {
+		t.Fatalf("4th message: %v, want %q", ce, RateLimited)
+	}
+	for i := 0; i < 10; i++ {
+		if err := svc.Allow(netip.MustParseAddr("127.0.0.1")); err != nil {
+			t.Fatalf("loopback: %v", err)
+		}
+	}
+}

@@ -229,14 +229,10 @@ func (s *Service) Announce(ctx context.Context, req *bittorrent.AnnounceRequest)
 // carried, the client's address is within its rate, and a regular
 // re-announce respects min interval.
 func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
-	if s.opts.Gate != nil && !s.opts.Gate.Carries(req.InfoHash) {
-		return bittorrent.ClientError(NotAuthorized)
+	if err := s.allow(req.Source, now, req.InfoHash); err != nil {
+		return err
 	}
-	limited := s.limits(req.Source)
-	if limited && s.limiter != nil && !s.limiter.allow(req.Source, now) {
-		s.refused.WithLabelValues("rate_limit").Inc()
-		return bittorrent.ClientError(RateLimited)
-	}
+	limited := s.Limited(req.Source)
 	// Only a regular announce is judged for its interval (a partial
 	// seed's paused is its regular announce, BEP 21).
 	if s.peers != nil && limited && (req.Event == bittorrent.None || req.Event == bittorrent.Paused) {
@@ -251,11 +247,34 @@ func (s *Service) admit(req *bittorrent.AnnounceRequest, now time.Time) error {
 	return nil
 }
 
-// limits reports whether the limits on clients apply to an address: not
-// to one the front end could not tell, nor to loopback (this host's tools
-// and benchmarks) unless LimitLoopback.
-func (s *Service) limits(addr netip.Addr) bool {
-	return addr.IsValid() && (s.cfg.LimitLoopback || !addr.IsLoopback())
+// Allow applies to a message of another protocol (a WebSocket announce,
+// answer or scrape) what admit applies to an announce before the store:
+// the torrents are carried, and the sender's address is within its rate
+// (the same per-address buckets as HTTP and UDP announces). The error is a
+// bittorrent.ClientError.
+func (s *Service) Allow(src netip.Addr, hashes ...bittorrent.InfoHash) error {
+	return s.allow(src, time.Now(), hashes...)
+}
+
+func (s *Service) allow(src netip.Addr, now time.Time, hashes ...bittorrent.InfoHash) error {
+	if s.opts.Gate != nil {
+		for _, ih := range hashes {
+			if !s.opts.Gate.Carries(ih) {
+				return bittorrent.ClientError(NotAuthorized)
+			}
+		}
+	}
+	if s.limiter != nil && s.Limited(src) && !s.limiter.allow(src, now) {
+		s.refused.WithLabelValues("rate_limit").Inc()
+		return bittorrent.ClientError(RateLimited)
+	}
+	return nil
+}
+
+// Limited reports whether the per-address limits apply to src (they spare
+// loopback unless TRACKER_LIMIT_LOOPBACK).
+func (s *Service) Limited(src netip.Addr) bool {
+	return src.IsValid() && (s.cfg.LimitLoopback || !src.IsLoopback())
 }
 
 // accepted notes an announce the store carried out, for the min interval,
@@ -264,7 +283,7 @@ func (s *Service) accepted(req *bittorrent.AnnounceRequest, res bittorrent.Annou
 	if s.peers != nil {
 		s.peers.record(req, now)
 	}
-	if res.NewSwarm && s.shares != nil && s.limits(req.Source) {
+	if res.NewSwarm && s.shares != nil && s.Limited(req.Source) {
 		s.shares.charge(req.Source, now)
 	}
 }
@@ -338,7 +357,7 @@ func (s *Service) admitScrape(from netip.Addr, hashes []bittorrent.InfoHash, now
 			}
 		}
 	}
-	if s.limiter != nil && s.limits(from) {
+	if s.limiter != nil && s.Limited(from) {
 		cost := float64((len(hashes) + ScrapeHashesPerToken - 1) / ScrapeHashesPerToken)
 		if !s.limiter.allowN(from, now, max(cost, 1)) {
 			s.scrapesRefused.WithLabelValues("rate_limit").Inc()

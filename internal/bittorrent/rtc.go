@@ -24,6 +24,12 @@ const (
 // OfferID identifies one offer, as the client made it (20 bytes).
 type OfferID [20]byte
 
+// MaxOffers is how many offers one WebRTC announce may carry to as many
+// peers: bittorrent-tracker's client sends at most 10 (webtorrent 5),
+// aquatic_ws takes 10. The front end drops those beyond; the store's
+// function refuses a call with more.
+const MaxOffers = 10
+
 // RTCAnnounce is one WebRTC peer's announce with its offers.
 type RTCAnnounce struct {
 	InfoHash InfoHash

@@ -39,8 +39,10 @@ type Library struct {
 	Name string
 	// Code is the library as FUNCTION LOAD takes it.
 	Code string
-	// announce, apply and version are its functions' names.
+	// announce, apply and version are its functions' names; rtcAnnounce
+	// and rtcSignal the WebRTC peers' (rtc.go).
 	announce, apply, version string
+	rtcAnnounce, rtcSignal   string
 }
 
 // LibraryPrefix starts the name of every library of the store, of any
@@ -50,22 +52,25 @@ const LibraryPrefix = "tracklink_"
 // Functions returns the store's function library of this build.
 func Functions() Library { return library }
 
-var library = newLibrary(swarmSrc, announceSrc, applySrc)
+var library = newLibrary(swarmSrc, announceSrc, applySrc, rtcAnnounceSrc, rtcSignalSrc)
 
 // newLibrary wraps each script, behind the swarm layout, in a function of
 // its own: a script's top-level locals (its reply, its caches) are then
 // made again on every call, as they were with EVAL, and never outlive it.
 // The functions take KEYS and ARGV as their arguments, so the scripts read
 // as before.
-func newLibrary(swarm, announce, apply string) Library {
-	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + libraryTemplate + "\x00" + prelude()))
+func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal string) Library {
+	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + rtcAnnounce + "\x00" + rtcSignal + "\x00" + libraryTemplate + "\x00" + prelude()))
 	name := LibraryPrefix + hex.EncodeToString(sum[:4])
-	l := Library{Name: name, announce: name + "_announce", apply: name + "_apply", version: name + "_version"}
+	l := Library{Name: name, announce: name + "_announce", apply: name + "_apply", version: name + "_version",
+		rtcAnnounce: name + "_rtc_announce", rtcSignal: name + "_rtc_signal"}
 	l.Code = strings.NewReplacer(
 		"{{name}}", name,
 		"{{prelude}}", prelude(),
 		"{{announce}}", swarm+announce,
 		"{{apply}}", swarm+apply,
+		"{{rtc_announce}}", rtcAnnounce,
+		"{{rtc_signal}}", rtcSignal,
 	).Replace(libraryTemplate)
 	return l
 }
@@ -85,8 +90,18 @@ local function apply(KEYS, ARGV)
 {{apply}}
 end
 
+local function rtc_announce(KEYS, ARGV)
+{{rtc_announce}}
+end
+
+local function rtc_signal(KEYS, ARGV)
+{{rtc_signal}}
+end
+
 redis.register_function('{{name}}_announce', announce)
 redis.register_function('{{name}}_apply', apply)
+redis.register_function('{{name}}_rtc_announce', rtc_announce)
+redis.register_function('{{name}}_rtc_signal', rtc_signal)
 redis.register_function{function_name = '{{name}}_version', callback = function() return '{{name}}' end, flags = { 'no-writes' }}
 `
 
@@ -110,9 +125,9 @@ func prelude() string {
 	}
 	return fmt.Sprintf("-- From the Go code (functions.go, bittorrent.PeerLen*).\n"+
 		"local MEMBER = { [%d] = true, [%d] = true, [%d] = true, [%d] = true }\n"+
-		"local MAXTTL, MAXWANT = %d, %d\n"+
+		"local MAXTTL, MAXWANT, MAXOFFERS = %d, %d, %d\n"+
 		"local POW10 = { %s }\n",
-		bittorrent.PeerLen4, bittorrent.PeerLen6, bittorrent.PeerLen4WithID, bittorrent.PeerLen6WithID, maxTTL, maxWant,
+		bittorrent.PeerLen4, bittorrent.PeerLen6, bittorrent.PeerLen4WithID, bittorrent.PeerLen6WithID, maxTTL, maxWant, bittorrent.MaxOffers,
 		strings.Join(pow, ", "))
 }
 

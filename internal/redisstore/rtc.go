@@ -50,11 +50,6 @@ var rtcAnnounceSrc string
 //go:embed rtc_signal.lua
 var rtcSignalSrc string
 
-var (
-	rtcAnnounceScript = redis.NewScript(rtcAnnounceSrc)
-	rtcSignalScript   = redis.NewScript(rtcSignalSrc)
-)
-
 // RTCConfig is what RTC needs to know.
 type RTCConfig struct {
 	Prefix, NodeID string
@@ -108,7 +103,12 @@ func (r *RTC) Announce(ctx context.Context, a *bittorrent.RTCAnnounce) (bittorre
 	return decodeRTC(cmd, len(a.Payloads))
 }
 
-func (r *RTC) announceCmd(ctx context.Context, c redis.Scripter, a *bittorrent.RTCAnnounce) *redis.Cmd {
+// fcaller is a client or a pipeline: what calls a function.
+type fcaller interface {
+	FCall(ctx context.Context, function string, keys []string, args ...any) *redis.Cmd
+}
+
+func (r *RTC) announceCmd(ctx context.Context, c fcaller, a *bittorrent.RTCAnnounce) *redis.Cmd {
 	keys := r.ks.RTC(a.InfoHash)
 	op, cls := "l", bittorrent.OpLeecher
 	switch a.Op {
@@ -133,7 +133,7 @@ func (r *RTC) announceCmd(ctx context.Context, c redis.Scripter, a *bittorrent.R
 		buf = bittorrent.AppendSignalTail(buf[:0], &s)
 		args = append(args, string(buf))
 	}
-	return rtcAnnounceScript.Run(ctx, c, []string{keys.Peers, keys.Owners, keys.Completed}, args...)
+	return c.FCall(ctx, library.rtcAnnounce, []string{keys.Peers, keys.Owners, keys.Completed}, args...)
 }
 
 // decodeRTC reads rtc_announce.lua's reply: four counts, then pairs of a
@@ -196,7 +196,7 @@ func (r *RTC) Signal(ctx context.Context, s *bittorrent.Signal) (sent, remote bo
 	defer cancel()
 	keys := r.ks.RTC(s.InfoHash)
 	args := append([]any{string(s.To[:]), string(bittorrent.AppendSignal(nil, s)), r.chanPrefix, r.proc}, r.ranges()[:3]...)
-	n, err := rtcSignalScript.Run(ctx, r.rdb, []string{keys.Peers, keys.Owners}, args...).Int()
+	n, err := r.rdb.FCall(ctx, library.rtcSignal, []string{keys.Peers, keys.Owners}, args...).Int()
 	if err != nil {
 		return false, false, fmt.Errorf("rtc signal: %w", err)
 	}

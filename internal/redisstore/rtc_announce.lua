@@ -16,6 +16,13 @@
 -- Returns {leechers, seeders, offers sent, sent to another process, then
 -- for each offer for a peer of this process (not published: the process
 -- delivers it itself) the peer and the offer's number (1-based)}.
+
+-- A call is checked before it writes: no more offers than a client sends.
+local offers = #ARGV - 16
+if offers > MAXOFFERS then
+  return redis.error_reply('ERR rtc announce: more than ' .. MAXOFFERS .. ' offers')
+end
+
 local peers, owners = KEYS[1], KEYS[2]
 local self, op, proc = ARGV[1], ARGV[2], ARGV[3]
 
@@ -47,7 +54,6 @@ end
 
 local leechers = redis.call('ZCOUNT', peers, ARGV[13], ARGV[14])
 local seeders = redis.call('ZCOUNT', peers, ARGV[15], ARGV[16])
-local offers = #ARGV - 16
 if offers <= 0 then
   return {leechers, seeders, 0, 0}
 end

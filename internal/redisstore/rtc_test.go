@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,9 @@ func TestRTCPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := NewRTC(rdb, cfg)
+	if err := LoadFunctions(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now()
 	a.now = func() time.Time { return now }
 	b.now = a.now
@@ -79,5 +83,31 @@ func TestRTCPeers(t *testing.T) {
 	a.Announce(ctx, &bittorrent.RTCAnnounce{InfoHash: ih, PeerID: p1, Op: bittorrent.RTCStop})
 	if n := rdb.ZCard(ctx, keys.Peers).Val(); n != 0 {
 		t.Fatalf("%d members after the stop", n)
+	}
+}
+
+// TestRTCFunctionRefusesTooManyOffers: a node's user may call the store's
+// functions with any arguments; an announce with more offers than any
+// client sends is refused before it writes anything.
+func TestRTCFunctionRefusesTooManyOffers(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	if err := LoadFunctions(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRTC(rdb, RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &bittorrent.RTCAnnounce{InfoHash: bittorrent.InfoHash{9}, Op: bittorrent.RTCLeecher}
+	for range bittorrent.MaxOffers + 1 {
+		a.Payloads = append(a.Payloads, []byte("{}"))
+		a.OfferIDs = append(a.OfferIDs, bittorrent.OfferID{})
+	}
+	if err := r.announceCmd(ctx, rdb, a).Err(); err == nil || !strings.Contains(err.Error(), "offers") {
+		t.Fatalf("an announce of %d offers: %v", len(a.Payloads), err)
+	}
+	if n := rdb.Exists(ctx, r.ks.RTC(a.InfoHash).Peers).Val(); n != 0 {
+		t.Fatal("a refused call wrote the swarm")
 	}
 }

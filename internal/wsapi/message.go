@@ -10,10 +10,9 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
-// MaxOffers is how many offers one announce may carry to as many peers:
-// bittorrent-tracker's client sends at most 10 (webtorrent 5), aquatic_ws
-// takes 10. Offers beyond it are dropped and counted.
-const MaxOffers = 10
+// MaxOffers is how many offers one announce may carry to as many peers
+// (bittorrent.MaxOffers). Offers beyond it are dropped and counted.
+const MaxOffers = bittorrent.MaxOffers
 
 // message is a client's JSON message as the clients encode it: binary
 // values (info_hash, peer_id, to_peer_id, offer_id) are JavaScript strings

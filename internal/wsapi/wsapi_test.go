@@ -60,6 +60,11 @@ func startProc(t *testing.T, rdb redis.UniversalClient, cfg Config, admit Admitt
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The store's functions (rtc_announce and rtc_signal among them), as
+	// tracker redis-setup or a node's start loads them.
+	if err := redisstore.LoadFunctions(context.Background(), rdb); err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewRegistry()
 	srv, err := New(cfg, rtc, rtc, admit, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
@@ -431,6 +436,9 @@ func TestLimits(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	rtc, _ := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
+	if err := redisstore.LoadFunctions(context.Background(), rdb); err != nil {
+		t.Fatal(err)
+	}
 	srv, err := New(testConfig(), rtc, rtc, allowAll{},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {

@@ -59,7 +59,7 @@ func TestEndpointListen(t *testing.T) {
 	if first := <-subscribed; !first {
 		t.Fatal("first subscription not reported as first")
 	}
-	if err := e.Publish(ctx, "eptest:down", KindHeartbeat, nil); err != nil {
+	if err := e.Publish(ctx, "eptest:down", 0, KindHeartbeat, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Nobody calls Alive: within three heartbeats (150 ms) a soft split.
@@ -109,15 +109,15 @@ func TestEndpointPublishFailureStartsASession(t *testing.T) {
 	e := testEndpoint(t, rdb)
 	ctx := context.Background()
 	s1 := e.Session()
-	if err := e.Publish(ctx, "eptest:up", KindHeartbeat, nil); err != nil || e.seq.Load() != 1 {
-		t.Fatalf("publish: %v, seq %d", err, e.seq.Load())
+	if err := e.Publish(ctx, "eptest:up", 0, KindHeartbeat, nil); err != nil || e.lastSeq(0) != 1 {
+		t.Fatalf("publish: %v, seq %d", err, e.lastSeq(0))
 	}
 	srv.Stop()
-	if err := e.Publish(ctx, "eptest:up", KindHeartbeat, nil); err == nil {
+	if err := e.Publish(ctx, "eptest:up", 0, KindHeartbeat, nil); err == nil {
 		t.Fatal("publish to a stopped Redis succeeded")
 	}
-	if e.Session() == s1 || e.seq.Load() != 0 {
-		t.Fatalf("after a failed publish: session %x (was %x), seq %d", e.Session(), s1, e.seq.Load())
+	if e.Session() == s1 || e.lastSeq(0) != 0 {
+		t.Fatalf("after a failed publish: session %x (was %x), seq %d", e.Session(), s1, e.lastSeq(0))
 	}
 }
 

@@ -36,6 +36,11 @@ type member struct {
 	droppedN atomic.Int64
 	failedN  atomic.Int64
 	up       atomic.Bool // subscribed to the member's channel now
+	// follows cancels the subscription to each partition's channel the
+	// hub relays (h.mu); leases are the hub's partition leases in this
+	// member's Redis, used when it is the lease member.
+	follows map[int]context.CancelFunc
+	leases  Leaser
 }
 
 // setUp records whether the hub is subscribed to the member's channel.
@@ -94,6 +99,10 @@ func (h *Hub) SetMembers(ms []Member) error {
 			stop = append(stop, mb)
 			delete(h.members, name)
 		}
+	}
+	h.leaseMember = ""
+	if len(ms) > 0 {
+		h.leaseMember = ms[0].Name
 	}
 	for _, mb := range stop {
 		h.dropProcs(func(_ procKey, st *procState) bool { return st.member == mb })
@@ -163,7 +172,8 @@ func (h *Hub) newMember(m Member) *member {
 	}
 	lc.Sharded = m.Sharded
 	mb := &member{Member: m, cfg: lc, ep: link.NewEndpoint(lc, h.cfg.Name, m.Link, h.sign), nodes: map[string]bool{},
-		carrier: m.Carrier, queue: make(chan relayJob, h.cfg.Backlog)}
+		carrier: m.Carrier, queue: make(chan relayJob, h.cfg.Backlog), follows: map[int]context.CancelFunc{},
+		leases: redisstore.NewLeases(m.Link, lc.Channel, lc.Sharded, h.holder, h.cfg.LeaseTTL, leaseTimeout)}
 	if mb.carrier == nil {
 		mb.carrier = everything{}
 	}
@@ -194,6 +204,9 @@ func (h *Hub) start(mb *member) {
 	// Counted before SetMembers can remove the member and wait for its
 	// goroutines (under the same lock).
 	mb.wg.Add(2)
+	for _, p := range h.Partitions() {
+		h.follow(mb, p)
+	}
 	h.mu.Unlock()
 	go func() {
 		defer mb.wg.Done()
@@ -434,7 +447,8 @@ func (h *Hub) overdueGaps(mb *member, now time.Time) {
 	}
 }
 
-// listen hands every node message on the member's channel to handle. The
+// listen hands every node message on the member's control channel to
+// handle (its partitions' channels are followed one by one: follow). The
 // hub hears its own heartbeats on the down channel, and anything arriving
 // proves the subscription carries messages (under a backlog its heartbeat
 // may be queued behind updates, and that is no split), so the endpoint's
@@ -485,7 +499,13 @@ func (h *Hub) heartbeat(mb *member) {
 		h.forget(ctx, mb)
 		h.overdueGaps(mb, time.Now())
 		pctx, cancel := context.WithTimeout(ctx, h.cfg.Link.Heartbeat)
-		if err := mb.ep.Publish(pctx, mb.cfg.DownChannel(), link.KindHubHeartbeat, nil); err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+		err := mb.ep.Publish(pctx, mb.cfg.DownChannel(), 0, link.KindHubHeartbeat, nil)
+		if err == nil && time.Since(time.UnixMilli(h.legacy.Load())) < h.cfg.NodeTimeout {
+			// A node before partitions is heard: it reads heartbeats
+			// of its own format only.
+			err = mb.ep.PublishLegacy(pctx, mb.cfg.DownChannel(), link.KindHubHeartbeat)
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 			h.errLog.Log(slog.LevelWarn, "hub heartbeat failed", "member", mb.Name, "err", err)
 		}
 		cancel()

@@ -286,3 +286,61 @@ func TestHubKilledPartitionsTakenOver(t *testing.T) {
 func (h *runningHub) resyncRequests(reason string) float64 {
 	return value(h.m.resyncReq.WithLabelValues(reason))
 }
+
+// TestStreamsOfAProcess: a process numbers each stream on its own, so
+// updates of two partitions and its heartbeats interleave without a
+// replay or a gap; a replay within one stream is refused; a partition's
+// stream carries only that partition's changes; a node with another
+// partition count is refused; a node before partitions (version 2) is
+// heard, its updates relayed from the control channel.
+func TestStreamsOfAProcess(t *testing.T) {
+	h := newTestHub(t, newChannel())
+	ctx := context.Background()
+	parts := h.cfg.Link.PartitionCount()
+	send := func(p *proc, version uint8, partitions, stream uint16, seq uint64, kind link.Kind, changes ...bittorrent.PeerChange) {
+		t.Helper()
+		b, err := link.EncodeUp(nodeKey(p.node), &link.Message{Version: version, Kind: kind, Partitions: partitions, Stream: stream,
+			Node: p.node, Session: p.session, Seq: seq, Time: p.now().UnixMilli(), Changes: changes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.handle(ctx, b)
+	}
+	alpha, beta := &proc{node: "alpha", session: 1}, &proc{node: "beta", session: 2}
+	P := uint16(parts)
+	send(alpha, link.Version, P, 0, 1, link.KindHello)
+	send(beta, link.Version, P, 0, 1, link.KindHello)
+	in := func(part, i int) bittorrent.PeerChange {
+		c := beta.change(i)
+		c.InfoHash[0] = byte(part)
+		return c
+	}
+	for seq := uint64(1); seq <= 5; seq++ {
+		send(beta, link.Version, P, 1, seq, link.KindUpdates, in(0, int(seq)))
+		send(beta, link.Version, P, 4, seq, link.KindUpdates, in(3, int(seq)))
+		send(beta, link.Version, P, 0, seq+1, link.KindHeartbeat)
+	}
+	if h.relay.to("alpha") != 10 || h.rejected("replay") != 0 || h.resyncRequests("gap") != 0 {
+		t.Fatalf("relayed %d, replays %v, gaps %v", h.relay.to("alpha"), h.rejected("replay"), h.resyncRequests("gap"))
+	}
+	send(beta, link.Version, P, 4, 5, link.KindUpdates, in(3, 5))
+	send(beta, link.Version, P, 2, 6, link.KindUpdates, in(3, 6))
+	send(beta, link.Version, P+1, 0, 7, link.KindHeartbeat)
+	for reason, want := range map[string]float64{"replay": 1, "wrong_partition": 1, "partitions": 1} {
+		if got := h.rejected(reason); got != want {
+			t.Errorf("%s: %v, want %v", reason, got, want)
+		}
+	}
+	// Version 2: everything on the control stream, heard by every hub,
+	// relayed by the one holding each change's partition.
+	old := &proc{node: "gamma", session: 3}
+	send(old, link.LegacyVersion, 0, 0, 1, link.KindHello)
+	h.drop(5, "test")
+	send(old, link.LegacyVersion, 0, 0, 2, link.KindUpdates, in(5, 100), in(6, 101))
+	if got := h.relay.to("alpha"); got != 11 {
+		t.Fatalf("relayed to alpha: %d, want 11 (the change of a partition not held left out)", got)
+	}
+	if time.Since(time.UnixMilli(h.legacy.Load())) > time.Second {
+		t.Fatal("a version 2 node heard, but not noted")
+	}
+}

@@ -80,6 +80,11 @@ func TestAdversarialLink(t *testing.T) {
 		eventually(t, 2*time.Second, "refused as bad_seen", func() bool { return rejected("bad_seen") >= before+2 })
 	})
 	t.Run("replay of a captured message after a hub restart", func(t *testing.T) {
+		// The control stream's numbers are kept in the hub's registry; a
+		// partition's stream starts afresh at a hub that restarts or
+		// takes it over, so a replay of an update within the skew is
+		// applied once more, which relaying's idempotence makes harmless
+		// (docs/architecture.md, "Signing").
 		sub := rdb.Subscribe(ctx, up)
 		defer sub.Close()
 		if _, err := sub.Receive(ctx); err != nil {
@@ -92,7 +97,7 @@ func TestAdversarialLink(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if lm, err := link.DecodeUp([]byte(m.Payload), func(string) (link.Key, error) { return node1Key, nil }); err == nil && lm.Kind == link.KindUpdates {
+			if lm, err := link.DecodeUp([]byte(m.Payload), func(string) (link.Key, error) { return node1Key, nil }); err == nil && lm.Node == "node1" {
 				captured = []byte(m.Payload)
 			}
 		}

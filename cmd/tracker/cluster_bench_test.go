@@ -108,6 +108,7 @@ type benchSource struct {
 	key     link.Key
 	session uint64
 	seq     uint64
+	streams map[int]uint64 // by partition (publishPartitioned)
 }
 
 func newBenchSource(b testing.TB, rdb redis.UniversalClient, channel, node string) *benchSource {

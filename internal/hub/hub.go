@@ -256,6 +256,7 @@ type seqWindow struct {
 	missing   uint64
 	holeSince time.Time
 	heard     time.Time
+	dirty     bool // a partition's: changed since written to the registry
 }
 
 // window returns the window of stream (0: control), or nil if none was
@@ -590,6 +591,9 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 	}
 	if w != nil {
 		gap = w.overdue(now, h.cfg.Link.Heartbeat) || gap
+	}
+	if w := st.streams[m.Stream]; w != nil {
+		w.dirty = true
 	}
 	st.LastSeq = st.ctl.last
 	st.LastHeartbeat = now

@@ -340,7 +340,10 @@ func (h *Hub) flush() {
 // in the member's Redis, so that a restarted hub knows whom to resync
 // before they speak, and refuses replays of what they sent before the
 // restart: field "<node>/<session hex>", value "<started ms> <last seq>
-// <last heard ms>".
+// <last heard ms> <latest claimed ms>" (the control stream); and, written
+// by the hub relaying the partition, field "<node>/<session hex>/<stream>",
+// value "<last seq> <last heard ms>" (a partition's stream), which a hub
+// that takes the partition reads before it listens (streams.go).
 func (mb *member) procsKey() string {
 	return redisstore.LinkProcsKey(mb.cfg.Channel, mb.cfg.Sharded)
 }
@@ -356,8 +359,12 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var stale []string
+	var stale, streams []string
 	for field, v := range m {
+		if strings.Count(field, "/") == 2 {
+			streams = append(streams, field)
+			continue
+		}
 		// What the member's Redis holds is read as another's input: a
 		// field that does not parse, names a node the member does not
 		// speak for, or lies about times, is dropped.
@@ -370,6 +377,12 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 			continue // known through another member: that one stands
 		}
 		if !h.addProc(k, st) {
+			stale = append(stale, field)
+		}
+	}
+	// A stream of a process not kept is dropped with it.
+	for _, field := range streams {
+		if k, _, ok := parseStreamField(field, h.parts); !ok || h.proc(k) == nil || h.proc(k).member != mb {
 			stale = append(stale, field)
 		}
 	}
@@ -389,6 +402,9 @@ func (h *Hub) forget(ctx context.Context, mb *member) {
 	var gone []string
 	for _, k := range h.dropProcs(func(_ procKey, st *procState) bool { return st.member == mb && h.forgettable(st, now) }) {
 		gone = append(gone, k.field())
+		for p := range h.parts {
+			gone = append(gone, streamField(k, uint16(p+1)))
+		}
 	}
 	h.mu.Unlock()
 	if len(gone) == 0 {
@@ -406,10 +422,21 @@ func (h *Hub) forget(ctx context.Context, mb *member) {
 func (h *Hub) persist(ctx context.Context, mb *member) {
 	h.mu.Lock()
 	fields := map[string]any{}
+	var windows []*seqWindow
 	h.eachProc(func(k procKey, st *procState) {
-		if st.member == mb && st.dirty {
+		if st.member != mb {
+			return
+		}
+		if st.dirty {
 			fields[k.field()] = fmt.Sprintf("%d %d %d %d", st.Started.UnixMilli(), st.LastSeq, st.LastHeartbeat.UnixMilli(), st.claimed)
 			st.dirty = false
+		}
+		for stream, w := range st.streams {
+			if w.dirty {
+				fields[streamField(k, stream)] = fmt.Sprintf("%d %d", w.last, w.heard.UnixMilli())
+				w.dirty = false
+				windows = append(windows, w)
+			}
 		}
 	})
 	h.mu.Unlock()
@@ -426,6 +453,9 @@ func (h *Hub) persist(ctx context.Context, mb *member) {
 				st.dirty = true
 			}
 		})
+		for _, w := range windows {
+			w.dirty = true
+		}
 		h.mu.Unlock()
 	}
 }

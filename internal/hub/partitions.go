@@ -241,6 +241,11 @@ func (h *Hub) giveUpAll() {
 	}
 	ctx := context.Background()
 	parts := h.Partitions()
+	// Their streams' last state for the next holder, before it is
+	// dropped with them.
+	for _, mb := range h.memberSnapshot() {
+		h.persist(ctx, mb)
+	}
 	for _, p := range parts {
 		h.drop(p, "stopping")
 	}
@@ -266,6 +271,12 @@ func (h *Hub) follow(mb *member, p int) {
 	channel := mb.cfg.PartitionChannel(p)
 	go func() {
 		defer mb.wg.Done()
+		// What was accepted on this partition's streams, as its last
+		// holder recorded it, before anything is heard: a replay of an
+		// earlier message is refused here too.
+		if err := h.loadStreams(ctx, mb, p); err != nil && ctx.Err() == nil {
+			h.errLog.Log(slog.LevelWarn, "could not read the partition's streams; they start afresh", "member", mb.Name, "partition", p, "err", err)
+		}
 		mb.ep.Follow(ctx, channel, func(b []byte) { h.handle(ctx, mb, b) },
 			func(err error) {
 				h.errLog.Log(slog.LevelWarn, "hub partition subscription failed", "member", mb.Name, "partition", p, "err", err)

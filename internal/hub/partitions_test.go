@@ -343,4 +343,17 @@ func TestStreamsOfAProcess(t *testing.T) {
 	if time.Since(time.UnixMilli(h.legacy.Load())) > time.Second {
 		t.Fatal("a version 2 node heard, but not noted")
 	}
+	// Another hub takes partition 3 and reads its streams' state from
+	// the registry first: a replay there is refused too.
+	h.persist(ctx)
+	h2 := newTestHub(t, h.cfg.Link.Channel)
+	if err := h2.loadStreams(ctx, h2.only(), 3); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := link.EncodeUp(nodeKey(beta.node), &link.Message{Kind: link.KindUpdates, Partitions: P, Stream: 4,
+		Node: beta.node, Session: beta.session, Seq: 5, Time: beta.now().UnixMilli(), Changes: []bittorrent.PeerChange{in(3, 5)}})
+	h2.handle(ctx, b)
+	if h2.rejected("replay") != 1 {
+		t.Fatal("a replay on a partition taken over was taken")
+	}
 }

@@ -118,7 +118,22 @@ func (h *Hub) balance(ctx context.Context) {
 	h.hubsLive = hubs
 	h.mu.Unlock()
 	mine := l.Holder()
-	var held []int
+	var held, taken []int
+	dropped := map[string][]int{}
+	defer func() {
+		// One line a round, however many partitions moved.
+		if len(taken) > 0 {
+			h.log.Info("partitions taken", "partitions", taken, "hubs", hubs)
+		}
+		for why, ps := range dropped {
+			h.log.Info("partitions given up", "partitions", ps, "why", why, "hubs", hubs)
+		}
+	}()
+	drop := func(p int, why string) {
+		if h.drop(p) {
+			dropped[why] = append(dropped[why], p)
+		}
+	}
 	for _, p := range h.Partitions() {
 		switch holders[p] {
 		case mine:
@@ -131,9 +146,9 @@ func (h *Hub) balance(ctx context.Context) {
 				holders[p] = mine
 				continue
 			}
-			h.drop(p, "lease lost")
+			drop(p, "lease lost")
 		default:
-			h.drop(p, "taken by "+holders[p])
+			drop(p, "taken by another hub")
 		}
 	}
 	renewed, err := l.Renew(ctx, held)
@@ -144,7 +159,7 @@ func (h *Hub) balance(ctx context.Context) {
 	}
 	for _, p := range held {
 		if !slices.Contains(renewed, p) {
-			h.drop(p, "lease lost")
+			drop(p, "lease lost")
 		}
 	}
 	target := (h.parts + max(hubs, 1) - 1) / max(hubs, 1)
@@ -152,7 +167,7 @@ func (h *Hub) balance(ctx context.Context) {
 	case len(renewed) > target:
 		extra := renewed[target:] // the highest
 		for _, p := range extra {
-			h.drop(p, "rebalanced")
+			drop(p, "rebalanced")
 		}
 		if err := l.Release(ctx, extra); err != nil {
 			h.errLog.Log(slog.LevelWarn, "could not give up partition leases (they expire)", "err", err)
@@ -176,7 +191,9 @@ func (h *Hub) balance(ctx context.Context) {
 				break
 			}
 			if ok {
-				h.take(p)
+				if h.take(p) {
+					taken = append(taken, p)
+				}
 				n++
 			}
 		}
@@ -194,12 +211,13 @@ func hashString(s string) uint64 {
 }
 
 // take starts relaying partition p: its channel is listened to at every
-// member, and each subscription, once made, asks for a resync of p.
-func (h *Hub) take(p int) {
+// member, and each subscription, once made, asks for a resync of p. It
+// reports whether p was not relayed before.
+func (h *Hub) take(p int) bool {
 	h.mu.Lock()
 	if h.owned[p].Swap(true) {
 		h.mu.Unlock()
-		return
+		return false
 	}
 	h.ownedSince[p] = time.Now()
 	for _, mb := range h.members {
@@ -207,17 +225,18 @@ func (h *Hub) take(p int) {
 	}
 	h.mu.Unlock()
 	h.m.takeovers.Inc()
-	h.log.Info("partition taken", "partition", p)
+	return true
 }
 
 // drop stops relaying partition p: its subscriptions end, and what the
 // hub knew of its streams is forgotten (another hub relays it now; if it
-// comes back, it starts afresh and resyncs).
-func (h *Hub) drop(p int, why string) {
+// comes back, it reads them again and resyncs). It reports whether p was
+// relayed.
+func (h *Hub) drop(p int) bool {
 	h.mu.Lock()
 	if !h.owned[p].Swap(false) {
 		h.mu.Unlock()
-		return
+		return false
 	}
 	for _, mb := range h.members {
 		if cancel := mb.follows[p]; cancel != nil {
@@ -229,7 +248,7 @@ func (h *Hub) drop(p int, why string) {
 	h.eachProc(func(_ procKey, st *procState) { delete(st.streams, stream) })
 	h.mu.Unlock()
 	h.m.owned.Set(float64(len(h.Partitions())))
-	h.log.Info("partition given up", "partition", p, "why", why)
+	return true
 }
 
 // giveUpAll releases every lease the hub holds and leaves the registry of
@@ -247,7 +266,10 @@ func (h *Hub) giveUpAll() {
 		h.persist(ctx, mb)
 	}
 	for _, p := range parts {
-		h.drop(p, "stopping")
+		h.drop(p)
+	}
+	if len(parts) > 0 {
+		h.log.Info("partitions given up", "partitions", parts, "why", "stopping")
 	}
 	if err := l.Release(ctx, parts); err != nil {
 		h.log.Warn("could not give up partition leases (they expire)", "err", err)

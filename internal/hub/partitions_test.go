@@ -335,7 +335,7 @@ func TestStreamsOfAProcess(t *testing.T) {
 	// relayed by the one holding each change's partition.
 	old := &proc{node: "gamma", session: 3}
 	send(old, link.LegacyVersion, 0, 0, 1, link.KindHello)
-	h.drop(5, "test")
+	h.drop(5)
 	send(old, link.LegacyVersion, 0, 0, 2, link.KindUpdates, in(5, 100), in(6, 101))
 	if got := h.relay.to("alpha"); got != 11 {
 		t.Fatalf("relayed to alpha: %d, want 11 (the change of a partition not held left out)", got)

@@ -56,7 +56,8 @@ func (e *Endpoint) Session() uint64 { return e.session.Load() }
 // and publishes it on channel. When the publish fails, what it carried is
 // lost, so the endpoint starts a new session: the receiver resyncs a
 // session it has not seen, and sequence numbers stay consecutive within
-// each stream of one. Publish is called from one goroutine at a time.
+// each stream of one. Publish may be called from one goroutine per
+// stream at a time (the node publishes each partition from its own).
 func (e *Endpoint) Publish(ctx context.Context, channel string, stream uint16, kind Kind, changes []bittorrent.PeerChange) error {
 	return e.publish(ctx, channel, Version, stream, kind, changes)
 }
@@ -68,12 +69,13 @@ func (e *Endpoint) PublishLegacy(ctx context.Context, channel string, kind Kind)
 	return e.publish(ctx, channel, LegacyVersion, 0, kind, nil)
 }
 
-// nextSeq returns the next number of stream.
-func (e *Endpoint) nextSeq(stream uint16) uint64 {
+// nextSeq returns the session and the next number of stream in it, read
+// together: a new session started meanwhile numbers from 1.
+func (e *Endpoint) nextSeq(stream uint16) (session, seq uint64) {
 	e.seqMu.Lock()
 	defer e.seqMu.Unlock()
 	e.seqs[stream]++
-	return e.seqs[stream]
+	return e.session.Load(), e.seqs[stream]
 }
 
 // lastSeq returns the last number of stream in this session.
@@ -84,8 +86,9 @@ func (e *Endpoint) lastSeq(stream uint16) uint64 {
 }
 
 func (e *Endpoint) publish(ctx context.Context, channel string, version uint8, stream uint16, kind Kind, changes []bittorrent.PeerChange) error {
+	session, seq := e.nextSeq(stream)
 	m := &Message{Version: version, Kind: kind, Partitions: uint16(e.cfg.PartitionCount()), Stream: stream, Node: e.name,
-		Session: e.session.Load(), Seq: e.nextSeq(stream), Time: time.Now().UnixMilli(), Changes: changes}
+		Session: session, Seq: seq, Time: time.Now().UnixMilli(), Changes: changes}
 	b, err := e.sign(m)
 	if err != nil {
 		return err

@@ -324,9 +324,9 @@ func (n *Node) publish(ctx context.Context) {
 	flush.Stop()
 	armed := false
 	batch := make([]bittorrent.PeerChange, 0, MaxChanges)
-	parts := make([][]bittorrent.PeerChange, n.cfg.PartitionCount())
+	pub := n.startPublishers(ctx)
 	send := func(kind Kind, changes []bittorrent.PeerChange) {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 		defer cancel()
 		if len(changes) > 0 {
 			changes = n.fresh(changes)
@@ -344,19 +344,9 @@ func (n *Node) publish(ctx context.Context) {
 			return
 		}
 		// Each partition's changes go on its channel, in the order
-		// they came; a failed publish starts a new session, which every
-		// hub resyncs, so the rest of the batch goes on in it.
-		for p, cs := range byPartition(changes, parts, n.cfg.PartitionCount()) {
-			if len(cs) == 0 {
-				continue
-			}
-			if err := n.ep.Publish(pctx, n.cfg.PartitionChannel(p), uint16(p+1), KindUpdates, cs); err != nil {
-				n.publishFailed(kind, err)
-				continue
-			}
-			n.published.Add(1)
-			n.m.changes.Add(float64(len(cs)))
-		}
+		// they came, from its own publisher (publishers.go); a failed
+		// publish starts a new session, which every hub resyncs.
+		pub.hand(changes)
 	}
 	flushBatch := func() {
 		if len(batch) > 0 {
@@ -373,6 +363,7 @@ func (n *Node) publish(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			flushBatch()
+			pub.close(publishTimeout)
 			return
 		case c := <-n.queue:
 			batch = append(batch, c)
@@ -400,19 +391,6 @@ func (n *Node) publish(ctx context.Context) {
 func (n *Node) publishFailed(kind Kind, err error) {
 	n.m.publishErrs.Inc()
 	n.errLog.Log(slog.LevelWarn, "link publish failed; a new session will be resynced", "kind", kind, "err", err)
-}
-
-// byPartition splits changes by partition (of count), in order, into
-// parts, whose slices it reuses.
-func byPartition(changes []bittorrent.PeerChange, parts [][]bittorrent.PeerChange, count int) [][]bittorrent.PeerChange {
-	for p := range parts {
-		parts[p] = parts[p][:0]
-	}
-	for _, c := range changes {
-		p := Partition(c.InfoHash, count)
-		parts[p] = append(parts[p], c)
-	}
-	return parts
 }
 
 // listen subscribes to the hub's channel and watches its heartbeats. A

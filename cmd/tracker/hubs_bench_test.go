@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -87,7 +83,7 @@ func BenchmarkHubsRelay(b *testing.B) {
 			time.Sleep(500 * time.Millisecond) // the join resyncs run
 			sum := func(metric string) (total, most float64) {
 				for _, u := range urls {
-					v := processMetric(b, u, metric)
+					v := hubCounter(b, u, metric)
 					total += v
 					most = max(most, v)
 				}
@@ -100,16 +96,8 @@ func BenchmarkHubsRelay(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
-				changes := make([]bittorrent.PeerChange, perMsg)
-				for j := range changes {
-					n := i*perMsg + j
-					var ih bittorrent.InfoHash
-					copy(ih[:], fmt.Sprintf("relay-%06d", n/10))
-					ih[0] = byte(n / 10)
-					changes[j] = bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: now,
-						Peer: string([]byte{10, byte(n >> 16), byte(n >> 8), byte(n), 0x1a, 0xe1})}
-				}
-				src.publishPartitioned(channel, changes)
+				// Torrents over every partition (their first byte).
+				src.publishPartitioned(channel, relayChanges(i, perMsg, now, true))
 			}
 			want := relayedBefore + float64(3*perMsg*b.N)
 			for {
@@ -161,23 +149,4 @@ func (s *benchSource) publishPartitioned(channel string, changes []bittorrent.Pe
 			s.b.Fatal(err)
 		}
 	}
-}
-
-// processMetric reads one unlabelled metric of a process's /metrics.
-func processMetric(t testing.TB, base, metric string) float64 {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), metric+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
 }

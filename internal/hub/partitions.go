@@ -58,7 +58,7 @@ func (h *Hub) owns(p int) bool { return p >= 0 && p < h.parts && h.owned[p].Load
 
 // Partitions returns the partitions the hub relays now, in order.
 func (h *Hub) Partitions() []int {
-	var out []int
+	out := []int{}
 	for p := range h.parts {
 		if h.owned[p].Load() {
 			out = append(out, p)

@@ -537,6 +537,17 @@ func TestLinkTwoHubs(t *testing.T) {
 		return len(seen) == link.DefaultPartitions
 	})
 	c.waitLinked("node1", "node2")
+	// Each partition taken is listened to once its subscription is made
+	// (which asks for its takeover resync); before, changes are resynced,
+	// not relayed, and the count below is of relays.
+	eventually(t, 5*time.Second, "every partition taken is listened to", func() bool {
+		for _, h := range hubs {
+			if hubCounter(t, h.url, `hub_resync_requests_total{reason="takeover"}`) < hubCounter(t, h.url, "hub_partition_takeovers_total") {
+				return false
+			}
+		}
+		return true
+	})
 	time.Sleep(300 * time.Millisecond) // the takeover resyncs run
 	relayed := func() float64 {
 		return hubCounter(t, first.url, "hub_relayed_updates_total") + hubCounter(t, c.hub.url, "hub_relayed_updates_total")

@@ -313,7 +313,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 		cfg: cfg, master: master, sign: func(m *link.Message) ([]byte, error) { return link.EncodeDown(priv, m) },
 		log: log, errLog: logsample.New(log, 10*time.Second), reqLog: logsample.New(log, 10*time.Second),
 		members: map[string]*member{}, nodes: map[string]*nodeProcs{}, resync: make(chan struct{}, 1),
-		parts: parts, owned: make([]atomic.Bool, parts), ownedSince: make([]time.Time, parts), holder: holderID(cfg.Name),
+		parts: parts, owned: make([]atomic.Bool, parts), ownedSince: make([]time.Time, parts), holder: holderID(cfg.Name, parts),
 	}
 	h.m = metrics{
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_rejected_total", Help: "Messages refused, by reason."}, []string{"reason"}),

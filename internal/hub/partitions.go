@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tracklink/tracklink/internal/link"
@@ -117,6 +119,10 @@ func (h *Hub) balance(ctx context.Context) {
 	h.mu.Lock()
 	h.hubsLive = hubs
 	h.mu.Unlock()
+	if others := otherCounts(holders, h.parts); len(others) > 0 {
+		h.errLog.Log(slog.LevelError, "hubs with another partition count hold leases: set TRACKER_LINK_PARTITIONS the same on every node and hub",
+			"partitions", h.parts, "hubs", others)
+	}
 	mine := l.Holder()
 	var held, taken []int
 	dropped := map[string][]int{}
@@ -327,6 +333,22 @@ func (h *Hub) ownAll() {
 	}
 }
 
-// holderID is a hub process's id in the leases: its name and a random
-// session, since two hubs may share a name (compose's --scale).
-func holderID(name string) string { return fmt.Sprintf("%s/%016x", name, link.NewSession()) }
+// holderID is a hub process's id in the leases: its name, a random
+// session (two hubs may share a name: compose's --scale) and its
+// partition count, so that hubs of different counts see each other.
+func holderID(name string, parts int) string {
+	return fmt.Sprintf("%s/%016x/p%d", name, link.NewSession(), parts)
+}
+
+// otherCounts returns the holders of leases whose partition count is not
+// parts (hubs misconfigured against this one).
+func otherCounts(holders []string, parts int) []string {
+	var out []string
+	suffix := "/p" + strconv.Itoa(parts)
+	for _, h := range holders {
+		if h != "" && !strings.HasSuffix(h, suffix) && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}

@@ -203,6 +203,19 @@ func shareAndRelayOnce(t *testing.T, n *relayNet, from, to string) {
 	t.Logf("rebalanced over two hubs in %s", took)
 	hubs := []*runningHub{a, b}
 	waitFor(t, 5*time.Second, "both hubs hear both nodes", func() bool { return linked(hubs, from, to) })
+	// A partition is listened to at every member once its subscription
+	// is made, which asks for a takeover resync (on a Redis Cluster, at
+	// the partition's shard, some time after the lease is taken): what is
+	// published before is resynced, not relayed, and the count below is
+	// of relays.
+	waitFor(t, 5*time.Second, "every partition taken is listened to at every member", func() bool {
+		for _, h := range hubs {
+			if h.resyncRequests("takeover") < value(h.m.takeovers)*float64(len(n.members)) {
+				return false
+			}
+		}
+		return true
+	})
 	time.Sleep(300 * time.Millisecond) // the takeover resyncs run
 	before := a.relayed() + b.relayed()
 	ihs := hashes(1, 64)
@@ -355,5 +368,17 @@ func TestStreamsOfAProcess(t *testing.T) {
 	h2.handle(ctx, b)
 	if h2.rejected("replay") != 1 {
 		t.Fatal("a replay on a partition taken over was taken")
+	}
+}
+
+// TestHubsOfAnotherCount: a hub's lease names its partition count, so a
+// hub sees the leases of hubs configured with another.
+func TestHubsOfAnotherCount(t *testing.T) {
+	a, b := holderID("hub", 16), holderID("hub", 8)
+	if got := otherCounts([]string{a, "", b, b}, 16); !slices.Equal(got, []string{b}) {
+		t.Fatalf("other counts: %q", got)
+	}
+	if got := otherCounts([]string{a, ""}, 16); got != nil {
+		t.Fatalf("other counts among hubs of one count: %q", got)
 	}
 }

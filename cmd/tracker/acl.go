@@ -102,8 +102,11 @@ func adminUser() aclUser {
 //   - read only: what nodes carry, offer, accept and declined
 //     (allowed-torrents mode, sharing); read and write: their inboxes of
 //     shared torrents;
-//   - its process registry;
-//   - publish on the down channel only, subscribe to both;
+//   - its process registry, the partition leases and the registry of live
+//     hubs (redisstore.Leases: SET, MGET, PEXPIRE and DEL in WATCH/MULTI
+//     transactions, hence @transaction);
+//   - publish on the down channel only, subscribe to both and to every
+//     partition's up channel;
 //   - the commands of aclCommands.
 func hubUser(prefix, channel string) aclUser {
 	rules := []string{"resetkeys"}
@@ -114,29 +117,41 @@ func hubUser(prefix, channel string) aclUser {
 	for _, key := range []func(prefix, node string) string{redisstore.AllowedKey, redisstore.AllowedModeKey, redisstore.CatalogKey, redisstore.AcceptKey, redisstore.DeclinedKey} {
 		rules = append(rules, "%R~"+key(prefix, "*"))
 	}
-	rules = append(rules, "~"+redisstore.LinkProcsKey(channel, false), "~"+redisstore.LinkProcsKey(channel, true), "resetchannels")
+	for _, sharded := range []bool{false, true} {
+		rules = append(rules, "~"+redisstore.LinkProcsKey(channel, sharded), "~"+redisstore.LinkLeaseKey(channel, sharded, "*"),
+			"~"+redisstore.LinkHubsKey(channel, sharded))
+	}
+	rules = append(rules, "resetchannels")
 	down := channels(channel, link.Config.DownChannel)
 	rules = append(rules, down...)
 	rules = append(rules, aclCommands...)
-	rules = append(rules, "-subscribe", "-psubscribe", "-ssubscribe",
-		"(resetchannels "+strings.Join(append(channels(channel, link.Config.UpChannel), down...), " ")+" -@all +subscribe +unsubscribe +ssubscribe +sunsubscribe +ping)")
-	return aclUser{name: prefix + "-hub", about: "the hub: the peers of every node's swarms, what nodes carry and share, its process registry; publishes on :down, subscribes to :up and :down", rules: rules}
+	rules = append(rules, "+@transaction", "-subscribe", "-psubscribe", "-ssubscribe",
+		"(resetchannels "+strings.Join(append(upChannels(channel), down...), " ")+" -@all +subscribe +unsubscribe +ssubscribe +sunsubscribe +ping)")
+	return aclUser{name: prefix + "-hub", about: "the hub: the peers of every node's swarms, what nodes carry and share, its process registry and partition leases; publishes on :down, subscribes to :up, the partitions' up channels and :down", rules: rules}
+}
+
+// upChannels are the ACL rules of the up direction: the control channel
+// and every partition's channel (a glob), on one Redis and on a Redis
+// Cluster.
+func upChannels(channel string) []string {
+	return append(channels(channel, link.Config.UpChannel),
+		"&"+link.PartitionChannelPattern(channel, false), "&"+link.PartitionChannelPattern(channel, true))
 }
 
 // nodeUser may read and write only its node's keys (<prefix>:{<node>:*),
-// publish only on the up channel, and subscribe only to the down channel
-// (a selector: Redis checks channels for PUBLISH and SUBSCRIBE alike);
-// and publish and subscribe on its processes' WebRTC signalling channels
-// (<prefix>:{<node>:rtc}:*, redisstore.RTCChannel).
+// publish only on the up channels (control and partitions), and subscribe
+// only to the down channel (a selector: Redis checks channels for PUBLISH
+// and SUBSCRIBE alike); and publish and subscribe on its processes' WebRTC
+// signalling channels (<prefix>:{<node>:rtc}:*, redisstore.RTCChannel).
 func nodeUser(prefix, channel, node string) aclUser {
 	rtc := "&" + redisstore.RTCChannelPattern(prefix, node)
 	rules := []string{"resetkeys", "~" + prefix + ":{" + node + ":*", "resetchannels"}
-	rules = append(rules, channels(channel, link.Config.UpChannel)...)
+	rules = append(rules, upChannels(channel)...)
 	rules = append(rules, rtc)
 	rules = append(rules, aclCommands...)
 	rules = append(rules, "-subscribe", "-psubscribe", "-ssubscribe",
 		"(resetchannels "+strings.Join(append(channels(channel, link.Config.DownChannel), rtc), " ")+" -@all +subscribe +unsubscribe +ssubscribe +sunsubscribe +ping)")
-	return aclUser{name: prefix + "-node-" + node, about: "node " + node + ": its own keyspace, publish on :up, subscribe to :down", rules: rules}
+	return aclUser{name: prefix + "-node-" + node, about: "node " + node + ": its own keyspace, publish on :up and the partitions' up channels, subscribe to :down", rules: rules}
 }
 
 // channels are the ACL channel rules of one direction of the link, by its
@@ -152,7 +167,7 @@ func channels(channel string, dir func(link.Config) string) []string {
 // hub's registry and the down direction, not out of each other's keys.
 func nodesUser(prefix, channel string) aclUser {
 	u := nodeUser(prefix, channel, "*")
-	u.name, u.about = prefix+"-nodes", "every node of one operator: all node keyspaces, publish on :up, subscribe to :down"
+	u.name, u.about = prefix+"-nodes", "every node of one operator: all node keyspaces, publish on :up and the partitions' up channels, subscribe to :down"
 	return u
 }
 

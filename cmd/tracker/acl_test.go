@@ -96,6 +96,9 @@ func TestACLUsers(t *testing.T) {
 	}{
 		{"write its own keyspace", node1.Set(ctx, "tl:{node1:x}", 1, time.Minute).Err(), true},
 		{"publish on the up channel", node1.Publish(ctx, "tl:link:up", "x").Err(), true},
+		{"publish on a partition's up channel", node1.Publish(ctx, "tl:link:up:3", "x").Err(), true},
+		{"publish on a partition's up channel (cluster)", node1.Publish(ctx, "{tl:link:3}:up", "x").Err(), true},
+		{"take a partition's lease", node1.Set(ctx, "tl:link:lease:3", "node1", time.Second).Err(), false},
 		{"write another node's keyspace", node1.Set(ctx, "tl:{node2:x}", 1, time.Minute).Err(), false},
 		{"read another node's keyspace", node1.ZCard(ctx, "tl:{node2:swarms}").Err(), false},
 		{"write the hub's registry", node1.HSet(ctx, "tl:link:procs", "node1/1", "0 0 0").Err(), false},
@@ -196,7 +199,14 @@ func TestACLUsers(t *testing.T) {
 		{"write a key of its own making", hub.Set(ctx, "tl:{node1:x}", 1, time.Minute).Err(), false},
 		{"list the database's keys", hub.Scan(ctx, 0, "*", 10).Err(), false},
 		{"publish on the up channel", hub.Publish(ctx, "tl:link:up", "x").Err(), false},
+		{"publish on a partition's up channel", hub.Publish(ctx, "tl:link:up:3", "x").Err(), false},
 		{"publish on the down channel", hub.Publish(ctx, "tl:link:down", "x").Err(), true},
+		{"read the partition leases", hub.MGet(ctx, "tl:link:lease:0", "tl:link:lease:1").Err(), true},
+		{"renew a lease in a transaction", hub.Watch(ctx, func(tx *redis.Tx) error {
+			_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error { p.PExpire(ctx, "tl:link:lease:99", time.Second); return nil })
+			return err
+		}, "tl:link:lease:99"), true},
+		{"record itself live", hub.ZAdd(ctx, "{tl:link}:hubs", redis.Z{Score: 1, Member: "x"}).Err(), true},
 		{"flush everything", hub.FlushAll(ctx).Err(), false},
 		{"run a script on the key bindings", hub.Eval(ctx, "return redis.call('HSET', KEYS[1], 'a', 1)", []string{swarm + "k"}).Err(), false},
 		{"call the library's version", hub.FCallRO(ctx, lib.Name+"_version", nil).Err(), true},
@@ -238,12 +248,20 @@ func TestACLUsers(t *testing.T) {
 	}
 	// Subscribing: to the down channel yes, to the up channel (other
 	// nodes' changes) no.
-	for ch, allowed := range map[string]bool{"tl:link:down": true, "tl:link:up": false, "tl:{node1:rtc}:abc": true, "tl:{node2:rtc}:abc": false} {
+	for ch, allowed := range map[string]bool{"tl:link:down": true, "tl:link:up": false, "tl:link:up:3": false, "tl:{node1:rtc}:abc": true, "tl:{node2:rtc}:abc": false} {
 		ps := node1.Subscribe(ctx, ch)
 		_, err := ps.Receive(ctx)
 		ps.Close()
 		if (err == nil) != allowed {
 			t.Errorf("node1 subscribing to %s: %v, want allowed=%v", ch, err, allowed)
+		}
+	}
+	for _, ch := range []string{"tl:link:up", "tl:link:up:3", "tl:link:down"} {
+		ps := hub.Subscribe(ctx, ch)
+		_, err := ps.Receive(ctx)
+		ps.Close()
+		if err != nil {
+			t.Errorf("the hub subscribing to %s: %v", ch, err)
 		}
 	}
 }

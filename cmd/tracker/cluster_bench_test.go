@@ -108,6 +108,7 @@ type benchSource struct {
 	key     link.Key
 	session uint64
 	seq     uint64
+	streams map[int]uint64 // by partition (publishPartitioned)
 }
 
 func newBenchSource(b testing.TB, rdb redis.UniversalClient, channel, node string) *benchSource {
@@ -137,15 +138,7 @@ func relayBench(b *testing.B, hubURL string, src *benchSource, targets int) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		changes := make([]bittorrent.PeerChange, perMsg)
-		for j := range changes {
-			var ih bittorrent.InfoHash
-			copy(ih[:], fmt.Sprintf("relay-%06d", (i*perMsg+j)/10))
-			n := i*perMsg + j
-			changes[j] = bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: now,
-				Peer: string([]byte{10, byte(n >> 16), byte(n >> 8), byte(n), 0x1a, 0xe1})}
-		}
-		src.publish(changes, link.KindUpdates)
+		src.publish(relayChanges(i, perMsg, now, false), link.KindUpdates)
 	}
 	want := before + float64(targets*perMsg*b.N)
 	for hubCounter(b, hubURL, "hub_relayed_updates_total") < want {
@@ -160,6 +153,24 @@ func relayBench(b *testing.B, hubURL string, src *benchSource, targets int) {
 	el := time.Since(start).Seconds()
 	b.ReportMetric(float64(perMsg*b.N)/el, "changes/s")
 	b.ReportMetric(float64(targets*perMsg*b.N)/el, "writes/s")
+}
+
+// relayChanges is message i of a relay benchmark: perMsg peers seen at
+// now, ten a torrent; spread gives the torrents every first byte (so
+// every partition), else they all begin alike.
+func relayChanges(i, perMsg int, now int64, spread bool) []bittorrent.PeerChange {
+	changes := make([]bittorrent.PeerChange, perMsg)
+	for j := range changes {
+		n := i*perMsg + j
+		var ih bittorrent.InfoHash
+		copy(ih[:], fmt.Sprintf("relay-%06d", n/10))
+		if spread {
+			ih[0] = byte(n / 10)
+		}
+		changes[j] = bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: now,
+			Peer: string([]byte{10, byte(n >> 16), byte(n >> 8), byte(n), 0x1a, 0xe1})}
+	}
+	return changes
 }
 
 // BenchmarkResync100k: node1 holds 100k peers (10k torrents of 10) that

@@ -332,7 +332,8 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 	// Capture a genuine message and replay it, tampered and as is.
 	rdb := c.redis.Client(t)
 	ctx := context.Background()
-	sub := rdb.Subscribe(ctx, c.channel+":up")
+	// Updates go up on their partition's channel.
+	sub := rdb.PSubscribe(ctx, c.channel+":up:*")
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)
@@ -340,17 +341,18 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 	announceTo(t, c.nodes["node1"].url, "genuine-torrent-0001", 7100, 5, "started")
 	node1Key := func(string) (link.Key, error) { return link.NewMaster(testPassword).NodeKey("node1"), nil }
 	var genuine []byte
+	var channel string
 	for genuine == nil {
 		m, err := sub.ReceiveMessage(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if lm, err := link.DecodeUp([]byte(m.Payload), node1Key); err == nil && lm.Node == "node1" && lm.Kind == link.KindUpdates {
-			genuine = []byte(m.Payload)
+			genuine, channel = []byte(m.Payload), m.Channel
 		}
 	}
 	replays := hubCounter(t, c.hub.url, `hub_rejected_total{reason="replay"}`)
-	rdb.Publish(ctx, c.channel+":up", genuine)
+	rdb.Publish(ctx, channel, genuine)
 	eventually(t, 2*time.Second, "replay counted", func() bool {
 		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="replay"}`) > replays
 	})
@@ -512,35 +514,75 @@ func init() {
 	}
 }
 
-// TestLinkTwoHubs: a second hub relays the same changes again; idempotent
-// relays keep every count exact, and either hub alone keeps the link up.
+// TestLinkTwoHubs: two hubs split the relay's partitions between them
+// (each lists its half in /status and exports hub_partitions_owned), so
+// each change is relayed by one of them; counts stay exact, and when one
+// stops, the other takes its partitions and relays alone.
 func TestLinkTwoHubs(t *testing.T) {
 	c := newCluster(t, "node1", "node2")
 	first := c.hub
 	c.hub = startProc(t, runHub, c.env("TRACKER_LINK_PASSWORD="+testPassword, "TRACKER_HUB_NAME=hub2"))
+	hubs := []*proc{first, c.hub}
+	eventually(t, 5*time.Second, "two hubs split the partitions", func() bool {
+		seen := map[int]bool{}
+		for _, h := range hubs {
+			st, err := hubStatus(h.url)
+			if err != nil || len(st.Partitions) != link.DefaultPartitions/2 || hubCounter(t, h.url, "hub_partitions_owned") != link.DefaultPartitions/2 {
+				return false
+			}
+			for _, p := range st.Partitions {
+				seen[p] = true
+			}
+		}
+		return len(seen) == link.DefaultPartitions
+	})
 	c.waitLinked("node1", "node2")
-	ih := "two-hubs-torrent-001"
-	announceTo(t, c.nodes["node1"].url, ih, 7001, 10, "started")
-	announceTo(t, c.nodes["node1"].url, ih, 7001, 0, "completed")
-	announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
+	// Each partition taken is listened to once its subscription is made
+	// (which asks for its takeover resync); before, changes are resynced,
+	// not relayed, and the count below is of relays.
+	eventually(t, 5*time.Second, "every partition taken is listened to", func() bool {
+		for _, h := range hubs {
+			if hubCounter(t, h.url, `hub_resync_requests_total{reason="takeover"}`) < hubCounter(t, h.url, "hub_partition_takeovers_total") {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(300 * time.Millisecond) // the takeover resyncs run
+	relayed := func() float64 {
+		return hubCounter(t, first.url, "hub_relayed_updates_total") + hubCounter(t, c.hub.url, "hub_relayed_updates_total")
+	}
+	before := relayed()
+	// Torrents over many partitions; each announce is one change,
+	// relayed into the other node once.
+	var ihs []string
+	for i := range 16 {
+		ih := fmt.Sprintf("two-hubs-torrent-%03d", i)
+		ih = string(rune('a'+i)) + ih[1:]
+		ihs = append(ihs, ih)
+		announceTo(t, c.nodes["node1"].url, ih, 7001, 10, "started")
+		announceTo(t, c.nodes["node1"].url, ih, 7001, 0, "completed")
+		announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
+	}
 	want := counts{seeders: 1, leechers: 1, downloaded: 1}
 	for _, n := range []string{"node1", "node2"} {
-		eventually(t, time.Second, "exact counts on "+n, func() bool {
-			got := scrapeOf(t, c.nodes[n].url, ih)
-			if got != want {
-				t.Logf("%s: %+v", n, got)
-			}
-			return got == want
-		})
-	}
-	time.Sleep(300 * time.Millisecond) // both hubs have relayed by now
-	for _, n := range []string{"node1", "node2"} {
-		if got := scrapeOf(t, c.nodes[n].url, ih); got != want {
-			t.Fatalf("%s with two hubs: %+v, want %+v", n, got, want)
+		for _, ih := range ihs {
+			eventually(t, time.Second, "exact counts on "+n, func() bool {
+				got := scrapeOf(t, c.nodes[n].url, ih)
+				return got == want
+			})
 		}
 	}
+	time.Sleep(300 * time.Millisecond)
+	if got := relayed() - before; got != float64(3*len(ihs)) {
+		t.Fatalf("the two hubs relayed %v changes, want each of %d once", got, 3*len(ihs))
+	}
 	first.stop(t)
-	ih2 := "two-hubs-torrent-002"
+	eventually(t, 5*time.Second, "the second hub takes every partition", func() bool {
+		st, err := hubStatus(c.hub.url)
+		return err == nil && len(st.Partitions) == link.DefaultPartitions
+	})
+	ih2 := "two-hubs-torrent-zzz"
 	announceTo(t, c.nodes["node2"].url, ih2, 7003, 10, "started")
 	eventually(t, time.Second, "second hub alone relays", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih2).leechers == 1 })
 }

@@ -96,6 +96,10 @@ type Config struct {
 	HubResyncBackoffMax time.Duration `env:"HUB_RESYNC_BACKOFF_MAX" envDefault:"1m"`
 	HubResyncMaxSwarms  int           `env:"HUB_RESYNC_MAX_SWARMS" envDefault:"250000"`
 	HubResyncMaxPeers   int           `env:"HUB_RESYNC_MAX_PEERS" envDefault:"20000"`
+	// HubLeaseTTL is how long a hub's lease on a partition of the relay
+	// lasts unless renewed: a dead hub's partitions are taken over within
+	// it and a third of it (hub.Config.LeaseTTL).
+	HubLeaseTTL time.Duration `env:"HUB_LEASE_TTL" envDefault:"3s"`
 
 	Tracker tracker.Config
 	HTTP    httpapi.Config
@@ -304,6 +308,9 @@ func (c Config) validate() error {
 	}
 	if c.HubResyncMaxPeers < 1 || c.HubResyncMaxPeers > 10_000_000 {
 		return errors.New("TRACKER_HUB_RESYNC_MAX_PEERS must be from 1 to 10000000")
+	}
+	if c.HubLeaseTTL < 300*time.Millisecond || c.HubLeaseTTL > time.Minute {
+		return errors.New("TRACKER_HUB_LEASE_TTL must be from 300ms to 1m")
 	}
 	if c.HubBacklog < 1 || c.HubBacklog > 1_000_000 {
 		return errors.New("TRACKER_HUB_BACKLOG must be from 1 to 1000000")

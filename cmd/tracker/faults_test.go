@@ -368,6 +368,30 @@ func faults() []fault {
 			time.Sleep(time.Second)
 			r.start(r.hub)
 		}},
+		{"a second hub started, then kill -9 (its partitions taken over)", func(r *rig) {
+			// The two hubs split the partitions under the load; one
+			// dies without giving up its leases, and the other must hold
+			// every partition again within the lease time (3 s by
+			// default) and a tick: 5 s at most.
+			hub2 := &osProc{name: "hub2", role: "hub", port: freeTCPPort(r.t), env: []string{"TRACKER_HUB_NAME=hub2"}}
+			r.start(hub2)
+			r.t.Cleanup(func() { r.stop(hub2, syscall.SIGKILL) })
+			split := eventually(r.t, 10*time.Second, "two hubs split the partitions", func() bool {
+				a, errA := hubStatus(r.hub.url())
+				b, errB := hubStatus(hub2.url())
+				return errA == nil && errB == nil && len(a.Partitions) == link.DefaultPartitions/2 && len(b.Partitions) == link.DefaultPartitions/2
+			})
+			time.Sleep(time.Second) // hub2 relays its half under the load
+			r.stop(hub2, syscall.SIGKILL)
+			took := eventually(r.t, 10*time.Second, "the first hub takes every partition", func() bool {
+				st, err := hubStatus(r.hub.url())
+				return err == nil && len(st.Partitions) == link.DefaultPartitions
+			})
+			r.t.Logf("second hub: partitions split %s after its start; taken over %s after its kill -9", split.Round(10*time.Millisecond), took.Round(10*time.Millisecond))
+			if took > 5*time.Second {
+				r.t.Errorf("partitions taken over %s after the kill, more than 5 s", took)
+			}
+		}},
 		{"node kill -9, restart", func(r *rig) {
 			r.stop(r.nodes[1], syscall.SIGKILL)
 			time.Sleep(time.Second)

@@ -44,7 +44,7 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 	reg := newRegistry()
 	h, err := hub.New(hub.Config{Link: cfg.Link, Name: cfg.HubName, NodeTimeout: cfg.HubNodeTimeout, Backlog: cfg.HubBacklog, Share: true,
 		MaxProcesses: cfg.HubMaxProcesses, ResyncBackoff: cfg.HubResyncBackoff, ResyncBackoffMax: cfg.HubResyncBackoffMax,
-		Bounds:      hub.Bounds{Swarms: cfg.HubResyncMaxSwarms, Peers: cfg.HubResyncMaxPeers},
+		Bounds: hub.Bounds{Swarms: cfg.HubResyncMaxSwarms, Peers: cfg.HubResyncMaxPeers}, LeaseTTL: cfg.HubLeaseTTL,
 		ShareLimits: allowed.ShareLimits{MaxTorrents: cfg.HubShareMaxTorrents, MaxBytes: cfg.HubShareMaxBytes, MaxSize: cfg.HubShareMaxSize}}, log, reg)
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/redistest"
 )
@@ -108,7 +109,8 @@ func TestLinkOnRedisCluster(t *testing.T) {
 
 	// A paused master (SIGSTOP) that owns neither link channel does not
 	// touch the link: publishes go to the channel's shard only. Announces
-	// of swarms elsewhere propagate while it hangs.
+	// of swarms elsewhere, whose partitions' channels are elsewhere too,
+	// propagate while it hangs (each partition is published on its own).
 	ctx := context.Background()
 	admin := rc.Client(t)
 	slot, err := admin.ClusterKeySlot(ctx, "{"+c.channel+"}:up").Result()
@@ -118,16 +120,22 @@ func TestLinkOnRedisCluster(t *testing.T) {
 	linkShard := min(int(slot)*3/16384, 2)
 	paused := rc.Masters[(linkShard+1)%3]
 	var elsewhere []string
-	for i := 0; len(elsewhere) < 5; i++ {
-		ih := fmt.Sprintf("paused-elsewhere-%03d", i)
+	for i := 0; len(elsewhere) < 5 && i < 1000; i++ {
+		ih := fmt.Sprintf("%c-paused-elsewhe-%03d", 'a'+i%26, i)
 		s, err := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node1:%x}:m", ih)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		s2, _ := admin.ClusterKeySlot(ctx, fmt.Sprintf("tl:{node2:%x}:m", ih)).Result()
-		if rc.Masters[min(int(s)*3/16384, 2)] != paused && rc.Masters[min(int(s2)*3/16384, 2)] != paused {
+		var h bittorrent.InfoHash
+		copy(h[:], ih)
+		s3, _ := admin.ClusterKeySlot(ctx, link.Config{Channel: c.channel, Sharded: true}.PartitionChannel(link.Partition(h, link.DefaultPartitions))).Result()
+		if rc.Masters[min(int(s)*3/16384, 2)] != paused && rc.Masters[min(int(s2)*3/16384, 2)] != paused && rc.Masters[min(int(s3)*3/16384, 2)] != paused {
 			elsewhere = append(elsewhere, ih)
 		}
+	}
+	if len(elsewhere) < 5 {
+		t.Fatal("no torrents found away from the paused master")
 	}
 	publishErrs := nodeCounter(t, c.nodes["node1"].url, "tracker_link_publish_errors_total")
 	if err := paused.Pause(); err != nil {

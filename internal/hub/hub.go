@@ -13,9 +13,12 @@
 // through a queue per member, so that a slow or unreachable member holds
 // up nobody but itself. The single-Redis setup is a network of one member.
 //
-// Two hubs may run at once: every relay is idempotent (a change is applied
-// only when it is at least as recent as what a node holds), so a second hub
-// costs writes, never correctness. Run one, and a second for availability.
+// Any number of hubs may run at once: the relay is partitioned by info hash
+// and each hub relays the partitions it holds leases on (partitions.go),
+// taking over those of a hub that dies. Every relay is idempotent (a change
+// is applied only when it is at least as recent as what a node holds), so
+// two hubs relaying one partition for a moment, while it changes hands,
+// cost writes, never correctness.
 package hub
 
 import (
@@ -27,6 +30,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,6 +128,10 @@ type Config struct {
 	// Bounds are what a resync takes from one node's keyspace (zero
 	// fields: the defaults).
 	Bounds Bounds
+	// LeaseTTL is how long a hub's lease on a partition lasts unless it
+	// renews it (0: DefaultLeaseTTL): a dead hub's partitions are taken
+	// over within it plus a third of it.
+	LeaseTTL time.Duration
 }
 
 // Member is one tracker of the network as the hub sees it: its own Redis
@@ -179,6 +187,27 @@ type Hub struct {
 	// history the last resyncs (HistoryLen), newest last.
 	why     map[string]bool
 	history []ResyncRecord
+
+	// The partitions (partitions.go): parts is the count; owned[p] is
+	// set while the hub relays p. Under mu: since when it does, the
+	// partitions a pending resync is for (wantAll: every one the hub
+	// holds), the member whose Redis holds the leases, and the live hubs
+	// last counted.
+	parts       int
+	owned       []atomic.Bool
+	ownedSince  []time.Time
+	wantParts   map[int]bool
+	wantAll     bool
+	leaseMember string
+	hubsLive    int
+	holder      string
+	// keepLeases makes a stop leave the leases to expire, as a kill
+	// would (tests).
+	keepLeases bool
+	// legacy is when (unix ms) a node speaking the format before
+	// partitions was last heard: while one is, the hub's heartbeats go
+	// in that format too.
+	legacy atomic.Int64
 }
 
 // A node id may be served by any number of processes (replicas), each with
@@ -210,6 +239,11 @@ type procState struct {
 	// so the process is not forgotten before that (else a replay would
 	// pass as a new process).
 	claimed int64
+	// ctl is its control stream's window (hellos, heartbeats; version 2
+	// messages); streams those of the partitions this hub relays, by
+	// stream (partition+1), from the first message heard on each.
+	ctl     seqWindow
+	streams map[uint16]*seqWindow
 	ProcessCounts
 }
 
@@ -236,6 +270,9 @@ type metrics struct {
 	memberDropped, memberFailed *prometheus.CounterVec
 	resyncRefused               *prometheus.CounterVec
 	resyncDeferred              prometheus.Counter
+	owned                       prometheus.Gauge
+	takeovers, leaseFailures    prometheus.Counter
+	skipped                     *prometheus.CounterVec
 }
 
 // New returns a hub without members (SetMembers gives them). It starts
@@ -265,6 +302,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 		cfg.ResyncBackoffMax = max(DefaultResyncBackoffMax, cfg.ResyncBackoff)
 	}
 	cfg.Bounds = cfg.Bounds.withDefaults()
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	parts := cfg.Link.PartitionCount()
 	master := link.NewMaster(cfg.Link.Password)
 	priv, _ := master.HubKeys()
 	log = log.With("hub", cfg.Name)
@@ -272,11 +313,12 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 		cfg: cfg, master: master, sign: func(m *link.Message) ([]byte, error) { return link.EncodeDown(priv, m) },
 		log: log, errLog: logsample.New(log, 10*time.Second), reqLog: logsample.New(log, 10*time.Second),
 		members: map[string]*member{}, nodes: map[string]*nodeProcs{}, resync: make(chan struct{}, 1),
+		parts: parts, owned: make([]atomic.Bool, parts), ownedSince: make([]time.Time, parts), holder: holderID(cfg.Name, parts),
 	}
 	h.m = metrics{
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_rejected_total", Help: "Messages refused, by reason."}, []string{"reason"}),
 		resyncReq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_resync_requests_total",
-			Help: "Why resyncs were asked for: start, join (a new process), hello, gap, relay_failed, backlog, resubscribed, reset, members, retry. Requests while one is pending share it."}, []string{"reason"}),
+			Help: "Why resyncs were asked for: start, join (a new process), hello, gap, relay_failed, backlog, resubscribed, reset, members, retry, takeover (a partition taken). Requests while one is pending share it."}, []string{"reason"}),
 		relayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_relayed_updates_total", Help: "Peer changes applied to other nodes' keyspaces."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_dropped_updates_total", Help: "Peer changes not relayed to a node that does not carry the torrent."}),
 		late: prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_late_messages_total",
@@ -303,6 +345,14 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) 
 		memberFailed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_member_write_failures_total",
 			Help: "Writes into a member that failed (its Redis unreachable or slow), by member; each asks for a resync."}, []string{"member"}),
 	}
+	h.m.owned = prometheus.NewGauge(prometheus.GaugeOpts{Name: "hub_partitions_owned", Help: "Partitions of the relay this hub holds the lease of and relays now."})
+	h.m.takeovers = prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_partition_takeovers_total",
+		Help: "Partitions this hub took (free at start, given up by another hub, or expired with a hub that died); each is resynced."})
+	h.m.leaseFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "hub_lease_failures_total",
+		Help: "Rounds of lease renewal or balancing that could not reach the lease Redis (the hub keeps relaying what it holds)."})
+	h.m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hub_skipped_messages_total",
+		Help: "Authentic messages left to others, by reason: unowned (a partition this hub gave up meanwhile; its new holder resyncs it), early (updates of a process not heard on the control channel yet, numbered as if it ran before; its first heartbeat resyncs it)."}, []string{"reason"})
+	reg.MustRegister(h.m.owned, h.m.takeovers, h.m.leaseFailures, h.m.skipped)
 	reg.MustRegister(h.m.rejected, h.m.resyncReq, h.m.relayed, h.m.dropped, h.m.late, h.m.resyncFailed, h.m.resyncs, h.m.splits, h.m.shared, h.m.refused, h.m.lag, h.m.resyncDuration,
 		h.m.backlog, h.m.up, h.m.memberDropped, h.m.memberFailed, h.m.resyncRefused, h.m.resyncDeferred)
 	return h, nil
@@ -318,7 +368,10 @@ func (h *Hub) Run(ctx context.Context) error {
 		h.start(mb)
 	}
 	h.requestResync("start")
+	leases := make(chan struct{})
+	go func() { h.leaseLoop(ctx); close(leases) }()
 	h.resyncLoop(ctx)
+	<-leases
 	h.mu.Lock()
 	ms := h.memberList()
 	h.members = map[string]*member{}
@@ -368,8 +421,8 @@ func (h *Hub) reject(reason string, st *procState) {
 	}
 }
 
-// handle authenticates one message from a node, heard on mb's channel, and
-// acts on it.
+// handle authenticates one message from a node, heard on mb's channel
+// (its control channel, or a partition's), and acts on it.
 func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 	m, err := link.DecodeUp(b, h.nodeKey)
 	if err != nil {
@@ -386,6 +439,15 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 	if len(mb.nodes) > 0 && !mb.nodes[m.Node] {
 		h.reject("wrong_member", nil)
 		return
+	}
+	if m.Partitions != 0 && int(m.Partitions) != h.parts {
+		h.reject("partitions", nil)
+		h.errLog.Log(slog.LevelError, "a node runs with another partition count: set TRACKER_LINK_PARTITIONS the same on every node and hub",
+			"node", m.Node, "member", mb.Name, "node_partitions", m.Partitions, "partitions", h.parts)
+		return
+	}
+	if m.Version == link.LegacyVersion {
+		h.legacy.Store(time.Now().UnixMilli())
 	}
 	now := time.Now()
 	if !mb.ep.Fresh(m, now) {
@@ -408,6 +470,17 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 			h.reject("bad_peer", nil)
 			return
 		}
+		// A partition's stream carries that partition's changes only.
+		if m.Stream != 0 && link.Partition(c.InfoHash, h.parts) != int(m.Stream)-1 {
+			h.reject("wrong_partition", nil)
+			return
+		}
+	}
+	if m.Stream != 0 && !h.owns(int(m.Stream)-1) {
+		// Heard while the partition changed hands: its new holder
+		// resyncs it once it listens.
+		h.m.skipped.WithLabelValues("unowned").Inc()
+		return
 	}
 	key := procKey{m.Node, m.Session}
 	h.mu.Lock()
@@ -417,15 +490,26 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 	}
 	st := h.proc(key)
 	joined, gap := false, false
+	var w *seqWindow
+	if st != nil && st.member == mb {
+		w = st.window(m.Stream)
+	}
 	switch {
 	case st == nil:
 		if m.Seq > MaxSeqRate {
 			h.mu.Unlock()
+			if m.Stream != 0 {
+				// Updates of a process that ran before this hub heard
+				// it: its first heartbeat joins it and resyncs.
+				h.m.skipped.WithLabelValues("early").Inc()
+				return
+			}
 			h.reject("seq_jump", nil)
 			return
 		}
 		// Whatever the process sent before, the join's resync covers.
-		st = &procState{member: mb, ProcessCounts: ProcessCounts{Started: now, LastSeq: m.Seq}}
+		st = &procState{member: mb, ProcessCounts: ProcessCounts{Started: now}}
+		st.newWindow(m.Stream, m.Seq, now)
 		if !h.addProc(key, st) {
 			h.mu.Unlock()
 			h.reject("too_many_processes", nil)
@@ -436,23 +520,46 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 		// Heard on another member's channel than before: only a node
 		// moved between members by a reload of the members' list gets
 		// here (wrong_member refuses the rest). It joins anew.
-		st.member, st.LastSeq, st.missing = mb, m.Seq, 0
+		st.member, st.ctl, st.streams = mb, seqWindow{}, nil
+		st.newWindow(m.Stream, m.Seq, now)
 		joined = true
-	case m.Seq <= st.LastSeq:
-		if !st.fill(st.LastSeq - m.Seq) {
+	case w == nil:
+		// The first message of a stream this hub hears (the process's
+		// first of that partition, or the hub took the partition): a
+		// number the process could have reached since it started.
+		life := time.Since(st.Started).Seconds() + float64(st.ctl.last)*h.cfg.Link.Heartbeat.Seconds()
+		if float64(m.Seq) > MaxSeqRate*(1+life) {
+			h.mu.Unlock()
+			h.reject("seq_jump", st)
+			return
+		}
+		st.newWindow(m.Stream, m.Seq, now)
+		// Held since before the process was heard: its first messages
+		// on this stream were lost.
+		gap = m.Stream != 0 && m.Seq > 1 && h.ownedSince[m.Stream-1].Before(st.Started)
+	case m.Seq <= w.last:
+		if !w.fill(w.last - m.Seq) {
 			h.mu.Unlock()
 			h.reject("replay", st)
 			return
 		}
+		w.heard = now
 		h.m.late.Inc()
-	case m.Seq-st.LastSeq > uint64(MaxSeqRate*(1+time.Since(st.LastHeartbeat).Seconds())):
+	case m.Seq-w.last > uint64(MaxSeqRate*(1+time.Since(w.heard).Seconds())):
 		h.mu.Unlock()
 		h.reject("seq_jump", st)
 		return
 	default:
-		gap = st.advance(m.Seq, now)
+		gap = w.advance(m.Seq, now)
+		w.heard = now
 	}
-	gap = st.overdue(now, h.cfg.Link.Heartbeat) || gap
+	if w != nil {
+		gap = w.overdue(now, h.cfg.Link.Heartbeat) || gap
+	}
+	if w := st.streams[m.Stream]; w != nil {
+		w.dirty = true
+	}
+	st.LastSeq = st.ctl.last
 	st.LastHeartbeat = now
 	st.claimed = max(st.claimed, m.Time)
 	st.Messages++
@@ -465,60 +572,34 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 		h.nodeResync(key, mb, reason)
 	}
 	if m.Kind == link.KindUpdates && len(m.Changes) > 0 {
-		h.relayChanges(m.Node, st, time.UnixMilli(m.Time), m.Changes)
+		changes := m.Changes
+		if m.Stream == 0 {
+			changes = h.ownedOf(changes)
+		}
+		if len(changes) > 0 {
+			h.relayChanges(m.Node, st, time.UnixMilli(m.Time), changes)
+		}
 	}
 }
 
-// advance takes seq, above LastSeq: the numbers skipped become missing.
-// It reports a gap when numbers still missing fall out of the window.
-func (st *procState) advance(seq uint64, now time.Time) (gap bool) {
-	shift := seq - st.LastSeq // ≥ 1; the old LastSeq arrived, shift-1 were skipped
-	st.LastSeq = seq
-	skipped := ^uint64(0)
-	if shift-1 < ReorderWindow {
-		skipped = 1<<(shift-1) - 1
+// ownedOf returns the changes of the partitions the hub relays, of a
+// message on the control stream (a node before partitions sends its
+// updates there, and every hub hears them).
+func (h *Hub) ownedOf(changes []bittorrent.PeerChange) []bittorrent.PeerChange {
+	all := true
+	for _, c := range changes {
+		all = all && h.owns(link.Partition(c.InfoHash, h.parts))
 	}
-	if shift >= ReorderWindow {
-		gap = st.missing != 0 || shift-1 > ReorderWindow
-		st.missing = skipped
-	} else {
-		gap = st.missing>>(ReorderWindow-shift) != 0
-		st.missing = st.missing<<shift | skipped
+	if all {
+		return changes
 	}
-	if st.missing == 0 {
-		st.holeSince = time.Time{}
-	} else if st.holeSince.IsZero() {
-		st.holeSince = now
+	out := make([]bittorrent.PeerChange, 0, len(changes))
+	for _, c := range changes {
+		if h.owns(link.Partition(c.InfoHash, h.parts)) {
+			out = append(out, c)
+		}
 	}
-	return gap
-}
-
-// fill takes a late number, d below LastSeq: true if it was missing (it is
-// not any more), false for a replay or a number beyond the window.
-func (st *procState) fill(d uint64) bool {
-	if d == 0 || d > ReorderWindow {
-		return false
-	}
-	bit := uint64(1) << (d - 1)
-	if st.missing&bit == 0 {
-		return false
-	}
-	st.missing &^= bit
-	if st.missing == 0 {
-		st.holeSince = time.Time{}
-	}
-	return true
-}
-
-// overdue reports a gap when numbers have been missing for longer than
-// wait; they are then given up (the resync covers them) and a late one is
-// refused as a replay.
-func (st *procState) overdue(now time.Time, wait time.Duration) bool {
-	if st.missing == 0 || now.Sub(st.holeSince) <= wait {
-		return false
-	}
-	st.missing, st.holeSince = 0, time.Time{}
-	return true
+	return out
 }
 
 // resyncReason says why a message asks for a resync, or "": a process
@@ -579,13 +660,26 @@ func (h *Hub) requestResync(reason string) {
 	h.askResync(reason)
 }
 
-// askResync asks for a resync for reason, counted already.
-func (h *Hub) askResync(reason string) {
+// askResync asks for a resync of every partition the hub relays for
+// reason, counted already.
+func (h *Hub) askResync(reason string) { h.askResyncOf(reason, -1) }
+
+// askResyncOf asks for a resync of partition p (-1: all the hub relays)
+// for reason, counted already.
+func (h *Hub) askResyncOf(reason string, p int) {
 	h.mu.Lock()
 	if h.why == nil {
 		h.why = map[string]bool{}
 	}
 	h.why[reason] = true
+	if p < 0 {
+		h.wantAll = true
+	} else {
+		if h.wantParts == nil {
+			h.wantParts = map[int]bool{}
+		}
+		h.wantParts[p] = true
+	}
 	h.mu.Unlock()
 	select {
 	case h.resync <- struct{}{}:
@@ -603,11 +697,19 @@ func (h *Hub) Reset() {
 
 // Status is the hub's JSON status.
 type Status struct {
-	Hub     string                  `json:"hub"`
-	Resyncs int64                   `json:"resyncs"`
-	Recent  []ResyncRecord          `json:"recent_resyncs"`
-	Members map[string]MemberStatus `json:"members"`
-	Nodes   map[string]NodeStatus   `json:"nodes"`
+	Hub string `json:"hub"`
+	// Holder is the hub's id in the partition leases; Partitions the
+	// partitions it relays now, of PartitionCount; Hubs the live hubs it
+	// counted last (the share it aims at is PartitionCount/Hubs, rounded
+	// up).
+	Holder         string                  `json:"holder"`
+	Partitions     []int                   `json:"partitions"`
+	PartitionCount int                     `json:"partition_count"`
+	Hubs           int                     `json:"hubs"`
+	Resyncs        int64                   `json:"resyncs"`
+	Recent         []ResyncRecord          `json:"recent_resyncs"`
+	Members        map[string]MemberStatus `json:"members"`
+	Nodes          map[string]NodeStatus   `json:"nodes"`
 }
 
 // MemberStatus is one member: whether the hub is subscribed to its
@@ -650,7 +752,7 @@ type ProcessStatus struct {
 func (h *Hub) Status() Status {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := Status{Hub: h.cfg.Name, Resyncs: h.resyncs, Recent: slices.Clone(h.history), Members: map[string]MemberStatus{}, Nodes: map[string]NodeStatus{}}
+	s := Status{Hub: h.cfg.Name, Holder: h.holder, Partitions: h.Partitions(), PartitionCount: h.parts, Hubs: h.hubsLive, Resyncs: h.resyncs, Recent: slices.Clone(h.history), Members: map[string]MemberStatus{}, Nodes: map[string]NodeStatus{}}
 	for _, mb := range h.members {
 		link := "down"
 		if mb.up.Load() {

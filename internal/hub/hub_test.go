@@ -152,6 +152,7 @@ func newTestHubOn(t *testing.T, channel string, rdb redis.UniversalClient, relay
 	if err := h.SetMembers([]Member{{Name: "local", Link: rdb, Relay: relay, Carrier: carrier}}); err != nil {
 		t.Fatal(err)
 	}
+	h.ownAll()
 	th := &testHub{Hub: h, reg: reg}
 	t.Cleanup(func() { th.SetMembers(nil) })
 	if err := h.loadProcs(context.Background(), th.only()); err != nil {
@@ -525,15 +526,15 @@ func TestReorderWindow(t *testing.T) {
 	}
 	sort.SliceStable(order, func(a, b int) bool { return delay[order[a]] < delay[order[b]] })
 	now := time.Now()
-	st := &procState{ProcessCounts: ProcessCounts{LastSeq: 1}}
+	st := &seqWindow{last: 1}
 	took, late := map[uint64]bool{}, 0
 	for _, seq := range order {
 		switch {
-		case seq > st.LastSeq:
+		case seq > st.last:
 			if st.advance(seq, now) {
 				t.Fatalf("gap at %d", seq)
 			}
-		case !st.fill(st.LastSeq - seq):
+		case !st.fill(st.last - seq):
 			t.Fatalf("%d refused", seq)
 		default:
 			late++
@@ -544,13 +545,13 @@ func TestReorderWindow(t *testing.T) {
 		t.Fatalf("took %d of %d (%d late), missing %b", len(took), n, late, st.missing)
 	}
 	for _, seq := range order[n-ReorderWindow:] {
-		if seq < st.LastSeq && st.fill(st.LastSeq-seq) {
+		if seq < st.last && st.fill(st.last-seq) {
 			t.Fatalf("%d taken twice", seq)
 		}
 	}
 	// A hole: seq+1 skipped; it leaves the window after ReorderWindow
 	// more numbers, and not before.
-	last := st.LastSeq
+	last := st.last
 	st.advance(last+2, now)
 	for s := last + 3; s < last+2+ReorderWindow; s++ {
 		if st.advance(s, now) {

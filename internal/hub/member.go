@@ -36,6 +36,11 @@ type member struct {
 	droppedN atomic.Int64
 	failedN  atomic.Int64
 	up       atomic.Bool // subscribed to the member's channel now
+	// follows cancels the subscription to each partition's channel the
+	// hub relays (h.mu); leases are the hub's partition leases in this
+	// member's Redis, used when it is the lease member.
+	follows map[int]context.CancelFunc
+	leases  Leaser
 }
 
 // setUp records whether the hub is subscribed to the member's channel.
@@ -94,6 +99,10 @@ func (h *Hub) SetMembers(ms []Member) error {
 			stop = append(stop, mb)
 			delete(h.members, name)
 		}
+	}
+	h.leaseMember = ""
+	if len(ms) > 0 {
+		h.leaseMember = ms[0].Name
 	}
 	for _, mb := range stop {
 		h.dropProcs(func(_ procKey, st *procState) bool { return st.member == mb })
@@ -163,7 +172,8 @@ func (h *Hub) newMember(m Member) *member {
 	}
 	lc.Sharded = m.Sharded
 	mb := &member{Member: m, cfg: lc, ep: link.NewEndpoint(lc, h.cfg.Name, m.Link, h.sign), nodes: map[string]bool{},
-		carrier: m.Carrier, queue: make(chan relayJob, h.cfg.Backlog)}
+		carrier: m.Carrier, queue: make(chan relayJob, h.cfg.Backlog), follows: map[int]context.CancelFunc{},
+		leases: redisstore.NewLeases(m.Link, lc.Channel, lc.Sharded, h.holder, h.cfg.LeaseTTL, leaseTimeout)}
 	if mb.carrier == nil {
 		mb.carrier = everything{}
 	}
@@ -194,6 +204,9 @@ func (h *Hub) start(mb *member) {
 	// Counted before SetMembers can remove the member and wait for its
 	// goroutines (under the same lock).
 	mb.wg.Add(2)
+	for _, p := range h.Partitions() {
+		h.follow(mb, p)
+	}
 	h.mu.Unlock()
 	go func() {
 		defer mb.wg.Done()
@@ -327,7 +340,10 @@ func (h *Hub) flush() {
 // in the member's Redis, so that a restarted hub knows whom to resync
 // before they speak, and refuses replays of what they sent before the
 // restart: field "<node>/<session hex>", value "<started ms> <last seq>
-// <last heard ms>".
+// <last heard ms> <latest claimed ms>" (the control stream); and, written
+// by the hub relaying the partition, field "<node>/<session hex>/<stream>",
+// value "<last seq> <last heard ms>" (a partition's stream), which a hub
+// that takes the partition reads before it listens (streams.go).
 func (mb *member) procsKey() string {
 	return redisstore.LinkProcsKey(mb.cfg.Channel, mb.cfg.Sharded)
 }
@@ -343,8 +359,12 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var stale []string
+	var stale, streams []string
 	for field, v := range m {
+		if strings.Count(field, "/") == 2 {
+			streams = append(streams, field)
+			continue
+		}
 		// What the member's Redis holds is read as another's input: a
 		// field that does not parse, names a node the member does not
 		// speak for, or lies about times, is dropped.
@@ -357,6 +377,12 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 			continue // known through another member: that one stands
 		}
 		if !h.addProc(k, st) {
+			stale = append(stale, field)
+		}
+	}
+	// A stream of a process not kept is dropped with it.
+	for _, field := range streams {
+		if k, _, ok := parseStreamField(field, h.parts); !ok || h.proc(k) == nil || h.proc(k).member != mb {
 			stale = append(stale, field)
 		}
 	}
@@ -376,6 +402,9 @@ func (h *Hub) forget(ctx context.Context, mb *member) {
 	var gone []string
 	for _, k := range h.dropProcs(func(_ procKey, st *procState) bool { return st.member == mb && h.forgettable(st, now) }) {
 		gone = append(gone, k.field())
+		for p := range h.parts {
+			gone = append(gone, streamField(k, uint16(p+1)))
+		}
 	}
 	h.mu.Unlock()
 	if len(gone) == 0 {
@@ -393,10 +422,21 @@ func (h *Hub) forget(ctx context.Context, mb *member) {
 func (h *Hub) persist(ctx context.Context, mb *member) {
 	h.mu.Lock()
 	fields := map[string]any{}
+	var windows []*seqWindow
 	h.eachProc(func(k procKey, st *procState) {
-		if st.member == mb && st.dirty {
+		if st.member != mb {
+			return
+		}
+		if st.dirty {
 			fields[k.field()] = fmt.Sprintf("%d %d %d %d", st.Started.UnixMilli(), st.LastSeq, st.LastHeartbeat.UnixMilli(), st.claimed)
 			st.dirty = false
+		}
+		for stream, w := range st.streams {
+			if w.dirty {
+				fields[streamField(k, stream)] = fmt.Sprintf("%d %d", w.last, w.heard.UnixMilli())
+				w.dirty = false
+				windows = append(windows, w)
+			}
 		}
 	})
 	h.mu.Unlock()
@@ -413,6 +453,9 @@ func (h *Hub) persist(ctx context.Context, mb *member) {
 				st.dirty = true
 			}
 		})
+		for _, w := range windows {
+			w.dirty = true
+		}
 		h.mu.Unlock()
 	}
 }
@@ -434,7 +477,8 @@ func (h *Hub) overdueGaps(mb *member, now time.Time) {
 	}
 }
 
-// listen hands every node message on the member's channel to handle. The
+// listen hands every node message on the member's control channel to
+// handle (its partitions' channels are followed one by one: follow). The
 // hub hears its own heartbeats on the down channel, and anything arriving
 // proves the subscription carries messages (under a backlog its heartbeat
 // may be queued behind updates, and that is no split), so the endpoint's
@@ -485,7 +529,13 @@ func (h *Hub) heartbeat(mb *member) {
 		h.forget(ctx, mb)
 		h.overdueGaps(mb, time.Now())
 		pctx, cancel := context.WithTimeout(ctx, h.cfg.Link.Heartbeat)
-		if err := mb.ep.Publish(pctx, mb.cfg.DownChannel(), link.KindHubHeartbeat, nil); err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+		err := mb.ep.Publish(pctx, mb.cfg.DownChannel(), 0, link.KindHubHeartbeat, nil)
+		if err == nil && time.Since(time.UnixMilli(h.legacy.Load())) < h.cfg.NodeTimeout {
+			// A node before partitions is heard: it reads heartbeats
+			// of its own format only.
+			err = mb.ep.PublishLegacy(pctx, mb.cfg.DownChannel(), link.KindHubHeartbeat)
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 			h.errLog.Log(slog.LevelWarn, "hub heartbeat failed", "member", mb.Name, "err", err)
 		}
 		cancel()

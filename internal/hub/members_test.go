@@ -43,6 +43,7 @@ func newNetwork(t *testing.T, backlog int, members map[string][]string) *network
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.ownAll()
 	n := &network{testHub: &testHub{Hub: h, reg: reg}, redis: map[string]*redistest.Server{}, rdb: map[string]*redis.Client{}, stores: map[string]*redisstore.Store{},
 		scfg: redisstore.Config{Prefix: "tl", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 3 * time.Second}}
 	var ms []Member

@@ -181,6 +181,8 @@ func parseProc(field, v string, mb *member, now time.Time, skew time.Duration) (
 	if started > ahead || last > ahead || claimed > ahead+skew.Milliseconds() || started > last {
 		return procKey{}, nil, fmt.Errorf("process %q: times ahead of the hub's clock", field)
 	}
-	return procKey{node, session}, &procState{member: mb, claimed: claimed,
-		ProcessCounts: ProcessCounts{LastSeq: uint64(seq), LastHeartbeat: time.UnixMilli(last), Started: time.UnixMilli(started)}}, nil
+	st := &procState{member: mb, claimed: claimed,
+		ProcessCounts: ProcessCounts{LastSeq: uint64(seq), LastHeartbeat: time.UnixMilli(last), Started: time.UnixMilli(started)}}
+	st.ctl = seqWindow{last: uint64(seq), heard: st.LastHeartbeat}
+	return procKey{node, session}, st, nil
 }

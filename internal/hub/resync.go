@@ -12,6 +12,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -26,6 +27,13 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 		h.mu.Lock()
 		why := slices.Sorted(maps.Keys(h.why))
 		clear(h.why)
+		// Only partitions were asked for (taken, or their subscription
+		// made again): those; else every partition the hub relays.
+		var parts map[int]bool
+		if !h.wantAll {
+			parts = h.wantParts
+		}
+		h.wantParts, h.wantAll = nil, false
 		h.mu.Unlock()
 		if len(why) == 0 {
 			// A request that came while the last resync was being taken
@@ -33,7 +41,7 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 			// started after it: it is served.
 			continue
 		}
-		n, err := h.Resync(ctx)
+		n, err := h.resyncParts(ctx, parts)
 		if ctx.Err() != nil {
 			return
 		}
@@ -138,7 +146,15 @@ func each(n int, f func(i int)) {
 // the resync, never copied back from a node that missed the stop. Nodes
 // are read side by side, and members written side by side, so a distant
 // member costs its round trips once per step, not once per node.
-func (h *Hub) Resync(ctx context.Context) (int, error) {
+//
+// A hub resyncs the partitions it relays (partitions.go); the torrents of
+// the others are other hubs' to resync. Torrent sharing, which is not
+// partitioned, runs at the hub that relays partition 0.
+func (h *Hub) Resync(ctx context.Context) (int, error) { return h.resyncParts(ctx, nil) }
+
+// resyncParts is Resync of the partitions in parts that the hub relays
+// (nil: all it relays).
+func (h *Hub) resyncParts(ctx context.Context, parts map[int]bool) (int, error) {
 	nodes := h.live("")
 	if len(nodes) < 2 {
 		return 0, nil
@@ -147,7 +163,7 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 	// shard down, a timeout) is skipped and the resync goes on with the
 	// rest; the first error is returned, so the whole resync is retried.
 	run := &resyncRun{down: map[*member]bool{}}
-	if h.cfg.Share {
+	if h.cfg.Share && h.owns(0) && (parts == nil || parts[0]) {
 		places := map[string]allowed.Place{}
 		for _, t := range nodes {
 			if t.mb.Share != nil {
@@ -206,6 +222,10 @@ func (h *Hub) Resync(ctx context.Context) (int, error) {
 	var torrents []bittorrent.InfoHash
 	for _, ihs := range indexed {
 		for _, ih := range ihs {
+			p := link.Partition(ih, h.parts)
+			if !h.owns(p) || parts != nil && !parts[p] {
+				continue
+			}
 			if !seen[ih] {
 				seen[ih] = true
 				torrents = append(torrents, ih)

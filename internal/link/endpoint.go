@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,15 +26,16 @@ type Endpoint struct {
 	sign func(*Message) ([]byte, error)
 
 	session atomic.Uint64
-	seq     atomic.Uint64
-	alive   atomic.Int64 // unix ms of the last sign of life on the subscription
+	seqMu   sync.Mutex
+	seqs    map[uint16]uint64 // by stream: the last number of the session
+	alive   atomic.Int64      // unix ms of the last sign of life on the subscription
 	reset   chan struct{}
 }
 
 // NewEndpoint returns the endpoint of name (a node id or the hub's name) on
 // rdb, which signs what it publishes with sign. It starts nothing.
 func NewEndpoint(cfg Config, name string, rdb redis.UniversalClient, sign func(*Message) ([]byte, error)) *Endpoint {
-	e := &Endpoint{cfg: cfg, name: name, rdb: rdb, sign: sign, reset: make(chan struct{}, 1)}
+	e := &Endpoint{cfg: cfg, name: name, rdb: rdb, sign: sign, reset: make(chan struct{}, 1), seqs: map[uint16]uint64{}}
 	e.session.Store(NewSession())
 	return e
 }
@@ -50,12 +52,43 @@ func NewSession() uint64 {
 func (e *Endpoint) Session() uint64 { return e.session.Load() }
 
 // Publish signs a message of kind with the next sequence number of the
-// session and publishes it on channel. When the publish fails, what it
-// carried is lost, so the endpoint starts a new session: the receiver
-// resyncs a session it has not seen, and sequence numbers stay consecutive
-// within one. Publish is called from one goroutine at a time.
-func (e *Endpoint) Publish(ctx context.Context, channel string, kind Kind, changes []bittorrent.PeerChange) error {
-	m := &Message{Kind: kind, Node: e.name, Session: e.session.Load(), Seq: e.seq.Add(1), Time: time.Now().UnixMilli(), Changes: changes}
+// session's stream (0: the control stream; p+1: partition p's updates)
+// and publishes it on channel. When the publish fails, what it carried is
+// lost, so the endpoint starts a new session: the receiver resyncs a
+// session it has not seen, and sequence numbers stay consecutive within
+// each stream of one. Publish may be called from one goroutine per
+// stream at a time (the node publishes each partition from its own).
+func (e *Endpoint) Publish(ctx context.Context, channel string, stream uint16, kind Kind, changes []bittorrent.PeerChange) error {
+	return e.publish(ctx, channel, Version, stream, kind, changes)
+}
+
+// PublishLegacy publishes a message of kind on the control stream in the
+// format before partitions (LegacyVersion): the hub's heartbeat for nodes
+// that do not speak Version yet, while a network upgrades.
+func (e *Endpoint) PublishLegacy(ctx context.Context, channel string, kind Kind) error {
+	return e.publish(ctx, channel, LegacyVersion, 0, kind, nil)
+}
+
+// nextSeq returns the session and the next number of stream in it, read
+// together: a new session started meanwhile numbers from 1.
+func (e *Endpoint) nextSeq(stream uint16) (session, seq uint64) {
+	e.seqMu.Lock()
+	defer e.seqMu.Unlock()
+	e.seqs[stream]++
+	return e.session.Load(), e.seqs[stream]
+}
+
+// lastSeq returns the last number of stream in this session.
+func (e *Endpoint) lastSeq(stream uint16) uint64 {
+	e.seqMu.Lock()
+	defer e.seqMu.Unlock()
+	return e.seqs[stream]
+}
+
+func (e *Endpoint) publish(ctx context.Context, channel string, version uint8, stream uint16, kind Kind, changes []bittorrent.PeerChange) error {
+	session, seq := e.nextSeq(stream)
+	m := &Message{Version: version, Kind: kind, Partitions: uint16(e.cfg.PartitionCount()), Stream: stream, Node: e.name,
+		Session: session, Seq: seq, Time: time.Now().UnixMilli(), Changes: changes}
 	b, err := e.sign(m)
 	if err != nil {
 		return err
@@ -65,8 +98,10 @@ func (e *Endpoint) Publish(ctx context.Context, channel string, kind Kind, chang
 		publish = e.rdb.SPublish
 	}
 	if err := publish(ctx, channel, b).Err(); err != nil {
+		e.seqMu.Lock()
 		e.session.Store(NewSession())
-		e.seq.Store(0)
+		clear(e.seqs)
+		e.seqMu.Unlock()
 		return err
 	}
 	return nil
@@ -129,6 +164,41 @@ func (e *Endpoint) Listen(ctx context.Context, l Listener, channels ...string) {
 			return
 		}
 		l.Lost(reason)
+	}
+}
+
+// Follow subscribes to one channel and hands each message to handle until
+// ctx ends: a partition's channel, which may be quiet for long, so silence
+// is no split here (the control channel's Listen watches the link). A
+// failed subscription is made anew with backoff, and subscribed is called
+// each time one is made (first true for the first), so that the policy
+// resyncs what flowed meanwhile.
+func (e *Endpoint) Follow(ctx context.Context, channel string, handle func(payload []byte), down func(error), subscribed func(first bool)) {
+	first := true
+	for ctx.Err() == nil {
+		ps := subscribe(ctx, e.rdb, e.cfg.Sharded, down, channel)
+		if ps == nil {
+			return
+		}
+		subscribed(first)
+		first = false
+		for {
+			msg, err := ps.ReceiveTimeout(ctx, e.cfg.Heartbeat)
+			if ctx.Err() != nil {
+				break
+			}
+			if err != nil {
+				var ne interface{ Timeout() bool }
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					down(err)
+					break
+				}
+			}
+			if m, ok := msg.(*redis.Message); ok {
+				handle([]byte(m.Payload))
+			}
+		}
+		ps.Close()
 	}
 }
 

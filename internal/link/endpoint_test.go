@@ -59,7 +59,7 @@ func TestEndpointListen(t *testing.T) {
 	if first := <-subscribed; !first {
 		t.Fatal("first subscription not reported as first")
 	}
-	if err := e.Publish(ctx, "eptest:down", KindHeartbeat, nil); err != nil {
+	if err := e.Publish(ctx, "eptest:down", 0, KindHeartbeat, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Nobody calls Alive: within three heartbeats (150 ms) a soft split.
@@ -109,15 +109,15 @@ func TestEndpointPublishFailureStartsASession(t *testing.T) {
 	e := testEndpoint(t, rdb)
 	ctx := context.Background()
 	s1 := e.Session()
-	if err := e.Publish(ctx, "eptest:up", KindHeartbeat, nil); err != nil || e.seq.Load() != 1 {
-		t.Fatalf("publish: %v, seq %d", err, e.seq.Load())
+	if err := e.Publish(ctx, "eptest:up", 0, KindHeartbeat, nil); err != nil || e.lastSeq(0) != 1 {
+		t.Fatalf("publish: %v, seq %d", err, e.lastSeq(0))
 	}
 	srv.Stop()
-	if err := e.Publish(ctx, "eptest:up", KindHeartbeat, nil); err == nil {
+	if err := e.Publish(ctx, "eptest:up", 0, KindHeartbeat, nil); err == nil {
 		t.Fatal("publish to a stopped Redis succeeded")
 	}
-	if e.Session() == s1 || e.seq.Load() != 0 {
-		t.Fatalf("after a failed publish: session %x (was %x), seq %d", e.Session(), s1, e.seq.Load())
+	if e.Session() == s1 || e.lastSeq(0) != 0 {
+		t.Fatalf("after a failed publish: session %x (was %x), seq %d", e.Session(), s1, e.lastSeq(0))
 	}
 }
 
@@ -181,5 +181,74 @@ func TestNodeStatusSaysWhenRemade(t *testing.T) {
 	}
 	if st := n.Status(); st.Remade.Before(before) {
 		t.Fatalf("remade at %s, before the reset at %s", st.Remade, before)
+	}
+}
+
+// TestNodePublishesByPartition: a node's batch goes up one message per
+// partition, each on its partition's channel and numbered in its own
+// stream; hellos go on the control channel; the hub's heartbeats with
+// another partition count are refused, so the link does not come up.
+func TestNodePublishesByPartition(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	cfg := Config{Password: "a link password of the tests", Channel: "parttest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16,
+		MaxSkew: 4 * time.Second, Partitions: 4}
+	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sub := rdb.PSubscribe(ctx, "parttest:up*")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { n.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	change := func(first byte, port byte) bittorrent.PeerChange {
+		return bittorrent.PeerChange{InfoHash: bittorrent.InfoHash{first}, Op: bittorrent.OpLeecher, Seen: time.Now().UnixMilli(), Peer: string([]byte{10, 0, 0, 1, 0x1a, port})}
+	}
+	got := map[string][]*Message{}
+	key := func(string) (Key, error) { return n.creds.Node, nil }
+	read := func(k int) {
+		t.Helper()
+		for k > 0 {
+			m, err := sub.ReceiveMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lm, err := DecodeUp([]byte(m.Payload), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lm.Kind != KindHeartbeat {
+				got[m.Channel] = append(got[m.Channel], lm)
+				k--
+			}
+		}
+	}
+	read(1) // the hello
+	n.LocalChange(change(1, 1))
+	n.LocalChange(change(7, 2))
+	n.LocalChange(change(5, 3))
+	read(2)
+	n.LocalChange(change(9, 4))
+	read(1)
+	if h := got["parttest:up"]; len(h) != 1 || h[0].Kind != KindHello || h[0].Stream != 0 || h[0].Partitions != 4 {
+		t.Fatalf("control channel: %+v", h)
+	}
+	p1, p3 := got["parttest:up:1"], got["parttest:up:3"]
+	if len(p1) != 2 || p1[0].Stream != 2 || p1[0].Seq != 1 || p1[1].Seq != 2 || len(p1[0].Changes) != 2 || len(p1[1].Changes) != 1 {
+		t.Fatalf("partition 1: %+v", p1)
+	}
+	if len(p3) != 1 || p3[0].Stream != 4 || p3[0].Seq != 1 || p3[0].Changes[0].InfoHash[0] != 7 {
+		t.Fatalf("partition 3: %+v", p3)
+	}
+	// A hub with 8 partitions: its heartbeat is refused.
+	priv, _ := NewMaster("a link password of the tests").HubKeys()
+	b, _ := EncodeDown(priv, &Message{Kind: KindHubHeartbeat, Partitions: 8, Node: "hub", Session: 1, Seq: 1, Time: time.Now().UnixMilli()})
+	n.handle(b)
+	if testutil.ToFloat64(n.m.rejected.WithLabelValues("partitions")) != 1 || !n.ep.LastAlive().Before(time.Now().Add(-time.Minute)) {
+		t.Fatal("a heartbeat of another partition count was taken")
 	}
 }

@@ -16,10 +16,20 @@ import (
 )
 
 // Version is the message format version. A message of another version is
-// refused (and counted) before anything else is read. Version 2 signs with
-// per-node keys and the hub's Ed25519 key (identity.go); version 1 signed
-// with one key for all.
-const Version = 2
+// refused (and counted) before anything else is read. Version 3 adds the
+// sender's partition count and the message's stream (partition.go);
+// version 2 signs with per-node keys and the hub's Ed25519 key
+// (identity.go); version 1 signed with one key for all.
+//
+// The hub still reads version 2 from nodes (LegacyVersion: a node before
+// partitions, which sends everything on the control channel), so that a
+// network upgrades its hubs first and its nodes after; nodes read version 3
+// only from the hub.
+const Version = 3
+
+// LegacyVersion is the version before partitions, which the hub still
+// reads from nodes and writes, beside its own, while such a node is heard.
+const LegacyVersion = 2
 
 // Kind says what a message is.
 type Kind uint8
@@ -40,14 +50,24 @@ const (
 	macLen     = sha256.Size
 	sigLen     = ed25519.SignatureSize
 	headerLen  = 2 + 1 + 8 + 8 + 8 + 2 // version, kind, node len, session, seq, time, count
+	v3Extra    = 2 + 2                 // partitions, stream
 )
 
 // Message is one link message.
 type Message struct {
+	// Version is the format the message was read in (Version or
+	// LegacyVersion); writing, 0 is Version.
+	Version uint8
 	Kind    Kind
+	// Partitions is the sender's partition count (0: not said, as in
+	// version 2); a receiver with another count refuses the message.
+	Partitions uint16
+	// Stream is the sequence of numbers Seq counts in: 0 the process's
+	// control stream (hello, heartbeats), p+1 its updates of partition p.
+	Stream  uint16
 	Node    string // sender: a node id, or the hub's name
 	Session uint64 // random per process start: a new one means a process joined
-	Seq     uint64 // 1, 2, ... per session; a gap means lost messages
+	Seq     uint64 // 1, 2, ... per session and stream; a gap means lost messages
 	Time    int64  // unix milliseconds at the sender
 	Changes []bittorrent.PeerChange
 }
@@ -83,13 +103,14 @@ func EncodeDown(priv ed25519.PrivateKey, m *Message) ([]byte, error) {
 	return append(b, ed25519.Sign(priv, b)...), nil
 }
 
-// DecodeUp checks a node's message: the version, then the MAC (in constant
-// time) with the key of the node the message names, and only then parses
-// the rest. Of an unauthenticated message nothing is read but its version
-// and the sender's name (at most 255 bytes), which selects the key; keyOf
-// refuses names it has no key for (ErrUnknownNode).
+// DecodeUp checks a node's message (Version or LegacyVersion): the
+// version, then the MAC (in constant time) with the key of the node the
+// message names, and only then parses the rest. Of an unauthenticated
+// message nothing is read but its version and the sender's name (at most
+// 255 bytes), which selects the key; keyOf refuses names it has no key for
+// (ErrUnknownNode).
 func DecodeUp(b []byte, keyOf func(node string) (Key, error)) (*Message, error) {
-	body, sum, err := split(b, macLen)
+	body, sum, err := split(b, macLen, LegacyVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -109,9 +130,10 @@ func DecodeUp(b []byte, keyOf func(node string) (Key, error)) (*Message, error) 
 	return parseBody(body)
 }
 
-// DecodeDown checks the hub's message with its public key, then parses.
+// DecodeDown checks the hub's message (Version only) with its public key,
+// then parses.
 func DecodeDown(pub ed25519.PublicKey, b []byte) (*Message, error) {
-	body, sig, err := split(b, sigLen)
+	body, sig, err := split(b, sigLen, Version)
 	if err != nil {
 		return nil, err
 	}
@@ -128,8 +150,21 @@ func encodeBody(m *Message, trailer int) ([]byte, error) {
 	if len(m.Changes) > MaxChanges {
 		return nil, fmt.Errorf("link encode: %d changes, at most %d", len(m.Changes), MaxChanges)
 	}
-	b := make([]byte, 0, headerLen+len(m.Node)+len(m.Changes)*70+trailer)
-	b = append(b, Version, byte(m.Kind), byte(len(m.Node)))
+	b := make([]byte, 0, headerLen+v3Extra+len(m.Node)+len(m.Changes)*70+trailer)
+	switch m.Version {
+	case 0, Version:
+		b = append(b, Version, byte(m.Kind))
+		b = binary.BigEndian.AppendUint16(b, m.Partitions)
+		b = binary.BigEndian.AppendUint16(b, m.Stream)
+	case LegacyVersion:
+		if m.Stream != 0 {
+			return nil, errors.New("link encode: version 2 has no streams")
+		}
+		b = append(b, LegacyVersion, byte(m.Kind))
+	default:
+		return nil, fmt.Errorf("link encode: version %d", m.Version)
+	}
+	b = append(b, byte(len(m.Node)))
 	b = append(b, m.Node...)
 	b = binary.BigEndian.AppendUint64(b, m.Session)
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
@@ -155,13 +190,13 @@ func encodeBody(m *Message, trailer int) ([]byte, error) {
 	return b, nil
 }
 
-// split checks the version and the size, and cuts off the trailer (MAC or
-// signature).
-func split(b []byte, trailer int) (body, sum []byte, err error) {
+// split checks the version (Version, or also legacy when it is not 0) and
+// the size, and cuts off the trailer (MAC or signature).
+func split(b []byte, trailer int, legacy uint8) (body, sum []byte, err error) {
 	if len(b) == 0 {
 		return nil, nil, ErrMalformed
 	}
-	if b[0] != Version {
+	if b[0] != Version && b[0] != legacy {
 		return nil, nil, ErrVersion
 	}
 	if len(b) > MaxSize || len(b) < headerLen+1+trailer {
@@ -170,23 +205,40 @@ func split(b []byte, trailer int) (body, sum []byte, err error) {
 	return b[:len(b)-trailer], b[len(b)-trailer:], nil
 }
 
+// nameAt is where the node name's length byte lies in a body.
+func nameAt(body []byte) int {
+	if body[0] == LegacyVersion {
+		return 2
+	}
+	return 2 + v3Extra
+}
+
 // nodeName reads the sender's name from an unauthenticated body.
 func nodeName(body []byte) (string, bool) {
-	if len(body) < 3 || len(body) < 3+int(body[2]) || body[2] == 0 {
+	at := nameAt(body)
+	if len(body) <= at || len(body) < at+1+int(body[at]) || body[at] == 0 {
 		return "", false
 	}
-	return string(body[3 : 3+int(body[2])]), true
+	return string(body[at+1 : at+1+int(body[at])]), true
 }
 
 func parseBody(body []byte) (*Message, error) {
 	r := reader{b: body[1:]}
-	m := &Message{Kind: Kind(r.byte())}
+	m := &Message{Version: body[0], Kind: Kind(r.byte())}
+	if m.Version == Version {
+		m.Partitions, m.Stream = r.u16(), r.u16()
+	}
 	m.Node = string(r.bytes(int(r.byte())))
 	m.Session = r.u64()
 	m.Seq = r.u64()
 	m.Time = int64(r.u64())
 	n := int(r.u16())
 	if r.err || m.Node == "" || m.Kind < KindUpdates || m.Kind > KindHubHeartbeat || n > MaxChanges {
+		return nil, ErrMalformed
+	}
+	// Only updates go on a partition's stream, and only of a partition
+	// the sender has.
+	if m.Stream != 0 && (m.Kind != KindUpdates || m.Stream > m.Partitions) {
 		return nil, ErrMalformed
 	}
 	if n > 0 {

@@ -15,7 +15,7 @@ import (
 )
 
 func sample() *Message {
-	return &Message{Kind: KindUpdates, Node: "node1", Session: 42, Seq: 7, Time: 1764000000123, Changes: []bittorrent.PeerChange{
+	return &Message{Version: Version, Kind: KindUpdates, Partitions: 16, Node: "node1", Session: 42, Seq: 7, Time: 1764000000123, Changes: []bittorrent.PeerChange{
 		{InfoHash: bittorrent.InfoHash{1}, Op: bittorrent.OpSeeder, Completion: true, Seen: 1764000000, Peer: "\x7f\x00\x00\x01\x1a\xe1"},
 		{InfoHash: bittorrent.InfoHash{2}, Op: bittorrent.OpStopped, Seen: 1764000001, Peer: string(make([]byte, 18))},
 		{InfoHash: bittorrent.InfoHash{3}, Op: bittorrent.OpPartial, Seen: 1764000002, Peer: "\x0a\x00\x00\x02\x1a\xe1"},
@@ -111,11 +111,56 @@ func TestRoundTripAndRejects(t *testing.T) {
 	}
 }
 
+// TestStreamsAndLegacy: a message names its stream (0, the control
+// stream, or a partition's); only updates go on a partition's stream, of
+// a partition the sender has. The hub still reads version 2 (no streams,
+// no partition count) from nodes; nodes read version 3 only.
+func TestStreamsAndLegacy(t *testing.T) {
+	testKeys()
+	m := sample()
+	m.Stream = 16
+	b, err := EncodeUp(key1, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DecodeUp(b, keyring); err != nil || got.Stream != 16 || got.Partitions != 16 {
+		t.Fatalf("stream 16 of 16: %v %+v", err, got)
+	}
+	for name, bad := range map[string]func(*Message){
+		"stream past the partitions": func(m *Message) { m.Stream = 17 },
+		"hello on a partition":       func(m *Message) { m.Kind, m.Stream, m.Changes = KindHello, 3, nil },
+	} {
+		m := sample()
+		bad(m)
+		b, _ := EncodeUp(key1, m)
+		if _, err := DecodeUp(b, keyring); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	legacy := sample()
+	legacy.Version, legacy.Partitions = LegacyVersion, 0
+	b, err = EncodeUp(key1, legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DecodeUp(b, keyring); err != nil || !reflect.DeepEqual(got, legacy) {
+		t.Fatalf("version 2 from a node: %v %+v", err, got)
+	}
+	hb := &Message{Version: LegacyVersion, Kind: KindHubHeartbeat, Node: "hub", Session: 1, Seq: 1, Time: 5}
+	b, _ = EncodeDown(hubPriv, hb)
+	if _, err := DecodeDown(hubPub, b); !errors.Is(err, ErrVersion) {
+		t.Fatalf("version 2 from the hub: %v", err)
+	}
+	if Partition(bittorrent.InfoHash{0x13}, 16) != 3 || Partition(bittorrent.InfoHash{0xff}, 1) != 0 {
+		t.Fatal("partition of an info hash")
+	}
+}
+
 // TestHubSignature: nodes check the hub's heartbeats with its public key,
 // which cannot sign; a node's key cannot make a hub message.
 func TestHubSignature(t *testing.T) {
 	testKeys()
-	hb := &Message{Kind: KindHubHeartbeat, Node: "hub", Session: 1, Seq: 1, Time: 5}
+	hb := &Message{Version: Version, Kind: KindHubHeartbeat, Partitions: 16, Node: "hub", Session: 1, Seq: 1, Time: 5}
 	b, err := EncodeDown(hubPriv, hb)
 	if err != nil {
 		t.Fatal(err)

@@ -52,6 +52,10 @@ type Config struct {
 	// hash tag {<channel>}, so they live on one shard. Set from
 	// TRACKER_REDIS_CLUSTER, not by a variable of its own.
 	Sharded bool
+	// Partitions is how many partitions the relay is split into, by info
+	// hash, over the hubs that run (partition.go); the same on every node
+	// and hub of a network (0: DefaultPartitions).
+	Partitions int `env:"LINK_PARTITIONS" envDefault:"16"`
 	// PeerLifetime is the node's peer lifetime: its swarm index's writes
 	// trim entries older than it (plus a slack). Set from
 	// TRACKER_PEER_LIFETIME; 0: the node never trims its index.
@@ -64,11 +68,15 @@ func (c Config) Enabled() bool { return c.Password != "" || c.Key != "" }
 // LogValue keeps the secret and the keys out of logs.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(slog.Bool("enabled", c.Enabled()), slog.Bool("node_key_only", c.Key != ""),
-		slog.String("channel", c.Channel), slog.Bool("sharded", c.Sharded), slog.Duration("heartbeat", c.Heartbeat))
+		slog.String("channel", c.Channel), slog.Bool("sharded", c.Sharded), slog.Duration("heartbeat", c.Heartbeat),
+		slog.Int("partitions", c.PartitionCount()))
 }
 
 // Validate checks the settings; errors name the variable.
 func (c Config) Validate() error {
+	if c.Partitions < 0 || c.Partitions > MaxPartitions {
+		return fmt.Errorf("TRACKER_LINK_PARTITIONS must be from 1 to %d (and the same on every node and hub)", MaxPartitions)
+	}
 	switch {
 	case c.Password != "" && len(c.Password) < 12:
 		return errors.New("TRACKER_LINK_PASSWORD must be at least 12 characters")
@@ -98,7 +106,9 @@ func (c Config) Validate() error {
 }
 
 // UpChannel and DownChannel name the two directions: <channel>:up and
-// <channel>:down, or {<channel>}:up and {<channel>}:down when sharded.
+// <channel>:down, or {<channel>}:up and {<channel>}:down when sharded. The
+// up channel is the control channel (hellos, heartbeats); updates go up
+// on their partition's channel (PartitionChannel).
 func (c Config) UpChannel() string   { return c.base() + ":up" }
 func (c Config) DownChannel() string { return c.base() + ":down" }
 
@@ -314,8 +324,9 @@ func (n *Node) publish(ctx context.Context) {
 	flush.Stop()
 	armed := false
 	batch := make([]bittorrent.PeerChange, 0, MaxChanges)
+	pub := n.startPublishers(ctx)
 	send := func(kind Kind, changes []bittorrent.PeerChange) {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 		defer cancel()
 		if len(changes) > 0 {
 			changes = n.fresh(changes)
@@ -326,17 +337,16 @@ func (n *Node) publish(ctx context.Context) {
 				n.errLog.Log(slog.LevelWarn, "link index writes queued up; entries left for a later change")
 			}
 		}
-		if err := n.ep.Publish(pctx, n.cfg.UpChannel(), kind, changes); err != nil {
-			// What was lost, a resync repairs: the endpoint started a new
-			// session, which the hub resyncs when it hears it.
-			n.m.publishErrs.Inc()
-			n.errLog.Log(slog.LevelWarn, "link publish failed; a new session will be resynced", "kind", kind, "err", err)
+		if kind != KindUpdates {
+			if err := n.ep.Publish(pctx, n.cfg.UpChannel(), 0, kind, nil); err != nil {
+				n.publishFailed(kind, err)
+			}
 			return
 		}
-		if kind == KindUpdates {
-			n.published.Add(1)
-			n.m.changes.Add(float64(len(changes)))
-		}
+		// Each partition's changes go on its channel, in the order
+		// they came, from its own publisher (publishers.go); a failed
+		// publish starts a new session, which every hub resyncs.
+		pub.hand(changes)
 	}
 	flushBatch := func() {
 		if len(batch) > 0 {
@@ -353,6 +363,7 @@ func (n *Node) publish(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			flushBatch()
+			pub.close(publishTimeout)
 			return
 		case c := <-n.queue:
 			batch = append(batch, c)
@@ -372,6 +383,14 @@ func (n *Node) publish(ctx context.Context) {
 			send(KindHello, nil)
 		}
 	}
+}
+
+// publishFailed counts a failed publish. What was lost, a resync repairs:
+// the endpoint started a new session, which the hubs resync when they hear
+// it.
+func (n *Node) publishFailed(kind Kind, err error) {
+	n.m.publishErrs.Inc()
+	n.errLog.Log(slog.LevelWarn, "link publish failed; a new session will be resynced", "kind", kind, "err", err)
 }
 
 // listen subscribes to the hub's channel and watches its heartbeats. A
@@ -419,6 +438,14 @@ func (n *Node) handle(b []byte) {
 	}
 	if m.Kind != KindHubHeartbeat {
 		n.m.rejected.WithLabelValues("malformed").Inc()
+		return
+	}
+	if int(m.Partitions) != n.cfg.PartitionCount() {
+		// Its hub would refuse every message of this node: no sign of
+		// life, so the link shows split, and the log says why.
+		n.m.rejected.WithLabelValues("partitions").Inc()
+		n.errLog.Log(slog.LevelError, "the hub runs with another partition count: set TRACKER_LINK_PARTITIONS the same on every node and hub",
+			"hub", m.Node, "hub_partitions", m.Partitions, "partitions", n.cfg.PartitionCount())
 		return
 	}
 	if !n.ep.Fresh(m, time.Now()) {

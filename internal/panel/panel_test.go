@@ -489,7 +489,7 @@ func TestHubPage(t *testing.T) {
 	c := browser(t)
 	csrf := signIn(t, c, srv.URL)
 	_, body := do(t, c, get(t, srv.URL+"/"))
-	for _, want := range []string{"hub1", `data-node="alpha"`, "live", "silent", "0123456789abcdef", "hello, gap", "complete"} {
+	for _, want := range []string{"hub1", `data-node="alpha"`, "live", "silent", "0123456789abcdef", "hello, gap", "complete", "Relays 2 of 16 partitions (3, 7), with 2 live hubs"} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("hub page lacks %q", want)
 		}
@@ -511,6 +511,7 @@ func (f *fakeHub) Reset() { f.resets.Add(1) }
 func (f *fakeHub) Status() hub.Status {
 	var st hub.Status
 	st.Hub = "hub1"
+	st.Partitions, st.PartitionCount, st.Hubs = []int{3, 7}, 16, 2
 	now := time.Now()
 	st.Members = map[string]hub.MemberStatus{"local": {Link: "up", Channel: "tl:link"}}
 	st.Nodes = map[string]hub.NodeStatus{

@@ -227,6 +227,27 @@ func LinkProcsKey(channel string, sharded bool) string {
 	return channel + ":procs"
 }
 
+// LinkLeaseKey names the lease of partition part of the link's relay
+// (hub): the holding hub's id, expiring unless renewed. Sharded, the
+// leases take the channels' hash tag like the registry, so that one
+// MGET or transaction reads or renews them all. part "*" makes the ACL
+// pattern of every lease.
+func LinkLeaseKey(channel string, sharded bool, part string) string {
+	if sharded {
+		return "{" + channel + "}:lease:" + part
+	}
+	return channel + ":lease:" + part
+}
+
+// LinkHubsKey names the registry of live hubs of the link (hub): a sorted
+// set of hub ids, each scored with when it expires unless renewed.
+func LinkHubsKey(channel string, sharded bool) string {
+	if sharded {
+		return "{" + channel + "}:hubs"
+	}
+	return channel + ":hubs"
+}
+
 // The keys of a node that are not per swarm, all in the node's hash tag
 // {<node>:...} so that a node's ACL user may be limited to its keyspace.
 

@@ -105,6 +105,13 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 		m.redis, m.admin = startRedisIn(t, m.host)
 		acl := runTracker(t, "acl", "-redis", m.host.inner+":6379", m.nodeID)
 		urls := applyACL(t, m.admin, acl)
+		// The member's administrator loads the store's functions, as
+		// tl-admin (the node's and the hub's users may not).
+		setup := exec.Command(bin, "redis-setup")
+		setup.Env = append(os.Environ(), "TRACKER_REDIS_URL="+urls["tl-admin"])
+		if out, err := setup.CombinedOutput(); err != nil {
+			t.Fatalf("tracker redis-setup as tl-admin: %v\n%s", err, out)
+		}
 		link := newSlowLink(t, m.host.inner+":6379", 20*time.Millisecond, 0.01, 200*time.Millisecond)
 		m.hubURL = strings.Replace(urls["tl-hub"], m.host.inner+":6379", link, 1)
 		nodeURL := strings.Replace(urls["tl-node-"+name], m.host.inner+":6379", "127.0.0.1:6379", 1)

@@ -154,6 +154,11 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		}
 		sink = ln
 		linkNode = ln
+		// One process id everywhere: the registry's, the panel's and
+		// the link's first session, which the hub lists the process by
+		// (a failed publish starts a new session; the link status and
+		// the hub show the session in force).
+		proc = ln.Status().Session
 		routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/link/status", Handler: jsonHandler(func() any { return ln.Status() })})
 	}
 	var gate *allowed.Set

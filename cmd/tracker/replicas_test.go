@@ -243,3 +243,32 @@ func TestReplicasShareOnePort(t *testing.T) {
 		t.Fatalf("after one of three left, %d replicas serve", len(seen))
 	}
 }
+
+// TestStoppedNodeLeavesAtOnce: a node stopped cleanly (as SIGTERM does)
+// says bye; the hub shows it left and relays to it no more within a
+// second, not after TRACKER_HUB_NODE_TIMEOUT. The process id the node
+// logs, its registry and its metrics name is its link session, the one
+// the hub lists.
+func TestStoppedNodeLeavesAtOnce(t *testing.T) {
+	c := newCluster(t, "stay", "go")
+	c.waitLinked("stay", "go")
+	st, err := hubStatus(c.hub.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session string
+	for s := range st.Nodes["go"].Processes {
+		session = s
+	}
+	if m := metricLines(t, c.nodes["go"].url, "tracker_process_info"); !strings.Contains(m, `process="`+session+`"`) {
+		t.Fatalf("the node's process id is not the session the hub lists (%s): %s", session, m)
+	}
+	c.nodes["go"].stop(t)
+	eventually(t, time.Second, "the hub shows the stopped node left", func() bool {
+		st, err := hubStatus(c.hub.url)
+		return err == nil && st.Nodes["go"].State == "left" && !st.Nodes["go"].Live
+	})
+	if st, _ := hubStatus(c.hub.url); st.Nodes["stay"].State != "live" {
+		t.Fatalf("the other node: %+v", st.Nodes["stay"])
+	}
+}

@@ -312,3 +312,41 @@ func TestReplayAfterForgetWithSkewedClock(t *testing.T) {
 		t.Fatalf("the replay: %v refused as replay, %v joins (had %v)", h.rejected("replay"), h.resyncRequests("join"), joins)
 	}
 }
+
+// TestByeAndSilent: a process that says bye (a clean stop) is relayed to no
+// more at once and shows as left; a replay of its messages is still
+// refused; a process not heard for three heartbeats shows as silent (and is
+// still relayed to) before the node timeout forgets it.
+func TestByeAndSilent(t *testing.T) {
+	h := newTestHub(t, newChannel())
+	ctx := context.Background()
+	a, b := &proc{node: "alpha", session: 1}, &proc{node: "beta", session: 2}
+	h.handle(ctx, a.msg(t, h, link.KindHello))
+	hello := b.msg(t, h, link.KindHello)
+	h.handle(ctx, hello)
+	if n := len(h.live("alpha")); n != 1 {
+		t.Fatalf("%d nodes to relay to before the bye, want 1", n)
+	}
+	h.handle(ctx, b.msg(t, h, link.KindBye))
+	if n := len(h.live("alpha")); n != 0 {
+		t.Fatal("beta is still relayed to after its bye")
+	}
+	if st := h.Status().Nodes["beta"]; st.State != "left" || st.Live {
+		t.Fatalf("beta after its bye: %+v", st)
+	}
+	h.handle(ctx, hello)
+	if h.rejected("replay") != 1 {
+		t.Fatal("a replay of a process that left was not refused")
+	}
+	// alpha goes quiet for more than three heartbeats.
+	h.mu.Lock()
+	st := h.proc(procKey{"alpha", 1})
+	st.LastHeartbeat = time.Now().Add(-4 * h.cfg.Link.Heartbeat)
+	h.mu.Unlock()
+	if n := h.Status().Nodes["alpha"]; n.State != "silent" || !n.Live {
+		t.Fatalf("alpha after four heartbeats of silence: %+v", n)
+	}
+	if n := len(h.live("beta")); n != 1 {
+		t.Fatal("a silent node is no longer relayed to before the node timeout")
+	}
+}

@@ -239,6 +239,9 @@ type procState struct {
 	// so the process is not forgotten before that (else a replay would
 	// pass as a new process).
 	claimed int64
+	// left: the process said bye (a clean stop); it is relayed to no
+	// more, and forgotten once nothing it sent can pass.
+	left bool
 	// ctl is its control stream's window (hellos, heartbeats; version 2
 	// messages); streams those of the partitions this hub relays, by
 	// stream (partition+1), from the first message heard on each.
@@ -564,7 +567,14 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 	st.claimed = max(st.claimed, m.Time)
 	st.Messages++
 	st.dirty = true
+	st.left = false // a message after a bye (reordered): heard again
 	h.nodes[m.Node].heard(st)
+	if m.Kind == link.KindBye {
+		h.left(key, st)
+		h.mu.Unlock()
+		h.reqLog.Log(slog.LevelInfo, "node process left (it said bye): relayed to no more", "member", mb.Name, "node", m.Node, "session", key.String())
+		return
+	}
 	h.mu.Unlock()
 
 	if reason := resyncReason(joined, gap, m.Kind); reason != "" {
@@ -727,8 +737,10 @@ type MemberStatus struct {
 // NodeStatus is one node id: live while any of its processes is, with
 // each process (replica) by session.
 type NodeStatus struct {
-	Member        string    `json:"member"`
-	Live          bool      `json:"live"`
+	Member string `json:"member"`
+	Live   bool   `json:"live"`
+	// State is its liveliest process's: live, silent, left or gone.
+	State         string    `json:"state"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	Messages      int64     `json:"messages"`
 	Relayed       int64     `json:"updates_relayed"`
@@ -746,12 +758,20 @@ type NodeStatus struct {
 type ProcessStatus struct {
 	ProcessCounts
 	Live bool `json:"live"`
+	// State is live (heard within three heartbeats), silent (not since,
+	// still relayed to until the node timeout), left (it said bye at a
+	// clean stop) or gone (past the node timeout, not forgotten yet).
+	State string `json:"state"`
 }
+
+// stateRank orders the states of processes, liveliest last, for a node's.
+var stateRank = map[string]int{"gone": 1, "left": 2, "silent": 3, "live": 4}
 
 // Status returns the hub's view of its members, nodes and processes.
 func (h *Hub) Status() Status {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	now := time.Now()
 	s := Status{Hub: h.cfg.Name, Holder: h.holder, Partitions: h.Partitions(), PartitionCount: h.parts, Hubs: h.hubsLive, Resyncs: h.resyncs, Recent: slices.Clone(h.history), Members: map[string]MemberStatus{}, Nodes: map[string]NodeStatus{}}
 	for _, mb := range h.members {
 		link := "down"
@@ -766,8 +786,12 @@ func (h *Hub) Status() Status {
 		if n.Processes == nil {
 			n.Processes = map[string]ProcessStatus{}
 		}
-		live := time.Since(st.LastHeartbeat) < h.cfg.NodeTimeout
-		n.Processes[fmt.Sprintf("%016x", k.session)] = ProcessStatus{ProcessCounts: st.ProcessCounts, Live: live}
+		state := h.processState(st, now)
+		live := state == "live" || state == "silent"
+		n.Processes[fmt.Sprintf("%016x", k.session)] = ProcessStatus{ProcessCounts: st.ProcessCounts, Live: live, State: state}
+		if stateRank[state] > stateRank[n.State] {
+			n.State = state
+		}
 		n.ProcessCount++
 		if live {
 			n.LiveProcesses++

@@ -63,7 +63,7 @@ func (h *Hub) addProc(k procKey, st *procState) bool {
 // heard takes st's LastHeartbeat (just set) as its node's latest sign of
 // life, if it is.
 func (np *nodeProcs) heard(st *procState) {
-	if !st.LastHeartbeat.Before(np.last) {
+	if !st.left && !st.LastHeartbeat.Before(np.last) {
 		np.last, np.member = st.LastHeartbeat, st.member
 	}
 }
@@ -145,7 +145,39 @@ func (k procKey) String() string { return fmt.Sprintf("%s/%016x", k.node, k.sess
 // by a node whose clock runs ahead passes until its claimed time plus the
 // skew; forgotten before that, its replay would pass as a new process).
 func (h *Hub) forgettable(st *procState, now time.Time) bool {
-	return now.Sub(st.LastHeartbeat) > h.cfg.NodeTimeout && now.UnixMilli() > st.claimed+h.cfg.Link.MaxSkew.Milliseconds()
+	return (st.left || now.Sub(st.LastHeartbeat) > h.cfg.NodeTimeout) && now.UnixMilli() > st.claimed+h.cfg.Link.MaxSkew.Milliseconds()
+}
+
+// left takes process k, which said bye, out of its node's liveness at
+// once: the hub relays to it no more. Its state stays until nothing it
+// sent passes the freshness check (forgettable), so a replay of its
+// messages is refused. h.mu is held.
+func (h *Hub) left(k procKey, st *procState) {
+	st.left = true
+	np := h.nodes[k.node]
+	if np == nil {
+		return
+	}
+	np.last, np.member = time.Time{}, nil
+	for _, other := range np.procs {
+		np.heard(other)
+	}
+}
+
+// processState says what the status shows of a process: live (heard
+// within three heartbeats), silent (not since, but still relayed to until
+// the node timeout), left (it said bye), gone (past the node timeout, not
+// yet forgotten).
+func (h *Hub) processState(st *procState, now time.Time) string {
+	switch since := now.Sub(st.LastHeartbeat); {
+	case st.left:
+		return "left"
+	case since >= h.cfg.NodeTimeout:
+		return "gone"
+	case since > 3*h.cfg.Link.Heartbeat:
+		return "silent"
+	}
+	return "live"
 }
 
 // parseProc reads one field of a member's registry of processes (procsKey):

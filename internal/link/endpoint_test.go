@@ -252,3 +252,47 @@ func TestNodePublishesByPartition(t *testing.T) {
 		t.Fatal("a heartbeat of another partition count was taken")
 	}
 }
+
+// TestNodeSaysByeAtAStop: a node that stops says bye on the control
+// channel, after what it still had to send.
+func TestNodeSaysByeAtAStop(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	cfg := Config{Password: "a link password of the tests", Channel: "byetest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16,
+		MaxSkew: 4 * time.Second, Partitions: 4}
+	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	sub := rdb.Subscribe(sctx, "byetest:up")
+	defer sub.Close()
+	if _, err := sub.Receive(sctx); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.Run(ctx); close(done) }()
+	key := func(string) (Key, error) { return n.creds.Node, nil }
+	var kinds []Kind
+	for len(kinds) == 0 || kinds[len(kinds)-1] != KindBye {
+		if len(kinds) == 1 {
+			cancel() // after the hello
+		}
+		rctx, rcancel := context.WithTimeout(sctx, 5*time.Second)
+		m, err := sub.ReceiveMessage(rctx)
+		rcancel()
+		if err != nil {
+			t.Fatalf("after %v: %v", kinds, err)
+		}
+		lm, err := DecodeUp([]byte(m.Payload), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, lm.Kind)
+	}
+	<-done
+	if kinds[0] != KindHello {
+		t.Fatalf("messages on the control channel: %v", kinds)
+	}
+}

@@ -34,13 +34,17 @@ const LegacyVersion = 2
 // Kind says what a message is.
 type Kind uint8
 
-// Message kinds. Nodes send Hello, Heartbeat and Updates up; the hub sends
-// HubHeartbeat down.
+// Message kinds. Nodes send Hello, Heartbeat, Updates and, at a clean
+// stop, Bye up; the hub sends HubHeartbeat down. Bye came after format 3's
+// first release: a hub that predates it counts one as malformed (and
+// forgets the process after the node timeout, as before), so a network
+// upgrades its hubs before its nodes.
 const (
 	KindUpdates Kind = iota + 1
 	KindHello
 	KindHeartbeat
 	KindHubHeartbeat
+	KindBye
 )
 
 // Limits on a message; a larger one is malformed.
@@ -233,7 +237,7 @@ func parseBody(body []byte) (*Message, error) {
 	m.Seq = r.u64()
 	m.Time = int64(r.u64())
 	n := int(r.u16())
-	if r.err || m.Node == "" || m.Kind < KindUpdates || m.Kind > KindHubHeartbeat || n > MaxChanges {
+	if r.err || m.Node == "" || m.Kind < KindUpdates || m.Kind > KindBye || n > MaxChanges {
 		return nil, ErrMalformed
 	}
 	// Only updates go on a partition's stream, and only of a partition

@@ -364,6 +364,9 @@ func (n *Node) publish(ctx context.Context) {
 		case <-ctx.Done():
 			flushBatch()
 			pub.close(publishTimeout)
+			// A clean stop says so: the hubs stop relaying to this
+			// process at once, not after the node timeout.
+			send(KindBye, nil)
 			return
 		case c := <-n.queue:
 			batch = append(batch, c)

@@ -271,6 +271,7 @@ func TestNodeSaysByeAtAStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan struct{})
 	go func() { n.Run(ctx); close(done) }()
 	key := func(string) (Key, error) { return n.creds.Node, nil }

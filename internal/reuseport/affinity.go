@@ -201,6 +201,9 @@ func remoteAddr(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
+// handWait bounds how long handing a connection over may wait.
+const handWait = 50 * time.Millisecond
+
 // hand passes c to replica to; true when it went (c is then closed here).
 func (a *Affinity) hand(c net.Conn, to string) bool {
 	sc, ok := c.(syscall.Conn)
@@ -211,6 +214,9 @@ func (a *Affinity) hand(c net.Conn, to string) bool {
 	if err != nil {
 		return false
 	}
+	// A replica that reads no more (hung, its queue full) must not hold
+	// up this one's accepting: after a short wait, serve here.
+	a.out.SetWriteDeadline(time.Now().Add(handWait))
 	var werr error
 	if err := rc.Control(func(fd uintptr) {
 		_, _, werr = a.out.WriteMsgUnix([]byte{1}, syscall.UnixRights(int(fd)), &net.UnixAddr{Name: "@" + a.space + "/" + to, Net: "unixgram"})

@@ -6,6 +6,8 @@ import (
 	"net"
 	"slices"
 	"time"
+
+	"github.com/tracklink/tracklink/internal/logsample"
 )
 
 // Registry is the node's registry of its live processes (the store's).
@@ -34,6 +36,15 @@ type Group struct {
 	// Changed, if set, is told the number of live replicas when it
 	// changes (a gauge).
 	Changed func(n int)
+
+	sampled *logsample.Logger // failures, at most a line per 10 s
+}
+
+func (g *Group) errLog() *logsample.Logger {
+	if g.sampled == nil {
+		g.sampled = logsample.New(g.Log, 10*time.Second)
+	}
+	return g.sampled
 }
 
 // Run runs until ctx ends, then leaves as above.
@@ -58,7 +69,7 @@ func (g *Group) Run(ctx context.Context) error {
 func (g *Group) step(ctx context.Context, every time.Duration, steered *int) {
 	if err := g.Registry.Beat(ctx, g.Self); err != nil {
 		if ctx.Err() == nil {
-			g.Log.Warn("replica registry: beat failed; keeping the last view", "err", err)
+			g.errLog().Log(slog.LevelWarn, "replica registry: beat failed; keeping the last view", "err", err)
 		}
 		return
 	}
@@ -78,7 +89,7 @@ func (g *Group) step(ctx context.Context, every time.Duration, steered *int) {
 	}
 	for _, c := range g.UDP {
 		if err := Steer(c, n); err != nil {
-			g.Log.Warn("replicas: UDP datagrams are spread by the kernel's hash, not by client address", "err", err)
+			g.errLog().Log(slog.LevelWarn, "replicas: UDP datagrams are spread by the kernel's hash, not by client address", "err", err)
 		}
 	}
 	g.Log.Info("replicas of this node", "live", n)

@@ -99,7 +99,7 @@ func TestResyncTakesNothingOnTrust(t *testing.T) {
 	if sc[1].Incomplete > 5 {
 		t.Errorf("good took %d peers of one swarm from evil, bound 5", sc[1].Incomplete)
 	}
-	held, _, err := relay.Indexed(ctx, "good", 0)
+	held, _, err := relay.Indexed(ctx, "good", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

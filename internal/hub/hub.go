@@ -68,7 +68,7 @@ func (everything) Forget(string)                                             {}
 // resyncs (redisstore.Relayer).
 type Relayer interface {
 	Apply(ctx context.Context, targets []redisstore.Target) (int, error)
-	Indexed(ctx context.Context, node string, limit int) (_ []bittorrent.InfoHash, bad int, _ error)
+	Indexed(ctx context.Context, node string, limit int, parts func(part int) bool) (_ []bittorrent.InfoHash, bad int, _ error)
 	Swarms(ctx context.Context, node string, hashes []bittorrent.InfoHash, limit int) (_ [][]bittorrent.PeerChange, bad int, _ error)
 }
 
@@ -185,8 +185,10 @@ type Hub struct {
 	resyncs int64
 	// why holds the reasons asked for since the last resync started;
 	// history the last resyncs (HistoryLen), newest last.
-	why     map[string]bool
-	history []ResyncRecord
+	why map[string]bool
+	// resyncing is true while a resync runs (tests wait for it).
+	resyncing bool
+	history   []ResyncRecord
 
 	// The partitions (partitions.go): parts is the count; owned[p] is
 	// set while the hub relays p. Under mu: since when it does, the

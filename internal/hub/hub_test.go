@@ -56,7 +56,7 @@ func (f *fakeRelayer) Apply(_ context.Context, ts []redisstore.Target) (int, err
 	return n, nil
 }
 
-func (f *fakeRelayer) Indexed(_ context.Context, node string, limit int) ([]bittorrent.InfoHash, int, error) {
+func (f *fakeRelayer) Indexed(_ context.Context, node string, limit int, parts func(int) bool) ([]bittorrent.InfoHash, int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []bittorrent.InfoHash
@@ -64,7 +64,9 @@ func (f *fakeRelayer) Indexed(_ context.Context, node string, limit int) ([]bitt
 		if limit > 0 && len(out) == limit {
 			break
 		}
-		out = append(out, ih)
+		if parts == nil || parts(int(ih[0])) { // as the index's parts hold them
+			out = append(out, ih)
+		}
 	}
 	return out, 0, nil
 }

@@ -216,7 +216,10 @@ func shareAndRelayOnce(t *testing.T, n *relayNet, from, to string) {
 		}
 		return true
 	})
-	time.Sleep(300 * time.Millisecond) // the takeover resyncs run
+	// The takeover resyncs run and end: a change a resync applies first
+	// is applied by no relay after it (applying is idempotent), and the
+	// count below is of relays.
+	waitFor(t, 10*time.Second, "the hubs' resyncs done", func() bool { return resyncsIdle(a) && resyncsIdle(b) })
 	before := a.relayed() + b.relayed()
 	ihs := hashes(1, 64)
 	for i, ih := range ihs {
@@ -381,4 +384,22 @@ func TestHubsOfAnotherCount(t *testing.T) {
 	if got := otherCounts([]string{a, ""}, 16); got != nil {
 		t.Fatalf("other counts among hubs of one count: %q", got)
 	}
+}
+
+// resyncsIdle reports whether h has no resync asked for, waiting or
+// running, and its count of resyncs run (or failed) stays the same over
+// 200 ms.
+func resyncsIdle(h *runningHub) bool {
+	count := func() float64 { return value(h.m.resyncs) + value(h.m.resyncFailed) }
+	idle := func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.resync) == 0 && len(h.why) == 0 && !h.resyncing
+	}
+	c := count()
+	if !idle() {
+		return false
+	}
+	time.Sleep(200 * time.Millisecond)
+	return idle() && count() == c
 }

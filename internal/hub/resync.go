@@ -34,6 +34,7 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 			parts = h.wantParts
 		}
 		h.wantParts, h.wantAll = nil, false
+		h.resyncing = len(why) > 0
 		h.mu.Unlock()
 		if len(why) == 0 {
 			// A request that came while the last resync was being taken
@@ -42,6 +43,9 @@ func (h *Hub) resyncLoop(ctx context.Context) {
 			continue
 		}
 		n, err := h.resyncParts(ctx, parts)
+		h.mu.Lock()
+		h.resyncing = false
+		h.mu.Unlock()
 		if ctx.Err() != nil {
 			return
 		}
@@ -193,9 +197,16 @@ func (h *Hub) resyncParts(ctx context.Context, parts map[int]bool) (int, error) 
 	b := h.cfg.Bounds
 	refused := make([]refusals, len(nodes))
 	indexed := make([][]bittorrent.InfoHash, len(nodes))
+	// Only the index parts of the partitions to resync are read (part i
+	// holds the info hashes whose first byte is i, partition i % count);
+	// what a hostile node filed elsewhere is still filtered below.
+	want := func(part int) bool {
+		p := part % h.parts
+		return h.owns(p) && (parts == nil || parts[p])
+	}
 	each(len(nodes), func(i int) {
 		refused[i] = refusals{}
-		ihs, bad, err := nodes[i].mb.Relay.Indexed(ctx, nodes[i].node, b.Swarms+1)
+		ihs, bad, err := nodes[i].mb.Relay.Indexed(ctx, nodes[i].node, b.Swarms+1, want)
 		if err != nil {
 			run.failed(nodes[i].mb, err)
 		}

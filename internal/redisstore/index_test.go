@@ -63,7 +63,7 @@ func TestRelayIndexesTargets(t *testing.T) {
 	if _, err := r.Apply(ctx, []Target{{Node: "target", Changes: []bittorrent.PeerChange{{InfoHash: ih, Op: bittorrent.OpSeeder, Seen: time.Now().UnixMilli(), Peer: p}}}}); err != nil {
 		t.Fatal(err)
 	}
-	ihs, _, err := r.Indexed(ctx, "target", 0)
+	ihs, _, err := r.Indexed(ctx, "target", 0, nil)
 	if err != nil || len(ihs) != 1 || ihs[0] != ih {
 		t.Fatalf("target's index %v, %v", ihs, err)
 	}
@@ -215,5 +215,33 @@ func TestRelayTrimsIndex(t *testing.T) {
 	}
 	if got := rdb.ZRange(ctx, key, 0, -1).Val(); len(got) != 1 || got[0] != string(ih[:]) {
 		t.Fatalf("index part after a relay: %q, want only the relayed swarm", got)
+	}
+}
+
+// TestIndexedReadsOnlyThePartsAsked: a hub that relays some partitions
+// reads only their parts of a node's index (part i: first byte i).
+func TestIndexedReadsOnlyThePartsAsked(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	r, err := NewRelayer(rdb, Config{Prefix: "partsread", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := float64(time.Now().UnixMilli())
+	for b := range 256 {
+		ih := bittorrent.InfoHash{byte(b), 1}
+		rdb.ZAdd(ctx, IndexKey("partsread", "n", ih), redis.Z{Score: now, Member: string(ih[:])})
+	}
+	got, _, err := r.Indexed(ctx, "n", 0, func(part int) bool { return part%16 == 3 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 16 {
+		t.Fatalf("%d info hashes read, want the 16 of partition 3 of 16", len(got))
+	}
+	for _, ih := range got {
+		if ih[0]%16 != 3 {
+			t.Fatalf("read %x, of partition %d", ih[:1], ih[0]%16)
+		}
 	}
 }

@@ -251,9 +251,20 @@ const indexPage = 1000
 // included), each call bounded by the timeout. A part that is not a sorted
 // set (what no writer of ours writes) is skipped and counted in bad; a part
 // that cannot be read (its shard down) is skipped, and the others are
-// returned with the first error.
-func (r *Relayer) Indexed(ctx context.Context, node string, limit int) (out []bittorrent.InfoHash, bad int, err error) {
+// returned with the first error. With parts, only the index parts for
+// which it says yes are read (part i holds the info hashes whose first
+// byte is i: a hub reads the parts of the partitions it relays).
+func (r *Relayer) Indexed(ctx context.Context, node string, limit int, parts func(part int) bool) (out []bittorrent.InfoHash, bad int, err error) {
 	keys := IndexKeys(r.prefix, node)
+	if parts != nil {
+		var some []string
+		for i, key := range keys {
+			if parts(i) {
+				some = append(some, key)
+			}
+		}
+		keys = some
+	}
 	cutoff := r.now().UnixMilli() - r.lifetimeMs - indexSlack.Milliseconds()
 	// Every part trimmed and its first page read in one round trip; the
 	// further pages of a large part one at a time.

@@ -203,7 +203,7 @@ func TestIndexedInPages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, _, err := r.Indexed(ctx, "n1", 0)
+	got, _, err := r.Indexed(ctx, "n1", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

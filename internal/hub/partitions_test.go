@@ -115,7 +115,16 @@ func (h *runningHub) kill() {
 	h.stop()
 }
 
-func (h *runningHub) relayed() float64 { return value(h.m.relayed) }
+// relayed is how many changes the hub wrote into other nodes: taken to
+// the relayer, whether or not a node already held them (a resync may
+// have applied one first; applying is idempotent).
+func (h *runningHub) relayed() float64 {
+	var n int64
+	for _, node := range h.Status().Nodes {
+		n += node.Relayed
+	}
+	return float64(n)
+}
 
 // announce makes peer i a leecher of ih at node, as its front end would:
 // stored, then handed to its link.

@@ -23,7 +23,7 @@ const adminLine = "Operators: the admin panel is not served on this port. It has
 	"(TRACKER_ADMIN_ADDR, on the host's loopback unless its operator chose otherwise)."
 
 // nodePage is a node's public page.
-func nodePage(id string, store *redisstore.Store, ln *link.Node, udpPort int, reg prometheus.Gatherer) *frontpage.Page {
+func nodePage(id string, store *redisstore.Store, ln *link.Node, udpPort int, ws bool, reg prometheus.Gatherer) *frontpage.Page {
 	links := []frontpage.Link{
 		{Path: "/healthz", What: "200 while the process runs"},
 		{Path: "/readyz", What: "200 while Redis answers"},
@@ -41,7 +41,7 @@ func nodePage(id string, store *redisstore.Store, ln *link.Node, udpPort int, re
 	}
 	return frontpage.New(frontpage.Config{
 		Role: "tracker node", Name: id, Version: version, About: about,
-		Announce: true, UDPPort: udpPort, Links: links, Admin: adminLine,
+		Announce: true, UDPPort: udpPort, WebSocket: ws, Links: links, Admin: adminLine,
 		Figures: func(ctx context.Context) ([]frontpage.Figure, error) {
 			h, err := store.Held(ctx, publicHeldLimit, nil)
 			n := func(v int) string {

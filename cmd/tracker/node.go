@@ -229,7 +229,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	if len(udpConns) > 0 {
 		udpPort = udpConns[0].LocalAddr().(*net.UDPAddr).Port
 	}
-	page := nodePage(cfg.NodeID, store, linkNode, udpPort, reg)
+	page := nodePage(cfg.NodeID, store, linkNode, udpPort, ws != nil, reg)
 	routes = append(routes, httpapi.Route{Method: "GET", Pattern: "/", Handler: page}, httpapi.Route{Method: "HEAD", Pattern: "/", Handler: page})
 	srv, err := httpapi.New(cfg.HTTP, svc, log, reg, reg, routes...)
 	if err != nil {

@@ -62,6 +62,9 @@ type Config struct {
 	// used: HTTP on the port it reached, UDP on UDPPort (0: no UDP).
 	Announce bool
 	UDPPort  int
+	// WebSocket: WebTorrent's WebSocket protocol is served on the HTTP
+	// port's /announce (ws://, wss:// behind TLS).
+	WebSocket bool
 	Links    []Link
 	Admin    string // one line on where the admin panel is
 	// Figures reads the live figures (at most once per CacheFor).
@@ -201,7 +204,7 @@ func (p *Page) current(ctx context.Context) ([]Figure, string) {
 // view is what the template gets.
 type view struct {
 	Config
-	HTTPURL, UDPURL string
+	HTTPURL, UDPURL, WSURL string
 	Figures         []Figure
 	FiguresErr      string
 }
@@ -220,6 +223,9 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			scheme = "https"
 		}
 		v.HTTPURL = scheme + "://" + r.Host + "/announce"
+		if p.cfg.WebSocket {
+			v.WSURL = map[string]string{"http": "ws", "https": "wss"}[scheme] + "://" + r.Host + "/announce"
+		}
 		if p.cfg.UDPPort > 0 {
 			host := r.Host
 			if h, _, err := net.SplitHostPort(r.Host); err == nil {

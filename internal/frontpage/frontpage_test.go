@@ -20,7 +20,7 @@ func TestPage(t *testing.T) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x_total"}, []string{"action"})
 	reg.MustRegister(c)
 	p := New(Config{
-		Role: "tracker node", Name: "n<1>", Version: "v1", About: "About.", Announce: true, UDPPort: 7000,
+		Role: "tracker node", Name: "n<1>", Version: "v1", About: "About.", Announce: true, UDPPort: 7000, WebSocket: true,
 		Links: []Link{{Path: "/metrics", What: "metrics"}}, Admin: "Not here.",
 		Figures: func(context.Context) ([]Figure, error) {
 			reads.Add(1)
@@ -45,7 +45,7 @@ func TestPage(t *testing.T) {
 	}
 	resp, body := get("tracker.example:6969", "/")
 	for _, want := range []string{
-		"http://tracker.example:6969/announce", "udp://tracker.example:7000/announce",
+		"http://tracker.example:6969/announce", "udp://tracker.example:7000/announce", "ws://tracker.example:6969/announce",
 		"<th scope=\"row\">Peers</th><td class=\"n\">42</td>",
 		"<th scope=\"row\">Announces per second</th><td class=\"n\">5.0</td>",
 		"n&lt;1&gt;", `<a href="/metrics">/metrics</a>`, "Not here.",

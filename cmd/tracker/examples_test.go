@@ -118,8 +118,14 @@ var examples = map[string]example{
 		return []string{"-base-port 6969", fmt.Sprintf("-base-port %d -hub-port %d", r.ports[0], r.ports[0]+3)}
 	}, check: func(t *testing.T, r *exampleRun) {
 		waitHTTP(t, r, r.url(r.ports[0]+3)+"/status", `"node3"`)
-		if !strings.Contains(r.out.String(), "cluster ready") {
-			t.Fatalf("no \"cluster ready\":\n%s", r.out.String())
+		// The hub lists node3 as soon as it says hello; the cluster says
+		// it is ready once every process answers /readyz, a moment later.
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(r.out.String(), "cluster ready") {
+			if time.Now().After(deadline) {
+				t.Fatalf("no \"cluster ready\":\n%s", r.out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}},
 	"linkkey": {exits: true, check: func(t *testing.T, r *exampleRun) {

@@ -35,6 +35,9 @@ func nodePage(id string, store *redisstore.Store, ln *link.Node, udpPort int, ws
 	if udpPort > 0 {
 		links = append(links, frontpage.Link{Path: "/udp/status", What: "UDP addresses and counts (JSON)"})
 	}
+	if ws {
+		links = append(links, frontpage.Link{Path: "/ws/status", What: "WebTorrent connections and peers (JSON)"})
+	}
 	about := "This is a BitTorrent tracker: clients announce here to find the other peers of their torrents."
 	if ln != nil {
 		about += " It is linked: peers announced at the other trackers of its network are returned here too, for the torrents they have in common."

@@ -65,8 +65,8 @@ type Config struct {
 	// WebSocket: WebTorrent's WebSocket protocol is served on the HTTP
 	// port's /announce (ws://, wss:// behind TLS).
 	WebSocket bool
-	Links    []Link
-	Admin    string // one line on where the admin panel is
+	Links     []Link
+	Admin     string // one line on where the admin panel is
 	// Figures reads the live figures (at most once per CacheFor).
 	Figures  func(ctx context.Context) ([]Figure, error)
 	Rates    []Rate
@@ -205,8 +205,8 @@ func (p *Page) current(ctx context.Context) ([]Figure, string) {
 type view struct {
 	Config
 	HTTPURL, UDPURL, WSURL string
-	Figures         []Figure
-	FiguresErr      string
+	Figures                []Figure
+	FiguresErr             string
 }
 
 // ServeHTTP serves the page at / (and 404 for any other path it is given).

@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -28,70 +22,15 @@ func replicaEnv(redisURL string, port int, extra ...string) []string {
 		"TRACKER_LIMIT_LOOPBACK=true", "TRACKER_LOG_LEVEL=info"}, extra...)
 }
 
-// from returns an HTTP client whose connections leave from src, a fresh
-// connection (and source port) per request.
-func from(src netip.Addr) *http.Client {
-	d := &net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), Timeout: 3 * time.Second}
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
-}
-
-var processRE = regexp.MustCompile(`tracker_process_info\{node="one",process="([0-9a-f]+)"\}`)
-
-// servedBy returns the process that answers src's request for /metrics.
+// servedBy returns the process that answers src's request for /metrics
+// (nsload_test.go's client helpers: the same as in the client namespace).
 func servedBy(t *testing.T, base string, src netip.Addr) string {
 	t.Helper()
-	resp, err := from(src).Get(base + "/metrics")
+	p, _, err := metricsFrom(base, src.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	m := processRE.FindSubmatch(b)
-	if m == nil {
-		t.Fatal("no tracker_process_info in /metrics")
-	}
-	return string(m[1])
-}
-
-// udpAnnounceFrom announces over BEP 15 from src (a fresh socket) and
-// returns the error message of a refusal ("" when answered).
-func udpAnnounceFrom(t *testing.T, src netip.Addr, to string, ih [20]byte, port uint16) string {
-	t.Helper()
-	c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	req := binary.BigEndian.AppendUint64(nil, 0x41727101980)
-	req = binary.BigEndian.AppendUint32(req, 0)
-	req = binary.BigEndian.AppendUint32(req, 7)
-	c.Write(req)
-	buf := make([]byte, 2048)
-	n, err := c.Read(buf)
-	if err != nil || n < 16 || binary.BigEndian.Uint32(buf) != 0 {
-		t.Fatalf("UDP connect from %s: %d bytes, %v", src, n, err)
-	}
-	ann := append([]byte(nil), buf[8:16]...) // connection id
-	ann = binary.BigEndian.AppendUint32(ann, 1)
-	ann = binary.BigEndian.AppendUint32(ann, 8)
-	ann = append(ann, ih[:]...)
-	var pid [20]byte
-	rand.Read(pid[:])
-	ann = append(ann, pid[:]...)
-	ann = append(ann, make([]byte, 8)...)                // downloaded
-	ann = binary.BigEndian.AppendUint64(ann, 1)          // left
-	ann = append(ann, make([]byte, 8+4+4+4)...)          // uploaded, event, ip, key
-	ann = binary.BigEndian.AppendUint32(ann, 0xffffffff) // numwant -1
-	ann = binary.BigEndian.AppendUint16(ann, port)
-	c.Write(ann)
-	if n, err = c.Read(buf); err != nil || n < 8 {
-		t.Fatalf("UDP announce from %s: %v", src, err)
-	}
-	if binary.BigEndian.Uint32(buf) == 3 {
-		return string(buf[8:n])
-	}
-	return ""
+	return p
 }
 
 // TestReplicasShareOnePort: three processes of node "one" listen on one
@@ -119,18 +58,11 @@ func TestReplicasShareOnePort(t *testing.T) {
 	eventually(t, 10*time.Second, "every replica sees three", func() bool {
 		seen := map[string]bool{}
 		for _, src := range srcs {
-			resp, err := from(src).Get(base + "/metrics")
-			if err != nil {
+			p, text, err := metricsFrom(base, src.String())
+			if err != nil || !strings.Contains(text, "tracker_replicas 3") {
 				return false
 			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if !bytes.Contains(b, []byte("tracker_replicas 3")) {
-				return false
-			}
-			if m := processRE.FindSubmatch(b); m != nil {
-				seen[string(m[1])] = true
-			}
+			seen[p] = true
 		}
 		return len(seen) == 3
 	})
@@ -156,7 +88,7 @@ func TestReplicasShareOnePort(t *testing.T) {
 	ok := 0
 	for i := range 30 {
 		q := fmt.Sprintf("%s/announce?info_hash=%s&peer_id=-TT0001-%012d&port=%d&left=1", base, url.QueryEscape(string(ih[:])), i, 9000+i)
-		resp, err := from(heavy).Get(q)
+		resp, err := httpFrom(heavy.String()).Get(q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,8 +97,12 @@ func TestReplicasShareOnePort(t *testing.T) {
 		if !strings.Contains(string(b), "failure") {
 			ok++
 		}
-		if udpAnnounceFrom(t, heavy, udpAddr, ih, uint16(9500+i)) == "" {
+		var r refusal
+		switch err := udpAnnounce(udpAddr, heavy.String(), string(ih[:]), uint16(9500+i)); {
+		case err == nil:
 			ok++
+		case !errors.As(err, &r):
+			t.Fatalf("UDP announce %d from %s: %v", i, heavy, err)
 		}
 	}
 	if ok > 2*10 {
@@ -208,7 +144,7 @@ func TestReplicasShareOnePort(t *testing.T) {
 			default:
 			}
 			src := srcs[i%len(srcs)]
-			resp, err := from(src).Get(base + "/healthz")
+			resp, err := httpFrom(src.String()).Get(base + "/healthz")
 			if err == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()

@@ -25,17 +25,8 @@ import (
 func TestResyncTakesNothingOnTrust(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
 	ctx := context.Background()
-	scfg := redisstore.Config{Prefix: newChannel(), PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 2 * time.Second}
-	relay, err := redisstore.NewRelayer(rdb, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := scfg
-	c.NodeID = "good"
-	good, err := redisstore.New(rdb, c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	scfg, relay, stores := realStores(t, rdb, "good")
+	good := stores["good"]
 	h := newTestHubOn(t, newChannel(), rdb, relay, nil)
 	h.cfg.Bounds = Bounds{Swarms: 40, Peers: 5}
 	for _, n := range []string{"good", "evil"} {

@@ -457,19 +457,7 @@ func TestResyncUnionAndCarriers(t *testing.T) {
 func TestResyncKeepsStopsStopped(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
 	ctx := context.Background()
-	scfg := redisstore.Config{Prefix: newChannel(), PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 2 * time.Second}
-	relay, err := redisstore.NewRelayer(rdb, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stores := map[string]*redisstore.Store{}
-	for _, n := range []string{"a", "b"} {
-		c := scfg
-		c.NodeID = n
-		if stores[n], err = redisstore.New(rdb, c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	scfg, relay, stores := realStores(t, rdb, "a", "b")
 	h := newTestHubOn(t, newChannel(), rdb, relay, nil)
 	for _, n := range []string{"a", "b"} {
 		h.handle(ctx, (&proc{node: n, session: 1}).msg(t, h, link.KindHello))
@@ -571,15 +559,8 @@ func TestReorderWindow(t *testing.T) {
 func TestReorderedStopStaysStopped(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
 	ctx := context.Background()
-	scfg := redisstore.Config{Prefix: newChannel(), NodeID: "b", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 2 * time.Second}
-	relay, err := redisstore.NewRelayer(rdb, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := redisstore.New(rdb, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, relay, stores := realStores(t, rdb, "b")
+	b := stores["b"]
 	h := newTestHubOn(t, newChannel(), rdb, relay, nil)
 	hub := h
 	a := &proc{node: "a", session: 1}
@@ -646,4 +627,24 @@ func TestResyncHistory(t *testing.T) {
 			t.Fatalf("a resync ran that nobody asked for: %+v", got)
 		}
 	}
+}
+
+// realStores returns, on rdb under a prefix of the test's own, the store
+// configuration, a real relayer and a real store of each node.
+func realStores(t *testing.T, rdb redis.UniversalClient, nodes ...string) (redisstore.Config, *redisstore.Relayer, map[string]*redisstore.Store) {
+	t.Helper()
+	scfg := redisstore.Config{Prefix: newChannel(), PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 2 * time.Second}
+	relay, err := redisstore.NewRelayer(rdb, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stores := map[string]*redisstore.Store{}
+	for _, n := range nodes {
+		c := scfg
+		c.NodeID = n
+		if stores[n], err = redisstore.New(rdb, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return scfg, relay, stores
 }

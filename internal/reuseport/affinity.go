@@ -44,7 +44,10 @@ type Affinity struct {
 	done    chan struct{}
 	ended   sync.Once // closes done
 	once    sync.Once // Close
-	wg      sync.WaitGroup
+	closing atomic.Bool
+	stop    chan struct{}  // closed when Close starts
+	accepts sync.WaitGroup // acceptTCP
+	wg      sync.WaitGroup // receive
 	handed  atomic.Int64
 	taken   atomic.Int64
 	refused atomic.Int64
@@ -67,9 +70,10 @@ func NewAffinity(ln net.Listener, space, self string) (*Affinity, error) {
 		return nil, err
 	}
 	a := &Affinity{ln: ln, self: self, space: space, uln: uln, out: out, procs: []string{self},
-		conns: make(chan net.Conn, 256), done: make(chan struct{})}
-	a.wg.Add(2)
-	go func() { defer a.wg.Done(); a.acceptTCP() }()
+		conns: make(chan net.Conn, 256), done: make(chan struct{}), stop: make(chan struct{})}
+	a.accepts.Add(1)
+	a.wg.Add(1)
+	go func() { defer a.accepts.Done(); a.acceptTCP() }()
 	go func() { defer a.wg.Done(); a.receive() }()
 	return a, nil
 }
@@ -98,26 +102,98 @@ func (a *Affinity) Accept() (net.Conn, error) {
 // Addr is the shared listener's address.
 func (a *Affinity) Addr() net.Addr { return a.ln.Addr() }
 
-// Close stops accepting and receiving; connections received and not yet
-// accepted are closed.
+// Close stops accepting and receiving, handing to the other replicas
+// what this one got and will not serve: the connections queued in the
+// kernel (the listener is closed right after they are taken, so almost
+// none is reset there: the host's net.ipv4.tcp_migrate_req=1 closes that
+// last gap), those handed to it and not yet accepted, and those other
+// replicas hand it while it closes. What no other replica can take is
+// closed.
 func (a *Affinity) Close() error {
 	var err error
 	a.once.Do(func() {
-		a.end()
+		a.closing.Store(true)
+		close(a.stop)
+		// Stop the accept loop without closing the listener: its queue
+		// goes to the others first.
+		if d, ok := a.ln.(interface{ SetDeadline(time.Time) error }); ok {
+			d.SetDeadline(time.Now())
+		} else {
+			a.ln.Close()
+		}
+		a.accepts.Wait()
+		a.handQueued()
 		err = a.ln.Close()
-		a.uln.Close()
+		// Take what the others hand over until they see this one gone.
+		a.uln.SetReadDeadline(time.Now().Add(closeListen))
 		a.wg.Wait()
-		a.out.Close()
+		a.uln.Close()
+		a.end()
 		for {
 			select {
 			case c := <-a.conns:
-				c.Close()
+				a.handOff(c)
 			default:
+				a.out.Close()
 				return
 			}
 		}
 	})
 	return err
+}
+
+// closeListen is how long a closing replica still takes connections
+// handed to it (a replica that read the registry a moment before this one
+// left).
+const closeListen = 20 * time.Millisecond
+
+// handQueued hands the connections waiting in the listener's queue to
+// their owners among the other replicas.
+func (a *Affinity) handQueued() {
+	sc, ok := a.ln.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(lfd uintptr) {
+		for range maxQueued {
+			fd, sa, err := syscall.Accept4(int(lfd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+			if err != nil {
+				return // EAGAIN: the queue is empty
+			}
+			to := a.Owner(sockaddrIP(sa))
+			if to != a.self && to != "" {
+				a.handFD(fd, to)
+			}
+			syscall.Close(fd) // this process's copy; not handed: reset
+
+		}
+	})
+}
+
+// maxQueued bounds the connections handQueued takes (a listen backlog is
+// at most somaxconn, 4096 by default).
+const maxQueued = 1 << 16
+
+// handOff hands c, which this replica will not serve, to its owner among
+// the others, or closes it.
+func (a *Affinity) handOff(c net.Conn) {
+	if to := a.Owner(remoteAddr(c)); to == a.self || to == "" || !a.hand(c, to) {
+		c.Close()
+	}
+}
+
+func sockaddrIP(sa syscall.Sockaddr) netip.Addr {
+	switch v := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return netip.AddrFrom4(v.Addr)
+	case *syscall.SockaddrInet6:
+		return netip.AddrFrom16(v.Addr)
+	}
+	return netip.Addr{}
 }
 
 func (a *Affinity) end() { a.ended.Do(func() { close(a.done) }) }
@@ -174,6 +250,9 @@ func (a *Affinity) acceptTCP() {
 	for {
 		c, err := a.ln.Accept()
 		if err != nil {
+			if a.closing.Load() {
+				return // Close takes the queue from here
+			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				time.Sleep(5 * time.Millisecond)
@@ -185,13 +264,27 @@ func (a *Affinity) acceptTCP() {
 		if to := a.Owner(remoteAddr(c)); to != a.self && to != "" && a.hand(c, to) {
 			continue
 		}
-		select {
-		case a.conns <- c:
-		case <-a.done:
-			c.Close()
+		if !a.queue(c) {
 			return
 		}
 	}
+}
+
+// queue gives c to Accept; once Close has started, c goes to another
+// replica unless Accept takes it at once. False when the listener is
+// done.
+func (a *Affinity) queue(c net.Conn) bool {
+	select {
+	case a.conns <- c:
+		return true
+	case <-a.stop:
+	}
+	select {
+	case a.conns <- c:
+	default:
+		a.handOff(c)
+	}
+	return !a.closing.Load()
 }
 
 func remoteAddr(c net.Conn) netip.Addr {
@@ -214,17 +307,24 @@ func (a *Affinity) hand(c net.Conn, to string) bool {
 	if err != nil {
 		return false
 	}
+	var sent bool
+	if err := rc.Control(func(fd uintptr) { sent = a.handFD(int(fd), to) }); err != nil || !sent {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// handFD passes the connection fd to replica to (the caller still closes
+// its copy of fd).
+func (a *Affinity) handFD(fd int, to string) bool {
 	// A replica that reads no more (hung, its queue full) must not hold
 	// up this one's accepting: after a short wait, serve here.
 	a.out.SetWriteDeadline(time.Now().Add(handWait))
-	var werr error
-	if err := rc.Control(func(fd uintptr) {
-		_, _, werr = a.out.WriteMsgUnix([]byte{1}, syscall.UnixRights(int(fd)), &net.UnixAddr{Name: "@" + a.space + "/" + to, Net: "unixgram"})
-	}); err != nil || werr != nil {
+	if _, _, err := a.out.WriteMsgUnix([]byte{1}, syscall.UnixRights(fd), &net.UnixAddr{Name: "@" + a.space + "/" + to, Net: "unixgram"}); err != nil {
 		return false
 	}
 	a.handed.Add(1)
-	c.Close()
 	return true
 }
 
@@ -235,6 +335,9 @@ func (a *Affinity) receive() {
 	for {
 		_, oobn, _, _, err := a.uln.ReadMsgUnix(buf, oob)
 		if err != nil {
+			if a.closing.Load() {
+				return // Close's last read ended
+			}
 			select {
 			case <-a.done:
 				return
@@ -249,12 +352,7 @@ func (a *Affinity) receive() {
 		if !ok {
 			continue
 		}
-		select {
-		case a.conns <- c:
-		case <-a.done:
-			c.Close()
-			return
-		}
+		a.queue(c)
 	}
 }
 

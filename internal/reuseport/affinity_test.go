@@ -159,3 +159,95 @@ func TestOwnerSpreadsAndMovesLittle(t *testing.T) {
 		t.Error("an owner among no replicas")
 	}
 }
+
+// TestCloseHandsOver: a replica that closes hands to the other what it
+// got and did not serve — connections its server never accepted, whose
+// clients already sent their request — and each is served there; none is
+// reset.
+func TestCloseHandsOver(t *testing.T) {
+	space := fmt.Sprintf("tracklink-test/%d", time.Now().UnixNano())
+	lnA, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lnA.Addr().String()
+	lnB, err := Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewAffinity(lnA, space, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := NewAffinity(lnB, space, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetReplicas([]string{"a", "b"})
+	b.SetReplicas([]string{"a", "b"})
+	go func() {
+		for {
+			c, err := a.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 2)
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if _, err := c.Read(buf); err == nil {
+				c.Write([]byte("ok"))
+			}
+			c.Close()
+		}
+	}()
+	// b's server accepts nothing: every connection b owns waits in b.
+	srcs := sources(40)
+	var conns []net.Conn
+	for _, src := range srcs {
+		for range 3 {
+			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), Timeout: 2 * time.Second}
+			c, err := d.Dial("tcp4", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write([]byte("hi"))
+			conns = append(conns, c)
+		}
+	}
+	waiting := 0
+	for _, src := range srcs {
+		if b.Owner(src) == "b" {
+			waiting += 3
+		}
+	}
+	if waiting == 0 {
+		t.Fatal("b owns none of 40 addresses: the test does not test")
+	}
+	// Every connection of an address b owns reaches b (the kernel gave
+	// some to a, which hands them over) and waits there.
+	for deadline := time.Now().Add(3 * time.Second); len(b.conns) < waiting; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connections reached b", len(b.conns), waiting)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// b leaves, then closes.
+	before, _, _ := b.Counts()
+	b.SetReplicas([]string{"a"})
+	a.SetReplicas([]string{"a"})
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after, _, _ := b.Counts()
+	if after-before < int64(waiting) {
+		t.Errorf("b handed %d connections on close, %d waited in it", after-before, waiting)
+	}
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 2)
+		if _, err := c.Read(buf); err != nil || string(buf) != "ok" {
+			t.Fatalf("connection %d (from %s) was not served after b closed: %v", i, c.LocalAddr(), err)
+		}
+	}
+}

@@ -105,16 +105,30 @@ func (g *Group) leave(every time.Duration) error {
 	if err := g.Registry.Leave(ctx, g.Self); err != nil {
 		g.Log.Warn("replica registry: could not leave; the others see this process gone within three beats", "err", err)
 	}
-	if g.TCP != nil {
-		if procs, err := g.Registry.Processes(ctx, 3*every); err == nil {
-			g.TCP.SetReplicas(slices.DeleteFunc(procs, func(p string) bool { return p == g.Self }))
-		}
-	}
 	drain := g.Drain
 	if drain <= 0 {
 		drain = 2 * every
 	}
 	g.Log.Info("leaving the replicas: handing new connections to the others", "drain", drain)
-	time.Sleep(drain)
-	return nil
+	// Others may be leaving at the same time (a scale down stops several):
+	// read the registry again through the drain, so that nothing is
+	// handed to a replica that is about to close.
+	end := time.Now().Add(drain)
+	for {
+		if g.TCP != nil {
+			rctx, rcancel := context.WithTimeout(context.Background(), every)
+			if procs, err := g.Registry.Processes(rctx, 3*every); err == nil {
+				g.TCP.SetReplicas(slices.DeleteFunc(procs, func(p string) bool { return p == g.Self }))
+			}
+			rcancel()
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		time.Sleep(min(left, leaveRead))
+	}
 }
+
+// leaveRead is how often a leaving replica reads who else still serves.
+const leaveRead = 100 * time.Millisecond

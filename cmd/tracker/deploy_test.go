@@ -17,6 +17,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tracklink/tracklink/internal/config"
+	"github.com/tracklink/tracklink/internal/listen"
+	"github.com/tracklink/tracklink/internal/members"
 	"github.com/tracklink/tracklink/internal/porttest"
 )
 
@@ -117,7 +120,7 @@ var (
 // required; the image is built by one service; nodes use the host's
 // network with a port range, and what is published is on loopback only.
 func TestComposeFiles(t *testing.T) {
-	known := knownVars()
+	known := config.KnownVars()
 	for _, file := range []string{"docker-compose.yml", "docker-compose.friends.yml"} {
 		t.Run(file, func(t *testing.T) {
 			c := loadCompose(t, file)
@@ -249,14 +252,14 @@ func TestComposeFiles(t *testing.T) {
 				for k, v := range set {
 					environ = append(environ, k+"="+interpolate(v))
 				}
-				cfg, _, err := loadConfig(environ)
+				cfg, _, err := config.Load(environ)
 				if err != nil {
 					t.Errorf("%s: its environment does not load: %v", name, err)
 					continue
 				}
 				if isHub {
 					hubs++
-					if err := cfg.validateListen(false); err != nil {
+					if err := cfg.ValidateListen(false); err != nil {
 						t.Errorf("hub: %v", err)
 					}
 					// Its status and its admin panel, each published on
@@ -270,7 +273,7 @@ func TestComposeFiles(t *testing.T) {
 					continue
 				}
 				nodes++
-				if err := cfg.validateNode(); err != nil {
+				if err := cfg.ValidateNode(); err != nil {
 					t.Errorf("node service %s: %v", name, err)
 				}
 				if _, ok := s.DependsOn["hub"]; !ok {
@@ -279,8 +282,8 @@ func TestComposeFiles(t *testing.T) {
 				// Clients' own addresses: the host's network, no
 				// published ports; the replicas share one port
 				// (TRACKER_REUSEPORT) or take one of a range each.
-				r, _ := parsePortRange(cfg.HTTP.Addr)
-				if s.NetworkMode != "host" || len(s.Ports) > 0 || r.isRange == cfg.ReusePort || cfg.UDP.Addr != cfg.HTTP.Addr {
+				r, _ := listen.ParseRange(cfg.HTTP.Addr)
+				if s.NetworkMode != "host" || len(s.Ports) > 0 || r.IsRange == cfg.ReusePort || cfg.UDP.Addr != cfg.HTTP.Addr {
 					t.Errorf("node service %s: want network_mode host, no ports, HTTP and UDP on one shared port or one port range; got %q %v %q %q reuseport %v", name, s.NetworkMode, s.Ports, cfg.HTTP.Addr, cfg.UDP.Addr, cfg.ReusePort)
 				}
 				if _, ok := set["TRACKER_NODE_ID"]; !ok {
@@ -288,7 +291,7 @@ func TestComposeFiles(t *testing.T) {
 				}
 				// The admin panels: on the host's loopback (host
 				// networking publishes nothing), a port per replica.
-				if a, _ := parsePortRange(cfg.Admin.Addr); a.host != "127.0.0.1" || !a.isRange || r.isRange && a.last-a.first != r.last-r.first {
+				if a, _ := listen.ParseRange(cfg.Admin.Addr); a.Host != "127.0.0.1" || !a.IsRange || r.IsRange && a.Last-a.First != r.Last-r.First {
 					t.Errorf("node service %s: want TRACKER_ADMIN_ADDR a loopback range (as wide as the replicas' ports, with a range), got %q", name, cfg.Admin.Addr)
 				}
 			}
@@ -448,7 +451,7 @@ func checkComposeMembers(t *testing.T, c composeFile, hub composeService, path s
 	if content == "" {
 		t.Fatalf("hub: TRACKER_HUB_MEMBERS=%s, but no config is mounted there", path)
 	}
-	members, err := parseMembers(path, []byte(interpolate(content)))
+	members, err := members.Parse(path, []byte(interpolate(content)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,12 +7,14 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/tracklink/tracklink/internal/config"
 )
 
 // TestDocumentedVariables keeps README.md's configuration table and
 // .env.example in step with the variables the program reads.
 func TestDocumentedVariables(t *testing.T) {
-	known := knownVars()
+	known := config.KnownVars()
 	for _, doc := range []struct {
 		file string
 		re   *regexp.Regexp
@@ -60,14 +62,14 @@ func TestEnvExampleDefaults(t *testing.T) {
 			environ = append(environ, line)
 		}
 	}
-	got, unknown, err := loadConfig(environ)
+	got, unknown, err := config.Load(environ)
 	if err != nil {
 		t.Fatalf(".env.example does not load: %v", err)
 	}
 	if len(unknown) > 0 {
 		t.Fatalf("unknown variables %v", unknown)
 	}
-	want, _, err := loadConfig(nil)
+	want, _, err := config.Load(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,62 +139,6 @@ func TestEndToEndWithRealClient(t *testing.T) {
 	}
 }
 
-func TestConfigErrorsNameTheVariable(t *testing.T) {
-	for _, tc := range []struct{ env, want string }{
-		{"TRACKER_ANNOUNCE_INTERVAL=soon", "TRACKER_ANNOUNCE_INTERVAL"},
-		{"TRACKER_NUMWANT_MAX=5000", "TRACKER_NUMWANT_MAX"},
-		{"TRACKER_REDIS_URL=http://x", "TRACKER_REDIS_URL"},
-		{"TRACKER_NODE_ID=a{b}", "TRACKER_NODE_ID"},
-		{"TRACKER_LOG_FORMAT=xml", "TRACKER_LOG_FORMAT"},
-		{"TRACKER_TRUSTED_PROXIES=10.0.0.0/99", "TRACKER_TRUSTED_PROXIES"},
-		{"TRACKER_PEER_LIFETIME=1m", "TRACKER_PEER_LIFETIME"},
-		{"TRACKER_LOG_LEVEL=loud", "TRACKER_LOG_LEVEL"},
-		{"TRACKER_UDP_SECRET=short", "TRACKER_UDP_SECRET"},
-		{"TRACKER_UDP_WORKERS=0", "TRACKER_UDP_WORKERS"},
-		{"TRACKER_UDP_ADDR=nonsense", "TRACKER_UDP_ADDR"},
-		{"TRACKER_ADMIN_TOKEN=short-token", "TRACKER_ADMIN_TOKEN"},
-		{"TRACKER_ADMIN_TOKEN=aaaaaaaabbbbbbbbcccccccc", "TRACKER_ADMIN_TOKEN"},
-		{"TRACKER_ADMIN_HOSTS=panel.example.org,*.example.org", "TRACKER_ADMIN_HOSTS"},
-		{"TRACKER_ADMIN_HOSTS=panel.example.org:6980", "TRACKER_ADMIN_HOSTS"},
-		{"TRACKER_HUB_SHARE_MAX_TORRENTS=0", "TRACKER_HUB_SHARE_MAX_TORRENTS"},
-		{"TRACKER_HUB_SHARE_MAX_SIZE=99999999", "TRACKER_HUB_SHARE_MAX_SIZE"},
-		{"TRACKER_HUB_SHARE_MAX_BYTES=1000", "TRACKER_HUB_SHARE_MAX_BYTES"},
-		{"TRACKER_HTTP_MAX_CONNS_PER_ADDR=-1", "TRACKER_HTTP_MAX_CONNS_PER_ADDR"},
-		{"TRACKER_NEW_SWARMS_PREFIX_RATE=-1", "TRACKER_NEW_SWARMS_PREFIX_RATE"},
-		{"TRACKER_NEW_SWARMS_PREFIX_BURST=0", "TRACKER_NEW_SWARMS_PREFIX_BURST"},
-	} {
-		_, _, err := loadConfig([]string{tc.env})
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: err = %v, want it to name %s", tc.env, err, tc.want)
-		}
-	}
-	_, unknown, err := loadConfig([]string{"TRACKER_INTERVAL=1m", "OTHER=1"})
-	if err != nil || len(unknown) != 1 || unknown[0] != "TRACKER_INTERVAL" {
-		t.Fatalf("unknown = %v, err %v", unknown, err)
-	}
-	c, _, err := loadConfig(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.HTTP.Addr != ":6969" || c.UDP.Addr != ":6969" || c.RedisURL != "" || c.PeerLifetime != 48*time.Minute || c.NodeID == "" {
-		t.Fatalf("defaults: %+v", c)
-	}
-	for _, off := range []string{"TRACKER_UDP_ADDR=", "TRACKER_UDP_ADDR=off"} {
-		if c, _, err := loadConfig([]string{off}); err != nil || c.UDP.Enabled() {
-			t.Fatalf("%s: UDP on (%v)", off, err)
-		}
-	}
-	// With peers in Redis, other processes may serve the same tracker: the
-	// UDP secret must be configured, and the error says how.
-	c, _, err = loadConfig([]string{"TRACKER_REDIS_URL=redis://127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.validateNode(); err == nil || !strings.Contains(err.Error(), "TRACKER_UDP_SECRET") {
-		t.Fatalf("UDP on Redis without a secret: %v", err)
-	}
-}
-
 func TestTakenPortFailsAtOnce(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

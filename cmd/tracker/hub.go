@@ -15,8 +15,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tracklink/tracklink/internal/allowed"
+	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/hub"
+	"github.com/tracklink/tracklink/internal/listen"
+	"github.com/tracklink/tracklink/internal/members"
 	"github.com/tracklink/tracklink/internal/panel"
 )
 
@@ -24,7 +27,7 @@ import (
 // variables; TRACKER_LINK_PASSWORD is required, and either TRACKER_REDIS_URL,
 // a network of one member, or TRACKER_HUB_MEMBERS, the members' file).
 func runHub(ctx context.Context, environ []string, logOut io.Writer, started chan<- listening) error {
-	cfg, unknown, err := loadConfig(environ)
+	cfg, unknown, err := config.Load(environ)
 	if err != nil {
 		return err
 	}
@@ -32,9 +35,9 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		return errors.New("the hub needs TRACKER_LINK_PASSWORD, the network secret (nodes hold it too, or only their own key: tracker link key NODE_ID)")
 	}
 	if !slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, "TRACKER_HTTP_ADDR=") && kv != "TRACKER_HTTP_ADDR=" }) {
-		cfg.HTTP.Addr = defaultHubAddr // not a node's announce port
+		cfg.HTTP.Addr = config.DefaultHubAddr // not a node's announce port
 	}
-	if err := cfg.validateListen(false); err != nil {
+	if err := cfg.ValidateListen(false); err != nil {
 		return err
 	}
 	log := newLogger(cfg, logOut).With("role", "hub")
@@ -55,14 +58,14 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 		Name: "hub_redis_functions_missing_total",
 		Help: "Relay calls that found a member's Redis without this release's function library (its operator runs tracker redis-setup).",
 	}, set.functionsMissing))
-	confs := []memberConfig{{Name: "local", RedisURL: cfg.RedisURL, RedisCluster: cfg.RedisCluster,
+	confs := []members.Entry{{Name: "local", RedisURL: cfg.RedisURL, RedisCluster: cfg.RedisCluster,
 		RedisCAFile: cfg.RedisCAFile, RedisCertFile: cfg.RedisCertFile, RedisKeyFile: cfg.RedisKeyFile}}
 	if cfg.HubMembers != "" {
-		if confs, err = readMembers(cfg.HubMembers); err != nil {
+		if confs, err = members.Read(cfg.HubMembers); err != nil {
 			return err
 		}
-	} else if cfg.linkRedisURL() != cfg.RedisURL {
-		confs[0].linkURL = cfg.linkRedisURL()
+	} else if cfg.LinkRedisURL() != cfg.RedisURL {
+		confs[0].LinkURL = cfg.LinkRedisURL()
 	}
 	if err := applyMembers(set, h, confs); err != nil {
 		return err
@@ -91,12 +94,12 @@ func runHub(ctx context.Context, environ []string, logOut io.Writer, started cha
 
 	var admin *panel.Panel
 	var adminLn net.Listener
-	if addr := cfg.adminAddr(true); addr != "" {
+	if addr := cfg.AdminAddr(true); addr != "" {
 		if admin, err = panel.NewHub(panel.Hub{Name: cfg.HubName, Version: version, Token: cfg.AdminToken, Admin: cfg.Admin,
 			Hub: h, Gatherer: reg, Registerer: reg, Log: log}); err != nil {
 			return err
 		}
-		if adminLn, err = listenAdmin(addr); err != nil {
+		if adminLn, err = listen.Admin(addr); err != nil {
 			return err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
@@ -26,7 +27,7 @@ func runLinkKey(args, environ []string, stdout io.Writer) error {
 	// needs no Redis or anything else of a node's configuration.
 	var secret string
 	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, envPrefix+"LINK_PASSWORD="); ok {
+		if v, ok := strings.CutPrefix(kv, config.EnvPrefix+"LINK_PASSWORD="); ok {
 			secret = v
 		}
 	}

@@ -17,6 +17,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tracklink/tracklink/internal/config"
+	"github.com/tracklink/tracklink/internal/listen"
 )
 
 // runLocalCluster is `tracker cluster`: the compose topology as local
@@ -34,7 +37,7 @@ func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	redisPort := fs.Int("redis-port", 0, "port of the redis-server to start (0: a free one)")
 	bin := fs.String("bin", "", "tracker binary to run (default: this one)")
 	adminPort := fs.Int("admin-port", 6981, "with TRACKER_ADMIN_TOKEN set: the hub's admin panel port")
-	nodeAdminPort := fs.Int("node-admin-port", defaultNodeAdminPorts, "with TRACKER_ADMIN_TOKEN set: node 1's admin panel port; node i's is node-admin-port+i-1")
+	nodeAdminPort := fs.Int("node-admin-port", config.DefaultNodeAdminPorts, "with TRACKER_ADMIN_TOKEN set: node 1's admin panel port; node i's is node-admin-port+i-1")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
@@ -285,14 +288,14 @@ func runHealthcheck(ctx context.Context, args, environ []string) error {
 	} else {
 		addr := ":6969"
 		if processOneIsHub() {
-			addr = defaultHubAddr
+			addr = config.DefaultHubAddr
 		}
 		for _, kv := range environ {
 			if v, ok := strings.CutPrefix(kv, "TRACKER_HTTP_ADDR="); ok && v != "" {
 				addr = v
 			}
 		}
-		port, err := healthPort(addr)
+		port, err := listen.HealthPort(addr)
 		if err != nil {
 			return fmt.Errorf("healthcheck: %w", err)
 		}

@@ -4,176 +4,28 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"reflect"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/allowed"
+	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/hub"
+	"github.com/tracklink/tracklink/internal/members"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
-
-// membersFile is TRACKER_HUB_MEMBERS: the members of a network, each a
-// tracker on its own Redis, as JSON.
-type membersFile struct {
-	Members []memberConfig `json:"members"`
-}
-
-// memberConfig is one member as the hub's operator writes it.
-type memberConfig struct {
-	// Name identifies the member in logs, metrics and status.
-	Name string `json:"name"`
-	// Nodes are the member's node ids (TRACKER_NODE_ID of its nodes): the
-	// hub takes messages of these ids only, and only on this member's
-	// channel.
-	Nodes []string `json:"nodes"`
-	// RedisURL is how the hub reaches the member's Redis, with the
-	// credentials the member issued (`tracker acl`'s hub user).
-	RedisURL     string `json:"redis_url"`
-	RedisCluster bool   `json:"redis_cluster,omitempty"`
-	// TLS of a rediss:// URL, as TRACKER_REDIS_CA_FILE and friends.
-	RedisCAFile   string `json:"redis_ca_file,omitempty"`
-	RedisCertFile string `json:"redis_cert_file,omitempty"`
-	RedisKeyFile  string `json:"redis_key_file,omitempty"`
-	// The member's TRACKER_REDIS_PREFIX and TRACKER_LINK_CHANNEL, when
-	// not the hub's.
-	Prefix  string `json:"prefix,omitempty"`
-	Channel string `json:"channel,omitempty"`
-	// ShareTo names the other members whose nodes may receive the
-	// .torrent files this member's nodes offer ("*": every member): the
-	// member's consent, kept by the hub's operator. Default: none (its
-	// own nodes share with each other).
-	ShareTo []string `json:"share_to,omitempty"`
-	// linkURL is TRACKER_LINK_REDIS_URL of the single-Redis setup: the
-	// link channel on a Redis of its own.
-	linkURL string
-}
-
-// maxMembersFile bounds the file read.
-const maxMembersFile = 1 << 20
-
-// readMembers reads and checks a members file; every error names the
-// file and, where it applies, the member.
-func readMembers(path string) ([]memberConfig, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("TRACKER_HUB_MEMBERS: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxMembersFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("TRACKER_HUB_MEMBERS: %w", err)
-	}
-	if len(b) > maxMembersFile {
-		return nil, fmt.Errorf("TRACKER_HUB_MEMBERS: %s is larger than %d bytes", path, maxMembersFile)
-	}
-	return parseMembers(path, b)
-}
-
-func parseMembers(path string, b []byte) ([]memberConfig, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var mf membersFile
-	if err := dec.Decode(&mf); err != nil {
-		return nil, fmt.Errorf("TRACKER_HUB_MEMBERS: %s: %w", path, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("TRACKER_HUB_MEMBERS: %s: one JSON object expected", path)
-	}
-	if len(mf.Members) == 0 {
-		return nil, fmt.Errorf("TRACKER_HUB_MEMBERS: %s lists no members", path)
-	}
-	seen, names, owner := map[string]bool{}, map[string]bool{}, map[string]string{}
-	for i, m := range mf.Members {
-		bad := func(format string, a ...any) error {
-			return fmt.Errorf("TRACKER_HUB_MEMBERS: %s: member %d (%q): %s", path, i+1, m.Name, fmt.Sprintf(format, a...))
-		}
-		if err := redisstore.ValidName("name", m.Name); err != nil {
-			return nil, bad("%v", err)
-		}
-		if names[m.Name] {
-			return nil, bad("the name is taken by an earlier member")
-		}
-		names[m.Name] = true
-		if len(m.Nodes) == 0 {
-			return nil, bad("\"nodes\" must list the member's node ids")
-		}
-		for _, n := range m.Nodes {
-			if err := redisstore.ValidName("node id", n); err != nil {
-				return nil, bad("%v", err)
-			}
-			if o, ok := owner[n]; ok {
-				return nil, bad("node id %q is member %q's already: a node id belongs to one member", n, o)
-			}
-			owner[n] = m.Name
-		}
-		if !strings.HasPrefix(m.RedisURL, "redis://") && !strings.HasPrefix(m.RedisURL, "rediss://") {
-			return nil, bad("\"redis_url\" must start with redis:// or rediss://")
-		}
-		if (m.RedisCAFile != "" || m.RedisCertFile != "" || m.RedisKeyFile != "") && !strings.HasPrefix(m.RedisURL, "rediss://") {
-			return nil, bad("TLS files are for a rediss:// URL")
-		}
-		if (m.RedisCertFile == "") != (m.RedisKeyFile == "") {
-			return nil, bad("\"redis_cert_file\" and \"redis_key_file\" go together")
-		}
-		if m.Prefix != "" {
-			if err := redisstore.ValidName("prefix", m.Prefix); err != nil {
-				return nil, bad("%v", err)
-			}
-		}
-		if m.Channel != "" && strings.ContainsAny(m.Channel, " \t\n*?[]{}") {
-			return nil, bad("\"channel\" must be a plain channel name")
-		}
-		// Two members on one Redis and one channel would each hear the
-		// other's messages.
-		where := redisWhere(m)
-		if where != "" && seen[where] {
-			return nil, bad("shares its Redis and link channel with an earlier member: give it a channel of its own")
-		}
-		seen[where] = true
-	}
-	for i, m := range mf.Members {
-		for _, to := range m.ShareTo {
-			if to != "*" && (!names[to] || to == m.Name) {
-				return nil, fmt.Errorf("TRACKER_HUB_MEMBERS: %s: member %d (%q): \"share_to\" names %q, which is not another member (a name, or \"*\" for all)", path, i+1, m.Name, to)
-			}
-		}
-	}
-	return mf.Members, nil
-}
-
-// redisWhere is a member's Redis address(es), database and channel, for
-// telling members apart ("" when the URL does not parse: the client's
-// error says why).
-func redisWhere(m memberConfig) string {
-	if m.RedisCluster {
-		o, err := redis.ParseClusterURL(m.RedisURL)
-		if err != nil {
-			return ""
-		}
-		return strings.Join(o.Addrs, ",") + " " + m.Channel
-	}
-	o, err := redis.ParseURL(m.RedisURL)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf("%s/%d %s", o.Addr, o.DB, m.Channel)
-}
 
 // memberSet builds the hub's members from their configuration and keeps
 // them while the configuration stands: on a reload, only members whose
 // entry changed get new clients.
 type memberSet struct {
-	cfg    Config
+	cfg    config.Config
 	mu     sync.Mutex
 	byName map[string]*builtMember
 	// missingGone is what the relayers of members no longer there counted
@@ -182,7 +34,7 @@ type memberSet struct {
 }
 
 type builtMember struct {
-	conf      memberConfig
+	conf      members.Entry
 	rdb, link redis.UniversalClient // link == rdb unless linkURL
 	member    hub.Member
 	relay     *redisstore.Relayer
@@ -200,7 +52,7 @@ func (b *builtMember) clients() []redis.UniversalClient {
 // build returns the members of confs, reusing those unchanged; the
 // clients of members no longer there (or changed) are returned for
 // closing once the hub has let go of them.
-func (s *memberSet) build(confs []memberConfig) ([]hub.Member, []redis.UniversalClient, error) {
+func (s *memberSet) build(confs []members.Entry) ([]hub.Member, []redis.UniversalClient, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := map[string]*builtMember{}
@@ -238,7 +90,7 @@ func (s *memberSet) build(confs []memberConfig) ([]hub.Member, []redis.Universal
 	return out, closing, nil
 }
 
-func (s *memberSet) newMember(c memberConfig) (*builtMember, error) {
+func (s *memberSet) newMember(c members.Entry) (*builtMember, error) {
 	mc := s.cfg
 	mc.RedisURL, mc.RedisCluster = c.RedisURL, c.RedisCluster
 	mc.RedisCAFile, mc.RedisCertFile, mc.RedisKeyFile = c.RedisCAFile, c.RedisCertFile, c.RedisKeyFile
@@ -251,8 +103,8 @@ func (s *memberSet) newMember(c memberConfig) (*builtMember, error) {
 		return nil, err
 	}
 	linkRDB := rdb
-	if c.linkURL != "" {
-		if linkRDB, err = newRedisClient(c.linkURL, mc); err != nil {
+	if c.LinkURL != "" {
+		if linkRDB, err = newRedisClient(c.LinkURL, mc); err != nil {
 			rdb.Close()
 			return nil, err
 		}
@@ -346,7 +198,7 @@ func watchMembers(ctx context.Context, path string, set *memberSet, h *hub.Hub, 
 		if err == nil && bytes.Equal(b, last) {
 			continue
 		}
-		confs, err := readMembers(path)
+		confs, err := members.Read(path)
 		if err == nil {
 			err = applyMembers(set, h, confs)
 		}
@@ -363,7 +215,7 @@ func watchMembers(ctx context.Context, path string, set *memberSet, h *hub.Hub, 
 }
 
 // applyMembers builds the members of confs and hands them to the hub.
-func applyMembers(set *memberSet, h *hub.Hub, confs []memberConfig) error {
+func applyMembers(set *memberSet, h *hub.Hub, confs []members.Entry) error {
 	ms, closing, err := set.build(confs)
 	if err != nil {
 		return err

@@ -18,9 +18,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tracklink/tracklink/internal/allowed"
+	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/embedded"
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/listen"
 	"github.com/tracklink/tracklink/internal/logsample"
 	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
@@ -37,11 +39,11 @@ type listening struct{ HTTP, Admin net.Addr }
 // runNode runs a tracker node until ctx ends. When started is not nil it
 // receives the node's addresses once the node listens (for tests).
 func runNode(ctx context.Context, environ []string, logOut io.Writer, started chan<- listening) error {
-	cfg, unknown, err := loadConfig(environ)
+	cfg, unknown, err := config.Load(environ)
 	if err != nil {
 		return err
 	}
-	if err := cfg.validateNode(); err != nil {
+	if err := cfg.ValidateNode(); err != nil {
 		return err
 	}
 	log := newLogger(cfg, logOut)
@@ -51,7 +53,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	}
 	// Listen first: a port range decides the port, and the port may be
 	// part of the node id that everything below uses.
-	ln, udpConns, err := listenFront(cfg)
+	ln, udpConns, err := listen.Front(cfg.HTTP.Addr, cfg.UDPAddr(), cfg.ReusePort)
 	if err != nil {
 		return err
 	}
@@ -62,7 +64,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			closeUDP(udpConns)
 		}
 	}()
-	cfg.NodeID = expandNodeID(cfg.NodeID, ln)
+	cfg.NodeID = listen.ExpandNodeID(cfg.NodeID, ln)
 	// This process's id in the node's registry of processes (its
 	// replicas, the admin page).
 	proc := newProcID()
@@ -138,10 +140,10 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	var linkNode *link.Node
 	if cfg.Link.Enabled() {
 		linkRDB := rdb
-		if cfg.linkRedisURL() != cfg.RedisURL {
+		if cfg.LinkRedisURL() != cfg.RedisURL {
 			// The same kind of Redis as the store's (a Redis Cluster or
 			// not), as the hub has it.
-			c, err := newRedisClient(cfg.linkRedisURL(), cfg)
+			c, err := newRedisClient(cfg.LinkRedisURL(), cfg)
 			if err != nil {
 				return fmt.Errorf("TRACKER_LINK_REDIS_URL: %w", err)
 			}
@@ -241,7 +243,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	}
 	var admin *panel.Panel
 	var adminLn net.Listener
-	if addr := cfg.adminAddr(false); addr != "" {
+	if addr := cfg.AdminAddr(false); addr != "" {
 		pn := panel.Node{ID: cfg.NodeID, Proc: proc, Version: version, Token: cfg.AdminToken, Admin: cfg.Admin,
 			Store: store, UDP: udp != nil, WS: ws != nil, Gatherer: reg, Registerer: reg, Log: log}
 		if linkNode != nil {
@@ -253,7 +255,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		if admin, err = panel.NewNode(pn); err != nil {
 			return err
 		}
-		if adminLn, err = listenAdmin(addr); err != nil {
+		if adminLn, err = listen.Admin(addr); err != nil {
 			return err
 		}
 		defer func() {
@@ -288,7 +290,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			log.Warn("TRACKER_REUSEPORT: connections queued at this replica when it stops are reset unless the host sets net.ipv4.tcp_migrate_req=1", "err", err)
 		}
 	}
-	if cfg.udpFollowsHTTP && len(udpAddrs) > 0 {
+	if cfg.UDPFollowsHTTP() && len(udpAddrs) > 0 {
 		log.Info("UDP listens on the port of TRACKER_HTTP_ADDR (TRACKER_UDP_ADDR is not set)", "udp", udpAddrs)
 	}
 	log.Info("tracker node listening", "config", cfg, "addr", ln.Addr().String(), "udp", udpAddrs, "admin", addrOf(adminLn), "process", proc, "version", version)
@@ -325,7 +327,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 
 // newWS makes the WebSocket front end: WebRTC peers in the node's
 // keyspace, signalling through this process's channel on the same Redis.
-func newWS(cfg Config, rdb redis.UniversalClient, svc *tracker.Service, log *slog.Logger, reg prometheus.Registerer) (*wsapi.Server, error) {
+func newWS(cfg config.Config, rdb redis.UniversalClient, svc *tracker.Service, log *slog.Logger, reg prometheus.Registerer) (*wsapi.Server, error) {
 	wcfg := cfg.WS
 	wcfg.MaxScrapeHashes, wcfg.DrainTimeout = cfg.HTTP.ScrapeMaxHashes, cfg.HTTP.ShutdownTimeout
 	rtc, err := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: cfg.RedisPrefix, NodeID: cfg.NodeID,
@@ -366,7 +368,7 @@ func closeUDP(conns []*net.UDPConn) {
 // udpSecret is the key of UDP connection IDs: TRACKER_UDP_SECRET, or, for
 // the embedded store only (one process by construction, validateNode
 // requires the setting otherwise), a random key of this process.
-func udpSecret(cfg Config) []byte {
+func udpSecret(cfg config.Config) []byte {
 	if cfg.UDP.Secret != "" {
 		return []byte(cfg.UDP.Secret)
 	}
@@ -381,7 +383,7 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-func newLogger(cfg Config, w io.Writer) *slog.Logger {
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -392,7 +394,7 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 // newRedisClient connects to a Redis (or a Redis Cluster) with every
 // timeout bounded by TRACKER_REDIS_TIMEOUT, so that a dead Redis costs a
 // client one timeout, never a hang.
-func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
+func newRedisClient(url string, cfg config.Config) (redis.UniversalClient, error) {
 	if cfg.RedisCluster {
 		o, err := redis.ParseClusterURL(url)
 		if err != nil {
@@ -429,7 +431,7 @@ func newRedisClient(url string, cfg Config) (redis.UniversalClient, error) {
 // TLS settings of a rediss:// URL (nil for redis://: nothing to do). The
 // files are read once, at start, and a bad one stops the start with its
 // variable's name.
-func redisTLS(cfg Config, t *tls.Config) error {
+func redisTLS(cfg config.Config, t *tls.Config) error {
 	if t == nil {
 		return nil
 	}
@@ -456,7 +458,7 @@ func redisTLS(cfg Config, t *tls.Config) error {
 }
 
 // boundRedis sets the client's timeouts, retries and pool size.
-func boundRedis(cfg Config, dial, read, write, pool *time.Duration, retries, size *int) {
+func boundRedis(cfg config.Config, dial, read, write, pool *time.Duration, retries, size *int) {
 	*dial, *read, *write, *pool = cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout
 	*retries = 1
 	if cfg.RedisPoolSize > 0 {

@@ -10,13 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/panel"
 )
 
 // TestPortPlan: no port means two things by default, across the program's
 // defaults (a node, a hub, their admin listeners, `tracker cluster`'s
 // flags) and the compose files; and README.md's table of ports lists each
-// default. (The plan is written out next to defaultHubAddr.)
+// default. (The plan is written out next to config.DefaultHubAddr.)
 func TestPortPlan(t *testing.T) {
 	meaning := map[int]string{}
 	where := map[int]string{}
@@ -37,16 +38,16 @@ func TestPortPlan(t *testing.T) {
 		}
 		return n
 	}
-	cfg, _, err := loadConfig(nil)
+	cfg, _, err := config.Load(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	add(portOf(cfg.HTTP.Addr), "announce", "a node's TRACKER_HTTP_ADDR")
 	add(portOf(cfg.UDP.Addr), "announce", "a node's TRACKER_UDP_ADDR")
-	add(portOf(defaultHubAddr), "hub", "the hub's TRACKER_HTTP_ADDR")
+	add(portOf(config.DefaultHubAddr), "hub", "the hub's TRACKER_HTTP_ADDR")
 	add(portOf(panel.DefaultNodeAddr), "node admin", "a node's TRACKER_ADMIN_ADDR")
 	add(portOf(panel.DefaultHubAddr), "hub admin", "the hub's TRACKER_ADMIN_ADDR")
-	add(defaultNodeAdminPorts, "node admin", "tracker cluster -node-admin-port")
+	add(config.DefaultNodeAdminPorts, "node admin", "tracker cluster -node-admin-port")
 
 	// tracker cluster's flags, from its usage.
 	var usage strings.Builder
@@ -125,7 +126,7 @@ func TestPortPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []int{portOf(cfg.HTTP.Addr), portOf(defaultHubAddr), portOf(panel.DefaultNodeAddr), portOf(panel.DefaultHubAddr), defaultNodeAdminPorts} {
+	for _, p := range []int{portOf(cfg.HTTP.Addr), portOf(config.DefaultHubAddr), portOf(panel.DefaultNodeAddr), portOf(panel.DefaultHubAddr), config.DefaultNodeAdminPorts} {
 		if !regexp.MustCompile(`(?m)^\| ` + strconv.Itoa(p) + `\b`).Match(readme) {
 			t.Errorf("README.md's table of ports has no row for %d (%s)", p, meaning[p])
 		}

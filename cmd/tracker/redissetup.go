@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -35,7 +36,7 @@ func runRedisSetup(ctx context.Context, args, environ []string, stdout, stderr i
 		_, err := io.WriteString(stdout, lib.Code)
 		return err
 	}
-	cfg, _, err := loadConfig(environ)
+	cfg, _, err := config.Load(environ)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/members"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -129,40 +130,14 @@ func (h *Hub) SetMembers(ms []Member) error {
 
 // checkMembers validates a list of members.
 func checkMembers(ms []Member) error {
-	names := map[string]bool{}
-	owner := map[string]string{}
-	for _, m := range ms {
-		if err := redisstore.ValidName("member name", m.Name); err != nil {
-			return err
-		}
-		if names[m.Name] {
-			return fmt.Errorf("member %q is listed twice", m.Name)
-		}
-		names[m.Name] = true
+	rs := make([]members.Roster, len(ms))
+	for i, m := range ms {
 		if m.Link == nil || m.Relay == nil {
 			return fmt.Errorf("member %q: no Redis", m.Name)
 		}
-		if len(m.Nodes) == 0 && len(ms) > 1 {
-			return fmt.Errorf("member %q lists no node ids: with more than one member, each must list the node ids it speaks for", m.Name)
-		}
-		for _, n := range m.Nodes {
-			if err := redisstore.ValidName("node id", n); err != nil {
-				return fmt.Errorf("member %q: %w", m.Name, err)
-			}
-			if o, ok := owner[n]; ok {
-				return fmt.Errorf("node id %q is listed by members %q and %q: a node id belongs to one member", n, o, m.Name)
-			}
-			owner[n] = m.Name
-		}
+		rs[i] = members.Roster{Name: m.Name, Nodes: m.Nodes, ShareTo: m.ShareTo}
 	}
-	for _, m := range ms {
-		for _, to := range m.ShareTo {
-			if to != "*" && (!names[to] || to == m.Name) {
-				return fmt.Errorf("member %q shares to %q, which is not another member", m.Name, to)
-			}
-		}
-	}
-	return nil
+	return members.Check(rs, false)
 }
 
 func (h *Hub) newMember(m Member) *member {

@@ -1,4 +1,8 @@
-package main
+// Package config reads a Tracklink process's configuration from the
+// environment (TRACKER_* variables): parsing, derived defaults and
+// validation, with errors that name the variable. cmd/tracker hands each
+// component its own part.
+package config
 
 import (
 	"errors"
@@ -16,6 +20,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/listen"
 	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/torrentfile"
@@ -24,8 +29,8 @@ import (
 	"github.com/tracklink/tracklink/internal/wsapi"
 )
 
-// envPrefix is the prefix of every variable Tracklink reads.
-const envPrefix = "TRACKER_"
+// EnvPrefix is the prefix of every variable Tracklink reads.
+const EnvPrefix = "TRACKER_"
 
 // Config is the whole configuration of a node, read once from the
 // environment here and handed to each component as its own part.
@@ -113,11 +118,15 @@ type Config struct {
 	udpFollowsHTTP bool
 }
 
-// defaultUDPAddr is TRACKER_UDP_ADDR when neither it nor TRACKER_HTTP_ADDR
+// UDPFollowsHTTP tells that TRACKER_UDP_ADDR is not set and
+// TRACKER_HTTP_ADDR is, so UDP took HTTP's address.
+func (c Config) UDPFollowsHTTP() bool { return c.udpFollowsHTTP }
+
+// DefaultUDPAddr is TRACKER_UDP_ADDR when neither it nor TRACKER_HTTP_ADDR
 // is set (with TRACKER_HTTP_ADDR set, UDP takes its address). It has no
 // envDefault tag because caarlos0/env applies a default to a variable set
 // empty too, and "TRACKER_UDP_ADDR=" (or "off") turns UDP off.
-const defaultUDPAddr = ":6969"
+const DefaultUDPAddr = ":6969"
 
 // The port plan: each port has one meaning wherever Tracklink runs (a
 // single node, `tracker cluster`, the compose files), so that no port
@@ -129,8 +138,8 @@ const defaultUDPAddr = ":6969"
 //	6981                           a hub's admin panel
 //	6990 (and up)                  the admin panels of replicas and of tracker cluster's nodes
 const (
-	defaultHubAddr        = ":6968"
-	defaultNodeAdminPorts = 6990
+	DefaultHubAddr        = ":6968"
+	DefaultNodeAdminPorts = 6990
 )
 
 // LogValue keeps secrets (the Redis URL may carry a password) out of logs.
@@ -162,9 +171,10 @@ func redactURL(u string) string {
 	return u
 }
 
-// loadConfig parses environ (NAME=value pairs) into a Config, fills
-// derived defaults and validates. Errors name the variable.
-func loadConfig(environ []string) (Config, []string, error) {
+// Load parses environ (NAME=value pairs) into a Config, fills derived
+// defaults and validates. Errors name the variable. It also returns the
+// TRACKER_ variables that nothing reads (most often a typo).
+func Load(environ []string) (Config, []string, error) {
 	vars := make(map[string]string, len(environ))
 	for _, kv := range environ {
 		if k, v, ok := strings.Cut(kv, "="); ok {
@@ -172,17 +182,17 @@ func loadConfig(environ []string) (Config, []string, error) {
 		}
 	}
 	var c Config
-	if err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars}); err != nil {
+	if err := env.ParseWithOptions(&c, env.Options{Prefix: EnvPrefix, Environment: vars}); err != nil {
 		return c, nil, namedEnvError(err, vars)
 	}
-	switch v, set := vars[envPrefix+"UDP_ADDR"]; {
-	case !set && vars[envPrefix+"HTTP_ADDR"] != "":
+	switch v, set := vars[EnvPrefix+"UDP_ADDR"]; {
+	case !set && vars[EnvPrefix+"HTTP_ADDR"] != "":
 		// UDP listens where HTTP does: a user who moves a node to another
 		// port (a second node on one host) moves all of it.
 		c.UDP.Addr = c.HTTP.Addr
 		c.udpFollowsHTTP = true
 	case !set:
-		c.UDP.Addr = defaultUDPAddr
+		c.UDP.Addr = DefaultUDPAddr
 	case v == "off":
 		c.UDP.Addr = ""
 	}
@@ -191,7 +201,7 @@ func loadConfig(environ []string) (Config, []string, error) {
 		if err != nil {
 			return c, nil, fmt.Errorf("TRACKER_NODE_ID is not set and the hostname is unknown: %w", err)
 		}
-		c.NodeID = sanitizeNodeID(h)
+		c.NodeID = SanitizeNodeID(h)
 	}
 	if c.HubName == "" {
 		c.HubName = "hub-" + strings.ReplaceAll(c.NodeID, "{port}", "")
@@ -275,7 +285,7 @@ func (c Config) validate() error {
 		return err
 	}
 	if c.Admin.Addr != "" && c.Admin.Addr != "off" {
-		if _, err := parsePortRange(c.Admin.Addr); err != nil {
+		if _, err := listen.ParseRange(c.Admin.Addr); err != nil {
 			return fmt.Errorf("TRACKER_ADMIN_ADDR=%q: %v (host:port, host:first-last, or off)", c.Admin.Addr, err)
 		}
 	}
@@ -347,17 +357,17 @@ func (c Config) validate() error {
 	return c.HTTP.Validate()
 }
 
-// validateNode checks what only a tracker node needs (the hub serves no
+// ValidateNode checks what only a tracker node needs (the hub serves no
 // UDP). A UDP connection ID must be accepted by every process that may
 // serve the same tracker, so their secret is configured, never generated
 // per process; only the embedded store, private to one process, may do
 // without.
-func (c Config) validateNode() error {
-	if err := c.validateListen(true); err != nil {
+func (c Config) ValidateNode() error {
+	if err := c.ValidateListen(true); err != nil {
 		return err
 	}
 	if c.ReusePort {
-		if r, _ := parsePortRange(c.HTTP.Addr); r.isRange {
+		if r, _ := listen.ParseRange(c.HTTP.Addr); r.IsRange {
 			return errors.New("TRACKER_REUSEPORT: the replicas share one port; TRACKER_HTTP_ADDR names a range")
 		}
 		if c.RedisURL == "" {
@@ -372,16 +382,24 @@ func (c Config) validateNode() error {
 	return nil
 }
 
-// linkRedisURL is the Redis that carries the link channel.
-func (c Config) linkRedisURL() string {
+// UDPAddr is where UDP listens: "" when it is off.
+func (c Config) UDPAddr() string {
+	if !c.UDP.Enabled() {
+		return ""
+	}
+	return c.UDP.Addr
+}
+
+// LinkRedisURL is the Redis that carries the link channel.
+func (c Config) LinkRedisURL() string {
 	if c.Link.RedisURL != "" {
 		return c.Link.RedisURL
 	}
 	return c.RedisURL
 }
 
-// sanitizeNodeID turns a hostname into a valid node id.
-func sanitizeNodeID(h string) string {
+// SanitizeNodeID turns a hostname into a valid node id.
+func SanitizeNodeID(h string) string {
 	b := []byte(h)
 	for i, c := range b {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
@@ -404,7 +422,7 @@ func namedEnvError(err error, vars map[string]string) error {
 	if !errors.As(err, &agg) {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	byField := fieldVars(reflect.TypeOf(Config{}), envPrefix)
+	byField := FieldVars(reflect.TypeOf(Config{}), EnvPrefix)
 	msgs := make([]string, 0, len(agg.Errors))
 	for _, e := range agg.Errors {
 		var pe env.ParseError
@@ -419,14 +437,14 @@ func namedEnvError(err error, vars map[string]string) error {
 	return errors.New("configuration: " + strings.Join(msgs, "; "))
 }
 
-// fieldVars maps the struct's field names (nested structs included) to
+// FieldVars maps the struct's field names (nested structs included) to
 // their variable names.
-func fieldVars(t reflect.Type, prefix string) map[string]string {
+func FieldVars(t reflect.Type, prefix string) map[string]string {
 	out := map[string]string{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
-			for k, v := range fieldVars(f.Type, prefix+f.Tag.Get("envPrefix")) {
+			for k, v := range FieldVars(f.Type, prefix+f.Tag.Get("EnvPrefix")) {
 				out[k] = v
 			}
 			continue
@@ -438,11 +456,11 @@ func fieldVars(t reflect.Type, prefix string) map[string]string {
 	return out
 }
 
-// knownVars lists every variable the program reads.
-func knownVars() map[string]bool {
+// KnownVars lists every variable the program reads.
+func KnownVars() map[string]bool {
 	known := map[string]bool{}
 	for _, v := range []any{&Config{}} {
-		params, err := env.GetFieldParamsWithOptions(v, env.Options{Prefix: envPrefix})
+		params, err := env.GetFieldParamsWithOptions(v, env.Options{Prefix: EnvPrefix})
 		if err != nil {
 			panic(err) // static struct tags; covered by tests
 		}
@@ -455,10 +473,10 @@ func knownVars() map[string]bool {
 
 // unknownVars returns TRACKER_ variables that nothing reads: most often a typo.
 func unknownVars(vars map[string]string) []string {
-	known := knownVars()
+	known := KnownVars()
 	var out []string
 	for k := range vars {
-		if strings.HasPrefix(k, envPrefix) && !known[k] {
+		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
 			out = append(out, k)
 		}
 	}
@@ -477,4 +495,46 @@ func distinctBytes(s string) int {
 		}
 	}
 	return n
+}
+
+// ValidateListen checks TRACKER_HTTP_ADDR and TRACKER_UDP_ADDR: a range
+// in TRACKER_UDP_ADDR must be the one in TRACKER_HTTP_ADDR (both take the
+// same port). Only a node may listen on a range.
+func (c Config) ValidateListen(node bool) error {
+	h, err := listen.ParseRange(c.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("TRACKER_HTTP_ADDR=%q: %v", c.HTTP.Addr, err)
+	}
+	if h.IsRange && !node {
+		return fmt.Errorf("TRACKER_HTTP_ADDR=%q: a port range is for tracker nodes; the hub listens on one port", c.HTTP.Addr)
+	}
+	if !c.UDP.Enabled() {
+		return nil
+	}
+	u, err := listen.ParseRange(c.UDP.Addr)
+	if err != nil {
+		return fmt.Errorf("TRACKER_UDP_ADDR=%q: %v", c.UDP.Addr, err)
+	}
+	if u.IsRange && (!h.IsRange || u.First != h.First || u.Last != h.Last) {
+		return fmt.Errorf("TRACKER_UDP_ADDR=%q: a port range must be the one of TRACKER_HTTP_ADDR (%q): UDP takes the port HTTP takes", c.UDP.Addr, c.HTTP.Addr)
+	}
+	if strings.Contains(c.NodeID, "{port}") && !h.IsRange {
+		return errors.New("TRACKER_NODE_ID has {port}, which needs a port range in TRACKER_HTTP_ADDR")
+	}
+	return nil
+}
+
+// AdminAddr is where the admin listener listens: TRACKER_ADMIN_ADDR, or
+// the role's default; "" when there is none (no TRACKER_ADMIN_TOKEN: no
+// panel and no admin API, or TRACKER_ADMIN_ADDR=off).
+func (c Config) AdminAddr(hub bool) string {
+	switch {
+	case c.AdminToken == "" || c.Admin.Addr == "off":
+		return ""
+	case c.Admin.Addr != "":
+		return c.Admin.Addr
+	case hub:
+		return panel.DefaultHubAddr
+	}
+	return panel.DefaultNodeAddr
 }

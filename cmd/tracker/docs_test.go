@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// TestDocumentedVariables keeps README.md's configuration table and
+// TestDocumentedVariables keeps docs/configuration.md's reference and
 // .env.example in step with the variables the program reads.
 func TestDocumentedVariables(t *testing.T) {
 	known := knownVars()
@@ -17,7 +17,7 @@ func TestDocumentedVariables(t *testing.T) {
 		file string
 		re   *regexp.Regexp
 	}{
-		{"../../README.md", regexp.MustCompile("(?m)^\\| `(TRACKER_[A-Z0-9_]+)` \\|")},
+		{"../../docs/configuration.md", regexp.MustCompile("(?m)^\\| `(TRACKER_[A-Z0-9_]+)` \\|")},
 		{"../../.env.example", regexp.MustCompile(`(?m)^(TRACKER_[A-Z0-9_]+)=`)},
 	} {
 		b, err := os.ReadFile(doc.file)

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/caarlos0/env/v11"
 )
@@ -251,4 +252,70 @@ func TestEnvExampleDefaults(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf(".env.example values differ from the defaults:\n%+v\n%+v", got, want)
 	}
+}
+
+// TestDocLinks: every relative link of README.md, CHANGELOG.md and
+// docs/*.md names a file that exists and, with a #fragment, a heading of
+// that page (as GitHub makes anchors of headings), so that moving a
+// section cannot leave a link behind.
+func TestDocLinks(t *testing.T) {
+	pages, _ := filepath.Glob("../../docs/*.md")
+	pages = append(pages, "../../README.md", "../../CHANGELOG.md")
+	fenced := regexp.MustCompile("(?s)```.*?```")
+	heading := regexp.MustCompile(`(?m)^#+ (.*)$`)
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	anchors := map[string]map[string]bool{}
+	for _, p := range pages {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := map[string]bool{}
+		for _, m := range heading.FindAllStringSubmatch(fenced.ReplaceAllString(string(b), ""), -1) {
+			set[headingAnchor(m[1])] = true
+		}
+		anchors[filepath.Clean(p)] = set
+	}
+	links := 0
+	for _, p := range pages {
+		b, _ := os.ReadFile(p)
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			links++
+			path, frag, _ := strings.Cut(target, "#")
+			file := filepath.Clean(p)
+			if path != "" {
+				file = filepath.Join(filepath.Dir(p), path)
+			}
+			if _, err := os.Stat(file); err != nil {
+				t.Errorf("%s links to %s: no such file", filepath.Base(p), target)
+				continue
+			}
+			if frag != "" && strings.HasSuffix(file, ".md") && !anchors[file][frag] {
+				t.Errorf("%s links to %s: no such heading", filepath.Base(p), target)
+			}
+		}
+	}
+	if links < 20 {
+		t.Fatalf("found only %d links: is the parser broken?", links)
+	}
+}
+
+// headingAnchor is the anchor GitHub gives a heading: lower case, without
+// markup and punctuation, spaces made hyphens.
+func headingAnchor(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	var b strings.Builder
+	for _, r := range h {
+		switch {
+		case r == ' ':
+			b.WriteByte('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

@@ -3,9 +3,9 @@ package main
 // How the documentation's shell blocks are tested: read this before you
 // add or change one.
 //
-// Every fenced block of README.md and docs/*.md whose info string is sh,
-// bash, shell or console is a shell block, and the comment lines right
-// above its fence say what it is:
+// Every fenced block of README.md, CHANGELOG.md and docs/*.md whose info
+// string is sh, bash, shell or console is a shell block, and the comment
+// lines right above its fence say what it is:
 //
 //	<!-- runnable: NAME -->   TestExamples runs it; NAME is its entry in
 //	                          examples below, which says how it is checked
@@ -303,12 +303,13 @@ func udpWorks(t *testing.T, port int) {
 	}
 }
 
-// docBlocks returns the shell blocks of README.md and docs/*.md.
+// docBlocks returns the shell blocks of README.md, CHANGELOG.md and
+// docs/*.md.
 func docBlocks(t *testing.T) []docBlock {
 	t.Helper()
 	files, _ := filepath.Glob("../../docs/*.md")
-	files = append([]string{"../../README.md"}, files...)
-	sort.Strings(files[1:])
+	sort.Strings(files)
+	files = append([]string{"../../README.md", "../../CHANGELOG.md"}, files...)
 	fence := regexp.MustCompile("^(\\s*)```\\s*([A-Za-z]*)")
 	var out []docBlock
 	for _, f := range files {

@@ -25,7 +25,7 @@ import (
 // runLocalCluster is `tracker cluster`: the compose topology as local
 // processes, for trying a cluster without Docker: a redis-server, the hub
 // (on 6968) and N linked nodes on consecutive loopback ports (6969 up),
-// the ports the compose file uses (see the port plan in config.go). It
+// the ports the compose file uses (see the port plan in internal/config). It
 // stops them all when ctx ends (Ctrl-C), and stops at once, with the
 // child's own error, when any of them exits.
 func runLocalCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -16,7 +16,7 @@ import (
 
 // TestPortPlan: no port means two things by default, across the program's
 // defaults (a node, a hub, their admin listeners, `tracker cluster`'s
-// flags) and the compose files; and README.md's table of ports lists each
+// flags) and the compose files; and docs/deployment.md's table of ports lists each
 // default. (The plan is written out next to config.DefaultHubAddr.)
 func TestPortPlan(t *testing.T) {
 	meaning := map[int]string{}
@@ -122,13 +122,13 @@ func TestPortPlan(t *testing.T) {
 		t.Errorf("port plan read wrong: %v", meaning)
 	}
 
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/deployment.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []int{portOf(cfg.HTTP.Addr), portOf(config.DefaultHubAddr), portOf(panel.DefaultNodeAddr), portOf(panel.DefaultHubAddr), config.DefaultNodeAdminPorts} {
 		if !regexp.MustCompile(`(?m)^\| ` + strconv.Itoa(p) + `\b`).Match(readme) {
-			t.Errorf("README.md's table of ports has no row for %d (%s)", p, meaning[p])
+			t.Errorf("docs/deployment.md's table of ports has no row for %d (%s)", p, meaning[p])
 		}
 	}
 }

@@ -130,7 +130,7 @@ const DefaultUDPAddr = ":6969"
 
 // The port plan: each port has one meaning wherever Tracklink runs (a
 // single node, `tracker cluster`, the compose files), so that no port
-// means two things by default. README.md's table of ports says the same.
+// means two things by default. docs/deployment.md's table of ports says the same.
 //
 //	6969 (and up: 6970, 6971 ...)  a node's announce, HTTP and UDP
 //	6968                           a hub's public port (/, /status, /metrics)

@@ -17,7 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tracklink/tracklink/internal/porttest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // composeFile is the part of a compose file the checks read.
@@ -353,7 +353,7 @@ func TestDockerfile(t *testing.T) {
 // is returned by node 2; stopping the runner stops every process.
 func TestLocalCluster(t *testing.T) {
 	bin := buildTracker(t)
-	base := porttest.Range(t, 3)
+	base := testkit.PortRange(t, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out syncBuffer
@@ -376,7 +376,7 @@ func TestLocalCluster(t *testing.T) {
 	}
 	ih := "local-cluster-torr01"
 	announceTo(t, n1, ih, 7001, 10, "started")
-	eventually(t, 5*time.Second, "peer on node 2", func() bool { return scrapeOrZero(n2, ih).leechers == 1 })
+	testkit.Eventually(t, 5*time.Second, "peer on node 2", func() bool { return scrapeOrZero(n2, ih).leechers == 1 })
 	cancel()
 	select {
 	case err := <-done:
@@ -397,7 +397,7 @@ func TestLocalCluster(t *testing.T) {
 // the wait for it.
 func TestLocalClusterChildFails(t *testing.T) {
 	bin := buildTracker(t)
-	base := porttest.Range(t, 2)
+	base := testkit.PortRange(t, 2)
 	taken, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base))
 	if err != nil {
 		t.Fatal(err)

@@ -51,8 +51,7 @@ import (
 
 	"github.com/anacrolix/torrent/tracker"
 
-	"github.com/tracklink/tracklink/internal/porttest"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // docBlock is one shell block of a page.
@@ -105,7 +104,7 @@ var examples = map[string]example{
 		n1, n2 := r.url(r.ports[0]), r.url(r.ports[1])
 		waitHTTP(t, r, r.url(r.http)+"/status", `"node2"`)
 		waitHTTP(t, r, r.url(r.http)+"/status", `"node1"`)
-		eventually(t, 20*time.Second, "node2 returns a peer announced at node1", func() bool {
+		testkit.Eventually(t, 20*time.Second, "node2 returns a peer announced at node1", func() bool {
 			announceTo(t, n1, "readme-link-torrent1", 7001, 10, "started")
 			return scrapeOrZero(n2, "readme-link-torrent1").leechers == 1
 		})
@@ -202,13 +201,13 @@ func runExample(t *testing.T, bin string, b docBlock, ex example) {
 	// Ports first (the block's own), then the rest.
 	var subs []string
 	for _, p := range ex.ports {
-		free := porttest.Range(t, 4) // the cluster takes 3 nodes and the hub from its port
+		free := testkit.PortRange(t, 4) // the cluster takes 3 nodes and the hub from its port
 		r.ports = append(r.ports, free)
 		subs = append(subs, fmt.Sprintf("=:%d", p), fmt.Sprintf("=127.0.0.1:%d", free))
 	}
-	r.http, r.admin = porttest.Range(t, 1), porttest.Range(t, 1)
+	r.http, r.admin = testkit.PortRange(t, 1), testkit.PortRange(t, 1)
 	if ex.redis {
-		r.redisURL = redistest.Start(t).URL()
+		r.redisURL = testkit.StartRedis(t).URL()
 		subs = append(subs, "redis://127.0.0.1:6379", r.redisURL)
 	}
 	if ex.extra != nil {

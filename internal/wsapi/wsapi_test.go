@@ -21,10 +21,10 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/embedded"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 // allowAll admits everything; limited says whether per-address limits
 // apply.
@@ -194,10 +194,10 @@ func announceMsg(ih, peer []byte, left int, offers int, tag byte) map[string]any
 
 func backends(t *testing.T) map[string]func(t *testing.T) redis.UniversalClient {
 	return map[string]func(t *testing.T) redis.UniversalClient{
-		"redis": func(t *testing.T) redis.UniversalClient { return redistest.Start(t).Client(t) },
+		"redis": func(t *testing.T) redis.UniversalClient { return testkit.StartRedis(t).Client(t) },
 		// Every swarm's keys share one slot; signals are PUBLISHed from
 		// scripts, which a Redis Cluster broadcasts to every shard.
-		"cluster": func(t *testing.T) redis.UniversalClient { return redistest.SharedCluster(t).Client(t) },
+		"cluster": func(t *testing.T) redis.UniversalClient { return testkit.SharedRedisCluster(t).Client(t) },
 		"embedded": func(t *testing.T) redis.UniversalClient {
 			emb, err := embedded.Open("127.0.0.1:0")
 			if err != nil {
@@ -247,7 +247,7 @@ func TestOfferAnswerAcrossProcesses(t *testing.T) {
 			if n := testutil.ToFloat64(a.srv.m.offers.WithLabelValues("remote")); n != 1 {
 				t.Errorf("offers sent to another process: %v, want 1", n)
 			}
-			waitFor(t, func() bool { return testutil.ToFloat64(b.srv.m.answers.WithLabelValues("remote")) == 1 })
+			testkit.Eventually(t, 5*time.Second, "condition", func() bool { return testutil.ToFloat64(b.srv.m.answers.WithLabelValues("remote")) == 1 })
 			// Only one peer could take the two offers.
 			if n := testutil.ToFloat64(a.srv.m.dropped.WithLabelValues("no_peer")); n != 1 {
 				t.Errorf("offers without a peer: %v, want 1", n)
@@ -256,7 +256,7 @@ func TestOfferAnswerAcrossProcesses(t *testing.T) {
 			// A closed socket leaves its swarm at once.
 			cb.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 			cb.closed()
-			waitFor(t, func() bool { return b.srv.Status().Connections == 0 })
+			testkit.Eventually(t, 5*time.Second, "condition", func() bool { return b.srv.Status().Connections == 0 })
 			ca.send(map[string]any{"action": "scrape", "info_hash": l1(ih)})
 			files := ca.recv()["files"].(map[string]any)
 			if f := files[l1(ih)].(map[string]any); f["incomplete"] != 1.0 {
@@ -269,22 +269,11 @@ func TestOfferAnswerAcrossProcesses(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestSeedersAndSwarms: a seeder's offers go to leechers only, answers
 // reach only peers of the answerer's own swarm, a stop leaves, and
 // completions count.
 func TestSeedersAndSwarms(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	p := startProc(t, rdb, testConfig(), allowAll{})
 	ih, other := id20(10), id20(11)
 	s1, s2, l1p, x := dial(t, p.url), dial(t, p.url), dial(t, p.url), dial(t, p.url)
@@ -313,7 +302,7 @@ func TestSeedersAndSwarms(t *testing.T) {
 	if r := x.recv(); !strings.Contains(r["failure reason"].(string), "did not announce") {
 		t.Fatalf("answer outside its swarm: %v", r)
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(p.srv.m.dropped.WithLabelValues("no_peer")) >= 1 })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { return testutil.ToFloat64(p.srv.m.dropped.WithLabelValues("no_peer")) >= 1 })
 
 	// completed and stopped.
 	l1c.send(map[string]any{"action": "announce", "info_hash": l1(ih), "peer_id": l1(id20(21)), "left": 0, "event": "completed"})
@@ -337,7 +326,7 @@ func TestSeedersAndSwarms(t *testing.T) {
 // TestMalformed: each malformed message or frame is refused with a reason
 // and the socket closed; the server holds nothing of it afterwards.
 func TestMalformed(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	cfg := testConfig()
 	cfg.MaxMessageBytes = 4096
 	p := startProc(t, rdb, cfg, allowAll{})
@@ -389,7 +378,7 @@ func TestMalformed(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, func() bool { st := p.srv.Status(); return st.Connections == 0 && st.Peers == 0 })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { st := p.srv.Status(); return st.Connections == 0 && st.Peers == 0 })
 	if n := testutil.ToFloat64(p.srv.m.closed.WithLabelValues("malformed")); n != float64(len(cases)-1) {
 		t.Errorf("closed as malformed: %v, want %d", n, len(cases)-1)
 	}
@@ -399,7 +388,7 @@ func TestMalformed(t *testing.T) {
 // address are capped, and the node's refusals (rate, allowed torrents)
 // are failure reasons that leave the socket open.
 func TestLimits(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	p := startProc(t, rdb, testConfig(), allowAll{limited: true})
 	ih := id20(1)
 	a, b := dial(t, p.url), dial(t, p.url)
@@ -434,7 +423,7 @@ func TestLimits(t *testing.T) {
 // TestShutdown: Run's end closes every socket with 1001 and removes its
 // peers.
 func TestShutdown(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	rtc, _ := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
 	if err := redisstore.LoadFunctions(context.Background(), rdb); err != nil {
 		t.Fatal(err)
@@ -449,7 +438,7 @@ func TestShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	waitFor(t, func() bool { return srv.Status().Ready })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { return srv.Status().Ready })
 	c := dial(t, "ws"+strings.TrimPrefix(hs.URL, "http")+"/announce")
 	ih := id20(7)
 	c.send(announceMsg(ih, id20(8), 5, 0, 0))
@@ -470,7 +459,7 @@ func TestShutdown(t *testing.T) {
 // TestTimeouts: a socket that sends no message is closed after the idle
 // timeout, one that does not answer pings after two ping intervals.
 func TestTimeouts(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	cfg := testConfig()
 	cfg.PingEvery, cfg.IdleAfter = 200*time.Millisecond, time.Second
 	p := startProc(t, rdb, cfg, allowAll{})
@@ -485,9 +474,9 @@ func TestTimeouts(t *testing.T) {
 	}
 
 	deaf := dial(t, p.url) // never reads: no pongs
-	waitFor(t, func() bool { return testutil.ToFloat64(p.srv.m.closed.WithLabelValues("ping_timeout")) == 1 })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { return testutil.ToFloat64(p.srv.m.closed.WithLabelValues("ping_timeout")) == 1 })
 	deaf.ws.Close()
-	waitFor(t, func() bool { return p.srv.Status().Connections == 0 })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { return p.srv.Status().Connections == 0 })
 	if n := testutil.ToFloat64(p.srv.m.closed.WithLabelValues("idle")); n != 1 {
 		t.Errorf("closed idle: %v", n)
 	}

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -356,7 +355,7 @@ func TestLocalCluster(t *testing.T) {
 	base := testkit.PortRange(t, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out testkit.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runLocalCluster(ctx, []string{"-nodes", "2", "-base-port", fmt.Sprint(base), "-hub-port", fmt.Sprint(base + 2), "-bin", bin}, &out, os.Stderr)
@@ -413,24 +412,6 @@ func TestLocalClusterChildFails(t *testing.T) {
 	if d := time.Since(begin); d > 8*time.Second {
 		t.Fatalf("cluster took %v to report node1's error", d)
 	}
-}
-
-// syncBuffer is a strings.Builder safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // checkComposeMembers checks a hub's members file given as a compose

@@ -67,7 +67,7 @@ type exampleRun struct {
 	http, admin int   // TRACKER_HTTP_ADDR's and TRACKER_ADMIN_ADDR's ports
 	ports       []int // the entry's ports, in the order it lists them
 	redisURL    string
-	out         *syncBuffer
+	out         *testkit.Buffer
 	exited      chan struct{}
 }
 
@@ -196,7 +196,7 @@ func TestExamples(t *testing.T) {
 }
 
 func runExample(t *testing.T, bin string, b docBlock, ex example) {
-	r := &exampleRun{out: &syncBuffer{}, exited: make(chan struct{})}
+	r := &exampleRun{out: &testkit.Buffer{}, exited: make(chan struct{})}
 	script := b.body
 	// Ports first (the block's own), then the rest.
 	var subs []string

@@ -255,7 +255,7 @@ scrape_configs:
 	promAddr := fmt.Sprintf("127.0.0.1:%d", testkit.PortRange(t, 1))
 	prom := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+promAddr, "--log.level=warn")
-	var promLog syncBuffer
+	var promLog testkit.Buffer
 	prom.Stdout, prom.Stderr = &promLog, &promLog
 	if err := prom.Start(); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ package clients
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -65,7 +64,7 @@ func startCluster(t *testing.T, n int) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	cmd.Stderr = &logs
 	exited := startProcess(t, cmd)
 	ready := make(chan struct{})
@@ -99,7 +98,7 @@ func startNode(t *testing.T) string {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "TRACKER_HTTP_ADDR="+addr, "TRACKER_UDP_ADDR="+addr, "TRACKER_LOG_LEVEL=warn")
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	startProcess(t, cmd)
 	u := "http://" + addr
@@ -222,27 +221,6 @@ func scrapeOf(t *testing.T, base, ih string) counts {
 		return counts{}
 	}
 	return counts{f["complete"].(int64), f["incomplete"].(int64), f["downloaders"].(int64)}
-}
-
-// lockedBuffer collects a process's output for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil // bounded: the start is what explains a failure
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // runTracker runs the tracker binary with args and returns its output.

@@ -164,7 +164,7 @@ func TestLibtorrentPartialSeed(t *testing.T) {
 
 	tf := writeTorrent(t, &metainfo.MetaInfo{InfoBytes: infoBytes, Announce: testkit.UDPAnnounceURL(t, c.nodes[1])})
 	cmd := exec.Command(python, "testdata/lt_download.py", tf, t.TempDir(), "60", "1,0")
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	cmd.Stderr = &logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

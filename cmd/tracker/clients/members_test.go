@@ -122,7 +122,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 			"TRACKER_LINK_KEY="+keys["TRACKER_LINK_KEY"], "TRACKER_LINK_HUB_KEY="+keys["TRACKER_LINK_HUB_KEY"],
 			"TRACKER_HTTP_ADDR="+addr, "TRACKER_UDP_ADDR=off", "TRACKER_ALLOWED_DIR="+dirs[name],
 			"TRACKER_LINK_HEARTBEAT=200ms", "TRACKER_RATE_LIMIT=0", "TRACKER_LOG_LEVEL=warn")
-		var logs lockedBuffer
+		var logs testkit.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		startProcess(t, cmd)
 		m.node = "http://" + addr
@@ -151,7 +151,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 		cmd := exec.Command(bin, "hub")
 		cmd.Env = append(os.Environ(), "TRACKER_HUB_MEMBERS="+mfPath, "TRACKER_LINK_PASSWORD="+password, "TRACKER_HTTP_ADDR="+addr,
 			"TRACKER_UDP_ADDR=off", "TRACKER_LINK_HEARTBEAT=200ms", "TRACKER_HUB_NAME="+name, "TRACKER_LOG_LEVEL=warn")
-		var logs lockedBuffer
+		var logs testkit.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -337,7 +337,7 @@ func startRedisIn(t *testing.T, h *host) (*exec.Cmd, *redis.Client) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", h.ns, "redis-server", "--port", "6379", "--bind", "0.0.0.0",
 		"--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	startProcess(t, cmd)
 	c := redis.NewClient(&redis.Options{Addr: h.inner + ":6379"})

@@ -54,7 +54,7 @@ func startWSProcesses(t *testing.T, n int) []string {
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(), "TRACKER_REDIS_URL="+rs.URL(), "TRACKER_NODE_ID=wt", "TRACKER_HTTP_ADDR="+addr,
 			"TRACKER_UDP_ADDR=off", "TRACKER_LOG_LEVEL=warn")
-		var logs lockedBuffer
+		var logs testkit.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		startProcess(t, cmd)
 		t.Cleanup(func() {

@@ -36,6 +36,10 @@ var (
 	Compose = Tier{"TRACKLINK_COMPOSE_TEST", "root, iproute2, and Docker (installed by ../shared/docker/setup.sh, which the test runs); 40 minutes"}
 )
 
+// Tiers is every tier: README.md's test command sets each one's variable
+// (TestTestCommandRunsEveryTier).
+var Tiers = []Tier{Browser, Clients, Netns, Ops, WebTorrent, Compose}
+
 // On reports whether the tier's variable is set.
 func (tr Tier) On() bool { return os.Getenv(tr.Var) != "" }
 

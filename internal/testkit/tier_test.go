@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -60,5 +61,29 @@ func TestTier(t *testing.T) {
 	})
 	if r.skipped != "" || r.failed != "" {
 		t.Errorf("tier on, tool present: skipped %q, failed %q", r.skipped, r.failed)
+	}
+}
+
+// TestTestCommandRunsEveryTier: README.md's test command, which CI runs
+// (.ci/run reads the line after the marker's fence), sets every tier's
+// variable and TRACKLINK_FAULTS, so no tier is left out of CI.
+func TestTestCommandRunsEveryTier(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "<!-- test-command -->\n")
+	lines := strings.SplitN(after, "\n", 3)
+	if !ok || len(lines) < 2 {
+		t.Fatal("README.md has no test command after <!-- test-command -->")
+	}
+	cmd := lines[1]
+	for _, tier := range Tiers {
+		if !strings.Contains(cmd, tier.Var+"=1 ") {
+			t.Errorf("the test command does not set %s=1: %s", tier.Var, cmd)
+		}
+	}
+	if !strings.Contains(cmd, "TRACKLINK_FAULTS=short ") {
+		t.Errorf("the test command does not run the fault suite (TRACKLINK_FAULTS=short): %s", cmd)
 	}
 }

@@ -179,8 +179,15 @@ func TestExamplesMarked(t *testing.T) {
 }
 
 // TestExamples runs every runnable block of the docs as written (see the
-// top of this file) and checks it works.
+// top of this file) and checks it works. It needs what a reader needs to
+// run them: bash and openssl (which makes their secrets), besides Go and
+// redis-server; it fails, naming them, when they are missing.
 func TestExamples(t *testing.T) {
+	for _, tool := range []string{"bash", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the docs' runnable examples need %s (apt-get install %s): %v", tool, tool, err)
+		}
+	}
 	bin := buildTracker(t)
 	for _, b := range docBlocks(t) {
 		kind, name := blockMarker(b)

@@ -21,8 +21,9 @@ package main
 // with these substitutions only, so that it runs on free loopback ports
 // beside other tests and leaves nothing behind:
 //
-//   - `go run ./cmd/tracker`, `go build -o X ./cmd/tracker` (a copy to X)
-//     and a bare `tracker` command are the binary the test built;
+//   - `go run ./cmd/tracker`, `go build -o X ./cmd/tracker` (a copy at X,
+//     made before the block runs) and a bare `tracker` command are the
+//     binary the test built;
 //   - the ports its entry lists (":6969" as a listen address) are free
 //     loopback ports, and `redis://127.0.0.1:6379` a redis-server of the
 //     test's own;
@@ -225,10 +226,17 @@ func runExample(t *testing.T, bin string, b docBlock, ex example) {
 	// A bare tracker command: first word of a line, after any VAR=value.
 	script = regexp.MustCompile(`(?m)^((?:[A-Z_]+=\S*\s+)*)tracker(\s)`).ReplaceAllString(script, "${1}"+bin+"${2}")
 	script = strings.ReplaceAll(script, "go run ./cmd/tracker", bin)
-	script = regexp.MustCompile(`go build -o (\S+) \./cmd/tracker`).ReplaceAllString(script, "cp "+bin+" $1")
+	// `go build -o X`: the test puts a copy of the binary at X (in Go, so
+	// that the block needs no more tools than it names), and the line
+	// becomes a no-op that says so.
+	dir := t.TempDir()
+	build := regexp.MustCompile(`go build -o (\S+) \./cmd/tracker`)
+	for _, m := range build.FindAllStringSubmatch(script, -1) {
+		copyFile(t, bin, filepath.Join(dir, m[1]))
+	}
+	script = build.ReplaceAllString(script, ": built $1")
 	t.Logf("%s:%d as run:\n%s", b.file, b.line, script)
 
-	dir := t.TempDir()
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), fmt.Sprintf("TRACKER_HTTP_ADDR=127.0.0.1:%d", r.http), fmt.Sprintf("TRACKER_ADMIN_ADDR=127.0.0.1:%d", r.admin))
@@ -419,5 +427,20 @@ func TestEnvExampleRequired(t *testing.T) {
 				t.Errorf(".env.example lists %s as required by %s, which does not require it", k, file)
 			}
 		}
+	}
+}
+
+// copyFile copies the executable from to to.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
-
 	"github.com/tracklink/tracklink/internal/testkit"
 )
 

@@ -14,9 +14,8 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 
-	"github.com/tracklink/tracklink/internal/torrentfile"
-
 	"github.com/tracklink/tracklink/internal/testkit"
+	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
 // makeTorrent writes a small torrent into each of dirs and returns its raw

@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestACLUsers applies what `tracker acl` prints to a real Redis, loads
@@ -21,7 +21,7 @@ import (
 // node's user nor the hub's can run a script of its own, load functions,
 // or list key names.
 func TestACLUsers(t *testing.T) {
-	c := &cluster{t: t, redis: redistest.Start(t), channel: "tl:link", nodes: map[string]*proc{}}
+	c := &cluster{t: t, redis: testkit.StartRedis(t), channel: "tl:link", nodes: map[string]*proc{}}
 	var out strings.Builder
 	if err := run(context.Background(), []string{"acl", "-redis", c.redis.Addr(), "node1", "node2"}, nil, &out, io.Discard); err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestACLUsers(t *testing.T) {
 	c.waitLinked("node1", "node2")
 	ih := "under-acl-torrent-01"
 	announceTo(t, c.nodes["node1"].url, ih, 7601, 1, "started")
-	eventually(t, 2*time.Second, "node1's peer at node2", func() bool { return scrapeOf(t, c.nodes["node2"].url, ih).leechers == 1 })
+	testkit.Eventually(t, 2*time.Second, "node1's peer at node2", func() bool { return scrapeOf(t, c.nodes["node2"].url, ih).leechers == 1 })
 
 	// WebTorrent under the node's user: its scripts publish, and its
 	// process subscribes, on its own signalling channels.

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 var heldRE = regexp.MustCompile(`id="peers">(\d+)<`)
@@ -44,12 +46,12 @@ func TestPanelCountsHeldPeers(t *testing.T) {
 	announceTo(t, c.nodes["node1"].url, ih, 7101, 10, "started")
 	announceTo(t, c.nodes["node1"].url, ih, 7102, 0, "started")
 	announceTo(t, node3.url, ih, 7103, 10, "started")
-	eventually(t, 5*time.Second, "node2 holds node1's peers", func() bool { return scrapeOf(t, c.nodes["node2"].url, ih).leechers == 1 })
+	testkit.Eventually(t, 5*time.Second, "node2 holds node1's peers", func() bool { return scrapeOf(t, c.nodes["node2"].url, ih).leechers == 1 })
 	for _, n := range []struct {
 		admin, want string
 	}{{c.nodes["node1"].admin, "2"}, {c.nodes["node2"].admin, "2"}, {node3.admin, "1"}} {
 		// A page counts at most once per chart step (5 s here, 100 ms
 		// at node3).
-		eventually(t, 15*time.Second, n.admin+" counts "+n.want, func() bool { return panelPeers(t, n.admin) == n.want })
+		testkit.Eventually(t, 15*time.Second, n.admin+" counts "+n.want, func() bool { return panelPeers(t, n.admin) == n.want })
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestAdversarialLink drives a hub and two nodes on a real Redis, and
@@ -64,20 +65,20 @@ func TestAdversarialLink(t *testing.T) {
 	t.Run("forging as another node with a different node's key", func(t *testing.T) {
 		before := rejected("bad_mac")
 		publish(up, encode(node2Key, msg("node1", node1Session, 1<<40, time.Now(), change("forged-as-node1-0001", 9001, time.Now()))))
-		eventually(t, 2*time.Second, "refused as bad_mac", func() bool { return rejected("bad_mac") > before })
+		testkit.Eventually(t, 2*time.Second, "refused as bad_mac", func() bool { return rejected("bad_mac") > before })
 	})
 	t.Run("a sequence number of 2^64-1 under a node's own session", func(t *testing.T) {
 		// Only node1's key can sign as node1: this is node1 gone wrong.
 		before := rejected("seq_jump")
 		publish(up, encode(node1Key, &link.Message{Kind: link.KindHeartbeat, Node: "node1", Session: node1Session, Seq: math.MaxUint64, Time: time.Now().UnixMilli()}))
-		eventually(t, 2*time.Second, "refused as seq_jump", func() bool { return rejected("seq_jump") > before })
+		testkit.Eventually(t, 2*time.Second, "refused as seq_jump", func() bool { return rejected("seq_jump") > before })
 	})
 	t.Run("a change seen ten years ahead or behind", func(t *testing.T) {
 		before := rejected("bad_seen")
 		for _, d := range []time.Duration{10 * 365 * 24 * time.Hour, -10 * 365 * 24 * time.Hour} {
 			publish(up, encode(node2Key, msg("node2", 77, 1, time.Now(), change("planted-peer-0000001", 9002, time.Now().Add(d)))))
 		}
-		eventually(t, 2*time.Second, "refused as bad_seen", func() bool { return rejected("bad_seen") >= before+2 })
+		testkit.Eventually(t, 2*time.Second, "refused as bad_seen", func() bool { return rejected("bad_seen") >= before+2 })
 	})
 	t.Run("replay of a captured message after a hub restart", func(t *testing.T) {
 		// An update, on its partition's channel: the hub that takes the
@@ -105,19 +106,19 @@ func TestAdversarialLink(t *testing.T) {
 		c.startHub()
 		// The restarted hub knows node1 from its registry at once; wait
 		// until it hears node1 itself, so its subscription is up.
-		eventually(t, 5*time.Second, "restarted hub hears node1", func() bool {
+		testkit.Eventually(t, 5*time.Second, "restarted hub hears node1", func() bool {
 			st, err := hubStatus(c.hub.url)
 			return err == nil && st.Nodes["node1"].Messages > 0
 		})
 		// and holds every partition again (the stopped hub gave them up).
-		eventually(t, 10*time.Second, "restarted hub holds every partition", func() bool {
+		testkit.Eventually(t, 10*time.Second, "restarted hub holds every partition", func() bool {
 			st, err := hubStatus(c.hub.url)
 			return err == nil && len(st.Partitions) == link.DefaultPartitions
 		})
 		time.Sleep(300 * time.Millisecond) // its subscriptions are made
 		before := rejected("replay")
 		publish(channel, captured)
-		if !within(2*time.Second, func() bool { return rejected("replay") > before }) {
+		if !testkit.Within(2*time.Second, func() bool { return rejected("replay") > before }) {
 			st, _ := hubStatus(c.hub.url)
 			t.Fatalf("replay not refused; hub status %+v\n%s", st.Nodes["node1"], metricLines(t, c.hub.url, "hub_"))
 		}
@@ -129,7 +130,7 @@ func TestAdversarialLink(t *testing.T) {
 			junk[0] = link.Version
 			publish(up, junk)
 		}
-		if !within(10*time.Second, func() bool {
+		if !testkit.Within(10*time.Second, func() bool {
 			return rejected("malformed")+rejected("bad_mac")+rejected("unknown_node") >= 5000
 		}) {
 			t.Fatalf("garbage not counted: %v", metricLines(t, c.hub.url, "hub_rejected"))
@@ -155,7 +156,7 @@ func TestAdversarialLink(t *testing.T) {
 	announceTo(t, c.nodes["node1"].url, ih, 7501, 1, "started")
 	announceTo(t, c.nodes["node2"].url, ih, 7502, 0, "started")
 	for _, n := range []string{"node1", "node2"} {
-		eventually(t, 5*time.Second, "convergence on "+n, func() bool { return scrapeOf(t, c.nodes[n].url, ih) == counts{1, 1, 0} })
+		testkit.Eventually(t, 5*time.Second, "convergence on "+n, func() bool { return scrapeOf(t, c.nodes[n].url, ih) == counts{1, 1, 0} })
 	}
 }
 
@@ -174,15 +175,6 @@ func metricLines(t *testing.T, base, prefix string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
-}
-
-func within(d time.Duration, cond func() bool) bool {
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return false
 }
 
 func hash20(s string) bittorrent.InfoHash {

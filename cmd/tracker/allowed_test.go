@@ -14,6 +14,7 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 
+	"github.com/tracklink/tracklink/internal/testkit"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
@@ -63,7 +64,7 @@ func TestAllowedTorrents(t *testing.T) {
 	_, only3 := makeTorrent(t, "only3", dirs["node3"])
 	c.waitLinked("node1", "node2", "node3")
 	n1, n2, n3 := c.nodes["node1"].url, c.nodes["node2"].url, c.nodes["node3"].url
-	eventually(t, 3*time.Second, "dirs picked up", func() bool {
+	testkit.Eventually(t, 3*time.Second, "dirs picked up", func() bool {
 		return announceRaw(t, n1, ih, 7000)["failure reason"] == nil &&
 			announceRaw(t, n2, ih, 7000)["failure reason"] == nil &&
 			announceRaw(t, n3, only3, 7000)["failure reason"] == nil
@@ -71,7 +72,7 @@ func TestAllowedTorrents(t *testing.T) {
 
 	announceTo(t, n1, ih, 7001, 10, "started")
 	announceTo(t, n2, ih, 7002, 10, "started")
-	eventually(t, time.Second, "converged on 1 and 2", func() bool {
+	testkit.Eventually(t, time.Second, "converged on 1 and 2", func() bool {
 		return scrapeOf(t, n1, ih).leechers == 3 && scrapeOf(t, n2, ih).leechers == 3 // 7000, 7001, 7002
 	})
 	if r := announceRaw(t, n3, ih, 7003); r["failure reason"] != "Requested download is not authorized for use with this tracker." {
@@ -103,7 +104,7 @@ func TestAllowedTorrents(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
 		t.Fatalf("upload: %v %v", resp, err)
 	}
-	took := eventually(t, 5*time.Second, "node3 converged", func() bool { return scrapeOrZero(n3, ih).leechers == 3 })
+	took := testkit.Eventually(t, 5*time.Second, "node3 converged", func() bool { return scrapeOrZero(n3, ih).leechers == 3 })
 	t.Logf("node3 converged %s after the upload", took)
 	// The carried .torrent can be downloaded.
 	resp, err := http.Get(fmt.Sprintf("%s/torrents/%x.torrent", n3, ih))
@@ -131,7 +132,7 @@ func TestAllowedTorrents(t *testing.T) {
 	}
 	// Removing a file from a directory stops carrying it (live pickup).
 	os.Remove(filepath.Join(dirs["node2"], "common.torrent"))
-	eventually(t, 3*time.Second, "node2 stopped carrying", func() bool {
+	testkit.Eventually(t, 3*time.Second, "node2 stopped carrying", func() bool {
 		return announceRaw(t, n2, ih, 7005)["failure reason"] != nil
 	})
 }
@@ -174,12 +175,12 @@ func TestTorrentSharing(t *testing.T) {
 		_, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%x.torrent", ih)))
 		return err == nil
 	}
-	took := eventually(t, 5*time.Second, "node2 carries the shared torrent", func() bool {
+	took := testkit.Eventually(t, 5*time.Second, "node2 carries the shared torrent", func() bool {
 		return shared(dirs["node2"], ih) && announceRaw(t, c.nodes["node2"].url, ih, 7000)["failure reason"] == nil
 	})
 	t.Logf("shared torrent carried by node2 after %s", took)
 	announceTo(t, c.nodes["node1"].url, ih, 7001, 10, "started")
-	eventually(t, 2*time.Second, "peers converge on node2", func() bool { return scrapeOrZero(c.nodes["node2"].url, ih).leechers == 2 })
+	testkit.Eventually(t, 2*time.Second, "peers converge on node2", func() bool { return scrapeOrZero(c.nodes["node2"].url, ih).leechers == 2 })
 	time.Sleep(500 * time.Millisecond)
 	if shared(dirs["node3"], ih) || announceRaw(t, c.nodes["node3"].url, ih, 7002)["failure reason"] == nil {
 		t.Fatal("node3, which does not accept shared torrents, carries it")
@@ -188,7 +189,7 @@ func TestTorrentSharing(t *testing.T) {
 	// Sharing turned on for node3: it carries the torrent and converges.
 	c.nodes["node3"].stop(t)
 	start("node3", true)
-	eventually(t, 5*time.Second, "node3 converged after accepting", func() bool {
+	testkit.Eventually(t, 5*time.Second, "node3 converged after accepting", func() bool {
 		return shared(dirs["node3"], ih) && scrapeOrZero(c.nodes["node3"].url, ih).leechers == 2
 	})
 
@@ -197,7 +198,7 @@ func TestTorrentSharing(t *testing.T) {
 	_, ih2 := makeTorrent(t, "release2", dirs["node1"])
 	time.Sleep(500 * time.Millisecond)
 	start("node2", true)
-	eventually(t, 5*time.Second, "node2 caught up after rejoining", func() bool { return shared(dirs["node2"], ih2) })
+	testkit.Eventually(t, 5*time.Second, "node2 caught up after rejoining", func() bool { return shared(dirs["node2"], ih2) })
 
 	// An invalid offer (written straight into node1's catalog) is refused.
 	// node1's rescan rewrites its catalog every 200ms and drops the entry,
@@ -205,7 +206,7 @@ func TestTorrentSharing(t *testing.T) {
 	// node that keeps offering it would.
 	rdb := c.redis.Client(t)
 	var last time.Time
-	eventually(t, 5*time.Second, "invalid offer refused", func() bool {
+	testkit.Eventually(t, 5*time.Second, "invalid offer refused", func() bool {
 		if time.Since(last) > 250*time.Millisecond {
 			last = time.Now()
 			rdb.HSet(context.Background(), "tl:{node1:catalog}", strings.Repeat("ab", 20), "not a torrent")

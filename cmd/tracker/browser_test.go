@@ -3,23 +3,24 @@ package main
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // newBrowser starts headless Chromium (Debian's chromium, which .ci/run
-// installs) with a window of w × h, for at most within; the test fails
-// when it is missing. The browser process stops with the test.
+// installs) with a window of w × h, for at most within. The test skips
+// unless the browser tier (TRACKLINK_BROWSER_TEST) is on, and fails when
+// it is on and Chromium is missing. The browser process stops with the
+// test.
 func newBrowser(t *testing.T, w, h int, within time.Duration) context.Context {
 	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("the browser tests need Chromium: apt-get install chromium (.ci/run installs it)")
-	}
+	testkit.Browser.Require(t)
+	path := testkit.Browser.Tool(t, "chromium", "apt-get install chromium")
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
 		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(w, h))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)

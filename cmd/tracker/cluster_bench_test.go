@@ -18,7 +18,7 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // BenchmarkPropagation: announce at node1, time until node2's keyspace
@@ -71,7 +71,7 @@ func BenchmarkHubRelayMembers(b *testing.B) {
 			var entries []string
 			var sources []*benchSource
 			for i := range members {
-				r := redistest.Start(b)
+				r := testkit.StartRedis(b)
 				node := fmt.Sprintf("m%dn", i)
 				entries = append(entries, fmt.Sprintf(`{"name": "m%d", "nodes": [%q], "redis_url": %q}`, i, node, r.URL()))
 				sources = append(sources, newBenchSource(b, r.Client(b), "tl:link:up", node))

@@ -22,7 +22,7 @@ import (
 	"github.com/tracklink/tracklink/internal/hub"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 const testPassword = "correct horse battery staple"
@@ -33,8 +33,8 @@ var clusterSeq atomic.Int64
 // them, on one real redis-server.
 type cluster struct {
 	t        testing.TB
-	redis    *redistest.Server  // nil on a Redis Cluster
-	rc       *redistest.Cluster // nil on one Redis
+	redis    *testkit.RedisServer  // nil on a Redis Cluster
+	rc       *testkit.RedisCluster // nil on one Redis
 	redisURL string
 	env0     []string // what every process of this cluster gets first
 	channel  string
@@ -83,7 +83,7 @@ func startProc(t testing.TB, run func(context.Context, []string, io.Writer, chan
 
 func newCluster(t testing.TB, nodes ...string) *cluster {
 	t.Helper()
-	r := redistest.Start(t)
+	r := testkit.StartRedis(t)
 	c := &cluster{t: t, redis: r, redisURL: r.URL(), channel: fmt.Sprintf("tltest%d", clusterSeq.Add(1)), nodes: map[string]*proc{}}
 	c.startHub()
 	for _, n := range nodes {
@@ -94,7 +94,7 @@ func newCluster(t testing.TB, nodes ...string) *cluster {
 
 // newClusterOn is newCluster on a Redis Cluster, given every process of
 // it as a seed.
-func newClusterOn(t testing.TB, rc *redistest.Cluster, nodes ...string) *cluster {
+func newClusterOn(t testing.TB, rc *testkit.RedisCluster, nodes ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, rc: rc, redisURL: rc.URL(), env0: []string{"TRACKER_REDIS_CLUSTER=true"},
 		channel: fmt.Sprintf("tltest%d", clusterSeq.Add(1)), nodes: map[string]*proc{}}
@@ -112,7 +112,7 @@ func onEachRedis(t *testing.T, f func(t *testing.T, newC func(nodes ...string) *
 		f(t, func(nodes ...string) *cluster { return newCluster(t, nodes...) })
 	})
 	t.Run("cluster", func(t *testing.T) {
-		rc := redistest.StartClusterN(t, 3, 1, time.Second)
+		rc := testkit.StartRedisCluster(t, 3, 1, time.Second)
 		f(t, func(nodes ...string) *cluster { return newClusterOn(t, rc, nodes...) })
 	})
 }
@@ -198,24 +198,11 @@ func scrapeOf(t testing.TB, base, ih string) counts {
 	return counts{f["complete"].(int64), f["incomplete"].(int64), f["downloaded"].(int64)}
 }
 
-// eventually polls cond until it holds or within elapses.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func (c *cluster) waitLinked(names ...string) {
 	c.t.Helper()
 	for _, n := range names {
 		p := c.nodes[n]
-		eventually(c.t, 5*time.Second, n+" link up", func() bool {
+		testkit.Eventually(c.t, 5*time.Second, n+" link up", func() bool {
 			resp, err := http.Get(p.url + "/link/status")
 			if err != nil {
 				return false
@@ -226,7 +213,7 @@ func (c *cluster) waitLinked(names ...string) {
 		})
 	}
 	// The hub relays to a node once it has heard from it.
-	eventually(c.t, 5*time.Second, "hub sees all nodes", func() bool {
+	testkit.Eventually(c.t, 5*time.Second, "hub sees all nodes", func() bool {
 		st, err := hubStatus(c.hub.url)
 		if err != nil {
 			return false
@@ -279,21 +266,21 @@ func testLinkConvergence(t *testing.T, newC func(...string) *cluster) {
 
 	announceTo(t, n1, ih, 7001, 100, "started")
 	for _, n := range []string{n2, n3} {
-		took := eventually(t, time.Second, "peer 1 on "+n, func() bool { return scrapeOf(t, n, ih).leechers == 1 })
+		took := testkit.Eventually(t, time.Second, "peer 1 on "+n, func() bool { return scrapeOf(t, n, ih).leechers == 1 })
 		t.Logf("converged on %s in %s", n, took)
 	}
 	r := announceTo(t, n2, ih, 7002, 100, "started")
 	if r["peers"] != "\x7f\x00\x00\x01\x1b\x59" {
 		t.Fatalf("client 2 at node2 got %q, want client 1 (127.0.0.1:7001)", r["peers"])
 	}
-	eventually(t, time.Second, "peer 2 on node3", func() bool { return scrapeOf(t, n3, ih).leechers == 2 })
+	testkit.Eventually(t, time.Second, "peer 2 on node3", func() bool { return scrapeOf(t, n3, ih).leechers == 2 })
 	r = announceTo(t, n3, ih, 7003, 0, "completed")
 	if p := r["peers"].(string); len(p) != 12 || !strings.Contains(p, "\x1b\x59") || !strings.Contains(p, "\x1b\x5a") {
 		t.Fatalf("client 3 at node3 got %q, want clients 1 and 2", p)
 	}
 	want := counts{seeders: 1, leechers: 2, downloaded: 1}
 	for _, n := range []string{n1, n2, n3} {
-		eventually(t, time.Second, "exact counts on "+n, func() bool { return scrapeOf(t, n, ih) == want })
+		testkit.Eventually(t, time.Second, "exact counts on "+n, func() bool { return scrapeOf(t, n, ih) == want })
 	}
 	// The relayed peer keeps its origin's last-seen time: it expires
 	// everywhere at once.
@@ -315,7 +302,7 @@ func testLinkConvergence(t *testing.T, newC func(...string) *cluster) {
 	}
 	announceTo(t, n1, ih, 7001, 100, "stopped")
 	for _, n := range []string{n1, n2, n3} {
-		eventually(t, time.Second, "stop on "+n, func() bool { return scrapeOf(t, n, ih) == counts{1, 1, 1} })
+		testkit.Eventually(t, time.Second, "stop on "+n, func() bool { return scrapeOf(t, n, ih) == counts{1, 1, 1} })
 	}
 }
 
@@ -325,7 +312,7 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 	c.waitLinked("node1", "node2")
 	ih := "intruder-torrent-001"
 	announceTo(t, c.nodes["intruder"].url, ih, 7001, 0, "started")
-	eventually(t, 2*time.Second, "bad MAC counted", func() bool {
+	testkit.Eventually(t, 2*time.Second, "bad MAC counted", func() bool {
 		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`) > 0
 	})
 
@@ -353,7 +340,7 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 	}
 	replays := hubCounter(t, c.hub.url, `hub_rejected_total{reason="replay"}`)
 	rdb.Publish(ctx, channel, genuine)
-	eventually(t, 2*time.Second, "replay counted", func() bool {
+	testkit.Eventually(t, 2*time.Second, "replay counted", func() bool {
 		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="replay"}`) > replays
 	})
 	tampered := append([]byte(nil), genuine...)
@@ -363,7 +350,7 @@ func TestLinkRejectsWhatIsNotAuthentic(t *testing.T) {
 	rdb.Publish(ctx, c.channel+":up", []byte{link.Version, 1, 0})
 	rdb.Publish(ctx, c.channel+":up", []byte("garbage"))
 	rdb.Publish(ctx, c.channel+":up", []byte{1, 1, 0}) // version 1: one key for all, no longer spoken
-	eventually(t, 2*time.Second, "tampered, old version and garbage counted", func() bool {
+	testkit.Eventually(t, 2*time.Second, "tampered, old version and garbage counted", func() bool {
 		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`) > badMAC &&
 			hubCounter(t, c.hub.url, `hub_rejected_total{reason="unknown_version"}`) > 0 &&
 			hubCounter(t, c.hub.url, `hub_rejected_total{reason="malformed"}`) > 0
@@ -400,7 +387,7 @@ func testLinkResyncAfterHubRestart(t *testing.T, newC func(...string) *cluster) 
 	}
 	c.startHub()
 	for _, n := range []string{"node1", "node2"} {
-		took := eventually(t, 5*time.Second, "resync of "+n, func() bool { return scrapeOf(t, c.nodes[n].url, ih) == counts{1, 2, 0} })
+		took := testkit.Eventually(t, 5*time.Second, "resync of "+n, func() bool { return scrapeOf(t, c.nodes[n].url, ih) == counts{1, 2, 0} })
 		t.Logf("%s resynced %s after the hub restarted", n, took)
 	}
 }
@@ -414,13 +401,13 @@ func testLinkResyncOnJoin(t *testing.T, newC func(...string) *cluster) {
 	announceTo(t, c.nodes["node1"].url, ih, 7001, 0, "started")
 	announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
 	c.startNode("node3", testPassword)
-	took := eventually(t, 5*time.Second, "node3 resynced", func() bool { return scrapeOf(t, c.nodes["node3"].url, ih) == counts{1, 1, 0} })
+	took := testkit.Eventually(t, 5*time.Second, "node3 resynced", func() bool { return scrapeOf(t, c.nodes["node3"].url, ih) == counts{1, 1, 0} })
 	t.Logf("joining node resynced in %s", took)
 	// Restart node3 (its keyspace stays): new peers since then reach it.
 	c.nodes["node3"].stop(t)
 	announceTo(t, c.nodes["node1"].url, ih, 7004, 10, "started")
 	c.startNode("node3", testPassword)
-	eventually(t, 5*time.Second, "restarted node3 resynced", func() bool { return scrapeOf(t, c.nodes["node3"].url, ih) == counts{1, 2, 0} })
+	testkit.Eventually(t, 5*time.Second, "restarted node3 resynced", func() bool { return scrapeOf(t, c.nodes["node3"].url, ih) == counts{1, 2, 0} })
 }
 
 func TestLinkSoftSplitHealed(t *testing.T) {
@@ -431,7 +418,7 @@ func TestLinkSoftSplitHealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	ih := "after-the-split-0001"
-	took := eventually(t, 5*time.Second, "link healed", func() bool {
+	took := testkit.Eventually(t, 5*time.Second, "link healed", func() bool {
 		announceTo(t, c.nodes["node1"].url, ih, 7001, 10, "started")
 		return scrapeOf(t, c.nodes["node2"].url, ih).leechers == 1
 	})
@@ -441,7 +428,7 @@ func TestLinkSoftSplitHealed(t *testing.T) {
 	// A silent split: the hub is gone, subscriptions stay up. Nodes notice
 	// the missing heartbeats and say so.
 	c.hub.stop(t)
-	eventually(t, 2*time.Second, "split detected", func() bool {
+	testkit.Eventually(t, 2*time.Second, "split detected", func() bool {
 		resp, err := http.Get(c.nodes["node1"].url + "/link/status")
 		if err != nil {
 			return false
@@ -465,7 +452,7 @@ func TestLinkSoftSplitHealed(t *testing.T) {
 	c.resetHub()
 	c.waitLinked("node1", "node2")
 	announceTo(t, c.nodes["node2"].url, ih, 7002, 10, "started")
-	eventually(t, time.Second, "converges after resets", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih).leechers == 2 })
+	testkit.Eventually(t, time.Second, "converges after resets", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih).leechers == 2 })
 }
 
 func TestLinkSurvivesRedisRestart(t *testing.T) {
@@ -475,7 +462,7 @@ func TestLinkSurvivesRedisRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ih := "after-redis-restart1"
-	took := eventually(t, 10*time.Second, "recovered", func() bool {
+	took := testkit.Eventually(t, 10*time.Second, "recovered", func() bool {
 		resp, err := http.Get(fmt.Sprintf("%s/announce?info_hash=%s&peer_id=-TT0001-000000007001&port=7001&left=1", c.nodes["node1"].url, url.QueryEscape(ih)))
 		if err == nil {
 			resp.Body.Close()
@@ -523,7 +510,7 @@ func TestLinkTwoHubs(t *testing.T) {
 	first := c.hub
 	c.hub = startProc(t, runHub, c.env("TRACKER_LINK_PASSWORD="+testPassword, "TRACKER_HUB_NAME=hub2"))
 	hubs := []*proc{first, c.hub}
-	eventually(t, 5*time.Second, "two hubs split the partitions", func() bool {
+	testkit.Eventually(t, 5*time.Second, "two hubs split the partitions", func() bool {
 		seen := map[int]bool{}
 		for _, h := range hubs {
 			st, err := hubStatus(h.url)
@@ -540,7 +527,7 @@ func TestLinkTwoHubs(t *testing.T) {
 	// Each partition taken is listened to once its subscription is made
 	// (which asks for its takeover resync); before, changes are resynced,
 	// not relayed, and the count below is of relays.
-	eventually(t, 5*time.Second, "every partition taken is listened to", func() bool {
+	testkit.Eventually(t, 5*time.Second, "every partition taken is listened to", func() bool {
 		for _, h := range hubs {
 			if hubCounter(t, h.url, `hub_resync_requests_total{reason="takeover"}`) < hubCounter(t, h.url, "hub_partition_takeovers_total") {
 				return false
@@ -567,7 +554,7 @@ func TestLinkTwoHubs(t *testing.T) {
 	want := counts{seeders: 1, leechers: 1, downloaded: 1}
 	for _, n := range []string{"node1", "node2"} {
 		for _, ih := range ihs {
-			eventually(t, time.Second, "exact counts on "+n, func() bool {
+			testkit.Eventually(t, time.Second, "exact counts on "+n, func() bool {
 				got := scrapeOf(t, c.nodes[n].url, ih)
 				return got == want
 			})
@@ -578,13 +565,13 @@ func TestLinkTwoHubs(t *testing.T) {
 		t.Fatalf("the two hubs relayed %v changes, want each of %d once", got, 3*len(ihs))
 	}
 	first.stop(t)
-	eventually(t, 5*time.Second, "the second hub takes every partition", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the second hub takes every partition", func() bool {
 		st, err := hubStatus(c.hub.url)
 		return err == nil && len(st.Partitions) == link.DefaultPartitions
 	})
 	ih2 := "two-hubs-torrent-zzz"
 	announceTo(t, c.nodes["node2"].url, ih2, 7003, 10, "started")
-	eventually(t, time.Second, "second hub alone relays", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih2).leechers == 1 })
+	testkit.Eventually(t, time.Second, "second hub alone relays", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih2).leechers == 1 })
 }
 
 // TestReplicasOfOneNode: two processes serve node "beta" (as
@@ -595,7 +582,7 @@ func TestReplicasOfOneNode(t *testing.T) {
 	c := newCluster(t, "alpha", "beta")
 	c.waitLinked("alpha", "beta")
 	beta2 := startProc(t, runNode, c.env("TRACKER_NODE_ID=beta", "TRACKER_LINK_PASSWORD="+testPassword))
-	eventually(t, 5*time.Second, "hub sees beta's second process", func() bool {
+	testkit.Eventually(t, 5*time.Second, "hub sees beta's second process", func() bool {
 		st, err := hubStatus(c.hub.url)
 		return err == nil && len(st.Nodes["beta"].Processes) == 2
 	})
@@ -609,7 +596,7 @@ func TestReplicasOfOneNode(t *testing.T) {
 		}
 		announceTo(t, base, ih, 20000+i, 1, "started")
 	}
-	eventually(t, 2*time.Second, "both replicas' peers at alpha", func() bool {
+	testkit.Eventually(t, 2*time.Second, "both replicas' peers at alpha", func() bool {
 		return scrapeOf(t, c.nodes["alpha"].url, ih).leechers == 100
 	})
 	time.Sleep(500 * time.Millisecond) // five heartbeats of each process
@@ -647,10 +634,10 @@ func TestReplicasOfOneNode(t *testing.T) {
 			announceTo(t, c.nodes["beta"].url, ih, 22000+i, 1, "started")
 		}
 	}
-	eventually(t, 3*time.Second, "the skewed replica's 200 peers at alpha", func() bool {
+	testkit.Eventually(t, 3*time.Second, "the skewed replica's 200 peers at alpha", func() bool {
 		return scrapeOf(t, c.nodes["alpha"].url, skewed).leechers == 200
 	})
-	eventually(t, 3*time.Second, "the real replicas' peers at alpha", func() bool {
+	testkit.Eventually(t, 3*time.Second, "the real replicas' peers at alpha", func() bool {
 		return scrapeOf(t, c.nodes["alpha"].url, ih).leechers == 120
 	})
 	for _, reason := range []string{"replay", "stale", "bad_seen", "seq_jump"} {
@@ -685,9 +672,9 @@ func TestNodeWithItsOwnKeyOnly(t *testing.T) {
 	c.waitLinked("node1", "friend")
 	ih := "friend-torrent-00001"
 	announceTo(t, c.nodes["friend"].url, ih, 7301, 1, "started")
-	eventually(t, time.Second, "friend's peer at node1", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih).leechers == 1 })
+	testkit.Eventually(t, time.Second, "friend's peer at node1", func() bool { return scrapeOf(t, c.nodes["node1"].url, ih).leechers == 1 })
 	announceTo(t, c.nodes["node1"].url, ih, 7302, 0, "started")
-	eventually(t, time.Second, "node1's peer at friend", func() bool { return scrapeOf(t, c.nodes["friend"].url, ih).seeders == 1 })
+	testkit.Eventually(t, time.Second, "node1's peer at friend", func() bool { return scrapeOf(t, c.nodes["friend"].url, ih).seeders == 1 })
 
 	// Mallory holds friend's key but claims to be node "mallory".
 	var key string
@@ -699,7 +686,7 @@ func TestNodeWithItsOwnKeyOnly(t *testing.T) {
 	badMAC := hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`)
 	mallory := startProc(t, runNode, c.env(append(creds[1:], "TRACKER_NODE_ID=mallory", "TRACKER_LINK_KEY="+key)...))
 	announceTo(t, mallory.url, "mallory-torrent-0001", 7303, 1, "started")
-	eventually(t, 2*time.Second, "mallory's messages refused", func() bool {
+	testkit.Eventually(t, 2*time.Second, "mallory's messages refused", func() bool {
 		return hubCounter(t, c.hub.url, `hub_rejected_total{reason="bad_mac"}`) > badMAC
 	})
 	if st, _ := hubStatus(c.hub.url); len(st.Nodes["mallory"].Processes) != 0 {

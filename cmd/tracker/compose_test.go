@@ -24,7 +24,7 @@ import (
 
 	"github.com/anacrolix/torrent/tracker"
 	"github.com/redis/go-redis/v9"
-	"github.com/tracklink/tracklink/internal/netnstest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // The compose test runs the real compose files on a real Docker engine
@@ -32,10 +32,10 @@ import (
 // joined to this host by a veth pair, with an IPv4 and an IPv6 address,
 // so that what the trackers record is a client's address that is neither
 // loopback nor Docker's. It needs root and ../shared/docker/setup.sh (which
-// it runs); the README's test command runs it with
+// it runs); it is the compose tier (testkit.Compose), which the README's
+// test command runs with
 //
 //	TRACKLINK_COMPOSE_TEST=1 go test -count=1 -run TestCompose -timeout 40m ./cmd/tracker/
-const composeTestVar = "TRACKLINK_COMPOSE_TEST"
 
 // netnsClientVar makes the test binary a one-shot tracker client (see
 // TestMain): it announces what the variable holds and prints the answer.
@@ -88,17 +88,17 @@ func netnsClientMain() int {
 	return 0
 }
 
-// nsClient is a client host (netnstest.Host): host4/host6 are this
+// nsClient is a client host (testkit.NetnsHost): host4/host6 are this
 // host's addresses on its veth pair (where the trackers, on the host's
 // network, are reached), ip4/ip6 the client's.
 type nsClient struct {
-	host                         *netnstest.Host
+	host                         *testkit.NetnsHost
 	name, host4, host6, ip4, ip6 string
 }
 
 func newNSClient(t *testing.T) *nsClient {
 	t.Helper()
-	h := netnstest.New(t, "tlcli")
+	h := testkit.NewNetns(t, "tlcli")
 	return &nsClient{host: h, name: h.NS, host4: h.Outer4, host6: h.Outer6, ip4: h.Inner4, ip6: h.Inner6}
 }
 
@@ -311,19 +311,9 @@ func dockerSetup(t *testing.T, repo string) {
 	t.Logf("compose: docker setup took %s", time.Since(start).Round(time.Second))
 }
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	p, err := freeLoopbackPort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestCompose(t *testing.T) {
-	if os.Getenv(composeTestVar) == "" {
-		t.Skip("the compose test runs with " + composeTestVar + "=1 (root and Docker; the README's test command sets it)")
-	}
+	testkit.Compose.Require(t)
+	testkit.NeedNetns(t)
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -335,11 +325,11 @@ func TestCompose(t *testing.T) {
 
 // testComposeDefault: docker-compose.yml with three tracker replicas.
 func testComposeDefault(t *testing.T, repo string) {
-	hubPort := freeTCPPort(t)
+	hubPort := testkit.FreePort(t)
 	p := &composeProject{t: t, name: "tlcompose-test", file: filepath.Join(repo, "docker-compose.yml"), envFile: filepath.Join(t.TempDir(), ".env")}
-	hubAdmin := freeTCPPort(t)
+	hubAdmin := testkit.FreePort(t)
 	p.writeEnv(fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("TRACKLINK_HUB_ADMIN_PORT=%d", hubAdmin),
-		fmt.Sprintf("TRACKLINK_REDIS_PORT=%d", freeTCPPort(t)), "TRACKER_LINK_HEARTBEAT=500ms")
+		fmt.Sprintf("TRACKLINK_REDIS_PORT=%d", testkit.FreePort(t)), "TRACKER_LINK_HEARTBEAT=500ms")
 	t.Cleanup(func() { downAndCheck(t, p) })
 	p.run(2*time.Minute, "down", "-v", "--remove-orphans") // leftovers of an interrupted run
 	took := p.up("--scale", "tracker=3")
@@ -374,12 +364,12 @@ func testComposeDefault(t *testing.T, repo string) {
 	}
 	// Each family's answer: the IPv4 peer over HTTP/IPv4, the IPv6 one
 	// over UDP/IPv6 (a UDP answer holds its own family's peers).
-	eventually(t, 10*time.Second, "both peers", func() bool {
+	testkit.Eventually(t, 10*time.Second, "both peers", func() bool {
 		return c.sees(t, httpURL(port), ih, 52000, peer4) && c.sees(t, udp6URL(port), ih, 52001, peer6)
 	})
 	c.announce(t, httpURL(port), ih, 51413, 100, "stopped")
 	c.announce(t, udp6URL(port), ih, 51414, 100, "stopped")
-	eventually(t, 10*time.Second, "stopped peers gone", func() bool {
+	testkit.Eventually(t, 10*time.Second, "stopped peers gone", func() bool {
 		return !c.sees(t, httpURL(port), ih, 52002, peer4) && !c.sees(t, udp6URL(port), ih, 52003, peer6)
 	})
 
@@ -438,7 +428,7 @@ func testComposeDefault(t *testing.T, repo string) {
 		port := uint16(51420 + i)
 		peer := net.JoinHostPort(c.ip4, strconv.Itoa(int(port)))
 		announced := false
-		eventually(t, 60*time.Second, "a new peer answered after the "+svc+" restart", func() bool {
+		testkit.Eventually(t, 60*time.Second, "a new peer answered after the "+svc+" restart", func() bool {
 			if !announced {
 				announced = c.announce(t, httpURL(6969), ih, port, 100, "started").Err == ""
 				return false
@@ -466,7 +456,7 @@ func testComposeDefault(t *testing.T, repo string) {
 // of two replicas each, each on a Redis and a torrent directory of its own,
 // the hub a member of neither.
 func testComposeFriends(t *testing.T, repo string) {
-	hubPort := freeTCPPort(t)
+	hubPort := testkit.FreePort(t)
 	dirs := map[string]string{"alpha": t.TempDir(), "beta": t.TempDir()}
 	for _, d := range dirs {
 		if err := os.Chown(d, 65532, 65532); err != nil {
@@ -476,11 +466,11 @@ func testComposeFriends(t *testing.T, repo string) {
 	_, shared := makeTorrent(t, "shared", dirs["alpha"], dirs["beta"])
 	_, private := makeTorrent(t, "private", dirs["alpha"])
 	p := &composeProject{t: t, name: "tlcompose-friends-test", file: filepath.Join(repo, "docker-compose.friends.yml"), envFile: filepath.Join(t.TempDir(), ".env")}
-	betaRedis := freeTCPPort(t)
-	hubAdmin := freeTCPPort(t)
+	betaRedis := testkit.FreePort(t)
+	hubAdmin := testkit.FreePort(t)
 	env := []string{
 		fmt.Sprintf("TRACKLINK_HUB_PORT=%d", hubPort), fmt.Sprintf("TRACKLINK_HUB_ADMIN_PORT=%d", hubAdmin),
-		fmt.Sprintf("ALPHA_REDIS_PORT=%d", freeTCPPort(t)), fmt.Sprintf("BETA_REDIS_PORT=%d", betaRedis),
+		fmt.Sprintf("ALPHA_REDIS_PORT=%d", testkit.FreePort(t)), fmt.Sprintf("BETA_REDIS_PORT=%d", betaRedis),
 		"ALPHA_TORRENTS=" + dirs["alpha"], "BETA_TORRENTS=" + dirs["beta"], "TRACKER_ALLOWED_RESCAN=1s",
 	}
 	p.writeEnv(env...)
@@ -503,7 +493,7 @@ func testComposeFriends(t *testing.T, repo string) {
 		t.Fatalf("shared torrent at alpha: %s", a.Err)
 	}
 	for _, port := range []int{7001, 7100, 7101} {
-		eventually(t, 10*time.Second, fmt.Sprintf("the shared torrent's peer at %d", port), func() bool { return c.sees(t, u(port), shared, 52100, peer) })
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("the shared torrent's peer at %d", port), func() bool { return c.sees(t, u(port), shared, 52100, peer) })
 	}
 	if a := c.announce(t, u(7001), private, 51501, 100, "started"); a.Err != "" {
 		t.Fatalf("private torrent at alpha: %s", a.Err)
@@ -544,7 +534,7 @@ func testComposeFriends(t *testing.T, repo string) {
 	p.up()
 	privatePeer := net.JoinHostPort(c.ip4, "51501")
 	for _, port := range []int{7100, 7101} {
-		eventually(t, 30*time.Second, fmt.Sprintf("alpha's torrent shared to beta (%d)", port), func() bool { return c.sees(t, u(port), private, 52102, privatePeer) })
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("alpha's torrent shared to beta (%d)", port), func() bool { return c.sees(t, u(port), private, 52102, privatePeer) })
 	}
 }
 

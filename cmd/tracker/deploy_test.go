@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +19,7 @@ import (
 	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/listen"
 	"github.com/tracklink/tracklink/internal/members"
-	"github.com/tracklink/tracklink/internal/porttest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // composeFile is the part of a compose file the checks read.
@@ -356,10 +355,10 @@ func TestDockerfile(t *testing.T) {
 // is returned by node 2; stopping the runner stops every process.
 func TestLocalCluster(t *testing.T) {
 	bin := buildTracker(t)
-	base := porttest.Range(t, 3)
+	base := testkit.PortRange(t, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out testkit.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runLocalCluster(ctx, []string{"-nodes", "2", "-base-port", fmt.Sprint(base), "-hub-port", fmt.Sprint(base + 2), "-bin", bin}, &out, os.Stderr)
@@ -379,7 +378,7 @@ func TestLocalCluster(t *testing.T) {
 	}
 	ih := "local-cluster-torr01"
 	announceTo(t, n1, ih, 7001, 10, "started")
-	eventually(t, 5*time.Second, "peer on node 2", func() bool { return scrapeOrZero(n2, ih).leechers == 1 })
+	testkit.Eventually(t, 5*time.Second, "peer on node 2", func() bool { return scrapeOrZero(n2, ih).leechers == 1 })
 	cancel()
 	select {
 	case err := <-done:
@@ -400,7 +399,7 @@ func TestLocalCluster(t *testing.T) {
 // the wait for it.
 func TestLocalClusterChildFails(t *testing.T) {
 	bin := buildTracker(t)
-	base := porttest.Range(t, 2)
+	base := testkit.PortRange(t, 2)
 	taken, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base))
 	if err != nil {
 		t.Fatal(err)
@@ -416,24 +415,6 @@ func TestLocalClusterChildFails(t *testing.T) {
 	if d := time.Since(begin); d > 8*time.Second {
 		t.Fatalf("cluster took %v to report node1's error", d)
 	}
-}
-
-// syncBuffer is a strings.Builder safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // checkComposeMembers checks a hub's members file given as a compose

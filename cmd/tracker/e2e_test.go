@@ -15,7 +15,7 @@ import (
 	trHttp "github.com/anacrolix/torrent/tracker/http"
 	"github.com/anacrolix/torrent/types/infohash"
 
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(netnsLoadVar) != "" {
 		os.Exit(netnsLoadMain()) // a client of many addresses inside one
 	}
-	os.Exit(redistest.Main(m))
+	os.Exit(testkit.Main(m))
 }
 
 // startNode runs a whole node (as main does) with the given environment and
@@ -83,9 +83,9 @@ func ports(ps []tracker.Peer) map[int]bool {
 
 func TestEndToEndWithRealClient(t *testing.T) {
 	modes := map[string][]string{
-		"redis":    {"TRACKER_REDIS_URL=" + redistest.Shared(t).URL(), "TRACKER_NODE_ID=e2e"},
+		"redis":    {"TRACKER_REDIS_URL=" + testkit.SharedRedis(t).URL(), "TRACKER_NODE_ID=e2e"},
 		"embedded": nil,
-		"cluster":  {"TRACKER_REDIS_URL=" + redistest.StartCluster(t).URL(), "TRACKER_REDIS_CLUSTER=true", "TRACKER_NODE_ID=e2e"},
+		"cluster":  {"TRACKER_REDIS_URL=" + testkit.StartOneNodeCluster(t).URL(), "TRACKER_REDIS_CLUSTER=true", "TRACKER_NODE_ID=e2e"},
 	}
 	for name, environ := range modes {
 		t.Run(name, func(t *testing.T) {
@@ -110,7 +110,7 @@ func TestEndToEndWithRealClient(t *testing.T) {
 			clientAnnounce(t, u, ih, 7003, 0, tracker.Completed)
 			clientAnnounce(t, u, ih, 7001, 100, tracker.Stopped)
 			// Over UDP, the same swarm.
-			uu := udpAnnounceURL(t, strings.TrimSuffix(u, "/announce"))
+			uu := testkit.UDPAnnounceURL(t, strings.TrimSuffix(u, "/announce"))
 			r = clientAnnounce(t, uu, ih, 7004, 10, tracker.Started)
 			if r.Leechers != 1 || r.Seeders != 2 || len(r.Peers) != 2 || !ports(r.Peers)[7002] || !ports(r.Peers)[7003] {
 				t.Fatalf("UDP leecher: %+v", r)

@@ -21,8 +21,9 @@ package main
 // with these substitutions only, so that it runs on free loopback ports
 // beside other tests and leaves nothing behind:
 //
-//   - `go run ./cmd/tracker`, `go build -o X ./cmd/tracker` (a copy to X)
-//     and a bare `tracker` command are the binary the test built;
+//   - `go run ./cmd/tracker`, `go build -o X ./cmd/tracker` (a copy at X,
+//     made before the block runs) and a bare `tracker` command are the
+//     binary the test built;
 //   - the ports its entry lists (":6969" as a listen address) are free
 //     loopback ports, and `redis://127.0.0.1:6379` a redis-server of the
 //     test's own;
@@ -51,8 +52,7 @@ import (
 
 	"github.com/anacrolix/torrent/tracker"
 
-	"github.com/tracklink/tracklink/internal/porttest"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // docBlock is one shell block of a page.
@@ -68,7 +68,7 @@ type exampleRun struct {
 	http, admin int   // TRACKER_HTTP_ADDR's and TRACKER_ADMIN_ADDR's ports
 	ports       []int // the entry's ports, in the order it lists them
 	redisURL    string
-	out         *syncBuffer
+	out         *testkit.Buffer
 	exited      chan struct{}
 }
 
@@ -105,7 +105,7 @@ var examples = map[string]example{
 		n1, n2 := r.url(r.ports[0]), r.url(r.ports[1])
 		waitHTTP(t, r, r.url(r.http)+"/status", `"node2"`)
 		waitHTTP(t, r, r.url(r.http)+"/status", `"node1"`)
-		eventually(t, 20*time.Second, "node2 returns a peer announced at node1", func() bool {
+		testkit.Eventually(t, 20*time.Second, "node2 returns a peer announced at node1", func() bool {
 			announceTo(t, n1, "readme-link-torrent1", 7001, 10, "started")
 			return scrapeOrZero(n2, "readme-link-torrent1").leechers == 1
 		})
@@ -180,8 +180,15 @@ func TestExamplesMarked(t *testing.T) {
 }
 
 // TestExamples runs every runnable block of the docs as written (see the
-// top of this file) and checks it works.
+// top of this file) and checks it works. It needs what a reader needs to
+// run them: bash and openssl (which makes their secrets), besides Go and
+// redis-server; it fails, naming them, when they are missing.
 func TestExamples(t *testing.T) {
+	for _, tool := range []string{"bash", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the docs' runnable examples need %s (apt-get install %s): %v", tool, tool, err)
+		}
+	}
 	bin := buildTracker(t)
 	for _, b := range docBlocks(t) {
 		kind, name := blockMarker(b)
@@ -197,18 +204,18 @@ func TestExamples(t *testing.T) {
 }
 
 func runExample(t *testing.T, bin string, b docBlock, ex example) {
-	r := &exampleRun{out: &syncBuffer{}, exited: make(chan struct{})}
+	r := &exampleRun{out: &testkit.Buffer{}, exited: make(chan struct{})}
 	script := b.body
 	// Ports first (the block's own), then the rest.
 	var subs []string
 	for _, p := range ex.ports {
-		free := porttest.Range(t, 4) // the cluster takes 3 nodes and the hub from its port
+		free := testkit.PortRange(t, 4) // the cluster takes 3 nodes and the hub from its port
 		r.ports = append(r.ports, free)
 		subs = append(subs, fmt.Sprintf("=:%d", p), fmt.Sprintf("=127.0.0.1:%d", free))
 	}
-	r.http, r.admin = porttest.Range(t, 1), porttest.Range(t, 1)
+	r.http, r.admin = testkit.PortRange(t, 1), testkit.PortRange(t, 1)
 	if ex.redis {
-		r.redisURL = redistest.Start(t).URL()
+		r.redisURL = testkit.StartRedis(t).URL()
 		subs = append(subs, "redis://127.0.0.1:6379", r.redisURL)
 	}
 	if ex.extra != nil {
@@ -219,10 +226,17 @@ func runExample(t *testing.T, bin string, b docBlock, ex example) {
 	// A bare tracker command: first word of a line, after any VAR=value.
 	script = regexp.MustCompile(`(?m)^((?:[A-Z_]+=\S*\s+)*)tracker(\s)`).ReplaceAllString(script, "${1}"+bin+"${2}")
 	script = strings.ReplaceAll(script, "go run ./cmd/tracker", bin)
-	script = regexp.MustCompile(`go build -o (\S+) \./cmd/tracker`).ReplaceAllString(script, "cp "+bin+" $1")
+	// `go build -o X`: the test puts a copy of the binary at X (in Go, so
+	// that the block needs no more tools than it names), and the line
+	// becomes a no-op that says so.
+	dir := t.TempDir()
+	build := regexp.MustCompile(`go build -o (\S+) \./cmd/tracker`)
+	for _, m := range build.FindAllStringSubmatch(script, -1) {
+		copyFile(t, bin, filepath.Join(dir, m[1]))
+	}
+	script = build.ReplaceAllString(script, ": built $1")
 	t.Logf("%s:%d as run:\n%s", b.file, b.line, script)
 
-	dir := t.TempDir()
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), fmt.Sprintf("TRACKER_HTTP_ADDR=127.0.0.1:%d", r.http), fmt.Sprintf("TRACKER_ADMIN_ADDR=127.0.0.1:%d", r.admin))
@@ -414,5 +428,20 @@ func TestEnvExampleRequired(t *testing.T) {
 				t.Errorf(".env.example lists %s as required by %s, which does not require it", k, file)
 			}
 		}
+	}
+}
+
+// copyFile copies the executable from to to.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // The fault suite runs Redis, a hub and three nodes as real processes (the
@@ -46,7 +46,7 @@ type rig struct {
 	t       *testing.T
 	bin     string
 	dir     string
-	redis   *redistest.Server
+	redis   *testkit.RedisServer
 	rdb     *redis.Client
 	channel string
 	hub     *osProc
@@ -76,12 +76,12 @@ func buildTracker(t *testing.T) string {
 func newRig(t *testing.T, nodes int) *rig {
 	t.Helper()
 	r := &rig{t: t, bin: buildTracker(t), dir: t.TempDir(), channel: fmt.Sprintf("tlfault%d", os.Getpid())}
-	r.redis = redistest.Start(t)
+	r.redis = testkit.StartRedis(t)
 	r.rdb = r.redis.Client(t)
-	r.hub = &osProc{name: "hub", role: "hub", port: freeTCPPort(t)}
+	r.hub = &osProc{name: "hub", role: "hub", port: testkit.FreePort(t)}
 	r.start(r.hub)
 	for i := 1; i <= nodes; i++ {
-		n := &osProc{name: fmt.Sprintf("node%d", i), role: "node", port: freeTCPPort(t)}
+		n := &osProc{name: fmt.Sprintf("node%d", i), role: "node", port: testkit.FreePort(t)}
 		r.nodes = append(r.nodes, n)
 		r.start(n)
 	}
@@ -178,7 +178,7 @@ func (r *rig) logTail(p *osProc) string {
 // waitLinked waits until every node's link is up and the hub lists them.
 func (r *rig) waitLinked() {
 	r.t.Helper()
-	eventually(r.t, 20*time.Second, "every node linked", func() bool {
+	testkit.Eventually(r.t, 20*time.Second, "every node linked", func() bool {
 		st, err := hubStatus(r.hub.url())
 		if err != nil {
 			return false
@@ -338,7 +338,7 @@ func (r *rig) probeReach(start time.Time, probe int) time.Duration {
 			resp.Body.Close()
 		}
 		hexIH := fmt.Sprintf("%x", ih)
-		if ok && within(2*time.Second, func() bool {
+		if ok && testkit.Within(2*time.Second, func() bool {
 			for _, s := range r.livePeers() {
 				if len(s[hexIH]) < len(r.nodes) {
 					return false
@@ -373,17 +373,17 @@ func faults() []fault {
 			// dies without giving up its leases, and the other must hold
 			// every partition again within the lease time (3 s by
 			// default) and a tick: 5 s at most.
-			hub2 := &osProc{name: "hub2", role: "hub", port: freeTCPPort(r.t), env: []string{"TRACKER_HUB_NAME=hub2"}}
+			hub2 := &osProc{name: "hub2", role: "hub", port: testkit.FreePort(r.t), env: []string{"TRACKER_HUB_NAME=hub2"}}
 			r.start(hub2)
 			r.t.Cleanup(func() { r.stop(hub2, syscall.SIGKILL) })
-			split := eventually(r.t, 10*time.Second, "two hubs split the partitions", func() bool {
+			split := testkit.Eventually(r.t, 10*time.Second, "two hubs split the partitions", func() bool {
 				a, errA := hubStatus(r.hub.url())
 				b, errB := hubStatus(hub2.url())
 				return errA == nil && errB == nil && len(a.Partitions) == link.DefaultPartitions/2 && len(b.Partitions) == link.DefaultPartitions/2
 			})
 			time.Sleep(time.Second) // hub2 relays its half under the load
 			r.stop(hub2, syscall.SIGKILL)
-			took := eventually(r.t, 10*time.Second, "the first hub takes every partition", func() bool {
+			took := testkit.Eventually(r.t, 10*time.Second, "the first hub takes every partition", func() bool {
 				st, err := hubStatus(r.hub.url())
 				return err == nil && len(st.Partitions) == link.DefaultPartitions
 			})
@@ -430,7 +430,7 @@ func faults() []fault {
 				time.Sleep(5 * time.Millisecond)
 			}
 			hexIH := fmt.Sprintf("%x", "skewed-clock-torrent")
-			eventually(r.t, 5*time.Second, "the skewed process's 200 peers at every node", func() bool {
+			testkit.Eventually(r.t, 5*time.Second, "the skewed process's 200 peers at every node", func() bool {
 				for _, s := range r.livePeers() {
 					if len(s[hexIH]) != 200 {
 						return false
@@ -498,7 +498,7 @@ func TestFaults(t *testing.T) {
 		// the peers some node misses.
 		lost := -1
 		stopped := time.Now()
-		within(30*time.Second, func() bool { lost = missing(r.livePeers()); return lost == 0 })
+		testkit.Within(30*time.Second, func() bool { lost = missing(r.livePeers()); return lost == 0 })
 		rw.lost, rw.whole = lost, time.Since(stopped)
 		rw.after = []procUsage{r.usage(r.hub)}
 		for _, n := range r.nodes {
@@ -533,9 +533,10 @@ func TestFaults(t *testing.T) {
 }
 
 // TestSoak runs the rig for TRACKLINK_SOAK at a steady rate and reports
-// memory and goroutines of every process and Redis's memory each minute:
-// they must stay flat. The rate is half of what the rig measured as its
-// peak (TRACKLINK_SOAK_RATE overrides).
+// memory and goroutines of every process, and Redis's memory and keys,
+// each minute: they must stay flat, and the test fails when one grows
+// past its tolerance (soakFlat). The rate is half of what the rig
+// measured as its peak (TRACKLINK_SOAK_RATE overrides).
 func TestSoak(t *testing.T) {
 	d, err := time.ParseDuration(os.Getenv(soakVar))
 	if err != nil || d <= 0 {
@@ -560,6 +561,7 @@ func TestSoak(t *testing.T) {
 		at       time.Duration
 		rss, gor float64
 		redisMem int64
+		keys     int64
 	}
 	var samples []sample
 	start := time.Now()
@@ -572,8 +574,9 @@ func TestSoak(t *testing.T) {
 			s.gor += u.goroutines
 		}
 		s.redisMem = infoInt(r.rdb, "memory", "used_memory")
+		s.keys, _ = r.rdb.DBSize(context.Background()).Result()
 		samples = append(samples, s)
-		t.Logf("soak %s: hub+nodes RSS %.1f MB, goroutines %.0f, Redis used_memory %.1f MB", s.at, s.rss/1e6, s.gor, float64(s.redisMem)/1e6)
+		t.Logf("soak %s: hub+nodes RSS %.1f MB, goroutines %.0f, Redis used_memory %.1f MB, %d keys", s.at, s.rss/1e6, s.gor, float64(s.redisMem)/1e6, s.keys)
 	}
 	failed, requests := 0, 0
 	for time.Since(start) < d {
@@ -600,14 +603,72 @@ func TestSoak(t *testing.T) {
 	}
 	take()
 	t.Logf("soak: %d requests, %d failed, over %s", requests, failed, time.Since(start).Round(time.Second))
-	if len(samples) >= 3 {
-		sort.SliceStable(samples, func(i, j int) bool { return samples[i].at < samples[j].at })
-		first, last := samples[1], samples[len(samples)-1] // after the first minute's warm-up
-		t.Logf("soak: from %s to %s: RSS %.1f → %.1f MB, goroutines %.0f → %.0f, Redis %.1f → %.1f MB",
-			first.at, last.at, first.rss/1e6, last.rss/1e6, first.gor, last.gor, float64(first.redisMem)/1e6, float64(last.redisMem)/1e6)
+	if len(samples) < 3 {
+		t.Fatalf("soak: %d samples; it needs a TRACKLINK_SOAK of 3m at least to compare the lines", len(samples))
+	}
+	sort.SliceStable(samples, func(i, j int) bool { return samples[i].at < samples[j].at })
+	first, last := samples[1], samples[len(samples)-1] // after the first minute's warm-up
+	t.Logf("soak: from %s to %s: RSS %.1f → %.1f MB, goroutines %.0f → %.0f, Redis %.1f → %.1f MB, keys %d → %d",
+		first.at, last.at, first.rss/1e6, last.rss/1e6, first.gor, last.gor, float64(first.redisMem)/1e6, float64(last.redisMem)/1e6, first.keys, last.keys)
+	for _, l := range soakFlat(first.rss, last.rss, first.gor, last.gor, float64(first.redisMem), float64(last.redisMem), float64(first.keys), float64(last.keys)) {
+		t.Errorf("soak: %s did not stay flat from %s to %s", l, first.at, last.at)
 	}
 	if failed != 0 {
 		t.Errorf("%d of %d soak requests failed", failed, requests)
+	}
+}
+
+// soakFlat names the soak's lines that grew past their tolerance between
+// the first sample after warm-up and the last. The load is a fixed set of
+// peers (loadgen's 100 torrents × 10 peers, the same ids in every window,
+// re-announcing long before their lifetime), so nothing the soak measures
+// has a reason to grow; what a leak grows with is requests, millions an
+// hour. The tolerances cover what varies without a leak:
+//   - RSS of hub+nodes: up to 1.5 × + 16 MB. Go's heap swings up to twice
+//     its live size between collections (GOGC=100) and freed pages go back
+//     to the kernel lazily, so one reading can be half again another; a
+//     leak of a few bytes a request outgrows it within the hour.
+//   - goroutines: up to + 64 over the four processes: each loadgen window
+//     opens 8 connections at each of 3 nodes (a goroutine or two each on
+//     the server), and the last window's may still be closing when the
+//     next has opened; a goroutine leaked per request or per message
+//     passes it within seconds.
+//   - Redis used_memory: up to 1.25 × + 4 MB. The keys hold the same
+//     peers; what moves is client buffers (the link's pub/sub output, the
+//     nodes' pipelines) and the allocator's fragments.
+//   - Redis keys: up to + 10. The swarms' keys are fixed by the load;
+//     what may come and go is bookkeeping (hub leases, the process
+//     registry), while a key leaked per swarm would add 300.
+func soakFlat(rss0, rss1, gor0, gor1, mem0, mem1, keys0, keys1 float64) []string {
+	var grew []string
+	check := func(what string, from, to, limit float64, unit string) {
+		if to > limit {
+			grew = append(grew, fmt.Sprintf("%s (%.1f → %.1f%s, tolerance %.1f%s)", what, from, to, unit, limit, unit))
+		}
+	}
+	check("hub+nodes RSS", rss0/1e6, rss1/1e6, 1.5*rss0/1e6+16, " MB")
+	check("goroutines", gor0, gor1, gor0+64, "")
+	check("Redis used_memory", mem0/1e6, mem1/1e6, 1.25*mem0/1e6+4, " MB")
+	check("Redis keys", keys0, keys1, keys0+10, "")
+	return grew
+}
+
+// TestSoakFlat: the soak's check passes flat lines and their usual swings,
+// and names each line that grows like a leak.
+func TestSoakFlat(t *testing.T) {
+	const mb = 1e6
+	if grew := soakFlat(80*mb, 110*mb, 120, 160, 20*mb, 24*mb, 1500, 1508); len(grew) != 0 {
+		t.Errorf("swings within tolerance reported as growth: %v", grew)
+	}
+	grew := soakFlat(80*mb, 200*mb, 120, 400, 20*mb, 40*mb, 1500, 1800)
+	want := []string{"hub+nodes RSS", "goroutines", "Redis used_memory", "Redis keys"}
+	if len(grew) != len(want) {
+		t.Fatalf("growth of every line: reported %v", grew)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(grew[i], w+" (") {
+			t.Errorf("line %d: %q, want %s", i, grew[i], w)
+		}
 	}
 }
 

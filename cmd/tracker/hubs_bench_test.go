@@ -12,7 +12,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // BenchmarkHubsRelay: the relay over 1 and 2 hub processes (the built
@@ -28,7 +28,7 @@ func BenchmarkHubsRelay(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
-	srv := redistest.Start(b)
+	srv := testkit.StartRedis(b)
 	rdb := srv.Client(b)
 	for _, hubs := range []int{1, 2} {
 		b.Run(fmt.Sprintf("hubs=%d", hubs), func(b *testing.B) {
@@ -53,7 +53,7 @@ func BenchmarkHubsRelay(b *testing.B) {
 				b.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
 				urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d", port))
 			}
-			eventually(b, 15*time.Second, "the hubs split the partitions", func() bool {
+			testkit.Eventually(b, 15*time.Second, "the hubs split the partitions", func() bool {
 				for _, u := range urls {
 					st, err := hubStatus(u)
 					if err != nil || len(st.Partitions) != link.DefaultPartitions/hubs {
@@ -67,7 +67,7 @@ func BenchmarkHubsRelay(b *testing.B) {
 			for i := range 3 {
 				nodes = append(nodes, newBenchSource(b, rdb, channel+":up", fmt.Sprintf("target%d", i+1)))
 			}
-			eventually(b, 10*time.Second, "every hub hears every node", func() bool {
+			testkit.Eventually(b, 10*time.Second, "every hub hears every node", func() bool {
 				for _, s := range nodes {
 					s.hello()
 				}

@@ -16,7 +16,7 @@ import (
 	"github.com/anacrolix/torrent/tracker"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 	trk "github.com/tracklink/tracklink/internal/tracker"
 )
 
@@ -35,7 +35,7 @@ func TestRateLimitPerAddress(t *testing.T) {
 		rand.Read(pid[:])
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := tracker.Announce{TrackerUrl: udpAnnounceURL(t, base), Context: ctx,
+		_, err := tracker.Announce{TrackerUrl: testkit.UDPAnnounceURL(t, base), Context: ctx,
 			Request: tracker.AnnounceRequest{InfoHash: ih, PeerId: pid, Port: port, Left: 1, NumWant: -1}}.Do()
 		return err
 	}
@@ -98,7 +98,7 @@ func TestConnectionCap(t *testing.T) {
 	idle[0].Close()
 	var m []byte
 	refused := 1 // the 4th, and each attempt before the node saw the close
-	eventually(t, 5*time.Second, "a connection served once one closed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a connection served once one closed", func() bool {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
 			refused++
@@ -168,7 +168,7 @@ func TestMinIntervalOverHTTP(t *testing.T) {
 // address) is refused by either replica and the peer stays; its own stop,
 // through the other replica, removes it.
 func TestKeyBindsPeerAcrossReplicas(t *testing.T) {
-	env := []string{"TRACKER_REDIS_URL=" + redistest.Shared(t).URL(), "TRACKER_NODE_ID=keys-replicated"}
+	env := []string{"TRACKER_REDIS_URL=" + testkit.SharedRedis(t).URL(), "TRACKER_NODE_ID=keys-replicated"}
 	replicas := []string{startNode(t, env...), startNode(t, env...)}
 	base := strings.TrimSuffix(replicas[1], "/announce")
 	ih := "key-binding-torrent1"

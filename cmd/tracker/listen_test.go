@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tracklink/tracklink/internal/listen"
-	"github.com/tracklink/tracklink/internal/porttest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestPortRangeReplicas runs replicas as compose with host networking
@@ -20,7 +20,7 @@ import (
 // them; a third replica finds no port and says so.
 func TestPortRangeReplicas(t *testing.T) {
 	c := newCluster(t)
-	base := porttest.Range(t, 2)
+	base := testkit.PortRange(t, 2)
 	rng := fmt.Sprintf("127.0.0.1:%d-%d", base, base+1)
 	env := c.env("TRACKER_HTTP_ADDR="+rng, "TRACKER_UDP_ADDR="+rng, "TRACKER_NODE_ID=r-{port}", "TRACKER_LINK_PASSWORD="+testPassword)
 	var ids []string
@@ -42,7 +42,7 @@ func TestPortRangeReplicas(t *testing.T) {
 	c.waitLinked(ids...)
 	ih := "port-range-torrent01"
 	announceTo(t, c.nodes[ids[0]].url, ih, 7001, 10, "started")
-	eventually(t, 5*time.Second, "peer relayed to the other replica", func() bool { return scrapeOrZero(c.nodes[ids[1]].url, ih).leechers == 1 })
+	testkit.Eventually(t, 5*time.Second, "peer relayed to the other replica", func() bool { return scrapeOrZero(c.nodes[ids[1]].url, ih).leechers == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

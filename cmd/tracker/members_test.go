@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/tracklink/tracklink/internal/config"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestHubEnvironmentWithMembers: the members' file replaces
@@ -31,7 +31,7 @@ func TestHubEnvironmentWithMembers(t *testing.T) {
 // file is no longer relayed to.
 func TestHubMembersReload(t *testing.T) {
 	aURL, dir, ca, cc, ck := startTLSRedis(t)
-	b := redistest.Start(t)
+	b := testkit.StartRedis(t)
 	memberA := fmt.Sprintf(`{"name": "ann", "nodes": ["ann"], "redis_url": %q, "redis_ca_file": %q, "redis_cert_file": %q, "redis_key_file": %q}`, aURL, ca, cc, ck)
 	memberB := fmt.Sprintf(`{"name": "bo", "nodes": ["bo"], "redis_url": %q}`, b.URL())
 	path := filepath.Join(dir, "members.json")
@@ -49,27 +49,27 @@ func TestHubMembersReload(t *testing.T) {
 	}
 	ann := node("ann", aURL, "TRACKER_REDIS_CA_FILE="+ca, "TRACKER_REDIS_CERT_FILE="+cc, "TRACKER_REDIS_KEY_FILE="+ck)
 	bo := node("bo", b.URL())
-	eventually(t, 5*time.Second, "ann live at the hub", func() bool { return hubKnows(t, hubProc.url, "ann") })
+	testkit.Eventually(t, 5*time.Second, "ann live at the hub", func() bool { return hubKnows(t, hubProc.url, "ann") })
 	if hubKnows(t, hubProc.url, "bo") {
 		t.Fatal("bo is live at the hub before it is a member")
 	}
 
 	write(`{"members": [` + memberA + `, ` + memberB + `]}`)
-	took := eventually(t, 10*time.Second, "bo live at the hub after the file listed it", func() bool { return hubKnows(t, hubProc.url, "bo") })
+	took := testkit.Eventually(t, 10*time.Second, "bo live at the hub after the file listed it", func() bool { return hubKnows(t, hubProc.url, "bo") })
 	t.Logf("member added %s after the file changed", took.Round(time.Millisecond))
 	ih := "members-reload-0001!"
 	announceTo(t, ann.url, ih, 7001, 1, "started")
-	eventually(t, 5*time.Second, "ann's peer at bo", func() bool { return scrapeOf(t, bo.url, ih).leechers == 1 })
+	testkit.Eventually(t, 5*time.Second, "ann's peer at bo", func() bool { return scrapeOf(t, bo.url, ih).leechers == 1 })
 
 	// A broken file changes nothing.
 	write(`{"members": [` + memberA + `, {"name": "bo"}]}`)
 	time.Sleep(3 * membersReload / 2)
 	announceTo(t, ann.url, ih, 7002, 1, "started")
-	eventually(t, 5*time.Second, "ann's second peer at bo, the broken file ignored", func() bool { return scrapeOf(t, bo.url, ih).leechers == 2 })
+	testkit.Eventually(t, 5*time.Second, "ann's second peer at bo, the broken file ignored", func() bool { return scrapeOf(t, bo.url, ih).leechers == 2 })
 
 	// bo removed: no longer relayed to.
 	write(`{"members": [` + memberA + `]}`)
-	eventually(t, 10*time.Second, "bo gone from the hub", func() bool {
+	testkit.Eventually(t, 10*time.Second, "bo gone from the hub", func() bool {
 		st, err := hubStatus(hubProc.url)
 		_, listed := st.Members["bo"]
 		return err == nil && !listed
@@ -91,7 +91,7 @@ func TestHubMembersReload(t *testing.T) {
 // catalog values that crashed the hub (nested lists, 8 MB and 2 MB): the
 // hub refuses and counts them, and goes on.
 func TestMembersShareOnlyWithConsent(t *testing.T) {
-	a, b := redistest.Start(t), redistest.Start(t)
+	a, b := testkit.StartRedis(t), testkit.StartRedis(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "members.json")
 	write := func(annShares string) {
@@ -113,10 +113,10 @@ func TestMembersShareOnlyWithConsent(t *testing.T) {
 		"TRACKER_ALLOWED_RESCAN=1h", "TRACKER_SHARE_OFFER=true"))
 	startProc(t, runNode, append(common, "TRACKER_NODE_ID=bo", "TRACKER_REDIS_URL="+b.URL(), "TRACKER_ALLOWED_DIR="+boDir,
 		"TRACKER_ALLOWED_RESCAN=200ms", "TRACKER_SHARE_ACCEPT=true"))
-	eventually(t, 5*time.Second, "ann and bo live at the hub", func() bool { return hubKnows(t, hubProc.url, "ann") && hubKnows(t, hubProc.url, "bo") })
+	testkit.Eventually(t, 5*time.Second, "ann and bo live at the hub", func() bool { return hubKnows(t, hubProc.url, "ann") && hubKnows(t, hubProc.url, "bo") })
 	ctx := context.Background()
 	annRDB := a.Client(t)
-	eventually(t, 5*time.Second, "ann offers its torrent", func() bool { return annRDB.HExists(ctx, "tl:{ann:catalog}", name).Val() })
+	testkit.Eventually(t, 5*time.Second, "ann offers its torrent", func() bool { return annRDB.HExists(ctx, "tl:{ann:catalog}", name).Val() })
 	received := func() bool {
 		_, err := os.Stat(filepath.Join(boDir, name+".torrent"))
 		return err == nil
@@ -131,9 +131,9 @@ func TestMembersShareOnlyWithConsent(t *testing.T) {
 	}
 	annRDB.HSet(ctx, "tl:{ann:catalog}", strings.Repeat("ee", 20), nested(4_000_000), strings.Repeat("dd", 20), nested(1_000_000))
 	write(`, "share_to": ["bo"]`)
-	took := eventually(t, 10*time.Second, "bo received ann's torrent after share_to", received)
+	took := testkit.Eventually(t, 10*time.Second, "bo received ann's torrent after share_to", received)
 	t.Logf("shared %s after the members file changed", took.Round(time.Millisecond))
-	eventually(t, 5*time.Second, "the planted values refused and counted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the planted values refused and counted", func() bool {
 		return hubCounter(t, hubProc.url, `hub_shared_refused_total{reason="too_large"}`) >= 1 &&
 			hubCounter(t, hubProc.url, `hub_shared_refused_total{reason="invalid"}`) >= 1
 	})

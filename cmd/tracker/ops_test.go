@@ -25,7 +25,7 @@ import (
 	"github.com/anacrolix/torrent/tracker"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tracklink/tracklink/internal/porttest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // The dashboard and the alert rules operators get (deploy/), tested in
@@ -199,18 +199,13 @@ func TestOpsFiles(t *testing.T) {
 	}
 }
 
-// opsTest skips unless TRACKLINK_OPS_TEST is set, and returns the path of
-// a tool of Debian's prometheus package, failing when it is missing.
+// opsTest skips unless the ops tier (TRACKLINK_OPS_TEST) is on, and
+// returns the path of a tool of Debian's prometheus package, failing when
+// it is missing.
 func opsTest(t *testing.T, tool string) string {
 	t.Helper()
-	if os.Getenv("TRACKLINK_OPS_TEST") == "" {
-		t.Skip("set TRACKLINK_OPS_TEST=1 to run the dashboard and alert tests (they need Debian's prometheus package)")
-	}
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		t.Fatalf("%s is not installed: apt-get install prometheus (.ci/run installs it)", tool)
-	}
-	return p
+	testkit.Ops.Require(t)
+	return testkit.Ops.Tool(t, tool, "apt-get install prometheus")
 }
 
 // TestAlertRules runs promtool on the alert rules: they check, and each
@@ -257,10 +252,10 @@ scrape_configs:
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	promAddr := fmt.Sprintf("127.0.0.1:%d", porttest.Range(t, 1))
+	promAddr := fmt.Sprintf("127.0.0.1:%d", testkit.PortRange(t, 1))
 	prom := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+promAddr, "--log.level=warn")
-	var promLog syncBuffer
+	var promLog testkit.Buffer
 	prom.Stdout, prom.Stderr = &promLog, &promLog
 	if err := prom.Start(); err != nil {
 		t.Fatal(err)
@@ -289,7 +284,7 @@ scrape_configs:
 	// message and a short datagram.
 	var ih [20]byte
 	copy(ih[:], "ops-test-torrent-001")
-	udpURL := udpAnnounceURL(t, c.nodes["node1"].url)
+	udpURL := testkit.UDPAnnounceURL(t, c.nodes["node1"].url)
 	var wg sync.WaitGroup
 	for _, n := range []string{"node1", "node2"} {
 		wg.Go(func() { traffic(t, c.nodes[n].url, "ops-test-torrent-001", 300, 12*time.Second) })

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // traffic announces peers leechers of ih at base, and scrapes it, for
@@ -48,6 +50,7 @@ func traffic(t *testing.T, base, ih string, peers int, d time.Duration) {
 // page. Screenshots go to $TRACKLINK_SCREENSHOTS (the README's are made
 // this way) or the test's temporary directory.
 func TestPanelInBrowser(t *testing.T) {
+	testkit.Browser.Require(t)
 	shots := screenshotDir(t)
 
 	// Charts sampled every 250 ms, so that a few seconds of traffic draw
@@ -130,7 +133,7 @@ func TestPanelInBrowser(t *testing.T) {
 	}
 
 	// A peer announced at node1 is counted on node2's page.
-	eventually(t, 5*time.Second, "node1 carries the upload", func() bool {
+	testkit.Eventually(t, 5*time.Second, "node1 carries the upload", func() bool {
 		return announceRaw(t, c.nodes["node1"].url, ih, 7001)["failure reason"] == nil
 	})
 	run("node2 sign in", signIn(c.nodes["node2"].admin))

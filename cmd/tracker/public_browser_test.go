@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestPublicPageInBrowser opens the public page (/) of a linked node and
@@ -17,6 +19,7 @@ import (
 // script. Screenshots go to $TRACKLINK_SCREENSHOTS (the README's are made
 // this way) or the test's temporary directory.
 func TestPublicPageInBrowser(t *testing.T) {
+	testkit.Browser.Require(t)
 	shots := screenshotDir(t)
 	c := newCluster(t)
 	for _, n := range []string{"node1", "node2"} {
@@ -27,7 +30,7 @@ func TestPublicPageInBrowser(t *testing.T) {
 		announceTo(t, c.nodes["node2"].url, "public-page-torrent1", 7001+i, 10*i, "started")
 	}
 	n1 := c.nodes["node1"].url
-	eventually(t, 5*time.Second, "peers on node1", func() bool { return scrapeOrZero(n1, "public-page-torrent1").leechers == 2 })
+	testkit.Eventually(t, 5*time.Second, "peers on node1", func() bool { return scrapeOrZero(n1, "public-page-torrent1").leechers == 2 })
 
 	// Plain HTML: no script, readable as text.
 	resp, err := http.Get(n1 + "/")

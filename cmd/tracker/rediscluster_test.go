@@ -18,7 +18,7 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestLinkOnRedisCluster: a hub and three nodes on a Redis Cluster of
@@ -28,7 +28,7 @@ import (
 // after a wait, not after a resync), and the hub refuses nothing as a
 // replay (the link's messages arrive in order on their shard).
 func TestLinkOnRedisCluster(t *testing.T) {
-	rc := redistest.StartClusterN(t, 3, 1, time.Second)
+	rc := testkit.StartRedisCluster(t, 3, 1, time.Second)
 	names := []string{"node1", "node2", "node3"}
 	c := newClusterOn(t, rc, names...)
 	c.waitLinked(names...)
@@ -71,7 +71,7 @@ func TestLinkOnRedisCluster(t *testing.T) {
 	}
 	exact := func(what string) {
 		t.Helper()
-		took := eventually(t, 10*time.Second, what, func() bool {
+		took := testkit.Eventually(t, 10*time.Second, what, func() bool {
 			for _, n := range names {
 				for j, ih := range hashes {
 					if scrapeOrZero(c.nodes[n].url, ih).leechers != live[j] {
@@ -104,7 +104,7 @@ func TestLinkOnRedisCluster(t *testing.T) {
 
 	resyncs := hubCounter(t, c.hub.url, "hub_resyncs_total")
 	c.resetHub()
-	eventually(t, 10*time.Second, "a resync ran", func() bool { return hubCounter(t, c.hub.url, "hub_resyncs_total") > resyncs })
+	testkit.Eventually(t, 10*time.Second, "a resync ran", func() bool { return hubCounter(t, c.hub.url, "hub_resyncs_total") > resyncs })
 	exact("no stopped peer back after a resync")
 
 	// A paused master (SIGSTOP) that owns neither link channel does not
@@ -147,7 +147,7 @@ func TestLinkOnRedisCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	took := eventually(t, 2*time.Second, "propagated while a master is paused", func() bool {
+	took := testkit.Eventually(t, 2*time.Second, "propagated while a master is paused", func() bool {
 		for _, ih := range elsewhere {
 			if scrapeOrZero(c.nodes["node2"].url, ih).leechers != 1 {
 				return false
@@ -199,7 +199,7 @@ func tryAnnounce(base, ih string, port, left int, event string) error {
 // the link is up again, within Redis's promotion time + 5 s. Afterwards
 // every node converges exactly and no stopped peer comes back.
 func TestRedisClusterFailover(t *testing.T) {
-	rc := redistest.StartClusterN(t, 3, 1, time.Second)
+	rc := testkit.StartRedisCluster(t, 3, 1, time.Second)
 	names := []string{"node1", "node2"}
 	c := newClusterOn(t, rc, names...)
 	c.waitLinked(names...)
@@ -275,12 +275,12 @@ func TestRedisClusterFailover(t *testing.T) {
 			linkBack = time.Since(killed)
 		}
 	}
-	promoted := eventually(t, 30*time.Second, "replica promoted", func() bool {
+	promoted := testkit.Eventually(t, 30*time.Second, "replica promoted", func() bool {
 		watchLink()
 		info, err := replica.Info(ctx, "replication").Result()
 		return err == nil && strings.Contains(info, "role:master")
 	})
-	eventually(t, promoted+10*time.Second, "link down and up again", func() bool {
+	testkit.Eventually(t, promoted+10*time.Second, "link down and up again", func() bool {
 		watchLink()
 		return linkBack != 0
 	})
@@ -338,7 +338,7 @@ func TestRedisClusterFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "both nodes exact", func() bool {
+	testkit.Eventually(t, 10*time.Second, "both nodes exact", func() bool {
 		for _, ih := range hashes {
 			if scrapeOrZero(c.nodes["node2"].url, ih).leechers != want[ih] || scrapeOrZero(c.nodes["node1"].url, ih).leechers != want[ih] {
 				return false
@@ -356,7 +356,7 @@ func TestRedisClusterFailover(t *testing.T) {
 	seeds := rc.Masters[victim].URL() + "?addr=" + rc.Masters[(victim+1)%len(rc.Masters)].Addr() + "&addr=" + rc.Replicas[victim][0].Addr()
 	c.nodes["node3"] = startProc(t, runNode, c.env("TRACKER_NODE_ID=node3", "TRACKER_LINK_PASSWORD="+testPassword, "TRACKER_REDIS_URL="+seeds))
 	c.waitLinked("node1", "node2", "node3")
-	eventually(t, 10*time.Second, "node3 converged", func() bool {
+	testkit.Eventually(t, 10*time.Second, "node3 converged", func() bool {
 		for _, ih := range hashes {
 			if scrapeOrZero(c.nodes["node3"].url, ih).leechers != want[ih] {
 				return false
@@ -386,7 +386,7 @@ func linkState(base string) string {
 // relaying; a resync repairs what it can reach, reports the rest as
 // failed and is retried.
 func TestRedisClusterShardDown(t *testing.T) {
-	rc := redistest.StartClusterN(t, 3, 0, time.Second)
+	rc := testkit.StartRedisCluster(t, 3, 0, time.Second)
 	names := []string{"node1", "node2"}
 	c := newClusterOn(t, rc, names...)
 	c.waitLinked(names...)
@@ -418,7 +418,7 @@ func TestRedisClusterShardDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 5*time.Second, "converged", func() bool {
+	testkit.Eventually(t, 5*time.Second, "converged", func() bool {
 		for _, ih := range all {
 			if scrapeOrZero(c.nodes["node2"].url, ih).leechers != 1 {
 				return false
@@ -441,7 +441,7 @@ func TestRedisClusterShardDown(t *testing.T) {
 			t.Logf("last scrape answer: %q", last)
 		}
 	}()
-	eventually(t, 5*time.Second, "a partial scrape", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a partial scrape", func() bool {
 		resp, err := http.Get(c.nodes["node2"].url + "/scrape?" + q[1:])
 		if err != nil {
 			return false
@@ -467,7 +467,7 @@ func TestRedisClusterShardDown(t *testing.T) {
 	if err := tryAnnounce(c.nodes["node1"].url, up[0], 41000, 100, "started"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "relayed with a shard down", func() bool { return scrapeOrZero(c.nodes["node2"].url, up[0]).leechers == 2 })
+	testkit.Eventually(t, 5*time.Second, "relayed with a shard down", func() bool { return scrapeOrZero(c.nodes["node2"].url, up[0]).leechers == 2 })
 
 	// node2 loses a reachable swarm whose part of node1's index is
 	// reachable too (as if relays were missed); a resync restores it
@@ -490,8 +490,8 @@ func TestRedisClusterShardDown(t *testing.T) {
 	}
 	failures := hubCounter(t, c.hub.url, "hub_resync_failures_total")
 	c.resetHub()
-	eventually(t, 10*time.Second, "the reachable swarm repaired", func() bool { return scrapeOrZero(c.nodes["node2"].url, lost).leechers == 1 })
-	eventually(t, 10*time.Second, "the resync reported incomplete", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the reachable swarm repaired", func() bool { return scrapeOrZero(c.nodes["node2"].url, lost).leechers == 1 })
+	testkit.Eventually(t, 10*time.Second, "the resync reported incomplete", func() bool {
 		return hubCounter(t, c.hub.url, "hub_resync_failures_total") > failures
 	})
 }
@@ -501,7 +501,7 @@ func nodeCounter(t testing.TB, nodeURL, metric string) float64 { return hubCount
 
 // busMessages sums, over every process of rc, the PUBLISH and SPUBLISH
 // messages it sent over the cluster bus.
-func busMessages(t *testing.T, rc *redistest.Cluster) [2]int64 {
+func busMessages(t *testing.T, rc *testkit.RedisCluster) [2]int64 {
 	t.Helper()
 	var out [2]int64
 	for _, srv := range rc.Servers() {

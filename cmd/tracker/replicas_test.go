@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracklink/tracklink/internal/porttest"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // replicaEnv is the environment of one replica of node "one" on port.
@@ -42,8 +41,8 @@ func servedBy(t *testing.T, base string, src netip.Addr) string {
 // replica that stops hands its addresses to the others: no request of a
 // paced load fails.
 func TestReplicasShareOnePort(t *testing.T) {
-	r := redistest.Start(t)
-	port := porttest.Range(t, 1)
+	r := testkit.StartRedis(t)
+	port := testkit.PortRange(t, 1)
 	var reps []*proc
 	for range 3 {
 		reps = append(reps, startProc(t, runNode, replicaEnv(r.URL(), port, "TRACKER_RATE_LIMIT=0.01", "TRACKER_RATE_BURST=10")))
@@ -55,7 +54,7 @@ func TestReplicasShareOnePort(t *testing.T) {
 		srcs[i] = netip.AddrFrom4([4]byte{127, 0, 3, byte(10 + i)})
 	}
 	// Every replica has read the others from the registry.
-	eventually(t, 10*time.Second, "every replica sees three", func() bool {
+	testkit.Eventually(t, 10*time.Second, "every replica sees three", func() bool {
 		seen := map[string]bool{}
 		for _, src := range srcs {
 			p, text, err := metricsFrom(base, src.String())
@@ -200,7 +199,7 @@ func TestStoppedNodeLeavesAtOnce(t *testing.T) {
 		t.Fatalf("the node's process id is not the session the hub lists (%s): %s", session, m)
 	}
 	c.nodes["go"].stop(t)
-	eventually(t, time.Second, "the hub shows the stopped node left", func() bool {
+	testkit.Eventually(t, time.Second, "the hub shows the stopped node left", func() bool {
 		st, err := hubStatus(c.hub.url)
 		return err == nil && st.Nodes["go"].State == "left" && !st.Nodes["go"].Live
 	})

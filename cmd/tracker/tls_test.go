@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // testPKI writes a CA, a server certificate for 127.0.0.1 and a client
@@ -76,7 +76,7 @@ func startTLSRedis(t *testing.T) (url, dir, ca, clientCert, clientKey string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	redistest.Start(t, "--tls-port", strconv.Itoa(tport), "--tls-cert-file", sc, "--tls-key-file", sk,
+	testkit.StartRedis(t, "--tls-port", strconv.Itoa(tport), "--tls-cert-file", sc, "--tls-key-file", sk,
 		"--tls-ca-cert-file", ca, "--tls-auth-clients", "yes")
 	return "rediss://127.0.0.1:" + strconv.Itoa(tport), dir, ca, cc, ck
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // wsRoundTrip checks the WebTorrent path between two processes (or one):
@@ -16,7 +18,7 @@ import (
 func wsRoundTrip(t *testing.T, a, b, tag string) {
 	t.Helper()
 	for _, base := range []string{a, b} {
-		eventually(t, 5*time.Second, "WebSocket ready at "+base, func() bool {
+		testkit.Eventually(t, 5*time.Second, "WebSocket ready at "+base, func() bool {
 			resp, err := http.Get(base + "/ws/status")
 			if err != nil {
 				return false

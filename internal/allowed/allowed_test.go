@@ -15,11 +15,11 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 // hybrid returns a hybrid (v1 + v2) torrent and its two announced hashes.
 func hybrid(t *testing.T) ([]byte, bittorrent.InfoHash, bittorrent.InfoHash) {
@@ -43,7 +43,7 @@ func hybrid(t *testing.T) ([]byte, bittorrent.InfoHash, bittorrent.InfoHash) {
 }
 
 func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	dir := t.TempDir()
 	b, v1, v2 := hybrid(t)
 	os.WriteFile(filepath.Join(dir, "h.torrent"), b, 0o644)
@@ -94,7 +94,7 @@ func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
 // copying) an offer that is not a valid torrent.
 func TestShareCopiesValidOffersAndRefusesInvalid(t *testing.T) {
 	// Node b is another member's: its keys are on a Redis of their own.
-	rdb, other := redistest.Shared(t).Client(t), redistest.Start(t).Client(t)
+	rdb, other := testkit.SharedRedis(t).Client(t), testkit.StartRedis(t).Client(t)
 	ctx := context.Background()
 	const p = "sharetest"
 	b, v1, _ := hybrid(t)
@@ -132,7 +132,7 @@ func TestShareCopiesValidOffersAndRefusesInvalid(t *testing.T) {
 // (its Redis down), the set last read stands; a node never read carries
 // nothing.
 func TestCarrierKeepsLastSetWhenUnreadable(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
 	in, out := bittorrent.InfoHash{1}, bittorrent.InfoHash{2}
@@ -170,7 +170,7 @@ func TestCarrierKeepsLastSetWhenUnreadable(t *testing.T) {
 // TestTorrentsListsNamesAndWhatWasShared: the panel's list has each carried
 // torrent's name and size, and when a shared one was received.
 func TestTorrentsListsNamesAndWhatWasShared(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	const p = "listtest"
 	s, err := New(rdb, p, "n", t.TempDir(), time.Minute, slog.New(slog.DiscardHandler))
@@ -207,7 +207,7 @@ func TestTorrentsListsNamesAndWhatWasShared(t *testing.T) {
 // scan's back does not change what is carried), a changed one is, and a
 // refused one is logged once, not at every rescan.
 func TestRescanReadsOnlyChangedFiles(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	var logged strings.Builder
@@ -256,7 +256,7 @@ func TestRescanReadsOnlyChangedFiles(t *testing.T) {
 // bounds. Listed tells a torrent of the node's own list from one it
 // carries because it carries everything.
 func TestCarrierBoundsWhatItReads(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	const prefix = "carrybound"
 	rdb.Set(ctx, redisstore.AllowedModeKey(prefix, "big"), "1", 0)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
@@ -49,7 +49,7 @@ func nestedTorrent(depth int) string {
 // operator wrote that member (or "*") into its share_to; a receiving node
 // raising its accept flag does not widen it.
 func TestShareNeedsTheOfferingMembersConsent(t *testing.T) {
-	rdbA, rdbB := redistest.Start(t).Client(t), redistest.Start(t).Client(t)
+	rdbA, rdbB := testkit.StartRedis(t).Client(t), testkit.StartRedis(t).Client(t)
 	ctx := context.Background()
 	const p = "consent"
 	b, ih := v1(t, "private", 0)
@@ -89,7 +89,7 @@ func TestShareNeedsTheOfferingMembersConsent(t *testing.T) {
 // a torrent filed under another torrent's info hash, and reads no catalog
 // longer than MaxCatalog.
 func TestShareBoundsWhatAMemberSends(t *testing.T) {
-	rdbA, rdbB := redistest.Start(t).Client(t), redistest.Start(t).Client(t)
+	rdbA, rdbB := testkit.StartRedis(t).Client(t), testkit.StartRedis(t).Client(t)
 	ctx := context.Background()
 	const p = "caps"
 	var want []string
@@ -172,7 +172,7 @@ func newSharing(t *testing.T, rdb redis.UniversalClient, prefix, node string, o 
 // stored (nor shown as carried), and neither is one its operator deleted;
 // both are counted by reason.
 func TestInboxRefusesWrongNamesAndDeclined(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	const p = "inboxcheck"
 	refused := map[string]int{}
@@ -209,7 +209,7 @@ func TestInboxRefusesWrongNamesAndDeclined(t *testing.T) {
 // node again by the hub, nor taken from its inbox; adding it again by hand
 // carries it again.
 func TestDeletedSharedTorrentStaysDeleted(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	const p = "declined"
 	b1, ih1 := v1(t, "one", 0)
@@ -298,7 +298,7 @@ func mustHex(t *testing.T, s string) []byte {
 // offered is withdrawn); a node that offers offers its own torrents, not
 // those it received.
 func TestOfferNeedsOfferAndNotReceived(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	const p = "offer"
 	s, dir := newSharing(t, rdb, p, "n", ShareOptions{Accept: true})

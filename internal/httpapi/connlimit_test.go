@@ -11,15 +11,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tracklink/tracklink/internal/redistest"
 )
 
 // serveNode serves a node through Server.Serve (where the connection caps
 // are) on 127.0.0.1, and returns its address.
-func serveNode(t *testing.T, cfg testConfig) (string, *prometheus.Registry) {
+func serveNode(t *testing.T, store storeFunc, cfg testConfig) (string, *prometheus.Registry) {
 	t.Helper()
-	ts, reg := newTestServer(t, redistest.Shared(t).Client(t), cfg, false)
+	ts, reg := newTestServer(t, store, cfg, false)
 	srv := ts.Config.Handler.(*Server)
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
@@ -83,7 +81,9 @@ func served(c net.Conn) bool {
 // included); the next one is reset at once and counted, while another
 // address is still served. A trusted proxy's address, and loopback
 // unless TRACKER_LIMIT_LOOPBACK, are not capped per address.
-func TestConnectionsPerAddress(t *testing.T) {
+func TestConnectionsPerAddress(t *testing.T) { onEachStore(t, testConnectionsPerAddress) }
+
+func testConnectionsPerAddress(t *testing.T, store storeFunc) {
 	tests := []struct {
 		name          string
 		trusted       string // a trusted proxy prefix, or ""
@@ -102,7 +102,7 @@ func TestConnectionsPerAddress(t *testing.T) {
 			if tc.trusted != "" {
 				cfg.http.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(tc.trusted)}
 			}
-			addr, reg := serveNode(t, cfg)
+			addr, reg := serveNode(t, store, cfg)
 			for i := range 2 {
 				if !servedFrom(t, "127.0.0.1", addr) {
 					t.Fatalf("connection %d under the cap was not served", i)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,11 +20,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 	"github.com/tracklink/tracklink/internal/tracker"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 var nodeSeq atomic.Int64
 
@@ -47,17 +48,46 @@ func defaultTestConfig() testConfig {
 	}
 }
 
-// newTestServer serves a node on a real Redis, in a keyspace of its own.
-func newTestServer(t *testing.T, rdb redis.UniversalClient, cfg testConfig, peerIDs bool) (*httptest.Server, *prometheus.Registry) {
-	t.Helper()
-	store, err := redisstore.New(rdb, redisstore.Config{
-		Prefix: "httptest", NodeID: fmt.Sprintf("n%d", nodeSeq.Add(1)),
-		PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: 500 * time.Millisecond, PeerIDs: peerIDs,
-		NewSwarmRate: cfg.newSwarmRate, NewSwarmBurst: cfg.newSwarmBurst,
-	})
-	if err != nil {
-		t.Fatal(err)
+// storeFunc makes a node's store for a test.
+type storeFunc func(t *testing.T, cfg testConfig, peerIDs bool) tracker.Store
+
+// fakeStore is the in-memory store: the front end's tests need no Redis.
+func fakeStore(t *testing.T, cfg testConfig, peerIDs bool) tracker.Store {
+	return &testkit.Store{PeerIDs: peerIDs}
+}
+
+// sharedRedisStore is a real store in a keyspace of its own of the
+// binary's shared redis-server.
+func sharedRedisStore(t *testing.T, cfg testConfig, peerIDs bool) tracker.Store {
+	return redisStoreOn(testkit.SharedRedis(t).Client(t))(t, cfg, peerIDs)
+}
+
+// redisStoreOn is a real store on rdb, in a keyspace of its own.
+func redisStoreOn(rdb redis.UniversalClient) storeFunc {
+	return func(t *testing.T, cfg testConfig, peerIDs bool) tracker.Store {
+		t.Helper()
+		store, err := redisstore.New(rdb, redisstore.Config{
+			Prefix: "httptest", NodeID: fmt.Sprintf("n%d", nodeSeq.Add(1)),
+			PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: 500 * time.Millisecond, PeerIDs: peerIDs,
+			NewSwarmRate: cfg.newSwarmRate, NewSwarmBurst: cfg.newSwarmBurst,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store
 	}
+}
+
+// onEachStore runs test on the in-memory store and on a real one.
+func onEachStore(t *testing.T, test func(t *testing.T, store storeFunc)) {
+	t.Run("fake", func(t *testing.T) { test(t, fakeStore) })
+	t.Run("redis", func(t *testing.T) { test(t, sharedRedisStore) })
+}
+
+// newTestServer serves a node on the store newStore makes.
+func newTestServer(t *testing.T, newStore storeFunc, cfg testConfig, peerIDs bool) (*httptest.Server, *prometheus.Registry) {
+	t.Helper()
+	store := newStore(t, cfg, peerIDs)
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc, err := tracker.New(cfg.svc, store, tracker.Options{}, log, reg)
@@ -112,9 +142,10 @@ func announceURL(base string, ih, pid string, port int, left int, extra string) 
 		base, url.QueryEscape(ih), url.QueryEscape(pid), port, left, extra)
 }
 
-func TestAnnounceAndScrape(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
-	ts, reg := newTestServer(t, rdb, defaultTestConfig(), true)
+func TestAnnounceAndScrape(t *testing.T) { onEachStore(t, testAnnounceAndScrape) }
+
+func testAnnounceAndScrape(t *testing.T, store storeFunc) {
+	ts, reg := newTestServer(t, store, defaultTestConfig(), true)
 	ih := strings.Repeat("h", 20)
 
 	r := get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1001, 10, "&event=started"))
@@ -190,11 +221,12 @@ func TestAnnounceAndScrape(t *testing.T) {
 
 // TestOnlyUnicastStored: an ip parameter may not name a multicast or
 // broadcast address; nothing of it is stored.
-func TestOnlyUnicastStored(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+func TestOnlyUnicastStored(t *testing.T) { onEachStore(t, testOnlyUnicastStored) }
+
+func testOnlyUnicastStored(t *testing.T, store storeFunc) {
 	cfg := defaultTestConfig()
 	cfg.svc.AllowIPParam = true
-	ts, _ := newTestServer(t, rdb, cfg, false)
+	ts, _ := newTestServer(t, store, cfg, false)
 	ih := strings.Repeat("m", 20)
 	for _, ip := range []string{"224.0.0.1", "255.255.255.255", "ff02::1", "0.0.0.0"} {
 		r := get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1001, 10, "&ip="+ip))
@@ -208,11 +240,12 @@ func TestOnlyUnicastStored(t *testing.T) {
 	}
 }
 
-func TestIPv6PeersApart(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+func TestIPv6PeersApart(t *testing.T) { onEachStore(t, testIPv6PeersApart) }
+
+func testIPv6PeersApart(t *testing.T, store storeFunc) {
 	cfg := defaultTestConfig()
 	cfg.svc.AllowIPParam = true
-	ts, _ := newTestServer(t, rdb, cfg, false)
+	ts, _ := newTestServer(t, store, cfg, false)
 	ih := strings.Repeat("6", 20)
 	get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1001, 10, "&ip=2001:db8::1"))
 	get(t, announceURL(ts.URL, ih, strings.Repeat("b", 20), 1002, 10, "&ip=192.0.2.1"))
@@ -237,9 +270,10 @@ func TestIPv6PeersApart(t *testing.T) {
 	}
 }
 
-func TestClientErrorsAreBencoded(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
-	ts, reg := newTestServer(t, rdb, defaultTestConfig(), false)
+func TestClientErrorsAreBencoded(t *testing.T) { onEachStore(t, testClientErrorsAreBencoded) }
+
+func testClientErrorsAreBencoded(t *testing.T, store storeFunc) {
+	ts, reg := newTestServer(t, store, defaultTestConfig(), false)
 	for _, path := range []string{
 		"/announce",
 		"/announce?info_hash=short",
@@ -260,10 +294,10 @@ func TestClientErrorsAreBencoded(t *testing.T) {
 }
 
 func TestRedisDownGivesFailureQuickly(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, MaxRetries: 1})
 	t.Cleanup(func() { rdb.Close() })
-	ts, reg := newTestServer(t, rdb, defaultTestConfig(), false)
+	ts, reg := newTestServer(t, redisStoreOn(rdb), defaultTestConfig(), false)
 	ih := strings.Repeat("d", 20)
 	get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1, 1, ""))
 	srv.Stop()
@@ -297,6 +331,32 @@ func TestRedisDownGivesFailureQuickly(t *testing.T) {
 	}
 	if resp, err := http.Get(ts.URL + "/readyz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/readyz after recovery: %v", err)
+	}
+}
+
+// TestStoreDownGivesFailure: the front end's side of a store that fails
+// (TestRedisDownGivesFailureQuickly is the real one's): a bencoded
+// failure reason, counted, /readyz 503, and service again once it answers.
+func TestStoreDownGivesFailure(t *testing.T) {
+	store := &testkit.Store{}
+	ts, reg := newTestServer(t, func(*testing.T, testConfig, bool) tracker.Store { return store }, defaultTestConfig(), false)
+	ih := strings.Repeat("f", 20)
+	store.Fail(errors.New("the store is down"))
+	if r := get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1, 1, "")); r["failure reason"] != tracker.Unavailable {
+		t.Fatalf("with the store down: %v", r)
+	}
+	if n := counterValue(t, reg, "tracker_redis_errors_total", "announce"); n != 1 {
+		t.Fatalf("store errors counted: %v, want 1", n)
+	}
+	if resp, err := http.Get(ts.URL + "/readyz"); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("/readyz with the store down: %v %v", resp, err)
+	}
+	store.Fail(nil)
+	if r := get(t, announceURL(ts.URL, ih, strings.Repeat("a", 20), 1, 1, "")); r["failure reason"] != nil || r["incomplete"] != int64(1) {
+		t.Fatalf("the store back: %v", r)
+	}
+	if resp, err := http.Get(ts.URL + "/readyz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/readyz with the store back: %v %v", resp, err)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
 	"github.com/tracklink/tracklink/internal/tracker"
 )
 
@@ -26,11 +25,13 @@ func getFrom(t *testing.T, addr, u string) map[string]any {
 // bucket (one per tracker.ScrapeHashesPerToken hashes); a flood of
 // scrapes from one address is refused beyond its burst, counted, while
 // another address is served.
-func TestScrapeRateLimitPerAddress(t *testing.T) {
+func TestScrapeRateLimitPerAddress(t *testing.T) { onEachStore(t, testScrapeRateLimitPerAddress) }
+
+func testScrapeRateLimitPerAddress(t *testing.T, store storeFunc) {
 	cfg := defaultTestConfig()
 	cfg.http.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	cfg.svc.RateLimit, cfg.svc.RateBurst, cfg.svc.RateSlots = 1e-6, 5, 1024
-	ts, reg := newTestServer(t, redistest.Shared(t).Client(t), cfg, false)
+	ts, reg := newTestServer(t, store, cfg, false)
 	var q []string
 	for i := range cfg.http.ScrapeMaxHashes { // 4 hashes: one token
 		q = append(q, "info_hash="+url.QueryEscape(fmt.Sprintf("scrape-limit-%07d", i)))
@@ -60,12 +61,14 @@ func TestScrapeRateLimitPerAddress(t *testing.T) {
 // share, refused beyond it with the budget's failure reason and counted
 // as swarm_cap_prefix; a client of another prefix still starts a new
 // torrent, and the spent prefix still announces in live swarms.
-func TestNewSwarmSharesByPrefix(t *testing.T) {
+func TestNewSwarmSharesByPrefix(t *testing.T) { onEachStore(t, testNewSwarmSharesByPrefix) }
+
+func testNewSwarmSharesByPrefix(t *testing.T, store storeFunc) {
 	cfg := defaultTestConfig()
 	cfg.http.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	cfg.svc.NewSwarmsPrefixRate, cfg.svc.NewSwarmsPrefixBurst = 1e-6, 2 // a /64 or address 2, a /56 or /24 8, a /48 16
 	cfg.newSwarmRate, cfg.newSwarmBurst = 1e-6, 30                      // the node's budget: more than one prefix's share
-	ts, reg := newTestServer(t, redistest.Shared(t).Client(t), cfg, false)
+	ts, reg := newTestServer(t, store, cfg, false)
 	seq := 0
 	announceNew := func(from string) map[string]any {
 		seq++

@@ -11,7 +11,7 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestResyncTakesNothingOnTrust: node "evil" writes into its own keyspace
@@ -23,7 +23,7 @@ import (
 // planted peers, only the bounded number of swarms, and every refusal is
 // counted by reason.
 func TestResyncTakesNothingOnTrust(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	scfg, relay, stores := realStores(t, rdb, "good")
 	good := stores["good"]

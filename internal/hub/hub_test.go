@@ -23,10 +23,10 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 const password = "a link password of the tests"
 
@@ -133,7 +133,7 @@ func newTestHubWith(t *testing.T, channel string, carrier Carrier) *testHub {
 	t.Helper()
 	relay := &fakeRelayer{applied: map[string]int{}, writes: map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange{},
 		holds: map[string]map[bittorrent.InfoHash][]bittorrent.PeerChange{}}
-	h := newTestHubOn(t, channel, redistest.Shared(t).Client(t), relay, carrier)
+	h := newTestHubOn(t, channel, testkit.SharedRedis(t).Client(t), relay, carrier)
 	h.relay = relay
 	return h
 }
@@ -455,7 +455,7 @@ func TestResyncUnionAndCarriers(t *testing.T) {
 // the peer from b and never writes it back into a; a peer that announced
 // again after its stop comes back everywhere.
 func TestResyncKeepsStopsStopped(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	scfg, relay, stores := realStores(t, rdb, "a", "b")
 	h := newTestHubOn(t, newChannel(), rdb, relay, nil)
@@ -557,7 +557,7 @@ func TestReorderWindow(t *testing.T) {
 // stop of one peer reach the hub in the wrong order. Both are taken (the
 // start as a late message) and the other node does not hold the peer.
 func TestReorderedStopStaysStopped(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	_, relay, stores := realStores(t, rdb, "b")
 	b := stores["b"]

@@ -16,13 +16,13 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // network is a hub whose members each have a redis-server of their own.
 type network struct {
 	*testHub
-	redis  map[string]*redistest.Server // by member
+	redis  map[string]*testkit.RedisServer // by member
 	rdb    map[string]*redis.Client
 	stores map[string]*redisstore.Store // by node
 	scfg   redisstore.Config
@@ -44,11 +44,11 @@ func newNetwork(t *testing.T, backlog int, members map[string][]string) *network
 		t.Fatal(err)
 	}
 	h.ownAll()
-	n := &network{testHub: &testHub{Hub: h, reg: reg}, redis: map[string]*redistest.Server{}, rdb: map[string]*redis.Client{}, stores: map[string]*redisstore.Store{},
+	n := &network{testHub: &testHub{Hub: h, reg: reg}, redis: map[string]*testkit.RedisServer{}, rdb: map[string]*redis.Client{}, stores: map[string]*redisstore.Store{},
 		scfg: redisstore.Config{Prefix: "tl", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 3 * time.Second}}
 	var ms []Member
 	for name, nodes := range members {
-		srv := redistest.Start(t)
+		srv := testkit.StartRedis(t)
 		rdb := srv.Client(t)
 		n.redis[name], n.rdb[name] = srv, rdb
 		relay, err := redisstore.NewRelayer(rdb, n.scfg)
@@ -210,7 +210,7 @@ func TestSetMembersWhileRunning(t *testing.T) {
 	go func() { n.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	rdb := srv.Client(t)
 	relay, err := redisstore.NewRelayer(rdb, n.scfg)
 	if err != nil {

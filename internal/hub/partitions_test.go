@@ -15,7 +15,7 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // relayNet is a network of real nodes (stores and their links) on real
@@ -161,19 +161,6 @@ func hashes(round byte, k int) []bittorrent.InfoHash {
 	return out
 }
 
-// waitFor polls cond every 20 ms for up to d, and reports how long it took.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // split reports whether hubs hold every partition between them, each
 // once, each hub want of them.
 func split(want int, hubs ...*runningHub) bool {
@@ -206,18 +193,18 @@ func linked(hubs []*runningHub, nodes ...string) bool {
 // relayed by one hub only: the writes the two count add up to the changes.
 func shareAndRelayOnce(t *testing.T, n *relayNet, from, to string) {
 	a := n.startHub("hub-a", 600*time.Millisecond)
-	waitFor(t, 3*time.Second, "the first hub takes every partition", func() bool { return split(testPartitions, a) })
+	testkit.Eventually(t, 3*time.Second, "the first hub takes every partition", func() bool { return split(testPartitions, a) })
 	b := n.startHub("hub-b", 600*time.Millisecond)
-	took := waitFor(t, 5*time.Second, "two hubs split the partitions", func() bool { return split(testPartitions/2, a, b) })
+	took := testkit.Eventually(t, 5*time.Second, "two hubs split the partitions", func() bool { return split(testPartitions/2, a, b) })
 	t.Logf("rebalanced over two hubs in %s", took)
 	hubs := []*runningHub{a, b}
-	waitFor(t, 5*time.Second, "both hubs hear both nodes", func() bool { return linked(hubs, from, to) })
+	testkit.Eventually(t, 5*time.Second, "both hubs hear both nodes", func() bool { return linked(hubs, from, to) })
 	// A partition is listened to at every member once its subscription
 	// is made, which asks for a takeover resync (on a Redis Cluster, at
 	// the partition's shard, some time after the lease is taken): what is
 	// published before is resynced, not relayed, and the count below is
 	// of relays.
-	waitFor(t, 5*time.Second, "every partition taken is listened to at every member", func() bool {
+	testkit.Eventually(t, 5*time.Second, "every partition taken is listened to at every member", func() bool {
 		for _, h := range hubs {
 			if h.resyncRequests("takeover") < value(h.m.takeovers)*float64(len(n.members)) {
 				return false
@@ -228,14 +215,14 @@ func shareAndRelayOnce(t *testing.T, n *relayNet, from, to string) {
 	// The takeover resyncs run and end: a change a resync applies first
 	// is applied by no relay after it (applying is idempotent), and the
 	// count below is of relays.
-	waitFor(t, 10*time.Second, "the hubs' resyncs done", func() bool { return resyncsIdle(a) && resyncsIdle(b) })
+	testkit.Eventually(t, 10*time.Second, "the hubs' resyncs done", func() bool { return resyncsIdle(a) && resyncsIdle(b) })
 	before := a.relayed() + b.relayed()
 	ihs := hashes(1, 64)
 	for i, ih := range ihs {
 		n.announce(from, ih, i)
 		n.announce(from, ih, 1000+i)
 	}
-	waitFor(t, 5*time.Second, "every change reaches "+to, func() bool { return n.peers(to, ihs) == 2*len(ihs) })
+	testkit.Eventually(t, 5*time.Second, "every change reaches "+to, func() bool { return n.peers(to, ihs) == 2*len(ihs) })
 	time.Sleep(200 * time.Millisecond)
 	if got := a.relayed() + b.relayed() - before; got != float64(2*len(ihs)) {
 		t.Fatalf("the hubs relayed %v changes, want each of %d once", got, 2*len(ihs))
@@ -253,7 +240,7 @@ func shareAndRelayOnce(t *testing.T, n *relayNet, from, to string) {
 // TestHubsShareThePartitions: on one Redis, a hub added beside a running
 // one takes half the partitions, and each change is relayed once.
 func TestHubsShareThePartitions(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	n := newRelayNet(t, false, netMember{name: "local", rdb: rdb, nodes: []string{"n1", "n2"}})
 	shareAndRelayOnce(t, n, "n1", "n2")
 }
@@ -262,7 +249,7 @@ func TestHubsShareThePartitions(t *testing.T) {
 // the partitions' channels on shards of their own (sharded pub/sub), the
 // leases in the link's slot.
 func TestHubsShareThePartitionsOnRedisCluster(t *testing.T) {
-	rdb := redistest.SharedCluster(t).Client(t)
+	rdb := testkit.SharedRedisCluster(t).Client(t)
 	n := newRelayNet(t, true, netMember{name: "local", rdb: rdb, nodes: []string{"n1", "n2"}})
 	shareAndRelayOnce(t, n, "n1", "n2")
 }
@@ -270,7 +257,7 @@ func TestHubsShareThePartitionsOnRedisCluster(t *testing.T) {
 // TestHubsShareThePartitionsAcrossMembers: the same in a network of two
 // members on their own Redis; the leases live in the first member's.
 func TestHubsShareThePartitionsAcrossMembers(t *testing.T) {
-	ra, rb := redistest.Start(t).Client(t), redistest.Start(t).Client(t)
+	ra, rb := testkit.StartRedis(t).Client(t), testkit.StartRedis(t).Client(t)
 	n := newRelayNet(t, false, netMember{name: "a", rdb: ra, nodes: []string{"a1"}}, netMember{name: "b", rdb: rb, nodes: []string{"b1"}})
 	shareAndRelayOnce(t, n, "a1", "b1")
 	if keys := rb.Keys(context.Background(), "*:lease:*").Val(); len(keys) != 0 {
@@ -284,24 +271,24 @@ func TestHubsShareThePartitionsAcrossMembers(t *testing.T) {
 // its takeover resync brings what the dead hub's partitions carried
 // meanwhile: no peer is lost.
 func TestHubKilledPartitionsTakenOver(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	n := newRelayNet(t, false, netMember{name: "local", rdb: rdb, nodes: []string{"n1", "n2"}})
 	a, b := n.startHub("hub-a", 0), n.startHub("hub-b", 0)
-	waitFor(t, 10*time.Second, "two hubs split the partitions", func() bool { return split(testPartitions/2, a, b) })
-	waitFor(t, 5*time.Second, "both hubs hear both nodes", func() bool { return linked([]*runningHub{a, b}, "n1", "n2") })
+	testkit.Eventually(t, 10*time.Second, "two hubs split the partitions", func() bool { return split(testPartitions/2, a, b) })
+	testkit.Eventually(t, 5*time.Second, "both hubs hear both nodes", func() bool { return linked([]*runningHub{a, b}, "n1", "n2") })
 	ihs := hashes(2, 64)
 	for i, ih := range ihs {
 		n.announce("n1", ih, i)
 	}
-	waitFor(t, 5*time.Second, "first changes relayed", func() bool { return n.peers("n2", ihs) == len(ihs) })
+	testkit.Eventually(t, 5*time.Second, "first changes relayed", func() bool { return n.peers("n2", ihs) == len(ihs) })
 	b.kill()
 	killed := time.Now()
 	for i, ih := range ihs { // half of them on channels nobody hears
 		n.announce("n1", ih, 1000+i)
 	}
-	took := waitFor(t, 5*time.Second, "the survivor holds every partition", func() bool { return split(testPartitions, a) })
+	took := testkit.Eventually(t, 5*time.Second, "the survivor holds every partition", func() bool { return split(testPartitions, a) })
 	t.Logf("partitions taken over %s after the kill", took)
-	waitFor(t, 5*time.Second, "no peer lost", func() bool { return n.peers("n2", ihs) == 2*len(ihs) })
+	testkit.Eventually(t, 5*time.Second, "no peer lost", func() bool { return n.peers("n2", ihs) == 2*len(ihs) })
 	t.Logf("every peer at n2 %s after the kill", time.Since(killed))
 	if got := a.resyncRequests("takeover"); got == 0 {
 		t.Fatal("no takeover resync")

@@ -15,10 +15,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 func testEndpoint(t *testing.T, rdb redis.UniversalClient) *Endpoint {
 	cfg := Config{Channel: "eptest", Heartbeat: 50 * time.Millisecond, MaxSkew: time.Second}
@@ -30,7 +30,7 @@ func testEndpoint(t *testing.T, rdb redis.UniversalClient) *Endpoint {
 // heartbeats is dropped and made anew (soft split), as it is on Reset;
 // messages reach the handler in between.
 func TestEndpointListen(t *testing.T) {
-	srv := redistest.Shared(t)
+	srv := testkit.SharedRedis(t)
 	rdb := srv.Client(t)
 	e := testEndpoint(t, rdb)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -103,7 +103,7 @@ func containsPrefix(ss []string, p string) bool {
 // is lost, so the endpoint starts a new session (the receiver resyncs it)
 // and numbers it from 1 again.
 func TestEndpointPublishFailureStartsASession(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { rdb.Close() })
 	e := testEndpoint(t, rdb)
@@ -126,7 +126,7 @@ func TestEndpointPublishFailureStartsASession(t *testing.T) {
 // them), keeps the fresh ones, counts the drop and asks for a hello, so
 // the hub resyncs the node.
 func TestNodeDropsChangesTooOldToSend(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Password: "a link password of the tests", Channel: "freshtest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16, MaxSkew: 4 * time.Second}
 	reg := prometheus.NewRegistry()
 	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
@@ -157,7 +157,7 @@ func TestNodeDropsChangesTooOldToSend(t *testing.T) {
 // TestNodeStatusSaysWhenRemade: after a reset the node's subscription is
 // dropped and made anew, and its status says when and why.
 func TestNodeStatusSaysWhenRemade(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Password: "a link password of the tests", Channel: "remadetest", Heartbeat: 100 * time.Millisecond, Flush: time.Millisecond, Queue: 16, MaxSkew: 4 * time.Second}
 	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
@@ -189,7 +189,7 @@ func TestNodeStatusSaysWhenRemade(t *testing.T) {
 // stream; hellos go on the control channel; the hub's heartbeats with
 // another partition count are refused, so the link does not come up.
 func TestNodePublishesByPartition(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Password: "a link password of the tests", Channel: "parttest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16,
 		MaxSkew: 4 * time.Second, Partitions: 4}
 	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
@@ -256,7 +256,7 @@ func TestNodePublishesByPartition(t *testing.T) {
 // TestNodeSaysByeAtAStop: a node that stops says bye on the control
 // channel, after what it still had to send.
 func TestNodeSaysByeAtAStop(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Password: "a link password of the tests", Channel: "byetest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16,
 		MaxSkew: 4 * time.Second, Partitions: 4}
 	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())

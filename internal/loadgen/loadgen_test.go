@@ -14,17 +14,17 @@ import (
 
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 // TestRunSmall runs the generator briefly against a real node and Redis and
 // checks that its figures are sane (not fast: that is the benchmark's job).
 func TestRunSmall(t *testing.T) {
-	srv := redistest.Shared(t)
+	srv := testkit.SharedRedis(t)
 	store, err := redisstore.New(srv.Client(t), redisstore.Config{Prefix: "lg", NodeID: "n", PeerLifetime: time.Hour, CompletedTTL: time.Hour, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -30,11 +30,11 @@ import (
 	"github.com/tracklink/tracklink/internal/hub"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 const token = "panel-test-token-0123"
 
@@ -59,7 +59,7 @@ type nodeFixture struct {
 // directory and a link that records resets.
 func newNodePanel(t *testing.T) *nodeFixture {
 	t.Helper()
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	store, err := redisstore.New(rdb, redisstore.Config{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -577,7 +577,7 @@ func mustURL(s string) *url.URL { u, _ := url.Parse(s); return u }
 // index holds 1,000 swarms of 10 peers, counting them every time (the
 // count is cached for a chart step otherwise).
 func BenchmarkNodePage(b *testing.B) {
-	rdb := redistest.Start(b).Client(b)
+	rdb := testkit.StartRedis(b).Client(b)
 	store, err := redisstore.New(rdb, redisstore.Config{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Hour, CompletedTTL: time.Hour, Timeout: time.Second})
 	if err != nil {
 		b.Fatal(err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/loadgen"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // BenchmarkAnnounce measures one announce (one script call) against a real
@@ -23,7 +23,7 @@ import (
 func BenchmarkAnnounce(b *testing.B) {
 	for _, swarm := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("swarm=%d", swarm), func(b *testing.B) {
-			srv := redistest.Start(b)
+			srv := testkit.StartRedis(b)
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 			defer rdb.Close()
 			s := benchStore(b, rdb)
@@ -55,7 +55,7 @@ func reannounce(b *testing.B, s *Store, torrents, swarm int) {
 
 // BenchmarkScrape measures a scrape of 10 hashes.
 func BenchmarkScrape(b *testing.B) {
-	srv := redistest.Start(b)
+	srv := testkit.StartRedis(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
 	s := benchStore(b, rdb)
@@ -84,7 +84,7 @@ func BenchmarkMemoryPerPeer(b *testing.B) {
 	for _, v := range []struct{ ids, keys bool }{{false, false}, {true, false}, {false, true}} {
 		b.Run(fmt.Sprintf("peerids=%v/keys=%v", v.ids, v.keys), func(b *testing.B) {
 			for range b.N {
-				srv := redistest.Start(b)
+				srv := testkit.StartRedis(b)
 				rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 				s := benchStore(b, rdb)
 				s.peerIDs, s.bind = v.ids, v.keys
@@ -180,7 +180,7 @@ func BenchmarkRedisCPUPerAnnounce(b *testing.B) {
 	} {
 		fam := v.fam
 		b.Run(fmt.Sprintf("swarm=%d/family=%d/keys=%v", v.swarm, fam, v.keys), func(b *testing.B) {
-			srv := redistest.Start(b)
+			srv := testkit.StartRedis(b)
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 			defer rdb.Close()
 			s := benchStore(b, rdb)
@@ -270,7 +270,7 @@ func scriptUsec(tb testing.TB, rdb *redis.Client) float64 {
 func BenchmarkMemoryPerSwarm(b *testing.B) {
 	const torrents = 20000
 	measure := func(per int) float64 {
-		srv := redistest.Start(b)
+		srv := testkit.StartRedis(b)
 		defer srv.Stop()
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 		defer rdb.Close()
@@ -292,7 +292,7 @@ func BenchmarkMemoryPerSwarm(b *testing.B) {
 // them: one pipeline per message, on one Redis one script call per node,
 // here 256 changes a call, refreshing peers of 10k swarms of 10.
 func BenchmarkRedisCPUPerRelayedChange(b *testing.B) {
-	srv := redistest.Start(b)
+	srv := testkit.StartRedis(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
 	r, err := NewRelayer(rdb, Config{Prefix: "tl", PeerLifetime: 45 * time.Minute, CompletedTTL: 30 * 24 * time.Hour, Timeout: 5 * time.Second})
@@ -342,7 +342,7 @@ func BenchmarkRedisCPUPerRelayedChange(b *testing.B) {
 func BenchmarkClusterAnnounce(b *testing.B) {
 	for _, masters := range []int{1, 3} {
 		b.Run(fmt.Sprintf("masters=%d", masters), func(b *testing.B) {
-			rc := redistest.StartClusterN(b, masters, 0, 5*time.Second)
+			rc := testkit.StartRedisCluster(b, masters, 0, 5*time.Second)
 			rdb := rc.Client(b)
 			s := benchStore(b, rdb)
 			const torrents, swarm, batch, workers = 10000, 10, 16, 4
@@ -415,7 +415,7 @@ func BenchmarkClusterAnnounce(b *testing.B) {
 func BenchmarkLargeSwarms(b *testing.B) {
 	for _, lp := range []int{128, 1024} {
 		b.Run(fmt.Sprintf("listpack=%d", lp), func(b *testing.B) {
-			srv := redistest.Start(b, "--zset-max-listpack-entries", strconv.Itoa(lp))
+			srv := testkit.StartRedis(b, "--zset-max-listpack-entries", strconv.Itoa(lp))
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 			defer rdb.Close()
 			s := benchStore(b, rdb)
@@ -440,7 +440,7 @@ func BenchmarkLargeSwarms(b *testing.B) {
 func BenchmarkPipeliner(b *testing.B) {
 	for _, gather := range []bool{true, false} {
 		b.Run(fmt.Sprintf("gather=%v", gather), func(b *testing.B) {
-			srv := redistest.Start(b)
+			srv := testkit.StartRedis(b)
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 			defer rdb.Close()
 			s := benchStore(b, rdb)

@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestFunctionsRefuseHostileCalls: a Redis user may call the store's
@@ -122,7 +122,7 @@ func testHostileCalls(t *testing.T, rdb redis.UniversalClient) {
 // library, with credentials that may not load it (a node's ACL user),
 // says which command to run; one that may load it does, and says so.
 func TestStoreRefusesToStartWithoutFunctions(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	admin := srv.Client(t)
 	ctx := context.Background()
 	// -function: FUNCTION LOAD is in @write.
@@ -163,7 +163,7 @@ func TestStoreRefusesToStartWithoutFunctions(t *testing.T) {
 // TestLibrariesCoexist: two releases' libraries live side by side (a
 // rolling upgrade), and PruneFunctions removes the other one.
 func TestLibrariesCoexist(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	ctx := context.Background()
 	old := newLibrary(swarmSrc, announceSrc, applySrc+"\n-- an older release\n", rtcAnnounceSrc, rtcSignalSrc)
 	if old.Name == library.Name || !strings.HasPrefix(old.Name, LibraryPrefix) {
@@ -191,7 +191,7 @@ func TestLibrariesCoexist(t *testing.T) {
 // own functions; loading reaches them all, and a master that lost them
 // (one added later, or flushed) is found by the check.
 func TestFunctionsOnEveryMaster(t *testing.T) {
-	rdb := redistest.SharedCluster(t).Client(t)
+	rdb := testkit.SharedRedisCluster(t).Client(t)
 	ctx := context.Background()
 	if err := LoadFunctions(ctx, rdb); err != nil {
 		t.Fatal(err)

@@ -8,14 +8,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestIndexerRefreshesOncePerInterval: an entry is due again only
 // IndexRefresh after it was written, per node; a forgotten one is due at
 // once; a full queue forgets what it could not take.
 func TestIndexerRefreshesOncePerInterval(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	x := NewIndexer(rdb, "idxtest", 1, 0)
 	ih := hash("indexed")
 	at := func(ms int64) bittorrent.PeerChange {
@@ -108,7 +108,7 @@ func TestIndexerBounded(t *testing.T) {
 // generation of torrents is seen once, a lifetime and a refresh after the
 // one before; after each, the index holds that generation only.
 func TestIndexWritesTrim(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	const prefix, node, perPart = "idxtrim", "solo", 3
 	lifetime := time.Minute
@@ -146,7 +146,7 @@ func TestIndexWritesTrim(t *testing.T) {
 // never by a time ahead of the indexer's clock (a relayed change seen
 // ahead, within the link's skew).
 func TestIndexTrimOncePerRefresh(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	const prefix, node = "idxtrimonce", "n"
 	x := NewIndexer(rdb, prefix, 1, time.Minute)
@@ -221,7 +221,7 @@ func TestRelayTrimsIndex(t *testing.T) {
 // TestIndexedReadsOnlyThePartsAsked: a hub that relays some partitions
 // reads only their parts of a node's index (part i: first byte i).
 func TestIndexedReadsOnlyThePartsAsked(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	r, err := NewRelayer(rdb, Config{Prefix: "partsread", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestLeases: a lease is taken by one holder at a time, renewed and
@@ -21,8 +21,8 @@ func TestLeases(t *testing.T) {
 		rdb     func(t *testing.T) redis.UniversalClient
 		sharded bool
 	}{
-		{"redis", func(t *testing.T) redis.UniversalClient { return redistest.Shared(t).Client(t) }, false},
-		{"cluster", func(t *testing.T) redis.UniversalClient { return redistest.SharedCluster(t).Client(t) }, true},
+		{"redis", func(t *testing.T) redis.UniversalClient { return testkit.SharedRedis(t).Client(t) }, false},
+		{"cluster", func(t *testing.T) redis.UniversalClient { return testkit.SharedRedisCluster(t).Client(t) }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rdb := tc.rdb(t)

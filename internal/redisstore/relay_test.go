@@ -8,14 +8,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // newRelayPair returns a relayer and the store of node "target" under prefix,
 // on the shared redis-server, with a one-hour peer lifetime.
 func newRelayPair(t *testing.T, prefix string) (redis.UniversalClient, *Relayer, *Store) {
 	t.Helper()
-	rdb := redistest.Shared(t).Client(t)
+	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Prefix: prefix, NodeID: "target", PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: time.Second}
 	r, err := NewRelayer(rdb, cfg)
 	if err != nil {

@@ -7,14 +7,14 @@ import (
 	"time"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestRTCPeers: WebRTC peers expire by score, a closed socket's leave
 // removes a peer only from the process that holds it, offers go to live
 // peers only, and the keys carry TTLs.
 func TestRTCPeers(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	ctx := context.Background()
 	cfg := RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second}
 	a, err := NewRTC(rdb, cfg)
@@ -90,7 +90,7 @@ func TestRTCPeers(t *testing.T) {
 // functions with any arguments; an announce with more offers than any
 // client sends is refused before it writes anything.
 func TestRTCFunctionRefusesTooManyOffers(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	ctx := context.Background()
 	if err := LoadFunctions(ctx, rdb); err != nil {
 		t.Fatal(err)

@@ -12,14 +12,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // storeOnOwnRedis is a store on a Redis of its own, whose server-wide
 // counts (INFO commandstats) are the test's alone.
 func storeOnOwnRedis(t *testing.T) (*Store, *redis.Client) {
 	t.Helper()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	s, err := New(rdb, Config{Prefix: "test", NodeID: "n1", PeerLifetime: time.Hour, CompletedTTL: time.Hour, Timeout: 5 * time.Second})
@@ -48,7 +48,7 @@ func TestPipelinerBatchesScrapes(t *testing.T) {
 			}
 		}
 	}
-	hook := &redistest.TripCounter{Command: "zcount"} // scrapes read counts
+	hook := &testkit.TripCounter{Command: "zcount"} // scrapes read counts
 	rdb.AddHook(hook)
 	p := NewPipeliner(s, 1, 1024, 64)
 	const callers, per = 8, 3

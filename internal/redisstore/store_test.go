@@ -16,10 +16,10 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/embedded"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 // backend is a Redis the conformance suite runs against.
 type backend struct {
@@ -108,10 +108,10 @@ func (c *fakeClock) Add(d time.Duration) {
 
 func backends() []backend {
 	return []backend{
-		{"redis", func(t *testing.T) redis.UniversalClient { return redistest.Shared(t).Client(t) }},
+		{"redis", func(t *testing.T) redis.UniversalClient { return testkit.SharedRedis(t).Client(t) }},
 		// Three masters and three replicas: swarms spread over shards,
 		// and replicas answer nothing (every call goes to a master).
-		{"cluster", func(t *testing.T) redis.UniversalClient { return redistest.SharedCluster(t).Client(t) }},
+		{"cluster", func(t *testing.T) redis.UniversalClient { return testkit.SharedRedisCluster(t).Client(t) }},
 		{"embedded", func(t *testing.T) redis.UniversalClient {
 			srv, err := embedded.Open("127.0.0.1:0")
 			if err != nil {
@@ -918,9 +918,9 @@ func flushFunctions(t *testing.T, rdb redis.UniversalClient) {
 // the answers are in order and see the writes before them; a batch after
 // FUNCTION FLUSH recovers by itself (credentials that may load it).
 func TestAnnounceBatch(t *testing.T) {
-	t.Run("redis", func(t *testing.T) { testAnnounceBatch(t, redistest.Shared(t).Client(t)) })
+	t.Run("redis", func(t *testing.T) { testAnnounceBatch(t, testkit.SharedRedis(t).Client(t)) })
 	t.Run("cluster", func(t *testing.T) {
-		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{redistest.StartCluster(t).Addr()}})
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{testkit.StartOneNodeCluster(t).Addr()}})
 		t.Cleanup(func() { c.Close() })
 		testAnnounceBatch(t, c)
 	})
@@ -968,7 +968,7 @@ func testAnnounceBatch(t *testing.T, rdb redis.UniversalClient) {
 }
 
 func TestRedisDownFailsFast(t *testing.T) {
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond, MaxRetries: 1})
 	t.Cleanup(func() { rdb.Close() })
 	s, _ := newStore(t, suite{rdb: rdb}, time.Minute)
@@ -1056,7 +1056,7 @@ func TestNewSwarmCap(t *testing.T) {
 // announces over every master while one master hangs (SIGSTOP): the
 // announces of its slots fail after the timeout, the others succeed.
 func TestClusterBatchSurvivesAHungMaster(t *testing.T) {
-	rc := redistest.StartClusterN(t, 3, 0, 30*time.Second)
+	rc := testkit.StartRedisCluster(t, 3, 0, 30*time.Second)
 	var addrs []string
 	for _, m := range rc.Masters {
 		addrs = append(addrs, m.Addr())
@@ -1081,7 +1081,7 @@ func TestClusterBatchSurvivesAHungMaster(t *testing.T) {
 		}
 		onHung[i] = m.Options().Addr == hung.Options().Addr
 	}
-	var paused *redistest.Server
+	var paused *testkit.RedisServer
 	for _, m := range rc.Masters {
 		if m.Addr() == hung.Options().Addr {
 			paused = m

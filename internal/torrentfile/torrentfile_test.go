@@ -14,6 +14,8 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -197,9 +199,8 @@ func TestShowGolden(t *testing.T) {
 // transmission-cli, a widely used client's tooling) reads a torrent made by
 // Create and rewritten by SetTrackers: same name, hash, trackers, files.
 func TestTransmissionReadsOurTorrents(t *testing.T) {
-	if _, err := exec.LookPath("transmission-show"); err != nil {
-		t.Fatal("transmission-show is needed (apt-get install transmission-cli; .ci/run installs it)")
-	}
+	testkit.Clients.Require(t)
+	show := testkit.Clients.Tool(t, "transmission-show", "apt-get install transmission-cli")
 	dir, _ := fixture(t)
 	f, err := Parse(create(t, dir, true))
 	if err != nil {
@@ -213,7 +214,7 @@ func TestTransmissionReadsOurTorrents(t *testing.T) {
 	if err := WriteAtomic(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("transmission-show", path).CombinedOutput()
+	out, err := exec.Command(show, path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("transmission-show: %v\n%s", err, out)
 	}

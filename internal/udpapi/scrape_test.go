@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 	"github.com/tracklink/tracklink/internal/tracker"
 )
 
@@ -28,8 +28,10 @@ func scrapeBytes(connID uint64, txID uint32, hashes int) []byte {
 // (one per tracker.ScrapeHashesPerToken hashes); a flood from one address
 // gets the error action beyond its burst, counted, while another address
 // is served.
-func TestUDPScrapeRateLimit(t *testing.T) {
-	n := startNode(t, nodeOpts{tune: func(c *tracker.Config) {
+func TestUDPScrapeRateLimit(t *testing.T) { onEachStore(t, testUDPScrapeRateLimit) }
+
+func testUDPScrapeRateLimit(t *testing.T, fake bool) {
+	n := startNode(t, nodeOpts{fake: fake, tune: func(c *tracker.Config) {
 		c.RateLimit, c.RateBurst, c.RateSlots, c.LimitLoopback = 1e-6, 40, 1024, true
 	}})
 	r4 := dialRaw(t, n.v4)
@@ -79,8 +81,8 @@ func (s *heldStore) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 // datagrams go to the store together, as one batch with its announces,
 // and to Redis in one round trip, not one each.
 func TestUDPScrapesShareRoundTrips(t *testing.T) {
-	rdb := redistest.Shared(t).Client(t)
-	trips := &redistest.TripCounter{Command: "zcount"} // scrapes read counts
+	rdb := testkit.SharedRedis(t).Client(t)
+	trips := &testkit.TripCounter{Command: "zcount"} // scrapes read counts
 	rdb.AddHook(trips)
 	held := &heldStore{release: make(chan struct{})}
 	n := startNode(t, nodeOpts{rdb: rdb, workers: 1, wrap: func(s tracker.Store) tracker.Store { held.Store = s; return held }})

@@ -23,18 +23,18 @@ import (
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 	"github.com/tracklink/tracklink/internal/tracker"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 const testSecret = "udp-secret-of-the-tests"
 
 var nodeSeq atomic.Int64
 
-// testNode is a UDP front end on a real Redis, listening on 127.0.0.1 and
-// [::1].
+// testNode is a UDP front end on a real Redis (or the in-memory store),
+// listening on 127.0.0.1 and [::1].
 type testNode struct {
 	srv    *Server
 	v4, v6 string
@@ -45,7 +45,8 @@ type testNode struct {
 
 type nodeOpts struct {
 	secret  string
-	store   tracker.Store // default: a keyspace of its own on the shared Redis
+	store   tracker.Store // default: a keyspace of its own on the shared Redis, or with fake an in-memory store
+	fake    bool
 	gate    tracker.Gate
 	workers int
 	rbuf    int           // read buffer, bytes
@@ -56,14 +57,23 @@ type nodeOpts struct {
 	wrap    func(tracker.Store) tracker.Store // wraps the store the service uses
 }
 
+// onEachStore runs test on the in-memory store (fake) and on a real one.
+func onEachStore(t *testing.T, test func(t *testing.T, fake bool)) {
+	t.Run("fake", func(t *testing.T) { test(t, true) })
+	t.Run("redis", func(t *testing.T) { test(t, false) })
+}
+
 func startNode(t *testing.T, o nodeOpts) *testNode {
 	t.Helper()
 	if o.secret == "" {
 		o.secret = testSecret
 	}
+	if o.store == nil && o.fake {
+		o.store = &testkit.Store{}
+	}
 	if o.store == nil {
 		if o.rdb == nil {
-			o.rdb = redistest.Shared(t).Client(t)
+			o.rdb = testkit.SharedRedis(t).Client(t)
 		}
 		s, err := redisstore.New(o.rdb, redisstore.Config{
 			Prefix: "udptest", NodeID: fmt.Sprintf("n%d", nodeSeq.Add(1)),
@@ -177,7 +187,11 @@ func portsOf(ps []netip.AddrPort) map[uint16]bool {
 }
 
 func TestAnnounceAndScrapeWithRealClient(t *testing.T) {
-	n := startNode(t, nodeOpts{})
+	onEachStore(t, testAnnounceAndScrapeWithRealClient)
+}
+
+func testAnnounceAndScrapeWithRealClient(t *testing.T, fake bool) {
+	n := startNode(t, nodeOpts{fake: fake})
 	cc := client(t, "udp4", n.v4)
 	ih := strings.Repeat("a", 20)
 	h, peers := announce(t, cc, ih, 7001, 100, trk.Started, -1)
@@ -229,8 +243,10 @@ func TestAnnounceAndScrapeWithRealClient(t *testing.T) {
 
 // TestFamilies: an answer carries the family of the socket the request
 // came on; counts cover both; HTTP-style mixing never happens.
-func TestFamilies(t *testing.T) {
-	n := startNode(t, nodeOpts{})
+func TestFamilies(t *testing.T) { onEachStore(t, testFamilies) }
+
+func testFamilies(t *testing.T, fake bool) {
+	n := startNode(t, nodeOpts{fake: fake})
 	c4, c6 := client(t, "udp4", n.v4), client(t, "udp6", n.v6)
 	ih := strings.Repeat("f", 20)
 	announce(t, c4, ih, 8001, 10, trk.Started, -1)
@@ -300,10 +316,12 @@ func errorText(t *testing.T, rep []byte) string {
 	return string(rep[8:])
 }
 
-func TestConnectionIDsAcrossNodes(t *testing.T) {
-	a := startNode(t, nodeOpts{})
+func TestConnectionIDsAcrossNodes(t *testing.T) { onEachStore(t, testConnectionIDsAcrossNodes) }
+
+func testConnectionIDsAcrossNodes(t *testing.T, fake bool) {
+	a := startNode(t, nodeOpts{fake: fake})
 	b := startNode(t, nodeOpts{store: a.store}) // a replica: same secret, same keyspace
-	c := startNode(t, nodeOpts{secret: "a different secret of another tracker"})
+	c := startNode(t, nodeOpts{fake: fake, secret: "a different secret of another tracker"})
 	late := startNode(t, nodeOpts{store: a.store, clock: 141 * time.Second})
 	ra := dialRaw(t, a.v4)
 	id := ra.connect()
@@ -341,8 +359,10 @@ func TestConnectionIDsAcrossNodes(t *testing.T) {
 	}
 }
 
-func TestNoAmplification(t *testing.T) {
-	n := startNode(t, nodeOpts{})
+func TestNoAmplification(t *testing.T) { onEachStore(t, testNoAmplification) }
+
+func testNoAmplification(t *testing.T, fake bool) {
+	n := startNode(t, nodeOpts{fake: fake})
 	r := dialRaw(t, n.v4)
 	// Too short for a header: no reply at all.
 	if rep := r.roundTrip([]byte("0123456789abcde"), 300*time.Millisecond); rep != nil {
@@ -365,8 +385,10 @@ func TestNoAmplification(t *testing.T) {
 	}
 }
 
-func TestClientErrors(t *testing.T) {
-	n := startNode(t, nodeOpts{gate: carries{strings.Repeat("k", 20): true}})
+func TestClientErrors(t *testing.T) { onEachStore(t, testClientErrors) }
+
+func testClientErrors(t *testing.T, fake bool) {
+	n := startNode(t, nodeOpts{fake: fake, gate: carries{strings.Repeat("k", 20): true}})
 	r := dialRaw(t, n.v4)
 	id := r.connect()
 	head := func(action uint32) []byte {
@@ -495,8 +517,10 @@ func TestShutdownAnswersWhatWasRead(t *testing.T) {
 
 // TestIPField: with the address field honoured, an announce may name a
 // unicast IPv4 address, never a multicast or broadcast one.
-func TestIPField(t *testing.T) {
-	n := startNode(t, nodeOpts{allowIP: true})
+func TestIPField(t *testing.T) { onEachStore(t, testIPField) }
+
+func testIPField(t *testing.T, fake bool) {
+	n := startNode(t, nodeOpts{fake: fake, allowIP: true})
 	r := dialRaw(t, n.v4)
 	id := r.connect()
 	withIP := func(ip [4]byte, port uint16) []byte {

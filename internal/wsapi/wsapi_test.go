@@ -21,10 +21,10 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/embedded"
 	"github.com/tracklink/tracklink/internal/redisstore"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 // allowAll admits everything; limited says whether per-address limits
 // apply.
@@ -53,20 +53,48 @@ func testConfig() Config {
 		PingEvery: 30 * time.Second, IdleAfter: 5 * time.Minute, DrainTimeout: 2 * time.Second}
 }
 
-// startProc runs a front end of node "n1" on rdb until the end of the test.
-func startProc(t *testing.T, rdb redis.UniversalClient, cfg Config, admit Admitter) *proc {
+// rtcNode makes the store and listener of one more process of node "n1".
+type rtcNode func(t *testing.T, cfg Config) (Store, Listener)
+
+// onRedis is the node on rdb (redisstore.RTC).
+func onRedis(rdb redis.UniversalClient) rtcNode {
+	return func(t *testing.T, cfg Config) (Store, Listener) {
+		t.Helper()
+		rtc, err := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: cfg.PeerLifetime(), CompletedTTL: time.Hour, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The store's functions (rtc_announce and rtc_signal among them), as
+		// tracker redis-setup or a node's start loads them.
+		if err := redisstore.LoadFunctions(context.Background(), rdb); err != nil {
+			t.Fatal(err)
+		}
+		return rtc, rtc
+	}
+}
+
+// inMemory is a node in memory (fakeRTC): no Redis.
+func inMemory() rtcNode {
+	n := &fakeRTC{}
+	return func(*testing.T, Config) (Store, Listener) {
+		p := n.process()
+		return p, p
+	}
+}
+
+// onEachStore runs test on a node in memory and on a real Redis.
+func onEachStore(t *testing.T, test func(t *testing.T, node rtcNode)) {
+	t.Run("fake", func(t *testing.T) { test(t, inMemory()) })
+	t.Run("redis", func(t *testing.T) { test(t, onRedis(testkit.StartRedis(t).Client(t))) })
+}
+
+// startProc runs a front end of a process of node until the end of the
+// test.
+func startProc(t *testing.T, node rtcNode, cfg Config, admit Admitter) *proc {
 	t.Helper()
-	rtc, err := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: cfg.PeerLifetime(), CompletedTTL: time.Hour, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The store's functions (rtc_announce and rtc_signal among them), as
-	// tracker redis-setup or a node's start loads them.
-	if err := redisstore.LoadFunctions(context.Background(), rdb); err != nil {
-		t.Fatal(err)
-	}
+	store, listener := node(t, cfg)
 	reg := prometheus.NewRegistry()
-	srv, err := New(cfg, rtc, rtc, admit, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	srv, err := New(cfg, store, listener, admit, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,13 +220,14 @@ func announceMsg(ih, peer []byte, left int, offers int, tag byte) map[string]any
 	return m
 }
 
-func backends(t *testing.T) map[string]func(t *testing.T) redis.UniversalClient {
-	return map[string]func(t *testing.T) redis.UniversalClient{
-		"redis": func(t *testing.T) redis.UniversalClient { return redistest.Start(t).Client(t) },
+func backends(t *testing.T) map[string]func(t *testing.T) rtcNode {
+	return map[string]func(t *testing.T) rtcNode{
+		"fake":  func(t *testing.T) rtcNode { return inMemory() },
+		"redis": func(t *testing.T) rtcNode { return onRedis(testkit.StartRedis(t).Client(t)) },
 		// Every swarm's keys share one slot; signals are PUBLISHed from
 		// scripts, which a Redis Cluster broadcasts to every shard.
-		"cluster": func(t *testing.T) redis.UniversalClient { return redistest.SharedCluster(t).Client(t) },
-		"embedded": func(t *testing.T) redis.UniversalClient {
+		"cluster": func(t *testing.T) rtcNode { return onRedis(testkit.SharedRedisCluster(t).Client(t)) },
+		"embedded": func(t *testing.T) rtcNode {
 			emb, err := embedded.Open("127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -206,19 +235,20 @@ func backends(t *testing.T) map[string]func(t *testing.T) redis.UniversalClient 
 			t.Cleanup(emb.Close)
 			c := redis.NewClient(&redis.Options{Addr: emb.Addr()})
 			t.Cleanup(func() { c.Close() })
-			return c
+			return onRedis(c)
 		},
 	}
 }
 
 // TestOfferAnswerAcrossProcesses: a peer on process A offers, a peer whose
 // socket process B holds gets the offer, answers, and A's peer gets the
-// answer; on a real Redis, a Redis Cluster and the embedded store.
+// answer; in memory, on a real Redis, a Redis Cluster and the embedded
+// store.
 func TestOfferAnswerAcrossProcesses(t *testing.T) {
 	for name, open := range backends(t) {
 		t.Run(name, func(t *testing.T) {
-			rdb := open(t)
-			a, b := startProc(t, rdb, testConfig(), allowAll{}), startProc(t, rdb, testConfig(), allowAll{})
+			node := open(t)
+			a, b := startProc(t, node, testConfig(), allowAll{}), startProc(t, node, testConfig(), allowAll{})
 			ih, pa, pb := id20(1), id20(2), id20(3)
 
 			cb := dial(t, b.url)
@@ -247,7 +277,7 @@ func TestOfferAnswerAcrossProcesses(t *testing.T) {
 			if n := testutil.ToFloat64(a.srv.m.offers.WithLabelValues("remote")); n != 1 {
 				t.Errorf("offers sent to another process: %v, want 1", n)
 			}
-			waitFor(t, func() bool { return testutil.ToFloat64(b.srv.m.answers.WithLabelValues("remote")) == 1 })
+			testkit.Eventually(t, 5*time.Second, "condition", func() bool { return testutil.ToFloat64(b.srv.m.answers.WithLabelValues("remote")) == 1 })
 			// Only one peer could take the two offers.
 			if n := testutil.ToFloat64(a.srv.m.dropped.WithLabelValues("no_peer")); n != 1 {
 				t.Errorf("offers without a peer: %v, want 1", n)
@@ -256,7 +286,7 @@ func TestOfferAnswerAcrossProcesses(t *testing.T) {
 			// A closed socket leaves its swarm at once.
 			cb.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 			cb.closed()
-			waitFor(t, func() bool { return b.srv.Status().Connections == 0 })
+			testkit.Eventually(t, 5*time.Second, "condition", func() bool { return b.srv.Status().Connections == 0 })
 			ca.send(map[string]any{"action": "scrape", "info_hash": l1(ih)})
 			files := ca.recv()["files"].(map[string]any)
 			if f := files[l1(ih)].(map[string]any); f["incomplete"] != 1.0 {
@@ -269,23 +299,13 @@ func TestOfferAnswerAcrossProcesses(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestSeedersAndSwarms: a seeder's offers go to leechers only, answers
 // reach only peers of the answerer's own swarm, a stop leaves, and
 // completions count.
-func TestSeedersAndSwarms(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
-	p := startProc(t, rdb, testConfig(), allowAll{})
+func TestSeedersAndSwarms(t *testing.T) { onEachStore(t, testSeedersAndSwarms) }
+
+func testSeedersAndSwarms(t *testing.T, node rtcNode) {
+	p := startProc(t, node, testConfig(), allowAll{})
 	ih, other := id20(10), id20(11)
 	s1, s2, l1p, x := dial(t, p.url), dial(t, p.url), dial(t, p.url), dial(t, p.url)
 	s1.send(announceMsg(ih, id20(20), 0, 0, 0))
@@ -313,7 +333,7 @@ func TestSeedersAndSwarms(t *testing.T) {
 	if r := x.recv(); !strings.Contains(r["failure reason"].(string), "did not announce") {
 		t.Fatalf("answer outside its swarm: %v", r)
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(p.srv.m.dropped.WithLabelValues("no_peer")) >= 1 })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { return testutil.ToFloat64(p.srv.m.dropped.WithLabelValues("no_peer")) >= 1 })
 
 	// completed and stopped.
 	l1c.send(map[string]any{"action": "announce", "info_hash": l1(ih), "peer_id": l1(id20(21)), "left": 0, "event": "completed"})
@@ -336,11 +356,12 @@ func TestSeedersAndSwarms(t *testing.T) {
 
 // TestMalformed: each malformed message or frame is refused with a reason
 // and the socket closed; the server holds nothing of it afterwards.
-func TestMalformed(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+func TestMalformed(t *testing.T) { onEachStore(t, testMalformed) }
+
+func testMalformed(t *testing.T, node rtcNode) {
 	cfg := testConfig()
 	cfg.MaxMessageBytes = 4096
-	p := startProc(t, rdb, cfg, allowAll{})
+	p := startProc(t, node, cfg, allowAll{})
 	ih, peer := jq(l1(id20(1))), jq(l1(id20(2)))
 	long := strings.Repeat("x", 5000)
 	cases := []struct {
@@ -389,7 +410,7 @@ func TestMalformed(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, func() bool { st := p.srv.Status(); return st.Connections == 0 && st.Peers == 0 })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { st := p.srv.Status(); return st.Connections == 0 && st.Peers == 0 })
 	if n := testutil.ToFloat64(p.srv.m.closed.WithLabelValues("malformed")); n != float64(len(cases)-1) {
 		t.Errorf("closed as malformed: %v, want %d", n, len(cases)-1)
 	}
@@ -398,9 +419,10 @@ func TestMalformed(t *testing.T) {
 // TestLimits: offers beyond MaxOffers are dropped, connections per
 // address are capped, and the node's refusals (rate, allowed torrents)
 // are failure reasons that leave the socket open.
-func TestLimits(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
-	p := startProc(t, rdb, testConfig(), allowAll{limited: true})
+func TestLimits(t *testing.T) { onEachStore(t, testLimits) }
+
+func testLimits(t *testing.T, node rtcNode) {
+	p := startProc(t, node, testConfig(), allowAll{limited: true})
 	ih := id20(1)
 	a, b := dial(t, p.url), dial(t, p.url)
 	if _, resp, err := websocket.DefaultDialer.Dial(p.url, nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
@@ -418,7 +440,7 @@ func TestLimits(t *testing.T) {
 	}
 	b.recv() // the one offer a peer can take
 
-	q := startProc(t, rdb, testConfig(), refuseAll{})
+	q := startProc(t, node, testConfig(), refuseAll{})
 	c := dial(t, q.url)
 	c.send(announceMsg(ih, id20(4), 5, 1, 0))
 	r := c.recv()
@@ -434,7 +456,7 @@ func TestLimits(t *testing.T) {
 // TestShutdown: Run's end closes every socket with 1001 and removes its
 // peers.
 func TestShutdown(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := testkit.StartRedis(t).Client(t)
 	rtc, _ := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second})
 	if err := redisstore.LoadFunctions(context.Background(), rdb); err != nil {
 		t.Fatal(err)
@@ -449,7 +471,7 @@ func TestShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	waitFor(t, func() bool { return srv.Status().Ready })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { return srv.Status().Ready })
 	c := dial(t, "ws"+strings.TrimPrefix(hs.URL, "http")+"/announce")
 	ih := id20(7)
 	c.send(announceMsg(ih, id20(8), 5, 0, 0))
@@ -469,11 +491,12 @@ func TestShutdown(t *testing.T) {
 
 // TestTimeouts: a socket that sends no message is closed after the idle
 // timeout, one that does not answer pings after two ping intervals.
-func TestTimeouts(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+func TestTimeouts(t *testing.T) { onEachStore(t, testTimeouts) }
+
+func testTimeouts(t *testing.T, node rtcNode) {
 	cfg := testConfig()
 	cfg.PingEvery, cfg.IdleAfter = 200*time.Millisecond, time.Second
-	p := startProc(t, rdb, cfg, allowAll{})
+	p := startProc(t, node, cfg, allowAll{})
 
 	idle := dial(t, p.url) // reads, so it answers pings, but says nothing
 	start := time.Now()
@@ -485,9 +508,9 @@ func TestTimeouts(t *testing.T) {
 	}
 
 	deaf := dial(t, p.url) // never reads: no pongs
-	waitFor(t, func() bool { return testutil.ToFloat64(p.srv.m.closed.WithLabelValues("ping_timeout")) == 1 })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { return testutil.ToFloat64(p.srv.m.closed.WithLabelValues("ping_timeout")) == 1 })
 	deaf.ws.Close()
-	waitFor(t, func() bool { return p.srv.Status().Connections == 0 })
+	testkit.Eventually(t, 5*time.Second, "condition", func() bool { return p.srv.Status().Connections == 0 })
 	if n := testutil.ToFloat64(p.srv.m.closed.WithLabelValues("idle")); n != 1 {
 		t.Errorf("closed idle: %v", n)
 	}

@@ -8,9 +8,7 @@ package clients
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,7 +26,7 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/bencode"
 
-	"github.com/tracklink/tracklink/internal/porttest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // bin is the tracker binary, built once for the package's tests.
@@ -60,13 +58,13 @@ type cluster struct {
 // then stops it (SIGTERM to its PID; it stops its children).
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	base := porttest.Range(t, n+1)
+	base := testkit.PortRange(t, n+1)
 	cmd := exec.Command(bin, "cluster", "-nodes", strconv.Itoa(n), "-base-port", strconv.Itoa(base))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	cmd.Stderr = &logs
 	exited := startProcess(t, cmd)
 	ready := make(chan struct{})
@@ -96,15 +94,15 @@ func startCluster(t *testing.T, n int) *cluster {
 // the test, and returns its HTTP base URL.
 func startNode(t *testing.T) string {
 	t.Helper()
-	port := porttest.Range(t, 1)
+	port := testkit.PortRange(t, 1)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "TRACKER_HTTP_ADDR="+addr, "TRACKER_UDP_ADDR="+addr, "TRACKER_LOG_LEVEL=warn")
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	startProcess(t, cmd)
 	u := "http://" + addr
-	eventually(t, 10*time.Second, "node ready", func() bool {
+	testkit.Eventually(t, 10*time.Second, "node ready", func() bool {
 		resp, err := http.Get(u + "/readyz")
 		if err != nil {
 			return false
@@ -223,63 +221,6 @@ func scrapeOf(t *testing.T, base, ih string) counts {
 		return counts{}
 	}
 	return counts{f["complete"].(int64), f["incomplete"].(int64), f["downloaders"].(int64)}
-}
-
-// udpAnnounceURL returns the udp:// announce URL of the node at base.
-func udpAnnounceURL(t *testing.T, base string) string {
-	t.Helper()
-	resp, err := http.Get(base + "/udp/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st struct{ Addrs []string }
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || len(st.Addrs) == 0 {
-		t.Fatalf("/udp/status: %v %+v", err, st)
-	}
-	return "udp://" + st.Addrs[0] + "/announce"
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	if !within(d, cond) {
-		t.Fatalf("%s: not within %s", what, d)
-	}
-	return time.Since(start)
-}
-
-// within polls cond every 10 ms until it holds (true) or d has passed.
-func within(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
-}
-
-// lockedBuffer collects a process's output for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil // bounded: the start is what explains a failure
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // runTracker runs the tracker binary with args and returns its output.

@@ -15,6 +15,8 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // seedFile writes size random bytes to dir/payload.bin, starts an
@@ -68,7 +70,7 @@ func TestLinkRealClientsDownload(t *testing.T) {
 	seedDir, leechDir := t.TempDir(), t.TempDir()
 	infoBytes, data, st := seedFile(t, seedDir, 3<<20+12345, c.nodes[0]+"/announce")
 	ih := string(st.InfoHash().Bytes())
-	took := eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes[1], ih).seeders == 1 })
+	took := testkit.Eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes[1], ih).seeders == 1 })
 	t.Logf("seeder relayed to node B after %s", took)
 	start := time.Now()
 	download(t, realClient(t, leechDir, false), &metainfo.MetaInfo{InfoBytes: infoBytes, Announce: c.nodes[1] + "/announce"})
@@ -92,9 +94,9 @@ func TestLibtorrentDownloadsOverUDP(t *testing.T) {
 	seedDir, leechDir := t.TempDir(), t.TempDir()
 	infoBytes, data, st := seedFile(t, seedDir, 2<<20+4321, c.nodes[0]+"/announce")
 	ih := string(st.InfoHash().Bytes())
-	eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes[1], ih).seeders == 1 })
+	testkit.Eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes[1], ih).seeders == 1 })
 
-	tf := writeTorrent(t, &metainfo.MetaInfo{InfoBytes: infoBytes, Announce: udpAnnounceURL(t, c.nodes[1])})
+	tf := writeTorrent(t, &metainfo.MetaInfo{InfoBytes: infoBytes, Announce: testkit.UDPAnnounceURL(t, c.nodes[1])})
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -111,18 +113,21 @@ func TestLibtorrentDownloadsOverUDP(t *testing.T) {
 		t.Fatal("downloaded file differs from the seeded one")
 	}
 	// The leecher reached node A through the link: it announced over UDP.
-	eventually(t, 5*time.Second, "libtorrent's UDP announce relayed to node A", func() bool {
+	testkit.Eventually(t, 5*time.Second, "libtorrent's UDP announce relayed to node A", func() bool {
 		s := scrapeOf(t, c.nodes[0], ih)
 		return s.seeders+s.leechers == 2
 	})
 }
 
 // libtorrentPython is Debian's python3, which has the libtorrent module.
+// The test skips unless the clients tier (TRACKLINK_CLIENTS_TEST) is on,
+// and fails when it is on and the module is missing.
 func libtorrentPython(t *testing.T) string {
 	t.Helper()
+	testkit.Clients.Require(t)
 	python := "/usr/bin/python3"
 	if out, err := exec.Command(python, "-c", "import libtorrent").CombinedOutput(); err != nil {
-		t.Fatalf("python3-libtorrent is needed (apt-get install python3-libtorrent; .ci/run installs it): %v %s", err, out)
+		t.Fatalf("%s is set but python3-libtorrent is not installed (apt-get install python3-libtorrent; .ci/run installs it): %v %s", testkit.Clients.Var, err, out)
 	}
 	return python
 }
@@ -155,11 +160,11 @@ func TestLibtorrentPartialSeed(t *testing.T) {
 	}
 	infoBytes, st := seedPath(t, seedDir, "payload", c.nodes[0]+"/announce")
 	ih := string(st.InfoHash().Bytes())
-	eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes[1], ih).seeders == 1 })
+	testkit.Eventually(t, 10*time.Second, "seeder known to node B", func() bool { return scrapeOf(t, c.nodes[1], ih).seeders == 1 })
 
-	tf := writeTorrent(t, &metainfo.MetaInfo{InfoBytes: infoBytes, Announce: udpAnnounceURL(t, c.nodes[1])})
+	tf := writeTorrent(t, &metainfo.MetaInfo{InfoBytes: infoBytes, Announce: testkit.UDPAnnounceURL(t, c.nodes[1])})
 	cmd := exec.Command(python, "testdata/lt_download.py", tf, t.TempDir(), "60", "1,0")
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	cmd.Stderr = &logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -185,7 +190,7 @@ func TestLibtorrentPartialSeed(t *testing.T) {
 	for i, node := range c.nodes {
 		want := counts{seeders: 1, leechers: 1, downloaders: 0}
 		var got counts
-		if !within(10*time.Second, func() bool { got = scrapeOf(t, node, ih); return got == want }) {
+		if !testkit.Within(10*time.Second, func() bool { got = scrapeOf(t, node, ih); return got == want }) {
 			t.Fatalf("node %d: %+v, want %+v (a seeder and a partial seed)\n%s", i, got, want, logs.String())
 		}
 	}

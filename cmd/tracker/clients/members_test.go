@@ -29,9 +29,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/netnstest"
-	"github.com/tracklink/tracklink/internal/porttest"
 	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestMembersOnTheirOwnRedis is the "a friend and I both run trackers"
@@ -49,10 +48,11 @@ import (
 //   - both keep answering while the hub is stopped, and link again when it
 //     is back.
 func TestMembersOnTheirOwnRedis(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("network namespaces need root (CI runs as root)")
-	}
+	// Members on hosts of their own (the netns tier), and libtorrent (the
+	// clients tier): it runs when both are on.
+	testkit.Netns.Require(t)
 	python := libtorrentPython(t)
+	testkit.NeedNetns(t)
 	const password = "the network secret of the members test"
 	torrents := filepath.Join(t.TempDir(), "torrents")
 
@@ -122,7 +122,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 			"TRACKER_LINK_KEY="+keys["TRACKER_LINK_KEY"], "TRACKER_LINK_HUB_KEY="+keys["TRACKER_LINK_HUB_KEY"],
 			"TRACKER_HTTP_ADDR="+addr, "TRACKER_UDP_ADDR=off", "TRACKER_ALLOWED_DIR="+dirs[name],
 			"TRACKER_LINK_HEARTBEAT=200ms", "TRACKER_RATE_LIMIT=0", "TRACKER_LOG_LEVEL=warn")
-		var logs lockedBuffer
+		var logs testkit.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		startProcess(t, cmd)
 		m.node = "http://" + addr
@@ -131,7 +131,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 				t.Logf("node %s's log:\n%s", name, logs.String())
 			}
 		})
-		eventually(t, 10*time.Second, name+" ready", func() bool { return ready(m.node) })
+		testkit.Eventually(t, 10*time.Second, name+" ready", func() bool { return ready(m.node) })
 		members[name] = m
 	}
 	alpha, beta := members["alpha"], members["beta"]
@@ -146,12 +146,12 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	if err := os.WriteFile(mfPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	hubAddr := "127.0.0.1:" + strconv.Itoa(porttest.Range(t, 1))
+	hubAddr := "127.0.0.1:" + strconv.Itoa(testkit.PortRange(t, 1))
 	startHubOn := func(addr, name string) *running {
 		cmd := exec.Command(bin, "hub")
 		cmd.Env = append(os.Environ(), "TRACKER_HUB_MEMBERS="+mfPath, "TRACKER_LINK_PASSWORD="+password, "TRACKER_HTTP_ADDR="+addr,
 			"TRACKER_UDP_ADDR=off", "TRACKER_LINK_HEARTBEAT=200ms", "TRACKER_HUB_NAME="+name, "TRACKER_LOG_LEVEL=warn")
-		var logs lockedBuffer
+		var logs testkit.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -166,15 +166,15 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 		st := hubStatus(t, "http://"+hubAddr)
 		return st.Nodes["alpha"].Live && st.Nodes["alpha"].Member == "alpha" && st.Nodes["beta"].Live && st.Nodes["beta"].Member == "beta"
 	}
-	took := eventually(t, 20*time.Second, "both members linked at the hub", linked)
+	took := testkit.Eventually(t, 20*time.Second, "both members linked at the hub", linked)
 	t.Logf("members linked %s after the hub started", took.Round(time.Millisecond))
 
 	// A second hub for the same network takes half the relay's
 	// partitions (leases in alpha's Redis, the first member's); the
 	// counts below stay exact.
-	hub2Addr := "127.0.0.1:" + strconv.Itoa(porttest.Range(t, 1))
+	hub2Addr := "127.0.0.1:" + strconv.Itoa(testkit.PortRange(t, 1))
 	hub2 := startHubOn(hub2Addr, "hub2")
-	eventually(t, 20*time.Second, "both members linked at the second hub, the partitions split", func() bool {
+	testkit.Eventually(t, 20*time.Second, "both members linked at the second hub, the partitions split", func() bool {
 		st := hubStatus(t, "http://"+hub2Addr)
 		return st.Nodes["alpha"].Live && st.Nodes["beta"].Live && len(st.Partitions) == 16/2 // TRACKER_LINK_PARTITIONS
 	})
@@ -184,7 +184,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	for i := range 100 {
 		start := time.Now()
 		announcePeer(t, alpha.node, ihP, 20000+i, 1, "started")
-		if !within(5*time.Second, func() bool { return scrapeOf(t, beta.node, ihP).leechers >= int64(i+1) }) {
+		if !testkit.Within(5*time.Second, func() bool { return scrapeOf(t, beta.node, ihP).leechers >= int64(i+1) }) {
 			t.Fatalf("peer %d of alpha not at beta within 5s", i)
 		}
 		lat = append(lat, time.Since(start))
@@ -197,7 +197,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	// after it, relayed in order, shows the hub got past it.
 	announcePeer(t, alpha.node, ihT2, 21000, 1, "started")
 	announcePeer(t, alpha.node, ihP, 21001, 1, "started")
-	eventually(t, 5*time.Second, "the P peer after T2 at beta", func() bool { return scrapeOf(t, beta.node, ihP).leechers == 101 })
+	testkit.Eventually(t, 5*time.Second, "the P peer after T2 at beta", func() bool { return scrapeOf(t, beta.node, ihP).leechers == 101 })
 	time.Sleep(500 * time.Millisecond) // whatever the second hub still had to write
 	if a, b := scrapeOf(t, alpha.node, ihP), scrapeOf(t, beta.node, ihP); a != b || b.leechers != 101 {
 		t.Fatalf("with two hubs: alpha %+v, beta %+v, want 101 leechers each", a, b)
@@ -241,7 +241,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	if err := st.VerifyDataContext(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "alpha's seeder at beta", func() bool { return scrapeOf(t, beta.node, ihT1).seeders == 1 })
+	testkit.Eventually(t, 10*time.Second, "alpha's seeder at beta", func() bool { return scrapeOf(t, beta.node, ihT1).seeders == 1 })
 	leechDir := t.TempDir()
 	tf := writeTorrent(t, &metainfo.MetaInfo{InfoBytes: t1, Announce: beta.node + "/announce"})
 	dctx, cancel := context.WithTimeout(ctx, 90*time.Second)
@@ -278,7 +278,7 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 			t.Fatalf("alpha took %s to answer while beta's Redis is stopped", d)
 		}
 	}
-	eventually(t, 10*time.Second, "beta's link down at the hub while its Redis is stopped", func() bool {
+	testkit.Eventually(t, 10*time.Second, "beta's link down at the hub while its Redis is stopped", func() bool {
 		return hubStatus(t, "http://"+hubAddr).Members["beta"].Link == "down"
 	})
 	if st := hubStatus(t, "http://"+hubAddr); st.Members["alpha"].Link != "up" || !ready("http://"+hubAddr) {
@@ -292,11 +292,11 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	resumed = true
 	start = time.Now()
 	want := int64(len(swarms) * perSwarm)
-	if !within(60*time.Second, func() bool { return heldAt(t, beta.admin, "beta", swarms) == want }) {
+	if !testkit.Within(60*time.Second, func() bool { return heldAt(t, beta.admin, "beta", swarms) == want }) {
 		t.Fatalf("beta holds %d of alpha's %d peers a minute after its Redis came back", heldAt(t, beta.admin, "beta", swarms), want)
 	}
 	t.Logf("beta resynced with %d peers %s after its Redis came back (slow link)", want, time.Since(start).Round(time.Millisecond))
-	eventually(t, 10*time.Second, "beta's link up again at the hub", func() bool {
+	testkit.Eventually(t, 10*time.Second, "beta's link up again at the hub", func() bool {
 		return hubStatus(t, "http://"+hubAddr).Members["beta"].Link == "up"
 	})
 
@@ -311,22 +311,22 @@ func TestMembersOnTheirOwnRedis(t *testing.T) {
 	}
 	before := scrapeOf(t, alpha.node, ihP).leechers
 	startHub()
-	eventually(t, 20*time.Second, "both members linked at the restarted hub", linked)
+	testkit.Eventually(t, 20*time.Second, "both members linked at the restarted hub", linked)
 	announcePeer(t, beta.node, ihP, 23001, 1, "started")
-	eventually(t, 10*time.Second, "beta's peers at alpha after the hub's restart", func() bool {
+	testkit.Eventually(t, 10*time.Second, "beta's peers at alpha after the hub's restart", func() bool {
 		// beta's peer announced while the hub was away comes by the
 		// resync, the new one by the link.
 		return scrapeOf(t, alpha.node, ihP).leechers == before+2
 	})
 }
 
-// host is a member's machine (netnstest.Host): outer is this host's
+// host is a member's machine (testkit.NetnsHost): outer is this host's
 // address on its veth pair, inner the member's.
 type host struct{ ns, outer, inner string }
 
 func newHost(t *testing.T) *host {
 	t.Helper()
-	h := netnstest.New(t, "tlmem")
+	h := testkit.NewNetns(t, "tlmem")
 	return &host{ns: h.NS, outer: h.Outer4, inner: h.Inner4}
 }
 
@@ -337,12 +337,12 @@ func startRedisIn(t *testing.T, h *host) (*exec.Cmd, *redis.Client) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", h.ns, "redis-server", "--port", "6379", "--bind", "0.0.0.0",
 		"--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	startProcess(t, cmd)
 	c := redis.NewClient(&redis.Options{Addr: h.inner + ":6379"})
 	t.Cleanup(func() { c.Close() })
-	if !within(10*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil }) {
+	if !testkit.Within(10*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil }) {
 		t.Fatalf("redis-server in %s did not answer:\n%s", h.ns, logs.String())
 	}
 	return cmd, c

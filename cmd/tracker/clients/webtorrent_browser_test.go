@@ -5,12 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestWebTorrentInChromium: two pages of headless Chromium run webtorrent's
@@ -21,10 +22,7 @@ import (
 // Chromium is missing then.
 func TestWebTorrentInChromium(t *testing.T) {
 	npmHarness(t)
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("%s=1 but chromium is not installed", webtorrentVar)
-	}
+	browser := testkit.WebTorrent.Tool(t, "chromium", "apt-get install chromium")
 	urls := startWSProcesses(t, 2)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/browser.html", func(w http.ResponseWriter, r *http.Request) {

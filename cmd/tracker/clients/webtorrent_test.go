@@ -12,16 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tracklink/tracklink/internal/porttest"
-	"github.com/tracklink/tracklink/internal/redistest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
-// The WebTorrent tier runs real WebRTC clients (Node with @roamhq/wrtc:
-// webtorrent and bittorrent-tracker's client) against two processes of one
-// node on one Redis. It needs Node and npm; it runs when
-// TRACKLINK_WEBTORRENT_TEST=1 and fails, never skips, when a tool is
+// The WebTorrent tier (testkit.WebTorrent) runs real WebRTC clients (Node
+// with @roamhq/wrtc: webtorrent and bittorrent-tracker's client) against
+// two processes of one node on one Redis. It needs Node and npm; it runs
+// when TRACKLINK_WEBTORRENT_TEST=1 and fails, never skips, when a tool is
 // missing then.
-const webtorrentVar = "TRACKLINK_WEBTORRENT_TEST"
 
 // webtorrentDir is the JS harness (package.json and package-lock.json
 // checked in; node_modules is not).
@@ -31,18 +29,10 @@ const webtorrentDir = "webtorrent"
 // node_modules is missing) and returns the path of node.
 func npmHarness(t *testing.T) string {
 	t.Helper()
-	if os.Getenv(webtorrentVar) != "1" {
-		t.Skip("set " + webtorrentVar + "=1 to run the WebTorrent clients (Node 20 and npm needed)")
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("%s=1 but node is not installed (apt-get install nodejs npm)", webtorrentVar)
-	}
+	testkit.WebTorrent.Require(t)
+	node := testkit.WebTorrent.Tool(t, "node", "apt-get install nodejs npm")
 	if _, err := os.Stat(filepath.Join(webtorrentDir, "node_modules")); err != nil {
-		npm, err := exec.LookPath("npm")
-		if err != nil {
-			t.Fatalf("%s=1 but npm is not installed (apt-get install npm)", webtorrentVar)
-		}
+		npm := testkit.WebTorrent.Tool(t, "npm", "apt-get install npm")
 		cmd := exec.Command(npm, "ci")
 		cmd.Dir = webtorrentDir
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -56,15 +46,15 @@ func npmHarness(t *testing.T) string {
 // returns their ws:// announce URLs.
 func startWSProcesses(t *testing.T, n int) []string {
 	t.Helper()
-	rs := redistest.Start(t)
-	base := porttest.Range(t, n)
+	rs := testkit.StartRedis(t)
+	base := testkit.PortRange(t, n)
 	var urls []string
 	for i := range n {
 		addr := "127.0.0.1:" + strconv.Itoa(base+i)
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(), "TRACKER_REDIS_URL="+rs.URL(), "TRACKER_NODE_ID=wt", "TRACKER_HTTP_ADDR="+addr,
 			"TRACKER_UDP_ADDR=off", "TRACKER_LOG_LEVEL=warn")
-		var logs lockedBuffer
+		var logs testkit.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		startProcess(t, cmd)
 		t.Cleanup(func() {
@@ -72,7 +62,7 @@ func startWSProcesses(t *testing.T, n int) []string {
 				t.Logf("process %s:\n%s", addr, logs.String())
 			}
 		})
-		eventually(t, 10*time.Second, "node ready", func() bool {
+		testkit.Eventually(t, 10*time.Second, "node ready", func() bool {
 			resp, err := http.Get("http://" + addr + "/ws/status")
 			if err != nil {
 				return false

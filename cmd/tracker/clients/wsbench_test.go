@@ -17,7 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/tracklink/tracklink/internal/porttest"
+	"github.com/tracklink/tracklink/internal/testkit"
 )
 
 // TestWSSideBySide measures tracklink's WebSocket tracker against
@@ -33,14 +33,14 @@ func TestWSSideBySide(t *testing.T) {
 	if os.Getenv("TRACKLINK_WS_BENCH") != "1" {
 		t.Skip("set TRACKLINK_WS_BENCH=1 to measure against bittorrent-tracker's server")
 	}
-	t.Setenv(webtorrentVar, "1")
+	t.Setenv(testkit.WebTorrent.Var, "1")
 	node := npmHarness(t)
 	taskset, err := exec.LookPath("taskset")
 	if err != nil {
 		t.Fatal("taskset is needed (util-linux)")
 	}
 	const idle = 10_000
-	ports := porttest.Range(t, 4)
+	ports := testkit.PortRange(t, 4)
 
 	// bittorrent-tracker's server.
 	bt := exec.Command(taskset, "-c", "0", node, "server.mjs", strconv.Itoa(ports))
@@ -56,7 +56,7 @@ func TestWSSideBySide(t *testing.T) {
 	rcmd := exec.Command(taskset, "-c", "0", "redis-server", "--port", redisPort, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	startProcess(t, rcmd)
 	redisURL := "redis://127.0.0.1:" + redisPort
-	eventually(t, 10*time.Second, "redis ready", func() bool {
+	testkit.Eventually(t, 10*time.Second, "redis ready", func() bool {
 		c, err := net.Dial("tcp", "127.0.0.1:"+redisPort)
 		if err == nil {
 			c.Close()
@@ -79,7 +79,7 @@ func TestWSSideBySide(t *testing.T) {
 		if i == 0 {
 			tlPID = cmd.Process.Pid
 		}
-		eventually(t, 10*time.Second, "node ready", func() bool {
+		testkit.Eventually(t, 10*time.Second, "node ready", func() bool {
 			c, _, err := websocket.DefaultDialer.Dial(tlURL[i], nil)
 			if err == nil {
 				c.Close()

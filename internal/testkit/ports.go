@@ -1,5 +1,5 @@
-// Package porttest finds runs of free loopback ports for tests that start
-// processes on consecutive ports (`tracker cluster -base-port`, a node
+// Runs of free loopback ports, for tests that start processes on
+// consecutive ports (`tracker cluster -base-port`, a node
 // listening for HTTP and UDP on one port).
 //
 // A run is picked at random below the kernel's range of ephemeral ports
@@ -7,7 +7,8 @@
 // busy test run (and each of its TIME_WAIT sockets, which block a listener
 // on their port) takes a port, and on a loaded machine a run of free ones
 // there can be hard to find.
-package porttest
+
+package testkit
 
 import (
 	"fmt"
@@ -19,20 +20,20 @@ import (
 	"testing"
 )
 
-// lowest is the lowest port a run may start at.
-const lowest = 10000
+// lowestRunPort is the lowestRunPort port a run may start at.
+const lowestRunPort = 10000
 
-// Range returns the first of n consecutive loopback ports that are free
+// PortRange returns the first of n consecutive loopback ports that are free
 // for TCP and UDP, or fails the test.
-func Range(tb testing.TB, n int) int {
+func PortRange(tb testing.TB, n int) int {
 	tb.Helper()
 	top := ephemeralStart() - n
-	if top <= lowest {
+	if top <= lowestRunPort {
 		tb.Fatalf("no room for %d ports below the ephemeral range", n)
 	}
 	for range 200 {
-		base := lowest + rand.IntN(top-lowest)
-		if free(base, n) {
+		base := lowestRunPort + rand.IntN(top-lowestRunPort)
+		if freeRun(base, n) {
 			return base
 		}
 	}
@@ -52,13 +53,13 @@ func ephemeralStart() int {
 		return 32768
 	}
 	p, err := strconv.Atoi(f[0])
-	if err != nil || p <= lowest {
+	if err != nil || p <= lowestRunPort {
 		return 32768
 	}
 	return p
 }
 
-func free(base, n int) bool {
+func freeRun(base, n int) bool {
 	for p := base; p < base+n; p++ {
 		a := fmt.Sprintf("127.0.0.1:%d", p)
 		l, err := net.Listen("tcp", a)
@@ -73,4 +74,24 @@ func free(base, n int) bool {
 		u.Close()
 	}
 	return true
+}
+
+// FreePort returns a loopback TCP port that is free now (the kernel's
+// pick), or fails tb.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	p, err := freePort()
+	if err != nil {
+		tb.Fatalf("testkit: a free loopback port: %v", err)
+	}
+	return p
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -1,9 +1,10 @@
-// Package netnstest makes test hosts: a network namespace joined to this
-// host by a veth pair, with an IPv4 and an IPv6 address on each side, for
-// tests where an address matters (a client that is neither loopback nor
+// Test hosts: a network namespace joined to this host by a veth pair,
+// with an IPv4 and an IPv6 address on each side, for tests where an
+// address matters (a client that is neither loopback nor
 // Docker's, a tracker member on a machine of its own). It needs root and
 // iproute2; everything it makes is removed at the end of the test.
-package netnstest
+
+package testkit
 
 import (
 	"fmt"
@@ -14,26 +15,43 @@ import (
 	"testing"
 )
 
-// Host is a network namespace. Outer4 and Outer6 are this host's
+// NetnsHost is a network namespace. Outer4 and Outer6 are this host's
 // addresses on the veth pair (where services of this host are reached
 // from the namespace), Inner4 and Inner6 the namespace's.
-type Host struct {
+type NetnsHost struct {
 	NS             string
 	Outer4, Outer6 string
 	Inner4, Inner6 string
 }
 
-var seq atomic.Int32
+var netnsSeq atomic.Int32
 
-// New makes a host whose name starts with prefix (a few letters). Its
+// NeedNetns fails t, never skips, when this process cannot make a network
+// namespace (it tries one, rather than asking who it runs as) or iproute2
+// is missing: the tests that need namespaces are in a tier that is on
+// (Netns, Compose), so a missing right or tool is a failure. A test calls
+// it first, before it builds what it would need the hosts for.
+func NeedNetns(t testing.TB) {
+	t.Helper()
+	if err := canMakeNetns(); err != nil {
+		t.Fatalf("a network namespace cannot be made here (it needs root, or CAP_SYS_ADMIN): %v", err)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatalf("ip is not installed (apt-get install iproute2; .ci/run installs it): %v", err)
+	}
+}
+
+// NewNetns makes a host whose name starts with prefix (a few letters). Its
 // traffic to other networks goes through this host (a default route), so
 // that two hosts reach each other's services on this host's addresses.
-func New(t testing.TB, prefix string) *Host {
+// It fails t, never skips, where NeedNetns does.
+func NewNetns(t testing.TB, prefix string) *NetnsHost {
 	t.Helper()
+	NeedNetns(t)
 	// Unique among the test binaries running at once: the pid, and a
 	// counter within this one.
-	n := os.Getpid()%120*2 + int(seq.Add(1))
-	h := &Host{
+	n := os.Getpid()%120*2 + int(netnsSeq.Add(1))
+	h := &NetnsHost{
 		NS:     fmt.Sprintf("%s%d", prefix, n),
 		Outer4: fmt.Sprintf("10.213.%d.1", n), Inner4: fmt.Sprintf("10.213.%d.2", n),
 		Outer6: fmt.Sprintf("fd00:213:%x::1", n), Inner6: fmt.Sprintf("fd00:213:%x::2", n),
@@ -68,7 +86,7 @@ func New(t testing.TB, prefix string) *Host {
 // AddAddrs gives the namespace n more IPv4 addresses on its side of the
 // veth pair (10.213.<host>.10 and up), for tests that need a client to
 // come from several addresses, and returns them.
-func (h *Host) AddAddrs(t testing.TB, n int) []string {
+func (h *NetnsHost) AddAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	if n < 1 || n > 200 {
 		t.Fatalf("AddAddrs(%d): from 1 to 200", n)

@@ -1,4 +1,4 @@
-package porttest
+package testkit
 
 import (
 	"fmt"
@@ -6,13 +6,13 @@ import (
 	"testing"
 )
 
-// TestRange: a run is below the ephemeral range and every port of it can
+// TestPortRange: a run is below the ephemeral range and every port of it can
 // be listened on, over TCP and UDP.
-func TestRange(t *testing.T) {
+func TestPortRange(t *testing.T) {
 	for _, n := range []int{1, 3, 8} {
-		base := Range(t, n)
-		if base < lowest || base+n > ephemeralStart() {
-			t.Fatalf("run of %d at %d: outside [%d, %d)", n, base, lowest, ephemeralStart())
+		base := PortRange(t, n)
+		if base < lowestRunPort || base+n > ephemeralStart() {
+			t.Fatalf("run of %d at %d: outside [%d, %d)", n, base, lowestRunPort, ephemeralStart())
 		}
 		for p := base; p < base+n; p++ {
 			a := fmt.Sprintf("127.0.0.1:%d", p)
@@ -30,15 +30,15 @@ func TestRange(t *testing.T) {
 	}
 }
 
-// TestRangeSkipsTakenPorts: a run never holds a port already listened on.
-func TestRangeSkipsTakenPorts(t *testing.T) {
-	base := Range(t, 4)
+// TestPortRangeSkipsTakenPorts: a run never holds a port already listened on.
+func TestPortRangeSkipsTakenPorts(t *testing.T) {
+	base := PortRange(t, 4)
 	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+2))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if free(base, 4) {
+	if freeRun(base, 4) {
 		t.Fatalf("run at %d counted as free with %d taken", base, base+2)
 	}
 }

@@ -1,7 +1,9 @@
-// Package redistest starts real redis-server processes on free loopback
-// ports for tests, and stops them when the test (or the test binary) ends.
-// Tests of anything that touches Redis use it; nothing stands in for Redis.
-package redistest
+// Real redis-server processes on free loopback ports, stopped when the
+// test (or the test binary) ends, and Redis Clusters of them. Tests of
+// anything that touches Redis storage use them; nothing stands in for
+// Redis there.
+
+package testkit
 
 import (
 	"bufio"
@@ -22,8 +24,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Server is one redis-server process.
-type Server struct {
+// RedisServer is one redis-server process.
+type RedisServer struct {
 	Port int
 	dir  string
 	args []string
@@ -34,26 +36,26 @@ type Server struct {
 }
 
 // Addr returns host:port of the server.
-func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
+func (s *RedisServer) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 
 // URL returns a redis:// URL of the server.
-func (s *Server) URL() string { return "redis://" + s.Addr() }
+func (s *RedisServer) URL() string { return "redis://" + s.Addr() }
 
 // Client returns a client of the server that is closed at the end of tb.
-func (s *Server) Client(tb testing.TB) *redis.Client {
+func (s *RedisServer) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
 	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
 	tb.Cleanup(func() { c.Close() })
 	return c
 }
 
-// Start starts a redis-server on a free loopback port, stopped at the end of tb.
+// StartRedis starts a redis-server on a free loopback port, stopped at the end of tb.
 // Extra arguments are passed to redis-server (e.g. "--maxmemory", "10mb").
-func Start(tb testing.TB, extra ...string) *Server {
+func StartRedis(tb testing.TB, extra ...string) *RedisServer {
 	tb.Helper()
 	s, err := start(tb.TempDir(), extra)
 	if err != nil {
-		tb.Fatalf("redistest: %v", err)
+		tb.Fatalf("testkit: %v", err)
 	}
 	tb.Cleanup(s.Stop)
 	return s
@@ -61,31 +63,31 @@ func Start(tb testing.TB, extra ...string) *Server {
 
 var (
 	sharedOnce sync.Once
-	shared     *Server
+	shared     *RedisServer
 	sharedErr  error
 	sharedDirs []string
 )
 
-// Shared returns one redis-server for the whole test binary, started on
+// SharedRedis returns one redis-server for the whole test binary, started on
 // first use. Tests that share it keep apart by key prefix or node id. The
 // package's TestMain must call Main so that the server is stopped.
-func Shared(tb testing.TB) *Server {
+func SharedRedis(tb testing.TB) *RedisServer {
 	tb.Helper()
 	sharedOnce.Do(func() {
 		var dir string
-		if dir, sharedErr = os.MkdirTemp("", "redistest"); sharedErr == nil {
+		if dir, sharedErr = os.MkdirTemp("", "testkit-redis"); sharedErr == nil {
 			sharedDirs = append(sharedDirs, dir)
 			shared, sharedErr = start(dir, nil)
 		}
 	})
 	if sharedErr != nil {
-		tb.Fatalf("redistest: %v", sharedErr)
+		tb.Fatalf("testkit: %v", sharedErr)
 	}
 	return shared
 }
 
 // Main runs the tests and then stops the shared server and cluster, if
-// any. Use it as os.Exit(redistest.Main(m)) in TestMain.
+// any. Use it as os.Exit(testkit.Main(m)) in TestMain.
 func Main(m *testing.M) int {
 	code := m.Run()
 	if shared != nil {
@@ -100,7 +102,7 @@ func Main(m *testing.M) int {
 	return code
 }
 
-func start(dir string, extra []string) (*Server, error) {
+func start(dir string, extra []string) (*RedisServer, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("redis-server is not installed (apt-get install redis-server): %w", err)
 	}
@@ -110,7 +112,7 @@ func start(dir string, extra []string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{Port: port, dir: dir, args: append([]string{
+		s := &RedisServer{Port: port, dir: dir, args: append([]string{
 			"--port", strconv.Itoa(port),
 			"--bind", "127.0.0.1",
 			"--save", "",
@@ -128,7 +130,7 @@ func start(dir string, extra []string) (*Server, error) {
 
 // Start (re)starts the process on the server's port and waits until it
 // answers PING.
-func (s *Server) Start() error {
+func (s *RedisServer) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
@@ -172,7 +174,7 @@ func (s *Server) Start() error {
 }
 
 // Stop kills the process (like a crash: nothing is saved) and waits for it.
-func (s *Server) Stop() {
+func (s *RedisServer) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {
@@ -184,18 +186,9 @@ func (s *Server) Stop() {
 }
 
 // Restart stops and starts the server on the same port.
-func (s *Server) Restart() error {
+func (s *RedisServer) Restart() error {
 	s.Stop()
 	return s.Start()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func tail(path string) string {
@@ -215,22 +208,22 @@ func tail(path string) string {
 	return strings.Join(lines, " | ")
 }
 
-// StartCluster starts a one-node Redis Cluster (all 16384 slots on one
+// StartOneNodeCluster starts a one-node Redis Cluster (all 16384 slots on one
 // redis-server): enough to prove that every multi-key operation stays in
 // one slot, which Redis Cluster refuses otherwise (CROSSSLOT).
-func StartCluster(tb testing.TB) *Server {
+func StartOneNodeCluster(tb testing.TB) *RedisServer {
 	tb.Helper()
 	dir := tb.TempDir()
 	s, err := start(dir, []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf")})
 	if err != nil {
-		tb.Fatalf("redistest: %v", err)
+		tb.Fatalf("testkit: %v", err)
 	}
 	tb.Cleanup(s.Stop)
 	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
 	defer c.Close()
 	ctx := context.Background()
 	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		tb.Fatalf("redistest: cluster addslots: %v", err)
+		tb.Fatalf("testkit: cluster addslots: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -239,24 +232,24 @@ func StartCluster(tb testing.TB) *Server {
 			return s
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("redistest: cluster not ok within 10s: %s", info)
+			tb.Fatalf("testkit: cluster not ok within 10s: %s", info)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// Cluster is a Redis Cluster of real redis-server processes: masters and
+// RedisCluster is a Redis Cluster of real redis-server processes: masters and
 // their replicas, each its own process on loopback.
-type Cluster struct {
+type RedisCluster struct {
 	// Masters[i] serves the i-th equal share of the slots; Replicas[i]
 	// replicate Masters[i].
-	Masters  []*Server
-	Replicas [][]*Server
+	Masters  []*RedisServer
+	Replicas [][]*RedisServer
 }
 
 // Servers returns every process of the cluster.
-func (c *Cluster) Servers() []*Server {
-	out := append([]*Server(nil), c.Masters...)
+func (c *RedisCluster) Servers() []*RedisServer {
+	out := append([]*RedisServer(nil), c.Masters...)
 	for _, rs := range c.Replicas {
 		out = append(out, rs...)
 	}
@@ -265,7 +258,7 @@ func (c *Cluster) Servers() []*Server {
 
 // URL is a redis:// URL with every process as a seed address
 // (redis://first?addr=second&addr=...), as TRACKER_REDIS_URL takes it.
-func (c *Cluster) URL() string {
+func (c *RedisCluster) URL() string {
 	ss := c.Servers()
 	u := ss[0].URL()
 	for i, s := range ss[1:] {
@@ -279,7 +272,7 @@ func (c *Cluster) URL() string {
 }
 
 // Client returns a cluster client of every seed, closed at the end of tb.
-func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
+func (c *RedisCluster) Client(tb testing.TB) *redis.ClusterClient {
 	tb.Helper()
 	var addrs []string
 	for _, s := range c.Servers() {
@@ -290,61 +283,61 @@ func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
 	return cc
 }
 
-// StartClusterN starts a Redis Cluster of masters masters with replicas
+// StartRedisCluster starts a Redis Cluster of masters masters with replicas
 // replicas each (e.g. 3 and 1: six processes), the slots split evenly, and
 // waits until every process reports it healthy. nodeTimeout is Redis's
 // cluster-node-timeout: how long a master may be unreachable before its
 // replica is promoted (Redis's default is 15 s; tests use about 1 s).
 // Every process is stopped at the end of tb.
-func StartClusterN(tb testing.TB, masters, replicas int, nodeTimeout time.Duration) *Cluster {
+func StartRedisCluster(tb testing.TB, masters, replicas int, nodeTimeout time.Duration) *RedisCluster {
 	tb.Helper()
 	c, err := startCluster(tb.TempDir(), masters, replicas, nodeTimeout)
 	if c != nil {
 		tb.Cleanup(c.Stop)
 	}
 	if err != nil {
-		tb.Fatalf("redistest: %v", err)
+		tb.Fatalf("testkit: %v", err)
 	}
 	return c
 }
 
 var (
 	sharedClusterOnce sync.Once
-	sharedCluster     *Cluster
+	sharedCluster     *RedisCluster
 	sharedClusterErr  error
 )
 
-// SharedCluster returns one cluster of three masters and three replicas
+// SharedRedisCluster returns one cluster of three masters and three replicas
 // for the whole test binary, started on first use and stopped by Main.
 // Tests that share it keep apart by key prefix or node id.
-func SharedCluster(tb testing.TB) *Cluster {
+func SharedRedisCluster(tb testing.TB) *RedisCluster {
 	tb.Helper()
 	sharedClusterOnce.Do(func() {
 		var dir string
-		if dir, sharedClusterErr = os.MkdirTemp("", "redistest-cluster"); sharedClusterErr != nil {
+		if dir, sharedClusterErr = os.MkdirTemp("", "testkit-redis-cluster"); sharedClusterErr != nil {
 			return
 		}
 		sharedDirs = append(sharedDirs, dir)
 		sharedCluster, sharedClusterErr = startCluster(dir, 3, 1, time.Second)
 	})
 	if sharedClusterErr != nil {
-		tb.Fatalf("redistest: %v", sharedClusterErr)
+		tb.Fatalf("testkit: %v", sharedClusterErr)
 	}
 	return sharedCluster
 }
 
 // Stop stops every process of the cluster.
-func (c *Cluster) Stop() {
+func (c *RedisCluster) Stop() {
 	for _, s := range c.Servers() {
 		s.Stop()
 	}
 }
 
-func startCluster(root string, masters, replicas int, nodeTimeout time.Duration) (*Cluster, error) {
-	c := &Cluster{}
-	var all []*Server
+func startCluster(root string, masters, replicas int, nodeTimeout time.Duration) (*RedisCluster, error) {
+	c := &RedisCluster{}
+	var all []*RedisServer
 	var buses []int
-	fail := func(err error) (*Cluster, error) { return c, err }
+	fail := func(err error) (*RedisCluster, error) { return c, err }
 	for i := 0; i < masters*(1+replicas); i++ {
 		dir := filepath.Join(root, strconv.Itoa(i))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -465,12 +458,12 @@ func waitFor(what string, cond func() bool) error {
 
 // Pause stops the process with SIGSTOP (it holds its connections and
 // answers nothing) until Resume.
-func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+func (s *RedisServer) Pause() error { return s.signal(syscall.SIGSTOP) }
 
 // Resume continues a paused process (SIGCONT).
-func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+func (s *RedisServer) Resume() error { return s.signal(syscall.SIGCONT) }
 
-func (s *Server) signal(sig syscall.Signal) error {
+func (s *RedisServer) signal(sig syscall.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {

@@ -271,7 +271,7 @@ func (s *memberSet) newMember(c memberConfig) (*builtMember, error) {
 	nodes := append([]string(nil), c.Nodes...)
 	b.member = hub.Member{
 		Name: c.Name, Nodes: nodes, Link: linkRDB, Channel: c.Channel, Sharded: c.RedisCluster, Relay: relay,
-		Carrier: allowed.NewCarrier(rdb, prefix, 2*time.Second), Share: &allowed.Place{RDB: rdb, Prefix: prefix}, ShareTo: slices.Clone(c.ShareTo),
+		Carrier: allowed.NewCarrier(redisstore.NewCarriedSets(rdb, prefix), 2*time.Second), Share: &allowed.Place{Keys: redisstore.NewSharing(rdb, prefix)}, ShareTo: slices.Clone(c.ShareTo),
 	}
 	return b, nil
 }

@@ -163,7 +163,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	}
 	var gate *allowed.Set
 	if cfg.AllowedDir != "" {
-		if gate, err = allowed.New(rdb, cfg.RedisPrefix, cfg.NodeID, cfg.AllowedDir, cfg.AllowedRescan, log); err != nil {
+		if gate, err = allowed.New(redisstore.NewAllowedKeys(rdb, cfg.RedisPrefix, cfg.NodeID), cfg.AllowedDir, cfg.AllowedRescan, log); err != nil {
 			return err
 		}
 		if linkNode != nil {

@@ -295,7 +295,7 @@ func TestPrivateTorrentsNeedConsent(t *testing.T) {
 	var ms []Member
 	for _, name := range []string{"ann", "bo", "cy"} {
 		m := n.member(name).Member
-		m.Carrier = allowed.NewCarrier(n.rdb[name], n.scfg.Prefix, time.Hour)
+		m.Carrier = allowed.NewCarrier(redisstore.NewCarriedSets(n.rdb[name], n.scfg.Prefix), time.Hour)
 		ms = append(ms, m)
 	}
 	if err := n.SetMembers(ms); err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
@@ -29,7 +30,7 @@ func runACL(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() == 0 {
 		return usageError("usage: tracker acl [-prefix tl] [-channel tl:link] [-redis host:port] NODE_ID...   (\"*\": one user for every node id of one operator)")
 	}
-	if err := redisstore.ValidName("-prefix", *prefix); err != nil {
+	if err := bittorrent.ValidName("-prefix", *prefix); err != nil {
 		return usageError(err.Error())
 	}
 	if *channel == "" || strings.ContainsAny(*channel, " \t\n*?[]{}") {
@@ -41,7 +42,7 @@ func runACL(args []string, stdout, stderr io.Writer) error {
 			users = append(users, nodesUser(*prefix, *channel))
 			continue
 		}
-		if err := redisstore.ValidName("NODE_ID", n); err != nil {
+		if err := bittorrent.ValidName("NODE_ID", n); err != nil {
 			return usageError(err.Error())
 		}
 		users = append(users, nodeUser(*prefix, *channel, n))

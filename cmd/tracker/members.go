@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/allowed"
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/hub"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
@@ -97,7 +98,7 @@ func parseMembers(path string, b []byte) ([]memberConfig, error) {
 		bad := func(format string, a ...any) error {
 			return fmt.Errorf("TRACKER_HUB_MEMBERS: %s: member %d (%q): %s", path, i+1, m.Name, fmt.Sprintf(format, a...))
 		}
-		if err := redisstore.ValidName("name", m.Name); err != nil {
+		if err := bittorrent.ValidName("name", m.Name); err != nil {
 			return nil, bad("%v", err)
 		}
 		if names[m.Name] {
@@ -108,7 +109,7 @@ func parseMembers(path string, b []byte) ([]memberConfig, error) {
 			return nil, bad("\"nodes\" must list the member's node ids")
 		}
 		for _, n := range m.Nodes {
-			if err := redisstore.ValidName("node id", n); err != nil {
+			if err := bittorrent.ValidName("node id", n); err != nil {
 				return nil, bad("%v", err)
 			}
 			if o, ok := owner[n]; ok {
@@ -126,7 +127,7 @@ func parseMembers(path string, b []byte) ([]memberConfig, error) {
 			return nil, bad("\"redis_cert_file\" and \"redis_key_file\" go together")
 		}
 		if m.Prefix != "" {
-			if err := redisstore.ValidName("prefix", m.Prefix); err != nil {
+			if err := bittorrent.ValidName("prefix", m.Prefix); err != nil {
 				return nil, bad("%v", err)
 			}
 		}
@@ -270,7 +271,7 @@ func (s *memberSet) newMember(c memberConfig) (*builtMember, error) {
 	b.relay = relay
 	nodes := append([]string(nil), c.Nodes...)
 	b.member = hub.Member{
-		Name: c.Name, Nodes: nodes, Link: linkRDB, Channel: c.Channel, Sharded: c.RedisCluster, Relay: relay,
+		Name: c.Name, Nodes: nodes, Link: redisstore.NewLinkConn(linkRDB), Channel: c.Channel, Sharded: c.RedisCluster, Relay: relay,
 		Carrier: allowed.NewCarrier(redisstore.NewCarriedSets(rdb, prefix), 2*time.Second), Share: &allowed.Place{Keys: redisstore.NewSharing(rdb, prefix)}, ShareTo: slices.Clone(c.ShareTo),
 	}
 	return b, nil

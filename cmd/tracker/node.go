@@ -148,7 +148,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			defer c.Close()
 			linkRDB = c
 		}
-		ln, err := link.NewNode(cfg.Link, cfg.NodeID, cfg.RedisPrefix, linkRDB, rdb, log, reg)
+		ln, err := link.NewNode(cfg.Link, cfg.NodeID, redisstore.NewLinkConn(linkRDB), redisstore.NewNodeIndex(rdb, cfg.RedisPrefix, cfg.PeerLifetime), log, reg)
 		if err != nil {
 			return err
 		}
@@ -186,7 +186,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	} else {
 		// Without the link the node still keeps its swarm index, which
 		// its admin page counts what it holds in.
-		idx := redisstore.NewIndexer(rdb, cfg.RedisPrefix, 64, cfg.PeerLifetime)
+		idx := redisstore.NewNodeIndex(rdb, cfg.RedisPrefix, cfg.PeerLifetime)
 		sink = redisstore.IndexSink{X: idx, Node: cfg.NodeID}
 		errLog := logsample.New(log, 10*time.Second)
 		back.Go(func() error {

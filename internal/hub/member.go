@@ -41,6 +41,7 @@ type member struct {
 	// member's Redis, used when it is the lease member.
 	follows map[int]context.CancelFunc
 	leases  Leaser
+	procs   Registry // the member's registry of processes (procsKey)
 }
 
 // setUp records whether the hub is subscribed to the member's channel.
@@ -132,7 +133,7 @@ func checkMembers(ms []Member) error {
 	names := map[string]bool{}
 	owner := map[string]string{}
 	for _, m := range ms {
-		if err := redisstore.ValidName("member name", m.Name); err != nil {
+		if err := bittorrent.ValidName("member name", m.Name); err != nil {
 			return err
 		}
 		if names[m.Name] {
@@ -146,7 +147,7 @@ func checkMembers(ms []Member) error {
 			return fmt.Errorf("member %q lists no node ids: with more than one member, each must list the node ids it speaks for", m.Name)
 		}
 		for _, n := range m.Nodes {
-			if err := redisstore.ValidName("node id", n); err != nil {
+			if err := bittorrent.ValidName("node id", n); err != nil {
 				return fmt.Errorf("member %q: %w", m.Name, err)
 			}
 			if o, ok := owner[n]; ok {
@@ -173,7 +174,7 @@ func (h *Hub) newMember(m Member) *member {
 	lc.Sharded = m.Sharded
 	mb := &member{Member: m, cfg: lc, ep: link.NewEndpoint(lc, h.cfg.Name, m.Link, h.sign), nodes: map[string]bool{},
 		carrier: m.Carrier, queue: make(chan relayJob, h.cfg.Backlog), follows: map[int]context.CancelFunc{},
-		leases: redisstore.NewLeases(m.Link, lc.Channel, lc.Sharded, h.holder, h.cfg.LeaseTTL, leaseTimeout)}
+		leases: m.Link.Leases(lc.Channel, lc.Sharded, h.holder, h.cfg.LeaseTTL, leaseTimeout), procs: m.Link.Procs(lc.Channel, lc.Sharded)}
 	if mb.carrier == nil {
 		mb.carrier = everything{}
 	}
@@ -353,7 +354,7 @@ func (k procKey) field() string { return k.String() }
 func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	m, err := mb.Link.HGetAll(ctx, mb.procsKey()).Result()
+	m, err := mb.procs.All(ctx)
 	if err != nil {
 		return err
 	}
@@ -387,7 +388,7 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 		}
 	}
 	if len(stale) > 0 {
-		return mb.Link.HDel(ctx, mb.procsKey(), stale...).Err()
+		return mb.procs.Del(ctx, stale...)
 	}
 	return nil
 }
@@ -412,7 +413,7 @@ func (h *Hub) forget(ctx context.Context, mb *member) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := mb.Link.HDel(ctx, mb.procsKey(), gone...).Err(); err != nil {
+	if err := mb.procs.Del(ctx, gone...); err != nil {
 		h.errLog.Log(slog.LevelWarn, "could not forget silent processes", "member", mb.Name, "err", err)
 	}
 }
@@ -445,7 +446,7 @@ func (h *Hub) persist(ctx context.Context, mb *member) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := mb.Link.HSet(ctx, mb.procsKey(), fields).Err(); err != nil {
+	if err := mb.procs.Set(ctx, fields); err != nil {
 		h.errLog.Log(slog.LevelWarn, "could not record process states", "member", mb.Name, "err", err)
 		h.mu.Lock()
 		h.eachProc(func(k procKey, st *procState) {

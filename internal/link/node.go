@@ -11,11 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/logsample"
-	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
 // Config is the link's part of the configuration, shared by nodes and the hub.
@@ -56,10 +54,6 @@ type Config struct {
 	// hash, over the hubs that run (partition.go); the same on every node
 	// and hub of a network (0: DefaultPartitions).
 	Partitions int `env:"LINK_PARTITIONS" envDefault:"16"`
-	// PeerLifetime is the node's peer lifetime: its swarm index's writes
-	// trim entries older than it (plus a slack). Set from
-	// TRACKER_PEER_LIFETIME; 0: the node never trims its index.
-	PeerLifetime time.Duration
 }
 
 // Enabled reports whether the link is on.
@@ -133,10 +127,8 @@ const (
 type Node struct {
 	cfg      Config
 	id       string
-	prefix   string
 	creds    Credentials
 	ep       *Endpoint
-	store    redis.UniversalClient // holds the keyspace (the swarm index)
 	queue    chan bittorrent.PeerChange
 	helloReq chan struct{}
 	log      *slog.Logger
@@ -152,21 +144,26 @@ type Node struct {
 	// once per redisstore.IndexRefresh, written by its own goroutine, off
 	// the publish path: a slow or paused shard holding a part of the index
 	// delays the index, never the link.
-	idx *redisstore.Indexer
+	idx Index
 }
 
-// indexQueue bounds the index writes waiting for Redis; beyond it a batch's
-// entries are left unwritten and written with a later change.
-const indexQueue = 64
+// Index is the node's swarm index (redisstore.NodeIndex, its one writer
+// on the node): Queue queues the entries changes make due, and reports
+// false when its queue is full (they are written with a later change);
+// Run writes what is queued until done closes.
+type Index interface {
+	Queue(node string, changes ...bittorrent.PeerChange) bool
+	Run(ctx context.Context, done <-chan struct{}, failed func(error))
+}
 
 type nodeMetrics struct {
 	changes, dropped, stale, publishErrs, splits, resets prometheus.Counter
 	rejected                                             *prometheus.CounterVec
 }
 
-// NewNode returns the link of node id. link carries the channel, store holds
-// the node's keyspace (they may be the same client). It starts nothing.
-func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
+// NewNode returns the link of node id. bus carries the channel; index is
+// the node's swarm index, which the node's Run writes. It starts nothing.
+func NewNode(cfg Config, id string, bus Bus, index Index, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
 	if !cfg.Enabled() {
 		return nil, errors.New("link: no TRACKER_LINK_PASSWORD or TRACKER_LINK_KEY, no link")
 	}
@@ -179,11 +176,11 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 	}
 	log = log.With("link_node", id)
 	n := &Node{
-		cfg: cfg, id: id, prefix: prefix, creds: creds, store: store,
-		ep:       NewEndpoint(cfg, id, link, func(m *Message) ([]byte, error) { return EncodeUp(creds.Node, m) }),
+		cfg: cfg, id: id, creds: creds,
+		ep:       NewEndpoint(cfg, id, bus, func(m *Message) ([]byte, error) { return EncodeUp(creds.Node, m) }),
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), log: log, errLog: logsample.New(log, 10*time.Second),
-		hubSeqs: map[string]uint64{}, idx: redisstore.NewIndexer(store, prefix, indexQueue, cfg.PeerLifetime),
+		hubSeqs: map[string]uint64{}, idx: index,
 	}
 	n.subState.Store(StateDown)
 	c := func(name, help string) prometheus.Counter {

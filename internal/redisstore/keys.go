@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"encoding/hex"
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -44,10 +43,10 @@ type Keyspace struct {
 // NewKeyspace returns the keyspace of node under prefix. Both must be
 // non-empty and free of characters that would break the hash tag.
 func NewKeyspace(prefix, node string) (Keyspace, error) {
-	if err := ValidName("key prefix", prefix); err != nil {
+	if err := bittorrent.ValidName("key prefix", prefix); err != nil {
 		return Keyspace{}, err
 	}
-	if err := ValidName("node id", node); err != nil {
+	if err := bittorrent.ValidName("node id", node); err != nil {
 		return Keyspace{}, err
 	}
 	return Keyspace{prefix: prefix, node: node}, nil
@@ -195,24 +194,6 @@ func expiredBounds(cutoff int64) []any {
 func liveRange(op bittorrent.ChangeOp, cutoff int64) (min, max string) {
 	b := classBand(op)
 	return "(" + strconv.FormatInt(b+cutoff, 10), "(" + strconv.FormatInt(b+band, 10)
-}
-
-// MaxNameLen bounds node ids and key prefixes.
-const MaxNameLen = 64
-
-// ValidName checks a node id or key prefix: 1 to 64 characters of
-// [A-Za-z0-9._-].
-func ValidName(what, s string) error {
-	if s == "" || len(s) > MaxNameLen {
-		return fmt.Errorf("%s must be 1 to %d characters, got %d", what, MaxNameLen, len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%s %q: only letters, digits, '.', '_' and '-' are allowed", what, s)
-		}
-	}
-	return nil
 }
 
 // LinkProcsKey names the hub's registry of node processes on the link's

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/hub"
@@ -156,18 +154,11 @@ func parseMembers(path string, b []byte) ([]memberConfig, error) {
 // telling members apart ("" when the URL does not parse: the client's
 // error says why).
 func redisWhere(m memberConfig) string {
-	if m.RedisCluster {
-		o, err := redis.ParseClusterURL(m.RedisURL)
-		if err != nil {
-			return ""
-		}
-		return strings.Join(o.Addrs, ",") + " " + m.Channel
-	}
-	o, err := redis.ParseURL(m.RedisURL)
-	if err != nil {
+	w := redisstore.Where(m.RedisURL, m.RedisCluster)
+	if w == "" {
 		return ""
 	}
-	return fmt.Sprintf("%s/%d %s", o.Addr, o.DB, m.Channel)
+	return w + " " + m.Channel
 }
 
 // memberSet builds the hub's members from their configuration and keeps
@@ -184,29 +175,29 @@ type memberSet struct {
 
 type builtMember struct {
 	conf      memberConfig
-	rdb, link redis.UniversalClient // link == rdb unless linkURL
+	rdb, link redisstore.Client // link == rdb unless linkURL
 	member    hub.Member
 	relay     *redisstore.Relayer
 	checked   bool // its function library, by prepare
 }
 
 // clients are the member's clients, each once.
-func (b *builtMember) clients() []redis.UniversalClient {
+func (b *builtMember) clients() []redisstore.Client {
 	if b.link != b.rdb {
-		return []redis.UniversalClient{b.rdb, b.link}
+		return []redisstore.Client{b.rdb, b.link}
 	}
-	return []redis.UniversalClient{b.rdb}
+	return []redisstore.Client{b.rdb}
 }
 
 // build returns the members of confs, reusing those unchanged; the
 // clients of members no longer there (or changed) are returned for
 // closing once the hub has let go of them.
-func (s *memberSet) build(confs []memberConfig) ([]hub.Member, []redis.UniversalClient, error) {
+func (s *memberSet) build(confs []memberConfig) ([]hub.Member, []redisstore.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := map[string]*builtMember{}
-	var made []redis.UniversalClient
-	fail := func(err error) ([]hub.Member, []redis.UniversalClient, error) {
+	var made []redisstore.Client
+	fail := func(err error) ([]hub.Member, []redisstore.Client, error) {
 		for _, c := range made {
 			c.Close()
 		}
@@ -224,7 +215,7 @@ func (s *memberSet) build(confs []memberConfig) ([]hub.Member, []redis.Universal
 		made = append(made, b.clients()...)
 		next[c.Name] = b
 	}
-	var closing []redis.UniversalClient
+	var closing []redisstore.Client
 	for name, old := range s.byName {
 		if next[name] != old {
 			closing = append(closing, old.clients()...)

@@ -111,10 +111,10 @@ func adminUser() aclUser {
 //   - the commands of aclCommands.
 func hubUser(prefix, channel string) aclUser {
 	rules := []string{"resetkeys"}
-	for _, suffix := range redisstore.RelaySuffixes() {
-		rules = append(rules, "~"+prefix+":{*}:"+suffix)
+	for _, p := range redisstore.RelayKeyPatterns(prefix) {
+		rules = append(rules, "~"+p)
 	}
-	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+redisstore.InboxKey(prefix, "*"))
+	rules = append(rules, "~"+redisstore.IndexKeysPattern(prefix), "~"+redisstore.InboxKey(prefix, "*"))
 	for _, key := range []func(prefix, node string) string{redisstore.AllowedKey, redisstore.AllowedModeKey, redisstore.CatalogKey, redisstore.AcceptKey, redisstore.DeclinedKey} {
 		rules = append(rules, "%R~"+key(prefix, "*"))
 	}
@@ -146,7 +146,7 @@ func upChannels(channel string) []string {
 // signalling channels (<prefix>:{<node>:rtc}:*, redisstore.RTCChannel).
 func nodeUser(prefix, channel, node string) aclUser {
 	rtc := "&" + redisstore.RTCChannelPattern(prefix, node)
-	rules := []string{"resetkeys", "~" + prefix + ":{" + node + ":*", "resetchannels"}
+	rules := []string{"resetkeys", "~" + redisstore.NodeKeysPattern(prefix, node), "resetchannels"}
 	rules = append(rules, upChannels(channel)...)
 	rules = append(rules, rtc)
 	rules = append(rules, aclCommands...)

@@ -107,7 +107,7 @@ type RTCKeys struct{ Peers, Owners, Completed string }
 
 // RTC returns the keys of the WebRTC peers of the swarm of ih.
 func (k Keyspace) RTC(ih bittorrent.InfoHash) RTCKeys {
-	base := k.prefix + ":{" + k.node + ":" + hex.EncodeToString(ih[:]) + "}:w"
+	base := swarmKeyOf(k.prefix, k.node+":"+hex.EncodeToString(ih[:]), "w")
 	return RTCKeys{Peers: base, Owners: base + "o", Completed: base + "c"}
 }
 
@@ -116,13 +116,13 @@ func (k Keyspace) RTC(ih bittorrent.InfoHash) RTCKeys {
 // <prefix>:{<node>:rtc}:<process id>. It carries the node's hash tag so
 // that RTCChannelPattern, and the node's own key pattern, cover it.
 func RTCChannel(prefix, node, proc string) string {
-	return prefix + ":{" + node + ":rtc}:" + proc
+	return nodeKey(prefix, node, "rtc") + ":" + proc
 }
 
 // RTCChannelPattern is the ACL channel pattern of every process's RTC
 // channel of node ("*": of every node).
 func RTCChannelPattern(prefix, node string) string {
-	return prefix + ":{" + node + ":rtc}:*"
+	return RTCChannel(prefix, node, "*")
 }
 
 // announceList is the keys of announce.lua, relayList those of apply.lua.
@@ -258,35 +258,69 @@ func IndexKeys(prefix, node string) []string {
 }
 
 func indexKey(prefix, node string, part int) string {
-	return prefix + ":{" + node + ":swarms:" + hex.EncodeToString([]byte{byte(part)}) + "}"
+	return indexKeyOf(prefix, node, hex.EncodeToString([]byte{byte(part)}))
 }
 
+func indexKeyOf(prefix, node, part string) string { return nodeKey(prefix, node, "swarms:"+part) }
+
+// nodeKey is the key name of node under prefix: <prefix>:{<node>:<name>},
+// in the node's hash tag.
+func nodeKey(prefix, node, name string) string { return tagOpen(prefix, node) + name + "}" }
+
+// tagOpen is how every key of node begins: <prefix>:{<node>: (its swarms'
+// keys too: Swarm lays them out the same way).
+func tagOpen(prefix, node string) string { return prefix + ":{" + node + ":" }
+
+// swarmKeyOf is the key of a swarm whose hash tag holds inTag
+// (<node>:<infohash hex>) ending in suffix.
+func swarmKeyOf(prefix, inTag, suffix string) string { return prefix + ":{" + inTag + "}:" + suffix }
+
+// ACL key patterns (Redis globs), made by the builders above, so that an
+// ACL can never drift from the keys it guards (cmd/tracker's `tracker acl`).
+
+// NodeKeysPattern matches every key of node ("*": of every node): its
+// swarms and its own keys, all in its hash tag.
+func NodeKeysPattern(prefix, node string) string { return tagOpen(prefix, node) + "*" }
+
+// RelayKeyPatterns match the keys of every node's swarms that the hub's
+// relays and resyncs touch (RelaySuffixes).
+func RelayKeyPatterns(prefix string) []string {
+	var out []string
+	for _, suffix := range RelaySuffixes() {
+		out = append(out, swarmKeyOf(prefix, "*", suffix))
+	}
+	return out
+}
+
+// IndexKeysPattern matches every part of every node's swarm index.
+func IndexKeysPattern(prefix string) string { return indexKeyOf(prefix, "*", "*") }
+
 // AllowedKey is the set of info hashes a node carries (allowed-torrents mode).
-func AllowedKey(prefix, node string) string { return prefix + ":{" + node + ":allowed}" }
+func AllowedKey(prefix, node string) string { return nodeKey(prefix, node, "allowed") }
 
 // AllowedModeKey exists while a node is in allowed-torrents mode.
-func AllowedModeKey(prefix, node string) string { return prefix + ":{" + node + ":allowed-mode}" }
+func AllowedModeKey(prefix, node string) string { return nodeKey(prefix, node, "allowed-mode") }
 
 // CatalogKey is a node's hash of the metainfo it offers to share.
-func CatalogKey(prefix, node string) string { return prefix + ":{" + node + ":catalog}" }
+func CatalogKey(prefix, node string) string { return nodeKey(prefix, node, "catalog") }
 
 // InboxKey is a node's hash of shared metainfo the hub copied to it.
-func InboxKey(prefix, node string) string { return prefix + ":{" + node + ":inbox}" }
+func InboxKey(prefix, node string) string { return nodeKey(prefix, node, "inbox") }
 
 // AcceptKey exists while a node accepts shared torrents.
-func AcceptKey(prefix, node string) string { return prefix + ":{" + node + ":accept-shared}" }
+func AcceptKey(prefix, node string) string { return nodeKey(prefix, node, "accept-shared") }
 
 // ProcsKey is a node's registry of its running processes (replicas): a
 // hash, field = process id, value = last time it said it runs (unix ms).
-func ProcsKey(prefix, node string) string { return prefix + ":{" + node + ":procs}" }
+func ProcsKey(prefix, node string) string { return nodeKey(prefix, node, "procs") }
 
 // ReceivedKey is a node's hash of the shared torrents it took from its
 // inbox: field = info hash (hex), value = when (unix seconds).
-func ReceivedKey(prefix, node string) string { return prefix + ":{" + node + ":received}" }
+func ReceivedKey(prefix, node string) string { return nodeKey(prefix, node, "received") }
 
 // DeclinedKey is a node's sorted set of the shared torrents its operator
 // deleted: member = info hash (hex), score = when (unix seconds). The hub
 // copies none of them to the node again, and the node takes none of them
 // from its inbox. It is trimmed to its newest entries
 // (allowed.MaxDeclined).
-func DeclinedKey(prefix, node string) string { return prefix + ":{" + node + ":declined}" }
+func DeclinedKey(prefix, node string) string { return nodeKey(prefix, node, "declined") }

@@ -295,6 +295,58 @@ func (f *functions) reload(ctx context.Context, sent time.Time, keys []string) b
 	return all
 }
 
+// run is the one runner of the library's calls: it queues the calls sel
+// (indexes into cmds; nil: all of them) with queue, and more (not nil)
+// after them, in one pipeline; then, when some found the library missing
+// (Redis lost it: a restart without its data, a FUNCTION FLUSH, a new
+// master), it counts them, tries to load the library (reload) on the
+// masters of their first keys (firstKey), and sends those again, once. A
+// call whose library is still missing ends with an error wrapping
+// ErrFunctionsMissing. Every call is idempotent or refused whole by a
+// missing library, so sending one again is safe. Per-command errors are
+// left in cmds for the caller.
+func (f *functions) run(ctx context.Context, cmds []*redis.Cmd, sel []int, queue func(pipe redis.Pipeliner, i int) *redis.Cmd,
+	firstKey func(i int) string, more func(pipe redis.Pipeliner)) {
+	if sel == nil {
+		sel = make([]int, len(cmds))
+		for i := range sel {
+			sel[i] = i
+		}
+	}
+	sent := time.Now()
+	pipe := f.rdb.Pipeline()
+	for _, i := range sel {
+		cmds[i] = queue(pipe, i)
+	}
+	if more != nil {
+		more(pipe)
+	}
+	pipe.Exec(ctx) // per-command errors are read by the caller
+	var retry []int
+	var keys []string
+	for _, i := range sel {
+		if isFunctionMissing(cmds[i].Err()) {
+			retry = append(retry, i)
+			keys = append(keys, firstKey(i))
+		}
+	}
+	if len(retry) == 0 {
+		return
+	}
+	if f.reload(ctx, sent, keys) {
+		pipe = f.rdb.Pipeline()
+		for _, i := range retry {
+			cmds[i] = queue(pipe, i)
+		}
+		pipe.Exec(ctx)
+	}
+	for _, i := range retry {
+		if err := cmds[i].Err(); isFunctionMissing(err) {
+			cmds[i].SetErr(missingErr(err))
+		}
+	}
+}
+
 // missingErr is the error of a call that found the library missing.
 func missingErr(err error) error {
 	return fmt.Errorf("%w (%v)", ErrFunctionsMissing, err)

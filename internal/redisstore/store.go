@@ -324,12 +324,6 @@ func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []call
 // that found the library missing are sent once more if this process could
 // load it (functions.reload), and otherwise fail with ErrFunctionsMissing.
 func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redis.Cmd, sel []int) {
-	if sel == nil {
-		sel = make([]int, len(groups))
-		for i := range sel {
-			sel[i] = i
-		}
-	}
 	header := s.callHeader()
 	send := func(pipe redis.Pipeliner, g []*announceCall) *redis.Cmd {
 		var c0 announceCall
@@ -342,35 +336,8 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redi
 		}
 		return pipe.FCall(ctx, library.announce, keys, args...)
 	}
-	sent := time.Now()
-	pipe := s.rdb.Pipeline()
-	for _, gi := range sel {
-		cmds[gi] = send(pipe, groups[gi])
-	}
-	pipe.Exec(ctx) // per-command errors are read by the caller
-	var retry []int
-	var keys []string
-	for _, gi := range sel {
-		if isFunctionMissing(cmds[gi].Err()) {
-			retry = append(retry, gi)
-			keys = append(keys, groups[gi][0].keys[0])
-		}
-	}
-	if len(retry) == 0 {
-		return
-	}
-	if s.fn.reload(ctx, sent, keys) {
-		pipe = s.rdb.Pipeline()
-		for _, gi := range retry {
-			cmds[gi] = send(pipe, groups[gi])
-		}
-		pipe.Exec(ctx)
-	}
-	for _, gi := range retry {
-		if err := cmds[gi].Err(); isFunctionMissing(err) {
-			cmds[gi].SetErr(missingErr(err))
-		}
-	}
+	s.fn.run(ctx, cmds, sel, func(pipe redis.Pipeliner, gi int) *redis.Cmd { return send(pipe, groups[gi]) },
+		func(gi int) string { return groups[gi][0].keys[0] }, nil)
 }
 
 // callHeader is the head of announce.lua's ARGV: the TTLs, the cutoff, and

@@ -157,6 +157,46 @@ func classBand(op bittorrent.ChangeOp) int64 {
 	return 0
 }
 
+// changeScore is the score a change writes, in both scripts: a stop's is
+// its time alone (in the stops set), any other op's its class's band plus
+// its time (in the peers set).
+func changeScore(op bittorrent.ChangeOp, seen int64) int64 {
+	if op == bittorrent.OpStopped {
+		return seen
+	}
+	return classBand(op) + seen
+}
+
+// Supersedes reports whether change c of a peer replaces old, the one
+// rule of which copy of a peer stands, for the hub's resync (which keeps
+// one copy of each peer over every node) and for apply.lua (whose ranks
+// come from classRank, in its prelude): the newer wins; at the same
+// millisecond a stop wins, and otherwise a peer may only move up in
+// class (leecher, partial seed, seeder), never down, so that duplicates
+// are harmless.
+func Supersedes(c, old bittorrent.PeerChange) bool {
+	switch {
+	case c.Seen != old.Seen:
+		return c.Seen > old.Seen
+	case c.Op == bittorrent.OpStopped || old.Op == bittorrent.OpStopped:
+		return c.Op == bittorrent.OpStopped && old.Op != bittorrent.OpStopped
+	}
+	return classRank(c.Op) > classRank(old.Op)
+}
+
+// classRank orders the classes at one millisecond (Supersedes).
+func classRank(op bittorrent.ChangeOp) int {
+	switch op {
+	case bittorrent.OpSeeder:
+		return 3
+	case bittorrent.OpPartial:
+		return 2
+	case bittorrent.OpLeecher:
+		return 1
+	}
+	return 0
+}
+
 // PeerScore is the score of a peer of class op (seeder, leecher or partial
 // seed) last seen at seen (unix ms).
 func PeerScore(op bittorrent.ChangeOp, seen int64) float64 {

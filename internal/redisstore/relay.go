@@ -110,11 +110,7 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 		c.keys = append(c.keys, ks.Swarm(t.Changes[0].InfoHash).relayList()...)
 		c.args = append(c.args, len(t.Changes))
 		for _, ch := range t.Changes {
-			score := ch.Seen
-			if ch.Op != bittorrent.OpStopped {
-				score += classBand(ch.Op)
-			}
-			c.args = append(c.args, opLetter(ch.Op, ch.Completion), score, ch.Peer)
+			c.args = append(c.args, opLetter(ch.Op, ch.Completion), changeScore(ch.Op, ch.Seen), ch.Peer)
 		}
 	}
 	// Sending a call again (the library was missing) is safe: applying

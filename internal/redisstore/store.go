@@ -242,10 +242,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	if req.NoNewSwarm || (s.swarms != nil && !s.swarms.available(now)) {
 		flags[3] = '0'
 	}
-	score := now
-	if op != bittorrent.OpStopped {
-		score += classBand(op)
-	}
+	score := changeScore(op, now)
 	bind := ""
 	if s.bind {
 		bind = "-"

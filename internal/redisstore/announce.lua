@@ -43,8 +43,8 @@
 --        more here than in the node.
 local ttl, cttl, cutoff = ARGV[1], ARGV[2], tonumber(ARGV[3])
 -- Per class: live range (lower bound from the node, band end).
-local LIVE = { L = { ARGV[4], '(4398046511104' }, P = { ARGV[5], '(8796093022208' }, S = { ARGV[6], '(13194139533312' } }
-local GONE = { { '0', ARGV[7] }, { '4398046511104', ARGV[8] }, { '8796093022208', ARGV[9] } }
+local LIVE = { [BANDS[1][1]] = { ARGV[4], BANDS[1][3] }, [BANDS[2][1]] = { ARGV[5], BANDS[2][3] }, [BANDS[3][1]] = { ARGV[6], BANDS[3][3] } }
+local GONE = { { BANDS[1][2], ARGV[7] }, { BANDS[2][2], ARGV[8] }, { BANDS[3][2], ARGV[9] } }
 -- A swarm of at most SMALL members is answered whole (the node picks
 -- numwant of them at random); a larger one is sampled.
 local SMALL = 32
@@ -140,7 +140,7 @@ local function sample(M, sw, card, op, nS, nL, nP, k, r)
   if sw.b then
     -- Each class's share of k in proportion to its count, as below; a
     -- bucketed swarm holds live members only.
-    if op ~= 'L' then
+    if op ~= LEECHER then
       sampleBuckets(sw, BANDS[1], nL, k, r, add)
       return nL <= k, card
     end
@@ -153,14 +153,14 @@ local function sample(M, sw, card, op, nS, nL, nP, k, r)
   if card <= SMALL or total <= k then
     -- All of them: a read cannot tell expired members, so they are
     -- trimmed first when there are any.
-    if op == 'L' then
+    if op == LEECHER then
       if card > total then
         trim(M)
         card = total
       end
       add(redis.call('ZRANGE', M, '0', '-1'))
     elseif nL > 0 then
-      add(redis.call('ZRANGE', M, LIVE.L[1], LIVE.L[2], 'BYSCORE'))
+      add(redis.call('ZRANGE', M, LIVE[LEECHER][1], LIVE[LEECHER][2], 'BYSCORE'))
     end
     return true, card
   end
@@ -173,7 +173,7 @@ local function sample(M, sw, card, op, nS, nL, nP, k, r)
   if card > total then
     card = card - redis.call('ZREMRANGEBYSCORE', M, GONE[1][1], GONE[1][2])
   end
-  if op ~= 'L' then
+  if op ~= LEECHER then
     window(M, 0, nL, k, r)
     return nL <= k, card
   end
@@ -183,9 +183,9 @@ local function sample(M, sw, card, op, nS, nL, nP, k, r)
   if kP > 0 then
     -- Partial seeds by score, as their ranks are not known.
     local off = math.floor(r / 65536) % nP
-    add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', num(off), num(kP)))
+    add(redis.call('ZRANGE', M, LIVE[PARTIAL][1], LIVE[PARTIAL][2], 'BYSCORE', 'LIMIT', num(off), num(kP)))
     if off + kP > nP then
-      add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', '0', num(off + kP - nP)))
+      add(redis.call('ZRANGE', M, LIVE[PARTIAL][1], LIVE[PARTIAL][2], 'BYSCORE', 'LIMIT', '0', num(off + kP - nP)))
     end
   end
   return false, card
@@ -205,12 +205,12 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
 
   -- At the node's cap on new swarms, a swarm with no live peer is not
   -- started. Checked only then.
-  if create == '0' and op ~= 'X' then
+  if create == '0' and op ~= STOPPED then
     local none
     if sw.b then
-      none = sw.S + sw.L + sw.P == 0
+      none = sw[SEEDER] + sw[LEECHER] + sw[PARTIAL] == 0
     else
-      none = card == 0 or count(M, 'S') + count(M, 'L') + count(M, 'P') == 0
+      none = card == 0 or count(M, SEEDER) + count(M, LEECHER) + count(M, PARTIAL) == 0
     end
     if none then
       refuse(-1)
@@ -239,7 +239,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   end
   local counted = 0
   local new = 0
-  if op == 'X' then
+  if op == STOPPED then
     -- The stop of a peer held is remembered here too, as the hub's relays
     -- remember it elsewhere: a resync that finds an older copy of the peer
     -- on another node applies this stop there instead of bringing the peer
@@ -258,12 +258,12 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     -- A completion counts once per live peer: a repeated event=completed
     -- from a peer that is a live seeder already is not counted again.
     local was = false
-    if op == 'S' and completed == '1' then
+    if op == SEEDER and completed == '1' then
       if sw.b then
-        was = old and class(old) == 'S'
+        was = old and class(old) == SEEDER
       else
         local alive, c = live(sw, m)
-        was = alive and c == 'S'
+        was = alive and c == SEEDER
       end
     end
     -- One ZADD moves a peer that changed class too: it updates the score.
@@ -286,7 +286,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     else
       redis.call('EXPIRE', M, ttl)
     end
-    if op == 'S' then
+    if op == SEEDER then
       if completed == '1' and not was then
         redis.call('INCR', C)
         counted = 1
@@ -297,7 +297,7 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   end
 
   if kd then
-    if op == 'X' or kd == '' then
+    if op == STOPPED or kd == '' then
       if bound then redis.call('HDEL', K, m) end
     else
       if bound ~= kd and redis.call('HSET', K, m, kd) == 1 then
@@ -322,11 +322,11 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   -- them.
   local nS, nL, nP = 0, 0, 0
   if sw.b then
-    nS, nL, nP = sw.S, sw.L, sw.P
+    nS, nL, nP = sw[SEEDER], sw[LEECHER], sw[PARTIAL]
   elseif card > 0 then
-    nS, nL = count(M, 'S'), count(M, 'L')
+    nS, nL = count(M, SEEDER), count(M, LEECHER)
     if card > nS + nL then
-      nP = count(M, 'P')
+      nP = count(M, PARTIAL)
     end
   end
   local total = nS + nL + nP
@@ -396,7 +396,7 @@ local function check()
       return 'bad score at argument ' .. a
     end
     -- At most 15 digits of random number: exact in a double.
-    if not (int(ARGV[a + 3], 0, MAXWANT) and #f <= 19 and string.find(f, '^[LSPX][01][046][01]%d+$')) then
+    if not (int(ARGV[a + 3], 0, MAXWANT) and #f <= 19 and string.find(f, FLAGS)) then
       return 'bad flags or numwant at argument ' .. a
     end
     if not MEMBER[#ARGV[a + 1]] or not (bind == '' or bind == '-' or #bind == 9 and string.sub(bind, 1, 1) == '=') then

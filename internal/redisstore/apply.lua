@@ -27,8 +27,8 @@
 -- whole before anything is written: a Redis user may call this function
 -- with any keys and arguments, and then gets an error and no write. So
 -- every loop here is bounded by the number of arguments or by MAXB
--- buckets (swarm.lua), and every Redis call by the size of a set.
-local OPS = { L = 1, P = 1, S = 1, C = 1, X = 1 }
+-- buckets (swarm.lua), and every Redis call by the size of a set. The op
+-- letters are those of BAND_OF (from Go, in the prelude).
 local function check()
   if #KEYS % 3 ~= 0 or #ARGV < 7 then
     return 'wrong number of keys or arguments'
@@ -52,7 +52,7 @@ local function check()
       return 'wrong number of arguments'
     end
     for i = a, a + 3 * (n - 1), 3 do
-      if not OPS[ARGV[i]] or not int(ARGV[i + 1], 0, 3 * B - 1) or not MEMBER[#ARGV[i + 2]] then
+      if not BAND_OF[ARGV[i]] or not int(ARGV[i + 1], 0, 3 * B - 1) or not MEMBER[#ARGV[i + 2]] then
         return 'bad change at argument ' .. i
       end
     end
@@ -69,8 +69,7 @@ if bad then
 end
 
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local BAND = { L = 0, P = B, S = 2 * B, C = 2 * B, X = 0 }
-local GONE = { { '0', ARGV[5] }, { '4398046511104', ARGV[6] }, { '8796093022208', ARGV[7] } }
+local GONE = { { BANDS[1][2], ARGV[5] }, { BANDS[2][2], ARGV[6] }, { BANDS[3][2], ARGV[7] } }
 -- Buckets written, and sets made by a split or a merge, live the peer
 -- lifetime.
 local ttl = num(math.floor(life / 1000) + 1)
@@ -80,10 +79,9 @@ local applied = 0
 local newest = {}
 local swarms = {}
 local tombs = {}
--- At the same millisecond a peer may still move up this order (a leecher
+-- At the same millisecond a peer may still move up in RANK (a leecher
 -- become a partial seed or a seeder), never down: that keeps duplicates
--- harmless.
-local rank = { L = 1, P = 2, S = 3, C = 3 }
+-- harmless (redisstore.Supersedes is the rule, and RANK comes from it).
 
 local function wrote(key, seen)
   if (newest[key] or 0) < seen then newest[key] = seen end
@@ -101,7 +99,7 @@ for k = 1, #KEYS, 3 do
   a = a + 1
   for i = a, a + 3 * (n - 1), 3 do
     local op, score, m = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local seen = tonumber(score) - BAND[op]
+    local seen = tonumber(score) - BAND_OF[op]
     if seen > cutoff then
       -- Where the peer is now: its class and time.
       local key, sc = M, false
@@ -121,7 +119,7 @@ for k = 1, #KEYS, 3 do
       if sc then
         held, cur = class(sc)
       end
-      if op == 'X' then
+      if op == STOPPED then
         -- A stop removes a peer not seen since; for an absent peer it is
         -- news only when newer than the tombstone held (a resync carries
         -- every node's tombstones, and one already held is no change).
@@ -142,7 +140,7 @@ for k = 1, #KEYS, 3 do
           tombs[X] = true
           wrote(X, seen)
         end
-      elseif seen > cur or (held and seen == cur and rank[op] > rank[held]) then
+      elseif seen > cur or (held and seen == cur and RANK[op] > RANK[held]) then
         -- A tombstone matters only for an absent peer: a present one was
         -- re-added after any stop, so its score is newer than the stop.
         local t = false
@@ -163,7 +161,7 @@ for k = 1, #KEYS, 3 do
           swarms[key] = sw
           wrote(key, seen)
           if seen > top then top = seen end
-          if op == 'C' and held ~= 'S' then
+          if op == COMPLETED and held ~= SEEDER then
             redis.call('INCR', C)
             redis.call('EXPIRE', C, ARGV[4])
           end

@@ -6,15 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
 // The store's scripts run in Redis as one library of Redis Functions
@@ -113,23 +110,6 @@ const (
 	// maxWant bounds numwant (the tracker's own cap is far lower).
 	maxWant = 1 << 16
 )
-
-// prelude is what the functions take from Go: the lengths a member may
-// have, the bounds of a call's arguments, and the powers of ten a number
-// of n digits is at least (POW10[n], up to 15 digits: exact in a double),
-// made once at load.
-func prelude() string {
-	pow := make([]string, 15)
-	for i, p := 0, int64(1); i < len(pow); i, p = i+1, p*10 {
-		pow[i] = strconv.FormatInt(p, 10)
-	}
-	return fmt.Sprintf("-- From the Go code (functions.go, bittorrent.PeerLen*).\n"+
-		"local MEMBER = { [%d] = true, [%d] = true, [%d] = true, [%d] = true }\n"+
-		"local MAXTTL, MAXWANT, MAXOFFERS = %d, %d, %d\n"+
-		"local POW10 = { %s }\n",
-		bittorrent.PeerLen4, bittorrent.PeerLen6, bittorrent.PeerLen4WithID, bittorrent.PeerLen6WithID, maxTTL, maxWant, bittorrent.MaxOffers,
-		strings.Join(pow, ", "))
-}
 
 // ErrFunctionsMissing is the error of a call to a Redis that lacks this
 // build's library, and of a start on one.

@@ -65,17 +65,30 @@ func (s SwarmKeys) Bucket(i int) string {
 // names it the same way, and is its only writer and reader). Not ":p":
 // that was a set of partial seeds in an earlier layout.
 func (s SwarmKeys) Packs() string {
-	return s.Peers[:len(s.Peers)-1] + "q"
+	return s.Peers[:len(s.Peers)-1] + packsSuffix
 }
 
 // RelaySuffixes returns the ends of the keys of every swarm that the hub's
 // relays and resyncs touch (apply.lua, swarm.lua, buckets.go), as ACL key
 // patterns: the peers or their buckets, the buckets hash, the packs,
 // completions and stops; never the key bindings.
-func RelaySuffixes() []string { return []string{"m*", "n", "q", "c", "x"} }
+func RelaySuffixes() []string {
+	return []string{peersSuffix + "*", metaSuffix, packsSuffix, completedSuffix, stoppedSuffix}
+}
+
+// The ends of a swarm's keys. The scripts make the names of the buckets
+// hash and of the packs from the peers key's (prelude.go).
+const (
+	peersSuffix     = "m"
+	keysSuffix      = "k"
+	completedSuffix = "c"
+	stoppedSuffix   = "x"
+	metaSuffix      = "n"
+	packsSuffix     = "q"
+)
 
 // swarmSuffixes end a swarm's keys, in the order Swarm lays them out.
-const swarmSuffixes = "mkcxn"
+const swarmSuffixes = peersSuffix + keysSuffix + completedSuffix + stoppedSuffix + metaSuffix
 
 // Swarm returns the keys of the swarm of ih. They are cut from one string
 // (every announce makes them: one allocation instead of six).

@@ -491,15 +491,15 @@ func (b *swarmBudget) take(nowMs int64) {
 func opLetter(op bittorrent.ChangeOp, completion bool) string {
 	switch {
 	case op == bittorrent.OpStopped:
-		return "X"
+		return letterStopped
 	case op == bittorrent.OpPartial:
-		return "P"
+		return letterPartial
 	case op == bittorrent.OpSeeder && completion:
-		return "C"
+		return letterCompleted
 	case op == bittorrent.OpSeeder:
-		return "S"
+		return letterSeeder
 	}
-	return "L"
+	return letterLeecher
 }
 
 // decodeAnnounce reads one announce's part of the reply: drops self, and

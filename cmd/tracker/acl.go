@@ -33,7 +33,7 @@ func runACL(args []string, stdout, stderr io.Writer) error {
 	if err := bittorrent.ValidName("-prefix", *prefix); err != nil {
 		return usageError(err.Error())
 	}
-	if *channel == "" || strings.ContainsAny(*channel, " \t\n*?[]{}") {
+	if link.ValidChannel(*channel) != nil {
 		return usageError("-channel must be a plain channel name")
 	}
 	users := []aclUser{adminUser(), hubUser(*prefix, *channel)}

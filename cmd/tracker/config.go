@@ -199,7 +199,7 @@ func loadConfig(environ []string) (Config, []string, error) {
 	// On a Redis Cluster the link rides sharded pub/sub (see link.Config).
 	c.Link.Sharded = c.RedisCluster
 	if c.PeerLifetime == 0 {
-		c.PeerLifetime = (c.Tracker.Interval + c.Tracker.IntervalJitter) * 3 / 2
+		c.PeerLifetime = c.Tracker.DefaultPeerLifetime()
 	}
 	if err := c.validate(); err != nil {
 		return c, nil, err

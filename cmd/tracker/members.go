@@ -18,6 +18,7 @@ import (
 	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/hub"
+	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
@@ -129,7 +130,7 @@ func parseMembers(path string, b []byte) ([]memberConfig, error) {
 				return nil, bad("%v", err)
 			}
 		}
-		if m.Channel != "" && strings.ContainsAny(m.Channel, " \t\n*?[]{}") {
+		if m.Channel != "" && link.ValidChannel(m.Channel) != nil {
 			return nil, bad("\"channel\" must be a plain channel name")
 		}
 		// Two members on one Redis and one channel would each hear the

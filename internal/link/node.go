@@ -56,6 +56,21 @@ type Config struct {
 	Partitions int `env:"LINK_PARTITIONS" envDefault:"16"`
 }
 
+// MaxChannelLen bounds a link channel's name.
+const MaxChannelLen = 128
+
+// ValidChannel checks a link channel's name (TRACKER_LINK_CHANNEL, a
+// member's "channel", tracker acl's -channel), the one rule for them: 1
+// to MaxChannelLen characters, no braces (the name goes into hash tags),
+// blanks or glob characters (it goes into ACL patterns). The error reads
+// after the name of what is checked.
+func ValidChannel(name string) error {
+	if name == "" || len(name) > MaxChannelLen || strings.ContainsAny(name, "{} \t\r\n*?[]") {
+		return fmt.Errorf("must be 1 to %d characters, without braces, blanks or glob characters", MaxChannelLen)
+	}
+	return nil
+}
+
 // Enabled reports whether the link is on.
 func (c Config) Enabled() bool { return c.Password != "" || c.Key != "" }
 
@@ -85,8 +100,8 @@ func (c Config) Validate() error {
 		if _, err := ParseHubKey(c.HubKey); err != nil {
 			return fmt.Errorf("TRACKER_LINK_HUB_KEY: %w", err)
 		}
-	case c.Channel == "" || len(c.Channel) > 128 || strings.ContainsAny(c.Channel, "{} \t\r\n*?[]"):
-		return errors.New("TRACKER_LINK_CHANNEL must be 1 to 128 characters, without braces, blanks or glob characters")
+	case ValidChannel(c.Channel) != nil:
+		return fmt.Errorf("TRACKER_LINK_CHANNEL %w", ValidChannel(c.Channel))
 	case c.Heartbeat < 50*time.Millisecond || c.Heartbeat > time.Minute:
 		return errors.New("TRACKER_LINK_HEARTBEAT must be from 50ms to 1m")
 	case c.Flush < 0 || c.Flush > time.Second:

@@ -193,30 +193,23 @@ end
 
 -- The steps of one announce, in the order announce takes them.
 
--- refusedNew reports whether an announce of op to swarm sw (set M, card
--- members) is refused because it would start a swarm: at the node's cap
--- on new swarms (create "0"), a swarm with no live peer is not started.
--- Checked only then.
-local function refusedNew(M, sw, card, op, create)
-  if create ~= '0' or op == STOPPED then
-    return false
-  end
+-- noneLive reports whether swarm sw (set M, card members) has no live
+-- peer: at the node's cap on new swarms (create "0"), an announce to such
+-- a swarm would start it, and is refused. Checked only then.
+local function noneLive(M, sw, card)
   if sw.b then
     return sw[SEEDER] + sw[LEECHER] + sw[PARTIAL] == 0
   end
   return card == 0 or count(M, SEEDER) + count(M, LEECHER) + count(M, PARTIAL) == 0
 end
 
--- binding reads peer m's key binding in K when the announce carries one
--- (bind not ""): a peer's key binds it while it is live here, so a change
--- sent with another key, or none, is refused. A binding left by a peer
--- that expired binds nothing and is replaced. Returns the announce's key
--- digest (nil: bindings off), the binding held (false: none), and whether
--- the announce is refused.
+-- binding reads peer m's key binding in K, for an announce that carries
+-- one (bind not ""): a peer's key binds it while it is live here, so a
+-- change sent with another key, or none, is refused. A binding left by a
+-- peer that expired binds nothing and is replaced. Returns the announce's
+-- key digest, the binding held (false: none), and whether the announce
+-- is refused.
 local function binding(sw, K, m, bind)
-  if bind == '' then
-    return nil, false, false
-  end
   local kd = string.sub(bind, 2)
   local bound = redis.call('HGET', K, m)
   return kd, bound, bound and bound ~= kd and live(sw, m)
@@ -373,14 +366,18 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
   local card = redis.call('ZCARD', M)
   local sw = open(M, card, cutoff, GONE, ttl)
   card = sw.card
-  if refusedNew(M, sw, card, op, create) then
+  if create == '0' and op ~= STOPPED and noneLive(M, sw, card) then
     refuse(-1)
     return
   end
-  local kd, bound, refused = binding(sw, K, m, bind)
-  if refused then
-    refuse(-2)
-    return
+  local kd, bound = nil, false
+  if bind ~= '' then
+    local refused
+    kd, bound, refused = binding(sw, K, m, bind)
+    if refused then
+      refuse(-2)
+      return
+    end
   end
 
   local key = where(sw, m)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/redisstore"
 )
@@ -29,10 +30,10 @@ func runACL(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() == 0 {
 		return usageError("usage: tracker acl [-prefix tl] [-channel tl:link] [-redis host:port] NODE_ID...   (\"*\": one user for every node id of one operator)")
 	}
-	if err := redisstore.ValidName("-prefix", *prefix); err != nil {
+	if err := bittorrent.ValidName("-prefix", *prefix); err != nil {
 		return usageError(err.Error())
 	}
-	if *channel == "" || strings.ContainsAny(*channel, " \t\n*?[]{}") {
+	if link.ValidChannel(*channel) != nil {
 		return usageError("-channel must be a plain channel name")
 	}
 	users := []aclUser{adminUser(), hubUser(*prefix, *channel)}
@@ -41,7 +42,7 @@ func runACL(args []string, stdout, stderr io.Writer) error {
 			users = append(users, nodesUser(*prefix, *channel))
 			continue
 		}
-		if err := redisstore.ValidName("NODE_ID", n); err != nil {
+		if err := bittorrent.ValidName("NODE_ID", n); err != nil {
 			return usageError(err.Error())
 		}
 		users = append(users, nodeUser(*prefix, *channel, n))
@@ -110,10 +111,10 @@ func adminUser() aclUser {
 //   - the commands of aclCommands.
 func hubUser(prefix, channel string) aclUser {
 	rules := []string{"resetkeys"}
-	for _, suffix := range redisstore.RelaySuffixes() {
-		rules = append(rules, "~"+prefix+":{*}:"+suffix)
+	for _, p := range redisstore.RelayKeyPatterns(prefix) {
+		rules = append(rules, "~"+p)
 	}
-	rules = append(rules, "~"+prefix+":{*:swarms:*}", "~"+redisstore.InboxKey(prefix, "*"))
+	rules = append(rules, "~"+redisstore.IndexKeysPattern(prefix), "~"+redisstore.InboxKey(prefix, "*"))
 	for _, key := range []func(prefix, node string) string{redisstore.AllowedKey, redisstore.AllowedModeKey, redisstore.CatalogKey, redisstore.AcceptKey, redisstore.DeclinedKey} {
 		rules = append(rules, "%R~"+key(prefix, "*"))
 	}
@@ -145,7 +146,7 @@ func upChannels(channel string) []string {
 // signalling channels (<prefix>:{<node>:rtc}:*, redisstore.RTCChannel).
 func nodeUser(prefix, channel, node string) aclUser {
 	rtc := "&" + redisstore.RTCChannelPattern(prefix, node)
-	rules := []string{"resetkeys", "~" + prefix + ":{" + node + ":*", "resetchannels"}
+	rules := []string{"resetkeys", "~" + redisstore.NodeKeysPattern(prefix, node), "resetchannels"}
 	rules = append(rules, upChannels(channel)...)
 	rules = append(rules, rtc)
 	rules = append(rules, aclCommands...)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -45,31 +44,13 @@ func jsonHandler(get func() any) http.Handler {
 	})
 }
 
-// roundTripCounter counts the node's round trips to Redis: one per command
-// or pipeline sent, whatever a script runs inside Redis.
-type roundTripCounter struct{ c prometheus.Counter }
-
-func newRoundTripCounter(reg prometheus.Registerer) redis.Hook {
+// newRoundTripCounter returns the count of the node's round trips to
+// Redis (redisstore.CountRoundTrips calls it).
+func newRoundTripCounter(reg prometheus.Registerer) func() {
 	c := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tracker_redis_roundtrips_total",
 		Help: "Round trips to Redis (a command or a pipeline each).",
 	})
 	reg.MustRegister(c)
-	return roundTripCounter{c}
-}
-
-func (h roundTripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h roundTripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.c.Inc()
-		return next(ctx, cmd)
-	}
-}
-
-func (h roundTripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.c.Inc()
-		return next(ctx, cmds)
-	}
+	return c.Inc
 }

@@ -7,9 +7,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/link"
-	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
 // runLinkKey is `tracker link key NODE_ID`: with the network secret in
@@ -20,7 +20,7 @@ func runLinkKey(args, environ []string, stdout io.Writer) error {
 		return usageError("usage: tracker link key NODE_ID   (TRACKER_LINK_PASSWORD set to the network secret)")
 	}
 	node := args[1]
-	if err := redisstore.ValidName("NODE_ID", node); err != nil {
+	if err := bittorrent.ValidName("NODE_ID", node); err != nil {
 		return usageError(err.Error())
 	}
 	// Only the secret is read: this runs on the operator's machine, which

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/config"
 	"github.com/tracklink/tracklink/internal/hub"
@@ -35,29 +33,29 @@ type memberSet struct {
 
 type builtMember struct {
 	conf      members.Entry
-	rdb, link redis.UniversalClient // link == rdb unless linkURL
+	rdb, link redisstore.Client // link == rdb unless linkURL
 	member    hub.Member
 	relay     *redisstore.Relayer
 	checked   bool // its function library, by prepare
 }
 
 // clients are the member's clients, each once.
-func (b *builtMember) clients() []redis.UniversalClient {
+func (b *builtMember) clients() []redisstore.Client {
 	if b.link != b.rdb {
-		return []redis.UniversalClient{b.rdb, b.link}
+		return []redisstore.Client{b.rdb, b.link}
 	}
-	return []redis.UniversalClient{b.rdb}
+	return []redisstore.Client{b.rdb}
 }
 
 // build returns the members of confs, reusing those unchanged; the
 // clients of members no longer there (or changed) are returned for
 // closing once the hub has let go of them.
-func (s *memberSet) build(confs []members.Entry) ([]hub.Member, []redis.UniversalClient, error) {
+func (s *memberSet) build(confs []members.Entry) ([]hub.Member, []redisstore.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := map[string]*builtMember{}
-	var made []redis.UniversalClient
-	fail := func(err error) ([]hub.Member, []redis.UniversalClient, error) {
+	var made []redisstore.Client
+	fail := func(err error) ([]hub.Member, []redisstore.Client, error) {
 		for _, c := range made {
 			c.Close()
 		}
@@ -75,7 +73,7 @@ func (s *memberSet) build(confs []members.Entry) ([]hub.Member, []redis.Universa
 		made = append(made, b.clients()...)
 		next[c.Name] = b
 	}
-	var closing []redis.UniversalClient
+	var closing []redisstore.Client
 	for name, old := range s.byName {
 		if next[name] != old {
 			closing = append(closing, old.clients()...)
@@ -122,8 +120,8 @@ func (s *memberSet) newMember(c members.Entry) (*builtMember, error) {
 	b.relay = relay
 	nodes := append([]string(nil), c.Nodes...)
 	b.member = hub.Member{
-		Name: c.Name, Nodes: nodes, Link: linkRDB, Channel: c.Channel, Sharded: c.RedisCluster, Relay: relay,
-		Carrier: allowed.NewCarrier(rdb, prefix, 2*time.Second), Share: &allowed.Place{RDB: rdb, Prefix: prefix}, ShareTo: slices.Clone(c.ShareTo),
+		Name: c.Name, Nodes: nodes, Link: redisstore.NewLinkConn(linkRDB), Channel: c.Channel, Sharded: c.RedisCluster, Relay: relay,
+		Carrier: allowed.NewCarrier(redisstore.NewCarriedSets(rdb, prefix), 2*time.Second), Share: &allowed.Place{Keys: redisstore.NewSharing(rdb, prefix)}, ShareTo: slices.Clone(c.ShareTo),
 	}
 	return b, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tracklink/tracklink/internal/allowed"
@@ -47,7 +47,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 		return err
 	}
 	log := newLogger(cfg, logOut)
-	redis.SetLogger(redisLogger{log})
+	redisstore.SetLogger(log)
 	for _, k := range unknown {
 		log.Warn("unknown variable ignored (typo?)", "name", k)
 	}
@@ -129,7 +129,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	}
 
 	reg := newRegistry()
-	rdb.AddHook(newRoundTripCounter(reg))
+	redisstore.CountRoundTrips(rdb, newRoundTripCounter(reg))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tracker_redis_functions_missing_total",
 		Help: "Calls that found Redis without this release's function library (run tracker redis-setup).",
@@ -150,7 +150,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 			defer c.Close()
 			linkRDB = c
 		}
-		ln, err := link.NewNode(cfg.Link, cfg.NodeID, cfg.RedisPrefix, linkRDB, rdb, log, reg)
+		ln, err := link.NewNode(cfg.Link, cfg.NodeID, redisstore.NewLinkConn(linkRDB), redisstore.NewNodeIndex(rdb, cfg.RedisPrefix, cfg.PeerLifetime), log, reg)
 		if err != nil {
 			return err
 		}
@@ -165,7 +165,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	}
 	var gate *allowed.Set
 	if cfg.AllowedDir != "" {
-		if gate, err = allowed.New(rdb, cfg.RedisPrefix, cfg.NodeID, cfg.AllowedDir, cfg.AllowedRescan, log); err != nil {
+		if gate, err = allowed.New(redisstore.NewAllowedKeys(rdb, cfg.RedisPrefix, cfg.NodeID), cfg.AllowedDir, cfg.AllowedRescan, log); err != nil {
 			return err
 		}
 		if linkNode != nil {
@@ -188,7 +188,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 	} else {
 		// Without the link the node still keeps its swarm index, which
 		// its admin page counts what it holds in.
-		idx := redisstore.NewIndexer(rdb, cfg.RedisPrefix, 64, cfg.PeerLifetime)
+		idx := redisstore.NewNodeIndex(rdb, cfg.RedisPrefix, cfg.PeerLifetime)
 		sink = redisstore.IndexSink{X: idx, Node: cfg.NodeID}
 		errLog := logsample.New(log, 10*time.Second)
 		back.Go(func() error {
@@ -327,7 +327,7 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 
 // newWS makes the WebSocket front end: WebRTC peers in the node's
 // keyspace, signalling through this process's channel on the same Redis.
-func newWS(cfg config.Config, rdb redis.UniversalClient, svc *tracker.Service, log *slog.Logger, reg prometheus.Registerer) (*wsapi.Server, error) {
+func newWS(cfg config.Config, rdb redisstore.Client, svc *tracker.Service, log *slog.Logger, reg prometheus.Registerer) (*wsapi.Server, error) {
 	wcfg := cfg.WS
 	wcfg.MaxScrapeHashes, wcfg.DrainTimeout = cfg.HTTP.ScrapeMaxHashes, cfg.HTTP.ShutdownTimeout
 	rtc, err := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: cfg.RedisPrefix, NodeID: cfg.NodeID,
@@ -394,37 +394,13 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // newRedisClient connects to a Redis (or a Redis Cluster) with every
 // timeout bounded by TRACKER_REDIS_TIMEOUT, so that a dead Redis costs a
 // client one timeout, never a hang.
-func newRedisClient(url string, cfg config.Config) (redis.UniversalClient, error) {
-	if cfg.RedisCluster {
-		o, err := redis.ParseClusterURL(url)
-		if err != nil {
-			return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
-		}
-		boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
-		// One dial per attempt, not go-redis's five 100 ms apart: a
-		// refused dial (a dead master) then costs milliseconds, and a
-		// pipeline that spans shards answers for the live ones instead
-		// of running out of time and failing whole. (On one Redis the
-		// retries are kept: they carry announces through a restart.)
-		o.DialerRetries = 1
-		// A dead master sends no MOVED: without a short refresh its slots
-		// stay mapped to it for go-redis's default minute after Redis has
-		// promoted a replica.
-		o.ClusterStateReloadInterval = cfg.RedisClusterRefresh
-		if err := redisTLS(cfg, o.TLSConfig); err != nil {
-			return nil, err
-		}
-		return redis.NewClusterClient(o), nil
+func newRedisClient(url string, cfg config.Config) (redisstore.Client, error) {
+	c, err := redisstore.Dial(url, redisstore.ClientOptions{Cluster: cfg.RedisCluster, Timeout: cfg.RedisTimeout, PoolSize: cfg.RedisPoolSize,
+		ClusterRefresh: cfg.RedisClusterRefresh, TLS: func(t *tls.Config) error { return redisTLS(cfg, t) }})
+	if ue := (*redisstore.URLError)(nil); errors.As(err, &ue) {
+		return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", ue.Err)
 	}
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("TRACKER_REDIS_URL: %w", err)
-	}
-	boundRedis(cfg, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize)
-	if err := redisTLS(cfg, o.TLSConfig); err != nil {
-		return nil, err
-	}
-	return redis.NewClient(o), nil
+	return c, err
 }
 
 // redisTLS applies TRACKER_REDIS_CA_FILE and the client certificate to the
@@ -455,23 +431,6 @@ func redisTLS(cfg config.Config, t *tls.Config) error {
 		t.Certificates = []tls.Certificate{cert}
 	}
 	return nil
-}
-
-// boundRedis sets the client's timeouts, retries and pool size.
-func boundRedis(cfg config.Config, dial, read, write, pool *time.Duration, retries, size *int) {
-	*dial, *read, *write, *pool = cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout, cfg.RedisTimeout
-	*retries = 1
-	if cfg.RedisPoolSize > 0 {
-		*size = cfg.RedisPoolSize
-	}
-}
-
-// redisLogger sends go-redis's own messages (dial failures and the like) to
-// the node's log.
-type redisLogger struct{ log *slog.Logger }
-
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
 // newProcID returns a random process id.

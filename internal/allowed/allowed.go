@@ -21,22 +21,38 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
+// Keys is where a node keeps its allowed-torrents state
+// (redisstore.AllowedKeys): the carried set and the mode flag, and, for
+// sharing, its catalog, inbox, received and declined torrents.
+type Keys interface {
+	Carried(ctx context.Context) ([]string, error)
+	Write(ctx context.Context, w redisstore.AllowedWrite) error
+	Received(ctx context.Context) (map[string]string, error)
+	ShareKeys
+}
+
+// ShareKeys is the part of Keys that torrent sharing uses (share.go).
+type ShareKeys interface {
+	Catalog(ctx context.Context) ([]string, error)
+	ReceivedNames(ctx context.Context) ([]string, error)
+	MarkReceived(ctx context.Context, name string, t time.Time) error
+	Inbox(ctx context.Context) (map[string]string, error)
+	TakeFromInbox(ctx context.Context, name string) error
+	AreDeclined(ctx context.Context, names []string) ([]bool, error)
+	Decline(ctx context.Context, hashes []string, t time.Time, keep int64) error
+	Undecline(ctx context.Context, hashes []string) error
+}
+
+var _ Keys = (*redisstore.AllowedKeys)(nil)
+
 // Set is the torrents a node carries.
 type Set struct {
-	rdb      redis.UniversalClient
-	key      string
-	flag     string
-	catalog  string
-	inbox    string
-	accept   string
-	declined string
+	keys     Keys
 	share    ShareOptions
 	dir      string
 	interval time.Duration
@@ -47,8 +63,7 @@ type Set struct {
 	// file, so checks and downloads never read the directory.
 	paths map[bittorrent.InfoHash]string
 	// listed is the carried torrents for the admin panel, by name.
-	listed   []Torrent
-	received string // key of the shared torrents taken from the inbox
+	listed []Torrent
 
 	// scanMu serializes scans; cache holds what each file held when it
 	// was last read, so a rescan reads only files that changed.
@@ -60,8 +75,9 @@ type Set struct {
 	OnChange func()
 }
 
-// New returns the allowed set of node, fed from dir. It starts nothing.
-func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Duration, log *slog.Logger) (*Set, error) {
+// New returns the allowed set of a node, kept in keys, fed from dir. It
+// starts nothing.
+func New(keys Keys, dir string, interval time.Duration, log *slog.Logger) (*Set, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("TRACKER_ALLOWED_DIR: %w", err)
@@ -69,9 +85,8 @@ func New(rdb redis.UniversalClient, prefix, node, dir string, interval time.Dura
 	if !st.IsDir() {
 		return nil, fmt.Errorf("TRACKER_ALLOWED_DIR: %s is not a directory", dir)
 	}
-	return &Set{rdb: rdb, key: redisstore.AllowedKey(prefix, node), flag: redisstore.AllowedModeKey(prefix, node), dir: dir, interval: interval,
-		catalog: redisstore.CatalogKey(prefix, node), inbox: redisstore.InboxKey(prefix, node), accept: redisstore.AcceptKey(prefix, node), received: redisstore.ReceivedKey(prefix, node),
-		declined: redisstore.DeclinedKey(prefix, node), log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}, cache: map[string]scanned{}}, nil
+	return &Set{keys: keys, dir: dir, interval: interval,
+		log: log.With("allowed_dir", dir), paths: map[bittorrent.InfoHash]string{}, cache: map[string]scanned{}}, nil
 }
 
 // Share turns torrent sharing on (call before Run).
@@ -116,7 +131,7 @@ func (s *Set) Sync(ctx context.Context) error {
 			return err
 		}
 	}
-	cur, err := s.rdb.SMembers(ctx, s.key).Result()
+	cur, err := s.keys.Carried(ctx)
 	if err != nil {
 		return err
 	}
@@ -124,24 +139,23 @@ func (s *Set) Sync(ctx context.Context) error {
 	for _, m := range cur {
 		inRedis[m] = true
 	}
-	pipe := s.rdb.Pipeline()
+	w := redisstore.AllowedWrite{ModeTTL: 3*s.interval + time.Minute}
 	for ih := range dirPaths {
 		if !inRedis[string(ih[:])] {
-			pipe.SAdd(ctx, s.key, string(ih[:]))
+			w.Add = append(w.Add, string(ih[:]))
 		}
 	}
 	for m := range inRedis {
 		var ih bittorrent.InfoHash
 		copy(ih[:], m)
 		if _, ok := dirPaths[ih]; !ok {
-			pipe.SRem(ctx, s.key, m)
+			w.Remove = append(w.Remove, m)
 		}
 	}
-	pipe.Set(ctx, s.flag, "1", 3*s.interval+time.Minute)
-	if err := s.offer(ctx, pipe, files); err != nil {
+	if err := s.offer(ctx, &w, files); err != nil {
 		return err
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := s.keys.Write(ctx, w); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -263,7 +277,7 @@ func (s *Set) Torrents(ctx context.Context) ([]Torrent, error) {
 	s.mu.RLock()
 	out := slices.Clone(s.listed)
 	s.mu.RUnlock()
-	got, err := s.rdb.HGetAll(ctx, s.received).Result()
+	got, err := s.keys.Received(ctx)
 	if err != nil {
 		return out, err
 	}
@@ -301,7 +315,7 @@ func (s *Set) Add(ctx context.Context, b []byte) (bittorrent.InfoHash, error) {
 		return hs[0], err
 	}
 	// Added by the operator: no longer declined.
-	if err := s.rdb.ZRem(ctx, s.declined, hexHashes(hs)).Err(); err != nil {
+	if err := s.keys.Undecline(ctx, hexHashes(hs)); err != nil {
 		return hs[0], err
 	}
 	return hs[0], s.Sync(ctx)
@@ -375,8 +389,7 @@ const MaxCarried = 1 << 20
 // without the mode flag carry everything; others carry their set. Sets are
 // cached for refresh.
 type Carrier struct {
-	rdb     redis.UniversalClient
-	prefix  string
+	sets    CarriedSets
 	refresh time.Duration
 	max     int64 // MaxCarried
 
@@ -391,9 +404,19 @@ type nodeSet struct {
 	refreshing bool // a read in the background is under way
 }
 
-// NewCarrier returns a Carrier that reads node sets at most once per refresh.
-func NewCarrier(rdb redis.UniversalClient, prefix string, refresh time.Duration) *Carrier {
-	return &Carrier{rdb: rdb, prefix: prefix, refresh: refresh, max: MaxCarried, nodes: map[string]*nodeSet{}}
+// CarriedSets reads nodes' carried sets (redisstore.CarriedSets): whether
+// node is in allowed-torrents mode, and its set (raw info hashes), or an
+// error for a set larger than max.
+type CarriedSets interface {
+	Carried(ctx context.Context, node string, max int64) (mode bool, members []string, err error)
+}
+
+var _ CarriedSets = (*redisstore.CarriedSets)(nil)
+
+// NewCarrier returns a Carrier that reads node sets from sets at most once
+// per refresh.
+func NewCarrier(sets CarriedSets, refresh time.Duration) *Carrier {
+	return &Carrier{sets: sets, refresh: refresh, max: MaxCarried, nodes: map[string]*nodeSet{}}
 }
 
 // Carries implements the hub's Carrier. A node's set is read the first
@@ -463,21 +486,12 @@ func (c *Carrier) fetch(ctx context.Context, node string) (*nodeSet, error) {
 	// A node's set is its own to write: one larger than any directory
 	// the node itself would carry is not read (the node then carries
 	// nothing, for the hub, until it is within bounds).
-	pipe := c.rdb.Pipeline()
-	flag := pipe.Exists(ctx, redisstore.AllowedModeKey(c.prefix, node))
-	size := pipe.SCard(ctx, redisstore.AllowedKey(c.prefix, node))
-	if _, err := pipe.Exec(ctx); err != nil {
+	mode, members, err := c.sets.Carried(ctx, node, c.max)
+	if err != nil {
 		return nil, err
 	}
-	if size.Val() > c.max {
-		return nil, fmt.Errorf("node %s carries %d torrents, more than %d", node, size.Val(), c.max)
-	}
-	members := c.rdb.SMembers(ctx, redisstore.AllowedKey(c.prefix, node))
-	if err := members.Err(); err != nil {
-		return nil, err
-	}
-	ns := &nodeSet{fetched: time.Now(), all: flag.Val() == 0, hashes: map[string]bool{}}
-	for _, m := range members.Val() {
+	ns := &nodeSet{fetched: time.Now(), all: !mode, hashes: map[string]bool{}}
+	for _, m := range members {
 		ns.hashes[m] = true
 	}
 	return ns, nil

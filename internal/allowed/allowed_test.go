@@ -50,7 +50,7 @@ func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "junk.torrent"), []byte("nonsense"), 0o644)
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("ignored"), 0o644)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := New(rdb, "allowtest", "n1", dir, time.Second, log)
+	s, err := New(redisstore.NewAllowedKeys(rdb, "allowtest", "n1"), dir, time.Second, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
 	if n := rdb.SCard(ctx, redisstore.AllowedKey("allowtest", "n1")).Val(); n != 2 {
 		t.Fatalf("redis set holds %d", n)
 	}
-	c := NewCarrier(rdb, "allowtest", time.Minute)
+	c := NewCarrier(redisstore.NewCarriedSets(rdb, "allowtest"), time.Minute)
 	if !c.Carries(ctx, "n1", v2) || c.Carries(ctx, "n1", bittorrent.InfoHash{1}) || !c.Carries(ctx, "not-in-mode", bittorrent.InfoHash{1}) {
 		t.Fatal("carrier disagrees")
 	}
@@ -83,7 +83,7 @@ func TestSetCarriesBothHashesAndAgreesInRedis(t *testing.T) {
 	if _, err := s.Add(ctx, []byte("d4:infoi1ee")); err == nil {
 		t.Fatal("invalid upload accepted")
 	}
-	if _, err := New(rdb, "allowtest", "n1", filepath.Join(dir, "missing"), time.Second, log); err == nil {
+	if _, err := New(redisstore.NewAllowedKeys(rdb, "allowtest", "n1"), filepath.Join(dir, "missing"), time.Second, log); err == nil {
 		t.Fatal("missing directory accepted")
 	}
 }
@@ -104,7 +104,7 @@ func TestShareCopiesValidOffersAndRefusesInvalid(t *testing.T) {
 	other.Set(ctx, redisstore.AcceptKey(p, "b"), "1", time.Minute)
 	rdb.SAdd(ctx, redisstore.AllowedKey(p, "c"), string(v1[:]))
 	rdb.Set(ctx, redisstore.AcceptKey(p, "c"), "1", time.Minute)
-	here, there := Place{RDB: rdb, Prefix: p, Member: "A", ShareTo: []string{"B"}}, Place{RDB: other, Prefix: p, Member: "B"}
+	here, there := Place{Keys: redisstore.NewSharing(rdb, p), Member: "A", ShareTo: []string{"B"}}, Place{Keys: redisstore.NewSharing(other, p), Member: "B"}
 	rep, err := Share(ctx, map[string]Place{"a": here, "b": there, "c": here, "d": here}, DefaultShareLimits)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ func TestCarrierKeepsLastSetWhenUnreadable(t *testing.T) {
 	in, out := bittorrent.InfoHash{1}, bittorrent.InfoHash{2}
 	rdb.Set(ctx, redisstore.AllowedModeKey("carry", "a"), "1", time.Minute)
 	rdb.SAdd(ctx, redisstore.AllowedKey("carry", "a"), string(in[:]))
-	c := NewCarrier(rdb, "carry", time.Millisecond)
+	c := NewCarrier(redisstore.NewCarriedSets(rdb, "carry"), time.Millisecond)
 	if !c.Carries(ctx, "a", in) || c.Carries(ctx, "a", out) {
 		t.Fatal("set read wrong")
 	}
@@ -173,7 +173,7 @@ func TestTorrentsListsNamesAndWhatWasShared(t *testing.T) {
 	rdb := testkit.SharedRedis(t).Client(t)
 	ctx := context.Background()
 	const p = "listtest"
-	s, err := New(rdb, p, "n", t.TempDir(), time.Minute, slog.New(slog.DiscardHandler))
+	s, err := New(redisstore.NewAllowedKeys(rdb, p, "n"), t.TempDir(), time.Minute, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestRescanReadsOnlyChangedFiles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	var logged strings.Builder
-	s, err := New(rdb, "rescan", "n", dir, time.Minute, slog.New(slog.NewTextHandler(&logged, nil)))
+	s, err := New(redisstore.NewAllowedKeys(rdb, "rescan", "n"), dir, time.Minute, slog.New(slog.NewTextHandler(&logged, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestCarrierBoundsWhatItReads(t *testing.T) {
 	for i := range 20 {
 		rdb.SAdd(ctx, redisstore.AllowedKey(prefix, "big"), string(make([]byte, 19))+string(rune(i)))
 	}
-	c := NewCarrier(rdb, prefix, time.Minute)
+	c := NewCarrier(redisstore.NewCarriedSets(rdb, prefix), time.Minute)
 	c.max = 10
 	listed := bittorrent.InfoHash{}
 	if c.Carries(ctx, "big", listed) || c.Listed(ctx, "big", listed) {

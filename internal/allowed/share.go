@@ -10,9 +10,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
@@ -53,23 +52,19 @@ func (s *Set) takeInbox(ctx context.Context) error {
 	if !s.share.Accept {
 		return nil
 	}
-	inbox, err := s.rdb.HGetAll(ctx, s.inbox).Result()
+	inbox, err := s.keys.Inbox(ctx)
 	if err != nil || len(inbox) == 0 {
 		return err
 	}
 	names := slices.Sorted(maps.Keys(inbox))
-	pipe := s.rdb.Pipeline()
-	declined := make([]*redis.FloatCmd, len(names))
-	for i, name := range names {
-		declined[i] = pipe.ZScore(ctx, s.declined, name)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	declined, err := s.keys.AreDeclined(ctx, names)
+	if err != nil {
 		return err
 	}
 	refused := map[string]int{}
 	for i, name := range names {
 		reason := ""
-		if declined[i].Err() == nil {
+		if declined[i] {
 			reason = RefusedDeclined
 		} else {
 			reason = checkShared(name, []byte(inbox[name]))
@@ -82,7 +77,7 @@ func (s *Set) takeInbox(ctx context.Context) error {
 		} else if err := s.store(ctx, name, []byte(inbox[name])); err != nil {
 			return err // keep it in the inbox; next time
 		}
-		if err := s.rdb.HDel(ctx, s.inbox, name).Err(); err != nil {
+		if err := s.keys.TakeFromInbox(ctx, name); err != nil {
 			return err
 		}
 	}
@@ -116,7 +111,7 @@ func (s *Set) store(ctx context.Context, name string, body []byte) error {
 		return err
 	}
 	s.log.Info("carrying a shared torrent", "info_hash", name)
-	return s.rdb.HSet(ctx, s.received, name, time.Now().Unix()).Err()
+	return s.keys.MarkReceived(ctx, name, time.Now())
 }
 
 // decline records that the operator deleted the torrents of hashes (hex),
@@ -125,15 +120,7 @@ func (s *Set) decline(ctx context.Context, hashes []string) error {
 	if len(hashes) == 0 {
 		return nil
 	}
-	now := float64(time.Now().Unix())
-	pipe := s.rdb.Pipeline()
-	for _, h := range hashes {
-		pipe.ZAdd(ctx, s.declined, redis.Z{Score: now, Member: h})
-	}
-	pipe.ZRemRangeByRank(ctx, s.declined, 0, -MaxDeclined-1)
-	pipe.HDel(ctx, s.received, hashes...)
-	_, err := pipe.Exec(ctx)
-	return err
+	return s.keys.Decline(ctx, hashes, time.Now(), MaxDeclined)
 }
 
 // declineRemoved declines the received torrents whose files are gone
@@ -142,7 +129,7 @@ func (s *Set) decline(ctx context.Context, hashes []string) error {
 // replica may have stored it since the scan (it writes the file before
 // it records it as received).
 func (s *Set) declineRemoved(ctx context.Context, files map[string]string) error {
-	received, err := s.rdb.HKeys(ctx, s.received).Result()
+	received, err := s.keys.ReceivedNames(ctx)
 	if err != nil {
 		return err
 	}
@@ -159,21 +146,21 @@ func (s *Set) declineRemoved(ctx context.Context, files map[string]string) error
 }
 
 // offer writes the catalog: the metainfo of every carried torrent that was
-// not received from another node, by its first info hash. Files already
-// in the catalog are not read again.
-func (s *Set) offer(ctx context.Context, pipe redis.Pipeliner, files map[string]string) error {
+// not received from another node, by its first info hash, into w. Files
+// already in the catalog are not read again.
+func (s *Set) offer(ctx context.Context, w *redisstore.AllowedWrite, files map[string]string) error {
 	if s.share.Accept {
-		pipe.Set(ctx, s.accept, "1", 3*s.interval+time.Minute)
+		w.AcceptTTL = 3*s.interval + time.Minute
 	}
 	if !s.share.Offer {
-		pipe.Del(ctx, s.catalog) // offered before, no longer
+		w.DropCatalog = true // offered before, no longer
 		return nil
 	}
-	have, err := s.rdb.HKeys(ctx, s.catalog).Result()
+	have, err := s.keys.Catalog(ctx)
 	if err != nil {
 		return err
 	}
-	received, err := s.rdb.HKeys(ctx, s.received).Result()
+	received, err := s.keys.ReceivedNames(ctx)
 	if err != nil {
 		return err
 	}
@@ -185,7 +172,7 @@ func (s *Set) offer(ctx context.Context, pipe redis.Pipeliner, files map[string]
 	for _, k := range have {
 		had[k] = true
 		if _, ok := offered[k]; !ok {
-			pipe.HDel(ctx, s.catalog, k)
+			w.CatalogDel = append(w.CatalogDel, k)
 		}
 	}
 	for k, path := range offered {
@@ -196,7 +183,10 @@ func (s *Set) offer(ctx context.Context, pipe redis.Pipeliner, files map[string]
 		if err != nil {
 			continue
 		}
-		pipe.HSet(ctx, s.catalog, k, b)
+		if w.CatalogSet == nil {
+			w.CatalogSet = map[string][]byte{}
+		}
+		w.CatalogSet[k] = b
 	}
 	return nil
 }

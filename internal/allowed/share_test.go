@@ -66,9 +66,9 @@ func TestShareNeedsTheOfferingMembersConsent(t *testing.T) {
 		rdbA.Del(ctx, redisstore.InboxKey(p, "a2"))
 		rdbB.Del(ctx, redisstore.InboxKey(p, "b1"))
 		nodes := map[string]Place{
-			"a1": {RDB: rdbA, Prefix: p, Member: "A", ShareTo: tc.shareTo},
-			"a2": {RDB: rdbA, Prefix: p, Member: "A", ShareTo: tc.shareTo},
-			"b1": {RDB: rdbB, Prefix: p, Member: "B"},
+			"a1": {Keys: redisstore.NewSharing(rdbA, p), Member: "A", ShareTo: tc.shareTo},
+			"a2": {Keys: redisstore.NewSharing(rdbA, p), Member: "A", ShareTo: tc.shareTo},
+			"b1": {Keys: redisstore.NewSharing(rdbB, p), Member: "B"},
 		}
 		if _, err := Share(ctx, nodes, DefaultShareLimits); err != nil {
 			t.Fatal(err)
@@ -105,9 +105,9 @@ func TestShareBoundsWhatAMemberSends(t *testing.T) {
 		strings.Repeat("dd", 20), nestedTorrent(1_000_000)) // 2 MB
 	rdbB.Set(ctx, redisstore.AcceptKey(p, "b1"), "1", time.Minute)
 	nodes := map[string]Place{
-		"a1": {RDB: rdbA, Prefix: p, Member: "A", ShareTo: []string{"B"}},
-		"a2": {RDB: rdbA, Prefix: p, Member: "A", ShareTo: []string{"B"}},
-		"b1": {RDB: rdbB, Prefix: p, Member: "B"},
+		"a1": {Keys: redisstore.NewSharing(rdbA, p), Member: "A", ShareTo: []string{"B"}},
+		"a2": {Keys: redisstore.NewSharing(rdbA, p), Member: "A", ShareTo: []string{"B"}},
+		"b1": {Keys: redisstore.NewSharing(rdbB, p), Member: "B"},
 	}
 	start := time.Now()
 	rep, err := Share(ctx, nodes, ShareLimits{MaxTorrents: 100, MaxBytes: 32 << 20, MaxSize: 4 << 20})
@@ -147,7 +147,7 @@ func TestShareBoundsWhatAMemberSends(t *testing.T) {
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
-	nodes["a3"] = Place{RDB: rdbA, Prefix: p, Member: "A", ShareTo: []string{"B"}}
+	nodes["a3"] = Place{Keys: redisstore.NewSharing(rdbA, p), Member: "A", ShareTo: []string{"B"}}
 	rep, err = Share(ctx, nodes, DefaultShareLimits)
 	if err != nil || rep.Refused[RefusedCatalogLarge] != 1 {
 		t.Fatalf("a catalog of %d: refused %v (%v)", MaxCatalog+1, rep.Refused, err)
@@ -159,7 +159,7 @@ func TestShareBoundsWhatAMemberSends(t *testing.T) {
 func newSharing(t *testing.T, rdb redis.UniversalClient, prefix, node string, o ShareOptions) (*Set, string) {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := New(rdb, prefix, node, dir, time.Minute, slog.New(slog.DiscardHandler))
+	s, err := New(redisstore.NewAllowedKeys(rdb, prefix, node), dir, time.Minute, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestDeletedSharedTorrentStaysDeleted(t *testing.T) {
 	b2, ih2 := v1(t, "two", 0)
 	rdb.HSet(ctx, redisstore.CatalogKey(p, "offers"), ih1, b1, ih2, b2)
 	s, dir := newSharing(t, rdb, p, "n", ShareOptions{Accept: true})
-	nodes := map[string]Place{"offers": {RDB: rdb, Prefix: p}, "n": {RDB: rdb, Prefix: p}}
+	nodes := map[string]Place{"offers": {Keys: redisstore.NewSharing(rdb, p)}, "n": {Keys: redisstore.NewSharing(rdb, p)}}
 	resync := func() {
 		t.Helper()
 		if _, err := Share(ctx, nodes, DefaultShareLimits); err != nil {

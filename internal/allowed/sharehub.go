@@ -3,23 +3,19 @@ package allowed
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 )
 
-// Place is where a node's keys are: its member's Redis and key prefix,
+// Place is where a node's keys are: its member's store of sharing keys,
 // and whom the member lets its offered torrents go to.
 type Place struct {
-	RDB    redis.UniversalClient
-	Prefix string
+	Keys SharedKeys
 	// Member is the node's member. Nodes of one member share with each
 	// other; ShareTo names the other members whose nodes may receive
 	// this member's offered torrents ("*": every member). It is the
@@ -28,6 +24,18 @@ type Place struct {
 	Member  string
 	ShareTo []string
 }
+
+// SharedKeys is the hub's access to the sharing keys of the nodes of one
+// member (redisstore.Sharing).
+type SharedKeys interface {
+	Lens(ctx context.Context, node string) (redisstore.ShareLens, error)
+	Lists(ctx context.Context, node string, catalog, accept bool, maxDeclined int64) (redisstore.ShareLists, error)
+	OfferedSize(ctx context.Context, node, ih string) (int64, error)
+	Offered(ctx context.Context, node, ih string) ([]byte, bool, error)
+	Deliver(ctx context.Context, node, ih string, body []byte) error
+}
+
+var _ SharedKeys = (*redisstore.Sharing)(nil)
 
 // sharesWith reports whether what p's node offers may go to a node of
 // member to.
@@ -136,7 +144,7 @@ func Share(ctx context.Context, nodes map[string]Place, lim ShareLimits) (ShareR
 				rep.refuse(RefusedOverCap)
 				continue
 			}
-			if err := nodes[n].RDB.HSet(ctx, redisstore.InboxKey(nodes[n].Prefix, n), ih, body).Err(); err != nil {
+			if err := nodes[n].Keys.Deliver(ctx, n, ih, body); err != nil {
 				failed(fmt.Errorf("share: write %s: %w", n, err))
 				continue
 			}
@@ -172,50 +180,32 @@ type shareState struct {
 // readShareState reads node n in two round trips: the lengths first, then
 // only lists within MaxCatalog (and what a node that accepts has).
 func readShareState(ctx context.Context, n string, at Place, rep *ShareReport) (*shareState, error) {
-	pipe := at.RDB.Pipeline()
-	acc := pipe.Exists(ctx, redisstore.AcceptKey(at.Prefix, n))
-	catLen := pipe.HLen(ctx, redisstore.CatalogKey(at.Prefix, n))
-	inboxLen := pipe.HLen(ctx, redisstore.InboxKey(at.Prefix, n))
-	if _, err := pipe.Exec(ctx); err != nil {
+	lens, err := at.Keys.Lens(ctx, n)
+	if err != nil {
 		return nil, err
 	}
-	st := &shareState{accept: acc.Val() == 1, has: map[string]bool{}}
-	if catLen.Val() > MaxCatalog {
+	st := &shareState{accept: lens.Accept, has: map[string]bool{}}
+	if lens.Catalog > MaxCatalog {
 		rep.refuse(RefusedCatalogLarge)
 	}
-	if inboxLen.Val() > MaxCatalog {
+	if lens.Inbox > MaxCatalog {
 		// A full inbox takes nothing more until the node empties it.
 		rep.refuse(RefusedCatalogLarge)
 		st.accept = false
 	}
-	pipe = at.RDB.Pipeline()
-	var cat, inbox, declined *redis.StringSliceCmd
-	var carried *redis.StringSliceCmd
-	if catLen.Val() > 0 && catLen.Val() <= MaxCatalog {
-		cat = pipe.HKeys(ctx, redisstore.CatalogKey(at.Prefix, n))
-	}
-	if st.accept {
-		carried = pipe.SMembers(ctx, redisstore.AllowedKey(at.Prefix, n))
-		inbox = pipe.HKeys(ctx, redisstore.InboxKey(at.Prefix, n))
-		declined = pipe.ZRevRange(ctx, redisstore.DeclinedKey(at.Prefix, n), 0, MaxDeclined-1)
-	}
-	if cat == nil && !st.accept {
-		return st, nil
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	lists, err := at.Keys.Lists(ctx, n, lens.Catalog > 0 && lens.Catalog <= MaxCatalog, st.accept, MaxDeclined)
+	if err != nil {
 		return nil, err
 	}
-	if cat != nil {
-		st.catalog = cat.Val()
-	}
+	st.catalog = lists.Catalog
 	if st.accept {
-		for _, m := range carried.Val() {
+		for _, m := range lists.Carried {
 			st.has[hex.EncodeToString([]byte(m))] = true
 		}
-		for _, k := range inbox.Val() {
+		for _, k := range lists.Inbox {
 			st.has[k] = true
 		}
-		for _, k := range declined.Val() {
+		for _, k := range lists.Declined {
 			st.has[k] = true
 		}
 	}
@@ -276,8 +266,7 @@ func (s *sources) read(ctx context.Context, f, ih string) ([]byte, error) {
 		return nil, nil
 	}
 	at := s.nodes[f]
-	key := redisstore.CatalogKey(at.Prefix, f)
-	size, err := at.RDB.HStrLen(ctx, key, ih).Result()
+	size, err := at.Keys.OfferedSize(ctx, f, ih)
 	if err != nil {
 		return nil, fmt.Errorf("share: read %s: %w", f, err)
 	}
@@ -294,13 +283,13 @@ func (s *sources) read(ctx context.Context, f, ih string) ([]byte, error) {
 		s.rep.refuse(RefusedOverCap)
 		return nil, nil
 	}
-	b, err := at.RDB.HGet(ctx, key, ih).Bytes()
-	if errors.Is(err, redis.Nil) {
-		s.bad[id] = true // withdrawn meanwhile
-		return nil, nil
-	}
+	b, ok, err := at.Keys.Offered(ctx, f, ih)
 	if err != nil {
 		return nil, fmt.Errorf("share: read %s: %w", f, err)
+	}
+	if !ok {
+		s.bad[id] = true // withdrawn meanwhile
+		return nil, nil
 	}
 	if int64(len(b)) > s.lim.MaxSize {
 		s.bad[id] = true // grew since its size was read

@@ -18,11 +18,11 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/httpapi"
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/listen"
 	"github.com/tracklink/tracklink/internal/panel"
-	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
@@ -209,10 +209,8 @@ func Load(environ []string) (Config, []string, error) {
 	// On a Redis Cluster the link rides sharded pub/sub (see link.Config).
 	c.Link.Sharded = c.RedisCluster
 	if c.PeerLifetime == 0 {
-		c.PeerLifetime = (c.Tracker.Interval + c.Tracker.IntervalJitter) * 3 / 2
+		c.PeerLifetime = c.Tracker.DefaultPeerLifetime()
 	}
-	// The link's publisher trims the node's swarm index by it.
-	c.Link.PeerLifetime = c.PeerLifetime
 	if err := c.validate(); err != nil {
 		return c, nil, err
 	}
@@ -221,10 +219,10 @@ func Load(environ []string) (Config, []string, error) {
 
 func (c Config) validate() error {
 	// "{port}" becomes the port a node takes of a range (see listen.go).
-	if err := redisstore.ValidName("TRACKER_NODE_ID", strings.ReplaceAll(c.NodeID, "{port}", "65535")); err != nil {
+	if err := bittorrent.ValidName("TRACKER_NODE_ID", strings.ReplaceAll(c.NodeID, "{port}", "65535")); err != nil {
 		return err
 	}
-	if err := redisstore.ValidName("TRACKER_REDIS_PREFIX", c.RedisPrefix); err != nil {
+	if err := bittorrent.ValidName("TRACKER_REDIS_PREFIX", c.RedisPrefix); err != nil {
 		return err
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
@@ -289,7 +287,7 @@ func (c Config) validate() error {
 			return fmt.Errorf("TRACKER_ADMIN_ADDR=%q: %v (host:port, host:first-last, or off)", c.Admin.Addr, err)
 		}
 	}
-	if err := redisstore.ValidName("TRACKER_HUB_NAME", c.HubName); err != nil {
+	if err := bittorrent.ValidName("TRACKER_HUB_NAME", c.HubName); err != nil {
 		return err
 	}
 	if c.AllowedRescan < 100*time.Millisecond || c.AllowedRescan > time.Hour {
@@ -406,8 +404,8 @@ func SanitizeNodeID(h string) string {
 			b[i] = '-'
 		}
 	}
-	if len(b) > redisstore.MaxNameLen {
-		b = b[:redisstore.MaxNameLen]
+	if len(b) > bittorrent.MaxNameLen {
+		b = b[:bittorrent.MaxNameLen]
 	}
 	if len(b) == 0 {
 		return "node"

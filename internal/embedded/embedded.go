@@ -1,6 +1,6 @@
 // Package embedded runs an in-process, Redis-compatible store (miniredis) on
 // a loopback port, for the no-setup single-node mode. The node talks to it
-// through the same go-redis client and the same functions (FCALL) as to a
+// through the same Redis client and the same functions (FCALL) as to a
 // real Redis, so there is one store implementation; miniredis lacks Redis
 // 7's functions, so this package adds them on top of its EVAL
 // (functions.go).

@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/allowed"
 	"github.com/tracklink/tracklink/internal/bittorrent"
@@ -73,6 +72,28 @@ type Relayer interface {
 }
 
 var _ Relayer = (*redisstore.Relayer)(nil)
+
+// LinkConn is a member's Redis as the hub uses it (redisstore.LinkConn):
+// the link's pub/sub, the registry of the processes heard on the member's
+// channel (procs.go), the partition leases (partitions.go).
+type LinkConn interface {
+	link.Bus
+	Procs(channel string, sharded bool) *redisstore.Procs
+	Leases(channel string, sharded bool, holder string, ttl, timeout time.Duration) *redisstore.Leases
+}
+
+var _ LinkConn = (*redisstore.LinkConn)(nil)
+
+// Registry is a member's registry of processes (redisstore.Procs): a hash
+// of fields the hub writes and reads back after a restart.
+type Registry interface {
+	All(ctx context.Context) (map[string]string, error)
+	Get(ctx context.Context, fields ...string) ([]any, error)
+	Set(ctx context.Context, fields map[string]any) error
+	Del(ctx context.Context, fields ...string) error
+}
+
+var _ Registry = (*redisstore.Procs)(nil)
 
 // MaxSeqRate bounds how fast a process's sequence numbers may advance: a
 // message whose sequence number is more than MaxSeqRate per second (plus
@@ -145,9 +166,9 @@ type Member struct {
 	// (wrong_member). Empty means any node id, and is allowed only for a
 	// network of one member (the single-Redis setup).
 	Nodes []string
-	// Link is the client of the member's link channel and of the hub's
-	// registry of its processes.
-	Link redis.UniversalClient
+	// Link is the member's Redis as the link uses it: its link channel,
+	// the hub's registry of its processes, the partition leases.
+	Link LinkConn
 	// Channel is the member's TRACKER_LINK_CHANNEL ("": the hub's);
 	// Sharded is true on a Redis Cluster (sharded pub/sub).
 	Channel string
@@ -434,7 +455,7 @@ func (h *Hub) handle(ctx context.Context, mb *member, b []byte) {
 		h.reject(link.Reason(err), nil)
 		return
 	}
-	if m.Kind == link.KindHubHeartbeat || redisstore.ValidName("node", m.Node) != nil {
+	if m.Kind == link.KindHubHeartbeat || bittorrent.ValidName("node", m.Node) != nil {
 		h.reject("malformed", nil)
 		return
 	}
@@ -815,7 +836,7 @@ func (h *Hub) Status() Status {
 // HMAC of the master key: microseconds, so no cache is needed); a name that
 // is no valid node id has none.
 func (h *Hub) nodeKey(node string) (link.Key, error) {
-	if err := redisstore.ValidName("node", node); err != nil {
+	if err := bittorrent.ValidName("node", node); err != nil {
 		return nil, err
 	}
 	return h.master.NodeKey(node), nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -151,7 +152,7 @@ func newTestHubOn(t *testing.T, channel string, rdb redis.UniversalClient, relay
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.SetMembers([]Member{{Name: "local", Link: rdb, Relay: relay, Carrier: carrier}}); err != nil {
+	if err := h.SetMembers([]Member{{Name: "local", Link: redisstore.NewLinkConn(rdb), Relay: relay, Carrier: carrier}}); err != nil {
 		t.Fatal(err)
 	}
 	h.ownAll()
@@ -181,7 +182,8 @@ func (h *testHub) persist(ctx context.Context) { h.Hub.persist(ctx, h.only()) }
 func (h *testHub) forget(ctx context.Context)  { h.Hub.forget(ctx, h.only()) }
 func (h *testHub) overdueGaps(now time.Time)   { h.Hub.overdueGaps(h.only(), now) }
 func (h *testHub) registry() ([]string, error) {
-	return h.only().Link.HKeys(context.Background(), h.only().procsKey()).Result()
+	all, err := h.only().procs.All(context.Background())
+	return slices.Collect(maps.Keys(all)), err
 }
 
 func newChannel() string { return fmt.Sprintf("hubtest%d", channelSeq.Add(1)) }

@@ -42,6 +42,7 @@ type member struct {
 	// member's Redis, used when it is the lease member.
 	follows map[int]context.CancelFunc
 	leases  Leaser
+	procs   Registry // the member's registry of processes (procsKey)
 }
 
 // setUp records whether the hub is subscribed to the member's channel.
@@ -148,7 +149,7 @@ func (h *Hub) newMember(m Member) *member {
 	lc.Sharded = m.Sharded
 	mb := &member{Member: m, cfg: lc, ep: link.NewEndpoint(lc, h.cfg.Name, m.Link, h.sign), nodes: map[string]bool{},
 		carrier: m.Carrier, queue: make(chan relayJob, h.cfg.Backlog), follows: map[int]context.CancelFunc{},
-		leases: redisstore.NewLeases(m.Link, lc.Channel, lc.Sharded, h.holder, h.cfg.LeaseTTL, leaseTimeout)}
+		leases: m.Link.Leases(lc.Channel, lc.Sharded, h.holder, h.cfg.LeaseTTL, leaseTimeout), procs: m.Link.Procs(lc.Channel, lc.Sharded)}
 	if mb.carrier == nil {
 		mb.carrier = everything{}
 	}
@@ -328,7 +329,7 @@ func (k procKey) field() string { return k.String() }
 func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	m, err := mb.Link.HGetAll(ctx, mb.procsKey()).Result()
+	m, err := mb.procs.All(ctx)
 	if err != nil {
 		return err
 	}
@@ -362,7 +363,7 @@ func (h *Hub) loadProcs(ctx context.Context, mb *member) error {
 		}
 	}
 	if len(stale) > 0 {
-		return mb.Link.HDel(ctx, mb.procsKey(), stale...).Err()
+		return mb.procs.Del(ctx, stale...)
 	}
 	return nil
 }
@@ -387,7 +388,7 @@ func (h *Hub) forget(ctx context.Context, mb *member) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := mb.Link.HDel(ctx, mb.procsKey(), gone...).Err(); err != nil {
+	if err := mb.procs.Del(ctx, gone...); err != nil {
 		h.errLog.Log(slog.LevelWarn, "could not forget silent processes", "member", mb.Name, "err", err)
 	}
 }
@@ -420,7 +421,7 @@ func (h *Hub) persist(ctx context.Context, mb *member) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := mb.Link.HSet(ctx, mb.procsKey(), fields).Err(); err != nil {
+	if err := mb.procs.Set(ctx, fields); err != nil {
 		h.errLog.Log(slog.LevelWarn, "could not record process states", "member", mb.Name, "err", err)
 		h.mu.Lock()
 		h.eachProc(func(k procKey, st *procState) {

@@ -55,7 +55,7 @@ func newNetwork(t *testing.T, backlog int, members map[string][]string) *network
 		if err != nil {
 			t.Fatal(err)
 		}
-		ms = append(ms, Member{Name: name, Nodes: nodes, Link: rdb, Relay: relay})
+		ms = append(ms, Member{Name: name, Nodes: nodes, Link: redisstore.NewLinkConn(rdb), Relay: relay})
 		for _, node := range nodes {
 			c := n.scfg
 			c.NodeID = node
@@ -217,11 +217,11 @@ func TestSetMembersWhileRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := n.member("a").Member
-	b := Member{Name: "b", Nodes: []string{"b1"}, Link: rdb, Relay: relay}
-	if err := n.SetMembers([]Member{a, b, {Name: "c", Nodes: []string{"b1"}, Link: rdb, Relay: relay}}); err == nil {
+	b := Member{Name: "b", Nodes: []string{"b1"}, Link: redisstore.NewLinkConn(rdb), Relay: relay}
+	if err := n.SetMembers([]Member{a, b, {Name: "c", Nodes: []string{"b1"}, Link: redisstore.NewLinkConn(rdb), Relay: relay}}); err == nil {
 		t.Fatal("a node id in two members accepted")
 	}
-	if err := n.SetMembers([]Member{a, {Name: "d", Link: rdb, Relay: relay}}); err == nil {
+	if err := n.SetMembers([]Member{a, {Name: "d", Link: redisstore.NewLinkConn(rdb), Relay: relay}}); err == nil {
 		t.Fatal("a member without node ids accepted beside another")
 	}
 	for _, to := range []string{"nobody", "a"} {
@@ -295,7 +295,7 @@ func TestPrivateTorrentsNeedConsent(t *testing.T) {
 	var ms []Member
 	for _, name := range []string{"ann", "bo", "cy"} {
 		m := n.member(name).Member
-		m.Carrier = allowed.NewCarrier(n.rdb[name], n.scfg.Prefix, time.Hour)
+		m.Carrier = allowed.NewCarrier(redisstore.NewCarriedSets(n.rdb[name], n.scfg.Prefix), time.Hour)
 		ms = append(ms, m)
 	}
 	if err := n.SetMembers(ms); err != nil {

@@ -41,7 +41,7 @@ func newRelayNet(t *testing.T, sharded bool, ms ...netMember) *relayNet {
 	t.Helper()
 	n := &relayNet{t: t, stores: map[string]*redisstore.Store{}, nodes: map[string]*link.Node{},
 		lcfg: link.Config{Password: password, Channel: newChannel(), Heartbeat: 100 * time.Millisecond, Flush: time.Millisecond,
-			Queue: 4096, MaxSkew: 5 * time.Second, Partitions: testPartitions, Sharded: sharded, PeerLifetime: time.Minute}}
+			Queue: 4096, MaxSkew: 5 * time.Second, Partitions: testPartitions, Sharded: sharded}}
 	scfg := redisstore.Config{Prefix: newChannel(), PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: 3 * time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	var running []chan struct{}
@@ -56,7 +56,7 @@ func newRelayNet(t *testing.T, sharded bool, ms ...netMember) *relayNet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mb := Member{Name: m.name, Link: m.rdb, Relay: relay, Sharded: sharded}
+		mb := Member{Name: m.name, Link: redisstore.NewLinkConn(m.rdb), Relay: relay, Sharded: sharded}
 		if len(ms) > 1 {
 			mb.Nodes = m.nodes
 		}
@@ -67,7 +67,7 @@ func newRelayNet(t *testing.T, sharded bool, ms ...netMember) *relayNet {
 			if n.stores[node], err = redisstore.New(m.rdb, c); err != nil {
 				t.Fatal(err)
 			}
-			ln, err := link.NewNode(n.lcfg, node, scfg.Prefix, m.rdb, m.rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			ln, err := link.NewNode(n.lcfg, node, redisstore.NewLinkConn(m.rdb), redisstore.NewNodeIndex(m.rdb, scfg.Prefix, scfg.PeerLifetime), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 			if err != nil {
 				t.Fatal(err)
 			}

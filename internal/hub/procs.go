@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
 // The process registry: what the hub knows of each process of each node
@@ -188,7 +188,7 @@ func (h *Hub) processState(st *procState, now time.Time) string {
 // lie ahead of now beyond the skew, is an error.
 func parseProc(field, v string, mb *member, now time.Time, skew time.Duration) (procKey, *procState, error) {
 	node, sess, ok := strings.Cut(field, "/")
-	if !ok || redisstore.ValidName("node", node) != nil || len(sess) != 16 {
+	if !ok || bittorrent.ValidName("node", node) != nil || len(sess) != 16 {
 		return procKey{}, nil, fmt.Errorf("process %q: not <node>/<session>", field)
 	}
 	session, err := strconv.ParseUint(sess, 16, 64)

@@ -336,9 +336,9 @@ func unionOf(read [][][]bittorrent.PeerChange, k int, skip map[int]bool) map[str
 			continue
 		}
 		for _, c := range swarms[k] {
-			// The newest of each peer wins; at the same millisecond a
-			// stop does (as apply.lua has it).
-			if old, ok := u[c.Peer]; !ok || c.Seen > old.Seen || c.Seen == old.Seen && c.Op == bittorrent.OpStopped {
+			// The store's one rule (as apply.lua has it): the newest
+			// wins, at the same millisecond a stop, then the higher class.
+			if old, ok := u[c.Peer]; !ok || redisstore.Supersedes(c, old) {
 				u[c.Peer] = c
 			}
 		}

@@ -168,7 +168,7 @@ func (h *Hub) loadStreams(ctx context.Context, mb *member, p int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	vals, err := mb.Link.HMGet(ctx, mb.procsKey(), fields...).Result()
+	vals, err := mb.procs.Get(ctx, fields...)
 	if err != nil {
 		return err
 	}

@@ -9,10 +9,28 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
+
+// Bus is the pub/sub the link runs on (redisstore.LinkConn): Publish
+// publishes a payload on a channel (sharded: on a Redis Cluster, at the
+// shard of its slot); Subscribe subscribes to channels and, once the
+// subscription is confirmed, returns receive, which waits up to timeout for
+// the next message (ok false: something that is not a message came; a
+// timeout is an error whose Timeout() is true), and close, which ends it.
+type Bus interface {
+	Publish(ctx context.Context, channel string, sharded bool, payload []byte) error
+	Subscribe(ctx context.Context, sharded bool, channels ...string) (receive ReceiveFunc, close func() error, err error)
+}
+
+// ReceiveFunc waits for the next message of a subscription (Bus).
+type ReceiveFunc = func(ctx context.Context, timeout time.Duration) (channel string, payload []byte, ok bool, err error)
+
+// subscription is one subscription made on a Bus.
+type subscription struct {
+	receive ReceiveFunc
+	close   func() error
+}
 
 // Endpoint is one side's connection to the link, the same for a node and
 // the hub: it owns the process's session and sequence numbers, signs and
@@ -22,7 +40,7 @@ import (
 type Endpoint struct {
 	cfg  Config
 	name string
-	rdb  redis.UniversalClient
+	bus  Bus
 	sign func(*Message) ([]byte, error)
 
 	session atomic.Uint64
@@ -33,9 +51,9 @@ type Endpoint struct {
 }
 
 // NewEndpoint returns the endpoint of name (a node id or the hub's name) on
-// rdb, which signs what it publishes with sign. It starts nothing.
-func NewEndpoint(cfg Config, name string, rdb redis.UniversalClient, sign func(*Message) ([]byte, error)) *Endpoint {
-	e := &Endpoint{cfg: cfg, name: name, rdb: rdb, sign: sign, reset: make(chan struct{}, 1), seqs: map[uint16]uint64{}}
+// bus, which signs what it publishes with sign. It starts nothing.
+func NewEndpoint(cfg Config, name string, bus Bus, sign func(*Message) ([]byte, error)) *Endpoint {
+	e := &Endpoint{cfg: cfg, name: name, bus: bus, sign: sign, reset: make(chan struct{}, 1), seqs: map[uint16]uint64{}}
 	e.session.Store(NewSession())
 	return e
 }
@@ -93,11 +111,7 @@ func (e *Endpoint) publish(ctx context.Context, channel string, version uint8, s
 	if err != nil {
 		return err
 	}
-	publish := e.rdb.Publish
-	if e.cfg.Sharded {
-		publish = e.rdb.SPublish
-	}
-	if err := publish(ctx, channel, b).Err(); err != nil {
+	if err := e.bus.Publish(ctx, channel, e.cfg.Sharded, b); err != nil {
 		e.seqMu.Lock()
 		e.session.Store(NewSession())
 		clear(e.seqs)
@@ -152,14 +166,14 @@ type Listener struct {
 func (e *Endpoint) Listen(ctx context.Context, l Listener, channels ...string) {
 	first := true
 	for ctx.Err() == nil {
-		ps := subscribe(ctx, e.rdb, e.cfg.Sharded, l.Down, channels...)
+		ps := subscribe(ctx, e.bus, e.cfg.Sharded, l.Down, channels...)
 		if ps == nil {
 			return
 		}
 		l.Subscribed(first)
 		first = false
 		reason := e.receive(ctx, ps, time.Now(), l)
-		ps.Close()
+		ps.close()
 		if ctx.Err() != nil {
 			return
 		}
@@ -176,14 +190,14 @@ func (e *Endpoint) Listen(ctx context.Context, l Listener, channels ...string) {
 func (e *Endpoint) Follow(ctx context.Context, channel string, handle func(payload []byte), down func(error), subscribed func(first bool)) {
 	first := true
 	for ctx.Err() == nil {
-		ps := subscribe(ctx, e.rdb, e.cfg.Sharded, down, channel)
+		ps := subscribe(ctx, e.bus, e.cfg.Sharded, down, channel)
 		if ps == nil {
 			return
 		}
 		subscribed(first)
 		first = false
 		for {
-			msg, err := ps.ReceiveTimeout(ctx, e.cfg.Heartbeat)
+			_, payload, ok, err := ps.receive(ctx, e.cfg.Heartbeat)
 			if ctx.Err() != nil {
 				break
 			}
@@ -194,22 +208,22 @@ func (e *Endpoint) Follow(ctx context.Context, channel string, handle func(paylo
 					break
 				}
 			}
-			if m, ok := msg.(*redis.Message); ok {
-				handle([]byte(m.Payload))
+			if ok {
+				handle(payload)
 			}
 		}
-		ps.Close()
+		ps.close()
 	}
 }
 
-func (e *Endpoint) receive(ctx context.Context, ps *redis.PubSub, subscribed time.Time, l Listener) string {
+func (e *Endpoint) receive(ctx context.Context, ps *subscription, subscribed time.Time, l Listener) string {
 	for {
 		select {
 		case <-e.reset:
 			return "reset by operator"
 		default:
 		}
-		msg, err := ps.ReceiveTimeout(ctx, e.cfg.Heartbeat)
+		channel, payload, ok, err := ps.receive(ctx, e.cfg.Heartbeat)
 		if ctx.Err() != nil {
 			return "stopping"
 		}
@@ -220,8 +234,8 @@ func (e *Endpoint) receive(ctx context.Context, ps *redis.PubSub, subscribed tim
 				return "subscription error: " + err.Error()
 			}
 		}
-		if m, ok := msg.(*redis.Message); ok {
-			l.Handle(m.Channel, []byte(m.Payload))
+		if ok {
+			l.Handle(channel, payload)
 		}
 		last := max(e.alive.Load(), subscribed.UnixMilli())
 		if time.Since(time.UnixMilli(last)) > 3*e.cfg.Heartbeat {
@@ -236,19 +250,13 @@ func (e *Endpoint) receive(ctx context.Context, ps *redis.PubSub, subscribed tim
 // returns nil). One attempt a second costs a Redis that is down nothing,
 // and the link is back within a second of Redis (after a restart, or a
 // Redis Cluster's failover).
-func subscribe(ctx context.Context, rdb redis.UniversalClient, sharded bool, failed func(error), channels ...string) *redis.PubSub {
+func subscribe(ctx context.Context, bus Bus, sharded bool, failed func(error), channels ...string) *subscription {
 	backoff := 100 * time.Millisecond
-	sub := rdb.Subscribe
-	if sharded {
-		sub = rdb.SSubscribe
-	}
 	for ctx.Err() == nil {
-		ps := sub(ctx, channels...)
-		_, err := ps.Receive(ctx)
+		receive, close, err := bus.Subscribe(ctx, sharded, channels...)
 		if err == nil {
-			return ps
+			return &subscription{receive: receive, close: close}
 		}
-		ps.Close()
 		if ctx.Err() != nil {
 			break
 		}

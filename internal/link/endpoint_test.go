@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/testkit"
 )
 
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 func testEndpoint(t *testing.T, rdb redis.UniversalClient) *Endpoint {
 	cfg := Config{Channel: "eptest", Heartbeat: 50 * time.Millisecond, MaxSkew: time.Second}
 	sign := func(m *Message) ([]byte, error) { return []byte(m.Node), nil }
-	return NewEndpoint(cfg, "n1", rdb, sign)
+	return NewEndpoint(cfg, "n1", redisstore.NewLinkConn(rdb), sign)
 }
 
 // TestEndpointListen: a subscription without a sign of life for three
@@ -129,7 +130,7 @@ func TestNodeDropsChangesTooOldToSend(t *testing.T) {
 	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Password: "a link password of the tests", Channel: "freshtest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16, MaxSkew: 4 * time.Second}
 	reg := prometheus.NewRegistry()
-	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	n, err := NewNode(cfg, "node1", redisstore.NewLinkConn(rdb), redisstore.NewNodeIndex(rdb, "tl", 0), slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func TestNodeDropsChangesTooOldToSend(t *testing.T) {
 func TestNodeStatusSaysWhenRemade(t *testing.T) {
 	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Password: "a link password of the tests", Channel: "remadetest", Heartbeat: 100 * time.Millisecond, Flush: time.Millisecond, Queue: 16, MaxSkew: 4 * time.Second}
-	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	n, err := NewNode(cfg, "node1", redisstore.NewLinkConn(rdb), redisstore.NewNodeIndex(rdb, "tl", 0), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func TestNodePublishesByPartition(t *testing.T) {
 	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Password: "a link password of the tests", Channel: "parttest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16,
 		MaxSkew: 4 * time.Second, Partitions: 4}
-	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	n, err := NewNode(cfg, "node1", redisstore.NewLinkConn(rdb), redisstore.NewNodeIndex(rdb, "tl", 0), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +260,7 @@ func TestNodeSaysByeAtAStop(t *testing.T) {
 	rdb := testkit.SharedRedis(t).Client(t)
 	cfg := Config{Password: "a link password of the tests", Channel: "byetest", Heartbeat: time.Second, Flush: time.Millisecond, Queue: 16,
 		MaxSkew: 4 * time.Second, Partitions: 4}
-	n, err := NewNode(cfg, "node1", "tl", rdb, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	n, err := NewNode(cfg, "node1", redisstore.NewLinkConn(rdb), redisstore.NewNodeIndex(rdb, "tl", 0), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/logsample"
-	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
 // Config is the link's part of the configuration, shared by nodes and the hub.
@@ -56,10 +54,21 @@ type Config struct {
 	// hash, over the hubs that run (partition.go); the same on every node
 	// and hub of a network (0: DefaultPartitions).
 	Partitions int `env:"LINK_PARTITIONS" envDefault:"16"`
-	// PeerLifetime is the node's peer lifetime: its swarm index's writes
-	// trim entries older than it (plus a slack). Set from
-	// TRACKER_PEER_LIFETIME; 0: the node never trims its index.
-	PeerLifetime time.Duration
+}
+
+// MaxChannelLen bounds a link channel's name.
+const MaxChannelLen = 128
+
+// ValidChannel checks a link channel's name (TRACKER_LINK_CHANNEL, a
+// member's "channel", tracker acl's -channel), the one rule for them: 1
+// to MaxChannelLen characters, no braces (the name goes into hash tags),
+// blanks or glob characters (it goes into ACL patterns). The error reads
+// after the name of what is checked.
+func ValidChannel(name string) error {
+	if name == "" || len(name) > MaxChannelLen || strings.ContainsAny(name, "{} \t\r\n*?[]") {
+		return fmt.Errorf("must be 1 to %d characters, without braces, blanks or glob characters", MaxChannelLen)
+	}
+	return nil
 }
 
 // Enabled reports whether the link is on.
@@ -91,8 +100,8 @@ func (c Config) Validate() error {
 		if _, err := ParseHubKey(c.HubKey); err != nil {
 			return fmt.Errorf("TRACKER_LINK_HUB_KEY: %w", err)
 		}
-	case c.Channel == "" || len(c.Channel) > 128 || strings.ContainsAny(c.Channel, "{} \t\r\n*?[]"):
-		return errors.New("TRACKER_LINK_CHANNEL must be 1 to 128 characters, without braces, blanks or glob characters")
+	case ValidChannel(c.Channel) != nil:
+		return fmt.Errorf("TRACKER_LINK_CHANNEL %w", ValidChannel(c.Channel))
 	case c.Heartbeat < 50*time.Millisecond || c.Heartbeat > time.Minute:
 		return errors.New("TRACKER_LINK_HEARTBEAT must be from 50ms to 1m")
 	case c.Flush < 0 || c.Flush > time.Second:
@@ -133,10 +142,8 @@ const (
 type Node struct {
 	cfg      Config
 	id       string
-	prefix   string
 	creds    Credentials
 	ep       *Endpoint
-	store    redis.UniversalClient // holds the keyspace (the swarm index)
 	queue    chan bittorrent.PeerChange
 	helloReq chan struct{}
 	log      *slog.Logger
@@ -152,21 +159,26 @@ type Node struct {
 	// once per redisstore.IndexRefresh, written by its own goroutine, off
 	// the publish path: a slow or paused shard holding a part of the index
 	// delays the index, never the link.
-	idx *redisstore.Indexer
+	idx Index
 }
 
-// indexQueue bounds the index writes waiting for Redis; beyond it a batch's
-// entries are left unwritten and written with a later change.
-const indexQueue = 64
+// Index is the node's swarm index (redisstore.NodeIndex, its one writer
+// on the node): Queue queues the entries changes make due, and reports
+// false when its queue is full (they are written with a later change);
+// Run writes what is queued until done closes.
+type Index interface {
+	Queue(node string, changes ...bittorrent.PeerChange) bool
+	Run(ctx context.Context, done <-chan struct{}, failed func(error))
+}
 
 type nodeMetrics struct {
 	changes, dropped, stale, publishErrs, splits, resets prometheus.Counter
 	rejected                                             *prometheus.CounterVec
 }
 
-// NewNode returns the link of node id. link carries the channel, store holds
-// the node's keyspace (they may be the same client). It starts nothing.
-func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
+// NewNode returns the link of node id. bus carries the channel; index is
+// the node's swarm index, which the node's Run writes. It starts nothing.
+func NewNode(cfg Config, id string, bus Bus, index Index, log *slog.Logger, reg prometheus.Registerer) (*Node, error) {
 	if !cfg.Enabled() {
 		return nil, errors.New("link: no TRACKER_LINK_PASSWORD or TRACKER_LINK_KEY, no link")
 	}
@@ -179,11 +191,11 @@ func NewNode(cfg Config, id, prefix string, link, store redis.UniversalClient, l
 	}
 	log = log.With("link_node", id)
 	n := &Node{
-		cfg: cfg, id: id, prefix: prefix, creds: creds, store: store,
-		ep:       NewEndpoint(cfg, id, link, func(m *Message) ([]byte, error) { return EncodeUp(creds.Node, m) }),
+		cfg: cfg, id: id, creds: creds,
+		ep:       NewEndpoint(cfg, id, bus, func(m *Message) ([]byte, error) { return EncodeUp(creds.Node, m) }),
 		queue:    make(chan bittorrent.PeerChange, cfg.Queue),
 		helloReq: make(chan struct{}, 1), log: log, errLog: logsample.New(log, 10*time.Second),
-		hubSeqs: map[string]uint64{}, idx: redisstore.NewIndexer(store, prefix, indexQueue, cfg.PeerLifetime),
+		hubSeqs: map[string]uint64{}, idx: index,
 	}
 	n.subState.Store(StateDown)
 	c := func(name, help string) prometheus.Counter {

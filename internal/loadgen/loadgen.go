@@ -23,7 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
 // Config of one run.
@@ -166,17 +166,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}()
 
-	var rdb *redis.Client
+	var rdb RedisStats
 	res := Result{RoundTrips: -1, NewRedisConns: -1, BytesPerPeer: -1}
 	if cfg.Redis != "" {
-		rdb = redis.NewClient(&redis.Options{Addr: cfg.Redis})
-		defer rdb.Close()
+		st := redisstore.DialStats(cfg.Redis)
+		defer st.Close()
+		rdb = st
 	}
 
 	// Fill: every peer announces once, so each swarm holds cfg.Peers peers.
 	var memBefore int64
 	if rdb != nil {
-		memBefore = info(ctx, rdb, "memory", "used_memory")
+		memBefore = rdb.Info(ctx, "memory", "used_memory")
 	}
 	total := cfg.Torrents * cfg.Peers
 	var next atomic.Int64
@@ -203,15 +204,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res.FilledPeers = total
 	if rdb != nil {
-		res.BytesPerPeer = float64(info(ctx, rdb, "memory", "used_memory")-memBefore) / float64(total)
+		res.BytesPerPeer = float64(rdb.Info(ctx, "memory", "used_memory")-memBefore) / float64(total)
 	}
 
 	// Measure.
 	var connsBefore int64
 	var cpuBefore float64
 	if rdb != nil {
-		connsBefore = info(ctx, rdb, "stats", "total_connections_received")
-		cpuBefore = RedisCPU(ctx, rdb)
+		connsBefore = rdb.Info(ctx, "stats", "total_connections_received")
+		cpuBefore = rdb.CPU(ctx)
 	}
 	metricsErr := errors.New("no metrics URL")
 	var rtBefore, annBefore, cpuNodeBefore float64
@@ -287,9 +288,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.Max = all[len(all)-1]
 	}
 	if rdb != nil {
-		res.NewRedisConns = info(ctx, rdb, "stats", "total_connections_received") - connsBefore
+		res.NewRedisConns = rdb.Info(ctx, "stats", "total_connections_received") - connsBefore
 		if res.Announces > 0 {
-			res.RedisCPU = time.Duration((RedisCPU(ctx, rdb) - cpuBefore) / float64(res.Announces) * 1e9)
+			res.RedisCPU = time.Duration((rdb.CPU(ctx) - cpuBefore) / float64(res.Announces) * 1e9)
 		}
 	}
 	if metricsErr == nil {
@@ -424,34 +425,11 @@ func do(ctx context.Context, hc *http.Client, u string) error {
 	return nil
 }
 
-func info(ctx context.Context, rdb *redis.Client, section, field string) int64 {
-	s, err := rdb.Info(ctx, section).Result()
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	return 0
+// RedisStats is the figures the load generator reads of the Redis under
+// load (redisstore.Stats).
+type RedisStats interface {
+	Info(ctx context.Context, section, field string) int64
+	CPU(ctx context.Context) float64
 }
 
-// RedisCPU returns the CPU seconds Redis has used so far (user + system).
-func RedisCPU(ctx context.Context, rdb *redis.Client) float64 {
-	s, err := rdb.Info(ctx, "cpu").Result()
-	if err != nil {
-		return 0
-	}
-	var total float64
-	for _, line := range strings.Split(s, "\r\n") {
-		for _, f := range []string{"used_cpu_user:", "used_cpu_sys:"} {
-			if v, ok := strings.CutPrefix(line, f); ok {
-				x, _ := strconv.ParseFloat(v, 64)
-				total += x
-			}
-		}
-	}
-	return total
-}
+var _ RedisStats = (*redisstore.Stats)(nil)

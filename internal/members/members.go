@@ -13,7 +13,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/link"
 )
 
 // File is the members file, as JSON.
@@ -118,7 +119,7 @@ func Check(rs []Roster, nodes bool) error {
 		bad := func(format string, a ...any) error {
 			return fmt.Errorf("member %d (%q): %s", i+1, m.Name, fmt.Sprintf(format, a...))
 		}
-		if err := redisstore.ValidName("name", m.Name); err != nil {
+		if err := bittorrent.ValidName("name", m.Name); err != nil {
 			return bad("%v", err)
 		}
 		if names[m.Name] {
@@ -129,7 +130,7 @@ func Check(rs []Roster, nodes bool) error {
 			return bad("\"nodes\" must list the member's node ids (with more than one member, each lists the node ids it speaks for)")
 		}
 		for _, n := range m.Nodes {
-			if err := redisstore.ValidName("node id", n); err != nil {
+			if err := bittorrent.ValidName("node id", n); err != nil {
 				return bad("%v", err)
 			}
 			if o, ok := owner[n]; ok {
@@ -161,11 +162,11 @@ func (m Entry) checkRedis(seen map[string]bool) error {
 		return fmt.Errorf("\"redis_cert_file\" and \"redis_key_file\" go together")
 	}
 	if m.Prefix != "" {
-		if err := redisstore.ValidName("prefix", m.Prefix); err != nil {
+		if err := bittorrent.ValidName("prefix", m.Prefix); err != nil {
 			return err
 		}
 	}
-	if m.Channel != "" && strings.ContainsAny(m.Channel, " \t\n*?[]{}") {
+	if m.Channel != "" && link.ValidChannel(m.Channel) != nil {
 		return fmt.Errorf("\"channel\" must be a plain channel name")
 	}
 	// Two members on one Redis and one channel would each hear the

@@ -64,7 +64,7 @@ func newNodePanel(t *testing.T) *nodeFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := allowed.New(rdb, "tl", "n1", t.TempDir(), time.Minute, slog.New(slog.DiscardHandler))
+	set, err := allowed.New(redisstore.NewAllowedKeys(rdb, "tl", "n1"), t.TempDir(), time.Minute, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

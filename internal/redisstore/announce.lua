@@ -43,8 +43,8 @@
 --        more here than in the node.
 local ttl, cttl, cutoff = ARGV[1], ARGV[2], tonumber(ARGV[3])
 -- Per class: live range (lower bound from the node, band end).
-local LIVE = { L = { ARGV[4], '(4398046511104' }, P = { ARGV[5], '(8796093022208' }, S = { ARGV[6], '(13194139533312' } }
-local GONE = { { '0', ARGV[7] }, { '4398046511104', ARGV[8] }, { '8796093022208', ARGV[9] } }
+local LIVE = { [BANDS[1][1]] = { ARGV[4], BANDS[1][3] }, [BANDS[2][1]] = { ARGV[5], BANDS[2][3] }, [BANDS[3][1]] = { ARGV[6], BANDS[3][3] } }
+local GONE = { { BANDS[1][2], ARGV[7] }, { BANDS[2][2], ARGV[8] }, { BANDS[3][2], ARGV[9] } }
 -- A swarm of at most SMALL members is answered whole (the node picks
 -- numwant of them at random); a larger one is sampled.
 local SMALL = 32
@@ -140,7 +140,7 @@ local function sample(M, sw, card, op, nS, nL, nP, k, r)
   if sw.b then
     -- Each class's share of k in proportion to its count, as below; a
     -- bucketed swarm holds live members only.
-    if op ~= 'L' then
+    if op ~= LEECHER then
       sampleBuckets(sw, BANDS[1], nL, k, r, add)
       return nL <= k, card
     end
@@ -153,14 +153,14 @@ local function sample(M, sw, card, op, nS, nL, nP, k, r)
   if card <= SMALL or total <= k then
     -- All of them: a read cannot tell expired members, so they are
     -- trimmed first when there are any.
-    if op == 'L' then
+    if op == LEECHER then
       if card > total then
         trim(M)
         card = total
       end
       add(redis.call('ZRANGE', M, '0', '-1'))
     elseif nL > 0 then
-      add(redis.call('ZRANGE', M, LIVE.L[1], LIVE.L[2], 'BYSCORE'))
+      add(redis.call('ZRANGE', M, LIVE[LEECHER][1], LIVE[LEECHER][2], 'BYSCORE'))
     end
     return true, card
   end
@@ -173,7 +173,7 @@ local function sample(M, sw, card, op, nS, nL, nP, k, r)
   if card > total then
     card = card - redis.call('ZREMRANGEBYSCORE', M, GONE[1][1], GONE[1][2])
   end
-  if op ~= 'L' then
+  if op ~= LEECHER then
     window(M, 0, nL, k, r)
     return nL <= k, card
   end
@@ -183,173 +183,159 @@ local function sample(M, sw, card, op, nS, nL, nP, k, r)
   if kP > 0 then
     -- Partial seeds by score, as their ranks are not known.
     local off = math.floor(r / 65536) % nP
-    add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', num(off), num(kP)))
+    add(redis.call('ZRANGE', M, LIVE[PARTIAL][1], LIVE[PARTIAL][2], 'BYSCORE', 'LIMIT', num(off), num(kP)))
     if off + kP > nP then
-      add(redis.call('ZRANGE', M, LIVE.P[1], LIVE.P[2], 'BYSCORE', 'LIMIT', '0', num(off + kP - nP)))
+      add(redis.call('ZRANGE', M, LIVE[PARTIAL][1], LIVE[PARTIAL][2], 'BYSCORE', 'LIMIT', '0', num(off + kP - nP)))
     end
   end
   return false, card
 end
 
-local function announce(M, C, K, X, score, m, flags, want, bind)
-  local op, completed, fam, create = string.sub(flags, 1, 1), string.sub(flags, 2, 2), string.sub(flags, 3, 3), string.sub(flags, 4, 4)
-  -- Expired peers leave by score: they are counted and sampled out by
-  -- it, and trimmed when a peer joins a large swarm or when a reply
-  -- would carry them (never on a plain re-announce, the common case);
-  -- and the set's TTL is its youngest member's expiry, so a set of
-  -- expired members only is gone. No sweeps. A bucketed swarm holds
-  -- live members only once opened (see swarm.lua).
-  local card = redis.call('ZCARD', M)
-  local sw = open(M, card, cutoff, GONE, ttl)
-  card = sw.card
+-- The steps of one announce, in the order announce takes them.
 
-  -- At the node's cap on new swarms, a swarm with no live peer is not
-  -- started. Checked only then.
-  if create == '0' and op ~= 'X' then
-    local none
-    if sw.b then
-      none = sw.S + sw.L + sw.P == 0
-    else
-      none = card == 0 or count(M, 'S') + count(M, 'L') + count(M, 'P') == 0
-    end
-    if none then
-      refuse(-1)
-      return
-    end
-  end
-
-  -- A peer's key binds it while it is live here: a change sent with
-  -- another key, or none, is refused. A binding left by a peer that
-  -- expired binds nothing and is replaced.
-  local kd, bound = nil, false
-  if bind ~= '' then
-    kd = string.sub(bind, 2)
-    bound = redis.call('HGET', K, m)
-    if bound and bound ~= kd and live(sw, m) then
-      refuse(-2)
-      return
-    end
-  end
-
-  local key = where(sw, m)
-  -- A bucketed swarm keeps counts, so it reads the peer's score first.
-  local old = false
+-- noneLive reports whether swarm sw (set M, card members) has no live
+-- peer: at the node's cap on new swarms (create "0"), an announce to such
+-- a swarm would start it, and is refused. Checked only then.
+local function noneLive(M, sw, card)
   if sw.b then
-    old = redis.call('ZSCORE', key, m)
+    return sw[SEEDER] + sw[LEECHER] + sw[PARTIAL] == 0
+  end
+  return card == 0 or count(M, SEEDER) + count(M, LEECHER) + count(M, PARTIAL) == 0
+end
+
+-- binding reads peer m's key binding in K, for an announce that carries
+-- one (bind not ""): a peer's key binds it while it is live here, so a
+-- change sent with another key, or none, is refused. A binding left by a
+-- peer that expired binds nothing and is replaced. Returns the announce's
+-- key digest, the binding held (false: none), and whether the announce
+-- is refused.
+local function binding(sw, K, m, bind)
+  local kd = string.sub(bind, 2)
+  local bound = redis.call('HGET', K, m)
+  return kd, bound, bound and bound ~= kd and live(sw, m)
+end
+
+-- stop removes peer m (score old, in key) of swarm sw and remembers the
+-- stop in X, as the hub's relays remember it elsewhere: a resync that finds
+-- an older copy of the peer on another node applies this stop there
+-- instead of bringing the peer back here. A stop of a peer not held
+-- writes nothing, so stops cannot grow the keyspace. Returns the set's
+-- number of members after.
+local function stop(sw, key, X, m, old, score, card)
+  if redis.call('ZREM', key, m) > 0 then
+    card = card - 1
+    if sw.b then
+      moved(sw, m, old, nil)
+    end
+    redis.call('ZREMRANGEBYSCORE', X, '-inf', ARGV[3])
+    redis.call('ZADD', X, score, m)
+    redis.call('EXPIRE', X, ttl)
+  end
+  return card
+end
+
+-- wasSeeder reports whether peer m (score old, for a bucketed swarm) is
+-- a live seeder already: a repeated event=completed from it is not
+-- counted again.
+local function wasSeeder(sw, m, old)
+  if sw.b then
+    return old and class(old) == SEEDER
+  end
+  local alive, c = live(sw, m)
+  return alive and c == SEEDER
+end
+
+-- join writes peer m with score (class op) into key of swarm sw (old: its
+-- score there, false if absent), trims and splits a set that a join makes
+-- large, keeps the TTLs, and counts a completion once per live peer.
+-- Returns the set's number of members after, 1 for a new member, and 1
+-- when a completion was counted.
+local function join(sw, M, C, key, m, old, score, op, completed, card)
+  local was = op == SEEDER and completed == '1' and wasSeeder(sw, m, old)
+  -- One ZADD moves a peer that changed class too: it updates the score.
+  local new = put(sw, key, m, score, old, ttl)
+  if not sw.b then
+    card = card + new
+    if new == 1 and card > SMALL then
+      -- A join trims; a set that still reaches BUCKET is split.
+      trim(M)
+      card = redis.call('ZCARD', M)
+      if card >= BUCKET then
+        bucketize(sw, ttl)
+        card = 0
+      end
+    end
+  end
+  -- The set, or the buckets hash (a bucket got its TTL in put).
+  if sw.b then
+    redis.call('EXPIRE', sw.N, ttl)
+  else
+    redis.call('EXPIRE', M, ttl)
   end
   local counted = 0
-  local new = 0
-  if op == 'X' then
-    -- The stop of a peer held is remembered here too, as the hub's relays
-    -- remember it elsewhere: a resync that finds an older copy of the peer
-    -- on another node applies this stop there instead of bringing the peer
-    -- back here. A stop of a peer not held writes nothing, so stops cannot
-    -- grow the keyspace.
-    if redis.call('ZREM', key, m) > 0 then
-      card = card - 1
-      if sw.b then
-        moved(sw, m, old, nil)
-      end
-      redis.call('ZREMRANGEBYSCORE', X, '-inf', ARGV[3])
-      redis.call('ZADD', X, score, m)
-      redis.call('EXPIRE', X, ttl)
+  if op == SEEDER then
+    if completed == '1' and not was then
+      redis.call('INCR', C)
+      counted = 1
     end
-  else
-    -- A completion counts once per live peer: a repeated event=completed
-    -- from a peer that is a live seeder already is not counted again.
-    local was = false
-    if op == 'S' and completed == '1' then
-      if sw.b then
-        was = old and class(old) == 'S'
-      else
-        local alive, c = live(sw, m)
-        was = alive and c == 'S'
-      end
-    end
-    -- One ZADD moves a peer that changed class too: it updates the score.
-    new = put(sw, key, m, score, old, ttl)
-    if not sw.b then
-      card = card + new
-      if new == 1 and card > SMALL then
-        -- A join trims; a set that still reaches BUCKET is split.
-        trim(M)
-        card = redis.call('ZCARD', M)
-        if card >= BUCKET then
-          bucketize(sw, ttl)
-          card = 0
-        end
-      end
-    end
-    -- The set, or the buckets hash (a bucket got its TTL in put).
-    if sw.b then
-      redis.call('EXPIRE', sw.N, ttl)
-    else
-      redis.call('EXPIRE', M, ttl)
-    end
-    if op == 'S' then
-      if completed == '1' and not was then
-        redis.call('INCR', C)
-        counted = 1
-      end
-      -- The counter lives the completed TTL past the last seeder's announce.
-      redis.call('EXPIRE', C, cttl)
-    end
+    -- The counter lives the completed TTL past the last seeder's announce.
+    redis.call('EXPIRE', C, cttl)
   end
+  return card, new, counted
+end
 
-  if kd then
-    if op == 'X' or kd == '' then
-      if bound then redis.call('HDEL', K, m) end
-    else
-      if bound ~= kd and redis.call('HSET', K, m, kd) == 1 then
-        -- A new binding: probe two random ones and drop those of peers
-        -- that expired. Each binding goes stale at most once, and once
-        -- half are stale two probes remove one per new binding on
-        -- average, so the hash stays within about twice the swarm's keyed
-        -- live peers without ever being walked.
-        local probe = redis.call('HRANDFIELD', K, '2')
-        for i = 1, #probe do
-          if probe[i] ~= m and not live(sw, probe[i]) then
-            redis.call('HDEL', K, probe[i])
-          end
-        end
-      end
-      redis.call('EXPIRE', K, ttl)
-    end
-  end
-
-  -- Counts. A set that holds exactly its live seeders and leechers has
-  -- no partial seeds (the rare class) to count. A bucketed swarm keeps
-  -- them.
-  local nS, nL, nP = 0, 0, 0
-  if sw.b then
-    nS, nL, nP = sw.S, sw.L, sw.P
-  elseif card > 0 then
-    nS, nL = count(M, 'S'), count(M, 'L')
-    if card > nS + nL then
-      nP = count(M, 'P')
-    end
-  end
-  local total = nS + nL + nP
-  out[#out + 1] = nS
-  out[#out + 1] = nL + nP
-  -- A new member that is alone in the swarm started it.
-  if new == 1 and total == 1 then
-    counted = counted + 2
-  end
-  out[#out + 1] = counted
-  at, pure = #out + 1, true
-  out[at] = 0
-  if want <= 0 or total == 0 then
+-- bindKey keeps peer m's key binding in K (kd: the announce's digest,
+-- bound: the binding held): dropped by a stop or an announce without a
+-- key, else written.
+local function bindKey(sw, K, m, op, kd, bound)
+  if op == STOPPED or kd == '' then
+    if bound then redis.call('HDEL', K, m) end
     return
   end
-  local rnd = tonumber(string.sub(flags, 5))
-  -- The node skips members of the other family for a one-family answer
-  -- (UDP), so four times as many are read for it; but an IPv4 answer
-  -- first reads as many as a two-family one (numwant and one for the
-  -- peer itself), which is enough when every member read was IPv4 (a
-  -- swarm of IPv4 peers without ids, the common case): then a large
-  -- swarm costs a UDP announce no more than an HTTP one. Otherwise that
-  -- read is dropped and the larger one made.
+  if bound ~= kd and redis.call('HSET', K, m, kd) == 1 then
+    -- A new binding: probe two random ones and drop those of peers
+    -- that expired. Each binding goes stale at most once, and once
+    -- half are stale two probes remove one per new binding on
+    -- average, so the hash stays within about twice the swarm's keyed
+    -- live peers without ever being walked.
+    local probe = redis.call('HRANDFIELD', K, '2')
+    for i = 1, #probe do
+      if probe[i] ~= m and not live(sw, probe[i]) then
+        redis.call('HDEL', K, probe[i])
+      end
+    end
+  end
+  redis.call('EXPIRE', K, ttl)
+end
+
+-- counts returns the live seeders, leechers and partial seeds of swarm sw
+-- (set M, card members). A set that holds exactly its live seeders and
+-- leechers has no partial seeds (the rare class) to count. A bucketed
+-- swarm keeps them.
+local function counts(M, sw, card)
+  if sw.b then
+    return sw[SEEDER], sw[LEECHER], sw[PARTIAL]
+  end
+  local nS, nL, nP = 0, 0, 0
+  if card > 0 then
+    nS, nL = count(M, SEEDER), count(M, LEECHER)
+    if card > nS + nL then
+      nP = count(M, PARTIAL)
+    end
+  end
+  return nS, nL, nP
+end
+
+-- candidates adds the candidates of an announce of class op that wants
+-- want peers (fam its family, rnd its random number) from swarm sw (set
+-- M, card members, nS, nL, nP live by class). The node skips members of
+-- the other family for a one-family answer (UDP), so four times as many
+-- are read for it; but an IPv4 answer first reads as many as a two-family
+-- one (numwant and one for the peer itself), which is enough when every
+-- member read was IPv4 (a swarm of IPv4 peers without ids, the common
+-- case): then a large swarm costs a UDP announce no more than an HTTP
+-- one. Otherwise that read is dropped and the larger one made.
+local function candidates(M, sw, card, op, nS, nL, nP, want, fam, rnd)
   local k = want + 1
   if fam == '4' then
     local n0, all = #out, false
@@ -366,6 +352,65 @@ local function announce(M, C, K, X, score, m, flags, want, bind)
     k = 4 * k
   end
   sample(M, sw, card, op, nS, nL, nP, k, rnd)
+end
+
+-- announce carries out one announce and appends its reply to out.
+local function announce(M, C, K, X, score, m, flags, want, bind)
+  local op, completed, fam, create = string.sub(flags, 1, 1), string.sub(flags, 2, 2), string.sub(flags, 3, 3), string.sub(flags, 4, 4)
+  -- Expired peers leave by score: they are counted and sampled out by
+  -- it, and trimmed when a peer joins a large swarm or when a reply
+  -- would carry them (never on a plain re-announce, the common case);
+  -- and the set's TTL is its youngest member's expiry, so a set of
+  -- expired members only is gone. No sweeps. A bucketed swarm holds
+  -- live members only once opened (see swarm.lua).
+  local card = redis.call('ZCARD', M)
+  local sw = open(M, card, cutoff, GONE, ttl)
+  card = sw.card
+  if create == '0' and op ~= STOPPED and noneLive(M, sw, card) then
+    refuse(-1)
+    return
+  end
+  local kd, bound = nil, false
+  if bind ~= '' then
+    local refused
+    kd, bound, refused = binding(sw, K, m, bind)
+    if refused then
+      refuse(-2)
+      return
+    end
+  end
+
+  local key = where(sw, m)
+  -- A bucketed swarm keeps counts, so it reads the peer's score first.
+  local old = false
+  if sw.b then
+    old = redis.call('ZSCORE', key, m)
+  end
+  local counted, new = 0, 0
+  if op == STOPPED then
+    card = stop(sw, key, X, m, old, score, card)
+  else
+    card, new, counted = join(sw, M, C, key, m, old, score, op, completed, card)
+  end
+  if kd then
+    bindKey(sw, K, m, op, kd, bound)
+  end
+
+  local nS, nL, nP = counts(M, sw, card)
+  local total = nS + nL + nP
+  out[#out + 1] = nS
+  out[#out + 1] = nL + nP
+  -- A new member that is alone in the swarm started it.
+  if new == 1 and total == 1 then
+    counted = counted + 2
+  end
+  out[#out + 1] = counted
+  at, pure = #out + 1, true
+  out[at] = 0
+  if want <= 0 or total == 0 then
+    return
+  end
+  candidates(M, sw, card, op, nS, nL, nP, want, fam, tonumber(string.sub(flags, 5)))
 end
 
 -- check returns what is wrong with the call, or nil. The call is checked
@@ -396,7 +441,7 @@ local function check()
       return 'bad score at argument ' .. a
     end
     -- At most 15 digits of random number: exact in a double.
-    if not (int(ARGV[a + 3], 0, MAXWANT) and #f <= 19 and string.find(f, '^[LSPX][01][046][01]%d+$')) then
+    if not (int(ARGV[a + 3], 0, MAXWANT) and #f <= 19 and string.find(f, FLAGS)) then
       return 'bad flags or numwant at argument ' .. a
     end
     if not MEMBER[#ARGV[a + 1]] or not (bind == '' or bind == '-' or #bind == 9 and string.sub(bind, 1, 1) == '=') then

@@ -27,8 +27,8 @@
 -- whole before anything is written: a Redis user may call this function
 -- with any keys and arguments, and then gets an error and no write. So
 -- every loop here is bounded by the number of arguments or by MAXB
--- buckets (swarm.lua), and every Redis call by the size of a set.
-local OPS = { L = 1, P = 1, S = 1, C = 1, X = 1 }
+-- buckets (swarm.lua), and every Redis call by the size of a set. The op
+-- letters are those of BAND_OF (from Go, in the prelude).
 local function check()
   if #KEYS % 3 ~= 0 or #ARGV < 7 then
     return 'wrong number of keys or arguments'
@@ -52,7 +52,7 @@ local function check()
       return 'wrong number of arguments'
     end
     for i = a, a + 3 * (n - 1), 3 do
-      if not OPS[ARGV[i]] or not int(ARGV[i + 1], 0, 3 * B - 1) or not MEMBER[#ARGV[i + 2]] then
+      if not BAND_OF[ARGV[i]] or not int(ARGV[i + 1], 0, 3 * B - 1) or not MEMBER[#ARGV[i + 2]] then
         return 'bad change at argument ' .. i
       end
     end
@@ -69,8 +69,7 @@ if bad then
 end
 
 local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local BAND = { L = 0, P = B, S = 2 * B, C = 2 * B, X = 0 }
-local GONE = { { '0', ARGV[5] }, { '4398046511104', ARGV[6] }, { '8796093022208', ARGV[7] } }
+local GONE = { { BANDS[1][2], ARGV[5] }, { BANDS[2][2], ARGV[6] }, { BANDS[3][2], ARGV[7] } }
 -- Buckets written, and sets made by a split or a merge, live the peer
 -- lifetime.
 local ttl = num(math.floor(life / 1000) + 1)
@@ -80,121 +79,156 @@ local applied = 0
 local newest = {}
 local swarms = {}
 local tombs = {}
--- At the same millisecond a peer may still move up this order (a leecher
+-- At the same millisecond a peer may still move up in RANK (a leecher
 -- become a partial seed or a seeder), never down: that keeps duplicates
--- harmless.
-local rank = { L = 1, P = 2, S = 3, C = 3 }
+-- harmless (redisstore.Supersedes is the rule, and RANK comes from it).
 
 local function wrote(key, seen)
   if (newest[key] or 0) < seen then newest[key] = seen end
 end
 
-local a = 8
-for k = 1, #KEYS, 3 do
-  local M, C, X = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  -- The swarm is opened at its first change that is not a peer found in
-  -- M (a swarm that has M is one set): a relayed re-announce, the
-  -- common case, costs no read of the layout.
+-- locate returns where peer m of the swarm of peers key M is now: the
+-- set that holds or would hold it, and its score there (false: absent).
+-- The swarm is opened at its first change that is not a peer found in M
+-- (a swarm that has M is one set): a relayed re-announce, the common case,
+-- costs no read of the layout. Returns the swarm too (sw, or the one
+-- opened, or a bare one of M).
+local function locate(sw, M, m)
+  local key = M
+  if sw and sw.b then
+    key = where(sw, m)
+  end
+  local sc = redis.call('ZSCORE', key, m)
+  if not sc and not sw then
+    sw = open(M, redis.call('ZCARD', M), cutoff, GONE, ttl)
+    if sw.b then
+      key = where(sw, m)
+      sc = redis.call('ZSCORE', key, m)
+    end
+  end
+  return key, sc, sw or { M = M }
+end
+
+-- applyStop applies a stop of peer m seen at seen (score) to swarm sw,
+-- the peer being held in key with score sc (class held, last seen cur)
+-- or absent (held nil). A stop removes a peer not seen since; for an
+-- absent peer it is news only when newer than the tombstone held in X (a
+-- resync carries every node's tombstones, and one already held is no
+-- change).
+local function applyStop(sw, key, X, m, score, seen, sc, held, cur)
+  local news = false
+  if held then
+    news = seen >= cur
+  else
+    local t = redis.call('ZSCORE', X, m)
+    news = not t or tonumber(t) < seen
+  end
+  if not news then
+    return
+  end
+  applied = applied + 1
+  if held then
+    redis.call('ZREM', key, m)
+    if sw.b then moved(sw, m, sc, nil) end
+  end
+  redis.call('ZADD', X, 'GT', score, m)
+  tombs[X] = true
+  wrote(X, seen)
+end
+
+-- applyPeer applies an announce of peer m (op, score, seen) to swarm sw
+-- of set M (as applyStop for key, sc, held and cur), when it is newer
+-- than the peer held, or as new and of a higher RANK, and newer than its
+-- stop. Reports whether it wrote.
+local function applyPeer(sw, M, C, X, key, m, op, score, seen, sc, held, cur)
+  if not (seen > cur or (held and seen == cur and RANK[op] > RANK[held])) then
+    return false
+  end
+  -- A tombstone matters only for an absent peer: a present one was
+  -- re-added after any stop, so its score is newer than the stop.
+  local t = false
+  if cur == 0 then t = redis.call('ZSCORE', X, m) end
+  if t and tonumber(t) >= seen then
+    return false
+  end
+  applied = applied + 1
+  -- One ZADD moves a peer that changed class too.
+  local new = put(sw, key, m, score, sc, ttl)
+  if new == 1 and not sw.b then
+    -- The set's size is read once a call, then counted.
+    if sw.card then
+      sw.card = sw.card + 1
+    else
+      sw.card = redis.call('ZCARD', M)
+    end
+    sw.card = grow(sw, sw.card, GONE, ttl)
+  end
+  swarms[key] = sw
+  wrote(key, seen)
+  if op == COMPLETED and held ~= SEEDER then
+    redis.call('INCR', C)
+    redis.call('EXPIRE', C, ARGV[4])
+  end
+  return true
+end
+
+-- applySwarm applies the n changes from ARGV[a] on to the swarm of keys
+-- M, C, X.
+local function applySwarm(M, C, X, a, n)
   local sw = nil
   local top = 0
-  local n = tonumber(ARGV[a])
-  a = a + 1
   for i = a, a + 3 * (n - 1), 3 do
     local op, score, m = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local seen = tonumber(score) - BAND[op]
+    local seen = tonumber(score) - BAND_OF[op]
     if seen > cutoff then
+      local key, sc
+      key, sc, sw = locate(sw, M, m)
       -- Where the peer is now: its class and time.
-      local key, sc = M, false
-      if sw and sw.b then
-        key = where(sw, m)
-      end
-      sc = redis.call('ZSCORE', key, m)
-      if not sc and not sw then
-        sw = open(M, redis.call('ZCARD', M), cutoff, GONE, ttl)
-        if sw.b then
-          key = where(sw, m)
-          sc = redis.call('ZSCORE', key, m)
-        end
-      end
-      sw = sw or { M = M }
       local cur, held = 0, nil
       if sc then
         held, cur = class(sc)
       end
-      if op == 'X' then
-        -- A stop removes a peer not seen since; for an absent peer it is
-        -- news only when newer than the tombstone held (a resync carries
-        -- every node's tombstones, and one already held is no change).
-        local news = false
-        if held then
-          news = seen >= cur
-        else
-          local t = redis.call('ZSCORE', X, m)
-          news = not t or tonumber(t) < seen
-        end
-        if news then
-          applied = applied + 1
-          if held then
-            redis.call('ZREM', key, m)
-            if sw.b then moved(sw, m, sc, nil) end
-          end
-          redis.call('ZADD', X, 'GT', score, m)
-          tombs[X] = true
-          wrote(X, seen)
-        end
-      elseif seen > cur or (held and seen == cur and rank[op] > rank[held]) then
-        -- A tombstone matters only for an absent peer: a present one was
-        -- re-added after any stop, so its score is newer than the stop.
-        local t = false
-        if cur == 0 then t = redis.call('ZSCORE', X, m) end
-        if not t or tonumber(t) < seen then
-          applied = applied + 1
-          -- One ZADD moves a peer that changed class too.
-          local new = put(sw, key, m, score, sc, ttl)
-          if new == 1 and not sw.b then
-            -- The set's size is read once a call, then counted.
-            if sw.card then
-              sw.card = sw.card + 1
-            else
-              sw.card = redis.call('ZCARD', M)
-            end
-            sw.card = grow(sw, sw.card, GONE, ttl)
-          end
-          swarms[key] = sw
-          wrote(key, seen)
-          if seen > top then top = seen end
-          if op == 'C' and held ~= 'S' then
-            redis.call('INCR', C)
-            redis.call('EXPIRE', C, ARGV[4])
-          end
-        end
+      if op == STOPPED then
+        applyStop(sw, key, X, m, score, seen, sc, held, cur)
+      elseif applyPeer(sw, M, C, X, key, m, op, score, seen, sc, held, cur) and seen > top then
+        top = seen
       end
     end
   end
-  a = a + 3 * n
   -- A bucket written lives ttl (put), and so does the buckets hash.
   if sw and sw.b and top > 0 then
     redis.call('EXPIRE', sw.N, ttl)
   end
 end
--- Each key written lives until its youngest member expires, and a
--- one-set swarm written is trimmed (expiry as a side effect of writes);
+
+-- settle gives each key written the TTL of its youngest member's expiry,
+-- and trims a one-set swarm written (expiry as a side effect of writes);
 -- the buckets of a bucketed one were given their TTL as they were written,
 -- and hold live members only once opened.
-for key, seen in pairs(newest) do
-  local sw = swarms[key]
-  if not (sw and sw.b) then
-    if tombs[key] then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
-    else
-      for i = 1, 3 do
-        redis.call('ZREMRANGEBYSCORE', key, GONE[i][1], GONE[i][2])
+local function settle()
+  for key, seen in pairs(newest) do
+    local sw = swarms[key]
+    if not (sw and sw.b) then
+      if tombs[key] then
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[2])
+      else
+        for i = 1, 3 do
+          redis.call('ZREMRANGEBYSCORE', key, GONE[i][1], GONE[i][2])
+        end
       end
-    end
-    local want = math.floor((seen + life - now) / 1000) + 1
-    if redis.call('TTL', key) < want then
-      redis.call('EXPIRE', key, want)
+      local want = math.floor((seen + life - now) / 1000) + 1
+      if redis.call('TTL', key) < want then
+        redis.call('EXPIRE', key, want)
+      end
     end
   end
 end
+
+local a = 8
+for k = 1, #KEYS, 3 do
+  local n = tonumber(ARGV[a])
+  applySwarm(KEYS[k], KEYS[k + 1], KEYS[k + 2], a + 1, n)
+  a = a + 1 + 3 * n
+end
+settle()
 return applied

@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
-	"github.com/tracklink/tracklink/internal/loadgen"
 	"github.com/tracklink/tracklink/internal/testkit"
 )
 
@@ -192,7 +191,7 @@ func BenchmarkRedisCPUPerAnnounce(b *testing.B) {
 			reqs := make([]*bittorrent.AnnounceRequest, batch)
 			want := make([]int, batch)
 			out, errs := make([]bittorrent.AnnounceResult, batch), make([]error, batch)
-			before, scriptBefore, callsBefore := loadgen.RedisCPU(context.Background(), rdb), scriptUsec(b, rdb), scriptCalls(b, rdb)
+			before, scriptBefore, callsBefore := RedisCPU(context.Background(), rdb), scriptUsec(b, rdb), scriptCalls(b, rdb)
 			b.ResetTimer()
 			for i := 0; i < b.N; i += batch {
 				for j := range reqs {
@@ -211,7 +210,7 @@ func BenchmarkRedisCPUPerAnnounce(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric((loadgen.RedisCPU(context.Background(), rdb)-before)*1e6/float64(b.N), "redis-µs/announce")
+			b.ReportMetric((RedisCPU(context.Background(), rdb)-before)*1e6/float64(b.N), "redis-µs/announce")
 			b.ReportMetric((scriptUsec(b, rdb)-scriptBefore)/float64(b.N), "script-µs/announce")
 			b.ReportMetric(float64(scriptCalls(b, rdb)-callsBefore)/float64(b.N), "calls/announce")
 		})
@@ -324,13 +323,13 @@ func BenchmarkRedisCPUPerRelayedChange(b *testing.B) {
 	for k := 0; k < torrents*swarm; k += batch {
 		apply(k, batch, start)
 	}
-	before, scriptBefore := loadgen.RedisCPU(ctx, rdb), scriptUsec(b, rdb)
+	before, scriptBefore := RedisCPU(ctx, rdb), scriptUsec(b, rdb)
 	b.ResetTimer()
 	for i := 0; i < b.N; i += batch {
 		apply(i, batch, start+1+int64(i/(torrents*swarm)))
 	}
 	b.StopTimer()
-	b.ReportMetric((loadgen.RedisCPU(ctx, rdb)-before)*1e6/float64(b.N), "redis-µs/change")
+	b.ReportMetric((RedisCPU(ctx, rdb)-before)*1e6/float64(b.N), "redis-µs/change")
 	b.ReportMetric((scriptUsec(b, rdb)-scriptBefore)/float64(b.N), "script-µs/change")
 }
 
@@ -352,7 +351,7 @@ func BenchmarkClusterAnnounce(b *testing.B) {
 				var sum float64
 				for _, m := range rc.Masters {
 					c := m.Client(b)
-					sum += loadgen.RedisCPU(ctx, c)
+					sum += RedisCPU(ctx, c)
 				}
 				return sum
 			}
@@ -456,7 +455,7 @@ func BenchmarkPipeliner(b *testing.B) {
 			defer func() { cancel(); <-done }()
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 			var seq atomic.Int64
-			calls, cpu := scriptCallCount(b, rdb), loadgen.RedisCPU(ctx, rdb)
+			calls, cpu := scriptCallCount(b, rdb), RedisCPU(ctx, rdb)
 			b.SetParallelism(64)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -471,7 +470,7 @@ func BenchmarkPipeliner(b *testing.B) {
 			})
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/float64(scriptCallCount(b, rdb)-calls), "announces/call")
-			b.ReportMetric((loadgen.RedisCPU(ctx, rdb)-cpu)*1e6/float64(b.N), "redis-µs/announce")
+			b.ReportMetric((RedisCPU(ctx, rdb)-cpu)*1e6/float64(b.N), "redis-µs/announce")
 		})
 	}
 }

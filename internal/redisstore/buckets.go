@@ -16,8 +16,8 @@ import (
 // resync) know its layout from swarm.lua: one set, or past 128 peers
 // buckets with a hash of their number and of the swarm's counts.
 
-// maxBuckets is swarm.lua's MAXB: a bucket count read beyond it is not
-// one the scripts wrote.
+// maxBuckets is swarm.lua's MAXB (prelude.go): a bucket count read beyond
+// it is not one the scripts wrote.
 const maxBuckets = 1024
 
 // parseMeta reads a buckets hash (HMGET of b, S, L, P, lo): its number of
@@ -73,7 +73,7 @@ func countSwarms(ctx context.Context, rdb redis.UniversalClient, keys []SwarmKey
 			s:    zcount(ctx, pipe, k.Peers, bittorrent.OpSeeder, cutoff),
 			l:    zcount(ctx, pipe, k.Peers, bittorrent.OpLeecher, cutoff),
 			p:    zcount(ctx, pipe, k.Peers, bittorrent.OpPartial, cutoff),
-			meta: pipe.HMGet(ctx, k.Buckets, "b", "S", "L", "P", "lo"),
+			meta: pipe.HMGet(ctx, k.Buckets, metaFields...),
 		}
 	}
 	if more != nil {

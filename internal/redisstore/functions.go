@@ -6,15 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
 // The store's scripts run in Redis as one library of Redis Functions
@@ -113,23 +110,6 @@ const (
 	// maxWant bounds numwant (the tracker's own cap is far lower).
 	maxWant = 1 << 16
 )
-
-// prelude is what the functions take from Go: the lengths a member may
-// have, the bounds of a call's arguments, and the powers of ten a number
-// of n digits is at least (POW10[n], up to 15 digits: exact in a double),
-// made once at load.
-func prelude() string {
-	pow := make([]string, 15)
-	for i, p := 0, int64(1); i < len(pow); i, p = i+1, p*10 {
-		pow[i] = strconv.FormatInt(p, 10)
-	}
-	return fmt.Sprintf("-- From the Go code (functions.go, bittorrent.PeerLen*).\n"+
-		"local MEMBER = { [%d] = true, [%d] = true, [%d] = true, [%d] = true }\n"+
-		"local MAXTTL, MAXWANT, MAXOFFERS = %d, %d, %d\n"+
-		"local POW10 = { %s }\n",
-		bittorrent.PeerLen4, bittorrent.PeerLen6, bittorrent.PeerLen4WithID, bittorrent.PeerLen6WithID, maxTTL, maxWant, bittorrent.MaxOffers,
-		strings.Join(pow, ", "))
-}
 
 // ErrFunctionsMissing is the error of a call to a Redis that lacks this
 // build's library, and of a start on one.
@@ -293,6 +273,58 @@ func (f *functions) reload(ctx context.Context, sent time.Time, keys []string) b
 		}
 	}
 	return all
+}
+
+// run is the one runner of the library's calls: it queues the calls sel
+// (indexes into cmds; nil: all of them) with queue, and more (not nil)
+// after them, in one pipeline; then, when some found the library missing
+// (Redis lost it: a restart without its data, a FUNCTION FLUSH, a new
+// master), it counts them, tries to load the library (reload) on the
+// masters of their first keys (firstKey), and sends those again, once. A
+// call whose library is still missing ends with an error wrapping
+// ErrFunctionsMissing. Every call is idempotent or refused whole by a
+// missing library, so sending one again is safe. Per-command errors are
+// left in cmds for the caller.
+func (f *functions) run(ctx context.Context, cmds []*redis.Cmd, sel []int, queue func(pipe redis.Pipeliner, i int) *redis.Cmd,
+	firstKey func(i int) string, more func(pipe redis.Pipeliner)) {
+	if sel == nil {
+		sel = make([]int, len(cmds))
+		for i := range sel {
+			sel[i] = i
+		}
+	}
+	sent := time.Now()
+	pipe := f.rdb.Pipeline()
+	for _, i := range sel {
+		cmds[i] = queue(pipe, i)
+	}
+	if more != nil {
+		more(pipe)
+	}
+	pipe.Exec(ctx) // per-command errors are read by the caller
+	var retry []int
+	var keys []string
+	for _, i := range sel {
+		if isFunctionMissing(cmds[i].Err()) {
+			retry = append(retry, i)
+			keys = append(keys, firstKey(i))
+		}
+	}
+	if len(retry) == 0 {
+		return
+	}
+	if f.reload(ctx, sent, keys) {
+		pipe = f.rdb.Pipeline()
+		for _, i := range retry {
+			cmds[i] = queue(pipe, i)
+		}
+		pipe.Exec(ctx)
+	}
+	for _, i := range retry {
+		if err := cmds[i].Err(); isFunctionMissing(err) {
+			cmds[i].SetErr(missingErr(err))
+		}
+	}
 }
 
 // missingErr is the error of a call that found the library missing.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -199,12 +200,12 @@ func TestFunctionsOnEveryMaster(t *testing.T) {
 	if err := CheckFunctions(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	masters := 0
+	var masters atomic.Int32 // ForEachMaster calls concurrently
 	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		masters++
+		masters.Add(1)
 		return c.FCallRO(ctx, library.version, nil).Err()
-	}); err != nil || masters < 2 {
-		t.Fatalf("%d masters: %v", masters, err)
+	}); err != nil || masters.Load() < 2 {
+		t.Fatalf("%d masters: %v", masters.Load(), err)
 	}
 	// One master without them.
 	flushed := false

@@ -91,6 +91,19 @@ func NewIndexer(rdb redis.UniversalClient, prefix string, queue int, lifetime ti
 	return x
 }
 
+// nodeIndexQueue bounds a node's index writes waiting for Redis; beyond
+// it a batch's entries are left unwritten and written with a later change.
+const nodeIndexQueue = 64
+
+// NewNodeIndex returns a node's swarm index writer: the one writer of the
+// index of the node's own swarms (the hub's Relayer indexes the swarms it
+// relays into). With the link, link.Node queues the changes it publishes;
+// without it, IndexSink queues every change; Run writes them, off the
+// announce path.
+func NewNodeIndex(rdb redis.UniversalClient, prefix string, lifetime time.Duration) *Indexer {
+	return NewIndexer(rdb, prefix, nodeIndexQueue, lifetime)
+}
+
 // Due returns the entries of node's index that changes make due, and
 // takes them as written (Forget them if the write fails).
 func (x *Indexer) Due(node string, changes ...bittorrent.PeerChange) Entries {

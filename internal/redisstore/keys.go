@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"encoding/hex"
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -44,10 +43,10 @@ type Keyspace struct {
 // NewKeyspace returns the keyspace of node under prefix. Both must be
 // non-empty and free of characters that would break the hash tag.
 func NewKeyspace(prefix, node string) (Keyspace, error) {
-	if err := ValidName("key prefix", prefix); err != nil {
+	if err := bittorrent.ValidName("key prefix", prefix); err != nil {
 		return Keyspace{}, err
 	}
-	if err := ValidName("node id", node); err != nil {
+	if err := bittorrent.ValidName("node id", node); err != nil {
 		return Keyspace{}, err
 	}
 	return Keyspace{prefix: prefix, node: node}, nil
@@ -66,17 +65,30 @@ func (s SwarmKeys) Bucket(i int) string {
 // names it the same way, and is its only writer and reader). Not ":p":
 // that was a set of partial seeds in an earlier layout.
 func (s SwarmKeys) Packs() string {
-	return s.Peers[:len(s.Peers)-1] + "q"
+	return s.Peers[:len(s.Peers)-1] + packsSuffix
 }
 
 // RelaySuffixes returns the ends of the keys of every swarm that the hub's
 // relays and resyncs touch (apply.lua, swarm.lua, buckets.go), as ACL key
 // patterns: the peers or their buckets, the buckets hash, the packs,
 // completions and stops; never the key bindings.
-func RelaySuffixes() []string { return []string{"m*", "n", "q", "c", "x"} }
+func RelaySuffixes() []string {
+	return []string{peersSuffix + "*", metaSuffix, packsSuffix, completedSuffix, stoppedSuffix}
+}
+
+// The ends of a swarm's keys. The scripts make the names of the buckets
+// hash and of the packs from the peers key's (prelude.go).
+const (
+	peersSuffix     = "m"
+	keysSuffix      = "k"
+	completedSuffix = "c"
+	stoppedSuffix   = "x"
+	metaSuffix      = "n"
+	packsSuffix     = "q"
+)
 
 // swarmSuffixes end a swarm's keys, in the order Swarm lays them out.
-const swarmSuffixes = "mkcxn"
+const swarmSuffixes = peersSuffix + keysSuffix + completedSuffix + stoppedSuffix + metaSuffix
 
 // Swarm returns the keys of the swarm of ih. They are cut from one string
 // (every announce makes them: one allocation instead of six).
@@ -108,7 +120,7 @@ type RTCKeys struct{ Peers, Owners, Completed string }
 
 // RTC returns the keys of the WebRTC peers of the swarm of ih.
 func (k Keyspace) RTC(ih bittorrent.InfoHash) RTCKeys {
-	base := k.prefix + ":{" + k.node + ":" + hex.EncodeToString(ih[:]) + "}:w"
+	base := swarmKeyOf(k.prefix, k.node+":"+hex.EncodeToString(ih[:]), "w")
 	return RTCKeys{Peers: base, Owners: base + "o", Completed: base + "c"}
 }
 
@@ -117,13 +129,13 @@ func (k Keyspace) RTC(ih bittorrent.InfoHash) RTCKeys {
 // <prefix>:{<node>:rtc}:<process id>. It carries the node's hash tag so
 // that RTCChannelPattern, and the node's own key pattern, cover it.
 func RTCChannel(prefix, node, proc string) string {
-	return prefix + ":{" + node + ":rtc}:" + proc
+	return nodeKey(prefix, node, "rtc") + ":" + proc
 }
 
 // RTCChannelPattern is the ACL channel pattern of every process's RTC
 // channel of node ("*": of every node).
 func RTCChannelPattern(prefix, node string) string {
-	return prefix + ":{" + node + ":rtc}:*"
+	return RTCChannel(prefix, node, "*")
 }
 
 // announceList is the keys of announce.lua, relayList those of apply.lua.
@@ -154,6 +166,46 @@ func classBand(op bittorrent.ChangeOp) int64 {
 		return 2 * band
 	case bittorrent.OpPartial:
 		return band
+	}
+	return 0
+}
+
+// changeScore is the score a change writes, in both scripts: a stop's is
+// its time alone (in the stops set), any other op's its class's band plus
+// its time (in the peers set).
+func changeScore(op bittorrent.ChangeOp, seen int64) int64 {
+	if op == bittorrent.OpStopped {
+		return seen
+	}
+	return classBand(op) + seen
+}
+
+// Supersedes reports whether change c of a peer replaces old, the one
+// rule of which copy of a peer stands, for the hub's resync (which keeps
+// one copy of each peer over every node) and for apply.lua (whose ranks
+// come from classRank, in its prelude): the newer wins; at the same
+// millisecond a stop wins, and otherwise a peer may only move up in
+// class (leecher, partial seed, seeder), never down, so that duplicates
+// are harmless.
+func Supersedes(c, old bittorrent.PeerChange) bool {
+	switch {
+	case c.Seen != old.Seen:
+		return c.Seen > old.Seen
+	case c.Op == bittorrent.OpStopped || old.Op == bittorrent.OpStopped:
+		return c.Op == bittorrent.OpStopped && old.Op != bittorrent.OpStopped
+	}
+	return classRank(c.Op) > classRank(old.Op)
+}
+
+// classRank orders the classes at one millisecond (Supersedes).
+func classRank(op bittorrent.ChangeOp) int {
+	switch op {
+	case bittorrent.OpSeeder:
+		return 3
+	case bittorrent.OpPartial:
+		return 2
+	case bittorrent.OpLeecher:
+		return 1
 	}
 	return 0
 }
@@ -195,24 +247,6 @@ func expiredBounds(cutoff int64) []any {
 func liveRange(op bittorrent.ChangeOp, cutoff int64) (min, max string) {
 	b := classBand(op)
 	return "(" + strconv.FormatInt(b+cutoff, 10), "(" + strconv.FormatInt(b+band, 10)
-}
-
-// MaxNameLen bounds node ids and key prefixes.
-const MaxNameLen = 64
-
-// ValidName checks a node id or key prefix: 1 to 64 characters of
-// [A-Za-z0-9._-].
-func ValidName(what, s string) error {
-	if s == "" || len(s) > MaxNameLen {
-		return fmt.Errorf("%s must be 1 to %d characters, got %d", what, MaxNameLen, len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%s %q: only letters, digits, '.', '_' and '-' are allowed", what, s)
-		}
-	}
-	return nil
 }
 
 // LinkProcsKey names the hub's registry of node processes on the link's
@@ -277,35 +311,69 @@ func IndexKeys(prefix, node string) []string {
 }
 
 func indexKey(prefix, node string, part int) string {
-	return prefix + ":{" + node + ":swarms:" + hex.EncodeToString([]byte{byte(part)}) + "}"
+	return indexKeyOf(prefix, node, hex.EncodeToString([]byte{byte(part)}))
 }
 
+func indexKeyOf(prefix, node, part string) string { return nodeKey(prefix, node, "swarms:"+part) }
+
+// nodeKey is the key name of node under prefix: <prefix>:{<node>:<name>},
+// in the node's hash tag.
+func nodeKey(prefix, node, name string) string { return tagOpen(prefix, node) + name + "}" }
+
+// tagOpen is how every key of node begins: <prefix>:{<node>: (its swarms'
+// keys too: Swarm lays them out the same way).
+func tagOpen(prefix, node string) string { return prefix + ":{" + node + ":" }
+
+// swarmKeyOf is the key of a swarm whose hash tag holds inTag
+// (<node>:<infohash hex>) ending in suffix.
+func swarmKeyOf(prefix, inTag, suffix string) string { return prefix + ":{" + inTag + "}:" + suffix }
+
+// ACL key patterns (Redis globs), made by the builders above, so that an
+// ACL can never drift from the keys it guards (cmd/tracker's `tracker acl`).
+
+// NodeKeysPattern matches every key of node ("*": of every node): its
+// swarms and its own keys, all in its hash tag.
+func NodeKeysPattern(prefix, node string) string { return tagOpen(prefix, node) + "*" }
+
+// RelayKeyPatterns match the keys of every node's swarms that the hub's
+// relays and resyncs touch (RelaySuffixes).
+func RelayKeyPatterns(prefix string) []string {
+	var out []string
+	for _, suffix := range RelaySuffixes() {
+		out = append(out, swarmKeyOf(prefix, "*", suffix))
+	}
+	return out
+}
+
+// IndexKeysPattern matches every part of every node's swarm index.
+func IndexKeysPattern(prefix string) string { return indexKeyOf(prefix, "*", "*") }
+
 // AllowedKey is the set of info hashes a node carries (allowed-torrents mode).
-func AllowedKey(prefix, node string) string { return prefix + ":{" + node + ":allowed}" }
+func AllowedKey(prefix, node string) string { return nodeKey(prefix, node, "allowed") }
 
 // AllowedModeKey exists while a node is in allowed-torrents mode.
-func AllowedModeKey(prefix, node string) string { return prefix + ":{" + node + ":allowed-mode}" }
+func AllowedModeKey(prefix, node string) string { return nodeKey(prefix, node, "allowed-mode") }
 
 // CatalogKey is a node's hash of the metainfo it offers to share.
-func CatalogKey(prefix, node string) string { return prefix + ":{" + node + ":catalog}" }
+func CatalogKey(prefix, node string) string { return nodeKey(prefix, node, "catalog") }
 
 // InboxKey is a node's hash of shared metainfo the hub copied to it.
-func InboxKey(prefix, node string) string { return prefix + ":{" + node + ":inbox}" }
+func InboxKey(prefix, node string) string { return nodeKey(prefix, node, "inbox") }
 
 // AcceptKey exists while a node accepts shared torrents.
-func AcceptKey(prefix, node string) string { return prefix + ":{" + node + ":accept-shared}" }
+func AcceptKey(prefix, node string) string { return nodeKey(prefix, node, "accept-shared") }
 
 // ProcsKey is a node's registry of its running processes (replicas): a
 // hash, field = process id, value = last time it said it runs (unix ms).
-func ProcsKey(prefix, node string) string { return prefix + ":{" + node + ":procs}" }
+func ProcsKey(prefix, node string) string { return nodeKey(prefix, node, "procs") }
 
 // ReceivedKey is a node's hash of the shared torrents it took from its
 // inbox: field = info hash (hex), value = when (unix seconds).
-func ReceivedKey(prefix, node string) string { return prefix + ":{" + node + ":received}" }
+func ReceivedKey(prefix, node string) string { return nodeKey(prefix, node, "received") }
 
 // DeclinedKey is a node's sorted set of the shared torrents its operator
 // deleted: member = info hash (hex), score = when (unix seconds). The hub
 // copies none of them to the node again, and the node takes none of them
 // from its inbox. It is trimmed to its newest entries
 // (allowed.MaxDeclined).
-func DeclinedKey(prefix, node string) string { return prefix + ":{" + node + ":declined}" }
+func DeclinedKey(prefix, node string) string { return nodeKey(prefix, node, "declined") }

@@ -110,44 +110,16 @@ func (r *Relayer) Apply(ctx context.Context, targets []Target) (int, error) {
 		c.keys = append(c.keys, ks.Swarm(t.Changes[0].InfoHash).relayList()...)
 		c.args = append(c.args, len(t.Changes))
 		for _, ch := range t.Changes {
-			score := ch.Seen
-			if ch.Op != bittorrent.OpStopped {
-				score += classBand(ch.Op)
-			}
-			c.args = append(c.args, opLetter(ch.Op, ch.Completion), score, ch.Peer)
+			c.args = append(c.args, opLetter(ch.Op, ch.Completion), changeScore(ch.Op, ch.Seen), ch.Peer)
 		}
 	}
-	build := func(pipe redis.Pipeliner) []*redis.Cmd {
-		cmds := make([]*redis.Cmd, 0, len(calls))
-		for _, c := range calls {
-			cmds = append(cmds, pipe.FCall(ctx, library.apply, c.keys, c.args...))
-		}
-		return cmds
-	}
-	sent := time.Now()
-	pipe := r.rdb.Pipeline()
-	cmds := build(pipe)
-	adds := r.idx.Add(ctx, pipe, index)
-	pipe.Exec(ctx) // per-command errors are read below
-	var missing []string
-	for i, c := range cmds {
-		if isFunctionMissing(c.Err()) {
-			missing = append(missing, calls[i].keys[0])
-		}
-	}
-	if len(missing) > 0 {
-		// Re-sending the whole batch is safe: applying is idempotent.
-		if r.fn.reload(ctx, sent, missing) {
-			pipe = r.rdb.Pipeline()
-			cmds = build(pipe)
-			pipe.Exec(ctx)
-		}
-		for _, c := range cmds {
-			if err := c.Err(); isFunctionMissing(err) {
-				c.SetErr(missingErr(err))
-			}
-		}
-	}
+	// Sending a call again (the library was missing) is safe: applying
+	// is idempotent.
+	cmds := make([]*redis.Cmd, len(calls))
+	var adds map[string]*redis.IntCmd
+	r.fn.run(ctx, cmds, nil, func(pipe redis.Pipeliner, i int) *redis.Cmd {
+		return pipe.FCall(ctx, library.apply, calls[i].keys, calls[i].args...)
+	}, func(i int) string { return calls[i].keys[0] }, func(pipe redis.Pipeliner) { adds = r.idx.Add(ctx, pipe, index) })
 	// An index entry not written is written with a later change; it is
 	// not an error of the relay.
 	r.idx.Failed(index, adds)

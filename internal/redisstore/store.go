@@ -242,10 +242,7 @@ func (s *Store) newCall(req *bittorrent.AnnounceRequest, numWant int) announceCa
 	if req.NoNewSwarm || (s.swarms != nil && !s.swarms.available(now)) {
 		flags[3] = '0'
 	}
-	score := now
-	if op != bittorrent.OpStopped {
-		score += classBand(op)
-	}
+	score := changeScore(op, now)
 	bind := ""
 	if s.bind {
 		bind = "-"
@@ -324,12 +321,6 @@ func (s *Store) sendCalls(ctx context.Context, calls []*announceCall, res []call
 // that found the library missing are sent once more if this process could
 // load it (functions.reload), and otherwise fail with ErrFunctionsMissing.
 func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redis.Cmd, sel []int) {
-	if sel == nil {
-		sel = make([]int, len(groups))
-		for i := range sel {
-			sel[i] = i
-		}
-	}
 	header := s.callHeader()
 	send := func(pipe redis.Pipeliner, g []*announceCall) *redis.Cmd {
 		var c0 announceCall
@@ -342,35 +333,8 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redi
 		}
 		return pipe.FCall(ctx, library.announce, keys, args...)
 	}
-	sent := time.Now()
-	pipe := s.rdb.Pipeline()
-	for _, gi := range sel {
-		cmds[gi] = send(pipe, groups[gi])
-	}
-	pipe.Exec(ctx) // per-command errors are read by the caller
-	var retry []int
-	var keys []string
-	for _, gi := range sel {
-		if isFunctionMissing(cmds[gi].Err()) {
-			retry = append(retry, gi)
-			keys = append(keys, groups[gi][0].keys[0])
-		}
-	}
-	if len(retry) == 0 {
-		return
-	}
-	if s.fn.reload(ctx, sent, keys) {
-		pipe = s.rdb.Pipeline()
-		for _, gi := range retry {
-			cmds[gi] = send(pipe, groups[gi])
-		}
-		pipe.Exec(ctx)
-	}
-	for _, gi := range retry {
-		if err := cmds[gi].Err(); isFunctionMissing(err) {
-			cmds[gi].SetErr(missingErr(err))
-		}
-	}
+	s.fn.run(ctx, cmds, sel, func(pipe redis.Pipeliner, gi int) *redis.Cmd { return send(pipe, groups[gi]) },
+		func(gi int) string { return groups[gi][0].keys[0] }, nil)
 }
 
 // callHeader is the head of announce.lua's ARGV: the TTLs, the cutoff, and
@@ -527,15 +491,15 @@ func (b *swarmBudget) take(nowMs int64) {
 func opLetter(op bittorrent.ChangeOp, completion bool) string {
 	switch {
 	case op == bittorrent.OpStopped:
-		return "X"
+		return letterStopped
 	case op == bittorrent.OpPartial:
-		return "P"
+		return letterPartial
 	case op == bittorrent.OpSeeder && completion:
-		return "C"
+		return letterCompleted
 	case op == bittorrent.OpSeeder:
-		return "S"
+		return letterSeeder
 	}
-	return "L"
+	return letterLeecher
 }
 
 // decodeAnnounce reads one announce's part of the reply: drops self, and

@@ -32,18 +32,11 @@
 -- a bucket holds of a class drops that pack (moved), and a rebuild, split
 -- or bucketize drops them all. Q lives ttl seconds from the last pack
 -- made: as a cache it may go at any time, and then packs are made again.
-local B = 4398046511104
--- The length of an IPv4 member without its peer id (bittorrent.PeerLen4):
--- the stride of packs, and of the strings of members announce.lua returns.
-local V4 = 6
-local BUCKET = 128
-local MAXB = 1024
--- Per class, in band order: letter, band start, live band end (exclusive).
-local BANDS = {
-  { 'L', '0', '(4398046511104' },
-  { 'P', '4398046511104', '(8796093022208' },
-  { 'S', '8796093022208', '(13194139533312' },
-}
+-- B (the score band, 2^42), V4 (the length of an IPv4 member without its
+-- peer id: the stride of packs, and of the strings of members announce.lua
+-- returns), BUCKET, MAXB, the class letters and BANDS (per class, in band
+-- order: letter, band start, live band end, exclusive) come from Go, in
+-- the prelude (prelude.go), as do the names' ends and fields below.
 
 -- num returns integer n as a string. A number passed to redis.call is
 -- turned into a string on every call, at about the cost of a cheap
@@ -87,11 +80,11 @@ end
 local function class(sc)
   sc = tonumber(sc)
   if sc >= 2 * B then
-    return 'S', sc - 2 * B
+    return SEEDER, sc - 2 * B
   elseif sc >= B then
-    return 'P', sc - B
+    return PARTIAL, sc - B
   end
-  return 'L', sc
+  return LEECHER, sc
 end
 
 -- hash spreads members over buckets: a polynomial of the member's bytes
@@ -106,12 +99,12 @@ end
 
 -- metaKey is the name of the buckets hash of the swarm of peers key M.
 local function metaKey(M)
-  return string.sub(M, 1, -2) .. 'n'
+  return string.sub(M, 1, -2) .. METASUFFIX
 end
 
 -- packKey is the name of the packs hash of the swarm of peers key M.
 local function packKey(M)
-  return string.sub(M, 1, -2) .. 'q'
+  return string.sub(M, 1, -2) .. PACKSUFFIX
 end
 
 local function bucketKey(sw, i)
@@ -154,7 +147,7 @@ local function tally(sw, key)
 end
 
 local function saveCounts(sw)
-  redis.call('HSET', sw.N, 'b', sw.b, 'S', sw.S, 'L', sw.L, 'P', sw.P, 'lo', sw.lo)
+  redis.call('HSET', sw.N, FBUCKETS, sw.b, SEEDER, sw[SEEDER], LEECHER, sw[LEECHER], PARTIAL, sw[PARTIAL], FLOW, sw.lo)
 end
 
 -- split doubles the buckets: each member moves to the bucket of its hash
@@ -184,7 +177,7 @@ local function split(sw, ttl)
     end
   end
   sw.b = 2 * b
-  redis.call('HSET', sw.N, 'b', sw.b)
+  redis.call('HSET', sw.N, FBUCKETS, sw.b)
   redis.call('DEL', packKey(sw.M))
 end
 
@@ -192,7 +185,7 @@ end
 -- the set becomes bucket 0 of 1, then splits.
 local function bucketize(sw, ttl)
   sw.N = metaKey(sw.M)
-  sw.b, sw.S, sw.L, sw.P, sw.lo = 1, 0, 0, 0, nil
+  sw.b, sw[SEEDER], sw[LEECHER], sw[PARTIAL], sw.lo = 1, 0, 0, 0, nil
   redis.call('DEL', packKey(sw.M))
   tally(sw, sw.M)
   redis.call('RENAME', sw.M, bucketKey(sw, 0))
@@ -205,7 +198,7 @@ end
 -- expired scores), counts again, and puts a swarm left small back into
 -- one set, which then lives ttl seconds; a swarm left empty has no keys.
 local function rebuild(sw, gone, ttl)
-  sw.S, sw.L, sw.P, sw.lo = 0, 0, 0, nil
+  sw[SEEDER], sw[LEECHER], sw[PARTIAL], sw.lo = 0, 0, 0, nil
   redis.call('DEL', packKey(sw.M))
   for i = 0, sw.b - 1 do
     local key = bucketKey(sw, i)
@@ -214,7 +207,7 @@ local function rebuild(sw, gone, ttl)
     end
     tally(sw, key)
   end
-  local total = sw.S + sw.L + sw.P
+  local total = sw[SEEDER] + sw[LEECHER] + sw[PARTIAL]
   if total > BUCKET / 2 then
     saveCounts(sw)
     return
@@ -250,15 +243,15 @@ local function open(M, card, cutoff, gone, ttl)
     return sw
   end
   sw.N = metaKey(M)
-  local v = redis.call('HMGET', sw.N, 'b', 'S', 'L', 'P', 'lo')
+  local v = redis.call('HMGET', sw.N, FBUCKETS, SEEDER, LEECHER, PARTIAL, FLOW)
   if v[1] then
-    sw.b, sw.S, sw.L, sw.P, sw.lo = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+    sw.b, sw[SEEDER], sw[LEECHER], sw[PARTIAL], sw.lo = tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
     -- The hash is what a writer of the keyspace left, checked like an
     -- argument: the loops over buckets are bounded by b, a power of two
     -- up to MAXB (split doubles it only below MAXB), so a divisor of MAXB;
     -- the counts and lo only weigh a sample (a NaN fails every test).
     local b = sw.b
-    if not (b and b >= 1 and b <= MAXB and b % 1 == 0 and MAXB % b == 0 and isCount(sw.S) and isCount(sw.L) and isCount(sw.P)
+    if not (b and b >= 1 and b <= MAXB and b % 1 == 0 and MAXB % b == 0 and isCount(sw[SEEDER]) and isCount(sw[LEECHER]) and isCount(sw[PARTIAL])
         and (not v[5] or sw.lo and sw.lo >= 0 and sw.lo <= B)) then
       error('tracklink: corrupt buckets hash ' .. sw.N)
     end
@@ -283,7 +276,7 @@ local function moved(sw, m, old, new)
     nc, t = class(new)
     if t < sw.lo then
       sw.lo = t
-      redis.call('HSET', sw.N, 'lo', t)
+      redis.call('HSET', sw.N, FLOW, t)
     end
   end
   if oc == nc then

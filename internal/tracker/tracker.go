@@ -189,12 +189,17 @@ func New(cfg Config, store Store, opts Options, log *slog.Logger, reg prometheus
 	if cfg.EnforceMinInterval {
 		lifetime := opts.PeerLifetime
 		if lifetime <= 0 {
-			lifetime = (cfg.Interval + cfg.IntervalJitter) * 3 / 2
+			lifetime = cfg.DefaultPeerLifetime()
 		}
 		s.peers = newPeerTable(cfg.PeerTableSlots, lifetime)
 	}
 	return s, nil
 }
+
+// DefaultPeerLifetime is how long a silent peer counts unless configured
+// (TRACKER_PEER_LIFETIME): 1.5 × (interval + jitter), so that a peer that
+// misses one announce is still given out.
+func (c Config) DefaultPeerLifetime() time.Duration { return (c.Interval + c.IntervalJitter) * 3 / 2 }
 
 // Config returns the service's settings (front ends read the intervals and
 // whether the ip parameter counts).

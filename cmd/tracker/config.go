@@ -18,6 +18,7 @@ import (
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/softstate"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
@@ -102,11 +103,14 @@ type Config struct {
 	HubLeaseTTL time.Duration `env:"HUB_LEASE_TTL" envDefault:"3s"`
 
 	Tracker tracker.Config
-	HTTP    httpapi.Config
-	UDP     udpapi.Config
-	Link    link.Config
-	Admin   panel.Config
-	WS      wsapi.Config
+	// Soft is the node's soft state: the read cache and the refreshes
+	// written behind (docs/soft-state.md).
+	Soft  softstate.Config
+	HTTP  httpapi.Config
+	UDP   udpapi.Config
+	Link  link.Config
+	Admin panel.Config
+	WS    wsapi.Config
 
 	// udpFollowsHTTP: TRACKER_UDP_ADDR is not set and TRACKER_HTTP_ADDR
 	// is, so UDP takes HTTP's address (said in the startup log).
@@ -203,6 +207,7 @@ func loadConfig(environ []string) (Config, []string, error) {
 	}
 	// The link's publisher trims the node's swarm index by it.
 	c.Link.PeerLifetime = c.PeerLifetime
+	c.Soft.PeerLifetime, c.Soft.PeerIDs, c.Soft.Sample = c.PeerLifetime, c.StorePeerIDs, c.Tracker.NumWantDefault
 	if err := c.validate(); err != nil {
 		return c, nil, err
 	}
@@ -334,6 +339,9 @@ func (c Config) validate() error {
 		return err
 	}
 	if err := c.Tracker.Validate(); err != nil {
+		return err
+	}
+	if err := c.Soft.Validate(); err != nil {
 		return err
 	}
 	if err := c.UDP.Validate(); err != nil {

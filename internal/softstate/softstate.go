@@ -1,0 +1,334 @@
+// Package softstate is a node's soft state between the tracker core and
+// its store: a short read cache of hot swarms, and refreshes written
+// behind. Redis stays the only authority; what this package holds a
+// process may lose at any moment (a kill -9) without losing a join, a
+// stop, a completion or any other change but refreshes of the last
+// write-behind window, which the peers' next announces make good.
+//
+// What it does to an announce:
+//
+//   - A regular re-announce (no event, or paused) of a peer this process
+//     accepted before, in the same class and with the same key, changes
+//     nothing in its swarm but the time the peer was last seen. When the
+//     swarm's counts and a sample of its peers are cached (from an answer
+//     the store gave this process at most ReadCache ago), the announce is
+//     answered from them, and its refresh is queued and written within
+//     WriteBehind, many in one call (redisstore's refresh function);
+//     with WriteBehind 0 it is written before the answer, still without
+//     reading the swarm. The link publishes the refresh as it publishes
+//     any local change.
+//   - Everything else (a join, a stop, a completion, paused from a
+//     leecher, a change of class or key, a peer not known here, a swarm
+//     not cached) goes to the store as before, and is written before the
+//     answer; its answer refills the cache.
+//
+// A scrape is answered from cached counts of at most ReadCache ago.
+// docs/soft-state.md says what may be stale, and for how long.
+package softstate
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+// Config is the soft state's part of the configuration.
+type Config struct {
+	// ReadCache is how old cached counts and peers may be when they
+	// answer an announce or a scrape; 0 turns the cache off (and with it
+	// the write-behind: every announce goes to the store).
+	ReadCache time.Duration `env:"READ_CACHE" envDefault:"1s"`
+	// CacheSwarms bounds the swarms cached (each at most about 6 KB: see
+	// docs/soft-state.md); past it an arbitrary one makes room.
+	CacheSwarms int `env:"READ_CACHE_SWARMS" envDefault:"16384"`
+	// WriteBehind is the window over which refreshes are gathered and
+	// written together; 0 writes each before its answer.
+	WriteBehind time.Duration `env:"WRITE_BEHIND" envDefault:"100ms"`
+	// WriteBehindQueue bounds the refreshes waiting; when it is full a
+	// re-announce is written before its answer, as without soft state.
+	WriteBehindQueue int `env:"WRITE_BEHIND_QUEUE" envDefault:"65536"`
+	// PeerSlots bounds the table of peers this process knows (24 bytes a
+	// slot): a peer it does not find there goes to the store.
+	PeerSlots int `env:"SOFT_PEER_SLOTS" envDefault:"1048576"`
+
+	// Set by the node from the rest of its configuration.
+	// Sample is how many peers of a swarm are cached (the default
+	// numwant); an announce that asks for more than a sample that is
+	// not the whole swarm goes to the store.
+	Sample int `env:"-"`
+	// PeerLifetime: a peer not heard from this long is not known.
+	PeerLifetime time.Duration `env:"-"`
+	// PeerIDs: the store's members carry the peer id.
+	PeerIDs bool `env:"-"`
+}
+
+// Validate checks the settings; errors name the variable.
+func (c Config) Validate() error {
+	switch {
+	case c.ReadCache < 0 || c.ReadCache > time.Minute:
+		return errors.New("TRACKER_READ_CACHE must be from 0 (off) to 1m")
+	case c.ReadCache > 0 && (c.CacheSwarms < shards || c.CacheSwarms > 1<<24):
+		return errors.New("TRACKER_READ_CACHE_SWARMS must be from 64 to 16777216")
+	case c.WriteBehind < 0 || c.WriteBehind > time.Second:
+		return errors.New("TRACKER_WRITE_BEHIND must be from 0 (off) to 1s")
+	case c.ReadCache > 0 && c.WriteBehind > 0 && (c.WriteBehindQueue < 1 || c.WriteBehindQueue > 1<<24):
+		return errors.New("TRACKER_WRITE_BEHIND_QUEUE must be from 1 to 16777216")
+	case c.ReadCache > 0 && (c.PeerSlots < shards || c.PeerSlots > 1<<26):
+		return errors.New("TRACKER_SOFT_PEER_SLOTS must be from 64 to 67108864")
+	}
+	return nil
+}
+
+// Inner is the store the soft state stands in front of (tracker.Store).
+type Inner interface {
+	Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error)
+	Batch(ctx context.Context, b *bittorrent.StoreBatch)
+	Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error)
+	Ping(ctx context.Context) error
+}
+
+// Refresher writes refreshes (redisstore.Store.Refresh): each change a
+// class and a time of a peer, applied by time; it returns how many
+// peers were refreshed in place and how many were added back.
+type Refresher interface {
+	Refresh(ctx context.Context, changes []bittorrent.PeerChange) (refreshed, added int, err error)
+}
+
+// Store is the soft state in front of a store; it is a tracker.Store.
+// Its zero value is not usable: New makes one. Run writes the refreshes
+// behind; without it, refreshes wait in the queue (and re-announces go
+// to the store once it is full).
+type Store struct {
+	cfg    Config
+	inner  Inner
+	ref    Refresher
+	cache  *cache      // nil: no read cache
+	known  *knownPeers // nil: no read cache
+	behind *behind     // nil: refreshes written before the answer
+	now    func() time.Time
+	log    *slog.Logger
+	m      metrics
+}
+
+// New returns the soft state in front of inner, which ref refreshes
+// behind. Its metrics are registered on reg.
+func New(cfg Config, inner Inner, ref Refresher, log *slog.Logger, reg prometheus.Registerer) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, inner: inner, ref: ref, now: time.Now, log: log}
+	if cfg.ReadCache > 0 {
+		s.cache = newCache(cfg.CacheSwarms)
+		s.known = newKnownPeers(cfg.PeerSlots, cfg.PeerLifetime)
+		if cfg.WriteBehind > 0 {
+			s.behind = newBehind(cfg.WriteBehindQueue)
+		}
+	}
+	if err := s.m.register(reg, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Ping is the store's.
+func (s *Store) Ping(ctx context.Context) error { return s.inner.Ping(ctx) }
+
+// Announce answers a refresh from the cache (see the package comment) and
+// sends anything else to the store.
+func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
+	now := s.now()
+	if res, ok, err := s.hit(ctx, req, numWant, now); ok || err != nil {
+		return res, err
+	}
+	res, err := s.inner.Announce(ctx, req, s.fetchWant(req, numWant))
+	if err == nil {
+		s.learn(req, &res, numWant, now)
+	}
+	return res, err
+}
+
+// Batch is Announce and Scrape for a front end's batch: what the cache
+// answers is answered, the rest goes to the store in one batch.
+func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
+	if s.cache == nil {
+		s.inner.Batch(ctx, b)
+		return
+	}
+	now := s.now()
+	var in bittorrent.StoreBatch
+	var aidx, sidx []int
+	for i, req := range b.Announces {
+		res, ok, err := s.hit(ctx, req, b.NumWant[i], now)
+		if ok || err != nil {
+			b.AnnounceResults[i], b.AnnounceErrs[i] = res, err
+			continue
+		}
+		in.Announces = append(in.Announces, req)
+		in.NumWant = append(in.NumWant, s.fetchWant(req, b.NumWant[i]))
+		aidx = append(aidx, i)
+	}
+	for i, hashes := range b.Scrapes {
+		if sc, ok := s.cachedScrape(hashes, now); ok {
+			b.ScrapeResults[i], b.ScrapeErrs[i] = sc, nil
+			continue
+		}
+		in.Scrapes = append(in.Scrapes, hashes)
+		sidx = append(sidx, i)
+	}
+	if len(aidx) == 0 && len(sidx) == 0 {
+		return
+	}
+	in.AnnounceResults = make([]bittorrent.AnnounceResult, len(aidx))
+	in.AnnounceErrs = make([]error, len(aidx))
+	in.ScrapeResults = make([][]bittorrent.Scrape, len(sidx))
+	in.ScrapeErrs = make([]error, len(sidx))
+	s.inner.Batch(ctx, &in)
+	for j, i := range aidx {
+		b.AnnounceResults[i], b.AnnounceErrs[i] = in.AnnounceResults[j], in.AnnounceErrs[j]
+		if in.AnnounceErrs[j] == nil {
+			s.learn(b.Announces[i], &b.AnnounceResults[i], b.NumWant[i], now)
+		}
+	}
+	for j, i := range sidx {
+		b.ScrapeResults[i], b.ScrapeErrs[i] = in.ScrapeResults[j], in.ScrapeErrs[j]
+		s.keepScrape(in.ScrapeResults[j], now)
+	}
+}
+
+// Scrape answers from cached counts when every swarm asked is cached,
+// and otherwise asks the store (and caches its answer).
+func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
+	if s.cache == nil {
+		return s.inner.Scrape(ctx, hashes)
+	}
+	now := s.now()
+	if sc, ok := s.cachedScrape(hashes, now); ok {
+		return sc, nil
+	}
+	res, err := s.inner.Scrape(ctx, hashes)
+	s.keepScrape(res, now)
+	return res, err
+}
+
+// cachedScrape answers a scrape from the cache when every swarm is there.
+func (s *Store) cachedScrape(hashes []bittorrent.InfoHash, now time.Time) ([]bittorrent.Scrape, bool) {
+	out := make([]bittorrent.Scrape, len(hashes))
+	for i, ih := range hashes {
+		sc, ok := s.cache.scrape(ih, now, s.cfg.ReadCache)
+		if !ok {
+			s.m.scrapeMiss.Inc()
+			return nil, false
+		}
+		out[i] = sc
+	}
+	s.m.scrapeHit.Inc()
+	return out, true
+}
+
+// keepScrape caches the counts of a scrape's answer (those that could be
+// read).
+func (s *Store) keepScrape(res []bittorrent.Scrape, now time.Time) {
+	for _, sc := range res {
+		if !sc.Unavailable {
+			s.cache.putScrape(sc, now)
+		}
+	}
+}
+
+// fetchWant is how many peers the store is asked for: a sample the
+// cache can answer others from, or the announce's own numWant if larger.
+func (s *Store) fetchWant(req *bittorrent.AnnounceRequest, numWant int) int {
+	if s.cache == nil || req.Event == bittorrent.Stopped {
+		return numWant
+	}
+	return max(numWant, s.cfg.Sample)
+}
+
+// hit answers req from the cache when it is a refresh of a known peer
+// and its swarm is cached fresh (ok), after queueing its refresh or,
+// without write-behind or with the queue full, writing it (err: that
+// write failed).
+func (s *Store) hit(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int, now time.Time) (res bittorrent.AnnounceResult, ok bool, err error) {
+	if s.cache == nil || (req.Event != bittorrent.None && req.Event != bittorrent.Paused) {
+		return res, false, nil
+	}
+	op := req.Op()
+	var buf [bittorrent.PeerLen6WithID]byte
+	m := req.Peer.AppendBinary(buf[:0], s.cfg.PeerIDs)
+	if !s.known.is(req.InfoHash, m, op, req.Key, now) {
+		return res, false, nil
+	}
+	res, ok = s.cache.answer(req, op, numWant, now, s.cfg.ReadCache)
+	if !ok {
+		s.m.announceMiss.Inc()
+		return res, false, nil
+	}
+	res.Change = bittorrent.PeerChange{InfoHash: req.InfoHash, Op: op, Seen: now.UnixMilli(), Peer: string(m)}
+	if s.behind == nil || !s.behind.add(res.Change) {
+		if s.behind != nil {
+			s.m.full.Inc()
+			// Full: the announce is written now, as without soft state.
+			return bittorrent.AnnounceResult{}, false, nil
+		}
+		if _, _, err := s.ref.Refresh(ctx, []bittorrent.PeerChange{res.Change}); err != nil {
+			return bittorrent.AnnounceResult{}, false, err
+		}
+		s.m.writtenNow.Inc()
+	} else {
+		s.m.queued.Inc()
+	}
+	s.m.announceHit.Inc()
+	s.known.record(req.InfoHash, m, op, req.Key, now)
+	return res, true, nil
+}
+
+// learn notes what the store answered req: the peer is known (or, after
+// a stop, forgotten, and taken out of the cached samples), and the answer
+// refills the cache for announces like it. The answer's peers are cut to
+// numWant (the store was asked for a sample).
+func (s *Store) learn(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult, numWant int, now time.Time) {
+	if s.cache == nil {
+		return
+	}
+	var buf [bittorrent.PeerLen6WithID]byte
+	m := req.Peer.AppendBinary(buf[:0], s.cfg.PeerIDs)
+	op := req.Op()
+	if op == bittorrent.OpStopped {
+		s.known.forget(req.InfoHash, m)
+		s.cache.drop(req.InfoHash, req.Peer)
+		return
+	}
+	s.known.record(req.InfoHash, m, op, req.Key, now)
+	want := s.fetchWant(req, numWant)
+	s.cache.put(req, op, res, len(res.Peers) < want, s.cfg.Sample, now)
+	if len(res.Peers) > numWant {
+		// The sample is random: any numWant of it are.
+		res.Peers = res.Peers[:numWant]
+	}
+}
+
+// pick returns up to n of peers, without self, from a random start.
+func pick(peers []bittorrent.Peer, self bittorrent.Peer, fam bittorrent.Family, n int) []bittorrent.Peer {
+	if n <= 0 || len(peers) == 0 {
+		return nil
+	}
+	out := make([]bittorrent.Peer, 0, min(n, len(peers)))
+	start := rand.IntN(len(peers))
+	for i := range peers {
+		p := peers[(start+i)%len(peers)]
+		if p.Addr == self.Addr || !fam.Carries(p) {
+			continue
+		}
+		out = append(out, p)
+		if len(out) == n {
+			break
+		}
+	}
+	return out
+}

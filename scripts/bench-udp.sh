@@ -6,6 +6,9 @@
 # other. Same swarm model for all: 10k torrents of 10 peers, half seeders,
 # numwant 50; each simulated client is a keep-alive connection (HTTP) or a
 # UDP socket that connects once and then announces, one request at a time.
+# Last, the load generator against a UDP responder that does nothing
+# (scripts/udp-responder) on the server's CPU: the most it can drive, which
+# must be well above every rate it measured for those to be the servers'.
 #
 #   scripts/bench-udp.sh [conns] [duration] [extra TRACKER_* assignments for the node...]
 #
@@ -25,8 +28,9 @@ done
 work=$(mktemp -d)
 chmod 755 "$work"
 go build -o "$work/tracker" ./cmd/tracker
+go build -o "$work/udp-responder" ./scripts/udp-responder
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rport=$(free_port); nport=$(free_port); oport=$(free_port)
+rport=$(free_port); nport=$(free_port); oport=$(free_port); eport=$(free_port)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -59,6 +63,13 @@ sleep 1
 echo "== opentracker UDP"
 load -url "udp://127.0.0.1:$oport/announce" | tee "$work/ot.out"
 
+kill "${pids[-1]}" 2>/dev/null || true
+taskset -c "$server_cpu" "$work/udp-responder" "127.0.0.1:$eport" &
+pids+=($!)
+sleep 0.5
+echo "== load generator ceiling: a UDP responder that does nothing"
+load -url "udp://127.0.0.1:$eport/announce" | tee "$work/echo.out"
+
 rate() { awk '/^rate:/{print $2}' "$1"; }
 p99() { awk '/^latency:/{print $5}' "$1"; }
 echo
@@ -66,8 +77,13 @@ echo "summary ($conns clients, $duration each, server on CPU $server_cpu):"
 printf '  tracklink HTTP keep-alive  %8.0f announces/s  p99 %s\n' "$(rate "$work/http.out")" "$(p99 "$work/http.out")"
 printf '  tracklink UDP              %8.0f announces/s  p99 %s\n' "$(rate "$work/udp.out")" "$(p99 "$work/udp.out")"
 printf '  opentracker UDP            %8.0f announces/s  p99 %s\n' "$(rate "$work/ot.out")" "$(p99 "$work/ot.out")"
-python3 - "$(rate "$work/http.out")" "$(rate "$work/udp.out")" "$(rate "$work/ot.out")" <<'PY'
+printf '  load generator ceiling     %8.0f announces/s  p99 %s\n' "$(rate "$work/echo.out")" "$(p99 "$work/echo.out")"
+cpu() { awk '/^redis CPU per announce:/{print $5}' "$1"; }
+ncpu() { awk '/^node CPU per announce:/{print $5}' "$1"; }
+printf '  tracklink UDP: redis CPU per announce %s, node CPU per announce %s\n' "$(cpu "$work/udp.out")" "$(ncpu "$work/udp.out")"
+python3 - "$(rate "$work/http.out")" "$(rate "$work/udp.out")" "$(rate "$work/ot.out")" "$(rate "$work/echo.out")" <<'PY'
 import sys
-h, u, o = map(float, sys.argv[1:])
+h, u, o, e = map(float, sys.argv[1:])
 print("  UDP / HTTP keep-alive: %.2fx   tracklink UDP / opentracker UDP: %.2fx" % (u / h, u / o))
+print("  load generator ceiling / fastest rate measured: %.2fx (at least 1.5x: the rates are the servers')" % (e / max(h, u, o)))
 PY

@@ -95,7 +95,7 @@ func (c *cache) answer(req *bittorrent.AnnounceRequest, op bittorrent.ChangeOp, 
 // peers every one there was when complete) as the swarm's view for
 // announces like it, with at most sample peers, and the peer itself
 // among them when announces like it would be given it.
-func (c *cache) put(req *bittorrent.AnnounceRequest, op bittorrent.ChangeOp, res *bittorrent.AnnounceResult, complete bool, sample int, now time.Time) {
+func (c *cache) put(req *bittorrent.AnnounceRequest, op bittorrent.ChangeOp, res *bittorrent.AnnounceResult, complete bool, sample int, peerIDs bool, now time.Time) {
 	n := min(len(res.Peers), sample)
 	complete = complete && n == len(res.Peers)
 	peers := make([]bittorrent.Peer, n, n+1)
@@ -104,7 +104,12 @@ func (c *cache) put(req *bittorrent.AnnounceRequest, op bittorrent.ChangeOp, res
 		// A leecher's answer carries every class, so the peer itself is
 		// one of those others are given (the store left it out of its own
 		// answer).
-		peers = append(peers, req.Peer)
+		self := req.Peer
+		if !peerIDs {
+			// As the store gives peers back: without the id it does not keep.
+			self.ID = bittorrent.PeerID{}
+		}
+		peers = append(peers, self)
 	}
 	v := view{at: now.UnixNano(), fam: req.Family, seeders: res.Seeders, leechers: res.Leechers, peers: peers, complete: complete}
 	sh := c.shard(req.InfoHash)

@@ -306,7 +306,7 @@ func (s *Store) learn(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceR
 	}
 	s.known.record(req.InfoHash, m, op, req.Key, now)
 	want := s.fetchWant(req, numWant)
-	s.cache.put(req, op, res, len(res.Peers) < want, s.cfg.Sample, now)
+	s.cache.put(req, op, res, len(res.Peers) < want, s.cfg.Sample, s.cfg.PeerIDs, now)
 	if len(res.Peers) > numWant {
 		// The sample is random: any numWant of it are.
 		res.Peers = res.Peers[:numWant]

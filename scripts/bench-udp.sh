@@ -12,6 +12,10 @@
 #
 #   scripts/bench-udp.sh [conns] [duration] [extra TRACKER_* assignments for the node...]
 #
+# MUX=n drives every UDP measurement from n shared sockets (tracker
+# loadgen -mux: cheaper per request for the load generator); default: a
+# socket per client.
+#
 # Needs redis-server, redis-cli, taskset, python3 and opentracker
 # (apt-get install redis-server redis-tools opentracker). Loopback only.
 set -euo pipefail
@@ -45,10 +49,12 @@ pids+=($!)
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$nport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 load() { taskset -c "$load_cpu" "$work/tracker" loadgen -conns "$conns" -duration "$duration" -torrents 10000 -peers 10 -numwant 50 "$@"; }
+mux=()
+[ "${MUX:-0}" -gt 0 ] && mux=(-mux "$MUX")
 echo "== tracklink HTTP keep-alive"
 load -url "http://127.0.0.1:$nport/announce" -redis "127.0.0.1:$rport" | tee "$work/http.out"
 echo "== tracklink UDP"
-load -url "udp://127.0.0.1:$nport/announce" -metrics "http://127.0.0.1:$nport/metrics" -redis "127.0.0.1:$rport" | tee "$work/udp.out"
+load "${mux[@]}" -url "udp://127.0.0.1:$nport/announce" -metrics "http://127.0.0.1:$nport/metrics" -redis "127.0.0.1:$rport" | tee "$work/udp.out"
 
 # opentracker: Debian's build answers only whitelisted torrents, so list the
 # load generator's info hashes ('t' and 19 digits).
@@ -61,14 +67,14 @@ taskset -c "$server_cpu" opentracker -f "$work/ot/opentracker.conf" >"$work/ot.l
 pids+=($!)
 sleep 1
 echo "== opentracker UDP"
-load -url "udp://127.0.0.1:$oport/announce" | tee "$work/ot.out"
+load "${mux[@]}" -url "udp://127.0.0.1:$oport/announce" | tee "$work/ot.out"
 
 kill "${pids[-1]}" 2>/dev/null || true
 taskset -c "$server_cpu" "$work/udp-responder" "127.0.0.1:$eport" &
 pids+=($!)
 sleep 0.5
 echo "== load generator ceiling: a UDP responder that does nothing"
-load -url "udp://127.0.0.1:$eport/announce" | tee "$work/echo.out"
+load "${mux[@]}" -url "udp://127.0.0.1:$eport/announce" | tee "$work/echo.out"
 
 rate() { awk '/^rate:/{print $2}' "$1"; }
 p99() { awk '/^latency:/{print $5}' "$1"; }

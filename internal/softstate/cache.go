@@ -118,6 +118,14 @@ func (c *cache) put(req *bittorrent.AnnounceRequest, op bittorrent.ChangeOp, res
 	c.entryLocked(sh, req.InfoHash).views[viewOf(op)] = v
 }
 
+// putView keeps v as the swarm's view of kind i.
+func (c *cache) putView(ih bittorrent.InfoHash, i int, v view) {
+	sh := c.shard(ih)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c.entryLocked(sh, ih).views[i] = v
+}
+
 // entryLocked returns the swarm's entry, made (in place of an arbitrary
 // one when the shard is full) if there is none.
 func (c *cache) entryLocked(sh *cacheShard, ih bittorrent.InfoHash) *entry {

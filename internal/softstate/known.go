@@ -76,6 +76,18 @@ func (k *knownPeers) is(ih bittorrent.InfoHash, member []byte, op bittorrent.Cha
 	return s.key == h && s.op == op && s.keyh == kh && now.Unix()-int64(s.last) < k.lifetime
 }
 
+// class returns the class of the peer's last change here within the
+// peer lifetime, or 0.
+func (k *knownPeers) class(ih bittorrent.InfoHash, member []byte, now time.Time) bittorrent.ChangeOp {
+	sh, s, h := k.slot(ih, member)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if s.key == h && now.Unix()-int64(s.last) < k.lifetime {
+		return s.op
+	}
+	return 0
+}
+
 // record notes a change of the peer to class op with key.
 func (k *knownPeers) record(ih bittorrent.InfoHash, member []byte, op bittorrent.ChangeOp, key string, now time.Time) {
 	sh, s, h := k.slot(ih, member)

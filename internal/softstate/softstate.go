@@ -306,7 +306,11 @@ func (s *Store) learn(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceR
 	}
 	s.known.record(req.InfoHash, m, op, req.Key, now)
 	want := s.fetchWant(req, numWant)
-	s.cache.put(req, op, res, len(res.Peers) < want, s.cfg.Sample, s.cfg.PeerIDs, now)
+	complete := len(res.Peers) < want
+	s.cache.put(req, op, res, complete, s.cfg.Sample, s.cfg.PeerIDs, now)
+	if op == bittorrent.OpLeecher && complete {
+		s.deriveSeederView(req, res, now)
+	}
 	if len(res.Peers) > numWant {
 		// The sample is random: any numWant of it are.
 		res.Peers = res.Peers[:numWant]
@@ -331,4 +335,37 @@ func pick(peers []bittorrent.Peer, self bittorrent.Peer, fam bittorrent.Family, 
 		}
 	}
 	return out
+}
+
+// deriveSeederView makes the swarm's view for seeders (leechers only)
+// from a leecher's answer that held every peer of the swarm, when this
+// process knows the class of enough of them to be sure: the peers it
+// knows as leechers (the announcing one too) must be as many as the
+// leechers the store counted, partial seeds included. A peer it does
+// not know (relayed, or written by another replica) might be a
+// leecher, so then nothing is derived and a seeder's announce reads the
+// store. This halves the reads of a swarm of local peers.
+func (s *Store) deriveSeederView(req *bittorrent.AnnounceRequest, res *bittorrent.AnnounceResult, now time.Time) {
+	if len(res.Peers)+1 > s.cfg.Sample {
+		return
+	}
+	var buf [bittorrent.PeerLen6WithID]byte
+	leechers := make([]bittorrent.Peer, 0, res.Leechers)
+	for _, p := range res.Peers {
+		if s.known.class(req.InfoHash, p.AppendBinary(buf[:0], s.cfg.PeerIDs), now) == bittorrent.OpLeecher {
+			leechers = append(leechers, p)
+		}
+	}
+	// The announcing leecher is counted, and given to others.
+	if len(leechers)+1 != res.Leechers {
+		return
+	}
+	if req.Family.Carries(req.Peer) {
+		self := req.Peer
+		if !s.cfg.PeerIDs {
+			self.ID = bittorrent.PeerID{}
+		}
+		leechers = append(leechers, self)
+	}
+	s.cache.putView(req.InfoHash, 1, view{at: now.UnixNano(), fam: req.Family, seeders: res.Seeders, leechers: res.Leechers, peers: leechers, complete: true})
 }

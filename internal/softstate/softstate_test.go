@@ -293,3 +293,47 @@ func TestCacheBounded(t *testing.T) {
 		t.Fatalf("%d swarms cached, cap 128", n)
 	}
 }
+
+// TestSeederViewDerived: a leecher's answer that holds the whole swarm,
+// every leecher of which this process knows, answers seeders too (with
+// leechers only); one peer it does not know stops that.
+func TestSeederViewDerived(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second})
+	clk := time.Now()
+	s.now = func() time.Time { return clk }
+	ih := bittorrent.InfoHash{5}
+	for i := range 10 {
+		mustAnnounce(t, s, ann(ih, i, uint64(i%2), bittorrent.Started))
+	}
+	clk = clk.Add(time.Second)
+	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None)) // a leecher reads the store
+	a0, _, _ := cs.counts()
+	res := mustAnnounce(t, s, ann(ih, 0, 0, bittorrent.None)) // a seeder: from the cache
+	if a, _, _ := cs.counts(); a != a0 {
+		t.Fatal("a seeder's refresh read the store after a leecher's answer held the whole swarm")
+	}
+	if len(res.Peers) != 5 || res.Seeders != 5 || res.Leechers != 5 {
+		t.Fatalf("seeder's answer from the derived view: %d peers, %d seeders, %d leechers; want 5, 5, 5", len(res.Peers), res.Seeders, res.Leechers)
+	}
+	for _, p := range res.Peers {
+		if (p.Addr.Port()-1000)%2 == 0 {
+			t.Fatalf("a seeder was given seeder %v", p.Addr)
+		}
+	}
+	// A leecher this process does not know (written by another process
+	// into the same keyspace): nothing is derived.
+	other, err := New(Config{ReadCache: 0}, cs, cs, s.log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Announce(context.Background(), ann(ih, 99, 1, bittorrent.Started), 50); err != nil {
+		t.Fatal(err)
+	}
+	clk = clk.Add(time.Second)
+	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None))
+	a1, _, _ := cs.counts()
+	mustAnnounce(t, s, ann(ih, 0, 0, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a1+1 {
+		t.Fatal("a seeder's view was derived though a leecher of the swarm is not known here")
+	}
+}

@@ -87,7 +87,7 @@ func newSoft(t *testing.T, cfg Config) (*Store, *countingStore, *prometheus.Regi
 	reg := prometheus.NewRegistry()
 	cfg.PeerLifetime, cfg.Sample = time.Hour, 50
 	if cfg.CacheSwarms == 0 {
-		cfg.CacheSwarms, cfg.WriteBehindQueue, cfg.PeerSlots = 1024, 1024, 1024
+		cfg.CacheSwarms, cfg.WriteBehindQueue, cfg.PeerSlots = 1024, 1024, 1<<20 // a table this large: two test peers share a slot about once in 10,000 runs
 	}
 	s, err := New(cfg, cs, cs, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
@@ -193,7 +193,7 @@ func TestReadCache(t *testing.T) {
 // TestWriteBehind: refreshes queued are written within the window, many
 // in one call, and at stop; a full queue writes before the answer.
 func TestWriteBehind(t *testing.T) {
-	s, cs, _ := newSoft(t, Config{ReadCache: time.Minute, WriteBehind: 20 * time.Millisecond, CacheSwarms: 1024, WriteBehindQueue: 5, PeerSlots: 1024})
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Minute, WriteBehind: 20 * time.Millisecond, CacheSwarms: 1024, WriteBehindQueue: 5, PeerSlots: 1 << 20})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	ih := bittorrent.InfoHash{2}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
@@ -172,5 +174,44 @@ func TestRefreshChecksArguments(t *testing.T) {
 	}
 	if n := rdb.Exists(ctx, keys...).Val(); n != 0 {
 		t.Fatalf("a refused call wrote %d keys", n)
+	}
+}
+
+// TestReadSwarms: a small swarm is read whole, its live peers with their
+// classes; a larger one, an empty one and one with a member no writer of
+// ours writes are not.
+func TestReadSwarms(t *testing.T) {
+	su := suite{rdb: backends()[0].client(t)}
+	ctx := context.Background()
+	s, clk := newStore(t, su, time.Hour)
+	small, big, bad, none := hash("read-small"), hash("read-big"), hash("read-bad"), hash("read-none")
+	for i := range 4 {
+		announce(t, s, req(small, peer(i, false), uint64(i%2), bittorrent.Started), 0)
+	}
+	for i := range 11 {
+		announce(t, s, req(big, peer(i, false), 1, bittorrent.Started), 0)
+	}
+	announce(t, s, req(bad, peer(1, false), 1, bittorrent.Started), 0)
+	su.rdb.ZAdd(ctx, s.ks.Swarm(bad).Peers, redis.Z{Score: 1, Member: "short"})
+	// One peer of the small swarm expired (not trimmed yet).
+	su.rdb.ZAdd(ctx, s.ks.Swarm(small).Peers, redis.Z{Score: float64(clk.Now().Add(-2 * time.Hour).UnixMilli()), Member: string(peer(9, false).AppendBinary(nil, false))})
+	out, whole, err := s.ReadSwarms(ctx, []bittorrent.InfoHash{small, big, bad, none}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !whole[0] || whole[1] || whole[2] || whole[3] {
+		t.Fatalf("whole %v, want only the small swarm", whole)
+	}
+	if len(out[0]) != 4 {
+		t.Fatalf("%d live peers read, want 4", len(out[0]))
+	}
+	seeders := 0
+	for _, c := range out[0] {
+		if c.Op == bittorrent.OpSeeder {
+			seeders++
+		}
+	}
+	if seeders != 2 {
+		t.Fatalf("%d seeders read, want 2", seeders)
 	}
 }

@@ -36,6 +36,9 @@ type entry struct {
 	views [2]view
 	scr   bittorrent.Scrape
 	scrAt int64 // unix ns; 0: none
+	// largeAt: when a read found the swarm too large to read whole
+	// (unix ns; 0: never).
+	largeAt int64
 }
 
 // view is one kind of answer, as the store gave it at at (unix ns; 0:
@@ -116,6 +119,56 @@ func (c *cache) put(req *bittorrent.AnnounceRequest, op bittorrent.ChangeOp, res
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	c.entryLocked(sh, req.InfoHash).views[viewOf(op)] = v
+}
+
+// fill keeps a swarm read whole (its live peers, as changes) as both its
+// views, for either family.
+func (c *cache) fill(ih bittorrent.InfoHash, peers []bittorrent.PeerChange, now time.Time) {
+	all := make([]bittorrent.Peer, 0, len(peers))
+	leechers := make([]bittorrent.Peer, 0, len(peers))
+	var nS, nL int
+	for _, ch := range peers {
+		p, err := bittorrent.PeerFromBinary(ch.Peer)
+		if err != nil {
+			continue // checked by the reader; skipped, as a sample skips one
+		}
+		all = append(all, p)
+		switch ch.Op {
+		case bittorrent.OpSeeder:
+			nS++
+		case bittorrent.OpLeecher:
+			nL++
+			leechers = append(leechers, p)
+		default:
+			nL++ // a partial seed counts as incomplete, and wants nothing
+		}
+	}
+	at := now.UnixNano()
+	sh := c.shard(ih)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := c.entryLocked(sh, ih)
+	e.views[0] = view{at: at, fam: bittorrent.BothFamilies, seeders: nS, leechers: nL, peers: all, complete: true}
+	e.views[1] = view{at: at, fam: bittorrent.BothFamilies, seeders: nS, leechers: nL, peers: leechers, complete: true}
+	e.largeAt = 0
+}
+
+// markLarge notes that the swarm could not be read whole.
+func (c *cache) markLarge(ih bittorrent.InfoHash, now time.Time) {
+	sh := c.shard(ih)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c.entryLocked(sh, ih).largeAt = now.UnixNano()
+}
+
+// large reports whether a read found the swarm too large to read whole
+// less than age ago.
+func (c *cache) large(ih bittorrent.InfoHash, now time.Time, age time.Duration) bool {
+	sh := c.shard(ih)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[ih]
+	return e != nil && e.largeAt != 0 && now.UnixNano()-e.largeAt < int64(age)
 }
 
 // putView keeps v as the swarm's view of kind i.

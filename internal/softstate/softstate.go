@@ -31,6 +31,8 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,6 +102,14 @@ type Refresher interface {
 	Refresh(ctx context.Context, changes []bittorrent.PeerChange) (refreshed, added int, err error)
 }
 
+// SwarmReader reads small swarms whole, without a script
+// (redisstore.Store.ReadSwarms): each swarm's live peers as changes
+// (class, last seen, member), whole[i] false for a swarm it did not read
+// whole (too large, in buckets, empty, or not readable).
+type SwarmReader interface {
+	ReadSwarms(ctx context.Context, hashes []bittorrent.InfoHash, max int) (peers [][]bittorrent.PeerChange, whole []bool, err error)
+}
+
 // Store is the soft state in front of a store; it is a tracker.Store.
 // Its zero value is not usable: New makes one. Run writes the refreshes
 // behind; without it, refreshes wait in the queue (and re-announces go
@@ -108,6 +118,7 @@ type Store struct {
 	cfg    Config
 	inner  Inner
 	ref    Refresher
+	reader SwarmReader // nil: refreshes of swarms not cached go to the store
 	cache  *cache      // nil: no read cache
 	known  *knownPeers // nil: no read cache
 	behind *behind     // nil: refreshes written before the answer
@@ -123,6 +134,10 @@ func New(cfg Config, inner Inner, ref Refresher, log *slog.Logger, reg prometheu
 		return nil, err
 	}
 	s := &Store{cfg: cfg, inner: inner, ref: ref, now: time.Now, log: log}
+	// A refresher that reads swarms too (the Redis store) serves the
+	// refreshes of a UDP batch whose swarms are not cached with a plain
+	// read of those swarms instead of announces.
+	s.reader, _ = ref.(SwarmReader)
 	if cfg.ReadCache > 0 {
 		s.cache = newCache(cfg.CacheSwarms)
 		s.known = newKnownPeers(cfg.PeerSlots, cfg.PeerLifetime)
@@ -143,7 +158,7 @@ func (s *Store) Ping(ctx context.Context) error { return s.inner.Ping(ctx) }
 // sends anything else to the store.
 func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
 	now := s.now()
-	if res, ok, err := s.hit(ctx, req, numWant, now); ok || err != nil {
+	if res, ok, _, err := s.hit(ctx, req, numWant, now, true); ok || err != nil {
 		return res, err
 	}
 	res, err := s.inner.Announce(ctx, req, s.fetchWant(req, numWant))
@@ -154,7 +169,9 @@ func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, n
 }
 
 // Batch is Announce and Scrape for a front end's batch: what the cache
-// answers is answered, the rest goes to the store in one batch.
+// answers is answered; refreshes of swarms not cached read those swarms
+// (when the store can: SwarmReader) and are answered from what was read;
+// the rest goes to the store in one batch, beside that read.
 func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 	if s.cache == nil {
 		s.inner.Batch(ctx, b)
@@ -162,15 +179,21 @@ func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 	}
 	now := s.now()
 	var in bittorrent.StoreBatch
-	var aidx, sidx []int
+	var aidx, sidx, ridx []int
+	var read []bittorrent.InfoHash
 	for i, req := range b.Announces {
-		res, ok, err := s.hit(ctx, req, b.NumWant[i], now)
+		res, ok, refresh, err := s.hit(ctx, req, b.NumWant[i], now, true)
 		if ok || err != nil {
 			b.AnnounceResults[i], b.AnnounceErrs[i] = res, err
 			continue
 		}
-		in.Announces = append(in.Announces, req)
-		in.NumWant = append(in.NumWant, s.fetchWant(req, b.NumWant[i]))
+		if refresh && s.reader != nil && !s.cache.large(req.InfoHash, now, s.cfg.ReadCache) {
+			if len(ridx) == 0 || !slices.Contains(read, req.InfoHash) {
+				read = append(read, req.InfoHash)
+			}
+			ridx = append(ridx, i)
+			continue
+		}
 		aidx = append(aidx, i)
 	}
 	for i, hashes := range b.Scrapes {
@@ -181,14 +204,49 @@ func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 		in.Scrapes = append(in.Scrapes, hashes)
 		sidx = append(sidx, i)
 	}
+	var reading sync.WaitGroup
+	if len(read) > 0 {
+		reading.Go(func() { s.readSwarms(ctx, read, now) })
+	}
+	s.storeBatch(ctx, b, &in, aidx, sidx, now)
+	reading.Wait()
+	if len(ridx) == 0 {
+		return
+	}
+	// The swarms read answer their refreshes; a swarm that could not be
+	// read whole sends its refreshes to the store.
+	var left []int
+	for _, i := range ridx {
+		res, ok, _, err := s.hit(ctx, b.Announces[i], b.NumWant[i], now, false)
+		if ok || err != nil {
+			if ok {
+				s.m.announceRead.Inc()
+			}
+			b.AnnounceResults[i], b.AnnounceErrs[i] = res, err
+			continue
+		}
+		left = append(left, i)
+	}
+	if len(left) > 0 {
+		s.storeBatch(ctx, b, &bittorrent.StoreBatch{}, left, nil, now)
+	}
+}
+
+// storeBatch sends b's announces aidx and in's scrapes (b's sidx) to the
+// store in one batch and puts their answers in b.
+func (s *Store) storeBatch(ctx context.Context, b, in *bittorrent.StoreBatch, aidx, sidx []int, now time.Time) {
 	if len(aidx) == 0 && len(sidx) == 0 {
 		return
+	}
+	for _, i := range aidx {
+		in.Announces = append(in.Announces, b.Announces[i])
+		in.NumWant = append(in.NumWant, s.fetchWant(b.Announces[i], b.NumWant[i]))
 	}
 	in.AnnounceResults = make([]bittorrent.AnnounceResult, len(aidx))
 	in.AnnounceErrs = make([]error, len(aidx))
 	in.ScrapeResults = make([][]bittorrent.Scrape, len(sidx))
 	in.ScrapeErrs = make([]error, len(sidx))
-	s.inner.Batch(ctx, &in)
+	s.inner.Batch(ctx, in)
 	for j, i := range aidx {
 		b.AnnounceResults[i], b.AnnounceErrs[i] = in.AnnounceResults[j], in.AnnounceErrs[j]
 		if in.AnnounceErrs[j] == nil {
@@ -198,6 +256,29 @@ func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 	for j, i := range sidx {
 		b.ScrapeResults[i], b.ScrapeErrs[i] = in.ScrapeResults[j], in.ScrapeErrs[j]
 		s.keepScrape(in.ScrapeResults[j], now)
+	}
+}
+
+// readMax is the most members of a swarm read whole for the cache; a
+// larger swarm's refreshes go to the store.
+const readMax = 64
+
+// readSwarms reads small swarms whole and caches what it read; a swarm
+// not read whole is marked large (for the cache age), so that its
+// refreshes go to the store without a read first. A read that failed is
+// logged (sampled); its refreshes go to the store.
+func (s *Store) readSwarms(ctx context.Context, hashes []bittorrent.InfoHash, now time.Time) {
+	sw, whole, err := s.reader.ReadSwarms(ctx, hashes, readMax)
+	if err != nil {
+		s.m.errLog.Log(slog.LevelWarn, "swarm read for the read cache failed; announces go to the store", "err", err)
+		return
+	}
+	for i, ih := range hashes {
+		if whole[i] {
+			s.cache.fill(ih, sw[i], now)
+		} else {
+			s.cache.markLarge(ih, now)
+		}
 	}
 }
 
@@ -254,38 +335,42 @@ func (s *Store) fetchWant(req *bittorrent.AnnounceRequest, numWant int) int {
 // and its swarm is cached fresh (ok), after queueing its refresh or,
 // without write-behind or with the queue full, writing it (err: that
 // write failed).
-func (s *Store) hit(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int, now time.Time) (res bittorrent.AnnounceResult, ok bool, err error) {
+func (s *Store) hit(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int, now time.Time, count bool) (res bittorrent.AnnounceResult, ok, refresh bool, err error) {
 	if s.cache == nil || (req.Event != bittorrent.None && req.Event != bittorrent.Paused) {
-		return res, false, nil
+		return res, false, false, nil
 	}
 	op := req.Op()
 	var buf [bittorrent.PeerLen6WithID]byte
 	m := req.Peer.AppendBinary(buf[:0], s.cfg.PeerIDs)
 	if !s.known.is(req.InfoHash, m, op, req.Key, now) {
-		return res, false, nil
+		return res, false, false, nil
 	}
 	res, ok = s.cache.answer(req, op, numWant, now, s.cfg.ReadCache)
 	if !ok {
-		s.m.announceMiss.Inc()
-		return res, false, nil
+		if count {
+			s.m.announceMiss.Inc()
+		}
+		return res, false, true, nil
 	}
 	res.Change = bittorrent.PeerChange{InfoHash: req.InfoHash, Op: op, Seen: now.UnixMilli(), Peer: string(m)}
 	if s.behind == nil || !s.behind.add(res.Change) {
 		if s.behind != nil {
 			s.m.full.Inc()
 			// Full: the announce is written now, as without soft state.
-			return bittorrent.AnnounceResult{}, false, nil
+			return bittorrent.AnnounceResult{}, false, false, nil
 		}
 		if _, _, err := s.ref.Refresh(ctx, []bittorrent.PeerChange{res.Change}); err != nil {
-			return bittorrent.AnnounceResult{}, false, err
+			return bittorrent.AnnounceResult{}, false, true, err
 		}
 		s.m.writtenNow.Inc()
 	} else {
 		s.m.queued.Inc()
 	}
-	s.m.announceHit.Inc()
+	if count {
+		s.m.announceHit.Inc()
+	}
 	s.known.record(req.InfoHash, m, op, req.Key, now)
-	return res, true, nil
+	return res, true, true, nil
 }
 
 // learn notes what the store answered req: the peer is known (or, after

@@ -337,3 +337,60 @@ func TestSeederViewDerived(t *testing.T) {
 		t.Fatal("a seeder's view was derived though a leecher of the swarm is not known here")
 	}
 }
+
+// TestBatchReadsSwarms: in a front end's batch, refreshes of swarms not
+// cached are answered after a plain read of their swarms (no announce
+// reaches the store), and a swarm too large to read whole sends its
+// refreshes to the store.
+func TestBatchReadsSwarms(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second})
+	clk := time.Now()
+	s.now = func() time.Time { return clk }
+	small, large := bittorrent.InfoHash{6}, bittorrent.InfoHash{7}
+	for i := range 10 {
+		mustAnnounce(t, s, ann(small, i, uint64(i%2), bittorrent.Started))
+	}
+	for i := range readMax + 1 {
+		mustAnnounce(t, s, ann(large, i, 1, bittorrent.Started))
+	}
+	clk = clk.Add(time.Second)
+	batch := func(reqs ...*bittorrent.AnnounceRequest) *bittorrent.StoreBatch {
+		t.Helper()
+		b := &bittorrent.StoreBatch{Announces: reqs, AnnounceResults: make([]bittorrent.AnnounceResult, len(reqs)), AnnounceErrs: make([]error, len(reqs))}
+		for range reqs {
+			b.NumWant = append(b.NumWant, 50)
+		}
+		s.Batch(context.Background(), b)
+		for i, err := range b.AnnounceErrs {
+			if err != nil {
+				t.Fatalf("announce %d: %v", i, err)
+			}
+		}
+		return b
+	}
+	a0, _, _ := cs.counts()
+	b := batch(ann(small, 0, 0, bittorrent.None), ann(small, 1, 1, bittorrent.None), ann(small, 3, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a0 {
+		t.Fatalf("%d refreshes of a small swarm reached the store as announces; want 0 (read)", a-a0)
+	}
+	for i, r := range b.AnnounceResults {
+		if r.Seeders != 5 || r.Leechers != 5 || r.Change.Peer == "" {
+			t.Fatalf("answer %d: %+v, want 5 seeders, 5 leechers and the change", i, r)
+		}
+	}
+	if n := len(b.AnnounceResults[0].Peers); n != 5 {
+		t.Fatalf("the seeder got %d peers, want the 5 leechers", n)
+	}
+	if n := len(b.AnnounceResults[1].Peers); n != 9 {
+		t.Fatalf("a leecher got %d peers, want the 9 others", n)
+	}
+	if got := testutil.ToFloat64(s.m.announceRead); got != 3 {
+		t.Fatalf("read answers counted %v, want 3", got)
+	}
+	a1, _, _ := cs.counts()
+	batch(ann(large, 1, 1, bittorrent.None))
+	batch(ann(large, 2, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a1+1 {
+		t.Fatalf("%d announces of a large swarm reached the store; want 1 (then cached)", a-a1)
+	}
+}

@@ -64,6 +64,51 @@ end
 local ttl, cttl, cutoff = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local GONE = { { '0', ARGV[4] }, { '4398046511104', ARGV[5] }, { '8796093022208', ARGV[6] } }
 local refreshed, added = 0, 0
+
+-- refreshOne applies one refresh (score, member m) to the swarm of set M
+-- and tombstones X, by its time; sw is the swarm as far as it was opened
+-- (nil: not yet). Returns the swarm, and whether it wrote.
+local function refreshOne(M, X, sw, score, m)
+  local _, seen = class(score)
+  local key = M
+  if sw and sw.b then
+    key = where(sw, m)
+  end
+  local sc = redis.call('ZSCORE', key, m)
+  if not sc and not sw then
+    sw = open(M, redis.call('ZCARD', M), cutoff, GONE, ttl)
+    if sw.b then
+      key = where(sw, m)
+      sc = redis.call('ZSCORE', key, m)
+    end
+  end
+  sw = sw or { M = M }
+  if sc then
+    local _, cur = class(sc)
+    if seen > cur then
+      put(sw, key, m, score, sc, ttl)
+      refreshed = refreshed + 1
+      return sw, true
+    end
+    return sw, false
+  end
+  local t = redis.call('ZSCORE', X, m)
+  if t and tonumber(t) >= seen then
+    return sw, false
+  end
+  local new = put(sw, key, m, score, false, ttl)
+  if new == 1 and not sw.b then
+    if sw.card then
+      sw.card = sw.card + 1
+    else
+      sw.card = redis.call('ZCARD', M)
+    end
+    sw.card = grow(sw, sw.card, GONE, ttl)
+  end
+  added = added + 1
+  return sw, true
+end
+
 local a = 7
 for k = 1, #KEYS, 4 do
   local M, C, K, X = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
@@ -75,42 +120,17 @@ for k = 1, #KEYS, 4 do
   local wrote = false
   for i = a, a + 2 * (n - 1), 2 do
     local score, m = ARGV[i], ARGV[i + 1]
-    local _, seen = class(score)
-    local key = M
-    if sw and sw.b then
-      key = where(sw, m)
-    end
-    local sc = redis.call('ZSCORE', key, m)
-    if not sc and not sw then
-      sw = open(M, redis.call('ZCARD', M), cutoff, GONE, ttl)
-      if sw.b then
-        key = where(sw, m)
-        sc = redis.call('ZSCORE', key, m)
-      end
-    end
-    sw = sw or { M = M }
-    if sc then
-      local _, cur = class(sc)
-      if seen > cur then
-        put(sw, key, m, score, sc, ttl)
-        refreshed = refreshed + 1
-        wrote = true
-      end
+    -- The common case in one call: a peer held in a one-set swarm with
+    -- an older time, in the same band or a lower one (a newer announce
+    -- of a better class; a one-set swarm keeps no counts). XX adds no
+    -- one and makes no key; GT never goes back in time.
+    if not (sw and sw.b) and redis.call('ZADD', M, 'XX', 'GT', 'CH', score, m) == 1 then
+      refreshed = refreshed + 1
+      wrote = true
     else
-      local t = redis.call('ZSCORE', X, m)
-      if not t or tonumber(t) < seen then
-        local new = put(sw, key, m, score, false, ttl)
-        if new == 1 and not sw.b then
-          if sw.card then
-            sw.card = sw.card + 1
-          else
-            sw.card = redis.call('ZCARD', M)
-          end
-          sw.card = grow(sw, sw.card, GONE, ttl)
-        end
-        added = added + 1
-        wrote = true
-      end
+      local w
+      sw, w = refreshOne(M, X, sw, score, m)
+      wrote = wrote or w
     end
   end
   a = a + 2 * n

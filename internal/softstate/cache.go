@@ -11,7 +11,7 @@ import (
 // cache holds, per swarm, what the store last answered this process about
 // it: for each of the two kinds of answer (a leecher's: peers of every
 // class; a seeder's or partial seed's: leechers only) the counts and a
-// sample of up to Sample peers, and the counts a scrape last read. It is
+// sample of up to Sample peers. It is
 // bounded: each shard holds at most its share of CacheSwarms swarms, and
 // a new swarm in a full shard takes the place of an arbitrary one (Go's
 // map order), so a flood of distinct info hashes costs nothing but hits.
@@ -34,8 +34,6 @@ type cacheShard struct {
 
 type entry struct {
 	views [2]view
-	scr   bittorrent.Scrape
-	scrAt int64 // unix ns; 0: none
 	// largeAt: when a read found the swarm too large to read whole
 	// (unix ns; 0: never).
 	largeAt int64
@@ -217,27 +215,6 @@ func (c *cache) drop(ih bittorrent.InfoHash, p bittorrent.Peer) {
 			}
 		}
 	}
-}
-
-// scrape returns the swarm's scrape counts when younger than age.
-func (c *cache) scrape(ih bittorrent.InfoHash, now time.Time, age time.Duration) (bittorrent.Scrape, bool) {
-	sh := c.shard(ih)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.m[ih]
-	if e == nil || e.scrAt == 0 || now.UnixNano()-e.scrAt >= int64(age) {
-		return bittorrent.Scrape{}, false
-	}
-	return e.scr, true
-}
-
-// putScrape keeps a swarm's scrape counts.
-func (c *cache) putScrape(sc bittorrent.Scrape, now time.Time) {
-	sh := c.shard(sc.InfoHash)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := c.entryLocked(sh, sc.InfoHash)
-	e.scr, e.scrAt = sc, now.UnixNano()
 }
 
 // swarms is how many swarms are cached.

@@ -22,8 +22,7 @@
 //     not cached) goes to the store as before, and is written before the
 //     answer; its answer refills the cache.
 //
-// A scrape is answered from cached counts of at most ReadCache ago.
-// docs/soft-state.md says what may be stale, and for how long.
+// Scrapes always read Redis. docs/soft-state.md says what may be stale, and for how long.
 package softstate
 
 import (
@@ -43,7 +42,7 @@ import (
 // Config is the soft state's part of the configuration.
 type Config struct {
 	// ReadCache is how old cached counts and peers may be when they
-	// answer an announce or a scrape; 0 turns the cache off (and with it
+	// answer a refresh; 0 turns the cache off (and with it
 	// the write-behind: every announce goes to the store).
 	ReadCache time.Duration `env:"READ_CACHE" envDefault:"1s"`
 	// CacheSwarms bounds the swarms cached (each at most about 6 KB: see
@@ -197,10 +196,6 @@ func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 		aidx = append(aidx, i)
 	}
 	for i, hashes := range b.Scrapes {
-		if sc, ok := s.cachedScrape(hashes, now); ok {
-			b.ScrapeResults[i], b.ScrapeErrs[i] = sc, nil
-			continue
-		}
 		in.Scrapes = append(in.Scrapes, hashes)
 		sidx = append(sidx, i)
 	}
@@ -255,7 +250,6 @@ func (s *Store) storeBatch(ctx context.Context, b, in *bittorrent.StoreBatch, ai
 	}
 	for j, i := range sidx {
 		b.ScrapeResults[i], b.ScrapeErrs[i] = in.ScrapeResults[j], in.ScrapeErrs[j]
-		s.keepScrape(in.ScrapeResults[j], now)
 	}
 }
 
@@ -282,44 +276,10 @@ func (s *Store) readSwarms(ctx context.Context, hashes []bittorrent.InfoHash, no
 	}
 }
 
-// Scrape answers from cached counts when every swarm asked is cached,
-// and otherwise asks the store (and caches its answer).
+// Scrape is the store's: scrapes always read Redis, so that what a
+// scrape counts is never older than what the link has written.
 func (s *Store) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
-	if s.cache == nil {
-		return s.inner.Scrape(ctx, hashes)
-	}
-	now := s.now()
-	if sc, ok := s.cachedScrape(hashes, now); ok {
-		return sc, nil
-	}
-	res, err := s.inner.Scrape(ctx, hashes)
-	s.keepScrape(res, now)
-	return res, err
-}
-
-// cachedScrape answers a scrape from the cache when every swarm is there.
-func (s *Store) cachedScrape(hashes []bittorrent.InfoHash, now time.Time) ([]bittorrent.Scrape, bool) {
-	out := make([]bittorrent.Scrape, len(hashes))
-	for i, ih := range hashes {
-		sc, ok := s.cache.scrape(ih, now, s.cfg.ReadCache)
-		if !ok {
-			s.m.scrapeMiss.Inc()
-			return nil, false
-		}
-		out[i] = sc
-	}
-	s.m.scrapeHit.Inc()
-	return out, true
-}
-
-// keepScrape caches the counts of a scrape's answer (those that could be
-// read).
-func (s *Store) keepScrape(res []bittorrent.Scrape, now time.Time) {
-	for _, sc := range res {
-		if !sc.Unavailable {
-			s.cache.putScrape(sc, now)
-		}
-	}
+	return s.inner.Scrape(ctx, hashes)
 }
 
 // fetchWant is how many peers the store is asked for: a sample the

@@ -244,39 +244,15 @@ func TestWriteBehind(t *testing.T) {
 	}
 }
 
-// TestScrapeCache: a scrape of swarms scraped within ReadCache is
-// answered from the cache.
-func TestScrapeCache(t *testing.T) {
-	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: 0})
-	ctx := context.Background()
-	ih := bittorrent.InfoHash{3}
-	mustAnnounce(t, s, ann(ih, 1, 0, bittorrent.Completed))
-	for range 3 {
-		sc, err := s.Scrape(ctx, []bittorrent.InfoHash{ih})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sc[0].Complete != 1 || sc[0].Downloaded != 1 {
-			t.Fatalf("scrape %+v, want 1 seeder, 1 download", sc[0])
-		}
-	}
-	if _, n, _ := cs.counts(); n != 1 {
-		t.Fatalf("%d scrapes reached the store, want 1", n)
-	}
-}
-
-// TestOff: with TRACKER_READ_CACHE=0 everything reaches the store.
+// TestOff: with TRACKER_READ_CACHE=0 every announce reaches the store.
 func TestOff(t *testing.T) {
 	s, cs, _ := newSoft(t, Config{ReadCache: 0, WriteBehind: 100 * time.Millisecond})
 	ih := bittorrent.InfoHash{4}
 	for range 3 {
 		mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None))
 	}
-	if _, err := s.Scrape(context.Background(), []bittorrent.InfoHash{ih}); err != nil {
-		t.Fatal(err)
-	}
-	if a, sc, _ := cs.counts(); a != 3 || sc != 1 {
-		t.Fatalf("off: %d announces and %d scrapes reached the store, want 3 and 1", a, sc)
+	if a, _, _ := cs.counts(); a != 3 {
+		t.Fatalf("off: %d announces reached the store, want 3", a)
 	}
 }
 
@@ -287,7 +263,7 @@ func TestCacheBounded(t *testing.T) {
 	now := time.Now()
 	for i := range 10000 {
 		ih := bittorrent.InfoHash{byte(i), byte(i >> 8), 7}
-		c.putScrape(bittorrent.Scrape{InfoHash: ih}, now)
+		c.markLarge(ih, now)
 	}
 	if n := c.swarms(); n > 128 {
 		t.Fatalf("%d swarms cached, cap 128", n)

@@ -45,7 +45,7 @@ type Config struct {
 	// answer a refresh; 0 turns the cache off (and with it
 	// the write-behind: every announce goes to the store).
 	ReadCache time.Duration `env:"READ_CACHE" envDefault:"1s"`
-	// CacheSwarms bounds the swarms cached (each at most about 6 KB: see
+	// CacheSwarms bounds the swarms cached (each at most about 7.5 KB: see
 	// docs/soft-state.md); past it an arbitrary one makes room.
 	CacheSwarms int `env:"READ_CACHE_SWARMS" envDefault:"16384"`
 	// WriteBehind is the window over which refreshes are gathered and

@@ -121,6 +121,7 @@ type Store struct {
 	cache  *cache      // nil: no read cache
 	known  *knownPeers // nil: no read cache
 	behind *behind     // nil: refreshes written before the answer
+	reads  readGroup
 	now    func() time.Time
 	log    *slog.Logger
 	m      metrics
@@ -201,7 +202,7 @@ func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 	}
 	var reading sync.WaitGroup
 	if len(read) > 0 {
-		reading.Go(func() { s.readSwarms(ctx, read, now) })
+		reading.Go(func() { s.read(ctx, read, now) })
 	}
 	s.storeBatch(ctx, b, &in, aidx, sidx, now)
 	reading.Wait()

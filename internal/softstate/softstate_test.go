@@ -370,3 +370,36 @@ func TestBatchReadsSwarms(t *testing.T) {
 		t.Fatalf("%d announces of a large swarm reached the store; want 1 (then cached)", a-a1)
 	}
 }
+
+// TestConcurrentBatchesShareReads: batches that read swarms at the same
+// time all get their answers (the reads merged into rounds), none from
+// the store's announces.
+func TestConcurrentBatchesShareReads(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second})
+	clk := time.Now()
+	s.now = func() time.Time { return clk }
+	const swarms = 16
+	for h := range swarms {
+		for i := range 4 {
+			mustAnnounce(t, s, ann(bittorrent.InfoHash{8, byte(h)}, i, uint64(i%2), bittorrent.Started))
+		}
+	}
+	clk = clk.Add(time.Second)
+	a0, _, _ := cs.counts()
+	var wg sync.WaitGroup
+	for h := range swarms {
+		wg.Go(func() {
+			req := ann(bittorrent.InfoHash{8, byte(h)}, 1, 1, bittorrent.None)
+			b := &bittorrent.StoreBatch{Announces: []*bittorrent.AnnounceRequest{req}, NumWant: []int{50},
+				AnnounceResults: make([]bittorrent.AnnounceResult, 1), AnnounceErrs: make([]error, 1)}
+			s.Batch(context.Background(), b)
+			if b.AnnounceErrs[0] != nil || b.AnnounceResults[0].Seeders != 2 || len(b.AnnounceResults[0].Peers) != 3 {
+				t.Errorf("swarm %d: %+v %v", h, b.AnnounceResults[0], b.AnnounceErrs[0])
+			}
+		})
+	}
+	wg.Wait()
+	if a, _, _ := cs.counts(); a != a0 {
+		t.Fatalf("%d announces reached the store; want 0", a-a0)
+	}
+}

@@ -25,6 +25,7 @@ func runLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&cfg.Redis, "redis", "", "host:port of the node's Redis, for round trips, connections and memory per peer")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "announces a second in all, paced (0: as fast as the node answers)")
 	fs.IntVar(&cfg.Sources, "sources", 0, "spread the clients over this many loopback source addresses, 127.0.0.2 and up (replicas on one port serve each address in one of them; 0: one address)")
+	fs.IntVar(&cfg.Mux, "mux", 0, "udp:// only: drive the measured clients from this many shared sockets, one goroutine each (cheaper per request for the load generator; no -rate, at most 1m); 0: a socket and a goroutine per client")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}

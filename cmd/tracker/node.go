@@ -27,6 +27,7 @@ import (
 	"github.com/tracklink/tracklink/internal/panel"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/reuseport"
+	"github.com/tracklink/tracklink/internal/softstate"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
 	"github.com/tracklink/tracklink/internal/wsapi"
@@ -130,6 +131,14 @@ func runNode(ctx context.Context, environ []string, logOut io.Writer, started ch
 
 	reg := newRegistry()
 	redisstore.CountRoundTrips(rdb, newRoundTripCounter(reg))
+	// The soft state stands between the tracker core and the store: its
+	// refreshes written behind are flushed once the front ends are done.
+	soft, err := softstate.New(cfg.Soft, peers, store, log, reg)
+	if err != nil {
+		return err
+	}
+	back.Go(func() error { return soft.Run(backCtx) })
+	peers = soft
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tracker_redis_functions_missing_total",
 		Help: "Calls that found Redis without this release's function library (run tracker redis-setup).",

@@ -23,6 +23,7 @@ import (
 	"github.com/tracklink/tracklink/internal/link"
 	"github.com/tracklink/tracklink/internal/listen"
 	"github.com/tracklink/tracklink/internal/panel"
+	"github.com/tracklink/tracklink/internal/softstate"
 	"github.com/tracklink/tracklink/internal/torrentfile"
 	"github.com/tracklink/tracklink/internal/tracker"
 	"github.com/tracklink/tracklink/internal/udpapi"
@@ -107,11 +108,14 @@ type Config struct {
 	HubLeaseTTL time.Duration `env:"HUB_LEASE_TTL" envDefault:"3s"`
 
 	Tracker tracker.Config
-	HTTP    httpapi.Config
-	UDP     udpapi.Config
-	Link    link.Config
-	Admin   panel.Config
-	WS      wsapi.Config
+	// Soft is the node's soft state: the read cache and the refreshes
+	// written behind (docs/soft-state.md).
+	Soft  softstate.Config
+	HTTP  httpapi.Config
+	UDP   udpapi.Config
+	Link  link.Config
+	Admin panel.Config
+	WS    wsapi.Config
 
 	// udpFollowsHTTP: TRACKER_UDP_ADDR is not set and TRACKER_HTTP_ADDR
 	// is, so UDP takes HTTP's address (said in the startup log).
@@ -211,6 +215,7 @@ func Load(environ []string) (Config, []string, error) {
 	if c.PeerLifetime == 0 {
 		c.PeerLifetime = c.Tracker.DefaultPeerLifetime()
 	}
+	c.Soft.PeerLifetime, c.Soft.PeerIDs, c.Soft.Sample = c.PeerLifetime, c.StorePeerIDs, c.Tracker.NumWantDefault
 	if err := c.validate(); err != nil {
 		return c, nil, err
 	}
@@ -342,6 +347,9 @@ func (c Config) validate() error {
 		return err
 	}
 	if err := c.Tracker.Validate(); err != nil {
+		return err
+	}
+	if err := c.Soft.Validate(); err != nil {
 		return err
 	}
 	if err := c.UDP.Validate(); err != nil {

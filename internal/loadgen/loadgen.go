@@ -49,6 +49,12 @@ type Config struct {
 	// replicas of a node on one port, which serve each client address in
 	// one of them, all take a part.
 	Sources int
+	// Mux, for udp:// URLs, drives the measured phase's clients from this
+	// many sockets, each shared by its clients and served by one
+	// goroutine (mux.go), which costs the load generator less per
+	// request; 0: a socket and a goroutine per client. No Rate with it,
+	// and at most a minute (connection ids are not renewed).
+	Mux int
 }
 
 // MaxSources bounds Config.Sources.
@@ -109,6 +115,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return Result{}, fmt.Errorf("loadgen: url: %w", err)
+	}
+	if cfg.Mux != 0 && (u.Scheme != "udp" || cfg.Mux < 0 || cfg.Mux > cfg.Conns || cfg.Rate > 0 || cfg.Duration > time.Minute) {
+		return Result{}, errors.New("loadgen: mux is for udp:// only, from 1 to conns sockets, without a rate, for at most 1m")
 	}
 	if cfg.Sources < 0 || cfg.Sources > MaxSources {
 		return Result{}, fmt.Errorf("loadgen: sources must be from 0 to %d", MaxSources)
@@ -226,7 +235,23 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	var failures, refused atomic.Int64
 	var firstFailure atomic.Value
 	start := time.Now()
-	for w, c := range clients {
+	measured := clients
+	if cfg.Mux > 0 {
+		measured = nil // the fill's clients rest; mux has sockets of its own
+		mux, err := measureMux(mctx, u.Host, cfg, end)
+		if err != nil {
+			return res, fmt.Errorf("loadgen: %w", err)
+		}
+		for i, m := range mux {
+			lat[i] = m.lat
+			failures.Add(m.failures)
+			refused.Add(m.refused)
+			if m.first != "" {
+				firstFailure.CompareAndSwap(nil, m.first)
+			}
+		}
+	}
+	for w, c := range measured {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

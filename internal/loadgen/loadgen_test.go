@@ -91,4 +91,26 @@ func TestRunSmall(t *testing.T) {
 	if st := us.Status(); st.Requests["announce"]["ok"] < uint64(res.Announces) || st.Requests["connect"]["ok"] != 4 {
 		t.Fatalf("node saw %+v, the generator %d announces from 4 clients", st.Requests, res.Announces)
 	}
+
+	// Multiplexed: 6 clients on 2 sockets, each connecting once more for
+	// the measured phase; every announce the generator counts, the node
+	// answered.
+	before := us.Status()
+	res, err = Run(context.Background(), Config{URL: "udp://" + conns[0].LocalAddr().String(), Conns: 6, Mux: 2, Duration: 300 * time.Millisecond, Torrents: 20, Peers: 5, NumWant: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := us.Status()
+	if res.Announces == 0 || res.Failures != 0 || res.P99 < res.P50 {
+		t.Fatalf("implausible multiplexed result: %+v", res)
+	}
+	if got := after.Requests["announce"]["ok"] - before.Requests["announce"]["ok"]; got < uint64(res.Announces)+100 {
+		t.Fatalf("node answered %d announces, the generator counted %d and filled 100", got, res.Announces)
+	}
+	if got := after.Requests["connect"]["ok"] - before.Requests["connect"]["ok"]; got != 6+2 {
+		t.Fatalf("%d connects, want 6 (fill) + 2 (the multiplexed sockets)", got)
+	}
+	if _, err := Run(context.Background(), Config{URL: ts.URL, Conns: 4, Mux: 2, Duration: time.Second, Torrents: 1, Peers: 1}); err == nil {
+		t.Fatal("mux accepted for HTTP")
+	}
 }

@@ -58,22 +58,7 @@ func (c *udpClient) Announce(ctx context.Context, torrent, peer int, fill bool) 
 		event, numWant = udpStarted, 0
 	}
 	c.txID++
-	b := binary.BigEndian.AppendUint64(c.req[:0], c.connID)
-	b = binary.BigEndian.AppendUint32(b, udpAnnounce)
-	b = binary.BigEndian.AppendUint32(b, c.txID)
-	b = appendID(b, 't', torrent)
-	b = appendID(b, 'p', torrent*c.cfg.Peers+peer)
-	b = binary.BigEndian.AppendUint64(b, 0) // downloaded
-	// Half of the peers are seeders, as in the HTTP mode.
-	b = binary.BigEndian.AppendUint64(b, uint64(peer%2)) // left
-	b = binary.BigEndian.AppendUint64(b, 0)              // uploaded
-	b = binary.BigEndian.AppendUint32(b, event)
-	b = binary.BigEndian.AppendUint32(b, 0) // ip: the sender's
-	b = binary.BigEndian.AppendUint32(b, uint32(torrent*c.cfg.Peers+peer))
-	b = binary.BigEndian.AppendUint32(b, uint32(numWant))
-	b = binary.BigEndian.AppendUint16(b, uint16(1024+peer))
-	b = append(b, 2, 9)
-	b = append(b, "/announce"...) // BEP 41 URL data, as clients send it
+	b := appendUDPAnnounce(c.req[:0], c.cfg, c.connID, c.txID, torrent, peer, event, numWant)
 	c.req = b
 	rep, err := c.roundTrip(ctx, b, udpAnnounce)
 	if err != nil {
@@ -137,4 +122,24 @@ func (c *udpClient) roundTrip(ctx context.Context, b []byte, action uint32) ([]b
 			return nil, fmt.Errorf("reply action %d to action %d", binary.BigEndian.Uint32(rep), action)
 		}
 	}
+}
+
+// appendUDPAnnounce appends a BEP 15 announce of peer of torrent.
+func appendUDPAnnounce(b []byte, cfg Config, connID uint64, tx uint32, torrent, peer int, event uint32, numWant int32) []byte {
+	b = binary.BigEndian.AppendUint64(b, connID)
+	b = binary.BigEndian.AppendUint32(b, udpAnnounce)
+	b = binary.BigEndian.AppendUint32(b, tx)
+	b = appendID(b, 't', torrent)
+	b = appendID(b, 'p', torrent*cfg.Peers+peer)
+	b = binary.BigEndian.AppendUint64(b, 0) // downloaded
+	// Half of the peers are seeders, as in the HTTP mode.
+	b = binary.BigEndian.AppendUint64(b, uint64(peer%2)) // left
+	b = binary.BigEndian.AppendUint64(b, 0)              // uploaded
+	b = binary.BigEndian.AppendUint32(b, event)
+	b = binary.BigEndian.AppendUint32(b, 0) // ip: the sender's
+	b = binary.BigEndian.AppendUint32(b, uint32(torrent*cfg.Peers+peer))
+	b = binary.BigEndian.AppendUint32(b, uint32(numWant))
+	b = binary.BigEndian.AppendUint16(b, uint16(1024+peer))
+	b = append(b, 2, 9)
+	return append(b, "/announce"...) // BEP 41 URL data, as clients send it
 }

@@ -40,6 +40,8 @@ type Library struct {
 	// and rtcSignal the WebRTC peers' (rtc.go).
 	announce, apply, version string
 	rtcAnnounce, rtcSignal   string
+	// refresh writes refreshes behind (refresh.go).
+	refresh string
 }
 
 // LibraryPrefix starts the name of every library of the store, of any
@@ -49,18 +51,18 @@ const LibraryPrefix = "tracklink_"
 // Functions returns the store's function library of this build.
 func Functions() Library { return library }
 
-var library = newLibrary(swarmSrc, announceSrc, applySrc, rtcAnnounceSrc, rtcSignalSrc)
+var library = newLibrary(swarmSrc, announceSrc, applySrc, rtcAnnounceSrc, rtcSignalSrc, refreshSrc)
 
 // newLibrary wraps each script, behind the swarm layout, in a function of
 // its own: a script's top-level locals (its reply, its caches) are then
 // made again on every call, as they were with EVAL, and never outlive it.
 // The functions take KEYS and ARGV as their arguments, so the scripts read
 // as before.
-func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal string) Library {
-	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + rtcAnnounce + "\x00" + rtcSignal + "\x00" + libraryTemplate + "\x00" + prelude()))
+func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh string) Library {
+	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + rtcAnnounce + "\x00" + rtcSignal + "\x00" + refresh + "\x00" + libraryTemplate + "\x00" + prelude()))
 	name := LibraryPrefix + hex.EncodeToString(sum[:4])
 	l := Library{Name: name, announce: name + "_announce", apply: name + "_apply", version: name + "_version",
-		rtcAnnounce: name + "_rtc_announce", rtcSignal: name + "_rtc_signal"}
+		rtcAnnounce: name + "_rtc_announce", rtcSignal: name + "_rtc_signal", refresh: name + "_refresh"}
 	l.Code = strings.NewReplacer(
 		"{{name}}", name,
 		"{{prelude}}", prelude(),
@@ -68,6 +70,7 @@ func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal string) Library {
 		"{{apply}}", swarm+apply,
 		"{{rtc_announce}}", rtcAnnounce,
 		"{{rtc_signal}}", rtcSignal,
+		"{{refresh}}", swarm+refresh,
 	).Replace(libraryTemplate)
 	return l
 }
@@ -76,7 +79,7 @@ func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal string) Library {
 // (read only) tells a process that its library is loaded.
 const libraryTemplate = `#!lua name={{name}}
 -- Tracklink's Redis functions: made by the tracker from
--- internal/redisstore's swarm.lua, announce.lua and apply.lua, and loaded
+-- internal/redisstore's swarm.lua, announce.lua, apply.lua and refresh.lua, and loaded
 -- by ` + "`tracker redis-setup`" + `.
 {{prelude}}
 local function announce(KEYS, ARGV)
@@ -95,10 +98,15 @@ local function rtc_signal(KEYS, ARGV)
 {{rtc_signal}}
 end
 
+local function refresh(KEYS, ARGV)
+{{refresh}}
+end
+
 redis.register_function('{{name}}_announce', announce)
 redis.register_function('{{name}}_apply', apply)
 redis.register_function('{{name}}_rtc_announce', rtc_announce)
 redis.register_function('{{name}}_rtc_signal', rtc_signal)
+redis.register_function('{{name}}_refresh', refresh)
 redis.register_function{function_name = '{{name}}_version', callback = function() return '{{name}}' end, flags = { 'no-writes' }}
 `
 

@@ -1,0 +1,217 @@
+package redisstore
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+)
+
+// TestRefresh: a refresh written behind moves a held peer's time on and
+// nothing else, never goes back in time, never brings back a stopped
+// peer, puts back a peer Redis lost, and keeps a bucketed swarm's counts
+// exact; on one Redis, a Redis Cluster and the embedded store.
+func TestRefresh(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			su := suite{rdb: b.client(t)}
+			testRefresh(t, su)
+			testRefreshBuckets(t, su)
+		})
+	}
+}
+
+func testRefresh(t *testing.T, su suite) {
+	ctx := context.Background()
+	s, clk := newStore(t, su, time.Hour)
+	ih := hash("refresh")
+	k := s.ks.Swarm(ih)
+	member := func(i int) string { return string(peer(i, false).AppendBinary(nil, false)) }
+	score := func(i int) float64 {
+		t.Helper()
+		sc, err := su.rdb.ZScore(ctx, k.Peers, member(i)).Result()
+		if err != nil {
+			t.Fatalf("peer %d: %v", i, err)
+		}
+		return sc
+	}
+	refresh := func(cs ...bittorrent.PeerChange) (int, int) {
+		t.Helper()
+		r, a, err := s.Refresh(ctx, cs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, a
+	}
+	announce(t, s, req(ih, peer(1, false), 10, bittorrent.Started), 0)
+	announce(t, s, req(ih, peer(2, false), 0, bittorrent.Started), 0)
+	announce(t, s, req(ih, peer(3, false), 10, bittorrent.Started), 0)
+	t0 := clk.Now().UnixMilli()
+
+	// Moved on: the time, and the class kept.
+	seen := t0 + 5000
+	if r, a := refresh(bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: seen, Peer: member(1)},
+		bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpSeeder, Seen: seen, Peer: member(2)}); r != 2 || a != 0 {
+		t.Fatalf("refreshed %d, added %d; want 2, 0", r, a)
+	}
+	if got, want := score(1), PeerScore(bittorrent.OpLeecher, seen); got != want {
+		t.Fatalf("leecher's score %v, want %v", got, want)
+	}
+	if got, want := score(2), PeerScore(bittorrent.OpSeeder, seen); got != want {
+		t.Fatalf("seeder's score %v, want %v", got, want)
+	}
+	// An older refresh (written late, after a newer announce) is left.
+	if r, a := refresh(bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: seen - 1000, Peer: member(1)}); r != 0 || a != 0 {
+		t.Fatalf("an older refresh: refreshed %d, added %d; want 0, 0", r, a)
+	}
+	if got, want := score(1), PeerScore(bittorrent.OpLeecher, seen); got != want {
+		t.Fatalf("an older refresh moved the score to %v, want %v", got, want)
+	}
+	// A stop after the refresh was answered: the refresh, written behind
+	// it, does not bring the peer back.
+	clk.Add(10 * time.Second)
+	answeredAt := clk.Now().UnixMilli() - 10
+	announce(t, s, req(ih, peer(3, false), 10, bittorrent.Stopped), 0)
+	if r, a := refresh(bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: answeredAt, Peer: member(3)}); r != 0 || a != 0 {
+		t.Fatalf("a refresh older than the stop: refreshed %d, added %d; want 0, 0", r, a)
+	}
+	if n := su.rdb.ZScore(ctx, k.Peers, member(3)).Err(); n == nil {
+		t.Fatal("a refresh written behind a stop brought the stopped peer back")
+	}
+	// A peer that Redis lost (no stop recorded) is put back.
+	if err := su.rdb.ZRem(ctx, k.Peers, member(1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r, a := refresh(bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: clk.Now().UnixMilli(), Peer: member(1)}); r != 0 || a != 1 {
+		t.Fatalf("a lost peer: refreshed %d, added %d; want 0, 1", r, a)
+	}
+	sc, err := s.Scrape(ctx, []bittorrent.InfoHash{ih})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc[0].Complete != 1 || sc[0].Incomplete != 1 {
+		t.Fatalf("counts %+v, want 1 seeder and 1 leecher", sc[0])
+	}
+	// The swarm's key lives on from the refresh (as from an announce).
+	if err := su.rdb.Expire(ctx, k.Peers, 5*time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	refresh(bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: clk.Now().UnixMilli() + 1, Peer: member(1)})
+	if ttl := su.rdb.TTL(ctx, k.Peers).Val(); ttl < time.Hour-time.Minute {
+		t.Fatalf("TTL after a refresh %s, want about the lifetime (1h)", ttl)
+	}
+	// A stop is no refresh.
+	if _, _, err := s.Refresh(ctx, []bittorrent.PeerChange{{InfoHash: ih, Op: bittorrent.OpStopped, Seen: 1, Peer: member(1)}}); err == nil {
+		t.Fatal("a stop was taken as a refresh")
+	}
+}
+
+// testRefreshBuckets: refreshes of a swarm in buckets, of peers held and
+// of one lost, keep its counts exact.
+func testRefreshBuckets(t *testing.T, su suite) {
+	ctx := context.Background()
+	s, clk := newStore(t, su, time.Hour)
+	ih := hash("refresh-buckets")
+	const n = 300
+	for i := range n {
+		announce(t, s, req(ih, peer(i, false), uint64(i%2), bittorrent.Started), 0)
+	}
+	clk.Add(time.Second)
+	var cs []bittorrent.PeerChange
+	for i := range n {
+		op := bittorrent.OpSeeder
+		if i%2 == 1 {
+			op = bittorrent.OpLeecher
+		}
+		cs = append(cs, bittorrent.PeerChange{InfoHash: ih, Op: op, Seen: clk.Now().UnixMilli(), Peer: string(peer(i, false).AppendBinary(nil, false))})
+	}
+	r, a, err := s.Refresh(ctx, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r != n || a != 0 {
+		t.Fatalf("refreshed %d, added %d; want %d, 0", r, a, n)
+	}
+	sc, err := s.Scrape(ctx, []bittorrent.InfoHash{ih})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc[0].Complete != n/2 || sc[0].Incomplete != n/2 {
+		t.Fatalf("counts %+v after refreshes, want %d and %d", sc[0], n/2, n/2)
+	}
+}
+
+// TestRefreshChecksArguments: a Redis user's call with bad arguments is
+// refused whole, before anything is written.
+func TestRefreshChecksArguments(t *testing.T) {
+	rdb := suite{rdb: backends()[0].client(t)}.rdb
+	ctx := context.Background()
+	s, _ := newStore(t, suite{rdb: rdb}, time.Hour)
+	if _, err := s.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k := s.ks.Swarm(hash("bad")).announceList()
+	keys := k[:]
+	head := []any{3601, 7200, 1000, 2000, 3000, 4000}
+	for _, tc := range []struct {
+		name string
+		args []any
+	}{
+		{"no swarm part", head},
+		{"bad flags", append(append([]any{}, head...), "2x", 1, 5, "123456")},
+		{"count past the arguments", append(append([]any{}, head...), "00", 5, 5, "123456")},
+		{"bad member", append(append([]any{}, head...), "00", 1, 5, "12345")},
+		{"bad score", append(append([]any{}, head...), "00", 1, "-5", "123456")},
+	} {
+		err := rdb.FCall(ctx, library.refresh, keys, tc.args...).Err()
+		if err == nil || !strings.Contains(err.Error(), "tracklink refresh") {
+			t.Errorf("%s: %v, want a refusal", tc.name, err)
+		}
+	}
+	if n := rdb.Exists(ctx, keys...).Val(); n != 0 {
+		t.Fatalf("a refused call wrote %d keys", n)
+	}
+}
+
+// TestReadSwarms: a small swarm is read whole, its live peers with their
+// classes; a larger one, an empty one and one with a member no writer of
+// ours writes are not.
+func TestReadSwarms(t *testing.T) {
+	su := suite{rdb: backends()[0].client(t)}
+	ctx := context.Background()
+	s, clk := newStore(t, su, time.Hour)
+	small, big, bad, none := hash("read-small"), hash("read-big"), hash("read-bad"), hash("read-none")
+	for i := range 4 {
+		announce(t, s, req(small, peer(i, false), uint64(i%2), bittorrent.Started), 0)
+	}
+	for i := range 11 {
+		announce(t, s, req(big, peer(i, false), 1, bittorrent.Started), 0)
+	}
+	announce(t, s, req(bad, peer(1, false), 1, bittorrent.Started), 0)
+	su.rdb.ZAdd(ctx, s.ks.Swarm(bad).Peers, redis.Z{Score: 1, Member: "short"})
+	// One peer of the small swarm expired (not trimmed yet).
+	su.rdb.ZAdd(ctx, s.ks.Swarm(small).Peers, redis.Z{Score: float64(clk.Now().Add(-2 * time.Hour).UnixMilli()), Member: string(peer(9, false).AppendBinary(nil, false))})
+	out, whole, err := s.ReadSwarms(ctx, []bittorrent.InfoHash{small, big, bad, none}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !whole[0] || whole[1] || whole[2] || whole[3] {
+		t.Fatalf("whole %v, want only the small swarm", whole)
+	}
+	if len(out[0]) != 4 {
+		t.Fatalf("%d live peers read, want 4", len(out[0]))
+	}
+	seeders := 0
+	for _, c := range out[0] {
+		if c.Op == bittorrent.OpSeeder {
+			seeders++
+		}
+	}
+	if seeders != 2 {
+		t.Fatalf("%d seeders read, want 2", seeders)
+	}
+}

@@ -1,0 +1,405 @@
+package softstate
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/redisstore"
+	"github.com/tracklink/tracklink/internal/testkit"
+)
+
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
+
+// countingStore is the real store, counting what reaches it.
+type countingStore struct {
+	*redisstore.Store
+	mu                 sync.Mutex
+	announces, scrapes int
+	refreshes          int
+}
+
+func (c *countingStore) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
+	c.mu.Lock()
+	c.announces++
+	c.mu.Unlock()
+	return c.Store.Announce(ctx, req, numWant)
+}
+
+func (c *countingStore) Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error) {
+	c.mu.Lock()
+	c.scrapes++
+	c.mu.Unlock()
+	return c.Store.Scrape(ctx, hashes)
+}
+
+func (c *countingStore) Refresh(ctx context.Context, cs []bittorrent.PeerChange) (int, int, error) {
+	c.mu.Lock()
+	c.refreshes += len(cs)
+	c.mu.Unlock()
+	return c.Store.Refresh(ctx, cs)
+}
+
+func (c *countingStore) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
+	c.mu.Lock()
+	c.announces += len(b.Announces)
+	c.scrapes += len(b.Scrapes)
+	c.mu.Unlock()
+	for i, r := range b.Announces {
+		b.AnnounceResults[i], b.AnnounceErrs[i] = c.Store.Announce(ctx, r, b.NumWant[i])
+	}
+	for i, h := range b.Scrapes {
+		b.ScrapeResults[i], b.ScrapeErrs[i] = c.Store.Scrape(ctx, h)
+	}
+}
+
+func (c *countingStore) counts() (int, int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.announces, c.scrapes, c.refreshes
+}
+
+var nodeSeq int
+
+func newSoft(t *testing.T, cfg Config) (*Store, *countingStore, *prometheus.Registry) {
+	t.Helper()
+	rdb := testkit.SharedRedis(t).Client(t)
+	nodeSeq++
+	st, err := redisstore.New(rdb, redisstore.Config{Prefix: "soft", NodeID: fmt.Sprintf("n%d-%d", os.Getpid(), nodeSeq),
+		PeerLifetime: time.Hour, CompletedTTL: 2 * time.Hour, Timeout: 2 * time.Second, BindKeys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingStore{Store: st}
+	reg := prometheus.NewRegistry()
+	cfg.PeerLifetime, cfg.Sample = time.Hour, 50
+	if cfg.CacheSwarms == 0 {
+		cfg.CacheSwarms, cfg.WriteBehindQueue, cfg.PeerSlots = 1024, 1024, 1<<20 // a table this large: two test peers share a slot about once in 10,000 runs
+	}
+	s, err := New(cfg, cs, cs, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, cs, reg
+}
+
+func peer(i int) bittorrent.Peer {
+	return bittorrent.Peer{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), uint16(1000+i))}
+}
+
+func ann(ih bittorrent.InfoHash, i int, left uint64, ev bittorrent.Event) *bittorrent.AnnounceRequest {
+	return &bittorrent.AnnounceRequest{InfoHash: ih, Peer: peer(i), Left: left, Event: ev, NumWant: 50, Key: fmt.Sprintf("k%d", i), Family: bittorrent.OnlyIPv4}
+}
+
+func mustAnnounce(t *testing.T, s *Store, r *bittorrent.AnnounceRequest) bittorrent.AnnounceResult {
+	t.Helper()
+	res, err := s.Announce(context.Background(), r, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestReadCache: a refresh of a known peer is answered from the cache
+// while it is fresh, and written behind; joins, completions, stops,
+// changes of key and announces of unknown peers reach the store; after
+// ReadCache the store answers again.
+func TestReadCache(t *testing.T) {
+	s, cs, reg := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second})
+	clk := time.Now()
+	s.now = func() time.Time { return clk }
+	ih := bittorrent.InfoHash{1}
+	for i := range 10 {
+		mustAnnounce(t, s, ann(ih, i, uint64(i%2), bittorrent.Started))
+	}
+	a0, _, _ := cs.counts()
+	// Regular re-announces of known peers: from the cache.
+	for i := range 10 {
+		res := mustAnnounce(t, s, ann(ih, i, uint64(i%2), bittorrent.None))
+		if res.Seeders+res.Leechers < 9 {
+			t.Fatalf("peer %d: counts %d+%d from the cache, want 10 in all", i, res.Seeders, res.Leechers)
+		}
+		for _, p := range res.Peers {
+			if p.Addr == peer(i).Addr {
+				t.Fatalf("peer %d was given itself", i)
+			}
+			if i%2 == 0 {
+				// A seeder (left 0) is given leechers only.
+				var j int
+				fmt.Sscanf(p.Addr.Addr().String(), "10.0.0.%d", &j)
+				if j%2 == 0 {
+					t.Fatalf("seeder %d was given seeder %d", i, j)
+				}
+			}
+		}
+		if res.Change.Op == 0 || res.Change.Peer == "" {
+			t.Fatalf("a cached answer carries no change for the link: %+v", res.Change)
+		}
+	}
+	if a, _, _ := cs.counts(); a != a0 {
+		t.Fatalf("%d refreshes reached the store; want 0 (cached)", a-a0)
+	}
+	if got := testutil.ToFloat64(s.m.announceHit); got != 10 {
+		t.Fatalf("hits counted %v, want 10", got)
+	}
+	if n := s.behind.len(); n != 10 {
+		t.Fatalf("%d refreshes queued, want 10", n)
+	}
+	// Not refreshes: a new peer, a completion, another key, a stop.
+	mustAnnounce(t, s, ann(ih, 20, 1, bittorrent.None))
+	mustAnnounce(t, s, ann(ih, 1, 0, bittorrent.Completed))
+	other := ann(ih, 3, 1, bittorrent.None)
+	other.Key = "another"
+	if _, err := s.Announce(context.Background(), other, 50); err != bittorrent.ErrKeyMismatch {
+		t.Fatalf("another key: %v, want the store's refusal", err)
+	}
+	mustAnnounce(t, s, ann(ih, 5, 1, bittorrent.Stopped))
+	if a, _, _ := cs.counts(); a != a0+4 {
+		t.Fatalf("%d of 4 changes reached the store", a-a0)
+	}
+	// The stopped peer is no longer handed out from the cache.
+	for range 20 {
+		for _, p := range mustAnnounce(t, s, ann(ih, 7, 1, bittorrent.None)).Peers {
+			if p.Addr == peer(5).Addr {
+				t.Fatal("the cache handed out a peer that stopped through this process")
+			}
+		}
+	}
+	// Once the cache is older than ReadCache, the store answers.
+	clk = clk.Add(time.Second)
+	a1, _, _ := cs.counts()
+	mustAnnounce(t, s, ann(ih, 7, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a1+1 {
+		t.Fatal("a stale cache answered")
+	}
+	if reads := testutil.CollectAndCount(reg, "tracker_read_cache_total"); reads == 0 {
+		t.Fatal("no read cache metrics")
+	}
+}
+
+// TestWriteBehind: refreshes queued are written within the window, many
+// in one call, and at stop; a full queue writes before the answer.
+func TestWriteBehind(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Minute, WriteBehind: 20 * time.Millisecond, CacheSwarms: 1024, WriteBehindQueue: 5, PeerSlots: 1 << 20})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	ih := bittorrent.InfoHash{2}
+	for i := range 10 {
+		mustAnnounce(t, s, ann(ih, i, 1, bittorrent.Started))
+	}
+	a0, _, _ := cs.counts()
+	for i := range 8 {
+		mustAnnounce(t, s, ann(ih, i, 1, bittorrent.None))
+	}
+	// 5 queued, 3 written by the store as announces.
+	if a, _, _ := cs.counts(); a != a0+3 || s.behind.len() != 5 {
+		t.Fatalf("queue of 5: %d announces reached the store and %d are queued; want 3 and 5", a-a0, s.behind.len())
+	}
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(2 * time.Second)
+	for s.behind.len() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("refreshes not written within 2s of a 20 ms window")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	deadline = time.Now().Add(2 * time.Second)
+	for testutil.ToFloat64(s.m.written) != 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("written %v refreshes, want 5", testutil.ToFloat64(s.m.written))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// At stop, what is queued is written, and later refreshes go to
+	// the store.
+	mustAnnounce(t, s, ann(ih, 9, 1, bittorrent.None))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := s.behind.len(); n != 0 {
+		t.Fatalf("%d refreshes left unwritten at stop", n)
+	}
+	_, _, r := cs.counts()
+	if r != 6 {
+		t.Fatalf("%d refreshes written, want 6", r)
+	}
+	a1, _, _ := cs.counts()
+	mustAnnounce(t, s, ann(ih, 8, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a1+1 {
+		t.Fatal("a refresh after the stop was queued, not written")
+	}
+}
+
+// TestOff: with TRACKER_READ_CACHE=0 every announce reaches the store.
+func TestOff(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: 0, WriteBehind: 100 * time.Millisecond})
+	ih := bittorrent.InfoHash{4}
+	for range 3 {
+		mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None))
+	}
+	if a, _, _ := cs.counts(); a != 3 {
+		t.Fatalf("off: %d announces reached the store, want 3", a)
+	}
+}
+
+// TestCacheBounded: the cache holds at most its swarms, whatever the
+// info hashes.
+func TestCacheBounded(t *testing.T) {
+	c := newCache(128)
+	now := time.Now()
+	for i := range 10000 {
+		ih := bittorrent.InfoHash{byte(i), byte(i >> 8), 7}
+		c.markLarge(ih, now)
+	}
+	if n := c.swarms(); n > 128 {
+		t.Fatalf("%d swarms cached, cap 128", n)
+	}
+}
+
+// TestSeederViewDerived: a leecher's answer that holds the whole swarm,
+// every leecher of which this process knows, answers seeders too (with
+// leechers only); one peer it does not know stops that.
+func TestSeederViewDerived(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second})
+	clk := time.Now()
+	s.now = func() time.Time { return clk }
+	ih := bittorrent.InfoHash{5}
+	for i := range 10 {
+		mustAnnounce(t, s, ann(ih, i, uint64(i%2), bittorrent.Started))
+	}
+	clk = clk.Add(time.Second)
+	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None)) // a leecher reads the store
+	a0, _, _ := cs.counts()
+	res := mustAnnounce(t, s, ann(ih, 0, 0, bittorrent.None)) // a seeder: from the cache
+	if a, _, _ := cs.counts(); a != a0 {
+		t.Fatal("a seeder's refresh read the store after a leecher's answer held the whole swarm")
+	}
+	if len(res.Peers) != 5 || res.Seeders != 5 || res.Leechers != 5 {
+		t.Fatalf("seeder's answer from the derived view: %d peers, %d seeders, %d leechers; want 5, 5, 5", len(res.Peers), res.Seeders, res.Leechers)
+	}
+	for _, p := range res.Peers {
+		if (p.Addr.Port()-1000)%2 == 0 {
+			t.Fatalf("a seeder was given seeder %v", p.Addr)
+		}
+	}
+	// A leecher this process does not know (written by another process
+	// into the same keyspace): nothing is derived.
+	other, err := New(Config{ReadCache: 0}, cs, cs, s.log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Announce(context.Background(), ann(ih, 99, 1, bittorrent.Started), 50); err != nil {
+		t.Fatal(err)
+	}
+	clk = clk.Add(time.Second)
+	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None))
+	a1, _, _ := cs.counts()
+	mustAnnounce(t, s, ann(ih, 0, 0, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a1+1 {
+		t.Fatal("a seeder's view was derived though a leecher of the swarm is not known here")
+	}
+}
+
+// TestBatchReadsSwarms: in a front end's batch, refreshes of swarms not
+// cached are answered after a plain read of their swarms (no announce
+// reaches the store), and a swarm too large to read whole sends its
+// refreshes to the store.
+func TestBatchReadsSwarms(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second})
+	clk := time.Now()
+	s.now = func() time.Time { return clk }
+	small, large := bittorrent.InfoHash{6}, bittorrent.InfoHash{7}
+	for i := range 10 {
+		mustAnnounce(t, s, ann(small, i, uint64(i%2), bittorrent.Started))
+	}
+	for i := range readMax + 1 {
+		mustAnnounce(t, s, ann(large, i, 1, bittorrent.Started))
+	}
+	clk = clk.Add(time.Second)
+	batch := func(reqs ...*bittorrent.AnnounceRequest) *bittorrent.StoreBatch {
+		t.Helper()
+		b := &bittorrent.StoreBatch{Announces: reqs, AnnounceResults: make([]bittorrent.AnnounceResult, len(reqs)), AnnounceErrs: make([]error, len(reqs))}
+		for range reqs {
+			b.NumWant = append(b.NumWant, 50)
+		}
+		s.Batch(context.Background(), b)
+		for i, err := range b.AnnounceErrs {
+			if err != nil {
+				t.Fatalf("announce %d: %v", i, err)
+			}
+		}
+		return b
+	}
+	a0, _, _ := cs.counts()
+	b := batch(ann(small, 0, 0, bittorrent.None), ann(small, 1, 1, bittorrent.None), ann(small, 3, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a0 {
+		t.Fatalf("%d refreshes of a small swarm reached the store as announces; want 0 (read)", a-a0)
+	}
+	for i, r := range b.AnnounceResults {
+		if r.Seeders != 5 || r.Leechers != 5 || r.Change.Peer == "" {
+			t.Fatalf("answer %d: %+v, want 5 seeders, 5 leechers and the change", i, r)
+		}
+	}
+	if n := len(b.AnnounceResults[0].Peers); n != 5 {
+		t.Fatalf("the seeder got %d peers, want the 5 leechers", n)
+	}
+	if n := len(b.AnnounceResults[1].Peers); n != 9 {
+		t.Fatalf("a leecher got %d peers, want the 9 others", n)
+	}
+	if got := testutil.ToFloat64(s.m.announceRead); got != 3 {
+		t.Fatalf("read answers counted %v, want 3", got)
+	}
+	a1, _, _ := cs.counts()
+	batch(ann(large, 1, 1, bittorrent.None))
+	batch(ann(large, 2, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a1+1 {
+		t.Fatalf("%d announces of a large swarm reached the store; want 1 (then cached)", a-a1)
+	}
+}
+
+// TestConcurrentBatchesShareReads: batches that read swarms at the same
+// time all get their answers (the reads merged into rounds), none from
+// the store's announces.
+func TestConcurrentBatchesShareReads(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second})
+	clk := time.Now()
+	s.now = func() time.Time { return clk }
+	const swarms = 16
+	for h := range swarms {
+		for i := range 4 {
+			mustAnnounce(t, s, ann(bittorrent.InfoHash{8, byte(h)}, i, uint64(i%2), bittorrent.Started))
+		}
+	}
+	clk = clk.Add(time.Second)
+	a0, _, _ := cs.counts()
+	var wg sync.WaitGroup
+	for h := range swarms {
+		wg.Go(func() {
+			req := ann(bittorrent.InfoHash{8, byte(h)}, 1, 1, bittorrent.None)
+			b := &bittorrent.StoreBatch{Announces: []*bittorrent.AnnounceRequest{req}, NumWant: []int{50},
+				AnnounceResults: make([]bittorrent.AnnounceResult, 1), AnnounceErrs: make([]error, 1)}
+			s.Batch(context.Background(), b)
+			if b.AnnounceErrs[0] != nil || b.AnnounceResults[0].Seeders != 2 || len(b.AnnounceResults[0].Peers) != 3 {
+				t.Errorf("swarm %d: %+v %v", h, b.AnnounceResults[0], b.AnnounceErrs[0])
+			}
+		})
+	}
+	wg.Wait()
+	if a, _, _ := cs.counts(); a != a0 {
+		t.Fatalf("%d announces reached the store; want 0", a-a0)
+	}
+}

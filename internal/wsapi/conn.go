@@ -1,80 +1,276 @@
 package wsapi
 
 import (
-	"context"
+	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/tracker"
 )
 
-// conn is one client's socket. Its read loop (serve) is the only reader.
-// swarms is used by one goroutine at a time: the handler of the message
-// in hand, then, after the last one, the read loop (leave); the read loop
-// waits for each message's verdict on done before it reads the next, and
-// that channel orders them. Writes come from handlers and delivery
-// workers, serialised by wmu (gorilla allows one writer at a time; pings
-// and close frames use WriteControl, which may run concurrently).
+// conn is one client's socket. No goroutine waits on an idle one: the
+// poller (poll_linux.go) hands a readable socket to a new goroutine,
+// serve, which reads and handles its messages while any are buffered, then
+// arms the socket again and ends; so an idle connection holds this struct,
+// its socket and its index entries, and nothing else (no stack, no read
+// buffer, no timer). Where there is no poller (another system, or a
+// socket without a descriptor), serve reads until the socket closes.
+//
+// State, under mu: reading (a serve goroutine owns the socket's reads and
+// swarms) and dead (closed; the goroutine that ends it cleans up: serve
+// if reading, else kill). swarms is used by one goroutine at a time:
+// serve, then the cleanup. Writes come from serve, the delivery workers
+// and the pinger, serialised by wmu.
 type conn struct {
-	srv     *Server
-	ws      *websocket.Conn
-	addr    netip.Addr
-	key     netip.Addr
-	wmu     sync.Mutex
-	lastMsg atomic.Int64 // unix seconds of the last message read
-	done    chan bool    // a worker's verdict on the message handed to it
-	swarms  []member     // the peers announced on this socket
+	srv      *Server
+	nc       net.Conn
+	addr     netip.Addr
+	key      netip.Addr
+	wmu      sync.Mutex
+	lastMsg  atomic.Int64 // unix ms of the last message read
+	lastSeen atomic.Int64 // unix ms of the last frame read (pongs too)
+
+	mu        sync.Mutex
+	reading   bool
+	dead      bool
+	reason    string // why it closed, for the metric (the first one set)
+	armedOnce bool   // in the poller's set
+	pollID    int32  // 0: not polled (serve reads until the end)
+	rc        syscall.RawConn
+
+	pending []byte   // read with the handshake, before the first frame
+	swarms  []member // the peers announced on this socket
 }
 
-// serve reads messages until the socket closes, then removes the socket's
-// peers from its swarms at once.
+// readBufferSize is the buffer lent to a serve goroutine for reading:
+// one typical announce with its offers fits.
+const readBufferSize = 4096
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	bufs    = sync.Pool{New: func() any { b := make([]byte, 0, readBufferSize); return &b }}
+)
+
+// serve reads and handles messages until none is buffered (then the socket
+// is armed in the poller again) or the socket closes.
 func (c *conn) serve() {
-	s := c.srv
-	defer s.remove(c)
-	defer c.leave()
-	defer c.ws.Close()
-	c.ws.SetReadLimit(int64(s.cfg.MaxMessageBytes))
-	wait := 2 * s.cfg.PingEvery
-	c.ws.SetReadDeadline(time.Now().Add(wait))
-	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(wait)) })
+	br := readers.Get().(*bufio.Reader)
+	if c.pending != nil {
+		br.Reset(io.MultiReader(bytes.NewReader(c.pending), c.nc))
+		c.pending = nil
+	} else {
+		br.Reset(c.nc)
+	}
+	bp := bufs.Get().(*[]byte)
+	defer func() {
+		br.Reset(nil)
+		readers.Put(br)
+		if cap(*bp) <= 1<<16 {
+			*bp = (*bp)[:0]
+			bufs.Put(bp)
+		}
+	}()
 	for {
-		_, data, err := c.ws.ReadMessage()
+		data, err := c.readMessage(br, bp)
 		if err != nil {
-			s.m.closed.WithLabelValues(closeReason(err)).Inc()
+			c.end(err)
 			return
 		}
-		c.ws.SetReadDeadline(time.Now().Add(wait))
-		c.lastMsg.Store(time.Now().Unix())
-		// A worker handles the message (parse, store round trip,
-		// reply) while this goroutine waits: its stack stays as small
-		// as reading frames needs, and an idle connection keeps no
-		// more (a deep call here would grow it for good, or until a
-		// GC shrinks it).
-		s.work <- job{c, data}
-		if !<-c.done {
-			return
+		if data != nil {
+			c.lastMsg.Store(time.Now().UnixMilli())
+			if !c.handle(data) {
+				c.end(nil)
+				return
+			}
+		}
+		if c.pollID == 0 || br.Buffered() > 0 {
+			continue
+		}
+		if !c.idle() {
+			c.end(nil) // killed meanwhile
+		}
+		return
+	}
+}
+
+// readMessage reads the next data message into *bp, answering the
+// control frames before it. A polled socket's control frames with nothing
+// after them in the buffer return no message (nil): the socket goes back
+// to the poller rather than wait here.
+func (c *conn) readMessage(br *bufio.Reader, bp *[]byte) ([]byte, error) {
+	max := int64(c.srv.cfg.MaxMessageBytes)
+	wait := 2 * c.srv.cfg.PingEvery
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0] }()
+	started := false
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(wait))
+		h, err := readHeader(br)
+		if err != nil {
+			return nil, err
+		}
+		c.lastSeen.Store(time.Now().UnixMilli())
+		switch h.op {
+		case opClose, opPing, opPong:
+			var ctl [125]byte
+			p := ctl[:h.length]
+			if _, err := io.ReadFull(br, p); err != nil {
+				return nil, err
+			}
+			unmask(p, h.mask, 0)
+			switch h.op {
+			case opPing:
+				c.writeFrame(opPong, p, writeTimeout)
+			case opClose:
+				code := closeNoStatus
+				if len(p) >= 2 {
+					code = int(binary.BigEndian.Uint16(p))
+				}
+				if len(p) == 1 || (len(p) >= 2 && !validCloseCode(code)) {
+					return nil, protocolError("invalid close frame")
+				}
+				if code == closeNoStatus {
+					code = closeNormal
+				}
+				c.writeFrame(opClose, closePayload(code, ""), time.Second)
+				return nil, errPeerClosed
+			}
+			if !started && c.pollID != 0 && br.Buffered() == 0 {
+				return nil, nil
+			}
+			continue
+		case opText, opBinary:
+			if started {
+				return nil, protocolError("a new message before the last one ended")
+			}
+			started = true
+		case opContinuation:
+			if !started {
+				return nil, protocolError("a continuation frame with no message")
+			}
+		}
+		if int64(len(buf))+h.length > max {
+			return nil, &closeError{closeTooBig, "message too big", "too_big"}
+		}
+		n := len(buf)
+		buf = slices.Grow(buf, int(h.length))[:n+int(h.length)]
+		if _, err := io.ReadFull(br, buf[n:]); err != nil {
+			return nil, err
+		}
+		unmask(buf[n:], h.mask, 0)
+		if h.fin {
+			return buf, nil
 		}
 	}
 }
 
-// closeReason names why a read loop ended, for the metric.
+// idle arms the socket in the poller; false: it was killed meanwhile.
+func (c *conn) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return false
+	}
+	if err := c.srv.poll.arm(c); err != nil {
+		c.setReason("error")
+		return false
+	}
+	c.reading = false
+	return true
+}
+
+// wake is the poller's: the socket is readable.
+func (c *conn) wake() {
+	c.mu.Lock()
+	if c.dead || c.reading {
+		c.mu.Unlock()
+		return
+	}
+	c.reading = true
+	c.mu.Unlock()
+	go c.serve()
+}
+
+// end closes the socket from its serve goroutine (err: why reading ended,
+// nil: a reason is set) and cleans up.
+func (c *conn) end(err error) {
+	c.mu.Lock()
+	if err != nil {
+		var ce *closeError
+		if errors.As(err, &ce) {
+			if ce != errPeerClosed {
+				c.mu.Unlock()
+				c.writeFrame(opClose, closePayload(ce.code, ce.reason), time.Second)
+				c.mu.Lock()
+			}
+			c.setReason(ce.label)
+		} else {
+			c.setReason(closeReason(err))
+		}
+	}
+	c.dead, c.reading = true, false
+	c.mu.Unlock()
+	c.cleanup()
+}
+
+// kill closes the socket from outside (pinger, shutdown, a failed write):
+// a serve goroutine that reads it then ends and cleans up; if none does,
+// kill cleans up itself.
+func (c *conn) kill(reason string) {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	c.dead = true
+	c.setReason(reason)
+	reading := c.reading
+	c.mu.Unlock()
+	if reading {
+		c.nc.Close()
+		return
+	}
+	c.cleanup()
+}
+
+// setReason records why the socket closes, unless a reason is set. It
+// runs with c.mu held.
+func (c *conn) setReason(r string) {
+	if c.reason == "" {
+		c.reason = r
+	}
+}
+
+// cleanup runs once, when the socket is dead and nothing reads it: out of
+// the poller, closed, its peers out of their swarms, out of the server.
+func (c *conn) cleanup() {
+	s := c.srv
+	s.poll.remove(c)
+	c.nc.Close()
+	s.m.closed.WithLabelValues(c.reason).Inc()
+	c.leave()
+	s.remove(c)
+}
+
+// closeReason names why reading ended, for the metric.
 func closeReason(err error) string {
-	var ce *websocket.CloseError
 	switch {
-	case errors.As(err, &ce):
-		return "client"
-	case errors.Is(err, websocket.ErrReadLimit):
-		return "too_big"
-	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+	case errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
 		return "ping_timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return "client"
 	}
 	return "error"
 }
@@ -90,9 +286,8 @@ func (c *conn) handle(data []byte) bool {
 	req, err := parseMessage(data, s.cfg.MaxScrapeHashes)
 	if err != nil {
 		s.m.messages.WithLabelValues("invalid").Inc()
-		s.m.closed.WithLabelValues("malformed").Inc()
 		c.write(failureReply(nil, "", nil, err.Error()))
-		c.closeWith(websocket.ClosePolicyViolation, err.Error())
+		c.closeWith(closePolicyViolation, err.Error(), "malformed")
 		return false
 	}
 	start := time.Now()
@@ -230,26 +425,36 @@ func (c *conn) storeFailed(op string, ih *bittorrent.InfoHash, err error) {
 }
 
 // write sends one text message; a socket that cannot take it within the
-// write timeout is closed (its read loop then ends). It reports success.
-func (c *conn) write(msg []byte) bool {
+// write timeout is closed. It reports success.
+func (c *conn) write(msg []byte) bool { return c.writeFrame(opText, msg, writeTimeout) }
+
+// writeFrame writes one frame in one write.
+func (c *conn) writeFrame(op byte, payload []byte, timeout time.Duration) bool {
+	bp := bufs.Get().(*[]byte)
+	b := appendFrame((*bp)[:0], op, payload)
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+	c.nc.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := c.nc.Write(b)
+	c.wmu.Unlock()
+	if cap(b) <= 1<<16 {
+		*bp = b[:0]
+		bufs.Put(bp)
+	}
+	if err != nil {
 		c.srv.m.dropped.WithLabelValues("write_failed").Inc()
-		c.ws.NetConn().Close()
+		c.kill("error")
 		return false
 	}
 	return true
 }
 
-// closeWith sends a close frame (the read loop ends when the client
-// answers, or at its deadline).
-func (c *conn) closeWith(code int, reason string) {
-	if len(reason) > 120 {
-		reason = reason[:120]
-	}
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+// closeWith sends a close frame; label is the metric's reason for the
+// close, unless one is set.
+func (c *conn) closeWith(code int, reason, label string) {
+	c.mu.Lock()
+	c.setReason(label)
+	c.mu.Unlock()
+	c.writeFrame(opClose, closePayload(code, reason), time.Second)
 }
 
 // leave removes the socket's peers from this process's index and from

@@ -52,6 +52,14 @@ type conn struct {
 
 	pending []byte   // read with the handshake, before the first frame
 	swarms  []member // the peers announced on this socket
+
+	// Output (out.go), under omu: frames not written yet (nil: none),
+	// whether the socket is in its writer's list, closed for output.
+	omu       sync.Mutex
+	out       *[]byte
+	queued    bool
+	outClosed bool
+	slot      uint32 // picks the writer
 }
 
 // readBufferSize is the buffer lent to a serve goroutine for reading:
@@ -132,7 +140,7 @@ func (c *conn) readMessage(br *bufio.Reader, bp *[]byte) ([]byte, error) {
 			unmask(p, h.mask, 0)
 			switch h.op {
 			case opPing:
-				c.writeFrame(opPong, p, writeTimeout)
+				c.send(opPong, p)
 			case opClose:
 				code := closeNoStatus
 				if len(p) >= 2 {
@@ -144,7 +152,7 @@ func (c *conn) readMessage(br *bufio.Reader, bp *[]byte) ([]byte, error) {
 				if code == closeNoStatus {
 					code = closeNormal
 				}
-				c.writeFrame(opClose, closePayload(code, ""), time.Second)
+				c.send(opClose, closePayload(code, ""))
 				return nil, errPeerClosed
 			}
 			if !started && c.pollID != 0 && br.Buffered() == 0 {
@@ -211,9 +219,7 @@ func (c *conn) end(err error) {
 		var ce *closeError
 		if errors.As(err, &ce) {
 			if ce != errPeerClosed {
-				c.mu.Unlock()
-				c.writeFrame(opClose, closePayload(ce.code, ce.reason), time.Second)
-				c.mu.Lock()
+				c.send(opClose, closePayload(ce.code, ce.reason))
 			}
 			c.setReason(ce.label)
 		} else {
@@ -258,6 +264,7 @@ func (c *conn) setReason(r string) {
 func (c *conn) cleanup() {
 	s := c.srv
 	s.poll.remove(c)
+	c.closeOutput()
 	c.nc.Close()
 	s.m.closed.WithLabelValues(c.reason).Inc()
 	c.leave()
@@ -342,7 +349,7 @@ func (c *conn) announce(req *request) {
 	} else {
 		s.register(m, c) // another socket of this process may have taken it
 	}
-	res, err := s.store.Announce(c.srv.base, &a)
+	res, err := s.announceBatched(&a)
 	if err != nil {
 		c.storeFailed("announce", &ih, err)
 		return
@@ -424,29 +431,8 @@ func (c *conn) storeFailed(op string, ih *bittorrent.InfoHash, err error) {
 	c.write(failureReply(nil, action, ih, tracker.Unavailable))
 }
 
-// write sends one text message; a socket that cannot take it within the
-// write timeout is closed. It reports success.
-func (c *conn) write(msg []byte) bool { return c.writeFrame(opText, msg, writeTimeout) }
-
-// writeFrame writes one frame in one write.
-func (c *conn) writeFrame(op byte, payload []byte, timeout time.Duration) bool {
-	bp := bufs.Get().(*[]byte)
-	b := appendFrame((*bp)[:0], op, payload)
-	c.wmu.Lock()
-	c.nc.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := c.nc.Write(b)
-	c.wmu.Unlock()
-	if cap(b) <= 1<<16 {
-		*bp = b[:0]
-		bufs.Put(bp)
-	}
-	if err != nil {
-		c.srv.m.dropped.WithLabelValues("write_failed").Inc()
-		c.kill("error")
-		return false
-	}
-	return true
-}
+// write queues one text message (out.go). It reports success.
+func (c *conn) write(msg []byte) bool { return c.send(opText, msg) }
 
 // closeWith sends a close frame; label is the metric's reason for the
 // close, unless one is set.
@@ -454,7 +440,7 @@ func (c *conn) closeWith(code int, reason, label string) {
 	c.mu.Lock()
 	c.setReason(label)
 	c.mu.Unlock()
-	c.writeFrame(opClose, closePayload(code, reason), time.Second)
+	c.send(opClose, closePayload(code, reason))
 }
 
 // leave removes the socket's peers from this process's index and from

@@ -83,6 +83,7 @@ func (c Config) PeerLifetime() time.Duration { return 2 * c.ClientInterval }
 // (redisstore.RTC).
 type Store interface {
 	Announce(ctx context.Context, a *bittorrent.RTCAnnounce) (bittorrent.RTCResult, error)
+	AnnounceBatch(ctx context.Context, as []*bittorrent.RTCAnnounce, out []bittorrent.RTCResult, errs []error)
 	Signal(ctx context.Context, s *bittorrent.Signal) (sent, remote bool, err error)
 	Leave(ctx context.Context, ih []bittorrent.InfoHash, peers []bittorrent.PeerID) error
 	Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error)
@@ -138,14 +139,16 @@ type Server struct {
 
 	// conns is every open connection (for pings and shutdown); perAddr
 	// counts them by client address.
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	perAddr  map[netip.Addr]int
-	closing  bool
-	wg       sync.WaitGroup
-	open     atomic.Int64
-	ready    atomic.Bool
-	delivery [deliveryWorkers]chan delivery
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	perAddr map[netip.Addr]int
+	closing bool
+	wg      sync.WaitGroup
+	open    atomic.Int64
+	ready   atomic.Bool
+	writers [writers]*writer
+	batch   chan *pendingAnnounce
+	slots   atomic.Uint32
 	// base is the context of store calls: Run's, without its end (a
 	// socket's peers still leave the store at shutdown; each call has
 	// the store's timeout). Not the request's: that one ends when the
@@ -168,19 +171,6 @@ type member struct {
 	peer bittorrent.PeerID
 }
 
-// deliveryWorkers write the signals that arrive from the store to their
-// sockets, each from a bounded queue (full: dropped and counted), so that
-// one slow socket holds up only its worker, never the subscription.
-const (
-	deliveryWorkers = 4
-	deliveryQueue   = 1024
-)
-
-type delivery struct {
-	c   *conn
-	msg []byte
-}
-
 // New returns a WebSocket server. Metrics are registered on reg. It starts
 // nothing: Run does.
 func New(cfg Config, store Store, listener Listener, admit Admitter, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
@@ -199,7 +189,7 @@ func New(cfg Config, store Store, listener Listener, admit Admitter, log *slog.L
 	}
 	s := &Server{cfg: cfg, store: store, listener: listener, admit: admit, ClientAddr: directAddr, log: log,
 		errLog: logsample.New(log, 10*time.Second), m: m, seed: maphash.MakeSeed(),
-		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int)}
+		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int), batch: make(chan *pendingAnnounce, batchQueue)}
 	for i := range s.peers {
 		s.peers[i].m = make(map[member]*conn)
 	}
@@ -207,8 +197,8 @@ func New(cfg Config, store Store, listener Listener, admit Admitter, log *slog.L
 		log.Warn("websocket: no poller; each connection keeps a reading goroutine", "err", err)
 		s.poll = nil
 	}
-	for i := range s.delivery {
-		s.delivery[i] = make(chan delivery, deliveryQueue)
+	for i := range s.writers {
+		s.writers[i] = newWriter()
 	}
 	return s, nil
 }
@@ -245,7 +235,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now().UnixMilli()
-	c := &conn{srv: s, nc: nc, addr: addr, key: key, pending: pending, reading: true}
+	c := &conn{srv: s, nc: nc, addr: addr, key: key, pending: pending, reading: true, slot: s.slots.Add(1)}
 	c.lastMsg.Store(now)
 	c.lastSeen.Store(now)
 	if s.poll != nil && s.poll.add(c) != nil {
@@ -254,7 +244,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.add(c) {
 		s.release(key)
 		s.poll.remove(c)
-		c.writeFrame(opClose, closePayload(closeGoingAway, "shutting down"), time.Second)
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.Write(appendFrame(nil, opClose, closePayload(closeGoingAway, "shutting down")))
 		nc.Close()
 		return
 	}
@@ -320,14 +311,23 @@ func (s *Server) Run(ctx context.Context) error {
 	} else {
 		close(polling)
 	}
-	for i := range s.delivery {
+	stopWriters := make(chan struct{})
+	for _, w := range s.writers {
 		delivering.Add(1)
 		go func() {
 			defer delivering.Done()
-			s.deliverLoop(s.delivery[i])
+			w.run(stopWriters)
 		}()
 	}
 	s.base = context.WithoutCancel(ctx)
+	var batching sync.WaitGroup
+	for range batchers {
+		batching.Add(1)
+		go func() {
+			defer batching.Done()
+			s.runBatcher(s.base)
+		}()
+	}
 	listenDone := make(chan error, 1)
 	go func() { listenDone <- s.listener.Listen(ctx, (*handler)(s)) }()
 	tick := time.NewTicker(s.cfg.PingEvery)
@@ -353,13 +353,13 @@ loop:
 	// with the subscription ended too, nothing delivers any more: readers
 	// deliver offers for this process's own peers themselves.
 	s.wg.Wait()
+	close(s.batch)
+	batching.Wait()
 	if s.poll != nil {
 		s.poll.stop()
 	}
 	<-polling
-	for i := range s.delivery {
-		close(s.delivery[i])
-	}
+	close(stopWriters)
 	delivering.Wait()
 	return err
 }
@@ -385,11 +385,8 @@ func (s *Server) ping() {
 			c.kill("idle")
 		case c.lastSeen.Load() < deaf:
 			c.kill("ping_timeout")
-		case c.wmu.TryLock():
-			// (A socket being written to is not pinged this time: a
-			// slow one must not hold up the others.)
-			c.wmu.Unlock()
-			c.writeFrame(opPing, nil, writeTimeout)
+		default:
+			c.send(opPing, nil)
 		}
 	}
 }
@@ -439,7 +436,7 @@ func (h *handler) Lost(err error) {
 func (h *handler) Bad() { (*Server)(h).m.dropped.WithLabelValues("bad_signal").Inc() }
 
 // Deliver queues a signal for the socket of its peer, if this process
-// holds it.
+// holds it (out.go: it never waits for the socket).
 func (h *handler) Deliver(sig bittorrent.Signal) {
 	s := (*Server)(h)
 	c := s.lookup(member{sig.InfoHash, sig.To})
@@ -452,18 +449,7 @@ func (h *handler) Deliver(sig bittorrent.Signal) {
 		s.m.dropped.WithLabelValues("bad_signal").Inc()
 		return
 	}
-	q := s.delivery[maphash.Comparable(s.seed, c)%deliveryWorkers]
-	select {
-	case q <- delivery{c, msg}:
-	default:
-		s.m.dropped.WithLabelValues("queue_full").Inc()
-	}
-}
-
-func (s *Server) deliverLoop(q <-chan delivery) {
-	for d := range q {
-		if d.c.write(d.msg) {
-			s.m.delivered.Inc()
-		}
+	if c.write(msg) {
+		s.m.delivered.Inc()
 	}
 }

@@ -62,19 +62,23 @@ type conn struct {
 	slot      uint32 // picks the writer
 }
 
+// readers is how many goroutines wait for readable sockets (more are
+// started while all are busy, and end with their burst).
+const readers = 64
+
 // readBufferSize is the buffer lent to a serve goroutine for reading:
 // one typical announce with its offers fits.
 const readBufferSize = 4096
 
 var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
-	bufs    = sync.Pool{New: func() any { b := make([]byte, 0, readBufferSize); return &b }}
+	readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	bufs     = sync.Pool{New: func() any { b := make([]byte, 0, readBufferSize); return &b }}
 )
 
 // serve reads and handles messages until none is buffered (then the socket
 // is armed in the poller again) or the socket closes.
 func (c *conn) serve() {
-	br := readers.Get().(*bufio.Reader)
+	br := readBufs.Get().(*bufio.Reader)
 	if c.pending != nil {
 		br.Reset(io.MultiReader(bytes.NewReader(c.pending), c.nc))
 		c.pending = nil
@@ -84,7 +88,7 @@ func (c *conn) serve() {
 	bp := bufs.Get().(*[]byte)
 	defer func() {
 		br.Reset(nil)
-		readers.Put(br)
+		readBufs.Put(br)
 		if cap(*bp) <= 1<<16 {
 			*bp = (*bp)[:0]
 			bufs.Put(bp)
@@ -208,7 +212,11 @@ func (c *conn) wake() {
 	}
 	c.reading = true
 	c.mu.Unlock()
-	go c.serve()
+	select {
+	case c.srv.readable <- c:
+	default:
+		go c.serve()
+	}
 }
 
 // end closes the socket from its serve goroutine (err: why reading ended,
@@ -357,8 +365,8 @@ func (c *conn) announce(req *request) {
 	s.m.offers.WithLabelValues("local").Add(float64(res.Sent - res.Remote))
 	s.m.offers.WithLabelValues("remote").Add(float64(res.Remote))
 	for _, lo := range res.Local {
-		(*handler)(s).Deliver(bittorrent.Signal{Kind: bittorrent.SignalOffer, To: lo.To, InfoHash: ih, From: req.peerID,
-			OfferID: req.offerIDs[lo.Offer], Payload: req.offers[lo.Offer]})
+		s.deliver(&bittorrent.Signal{Kind: bittorrent.SignalOffer, To: lo.To, InfoHash: ih, From: req.peerID,
+			OfferID: req.offerIDs[lo.Offer], Payload: req.offers[lo.Offer]}, true)
 	}
 	if unsent := len(req.offers) - res.Sent; unsent > 0 {
 		s.m.dropped.WithLabelValues("no_peer").Add(float64(unsent))
@@ -395,7 +403,7 @@ func (c *conn) answer(req *request) {
 		s.m.answers.WithLabelValues("remote").Inc()
 	default:
 		s.m.answers.WithLabelValues("local").Inc()
-		(*handler)(s).Deliver(sig)
+		s.deliver(&sig, true)
 	}
 }
 

@@ -272,8 +272,10 @@ func announceReply(dst []byte, ih bittorrent.InfoHash, interval int, complete, i
 }
 
 // signalMessage is an offer or answer as the peer it is for receives it.
-func signalMessage(dst []byte, s *bittorrent.Signal) ([]byte, error) {
-	if !isObject(s.Payload) || !json.Valid(s.Payload) {
+// parsed: the payload is known valid JSON (parsed from a client's message
+// by this process); otherwise (from the store) it is checked.
+func signalMessage(dst []byte, s *bittorrent.Signal, parsed bool) ([]byte, error) {
+	if !isObject(s.Payload) || (!parsed && !json.Valid(s.Payload)) {
 		return dst, errNotObject
 	}
 	dst = append(dst, `{"action":"announce",`...)

@@ -148,7 +148,11 @@ type Server struct {
 	ready   atomic.Bool
 	writers [writers]*writer
 	batch   chan *pendingAnnounce
-	slots   atomic.Uint32
+	// readable hands readable sockets to the readers waiting for one
+	// (their stacks already grown); with none waiting, a new goroutine
+	// reads.
+	readable chan *conn
+	slots    atomic.Uint32
 	// base is the context of store calls: Run's, without its end (a
 	// socket's peers still leave the store at shutdown; each call has
 	// the store's timeout). Not the request's: that one ends when the
@@ -189,7 +193,7 @@ func New(cfg Config, store Store, listener Listener, admit Admitter, log *slog.L
 	}
 	s := &Server{cfg: cfg, store: store, listener: listener, admit: admit, ClientAddr: directAddr, log: log,
 		errLog: logsample.New(log, 10*time.Second), m: m, seed: maphash.MakeSeed(),
-		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int), batch: make(chan *pendingAnnounce, batchQueue)}
+		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int), batch: make(chan *pendingAnnounce, batchQueue), readable: make(chan *conn)}
 	for i := range s.peers {
 		s.peers[i].m = make(map[member]*conn)
 	}
@@ -301,9 +305,18 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (nc net.Conn, p
 // peers from the store, and returns when all are done or the shutdown
 // timeout has passed.
 func (s *Server) Run(ctx context.Context) error {
-	var delivering sync.WaitGroup
+	var delivering, reading sync.WaitGroup
 	polling := make(chan struct{})
 	if s.poll != nil {
+		for range readers {
+			reading.Add(1)
+			go func() {
+				defer reading.Done()
+				for c := range s.readable {
+					c.serve()
+				}
+			}()
+		}
 		go func() {
 			defer close(polling)
 			s.poll.run((*conn).wake)
@@ -359,6 +372,8 @@ loop:
 		s.poll.stop()
 	}
 	<-polling
+	close(s.readable)
+	reading.Wait()
 	close(stopWriters)
 	delivering.Wait()
 	return err
@@ -435,16 +450,22 @@ func (h *handler) Lost(err error) {
 
 func (h *handler) Bad() { (*Server)(h).m.dropped.WithLabelValues("bad_signal").Inc() }
 
-// Deliver queues a signal for the socket of its peer, if this process
-// holds it (out.go: it never waits for the socket).
-func (h *handler) Deliver(sig bittorrent.Signal) {
-	s := (*Server)(h)
+// Deliver queues a signal from the subscription for the socket of its
+// peer, if this process holds it (out.go: it never waits for the socket).
+func (h *handler) Deliver(sig bittorrent.Signal) { (*Server)(h).deliver(&sig, false) }
+
+// deliver queues sig for its peer's socket; parsed: its payload is from a
+// message this process parsed (valid JSON), not from the store.
+func (s *Server) deliver(sig *bittorrent.Signal, parsed bool) {
 	c := s.lookup(member{sig.InfoHash, sig.To})
 	if c == nil {
 		s.m.dropped.WithLabelValues("not_here").Inc()
 		return
 	}
-	msg, err := signalMessage(nil, &sig)
+	b := getBuf()
+	defer putBuf(b)
+	msg, err := signalMessage((*b)[:0], sig, parsed)
+	*b = msg
 	if err != nil {
 		s.m.dropped.WithLabelValues("bad_signal").Inc()
 		return

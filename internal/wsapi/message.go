@@ -66,7 +66,7 @@ func (e malformed) Error() string { return string(e) }
 // Every error is a malformed.
 func parseMessage(data []byte, maxHashes int) (*request, error) {
 	var m message
-	if err := json.Unmarshal(data, &m); err != nil {
+	if err := decodeMessage(data, &m); err != nil {
 		return nil, malformed("invalid JSON message")
 	}
 	switch m.Action {

@@ -1,8 +1,6 @@
 package wsapi
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -53,6 +51,14 @@ type conn struct {
 	pending []byte   // read with the handshake, before the first frame
 	swarms  []member // the peers announced on this socket
 
+	// Input between two bursts, used by the one goroutine reading: the
+	// bytes of an incomplete frame (nil: none) and the length of that
+	// frame if known; a fragmented message's fragments so far.
+	in      []byte
+	need    int
+	msg     []byte
+	started bool
+
 	// Output (out.go), under omu: frames not written yet (nil: none),
 	// whether the socket is in its writer's list, closed for output.
 	omu       sync.Mutex
@@ -62,53 +68,60 @@ type conn struct {
 	slot      uint32 // picks the writer
 }
 
-// readers is how many goroutines wait for readable sockets (more are
-// started while all are busy, and end with their burst).
-const readers = 64
+// readers is how many goroutines read readable sockets and handle their
+// messages. A reader never waits on a socket (it reads what is there),
+// only on the store, so a slow or silent client cannot hold one.
+const readers = 128
 
-// readBufferSize is the buffer lent to a serve goroutine for reading:
-// one typical announce with its offers fits.
+// readBufferSize is the buffer lent to a reader: one typical announce
+// with its offers fits.
 const readBufferSize = 4096
 
-var (
-	readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
-	bufs     = sync.Pool{New: func() any { b := make([]byte, 0, readBufferSize); return &b }}
-)
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, readBufferSize); return &b }}
 
-// serve reads and handles messages until none is buffered (then the socket
-// is armed in the poller again) or the socket closes.
+// serve reads what the socket has (a polled socket without waiting: the
+// poller said it is readable), handles every complete message, keeps the
+// bytes of an incomplete frame for next time, and arms the socket again.
+// A socket with no poller is read until it closes.
 func (c *conn) serve() {
-	br := readBufs.Get().(*bufio.Reader)
-	if c.pending != nil {
-		br.Reset(io.MultiReader(bytes.NewReader(c.pending), c.nc))
-		c.pending = nil
-	} else {
-		br.Reset(c.nc)
-	}
-	bp := bufs.Get().(*[]byte)
-	defer func() {
-		br.Reset(nil)
-		readBufs.Put(br)
-		if cap(*bp) <= 1<<16 {
-			*bp = (*bp)[:0]
-			bufs.Put(bp)
-		}
-	}()
 	for {
-		data, err := c.readMessage(br, bp)
-		if err != nil {
+		var bp *[]byte
+		data := c.in
+		if data == nil {
+			bp = getBuf()
+			data = (*bp)[:0]
+		} else if cap(data)-len(data) < 512 {
+			data = slices.Grow(data, readBufferSize)
+		}
+		spare := cap(data) - len(data)
+		n, rerr := c.fill(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		used, err := c.frames(data)
+		if rest := data[used:]; err == nil && len(rest) > 0 {
+			if bp != nil || used > 0 {
+				// Keep an incomplete frame (bounded by the largest
+				// frame allowed) in a buffer of its own, grown as its
+				// bytes arrive, not as its header claims.
+				c.in = append(make([]byte, 0, min(max(c.need, len(rest)+512), len(rest)+readBufferSize)), rest...)
+			} else {
+				c.in = data
+			}
+		} else {
+			c.in = nil
+		}
+		if bp != nil {
+			*bp = data[:0]
+			putBuf(bp)
+		}
+		switch {
+		case err != nil:
 			c.end(err)
 			return
-		}
-		if data != nil {
-			c.lastMsg.Store(time.Now().UnixMilli())
-			if !c.handle(data) {
-				c.end(nil)
-				return
-			}
-		}
-		if c.pollID == 0 || br.Buffered() > 0 {
-			continue
+		case rerr != nil && rerr != errWouldBlock:
+			c.end(rerr)
+			return
+		case c.pollID == 0, n == spare:
+			continue // no poller; or more may be waiting
 		}
 		if !c.idle() {
 			c.end(nil) // killed meanwhile
@@ -117,76 +130,115 @@ func (c *conn) serve() {
 	}
 }
 
-// readMessage reads the next data message into *bp, answering the
-// control frames before it. A polled socket's control frames with nothing
-// after them in the buffer return no message (nil): the socket goes back
-// to the poller rather than wait here.
-func (c *conn) readMessage(br *bufio.Reader, bp *[]byte) ([]byte, error) {
-	max := int64(c.srv.cfg.MaxMessageBytes)
-	wait := 2 * c.srv.cfg.PingEvery
-	buf := (*bp)[:0]
-	defer func() { *bp = buf[:0] }()
-	started := false
-	for {
-		c.nc.SetReadDeadline(time.Now().Add(wait))
-		h, err := readHeader(br)
-		if err != nil {
-			return nil, err
+// errWouldBlock: nothing to read now.
+var errWouldBlock = errors.New("would block")
+
+// fill reads what the socket has into p: a polled socket without waiting
+// (errWouldBlock: nothing), another one waiting until the ping timeout.
+func (c *conn) fill(p []byte) (int, error) {
+	if c.pending != nil {
+		n := copy(p, c.pending)
+		if c.pending = c.pending[n:]; len(c.pending) == 0 {
+			c.pending = nil
 		}
+		return n, nil
+	}
+	if c.pollID == 0 {
+		c.nc.SetReadDeadline(time.Now().Add(2 * c.srv.cfg.PingEvery))
+		return c.nc.Read(p)
+	}
+	var n int
+	var err error
+	if cerr := c.rc.Read(func(fd uintptr) bool {
+		n, err = syscall.Read(int(fd), p)
+		return true
+	}); cerr != nil {
+		return 0, cerr
+	}
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, err
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// frames handles the complete frames at the start of data and returns how
+// many bytes they took. Control frames are answered; data frames are
+// joined into messages (fragments kept in c.msg), each handled when
+// complete. c.need is the length of the incomplete frame that follows, if
+// its header is there.
+func (c *conn) frames(data []byte) (int, error) {
+	maxMsg := int64(c.srv.cfg.MaxMessageBytes)
+	off := 0
+	c.need = 0
+	for {
+		h, hlen, err := parseHeader(data[off:])
+		if err != nil || hlen == 0 {
+			return off, err
+		}
+		if h.op < opClose && int64(len(c.msg))+h.length > maxMsg {
+			return off, &closeError{closeTooBig, "message too big", "too_big"}
+		}
+		total := hlen + int(h.length)
+		if len(data)-off < total {
+			c.need = total
+			return off, nil
+		}
+		p := data[off+hlen : off+total]
+		off += total
+		unmask(p, h.mask, 0)
 		c.lastSeen.Store(time.Now().UnixMilli())
 		switch h.op {
-		case opClose, opPing, opPong:
-			var ctl [125]byte
-			p := ctl[:h.length]
-			if _, err := io.ReadFull(br, p); err != nil {
-				return nil, err
-			}
-			unmask(p, h.mask, 0)
-			switch h.op {
-			case opPing:
-				c.send(opPong, p)
-			case opClose:
-				code := closeNoStatus
-				if len(p) >= 2 {
-					code = int(binary.BigEndian.Uint16(p))
-				}
-				if len(p) == 1 || (len(p) >= 2 && !validCloseCode(code)) {
-					return nil, protocolError("invalid close frame")
-				}
-				if code == closeNoStatus {
-					code = closeNormal
-				}
-				c.send(opClose, closePayload(code, ""))
-				return nil, errPeerClosed
-			}
-			if !started && c.pollID != 0 && br.Buffered() == 0 {
-				return nil, nil
-			}
+		case opPing:
+			c.send(opPong, p)
 			continue
+		case opPong:
+			continue
+		case opClose:
+			code := closeNoStatus
+			if len(p) >= 2 {
+				code = int(binary.BigEndian.Uint16(p))
+			}
+			if len(p) == 1 || (len(p) >= 2 && !validCloseCode(code)) {
+				return off, protocolError("invalid close frame")
+			}
+			if code == closeNoStatus {
+				code = closeNormal
+			}
+			c.send(opClose, closePayload(code, ""))
+			return off, errPeerClosed
 		case opText, opBinary:
-			if started {
-				return nil, protocolError("a new message before the last one ended")
+			if c.started {
+				return off, protocolError("a new message before the last one ended")
 			}
-			started = true
+			if !h.fin {
+				c.started = true
+				c.msg = append([]byte(nil), p...)
+				continue
+			}
 		case opContinuation:
-			if !started {
-				return nil, protocolError("a continuation frame with no message")
+			if !c.started {
+				return off, protocolError("a continuation frame with no message")
 			}
+			c.msg = append(c.msg, p...)
+			if !h.fin {
+				continue
+			}
+			p, c.msg, c.started = c.msg, nil, false
 		}
-		if int64(len(buf))+h.length > max {
-			return nil, &closeError{closeTooBig, "message too big", "too_big"}
-		}
-		n := len(buf)
-		buf = slices.Grow(buf, int(h.length))[:n+int(h.length)]
-		if _, err := io.ReadFull(br, buf[n:]); err != nil {
-			return nil, err
-		}
-		unmask(buf[n:], h.mask, 0)
-		if h.fin {
-			return buf, nil
+		c.lastMsg.Store(time.Now().UnixMilli())
+		if !c.handle(p) {
+			return off, errHandled
 		}
 	}
 }
+
+// errHandled: a message closed the socket (its reason is set).
+var errHandled = errors.New("closed by the handler")
 
 // idle arms the socket in the poller; false: it was killed meanwhile.
 func (c *conn) idle() bool {
@@ -212,17 +264,16 @@ func (c *conn) wake() {
 	}
 	c.reading = true
 	c.mu.Unlock()
-	select {
-	case c.srv.readable <- c:
-	default:
-		go c.serve()
-	}
+	c.srv.readable <- c
 }
 
 // end closes the socket from its serve goroutine (err: why reading ended,
 // nil: a reason is set) and cleans up.
 func (c *conn) end(err error) {
 	c.mu.Lock()
+	if err == errHandled {
+		err = nil
+	}
 	if err != nil {
 		var ce *closeError
 		if errors.As(err, &ce) {

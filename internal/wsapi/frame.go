@@ -1,12 +1,10 @@
 package wsapi
 
 import (
-	"bufio"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 )
@@ -116,52 +114,55 @@ type frameHeader struct {
 	mask   [4]byte
 }
 
-// readHeader reads a client's frame header and checks what the protocol
-// requires of it.
-func readHeader(br *bufio.Reader) (frameHeader, error) {
-	var h frameHeader
-	var b [8]byte
-	if _, err := io.ReadFull(br, b[:2]); err != nil {
-		return h, err
+// parseHeader reads a client's frame header at the start of b and checks
+// what the protocol requires of it; hlen is its length, 0 if b does not
+// hold all of it yet.
+func parseHeader(b []byte) (h frameHeader, hlen int, err error) {
+	if len(b) < 2 {
+		return h, 0, nil
 	}
 	h.fin, h.op = b[0]&0x80 != 0, b[0]&0x0f
 	if b[0]&0x70 != 0 {
-		return h, protocolError("reserved bits set (no extension was agreed)")
+		return h, 0, protocolError("reserved bits set (no extension was agreed)")
 	}
 	if b[1]&0x80 == 0 {
-		return h, protocolError("unmasked client frame")
-	}
-	switch n := b[1] & 0x7f; n {
-	case 126:
-		if _, err := io.ReadFull(br, b[:2]); err != nil {
-			return h, err
-		}
-		h.length = int64(binary.BigEndian.Uint16(b[:2]))
-	case 127:
-		if _, err := io.ReadFull(br, b[:8]); err != nil {
-			return h, err
-		}
-		u := binary.BigEndian.Uint64(b[:8])
-		if u>>63 != 0 {
-			return h, protocolError("invalid frame length")
-		}
-		h.length = int64(u)
-	default:
-		h.length = int64(n)
-	}
-	if _, err := io.ReadFull(br, h.mask[:]); err != nil {
-		return h, err
+		return h, 0, protocolError("unmasked client frame")
 	}
 	switch h.op {
 	case opContinuation, opText, opBinary:
 	case opClose, opPing, opPong:
-		if !h.fin || h.length > 125 {
-			return h, protocolError("invalid control frame")
+		if !h.fin || b[1]&0x7f > 125 {
+			return h, 0, protocolError("invalid control frame")
 		}
 	default:
-		return h, protocolError(fmt.Sprintf("unknown opcode %d", h.op))
+		return h, 0, protocolError(fmt.Sprintf("unknown opcode %d", h.op))
 	}
-	return h, nil
+	hlen = 2
+	switch n := b[1] & 0x7f; n {
+	case 126:
+		if len(b) < 4 {
+			return h, 0, nil
+		}
+		h.length = int64(binary.BigEndian.Uint16(b[2:4]))
+		hlen = 4
+	case 127:
+		if len(b) < 10 {
+			return h, 0, nil
+		}
+		u := binary.BigEndian.Uint64(b[2:10])
+		if u>>63 != 0 {
+			return h, 0, protocolError("invalid frame length")
+		}
+		h.length = int64(u)
+		hlen = 10
+	default:
+		h.length = int64(n)
+	}
+	if len(b) < hlen+4 {
+		return h, 0, nil
+	}
+	copy(h.mask[:], b[hlen:hlen+4])
+	return h, hlen + 4, nil
 }
 
 // unmask XORs b, which starts at byte pos of its frame's payload, with

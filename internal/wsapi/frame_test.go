@@ -148,6 +148,49 @@ func TestFrames(t *testing.T) {
 	})
 }
 
+// TestPartialFrames: frames that arrive in pieces are joined, and sockets
+// that stop in the middle of a frame hold no reader: more of them than
+// there are readers do not delay anyone else.
+func TestPartialFrames(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	cfg := testConfig()
+	cfg.MaxSockets = 1000
+	p := startProc(t, rdb, cfg, allowAll{})
+	scrape := clientFrame(0x81, []byte(`{"action":"scrape","info_hash":`+jq(l1(id20(1)))+`}`), true)
+	type half struct {
+		nc net.Conn
+		br *bufio.Reader
+	}
+	var halves []half
+	for range readers + 20 {
+		nc, br := rawDial(t, p.url)
+		nc.Write(scrape[:1]) // one byte of the header
+		halves = append(halves, half{nc, br})
+	}
+	// A large message in pieces (its header split too), and one after it
+	// in the same write as its last piece.
+	nc, br := rawDial(t, p.url)
+	big := clientFrame(0x81, []byte(`{"action":"scrape","info_hash":`+jq(l1(id20(2)))+`,"pad":"`+strings.Repeat("x", 20000)+`"}`), true)
+	for _, piece := range [][]byte{big[:1], big[1:3], big[3:9], big[9:5000], big[5000:17000]} {
+		nc.Write(piece)
+		time.Sleep(20 * time.Millisecond)
+	}
+	nc.Write(append(big[17000:], scrape...))
+	for range 2 {
+		if op, pl := readServerFrame(t, nc, br); op != opText || !strings.Contains(string(pl), `"action":"scrape"`) {
+			t.Fatalf("reply: %d %q", op, pl)
+		}
+	}
+	for _, h := range halves {
+		h.nc.Write(scrape[1:])
+	}
+	for _, h := range halves {
+		if op, pl := readServerFrame(t, h.nc, h.br); op != opText || !strings.Contains(string(pl), `"action":"scrape"`) {
+			t.Fatalf("reply: %d %q", op, pl)
+		}
+	}
+}
+
 // TestHandshake: what is not a WebSocket opening handshake is refused
 // with the status the protocol names.
 func TestHandshake(t *testing.T) {

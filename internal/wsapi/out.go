@@ -79,8 +79,25 @@ func (w *writer) run(stop <-chan struct{}) {
 
 func getBuf() *[]byte { return bufs.Get().(*[]byte) }
 
+// smallBufs hold control frames and short replies: a ping to every socket
+// at once must not take a read buffer's size each.
+var smallBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// getBufFor is a pooled buffer for about n bytes.
+func getBufFor(n int) *[]byte {
+	if n <= 256 {
+		return smallBufs.Get().(*[]byte)
+	}
+	return getBuf()
+}
+
 func putBuf(b *[]byte) {
-	if cap(*b) <= 1<<16 {
+	switch c := cap(*b); {
+	case c < 256:
+	case c < readBufferSize:
+		*b = (*b)[:0]
+		smallBufs.Put(b)
+	case c <= 1<<16:
 		*b = (*b)[:0]
 		bufs.Put(b)
 	}
@@ -103,7 +120,7 @@ func (c *conn) send(op byte, payload []byte) bool {
 		return false
 	}
 	if c.out == nil {
-		c.out = getBuf()
+		c.out = getBufFor(len(payload) + 10)
 	}
 	*c.out = appendFrame(*c.out, op, payload)
 	queue := !c.queued

@@ -148,9 +148,8 @@ type Server struct {
 	ready   atomic.Bool
 	writers [writers]*writer
 	batch   chan *pendingAnnounce
-	// readable hands readable sockets to the readers waiting for one
-	// (their stacks already grown); with none waiting, a new goroutine
-	// reads.
+	// readable hands readable sockets to the readers (conn.go); the
+	// poller waits while all are busy.
 	readable chan *conn
 	slots    atomic.Uint32
 	// base is the context of store calls: Run's, without its end (a

@@ -292,7 +292,7 @@ func (c *conn) end(err error) {
 
 // kill closes the socket from outside (pinger, shutdown, a failed write):
 // a serve goroutine that reads it then ends and cleans up; if none does,
-// kill cleans up itself.
+// kill starts the cleanup.
 func (c *conn) kill(reason string) {
 	c.mu.Lock()
 	if c.dead {
@@ -307,7 +307,10 @@ func (c *conn) kill(reason string) {
 		c.nc.Close()
 		return
 	}
-	c.cleanup()
+	// On a goroutine of its own: the pinger and the shutdown kill many
+	// sockets in a row, and each one's peers leave the store (a round
+	// trip, up to the store's timeout when Redis is down).
+	go c.cleanup()
 }
 
 // setReason records why the socket closes, unless a reason is set. It

@@ -1,10 +1,12 @@
 package httpapi
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -90,6 +92,17 @@ func (c *capConn) Close() error {
 		c.l.opened.Dec()
 	})
 	return c.Conn.Close()
+}
+
+var _ syscall.Conn = (*capConn)(nil)
+
+// SyscallConn is the socket's: the WebSocket front end waits for the
+// connections it takes over in its own poller (wsapi).
+func (c *capConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // addrConns counts the open connections of each address. An entry lives

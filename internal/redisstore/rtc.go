@@ -103,6 +103,23 @@ func (r *RTC) Announce(ctx context.Context, a *bittorrent.RTCAnnounce) (bittorre
 	return decodeRTC(cmd, len(a.Payloads))
 }
 
+// AnnounceBatch is Announce for several announces in one pipeline: one
+// round trip, each announce still its own atomic script call. out and
+// errs get each one's result.
+func (r *RTC) AnnounceBatch(ctx context.Context, as []*bittorrent.RTCAnnounce, out []bittorrent.RTCResult, errs []error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(as))
+	for i, a := range as {
+		cmds[i] = r.announceCmd(ctx, pipe, a)
+	}
+	pipe.Exec(ctx) // each command carries its own error
+	for i, cmd := range cmds {
+		out[i], errs[i] = decodeRTC(cmd, len(as[i].Payloads))
+	}
+}
+
 // fcaller is a client or a pipeline: what calls a function.
 type fcaller interface {
 	FCall(ctx context.Context, function string, keys []string, args ...any) *redis.Cmd

@@ -1,80 +1,345 @@
 package wsapi
 
 import (
-	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/tracker"
 )
 
-// conn is one client's socket. Its read loop (serve) is the only reader.
-// swarms is used by one goroutine at a time: the handler of the message
-// in hand, then, after the last one, the read loop (leave); the read loop
-// waits for each message's verdict on done before it reads the next, and
-// that channel orders them. Writes come from handlers and delivery
-// workers, serialised by wmu (gorilla allows one writer at a time; pings
-// and close frames use WriteControl, which may run concurrently).
+// conn is one client's socket. No goroutine waits on an idle one: the
+// poller (poll_linux.go) hands a readable socket to a new goroutine,
+// serve, which reads and handles its messages while any are buffered, then
+// arms the socket again and ends; so an idle connection holds this struct,
+// its socket and its index entries, and nothing else (no stack, no read
+// buffer, no timer). Where there is no poller (another system, or a
+// socket without a descriptor), serve reads until the socket closes.
+//
+// State, under mu: reading (a serve goroutine owns the socket's reads and
+// swarms) and dead (closed; the goroutine that ends it cleans up: serve
+// if reading, else kill). swarms is used by one goroutine at a time:
+// serve, then the cleanup. Writes come from serve, the delivery workers
+// and the pinger, serialised by wmu.
 type conn struct {
-	srv     *Server
-	ws      *websocket.Conn
-	addr    netip.Addr
-	key     netip.Addr
-	wmu     sync.Mutex
-	lastMsg atomic.Int64 // unix seconds of the last message read
-	done    chan bool    // a worker's verdict on the message handed to it
-	swarms  []member     // the peers announced on this socket
+	srv      *Server
+	nc       net.Conn
+	addr     netip.Addr
+	key      netip.Addr
+	wmu      sync.Mutex
+	lastMsg  atomic.Int64 // unix ms of the last message read
+	lastSeen atomic.Int64 // unix ms of the last frame read (pongs too)
+
+	mu        sync.Mutex
+	reading   bool
+	dead      bool
+	reason    string // why it closed, for the metric (the first one set)
+	armedOnce bool   // in the poller's set
+	pollID    int32  // 0: not polled (serve reads until the end)
+	rc        syscall.RawConn
+
+	pending []byte   // read with the handshake, before the first frame
+	swarms  []member // the peers announced on this socket
+
+	// Input between two bursts, used by the one goroutine reading: the
+	// bytes of an incomplete frame (nil: none) and the length of that
+	// frame if known; a fragmented message's fragments so far.
+	in      []byte
+	need    int
+	msg     []byte
+	started bool
+
+	// Output (out.go), under omu: frames not written yet (nil: none),
+	// whether the socket is in its writer's list, closed for output.
+	omu       sync.Mutex
+	out       *[]byte
+	queued    bool
+	outClosed bool
+	slot      uint32 // picks the writer
 }
 
-// serve reads messages until the socket closes, then removes the socket's
-// peers from its swarms at once.
+// readers is how many goroutines read readable sockets and handle their
+// messages. A reader never waits on a socket (it reads what is there),
+// only on the store, so a slow or silent client cannot hold one.
+const readers = 128
+
+// readBufferSize is the buffer lent to a reader: one typical announce
+// with its offers fits.
+const readBufferSize = 4096
+
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, readBufferSize); return &b }}
+
+// serve reads what the socket has (a polled socket without waiting: the
+// poller said it is readable), handles every complete message, keeps the
+// bytes of an incomplete frame for next time, and arms the socket again.
+// A socket with no poller is read until it closes.
 func (c *conn) serve() {
-	s := c.srv
-	defer s.remove(c)
-	defer c.leave()
-	defer c.ws.Close()
-	c.ws.SetReadLimit(int64(s.cfg.MaxMessageBytes))
-	wait := 2 * s.cfg.PingEvery
-	c.ws.SetReadDeadline(time.Now().Add(wait))
-	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(wait)) })
 	for {
-		_, data, err := c.ws.ReadMessage()
-		if err != nil {
-			s.m.closed.WithLabelValues(closeReason(err)).Inc()
-			return
+		var bp *[]byte
+		data := c.in
+		if data == nil {
+			bp = getBuf()
+			data = (*bp)[:0]
+		} else if cap(data)-len(data) < 512 {
+			data = slices.Grow(data, readBufferSize)
 		}
-		c.ws.SetReadDeadline(time.Now().Add(wait))
-		c.lastMsg.Store(time.Now().Unix())
-		// A worker handles the message (parse, store round trip,
-		// reply) while this goroutine waits: its stack stays as small
-		// as reading frames needs, and an idle connection keeps no
-		// more (a deep call here would grow it for good, or until a
-		// GC shrinks it).
-		s.work <- job{c, data}
-		if !<-c.done {
+		spare := cap(data) - len(data)
+		n, rerr := c.fill(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		used, err := c.frames(data)
+		if rest := data[used:]; err == nil && len(rest) > 0 {
+			if bp != nil || used > 0 {
+				// Keep an incomplete frame (bounded by the largest
+				// frame allowed) in a buffer of its own, grown as its
+				// bytes arrive, not as its header claims.
+				c.in = append(make([]byte, 0, min(max(c.need, len(rest)+512), len(rest)+readBufferSize)), rest...)
+			} else {
+				c.in = data
+			}
+		} else {
+			c.in = nil
+		}
+		if bp != nil {
+			*bp = data[:0]
+			putBuf(bp)
+		}
+		switch {
+		case err != nil:
+			c.end(err)
 			return
+		case rerr != nil && rerr != errWouldBlock:
+			c.end(rerr)
+			return
+		case c.pollID == 0, n == spare:
+			continue // no poller; or more may be waiting
+		}
+		if !c.idle() {
+			c.end(nil) // killed meanwhile
+		}
+		return
+	}
+}
+
+// errWouldBlock: nothing to read now.
+var errWouldBlock = errors.New("would block")
+
+// fill reads what the socket has into p: a polled socket without waiting
+// (errWouldBlock: nothing), another one waiting until the ping timeout.
+func (c *conn) fill(p []byte) (int, error) {
+	if c.pending != nil {
+		n := copy(p, c.pending)
+		if c.pending = c.pending[n:]; len(c.pending) == 0 {
+			c.pending = nil
+		}
+		return n, nil
+	}
+	if c.pollID == 0 {
+		c.nc.SetReadDeadline(time.Now().Add(2 * c.srv.cfg.PingEvery))
+		return c.nc.Read(p)
+	}
+	var n int
+	var err error
+	if cerr := c.rc.Read(func(fd uintptr) bool {
+		n, err = syscall.Read(int(fd), p)
+		return true
+	}); cerr != nil {
+		return 0, cerr
+	}
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, err
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// frames handles the complete frames at the start of data and returns how
+// many bytes they took. Control frames are answered; data frames are
+// joined into messages (fragments kept in c.msg), each handled when
+// complete. c.need is the length of the incomplete frame that follows, if
+// its header is there.
+func (c *conn) frames(data []byte) (int, error) {
+	maxMsg := int64(c.srv.cfg.MaxMessageBytes)
+	off := 0
+	c.need = 0
+	for {
+		h, hlen, err := parseHeader(data[off:])
+		if err != nil || hlen == 0 {
+			return off, err
+		}
+		if h.op < opClose && int64(len(c.msg))+h.length > maxMsg {
+			return off, &closeError{closeTooBig, "message too big", "too_big"}
+		}
+		total := hlen + int(h.length)
+		if len(data)-off < total {
+			c.need = total
+			return off, nil
+		}
+		p := data[off+hlen : off+total]
+		off += total
+		unmask(p, h.mask, 0)
+		c.lastSeen.Store(time.Now().UnixMilli())
+		switch h.op {
+		case opPing:
+			c.send(opPong, p)
+			continue
+		case opPong:
+			continue
+		case opClose:
+			code := closeNoStatus
+			if len(p) >= 2 {
+				code = int(binary.BigEndian.Uint16(p))
+			}
+			if len(p) == 1 || (len(p) >= 2 && !validCloseCode(code)) {
+				return off, protocolError("invalid close frame")
+			}
+			if code == closeNoStatus {
+				code = closeNormal
+			}
+			c.send(opClose, closePayload(code, ""))
+			return off, errPeerClosed
+		case opText, opBinary:
+			if c.started {
+				return off, protocolError("a new message before the last one ended")
+			}
+			if !h.fin {
+				c.started = true
+				c.msg = append([]byte(nil), p...)
+				continue
+			}
+		case opContinuation:
+			if !c.started {
+				return off, protocolError("a continuation frame with no message")
+			}
+			c.msg = append(c.msg, p...)
+			if !h.fin {
+				continue
+			}
+			p, c.msg, c.started = c.msg, nil, false
+		}
+		c.lastMsg.Store(time.Now().UnixMilli())
+		if !c.handle(p) {
+			return off, errHandled
 		}
 	}
 }
 
-// closeReason names why a read loop ended, for the metric.
+// errHandled: a message closed the socket (its reason is set).
+var errHandled = errors.New("closed by the handler")
+
+// idle arms the socket in the poller; false: it was killed meanwhile.
+func (c *conn) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return false
+	}
+	if err := c.srv.poll.arm(c); err != nil {
+		c.setReason("error")
+		return false
+	}
+	c.reading = false
+	return true
+}
+
+// wake is the poller's: the socket is readable.
+func (c *conn) wake() {
+	c.mu.Lock()
+	if c.dead || c.reading {
+		c.mu.Unlock()
+		return
+	}
+	c.reading = true
+	c.mu.Unlock()
+	c.srv.readable <- c
+}
+
+// end closes the socket from its serve goroutine (err: why reading ended,
+// nil: a reason is set) and cleans up.
+func (c *conn) end(err error) {
+	c.mu.Lock()
+	if err == errHandled {
+		err = nil
+	}
+	if err != nil {
+		var ce *closeError
+		if errors.As(err, &ce) {
+			if ce != errPeerClosed {
+				c.send(opClose, closePayload(ce.code, ce.reason))
+			}
+			c.setReason(ce.label)
+		} else {
+			c.setReason(closeReason(err))
+		}
+	}
+	c.dead, c.reading = true, false
+	c.mu.Unlock()
+	c.cleanup()
+}
+
+// kill closes the socket from outside (pinger, shutdown, a failed write):
+// a serve goroutine that reads it then ends and cleans up; if none does,
+// kill starts the cleanup.
+func (c *conn) kill(reason string) {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	c.dead = true
+	c.setReason(reason)
+	reading := c.reading
+	c.mu.Unlock()
+	if reading {
+		c.nc.Close()
+		return
+	}
+	// On a goroutine of its own: the pinger and the shutdown kill many
+	// sockets in a row, and each one's peers leave the store (a round
+	// trip, up to the store's timeout when Redis is down).
+	go c.cleanup()
+}
+
+// setReason records why the socket closes, unless a reason is set. It
+// runs with c.mu held.
+func (c *conn) setReason(r string) {
+	if c.reason == "" {
+		c.reason = r
+	}
+}
+
+// cleanup runs once, when the socket is dead and nothing reads it: out of
+// the poller, closed, its peers out of their swarms, out of the server.
+func (c *conn) cleanup() {
+	s := c.srv
+	s.poll.remove(c)
+	c.closeOutput()
+	c.nc.Close()
+	s.m.closed.WithLabelValues(c.reason).Inc()
+	c.leave()
+	s.remove(c)
+}
+
+// closeReason names why reading ended, for the metric.
 func closeReason(err error) string {
-	var ce *websocket.CloseError
 	switch {
-	case errors.As(err, &ce):
-		return "client"
-	case errors.Is(err, websocket.ErrReadLimit):
-		return "too_big"
-	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+	case errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
 		return "ping_timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return "client"
 	}
 	return "error"
 }
@@ -90,9 +355,8 @@ func (c *conn) handle(data []byte) bool {
 	req, err := parseMessage(data, s.cfg.MaxScrapeHashes)
 	if err != nil {
 		s.m.messages.WithLabelValues("invalid").Inc()
-		s.m.closed.WithLabelValues("malformed").Inc()
 		c.write(failureReply(nil, "", nil, err.Error()))
-		c.closeWith(websocket.ClosePolicyViolation, err.Error())
+		c.closeWith(closePolicyViolation, err.Error(), "malformed")
 		return false
 	}
 	start := time.Now()
@@ -147,7 +411,7 @@ func (c *conn) announce(req *request) {
 	} else {
 		s.register(m, c) // another socket of this process may have taken it
 	}
-	res, err := s.store.Announce(c.srv.base, &a)
+	res, err := s.announceBatched(&a)
 	if err != nil {
 		c.storeFailed("announce", &ih, err)
 		return
@@ -155,8 +419,8 @@ func (c *conn) announce(req *request) {
 	s.m.offers.WithLabelValues("local").Add(float64(res.Sent - res.Remote))
 	s.m.offers.WithLabelValues("remote").Add(float64(res.Remote))
 	for _, lo := range res.Local {
-		(*handler)(s).Deliver(bittorrent.Signal{Kind: bittorrent.SignalOffer, To: lo.To, InfoHash: ih, From: req.peerID,
-			OfferID: req.offerIDs[lo.Offer], Payload: req.offers[lo.Offer]})
+		s.deliver(&bittorrent.Signal{Kind: bittorrent.SignalOffer, To: lo.To, InfoHash: ih, From: req.peerID,
+			OfferID: req.offerIDs[lo.Offer], Payload: req.offers[lo.Offer]}, true)
 	}
 	if unsent := len(req.offers) - res.Sent; unsent > 0 {
 		s.m.dropped.WithLabelValues("no_peer").Add(float64(unsent))
@@ -193,7 +457,7 @@ func (c *conn) answer(req *request) {
 		s.m.answers.WithLabelValues("remote").Inc()
 	default:
 		s.m.answers.WithLabelValues("local").Inc()
-		(*handler)(s).Deliver(sig)
+		s.deliver(&sig, true)
 	}
 }
 
@@ -229,27 +493,16 @@ func (c *conn) storeFailed(op string, ih *bittorrent.InfoHash, err error) {
 	c.write(failureReply(nil, action, ih, tracker.Unavailable))
 }
 
-// write sends one text message; a socket that cannot take it within the
-// write timeout is closed (its read loop then ends). It reports success.
-func (c *conn) write(msg []byte) bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-		c.srv.m.dropped.WithLabelValues("write_failed").Inc()
-		c.ws.NetConn().Close()
-		return false
-	}
-	return true
-}
+// write queues one text message (out.go). It reports success.
+func (c *conn) write(msg []byte) bool { return c.send(opText, msg) }
 
-// closeWith sends a close frame (the read loop ends when the client
-// answers, or at its deadline).
-func (c *conn) closeWith(code int, reason string) {
-	if len(reason) > 120 {
-		reason = reason[:120]
-	}
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+// closeWith sends a close frame; label is the metric's reason for the
+// close, unless one is set.
+func (c *conn) closeWith(code int, reason, label string) {
+	c.mu.Lock()
+	c.setReason(label)
+	c.mu.Unlock()
+	c.send(opClose, closePayload(code, reason))
 }
 
 // leave removes the socket's peers from this process's index and from

@@ -80,6 +80,14 @@ func (p *fakeRTCProc) send(s bittorrent.Signal) {
 	}
 }
 
+// AnnounceBatch answers each announce of the batch in turn, as the store's
+// pipeline does.
+func (p *fakeRTCProc) AnnounceBatch(ctx context.Context, as []*bittorrent.RTCAnnounce, out []bittorrent.RTCResult, errs []error) {
+	for i, a := range as {
+		out[i], errs[i] = p.Announce(ctx, a)
+	}
+}
+
 func (p *fakeRTCProc) Announce(ctx context.Context, a *bittorrent.RTCAnnounce) (bittorrent.RTCResult, error) {
 	var res bittorrent.RTCResult
 	if len(a.Payloads) > bittorrent.MaxOffers || len(a.Payloads) != len(a.OfferIDs) {

@@ -66,7 +66,7 @@ func (e malformed) Error() string { return string(e) }
 // Every error is a malformed.
 func parseMessage(data []byte, maxHashes int) (*request, error) {
 	var m message
-	if err := json.Unmarshal(data, &m); err != nil {
+	if err := decodeMessage(data, &m); err != nil {
 		return nil, malformed("invalid JSON message")
 	}
 	switch m.Action {
@@ -272,8 +272,10 @@ func announceReply(dst []byte, ih bittorrent.InfoHash, interval int, complete, i
 }
 
 // signalMessage is an offer or answer as the peer it is for receives it.
-func signalMessage(dst []byte, s *bittorrent.Signal) ([]byte, error) {
-	if !isObject(s.Payload) || !json.Valid(s.Payload) {
+// parsed: the payload is known valid JSON (parsed from a client's message
+// by this process); otherwise (from the store) it is checked.
+func signalMessage(dst []byte, s *bittorrent.Signal, parsed bool) ([]byte, error) {
+	if !isObject(s.Payload) || (!parsed && !json.Valid(s.Payload)) {
 		return dst, errNotObject
 	}
 	dst = append(dst, `{"action":"announce",`...)

@@ -60,7 +60,7 @@ func FuzzParseMessage(f *testing.F) {
 			t.Fatalf("answer %q is not a JSON object", r.answer)
 		}
 		if !r.scrape {
-			msg, err := signalMessage(nil, &bittorrent.Signal{Kind: bittorrent.SignalOffer, InfoHash: r.infoHash, From: r.peerID, Payload: []byte(`{"type":"offer"}`)})
+			msg, err := signalMessage(nil, &bittorrent.Signal{Kind: bittorrent.SignalOffer, InfoHash: r.infoHash, From: r.peerID, Payload: []byte(`{"type":"offer"}`)}, false)
 			if err != nil || !json.Valid(msg) {
 				t.Fatalf("own encoding invalid: %s %v", msg, err)
 			}

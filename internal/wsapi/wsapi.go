@@ -11,17 +11,18 @@
 package wsapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"hash/maphash"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
@@ -82,6 +83,7 @@ func (c Config) PeerLifetime() time.Duration { return 2 * c.ClientInterval }
 // (redisstore.RTC).
 type Store interface {
 	Announce(ctx context.Context, a *bittorrent.RTCAnnounce) (bittorrent.RTCResult, error)
+	AnnounceBatch(ctx context.Context, as []*bittorrent.RTCAnnounce, out []bittorrent.RTCResult, errs []error)
 	Signal(ctx context.Context, s *bittorrent.Signal) (sent, remote bool, err error)
 	Leave(ctx context.Context, ih []bittorrent.InfoHash, peers []bittorrent.PeerID) error
 	Scrape(ctx context.Context, hashes []bittorrent.InfoHash) ([]bittorrent.Scrape, error)
@@ -126,7 +128,9 @@ type Server struct {
 	log        *slog.Logger
 	errLog     *logsample.Logger
 	m          *metrics
-	upgrader   websocket.Upgrader
+	// poll waits for idle connections to be readable; nil where there
+	// is none (then each connection keeps a reading goroutine).
+	poll *poller
 
 	// peers indexes the peers that announced on this process's sockets,
 	// for the signals that arrive for them. Sharded by peer.
@@ -135,15 +139,19 @@ type Server struct {
 
 	// conns is every open connection (for pings and shutdown); perAddr
 	// counts them by client address.
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	perAddr  map[netip.Addr]int
-	closing  bool
-	wg       sync.WaitGroup
-	open     atomic.Int64
-	ready    atomic.Bool
-	delivery [deliveryWorkers]chan delivery
-	work     chan job
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	perAddr map[netip.Addr]int
+	closing bool
+	wg      sync.WaitGroup
+	open    atomic.Int64
+	ready   atomic.Bool
+	writers [writers]*writer
+	batch   chan *pendingAnnounce
+	// readable hands readable sockets to the readers (conn.go); the
+	// poller waits while all are busy.
+	readable chan *conn
+	slots    atomic.Uint32
 	// base is the context of store calls: Run's, without its end (a
 	// socket's peers still leave the store at shutdown; each call has
 	// the store's timeout). Not the request's: that one ends when the
@@ -151,17 +159,6 @@ type Server struct {
 	// of contexts alive. Set by Run before the subscription, so before
 	// ready lets a connection in.
 	base context.Context
-}
-
-// handlers is how many messages are handled at once (each mostly waits
-// for its store round trip); a connection's reader waits for its own
-// message's turn, so a flood from one connection holds one handler.
-const handlers = 128
-
-// job is one message for a handler; the verdict goes to c.done.
-type job struct {
-	c    *conn
-	data []byte
 }
 
 const peerShards = 64
@@ -175,19 +172,6 @@ type peerShard struct {
 type member struct {
 	ih   bittorrent.InfoHash
 	peer bittorrent.PeerID
-}
-
-// deliveryWorkers write the signals that arrive from the store to their
-// sockets, each from a bounded queue (full: dropped and counted), so that
-// one slow socket holds up only its worker, never the subscription.
-const (
-	deliveryWorkers = 4
-	deliveryQueue   = 1024
-)
-
-type delivery struct {
-	c   *conn
-	msg []byte
 }
 
 // New returns a WebSocket server. Metrics are registered on reg. It starts
@@ -208,27 +192,16 @@ func New(cfg Config, store Store, listener Listener, admit Admitter, log *slog.L
 	}
 	s := &Server{cfg: cfg, store: store, listener: listener, admit: admit, ClientAddr: directAddr, log: log,
 		errLog: logsample.New(log, 10*time.Second), m: m, seed: maphash.MakeSeed(),
-		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int), work: make(chan job)}
+		conns: make(map[*conn]struct{}), perAddr: make(map[netip.Addr]int), batch: make(chan *pendingAnnounce, batchQueue), readable: make(chan *conn)}
 	for i := range s.peers {
 		s.peers[i].m = make(map[member]*conn)
 	}
-	s.upgrader = websocket.Upgrader{
-		// Small buffers that an idle connection keeps (reads), or none
-		// (writes take one from the pool for each message): memory per
-		// idle connection is what bounds how many a process holds.
-		ReadBufferSize:  512,
-		WriteBufferSize: 4096,
-		WriteBufferPool: &sync.Pool{},
-		// Browsers send the page's Origin; a tracker serves every page.
-		CheckOrigin:      func(*http.Request) bool { return true },
-		HandshakeTimeout: 5 * time.Second,
-		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			m.refused.WithLabelValues("handshake").Inc()
-			http.Error(w, http.StatusText(status), status)
-		},
+	if s.poll, err = newPoller(); err != nil {
+		log.Warn("websocket: no poller; each connection keeps a reading goroutine", "err", err)
+		s.poll = nil
 	}
-	for i := range s.delivery {
-		s.delivery[i] = make(chan delivery, deliveryQueue)
+	for i := range s.writers {
+		s.writers[i] = newWriter()
 	}
 	return s, nil
 }
@@ -258,20 +231,71 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many WebSocket connections", http.StatusServiceUnavailable)
 		return
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	nc, pending, err := s.upgrade(w, r)
 	if err != nil {
 		s.release(key)
-		return // the upgrader answered and counted it
+		s.m.refused.WithLabelValues("handshake").Inc()
+		return
 	}
-	c := &conn{srv: s, ws: ws, addr: addr, key: key, done: make(chan bool, 1)}
-	c.lastMsg.Store(time.Now().Unix())
+	now := time.Now().UnixMilli()
+	c := &conn{srv: s, nc: nc, addr: addr, key: key, pending: pending, reading: true, slot: s.slots.Add(1)}
+	c.lastMsg.Store(now)
+	c.lastSeen.Store(now)
+	if s.poll != nil && s.poll.add(c) != nil {
+		c.pollID = 0 // read by its own goroutine
+	}
 	if !s.add(c) {
 		s.release(key)
-		c.closeWith(websocket.CloseGoingAway, "shutting down")
-		ws.Close()
+		s.poll.remove(c)
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.Write(appendFrame(nil, opClose, closePayload(closeGoingAway, "shutting down")))
+		nc.Close()
+		return
+	}
+	// A client may have sent its first message with the handshake: read
+	// it now; otherwise wait for one in the poller.
+	if c.pollID != 0 && pending == nil {
+		if !c.idle() {
+			c.end(nil)
+		}
 		return
 	}
 	go c.serve()
+}
+
+// handshakeTimeout bounds writing the handshake's answer.
+const handshakeTimeout = 5 * time.Second
+
+// upgrade answers a WebSocket opening handshake and takes the connection
+// over from the HTTP server; pending is what the client sent after its
+// request (nil: nothing). A refusal is answered here.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (nc net.Conn, pending []byte, err error) {
+	key, err := checkHandshake(r)
+	if err != nil {
+		he := err.(*handshakeError)
+		if he.status == http.StatusUpgradeRequired {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		http.Error(w, he.reason, he.status)
+		return nil, nil, err
+	}
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "cannot take the connection over", http.StatusInternalServerError)
+		return nil, nil, err
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		pending, _ = brw.Reader.Peek(n)
+		pending = bytes.Clone(pending)
+	}
+	// The HTTP server's deadlines no longer apply; the front end sets its own.
+	nc.SetDeadline(time.Time{})
+	nc.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := nc.Write(handshakeResponse(key)); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, pending, nil
 }
 
 // Run listens for the signals addressed to this process's sockets, pings
@@ -280,24 +304,42 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // peers from the store, and returns when all are done or the shutdown
 // timeout has passed.
 func (s *Server) Run(ctx context.Context) error {
-	var handling, delivering sync.WaitGroup
-	for range handlers {
-		handling.Add(1)
+	var delivering, reading sync.WaitGroup
+	polling := make(chan struct{})
+	if s.poll != nil {
+		for range readers {
+			reading.Add(1)
+			go func() {
+				defer reading.Done()
+				for c := range s.readable {
+					c.serve()
+				}
+			}()
+		}
 		go func() {
-			defer handling.Done()
-			for j := range s.work {
-				j.c.done <- j.c.handle(j.data)
-			}
+			defer close(polling)
+			s.poll.run((*conn).wake)
 		}()
+	} else {
+		close(polling)
 	}
-	for i := range s.delivery {
+	stopWriters := make(chan struct{})
+	for _, w := range s.writers {
 		delivering.Add(1)
 		go func() {
 			defer delivering.Done()
-			s.deliverLoop(s.delivery[i])
+			w.run(stopWriters)
 		}()
 	}
 	s.base = context.WithoutCancel(ctx)
+	var batching sync.WaitGroup
+	for range batchers {
+		batching.Add(1)
+		go func() {
+			defer batching.Done()
+			s.runBatcher(s.base)
+		}()
+	}
 	listenDone := make(chan error, 1)
 	go func() { listenDone <- s.listener.Listen(ctx, (*handler)(s)) }()
 	tick := time.NewTicker(s.cfg.PingEvery)
@@ -318,23 +360,28 @@ loop:
 	if err == nil {
 		err = <-listenDone
 	}
-	// Handlers stop once every connection is gone (shutdown closed them
-	// all; a reader may still hand over the message it holds). Then, with
-	// the subscription ended too, nothing delivers any more: handlers
+	// The poller stops once every connection is gone (shutdown closed
+	// them all; a reader may still handle the message it holds). Then,
+	// with the subscription ended too, nothing delivers any more: readers
 	// deliver offers for this process's own peers themselves.
 	s.wg.Wait()
-	close(s.work)
-	handling.Wait()
-	for i := range s.delivery {
-		close(s.delivery[i])
+	close(s.batch)
+	batching.Wait()
+	if s.poll != nil {
+		s.poll.stop()
 	}
+	<-polling
+	close(s.readable)
+	reading.Wait()
+	close(stopWriters)
 	delivering.Wait()
 	return err
 }
 
-// ping pings every connection and closes those idle for too long. It
-// walks this process's connections (memory, bounded by MaxConns), never
-// the store.
+// ping pings every connection, and closes those idle for too long and
+// those from which nothing (not even a pong) came for two pings. It walks
+// this process's connections (memory, bounded by MaxConns), never the
+// store.
 func (s *Server) ping() {
 	s.mu.Lock()
 	all := make([]*conn, 0, len(s.conns))
@@ -342,17 +389,18 @@ func (s *Server) ping() {
 		all = append(all, c)
 	}
 	s.mu.Unlock()
-	idle := time.Now().Add(-s.cfg.IdleAfter).Unix()
-	deadline := time.Now().Add(writeTimeout)
+	now := time.Now()
+	idle := now.Add(-s.cfg.IdleAfter).UnixMilli()
+	deaf := now.Add(-2 * s.cfg.PingEvery).UnixMilli()
 	for _, c := range all {
-		if c.lastMsg.Load() < idle {
-			s.m.closed.WithLabelValues("idle").Inc()
-			c.closeWith(websocket.ClosePolicyViolation, "idle")
-			c.ws.NetConn().Close()
-			continue
-		}
-		if err := c.ws.WriteControl(websocket.PingMessage, nil, deadline); err != nil {
-			c.ws.NetConn().Close()
+		switch {
+		case c.lastMsg.Load() < idle:
+			c.closeWith(closePolicyViolation, "idle", "idle")
+			c.kill("idle")
+		case c.lastSeen.Load() < deaf:
+			c.kill("ping_timeout")
+		default:
+			c.send(opPing, nil)
 		}
 	}
 }
@@ -367,11 +415,10 @@ func (s *Server) shutdown() {
 	}
 	s.mu.Unlock()
 	for _, c := range all {
-		s.m.closed.WithLabelValues("shutdown").Inc()
-		c.closeWith(websocket.CloseGoingAway, "tracker shutting down")
+		c.closeWith(closeGoingAway, "tracker shutting down", "shutdown")
 	}
-	// The close frames are out; a client answers with its own and the
-	// read loops end. Those that do not are closed after a short drain.
+	// The close frames are out; a client answers with its own and its
+	// connection ends. Those that do not are closed after a short drain.
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -380,7 +427,7 @@ func (s *Server) shutdown() {
 	case <-time.After(min(time.Second, s.cfg.DrainTimeout)):
 	}
 	for _, c := range all {
-		c.ws.NetConn().Close()
+		c.kill("shutdown")
 	}
 	select {
 	case <-done:
@@ -402,32 +449,27 @@ func (h *handler) Lost(err error) {
 
 func (h *handler) Bad() { (*Server)(h).m.dropped.WithLabelValues("bad_signal").Inc() }
 
-// Deliver queues a signal for the socket of its peer, if this process
-// holds it.
-func (h *handler) Deliver(sig bittorrent.Signal) {
-	s := (*Server)(h)
+// Deliver queues a signal from the subscription for the socket of its
+// peer, if this process holds it (out.go: it never waits for the socket).
+func (h *handler) Deliver(sig bittorrent.Signal) { (*Server)(h).deliver(&sig, false) }
+
+// deliver queues sig for its peer's socket; parsed: its payload is from a
+// message this process parsed (valid JSON), not from the store.
+func (s *Server) deliver(sig *bittorrent.Signal, parsed bool) {
 	c := s.lookup(member{sig.InfoHash, sig.To})
 	if c == nil {
 		s.m.dropped.WithLabelValues("not_here").Inc()
 		return
 	}
-	msg, err := signalMessage(nil, &sig)
+	b := getBuf()
+	defer putBuf(b)
+	msg, err := signalMessage((*b)[:0], sig, parsed)
+	*b = msg
 	if err != nil {
 		s.m.dropped.WithLabelValues("bad_signal").Inc()
 		return
 	}
-	q := s.delivery[maphash.Comparable(s.seed, c)%deliveryWorkers]
-	select {
-	case q <- delivery{c, msg}:
-	default:
-		s.m.dropped.WithLabelValues("queue_full").Inc()
-	}
-}
-
-func (s *Server) deliverLoop(q <-chan delivery) {
-	for d := range q {
-		if d.c.write(d.msg) {
-			s.m.delivered.Inc()
-		}
+	if c.write(msg) {
+		s.m.delivered.Inc()
 	}
 }

@@ -90,6 +90,11 @@ local function refreshOne(M, X, sw, score, m)
       refreshed = refreshed + 1
       return sw, true
     end
+    if seen == cur then
+      -- Already as new (the join was written the same millisecond):
+      -- refreshed, with nothing to write.
+      refreshed = refreshed + 1
+    end
     return sw, false
   end
   local t = redis.call('ZSCORE', X, m)

@@ -64,6 +64,15 @@ func testRefresh(t *testing.T, su suite) {
 	if got, want := score(2), PeerScore(bittorrent.OpSeeder, seen); got != want {
 		t.Fatalf("seeder's score %v, want %v", got, want)
 	}
+	// A refresh of the same millisecond as what Redis holds (a join and
+	// its first refresh written together) is refreshed already: counted,
+	// nothing written.
+	if r, a := refresh(bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: seen, Peer: member(1)}); r != 1 || a != 0 {
+		t.Fatalf("a refresh of the same time: refreshed %d, added %d; want 1, 0", r, a)
+	}
+	if got, want := score(1), PeerScore(bittorrent.OpLeecher, seen); got != want {
+		t.Fatalf("a refresh of the same time moved the score to %v, want %v", got, want)
+	}
 	// An older refresh (written late, after a newer announce) is left.
 	if r, a := refresh(bittorrent.PeerChange{InfoHash: ih, Op: bittorrent.OpLeecher, Seen: seen - 1000, Peer: member(1)}); r != 0 || a != 0 {
 		t.Fatalf("an older refresh: refreshed %d, added %d; want 0, 0", r, a)

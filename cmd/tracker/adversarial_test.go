@@ -115,10 +115,15 @@ func TestAdversarialLink(t *testing.T) {
 			st, err := hubStatus(c.hub.url)
 			return err == nil && len(st.Partitions) == link.DefaultPartitions
 		})
-		time.Sleep(300 * time.Millisecond) // its subscriptions are made
+		// Its subscription to the partition's channel may come a moment
+		// after it holds the partition: send the replay again until the
+		// hub has heard it (each is the same replay, to be refused).
 		before := rejected("replay")
-		publish(channel, captured)
-		if !testkit.Within(2*time.Second, func() bool { return rejected("replay") > before }) {
+		if !testkit.Within(5*time.Second, func() bool {
+			publish(channel, captured)
+			time.Sleep(100 * time.Millisecond)
+			return rejected("replay") > before
+		}) {
 			st, _ := hubStatus(c.hub.url)
 			t.Fatalf("replay not refused; hub status %+v\n%s", st.Nodes["node1"], metricLines(t, c.hub.url, "hub_"))
 		}

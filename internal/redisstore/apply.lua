@@ -87,27 +87,6 @@ local function wrote(key, seen)
   if (newest[key] or 0) < seen then newest[key] = seen end
 end
 
--- locate returns where peer m of the swarm of peers key M is now: the
--- set that holds or would hold it, and its score there (false: absent).
--- The swarm is opened at its first change that is not a peer found in M
--- (a swarm that has M is one set): a relayed re-announce, the common case,
--- costs no read of the layout. Returns the swarm too (sw, or the one
--- opened, or a bare one of M).
-local function locate(sw, M, m)
-  local key = M
-  if sw and sw.b then
-    key = where(sw, m)
-  end
-  local sc = redis.call('ZSCORE', key, m)
-  if not sc and not sw then
-    sw = open(M, redis.call('ZCARD', M), cutoff, GONE, ttl)
-    if sw.b then
-      key = where(sw, m)
-      sc = redis.call('ZSCORE', key, m)
-    end
-  end
-  return key, sc, sw or { M = M }
-end
 
 -- applyStop applies a stop of peer m seen at seen (score) to swarm sw,
 -- the peer being held in key with score sc (class held, last seen cur)
@@ -182,7 +161,7 @@ local function applySwarm(M, C, X, a, n)
     local seen = tonumber(score) - BAND_OF[op]
     if seen > cutoff then
       local key, sc
-      key, sc, sw = locate(sw, M, m)
+      key, sc, sw = locate(sw, M, m, cutoff, GONE, ttl)
       -- Where the peer is now: its class and time.
       local cur, held = 0, nil
       if sc then

@@ -70,19 +70,8 @@ local refreshed, added = 0, 0
 -- (nil: not yet). Returns the swarm, and whether it wrote.
 local function refreshOne(M, X, sw, score, m)
   local _, seen = class(score)
-  local key = M
-  if sw and sw.b then
-    key = where(sw, m)
-  end
-  local sc = redis.call('ZSCORE', key, m)
-  if not sc and not sw then
-    sw = open(M, redis.call('ZCARD', M), cutoff, GONE, ttl)
-    if sw.b then
-      key = where(sw, m)
-      sc = redis.call('ZSCORE', key, m)
-    end
-  end
-  sw = sw or { M = M }
+  local key, sc
+  key, sc, sw = locate(sw, M, m, cutoff, GONE, ttl)
   if sc then
     local _, cur = class(sc)
     if seen > cur then

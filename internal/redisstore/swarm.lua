@@ -392,3 +392,25 @@ local function sampleBuckets(sw, band, n, k, r, add)
     end
   end
 end
+
+-- locate returns where peer m of the swarm of peers key M is now: the
+-- set that holds or would hold it, and its score there (false: absent).
+-- The swarm is opened at its first change that is not a peer found in M
+-- (a swarm that has M is one set): a relayed re-announce, the common case,
+-- costs no read of the layout. Returns the swarm too (sw, or the one
+-- opened, or a bare one of M). apply and refresh share it.
+local function locate(sw, M, m, cutoff, gone, ttl)
+  local key = M
+  if sw and sw.b then
+    key = where(sw, m)
+  end
+  local sc = redis.call('ZSCORE', key, m)
+  if not sc and not sw then
+    sw = open(M, redis.call('ZCARD', M), cutoff, gone, ttl)
+    if sw.b then
+      key = where(sw, m)
+      sc = redis.call('ZSCORE', key, m)
+    end
+  end
+  return key, sc, sw or { M = M }
+end

@@ -92,13 +92,24 @@ var envTagRe = regexp.MustCompile(`env:"([A-Z0-9_]+)"(?:\s+envDefault:"([^"]*)")
 func envTags(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
+	for name, f := range sourceMatches(t, envTagRe) {
+		out[config.EnvPrefix+name] = f
+	}
+	return out
+}
+
+// sourceMatches returns the first group of every match of re in the
+// program's sources (tests excluded), each with the file it is in.
+func sourceMatches(t *testing.T, re *regexp.Regexp) map[string]string {
+	t.Helper()
+	out := map[string]string{}
 	for _, f := range sourceFiles(t) {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range envTagRe.FindAllStringSubmatch(string(b), -1) {
-			out[config.EnvPrefix+m[1]] = f
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			out[m[1]] = f
 		}
 	}
 	return out
@@ -152,17 +163,7 @@ var metricDefRe = regexp.MustCompile(`(?:\bName:\s*|\bNewDesc\(\s*|\bc\(\s*)"((?
 // the file that defines it.
 func definedMetrics(t *testing.T) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	for _, f := range sourceFiles(t) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range metricDefRe.FindAllStringSubmatch(string(b), -1) {
-			out[m[1]] = f
-		}
-	}
-	return out
+	return sourceMatches(t, metricDefRe)
 }
 
 // TestDocumentedMetrics keeps docs/operations.md's list of metrics in step

@@ -8,13 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/link"
+	"github.com/tracklink/tracklink/internal/redisstore"
 )
 
 // File is the members file, as JSON.
@@ -181,27 +180,11 @@ func (m Entry) checkRedis(seen map[string]bool) error {
 
 // where is a member's Redis address(es), database and channel, for
 // telling members apart ("" when the URL does not parse: the client's
-// error says why).
+// error says why), read as the Redis client reads the URL.
 func (m Entry) where() string {
-	u, err := url.Parse(m.RedisURL)
-	if err != nil || u.Host == "" {
+	w := redisstore.Where(m.RedisURL, m.RedisCluster)
+	if w == "" {
 		return ""
 	}
-	host := u.Host
-	if u.Port() == "" {
-		host += ":6379"
-	}
-	if m.RedisCluster {
-		// A cluster URL may name more seed nodes: ?addr=host:port.
-		return strings.Join(append([]string{host}, u.Query()["addr"]...), ",") + " " + m.Channel
-	}
-	db := 0
-	if p := strings.Trim(u.Path, "/"); p != "" {
-		if n, err := strconv.Atoi(p); err == nil {
-			db = n
-		}
-	} else if n, err := strconv.Atoi(u.Query().Get("db")); err == nil {
-		db = n
-	}
-	return fmt.Sprintf("%s/%d %s", host, db, m.Channel)
+	return w + " " + m.Channel
 }

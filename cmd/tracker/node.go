@@ -196,7 +196,8 @@ func (n *node) openStore(ctx context.Context) error {
 	}
 	n.peers = store
 	if cfg.RedisPipelineWorkers > 0 {
-		p := redisstore.NewPipeliner(store, cfg.RedisPipelineWorkers, cfg.RedisPipelineBatch, 16*cfg.RedisPipelineWorkers*cfg.RedisPipelineBatch)
+		p := redisstore.NewPipeliner(store, cfg.RedisPipelineWorkers, cfg.RedisPipelineBatch, 16*cfg.RedisPipelineWorkers*cfg.RedisPipelineBatch).
+			WithLinger(cfg.RedisPipelineLinger)
 		n.back.Go(func() error { return p.Run(n.backCtx) })
 		n.peers = p
 	}

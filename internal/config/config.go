@@ -59,11 +59,13 @@ type Config struct {
 	RedisCertFile string `env:"REDIS_CERT_FILE"`
 	RedisKeyFile  string `env:"REDIS_KEY_FILE"`
 	// Announces are sent in pipelines by this many workers (0: one call each).
-	RedisPipelineWorkers int           `env:"REDIS_PIPELINE_WORKERS" envDefault:"1"`
-	RedisPipelineBatch   int           `env:"REDIS_PIPELINE_BATCH" envDefault:"64"`
-	PeerLifetime         time.Duration `env:"PEER_LIFETIME" envDefault:"0s"`
-	CompletedTTL         time.Duration `env:"COMPLETED_TTL" envDefault:"720h"`
-	StorePeerIDs         bool          `env:"STORE_PEER_IDS" envDefault:"false"`
+	RedisPipelineWorkers int `env:"REDIS_PIPELINE_WORKERS" envDefault:"1"`
+	RedisPipelineBatch   int `env:"REDIS_PIPELINE_BATCH" envDefault:"64"`
+	// A worker whose batch is small waits this long for more (0: never).
+	RedisPipelineLinger time.Duration `env:"REDIS_PIPELINE_LINGER" envDefault:"4ms"`
+	PeerLifetime        time.Duration `env:"PEER_LIFETIME" envDefault:"0s"`
+	CompletedTTL        time.Duration `env:"COMPLETED_TTL" envDefault:"720h"`
+	StorePeerIDs        bool          `env:"STORE_PEER_IDS" envDefault:"false"`
 	// BindKeys binds a live peer to its key in the store (every replica
 	// holds to it): a change sent with another key or none is refused.
 	BindKeys bool `env:"BIND_KEYS" envDefault:"true"`
@@ -257,6 +259,9 @@ func (c Config) validate() error {
 	}
 	if c.RedisPipelineBatch < 1 || c.RedisPipelineBatch > 1024 {
 		return errors.New("TRACKER_REDIS_PIPELINE_BATCH must be from 1 to 1024")
+	}
+	if c.RedisPipelineLinger < 0 || c.RedisPipelineLinger > 100*time.Millisecond {
+		return errors.New("TRACKER_REDIS_PIPELINE_LINGER must be from 0 (never wait) to 100ms")
 	}
 	if c.PeerLifetime < c.Tracker.Interval {
 		return errors.New("TRACKER_PEER_LIFETIME must not be shorter than TRACKER_ANNOUNCE_INTERVAL (peers would vanish between announces)")

@@ -216,8 +216,9 @@ type worker struct {
 	n     int // the batch's weight
 	timer *time.Timer
 	// skip is how many batches to send without lingering, backoff what
-	// the next linger that catches nothing sets it to.
-	skip, backoff int
+	// the next linger that catches nothing sets it to, misses how many
+	// lingers in a row caught nothing.
+	skip, backoff, misses int
 }
 
 // fill adds what is queued now, up to maxBatch.
@@ -245,10 +246,13 @@ func (w *worker) fill() {
 // their number, at the price of at most p.linger more latency, and only
 // when the load is light (a full batch does not wait).
 //
-// A linger that caught nothing (a lone client announcing one request at
-// a time) makes the worker send at once for the next 1, 2, 4, ... up to
-// maxLingerSkip batches, so that such a client pays the wait about once
-// in maxLingerSkip announces; a linger that caught something resets it.
+// Two lingers in a row that caught nothing (a lone client announcing one
+// request at a time: nothing can arrive while it waits) make the worker
+// send at once for the next 1, 2, 4, ... up to maxLingerSkip batches, so
+// that such a client pays the wait about once in maxLingerSkip
+// announces; a linger that caught something resets it. One empty linger
+// alone is not taken for a lone client: at a few hundred announces a
+// second a replica's linger now and then catches nothing.
 func (w *worker) linger(ctx context.Context) {
 	if w.timer == nil || w.n >= min(lingerFill, w.p.maxBatch) {
 		return
@@ -276,11 +280,15 @@ func (w *worker) linger(ctx context.Context) {
 	w.settle(caught)
 }
 
-// settle sets the skip after a linger: none when it caught something, else
-// twice the last, up to maxLingerSkip.
+// settle counts a linger that caught something or nothing and sets the
+// skip: none until two in a row caught nothing, then twice the last, up to
+// maxLingerSkip.
 func (w *worker) settle(caught bool) {
 	if caught {
-		w.backoff = 0
+		w.backoff, w.misses = 0, 0
+		return
+	}
+	if w.misses++; w.misses < 2 {
 		return
 	}
 	w.backoff = min(max(1, 2*w.backoff), maxLingerSkip)

@@ -47,7 +47,9 @@ type Config struct {
 	// Sources spreads the clients over this many loopback source
 	// addresses (127.0.0.2 and up; 0: the system's choice), so that the
 	// replicas of a node on one port, which serve each client address in
-	// one of them, all take a part.
+	// one of them, all take a part. Over HTTP a peer announces from one
+	// address always (its number modulo Sources), as a real peer does, so
+	// that its re-announces reach the replica that knows it.
 	Sources int
 	// Mux, for udp:// URLs, drives the measured phase's clients from this
 	// many sockets, each shared by its clients and served by one
@@ -148,7 +150,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	metricsURL, okMetric := cfg.MetricsURL, `tracker_announces_total{outcome="ok"}`
 	switch u.Scheme {
 	case "http", "https":
-		newClient = func(i int) (client, error) { return &httpClient{hc: hcs[i%len(hcs)], cfg: cfg}, nil }
+		newClient = func(i int) (client, error) { return &httpClient{hcs: hcs, cfg: cfg}, nil }
 		if metricsURL == "" {
 			metricsURL = strings.TrimSuffix(cfg.URL, "/announce") + "/metrics"
 		}
@@ -337,8 +339,10 @@ type client interface {
 	Close()
 }
 
+// httpClient announces each peer through its source address's client
+// (one per source, sharing keep-alive connections).
 type httpClient struct {
-	hc  *http.Client
+	hcs []*http.Client
 	cfg Config
 	buf []byte
 }
@@ -349,7 +353,7 @@ func (c *httpClient) Announce(ctx context.Context, torrent, peer int, fill bool)
 		extra = "&numwant=" + strconv.Itoa(c.cfg.NumWant)
 	}
 	c.buf = announceURL(c.buf[:0], c.cfg, torrent, peer, extra)
-	return do(ctx, c.hc, string(c.buf))
+	return do(ctx, c.hcs[(torrent*c.cfg.Peers+peer)%len(c.hcs)], string(c.buf))
 }
 
 func (c *httpClient) Close() {}

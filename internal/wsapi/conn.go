@@ -398,6 +398,8 @@ func (c *conn) announce(req *request) {
 			c.swarms = slices.Delete(c.swarms, i, i+1)
 			s.unregister(m, c)
 		}
+	} else if s.soft != nil && req.event == bittorrent.None && slices.Contains(c.swarms, m) && c.refresh(req, m) {
+		return
 	} else if !slices.Contains(c.swarms, m) {
 		if len(c.swarms) >= maxSwarmsPerConn {
 			s.m.dropped.WithLabelValues("swarms_per_conn").Inc()
@@ -415,6 +417,9 @@ func (c *conn) announce(req *request) {
 	if err != nil {
 		c.storeFailed("announce", &ih, err)
 		return
+	}
+	if s.soft != nil && a.Op != bittorrent.RTCStop && s.lookup(m) == c {
+		s.soft.joined(m, c, req.seeder)
 	}
 	s.m.offers.WithLabelValues("local").Add(float64(res.Sent - res.Remote))
 	s.m.offers.WithLabelValues("remote").Add(float64(res.Remote))
@@ -445,6 +450,13 @@ func (c *conn) answer(req *request) {
 		return
 	}
 	sig := bittorrent.Signal{Kind: bittorrent.SignalAnswer, To: req.toPeer, InfoHash: ih, From: req.peerID, OfferID: req.offerID, Payload: req.answer}
+	if s.soft != nil && s.lookup(member{ih, req.toPeer}) != nil {
+		// The peer answered is on a socket of this process, in this
+		// swarm, now: no need to ask the store.
+		s.m.answers.WithLabelValues("local").Inc()
+		s.deliver(&sig, true)
+		return
+	}
 	sent, remote, err := s.store.Signal(c.srv.base, &sig)
 	if err != nil {
 		c.storeFailed("signal", &ih, err)

@@ -352,7 +352,9 @@ func isTimeout(err error) bool {
 // handle acts on one message; false closes the socket.
 func (c *conn) handle(data []byte) bool {
 	s := c.srv
-	req, err := parseMessage(data, s.cfg.MaxScrapeHashes)
+	p := getParsed()
+	defer p.put()
+	req, err := p.parse(data, s.cfg.MaxScrapeHashes)
 	if err != nil {
 		s.m.messages.WithLabelValues("invalid").Inc()
 		c.write(failureReply(nil, "", nil, err.Error()))

@@ -373,8 +373,13 @@ func (c *conn) handle(data []byte) bool {
 	default:
 		c.announce(req)
 	}
-	s.m.messages.WithLabelValues(kind).Inc()
-	s.m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	if kind == "announce" {
+		s.m.announces.Inc()
+		s.m.announceTime.Observe(time.Since(start).Seconds())
+	} else {
+		s.m.messages.WithLabelValues(kind).Inc()
+		s.m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	}
 	return true
 }
 

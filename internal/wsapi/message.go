@@ -292,7 +292,18 @@ var errNotObject = errors.New("not a JSON object")
 func appendLatin1(dst []byte, b []byte) []byte {
 	const hexDigits = "0123456789abcdef"
 	dst = append(dst, '"')
-	for _, c := range b {
+	for len(b) > 0 {
+		// A run of bytes written as they are, appended at once.
+		n := 0
+		for n < len(b) && b[n] >= 0x20 && b[n] < 0x80 && b[n] != '"' && b[n] != '\\' {
+			n++
+		}
+		dst = append(dst, b[:n]...)
+		if n == len(b) {
+			break
+		}
+		c := b[n]
+		b = b[n+1:]
 		switch {
 		case c == '"' || c == '\\':
 			dst = append(dst, '\\', c)

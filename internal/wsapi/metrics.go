@@ -15,6 +15,12 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	soft        *prometheus.CounterVec
 	behind      *prometheus.CounterVec
+
+	// The hot path's children, looked up once.
+	announces                 prometheus.Counter
+	announceTime              prometheus.Observer
+	softHit                   prometheus.Counter
+	offersLocal, offersRemote prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -49,5 +55,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
+	m.announces, m.announceTime = m.messages.WithLabelValues("announce"), m.duration.WithLabelValues("announce")
+	m.softHit = m.soft.WithLabelValues("hit")
+	m.offersLocal, m.offersRemote = m.offers.WithLabelValues("local"), m.offers.WithLabelValues("remote")
 	return m, nil
 }

@@ -297,7 +297,7 @@ func (c *conn) refresh(req *request, m member) bool {
 			return false
 		}
 	}
-	s.m.soft.WithLabelValues("hit").Inc()
+	s.m.softHit.Inc()
 	remote := 0
 	for i, t := range targets {
 		sig := bittorrent.Signal{Kind: bittorrent.SignalOffer, To: t.id, InfoHash: m.ih, From: m.peer, OfferID: req.offerIDs[i], Payload: req.offers[i]}
@@ -313,8 +313,10 @@ func (c *conn) refresh(req *request, m member) bool {
 			s.m.dropped.WithLabelValues("publish_full").Inc()
 		}
 	}
-	s.m.offers.WithLabelValues("local").Add(float64(len(targets) - remote))
-	s.m.offers.WithLabelValues("remote").Add(float64(remote))
+	s.m.offersLocal.Add(float64(len(targets) - remote))
+	if remote > 0 {
+		s.m.offersRemote.Add(float64(remote))
+	}
 	if unsent := len(req.offers) - len(targets); unsent > 0 {
 		s.m.dropped.WithLabelValues("no_peer").Add(float64(unsent))
 	}

@@ -448,6 +448,7 @@ func (n *node) wait() error {
 func newWS(cfg config.Config, rdb redisstore.Client, svc *tracker.Service, log *slog.Logger, reg prometheus.Registerer) (*wsapi.Server, error) {
 	wcfg := cfg.WS
 	wcfg.MaxScrapeHashes, wcfg.DrainTimeout = cfg.HTTP.ScrapeMaxHashes, cfg.HTTP.ShutdownTimeout
+	wcfg.ReadCache, wcfg.WriteBehind, wcfg.WriteBehindQueue = cfg.Soft.ReadCache, cfg.Soft.WriteBehind, cfg.Soft.WriteBehindQueue
 	rtc, err := redisstore.NewRTC(rdb, redisstore.RTCConfig{Prefix: cfg.RedisPrefix, NodeID: cfg.NodeID,
 		PeerLifetime: wcfg.PeerLifetime(), CompletedTTL: max(cfg.CompletedTTL, wcfg.PeerLifetime()), Timeout: cfg.RedisTimeout})
 	if err != nil {

@@ -121,3 +121,36 @@ func ParseSignal(msg []byte) (Signal, error) {
 	s.Payload = msg[signalHeader:]
 	return s, nil
 }
+
+// RTCPeer is a live WebRTC peer of a swarm as the store holds it: its id,
+// its class and the process (of the node) whose socket it announced on
+// ("" when none is recorded).
+type RTCPeer struct {
+	ID      PeerID
+	Seeder  bool
+	Process string
+}
+
+// RTCSwarm is one swarm of WebRTC peers as read from the store: its live
+// counts and, when Whole, every live peer (leechers first).
+type RTCSwarm struct {
+	Leechers, Seeders int
+	Whole             bool
+	Peers             []RTCPeer
+}
+
+// RTCRefresh is a regular re-announce of a WebRTC peer that changes
+// nothing but when it was last seen (At, unix ms), written behind.
+type RTCRefresh struct {
+	InfoHash InfoHash
+	PeerID   PeerID
+	Seeder   bool
+	At       int64
+}
+
+// RemoteSignal is a signal for a peer whose socket another process of
+// the node holds (Process).
+type RemoteSignal struct {
+	Process string
+	Signal  Signal
+}

@@ -40,6 +40,9 @@ type Library struct {
 	// and rtcSignal the WebRTC peers' (rtc.go).
 	announce, apply, version string
 	rtcAnnounce, rtcSignal   string
+	// rtcRead and rtcRefresh serve the WebRTC peers' soft state
+	// (rtc_soft.go).
+	rtcRead, rtcRefresh string
 	// refresh writes refreshes behind (refresh.go).
 	refresh string
 }
@@ -51,18 +54,20 @@ const LibraryPrefix = "tracklink_"
 // Functions returns the store's function library of this build.
 func Functions() Library { return library }
 
-var library = newLibrary(swarmSrc, announceSrc, applySrc, rtcAnnounceSrc, rtcSignalSrc, refreshSrc)
+var library = newLibrary(swarmSrc, announceSrc, applySrc, rtcAnnounceSrc, rtcSignalSrc, refreshSrc, rtcReadSrc, rtcRefreshSrc)
 
 // newLibrary wraps each script, behind the swarm layout, in a function of
 // its own: a script's top-level locals (its reply, its caches) are then
 // made again on every call, as they were with EVAL, and never outlive it.
 // The functions take KEYS and ARGV as their arguments, so the scripts read
 // as before.
-func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh string) Library {
-	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + rtcAnnounce + "\x00" + rtcSignal + "\x00" + refresh + "\x00" + libraryTemplate + "\x00" + prelude()))
+func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh, rtcRead, rtcRefresh string) Library {
+	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + rtcAnnounce + "\x00" + rtcSignal + "\x00" + refresh + "\x00" +
+		rtcRead + "\x00" + rtcRefresh + "\x00" + libraryTemplate + "\x00" + prelude()))
 	name := LibraryPrefix + hex.EncodeToString(sum[:4])
 	l := Library{Name: name, announce: name + "_announce", apply: name + "_apply", version: name + "_version",
-		rtcAnnounce: name + "_rtc_announce", rtcSignal: name + "_rtc_signal", refresh: name + "_refresh"}
+		rtcAnnounce: name + "_rtc_announce", rtcSignal: name + "_rtc_signal", refresh: name + "_refresh",
+		rtcRead: name + "_rtc_read", rtcRefresh: name + "_rtc_refresh"}
 	l.Code = strings.NewReplacer(
 		"{{name}}", name,
 		"{{prelude}}", prelude(),
@@ -71,6 +76,8 @@ func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh string) 
 		"{{rtc_announce}}", rtcAnnounce,
 		"{{rtc_signal}}", rtcSignal,
 		"{{refresh}}", swarm+refresh,
+		"{{rtc_read}}", rtcRead,
+		"{{rtc_refresh}}", rtcRefresh,
 	).Replace(libraryTemplate)
 	return l
 }
@@ -79,7 +86,7 @@ func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh string) 
 // (read only) tells a process that its library is loaded.
 const libraryTemplate = `#!lua name={{name}}
 -- Tracklink's Redis functions: made by the tracker from
--- internal/redisstore's swarm.lua, announce.lua, apply.lua and refresh.lua, and loaded
+-- internal/redisstore's swarm.lua, announce.lua, apply.lua, refresh.lua and the rtc_*.lua, and loaded
 -- by ` + "`tracker redis-setup`" + `.
 {{prelude}}
 local function announce(KEYS, ARGV)
@@ -102,11 +109,21 @@ local function refresh(KEYS, ARGV)
 {{refresh}}
 end
 
+local function rtc_read(KEYS, ARGV)
+{{rtc_read}}
+end
+
+local function rtc_refresh(KEYS, ARGV)
+{{rtc_refresh}}
+end
+
 redis.register_function('{{name}}_announce', announce)
 redis.register_function('{{name}}_apply', apply)
 redis.register_function('{{name}}_rtc_announce', rtc_announce)
 redis.register_function('{{name}}_rtc_signal', rtc_signal)
 redis.register_function('{{name}}_refresh', refresh)
+redis.register_function{function_name = '{{name}}_rtc_read', callback = rtc_read, flags = { 'no-writes' }}
+redis.register_function('{{name}}_rtc_refresh', rtc_refresh)
 redis.register_function{function_name = '{{name}}_version', callback = function() return '{{name}}' end, flags = { 'no-writes' }}
 `
 

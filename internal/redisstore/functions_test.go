@@ -166,7 +166,7 @@ func TestStoreRefusesToStartWithoutFunctions(t *testing.T) {
 func TestLibrariesCoexist(t *testing.T) {
 	rdb := testkit.StartRedis(t).Client(t)
 	ctx := context.Background()
-	old := newLibrary(swarmSrc, announceSrc, applySrc+"\n-- an older release\n", rtcAnnounceSrc, rtcSignalSrc, refreshSrc)
+	old := newLibrary(swarmSrc, announceSrc, applySrc+"\n-- an older release\n", rtcAnnounceSrc, rtcSignalSrc, refreshSrc, rtcReadSrc, rtcRefreshSrc)
 	if old.Name == library.Name || !strings.HasPrefix(old.Name, LibraryPrefix) {
 		t.Fatalf("library names %s and %s", old.Name, library.Name)
 	}

@@ -60,6 +60,7 @@ func prelude() string {
 	w("local MAXTTL, MAXWANT, MAXOFFERS = %d, %d, %d\n", maxTTL, maxWant, bittorrent.MaxOffers)
 	w("local POW10 = { %s }\n", strings.Join(pow, ", "))
 	w("local B = %d\n", band)
+	w("local MAXRTCREFRESH = %d\n", maxRTCRefresh)
 	w("local BUCKET, MAXB = %d, %d\n", bucketSize, maxBuckets)
 	w("local LEECHER, PARTIAL, SEEDER, COMPLETED, STOPPED = %q, %q, %q, %q, %q\n",
 		letterLeecher, letterPartial, letterSeeder, letterCompleted, letterStopped)

@@ -9,15 +9,71 @@ import (
 	"github.com/tracklink/tracklink/internal/bittorrent"
 )
 
-// behind is the queue of refreshes to write: at most max of them, one per
-// peer (a newer refresh of a peer replaces the one waiting). add never
-// blocks; it refuses when the queue is full or closed, and the caller
-// then writes the announce itself, so nothing is dropped.
-type behind struct {
+// Queue is a bounded queue of writes to make behind: at most max of them,
+// one per key (a newer write of a key replaces the one waiting). Add
+// never blocks; it refuses when the queue is full or closed, and the
+// caller then writes itself, so nothing is dropped. The UDP and HTTP
+// refreshes (behind) and the WebSocket front end's (wsapi) use it.
+type Queue[K comparable, V any] struct {
 	mu      sync.Mutex
 	max     int
-	pending map[peerKey]bittorrent.PeerChange
+	pending map[K]V
 	closed  bool
+}
+
+// NewQueue returns a queue of at most max writes.
+func NewQueue[K comparable, V any](max int) *Queue[K, V] {
+	return &Queue[K, V]{max: max, pending: make(map[K]V)}
+}
+
+// Add queues v under k, and reports whether it did.
+func (q *Queue[K, V]) Add(k K, v V) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	if _, ok := q.pending[k]; !ok && len(q.pending) >= q.max {
+		return false
+	}
+	q.pending[k] = v
+	return true
+}
+
+// Remove drops the write waiting under k, if any.
+func (q *Queue[K, V]) Remove(k K) {
+	q.mu.Lock()
+	delete(q.pending, k)
+	q.mu.Unlock()
+}
+
+// Take empties the queue and returns what it held; with close it closes
+// it too, so that nothing is queued after the last write.
+func (q *Queue[K, V]) Take(close bool) []V {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = q.closed || close
+	if len(q.pending) == 0 {
+		return nil
+	}
+	out := make([]V, 0, len(q.pending))
+	for _, v := range q.pending {
+		out = append(out, v)
+	}
+	clear(q.pending)
+	return out
+}
+
+// Len is how many writes wait.
+func (q *Queue[K, V]) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
+// behind is the queue of refreshes to write, one per peer.
+type behind struct {
+	*Queue[peerKey, bittorrent.PeerChange]
 }
 
 type peerKey struct {
@@ -26,46 +82,12 @@ type peerKey struct {
 }
 
 func newBehind(max int) *behind {
-	return &behind{max: max, pending: make(map[peerKey]bittorrent.PeerChange)}
+	return &behind{NewQueue[peerKey, bittorrent.PeerChange](max)}
 }
 
-// add queues a refresh, and reports whether it did.
-func (b *behind) add(c bittorrent.PeerChange) bool {
-	k := peerKey{c.InfoHash, c.Peer}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return false
-	}
-	if _, ok := b.pending[k]; !ok && len(b.pending) >= b.max {
-		return false
-	}
-	b.pending[k] = c
-	return true
-}
-
-// take empties the queue and returns what it held; close closes it too,
-// so that nothing is queued after the last write.
-func (b *behind) take(close bool) []bittorrent.PeerChange {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closed = b.closed || close
-	if len(b.pending) == 0 {
-		return nil
-	}
-	out := make([]bittorrent.PeerChange, 0, len(b.pending))
-	for _, c := range b.pending {
-		out = append(out, c)
-	}
-	clear(b.pending)
-	return out
-}
-
-func (b *behind) len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.pending)
-}
+func (b *behind) add(c bittorrent.PeerChange) bool        { return b.Add(peerKey{c.InfoHash, c.Peer}, c) }
+func (b *behind) take(close bool) []bittorrent.PeerChange { return b.Take(close) }
+func (b *behind) len() int                                { return b.Len() }
 
 // flushTimeout bounds the last write, at shutdown.
 const flushTimeout = 5 * time.Second

@@ -352,7 +352,9 @@ func isTimeout(err error) bool {
 // handle acts on one message; false closes the socket.
 func (c *conn) handle(data []byte) bool {
 	s := c.srv
-	req, err := parseMessage(data, s.cfg.MaxScrapeHashes)
+	p := getParsed()
+	defer p.put()
+	req, err := p.parse(data, s.cfg.MaxScrapeHashes)
 	if err != nil {
 		s.m.messages.WithLabelValues("invalid").Inc()
 		c.write(failureReply(nil, "", nil, err.Error()))
@@ -371,8 +373,13 @@ func (c *conn) handle(data []byte) bool {
 	default:
 		c.announce(req)
 	}
-	s.m.messages.WithLabelValues(kind).Inc()
-	s.m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	if kind == "announce" {
+		s.m.announces.Inc()
+		s.m.announceTime.Observe(time.Since(start).Seconds())
+	} else {
+		s.m.messages.WithLabelValues(kind).Inc()
+		s.m.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	}
 	return true
 }
 
@@ -398,6 +405,8 @@ func (c *conn) announce(req *request) {
 			c.swarms = slices.Delete(c.swarms, i, i+1)
 			s.unregister(m, c)
 		}
+	} else if s.soft != nil && req.event == bittorrent.None && slices.Contains(c.swarms, m) && c.refresh(req, m) {
+		return
 	} else if !slices.Contains(c.swarms, m) {
 		if len(c.swarms) >= maxSwarmsPerConn {
 			s.m.dropped.WithLabelValues("swarms_per_conn").Inc()
@@ -415,6 +424,9 @@ func (c *conn) announce(req *request) {
 	if err != nil {
 		c.storeFailed("announce", &ih, err)
 		return
+	}
+	if s.soft != nil && a.Op != bittorrent.RTCStop && s.lookup(m) == c {
+		s.soft.joined(m, c, req.seeder)
 	}
 	s.m.offers.WithLabelValues("local").Add(float64(res.Sent - res.Remote))
 	s.m.offers.WithLabelValues("remote").Add(float64(res.Remote))
@@ -445,6 +457,13 @@ func (c *conn) answer(req *request) {
 		return
 	}
 	sig := bittorrent.Signal{Kind: bittorrent.SignalAnswer, To: req.toPeer, InfoHash: ih, From: req.peerID, OfferID: req.offerID, Payload: req.answer}
+	if s.soft != nil && s.lookup(member{ih, req.toPeer}) != nil {
+		// The peer answered is on a socket of this process, in this
+		// swarm, now: no need to ask the store.
+		s.m.answers.WithLabelValues("local").Inc()
+		s.deliver(&sig, true)
+		return
+	}
 	sent, remote, err := s.store.Signal(c.srv.base, &sig)
 	if err != nil {
 		c.storeFailed("signal", &ih, err)

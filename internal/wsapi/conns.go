@@ -108,7 +108,8 @@ func (s *Server) register(m member, c *conn) {
 	sh.mu.Unlock()
 }
 
-// unregister removes m from the index if c still holds it.
+// unregister removes m from the index if c still holds it, and from the
+// soft state.
 func (s *Server) unregister(m member, c *conn) {
 	sh := s.shard(m)
 	sh.mu.Lock()
@@ -116,6 +117,9 @@ func (s *Server) unregister(m member, c *conn) {
 		delete(sh.m, m)
 	}
 	sh.mu.Unlock()
+	if s.soft != nil {
+		s.soft.left(m, c)
+	}
 }
 
 func (s *Server) lookup(m member) *conn {

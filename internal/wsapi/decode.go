@@ -1,6 +1,7 @@
 package wsapi
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"unicode/utf8"
@@ -339,6 +340,14 @@ func (d *decoder) str() (start, end int, esc bool, err error) {
 	}
 	d.i++
 	for d.i < len(d.data) {
+		// Skip eight plain bytes at a time (most of a message is the
+		// offers' SDP text).
+		for d.i+8 <= len(d.data) && !special8(binary.LittleEndian.Uint64(d.data[d.i:])) {
+			d.i += 8
+		}
+		if d.i >= len(d.data) {
+			break
+		}
 		c := d.data[d.i]
 		switch {
 		case c == '"':
@@ -371,6 +380,17 @@ func (d *decoder) str() (start, end int, esc bool, err error) {
 		}
 	}
 	return start, d.i, esc, errSyntax
+}
+
+// special8 reports whether any of the eight bytes of w ends or escapes a
+// string or is a control character ('"', '\\', or below 0x20): the
+// classic tests for a zero byte and a byte below n, on w and on w with
+// each quote or backslash made zero.
+func special8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := w ^ (ones * '"')
+	b := w ^ (ones * '\\')
+	return ((q-ones)&^q|(b-ones)&^b|(w-ones*0x20)&^w)&highs != 0
 }
 
 func isHex(c byte) bool {

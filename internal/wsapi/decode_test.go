@@ -3,6 +3,7 @@ package wsapi
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -103,4 +104,31 @@ func BenchmarkDecodeMessage(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSpecial8: the eight-byte test finds a quote, a backslash or a
+// control character wherever it is, and nothing else, in words of every
+// byte value.
+func TestSpecial8(t *testing.T) {
+	want := func(w uint64) bool {
+		for i := range 8 {
+			if c := byte(w >> (8 * i)); c == '"' || c == '\\' || c < 0x20 {
+				return true
+			}
+		}
+		return false
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := range 1 << 20 {
+		var w uint64
+		if n < 256*8 {
+			// Each byte value at each position, among plain bytes.
+			w = 0x6161616161616161&^(0xff<<(8*(n%8))) | uint64(n/8)<<(8*(n%8))
+		} else {
+			w = r.Uint64()
+		}
+		if got := special8(w); got != want(w) {
+			t.Fatalf("special8(%#016x) = %v, want %v", w, got, want(w))
+		}
+	}
 }

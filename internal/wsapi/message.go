@@ -1,10 +1,12 @@
 package wsapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
@@ -65,21 +67,50 @@ func (e malformed) Error() string { return string(e) }
 // parseMessage reads and checks one message. maxHashes bounds a scrape.
 // Every error is a malformed.
 func parseMessage(data []byte, maxHashes int) (*request, error) {
-	var m message
-	if err := decodeMessage(data, &m); err != nil {
+	return new(parsed).parse(data, maxHashes)
+}
+
+// parsed is the memory of parsing one message, pooled (getParsed): a
+// reader parses a message and handles it, then puts it back. What the
+// request holds (offers, ids) is valid until then.
+type parsed struct {
+	m      message
+	r      request
+	in     [MaxOffers]offerIn
+	ids    [MaxOffers]bittorrent.OfferID
+	offers [MaxOffers][]byte
+}
+
+var parsedPool = sync.Pool{New: func() any { return new(parsed) }}
+
+func getParsed() *parsed { return parsedPool.Get().(*parsed) }
+
+// put returns p to the pool, holding nothing of the message.
+func (p *parsed) put() {
+	p.m, p.r = message{}, request{}
+	clear(p.in[:])
+	clear(p.offers[:])
+	parsedPool.Put(p)
+}
+
+// parse is parseMessage in p's memory.
+func (p *parsed) parse(data []byte, maxHashes int) (*request, error) {
+	p.m = message{Offers: p.in[:0]}
+	m := &p.m
+	if err := decodeMessage(data, m); err != nil {
 		return nil, malformed("invalid JSON message")
 	}
 	switch m.Action {
 	case "announce":
-		return parseAnnounce(&m)
+		p.r = request{offerIDs: p.ids[:0], offers: p.offers[:0]}
+		return parseAnnounce(m, &p.r)
 	case "scrape":
-		return parseScrape(&m, maxHashes)
+		return parseScrape(m, maxHashes)
 	}
 	return nil, malformed(fmt.Sprintf("invalid action %q", truncate(m.Action)))
 }
 
-func parseAnnounce(m *message) (*request, error) {
-	r := &request{}
+func parseAnnounce(m *message, r *request) (*request, error) {
 	var err error
 	if r.infoHash, err = binary20[bittorrent.InfoHash](m.InfoHash, "info_hash"); err != nil {
 		return nil, err
@@ -194,6 +225,11 @@ func parseScrape(m *message, maxHashes int) (*request, error) {
 
 // binary20 reads a JSON string of 20 chars 0-255.
 func binary20[T ~[20]byte](raw json.RawMessage, field string) (T, error) {
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		// No escape: the string's UTF-8 is between the quotes (the
+		// decoder checked the token).
+		return latin1Bytes[T](raw[1:len(raw)-1], field)
+	}
 	var s string
 	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
 		return T{}, malformed("invalid " + field)
@@ -211,6 +247,25 @@ func latin1[T ~[20]byte](s, field string) (T, error) {
 		}
 		out[n] = byte(r)
 		n++
+	}
+	if n != len(out) {
+		return T{}, malformed("invalid " + field)
+	}
+	return out, nil
+}
+
+// latin1Bytes is latin1 of UTF-8 bytes (invalid UTF-8 is refused).
+func latin1Bytes[T ~[20]byte](b []byte, field string) (T, error) {
+	var out T
+	n := 0
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		if n == len(out) || r > 0xff || r == utf8.RuneError {
+			return T{}, malformed("invalid " + field)
+		}
+		out[n] = byte(r)
+		n++
+		b = b[size:]
 	}
 	if n != len(out) {
 		return T{}, malformed("invalid " + field)
@@ -237,7 +292,18 @@ var errNotObject = errors.New("not a JSON object")
 func appendLatin1(dst []byte, b []byte) []byte {
 	const hexDigits = "0123456789abcdef"
 	dst = append(dst, '"')
-	for _, c := range b {
+	for len(b) > 0 {
+		// A run of bytes written as they are, appended at once.
+		n := 0
+		for n < len(b) && b[n] >= 0x20 && b[n] < 0x80 && b[n] != '"' && b[n] != '\\' {
+			n++
+		}
+		dst = append(dst, b[:n]...)
+		if n == len(b) {
+			break
+		}
+		c := b[n]
+		b = b[n+1:]
 		switch {
 		case c == '"' || c == '\\':
 			dst = append(dst, '\\', c)

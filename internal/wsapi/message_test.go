@@ -27,6 +27,12 @@ func TestLatin1RoundTrip(t *testing.T) {
 		if err != nil || back != id {
 			t.Fatalf("%x: got %x, %v", id, back, err)
 		}
+		// From the JSON token itself (binary20: without escapes, read
+		// from its bytes; with escapes, through encoding/json).
+		back, err = binary20[bittorrent.PeerID](appendLatin1(nil, id[:]), "peer_id")
+		if err != nil || back != id {
+			t.Fatalf("%x from its JSON: got %x, %v", id, back, err)
+		}
 	}
 }
 

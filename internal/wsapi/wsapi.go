@@ -54,6 +54,12 @@ type Config struct {
 	// Set by the node from other settings, not from the environment.
 	MaxScrapeHashes int           `env:"-"`
 	DrainTimeout    time.Duration `env:"-"`
+	// ReadCache, WriteBehind and WriteBehindQueue are the soft state's
+	// (TRACKER_READ_CACHE, TRACKER_WRITE_BEHIND,
+	// TRACKER_WRITE_BEHIND_QUEUE; soft.go): ReadCache 0 turns it off.
+	ReadCache        time.Duration `env:"-"`
+	WriteBehind      time.Duration `env:"-"`
+	WriteBehindQueue int           `env:"-"`
 }
 
 // Validate checks the settings; errors name the variable.
@@ -131,6 +137,8 @@ type Server struct {
 	// poll waits for idle connections to be readable; nil where there
 	// is none (then each connection keeps a reading goroutine).
 	poll *poller
+	// soft is the WebRTC peers' soft state (soft.go); nil: off.
+	soft *soft
 
 	// peers indexes the peers that announced on this process's sockets,
 	// for the signals that arrive for them. Sharded by peer.
@@ -202,6 +210,9 @@ func New(cfg Config, store Store, listener Listener, admit Admitter, log *slog.L
 	}
 	for i := range s.writers {
 		s.writers[i] = newWriter()
+	}
+	if st, ok := store.(SoftStore); ok {
+		s.soft = newSoft(cfg, st)
 	}
 	return s, nil
 }
@@ -332,6 +343,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	s.base = context.WithoutCancel(ctx)
+	var softening sync.WaitGroup
+	stopSoft := make(chan struct{})
+	if s.soft != nil {
+		s.runSoft(stopSoft, &softening)
+	}
 	var batching sync.WaitGroup
 	for range batchers {
 		batching.Add(1)
@@ -367,6 +383,11 @@ loop:
 	s.wg.Wait()
 	close(s.batch)
 	batching.Wait()
+	if s.soft != nil {
+		close(stopSoft)
+		close(s.soft.pub)
+		softening.Wait()
+	}
 	if s.poll != nil {
 		s.poll.stop()
 	}

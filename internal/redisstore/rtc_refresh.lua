@@ -1,0 +1,49 @@
+-- rtc_refresh.lua: refreshes of WebRTC peers of one swarm written behind
+-- (rtc_soft.go): each a peer whose socket this process holds and that
+-- announced again without changing anything but when it was last seen.
+-- KEYS[1] peers, KEYS[2] owners (as rtc_announce.lua)
+-- ARGV[1] process id       ARGV[2] key TTL (ms)
+-- ARGV[3] expired leechers' max score, ARGV[4] seeders' band start,
+-- ARGV[5] expired seeders' max score
+-- ARGV[6..] triples: peer id, its new score, its class band's start
+-- A refresh is applied only to a peer still recorded, still held by this
+-- process, in the same class and with an older score: it never adds a peer
+-- (one that stopped or left since stays gone), never moves one between
+-- classes, never takes one from another process, never goes back in time.
+-- Returns the peers not applied because they are gone or held by another
+-- process (the caller sends their next announce to rtc_announce).
+if (#ARGV - 5) % 3 ~= 0 or #ARGV - 5 > 3 * MAXRTCREFRESH then
+  return redis.error_reply('ERR rtc refresh: malformed or too many refreshes')
+end
+local peers, owners, proc = KEYS[1], KEYS[2], ARGV[1]
+
+local function trim(lo, hi)
+  local gone = redis.call('ZRANGEBYSCORE', peers, lo, hi, 'LIMIT', 0, 16)
+  if #gone > 0 then
+    redis.call('ZREM', peers, unpack(gone))
+    redis.call('HDEL', owners, unpack(gone))
+  end
+end
+trim('-inf', ARGV[3])
+trim(ARGV[4], ARGV[5])
+
+local missing = {}
+local applied = 0
+for i = 6, #ARGV, 3 do
+  local m = ARGV[i]
+  local score = redis.call('ZSCORE', peers, m)
+  if not score or redis.call('HGET', owners, m) ~= proc then
+    missing[#missing + 1] = m
+  else
+    local old, new, lo = tonumber(score), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    if old >= lo and old < new and new - lo < B then
+      redis.call('ZADD', peers, 'XX', new, m)
+      applied = applied + 1
+    end
+  end
+end
+if applied > 0 then
+  redis.call('PEXPIRE', peers, ARGV[2])
+  redis.call('PEXPIRE', owners, ARGV[2])
+end
+return missing

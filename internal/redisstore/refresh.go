@@ -1,9 +1,11 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,28 +58,27 @@ func (s *Store) Refresh(ctx context.Context, changes []bittorrent.PeerChange) (r
 	defer cancel()
 	now := s.now().UnixMilli()
 	// Changes of one swarm are one group; they need not be next to each
-	// other in changes.
-	bySwarm := map[bittorrent.InfoHash][]int{}
-	var order []bittorrent.InfoHash
+	// other in changes. Sorted by swarm (stably: a swarm's changes keep
+	// their order), each group is a run of idx.
+	idx := make([]int, len(changes))
 	for i, c := range changes {
 		if c.Op == bittorrent.OpStopped || !c.Op.Valid() {
 			return 0, 0, fmt.Errorf("store refresh: change %d is not a refresh (op %d)", i, c.Op)
 		}
-		if _, ok := bySwarm[c.InfoHash]; !ok {
-			order = append(order, c.InfoHash)
-		}
-		bySwarm[c.InfoHash] = append(bySwarm[c.InfoHash], i)
+		idx[i] = i
 	}
-	groups := make([]refreshGroup, len(order))
+	slices.SortStableFunc(idx, func(a, b int) int { return bytes.Compare(changes[a].InfoHash[:], changes[b].InfoHash[:]) })
+	var groups []refreshGroup
 	s.ext.mu.Lock()
-	for g, ih := range order {
-		idx := bySwarm[ih]
-		seeder := false
-		for _, i := range idx {
-			seeder = seeder || changes[i].Op == bittorrent.OpSeeder
+	for start := 0; start < len(idx); {
+		ih := changes[idx[start]].InfoHash
+		end, seeder := start, false
+		for ; end < len(idx) && changes[idx[end]].InfoHash == ih; end++ {
+			seeder = seeder || changes[idx[end]].Op == bittorrent.OpSeeder
 		}
 		keys, completed := s.ext.due(ih, seeder, now)
-		groups[g] = refreshGroup{refreshExt: refreshExt{ih, keys, completed}, idx: idx}
+		groups = append(groups, refreshGroup{refreshExt: refreshExt{ih, keys, completed}, idx: idx[start:end:end]})
+		start = end
 	}
 	s.ext.mu.Unlock()
 

@@ -53,14 +53,16 @@ type extension struct {
 }
 
 func newExtensions(everySeconds int64) *extensions {
-	e := &extensions{every: everySeconds * 1000, seed: maphash.MakeSeed()}
-	if e.every > 0 {
-		e.slots = make([]extension, extendSlots)
-	}
-	return e
+	return &extensions{every: everySeconds * 1000, seed: maphash.MakeSeed()}
 }
 
+// slot returns the swarm's slot; the table is made at the first refresh
+// (a process that never refreshes, a hub, does not pay for it). The
+// caller holds e.mu.
 func (e *extensions) slot(ih bittorrent.InfoHash) *extension {
+	if e.slots == nil {
+		e.slots = make([]extension, extendSlots)
+	}
 	return &e.slots[maphash.Bytes(e.seed, ih[:])%extendSlots]
 }
 
@@ -75,7 +77,9 @@ func (e *extensions) due(ih bittorrent.InfoHash, seeder bool, now int64) (keys, 
 	if x.ih != ih {
 		return true, seeder
 	}
-	return now-x.keys >= e.every, seeder && now-x.completed >= e.every
+	// 0: never recorded (an empty slot holds the zero info hash).
+	stale := func(at int64) bool { return at == 0 || now-at >= e.every }
+	return stale(x.keys), seeder && stale(x.completed)
 }
 
 // done records extensions that Redis made at now (unix ms). The caller

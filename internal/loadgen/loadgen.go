@@ -82,6 +82,7 @@ type Result struct {
 	BytesPerPeer  float64       // used_memory growth per peer during the fill; -1 without Redis
 	RedisCPU      time.Duration // Redis CPU time per announce in the measured phase
 	NodeCPU       time.Duration // the node's CPU time per announce (its process_cpu_seconds_total)
+	Refreshes     float64       // of the measured announces, the share the node's soft state answered as refreshes (0 without it)
 	FilledPeers   int
 	FirstFailure  string
 }
@@ -102,6 +103,7 @@ func (r Result) String() string {
 	}
 	if r.NodeCPU > 0 {
 		fmt.Fprintf(&b, "node CPU per announce: %s (node + redis: %s)\n", r.NodeCPU, r.NodeCPU+r.RedisCPU)
+		fmt.Fprintf(&b, "refreshes: %.1f%% of the announces (the node's tracker_write_behind_total queued and now)\n", 100*r.Refreshes)
 	}
 	if r.FirstFailure != "" {
 		fmt.Fprintf(&b, "first failure: %s\n", r.FirstFailure)
@@ -226,9 +228,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		cpuBefore = rdb.CPU(ctx)
 	}
 	metricsErr := errors.New("no metrics URL")
-	var rtBefore, annBefore, cpuNodeBefore float64
+	var before counters
 	if metricsURL != "" {
-		rtBefore, annBefore, cpuNodeBefore, metricsErr = nodeCounters(ctx, hc, metricsURL, okMetric)
+		before, metricsErr = nodeCounters(ctx, hc, metricsURL, okMetric)
 	}
 	end := time.Now().Add(cfg.Duration)
 	mctx, cancel := context.WithDeadline(ctx, end)
@@ -321,10 +323,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 	if metricsErr == nil {
-		rt, ann, cpu, err := nodeCounters(ctx, hc, metricsURL, okMetric)
-		if err == nil && ann > annBefore {
-			res.RoundTrips = (rt - rtBefore) / (ann - annBefore)
-			res.NodeCPU = time.Duration((cpu - cpuNodeBefore) / (ann - annBefore) * 1e9)
+		after, err := nodeCounters(ctx, hc, metricsURL, okMetric)
+		if ann := after.announces - before.announces; err == nil && ann > 0 {
+			res.RoundTrips = (after.roundTrips - before.roundTrips) / ann
+			res.NodeCPU = time.Duration((after.cpu - before.cpu) / ann * 1e9)
+			res.Refreshes = (after.refreshes - before.refreshes) / ann
 		}
 	}
 	return res, nil
@@ -360,19 +363,19 @@ func (c *httpClient) Close() {}
 
 // nodeCounters reads the node's Redis round trips and successful announces
 // from its Prometheus text endpoint.
-func nodeCounters(ctx context.Context, hc *http.Client, u, okMetric string) (roundTrips, announces, cpu float64, err error) {
+func nodeCounters(ctx context.Context, hc *http.Client, u, okMetric string) (c counters, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return 0, 0, 0, err
+		return c, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, 0, 0, err
+		return c, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return 0, 0, 0, err
+		return c, err
 	}
 	found := 0
 	for _, line := range strings.Split(string(body), "\n") {
@@ -386,19 +389,29 @@ func nodeCounters(ctx context.Context, hc *http.Client, u, okMetric string) (rou
 		}
 		switch name {
 		case "tracker_redis_roundtrips_total":
-			roundTrips = f
+			c.roundTrips = f
 			found++
 		case okMetric:
-			announces = f
+			c.announces = f
 			found++
 		case "process_cpu_seconds_total":
-			cpu = f
+			c.cpu = f
+		case `tracker_write_behind_total{result="queued"}`, `tracker_write_behind_total{result="now"}`:
+			c.refreshes += f
 		}
 	}
 	if found != 2 {
-		return 0, 0, 0, errors.New("node metrics lack the round-trip or announce counters")
+		return counters{}, errors.New("node metrics lack the round-trip or announce counters")
 	}
-	return roundTrips, announces, cpu, nil
+	return c, nil
+}
+
+// counters are the node's counters loadgen reads: Redis round trips,
+// successful announces, CPU seconds, and refreshes (re-announces of
+// known peers answered without an announce to the store, their writes
+// queued or written at once: internal/softstate).
+type counters struct {
+	roundTrips, announces, cpu, refreshes float64
 }
 
 func announceURL(b []byte, cfg Config, torrent, peer int, extra string) []byte {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"testing"
@@ -112,5 +113,32 @@ func TestRunSmall(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), Config{URL: ts.URL, Conns: 4, Mux: 2, Duration: time.Second, Torrents: 1, Peers: 1}); err == nil {
 		t.Fatal("mux accepted for HTTP")
+	}
+}
+
+// TestNodeCounters: the node's counters are read from its metrics text,
+// refreshes as the sum of those queued and written at once; metrics
+// without the announce or round-trip counter are an error.
+func TestNodeCounters(t *testing.T) {
+	const ok = `tracker_udp_requests_total{action="announce",outcome="ok"}`
+	for _, tc := range []struct {
+		name, body string
+		want       counters
+		err        bool
+	}{
+		{"all", "# HELP x\ntracker_redis_roundtrips_total 12\n" + ok + " 1000\nprocess_cpu_seconds_total 3.5\n" +
+			"tracker_write_behind_total{result=\"queued\"} 900\ntracker_write_behind_total{result=\"now\"} 50\ntracker_write_behind_total{result=\"written\"} 870\n",
+			counters{roundTrips: 12, announces: 1000, cpu: 3.5, refreshes: 950}, false},
+		{"no soft state", "tracker_redis_roundtrips_total 3\n" + ok + " 10\n", counters{roundTrips: 3, announces: 10}, false},
+		{"no announces", "tracker_redis_roundtrips_total 3\n", counters{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, tc.body) }))
+			defer ts.Close()
+			got, err := nodeCounters(context.Background(), ts.Client(), ts.URL, ok)
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("got %+v, %v; want %+v, error %v", got, err, tc.want, tc.err)
+			}
+		})
 	}
 }

@@ -16,10 +16,11 @@
 --       stops zset (tombstones), as announce.lua takes them
 -- ARGV: swarm TTL (s), completed-counter TTL (s), cutoff (unix ms), the
 --       expired ranges' upper bounds of leechers, partial seeds and
---       seeders (band + cutoff), then per swarm: flags (2 characters:
---       "1" a seeder is refreshed, so the completed counter lives on;
---       "1" keys are bound, so the bindings live on), n, then n times:
---       score (band + seen), member
+--       seeders (band + cutoff), then per swarm: flags (3 characters,
+--       each "1" to extend a key's TTL: the completed counter, the key
+--       bindings, the set or buckets hash; the node extends them at most
+--       once per an eighth of the lifetime, see extend.go), n, then n
+--       times: score (band + seen), member
 -- Reply: { refreshed in place, added back }
 local function check()
   if #KEYS % 4 ~= 0 or #ARGV < 6 then
@@ -36,7 +37,7 @@ local function check()
   local a = 7
   for _ = 1, #KEYS, 4 do
     local f = ARGV[a]
-    if not (f and string.find(f, '^[01][01]$') and ARGV[a + 1] and int(ARGV[a + 1], 0, #ARGV)) then
+    if not (f and string.find(f, '^[01][01][01]$') and ARGV[a + 1] and int(ARGV[a + 1], 0, #ARGV)) then
       return 'bad flags or count at argument ' .. a
     end
     local n = tonumber(ARGV[a + 1])
@@ -67,7 +68,7 @@ local refreshed, added = 0, 0
 
 -- refreshOne applies one refresh (score, member m) to the swarm of set M
 -- and tombstones X, by its time; sw is the swarm as far as it was opened
--- (nil: not yet). Returns the swarm, and whether it wrote.
+-- (nil: not yet). Returns the swarm, and whether it added a peer back.
 local function refreshOne(M, X, sw, score, m)
   local _, seen = class(score)
   local key, sc
@@ -77,9 +78,7 @@ local function refreshOne(M, X, sw, score, m)
     if seen > cur then
       put(sw, key, m, score, sc, ttl)
       refreshed = refreshed + 1
-      return sw, true
-    end
-    if seen == cur then
+    elseif seen == cur then
       -- Already as new (the join was written the same millisecond):
       -- refreshed, with nothing to write.
       refreshed = refreshed + 1
@@ -111,7 +110,7 @@ for k = 1, #KEYS, 4 do
   -- The swarm is opened only when a peer is not found in M (a swarm
   -- that has M is one set): a refresh of a small swarm reads no layout.
   local sw = nil
-  local wrote = false
+  local back = false
   for i = a, a + 2 * (n - 1), 2 do
     local score, m = ARGV[i], ARGV[i + 1]
     -- The common case in one call: a peer held in a one-set swarm with
@@ -120,29 +119,31 @@ for k = 1, #KEYS, 4 do
     -- one and makes no key; GT never goes back in time.
     if not (sw and sw.b) and redis.call('ZADD', M, 'XX', 'GT', 'CH', score, m) == 1 then
       refreshed = refreshed + 1
-      wrote = true
     else
-      local w
-      sw, w = refreshOne(M, X, sw, score, m)
-      wrote = wrote or w
+      local b
+      sw, b = refreshOne(M, X, sw, score, m)
+      back = back or b
     end
   end
   a = a + 2 * n
-  if wrote then
-    -- As an announce keeps them: the set (or the buckets hash) lives the
-    -- peer lifetime from its newest member, the completed counter the
-    -- completed TTL past a seeder's announce, the bindings the lifetime.
+  -- As an announce keeps them, when the node asks (at most once per
+  -- extendEvery: extend.go says why no key expires under a live peer):
+  -- the set (or the buckets hash) lives the peer lifetime and more, the
+  -- completed counter the completed TTL past a seeder's announce, the
+  -- bindings the lifetime. A set a peer was put back in may be new, so
+  -- it gets its TTL whatever the flags say.
+  if back or string.sub(flags, 3, 3) == '1' then
     if sw and sw.b then
       redis.call('EXPIRE', sw.N, ttl)
     else
       redis.call('EXPIRE', M, ttl)
     end
-    if string.sub(flags, 1, 1) == '1' then
-      redis.call('EXPIRE', C, cttl)
-    end
-    if string.sub(flags, 2, 2) == '1' then
-      redis.call('EXPIRE', K, ttl)
-    end
+  end
+  if string.sub(flags, 1, 1) == '1' then
+    redis.call('EXPIRE', C, cttl)
+  end
+  if string.sub(flags, 2, 2) == '1' then
+    redis.call('EXPIRE', K, ttl)
   end
 end
 return { refreshed, added }

@@ -80,6 +80,11 @@ type Store struct {
 	swarms  *swarmBudget // nil: no cap on new swarms
 	bind    bool
 	fn      *functions
+	// extendEvery (seconds) is how often at most a refresh extends a
+	// swarm's key TTLs; ext records when this process last did
+	// (extend.go).
+	extendEvery int64
+	ext         *extensions
 }
 
 //go:embed announce.lua
@@ -123,8 +128,18 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 		cluster:      isCluster(rdb),
 		bind:         cfg.BindKeys,
 		fn:           &functions{rdb: rdb, timeout: cfg.Timeout},
+		extendEvery:  ceilSeconds(cfg.PeerLifetime) / extendFraction,
+		ext:          newExtensions(ceilSeconds(cfg.PeerLifetime) / extendFraction),
 	}, nil
 }
+
+// keyTTL is the TTL (seconds) every write gives a swarm's keys: the peer
+// lifetime, a second, and extendEvery (see extend.go).
+func (s *Store) keyTTL() int64 { return s.lifetime + 1 + s.extendEvery }
+
+// completedKeyTTL is the TTL (seconds) a seeder's write gives the
+// swarm's completed counter.
+func (s *Store) completedKeyTTL() int64 { return s.completedTTL + s.extendEvery }
 
 func isCluster(rdb redis.UniversalClient) bool {
 	_, ok := rdb.(*redis.ClusterClient)
@@ -342,7 +357,7 @@ func (s *Store) exec(ctx context.Context, groups [][]*announceCall, cmds []*redi
 // call (see announce.lua).
 func (s *Store) callHeader() []any {
 	cutoff := s.now().UnixMilli() - s.lifetimeMs
-	h := []any{s.lifetime + 1, s.completedTTL, cutoff}
+	h := []any{s.keyTTL(), s.completedKeyTTL(), cutoff}
 	for _, op := range bandOrder {
 		lo, _ := liveRange(op, cutoff)
 		h = append(h, lo)

@@ -415,8 +415,8 @@ func testKeyBinding(t *testing.T, su suite) {
 	if n := su.rdb.HLen(ctx, k.Keys).Val(); n < 300 || n > 340 {
 		t.Fatalf("%d bindings for 300 live keyed peers, want 300 to 340", n)
 	}
-	if ttl := su.rdb.TTL(ctx, k.Keys).Val(); ttl <= 0 || ttl > time.Minute+2*time.Second {
-		t.Fatalf("bindings' TTL %s, want the peer lifetime", ttl)
+	if ttl := su.rdb.TTL(ctx, k.Keys).Val(); ttl <= 0 || ttl > time.Duration(s.keyTTL())*time.Second {
+		t.Fatalf("bindings' TTL %s, want the swarm's key TTL (%ds: the peer lifetime + 1s + an eighth)", ttl, s.keyTTL())
 	}
 }
 
@@ -505,8 +505,8 @@ func testStopComplete(t *testing.T, su suite) {
 			t.Fatalf("tombstone at %v, want the stop's time %d", z.Score, s.now().UnixMilli())
 		}
 	}
-	if ttl := rdb.TTL(ctx, k.Stopped).Val(); ttl <= 0 || ttl > time.Minute+time.Second {
-		t.Fatalf("tombstones TTL %v, want at most the peer lifetime + 1s", ttl)
+	if ttl := rdb.TTL(ctx, k.Stopped).Val(); ttl <= 0 || ttl > time.Duration(s.keyTTL())*time.Second {
+		t.Fatalf("tombstones TTL %v, want at most the swarm's key TTL (%ds: the peer lifetime + 1s + an eighth)", ttl, s.keyTTL())
 	}
 }
 

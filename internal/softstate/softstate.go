@@ -161,11 +161,27 @@ func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, n
 	if res, ok, _, err := s.hit(ctx, req, numWant, now, true); ok || err != nil {
 		return res, err
 	}
+	s.unqueue(req)
 	res, err := s.inner.Announce(ctx, req, s.fetchWant(req, numWant))
 	if err == nil {
 		s.learn(req, &res, numWant, now)
 	}
 	return res, err
+}
+
+// unqueue takes out a refresh of req's peer still waiting to be written,
+// before req goes to the store: req's change is newer, and a refresh
+// written after it would undo it where it changes the peer's class (the
+// score bands put classes before times, so a seeder's late refresh would
+// outrank the leecher the peer has become, with an older time). A
+// refresh already being written is not caught here; its window is that
+// one write.
+func (s *Store) unqueue(req *bittorrent.AnnounceRequest) {
+	if s.behind == nil || s.behind.len() == 0 {
+		return
+	}
+	var buf [bittorrent.PeerLen6WithID]byte
+	s.behind.Remove(peerKey{req.InfoHash, string(req.Peer.AppendBinary(buf[:0], s.cfg.PeerIDs))})
 }
 
 // Batch is Announce and Scrape for a front end's batch: what the cache
@@ -235,6 +251,7 @@ func (s *Store) storeBatch(ctx context.Context, b, in *bittorrent.StoreBatch, ai
 		return
 	}
 	for _, i := range aidx {
+		s.unqueue(b.Announces[i])
 		in.Announces = append(in.Announces, b.Announces[i])
 		in.NumWant = append(in.NumWant, s.fetchWant(b.Announces[i], b.NumWant[i]))
 	}

@@ -244,6 +244,37 @@ func TestWriteBehind(t *testing.T) {
 	}
 }
 
+// TestStoreAnnounceDropsQueuedRefresh: a seeder's refresh waiting in the
+// queue is taken out when the same peer's next announce (now a leecher:
+// a change of class, so not a refresh) goes to the store; written after
+// it, the seeder's band would outrank the leecher with an older time.
+func TestStoreAnnounceDropsQueuedRefresh(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Minute, WriteBehind: time.Second})
+	ctx := context.Background()
+	ih := bittorrent.InfoHash{7}
+	mustAnnounce(t, s, ann(ih, 1, 0, bittorrent.Started)) // a seeder
+	mustAnnounce(t, s, ann(ih, 1, 0, bittorrent.None))    // its refresh, queued
+	if n := s.behind.len(); n != 1 {
+		t.Fatalf("%d refreshes queued, want 1", n)
+	}
+	time.Sleep(5 * time.Millisecond)                   // the leecher's time is later
+	mustAnnounce(t, s, ann(ih, 1, 5, bittorrent.None)) // now a leecher: to the store
+	if n := s.behind.len(); n != 0 {
+		t.Fatalf("%d refreshes still queued after the peer's announce reached the store, want 0", n)
+	}
+	// Whatever is written now leaves the peer a leecher.
+	if _, _, err := cs.Refresh(ctx, s.behind.take(false)); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := cs.Scrape(ctx, []bittorrent.InfoHash{ih})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc[0].Complete != 0 || sc[0].Incomplete != 1 {
+		t.Fatalf("swarm after the flush: %d seeders, %d leechers; want 0 and 1", sc[0].Complete, sc[0].Incomplete)
+	}
+}
+
 // TestOff: with TRACKER_READ_CACHE=0 every announce reaches the store.
 func TestOff(t *testing.T) {
 	s, cs, _ := newSoft(t, Config{ReadCache: 0, WriteBehind: 100 * time.Millisecond})

@@ -6,6 +6,9 @@
 -- Returns {leechers, seeders}, and when the swarm has at most ARGV[5] live
 -- peers, then for each (leechers first) its id and the process holding its
 -- socket ('' when none is recorded).
+if #ARGV ~= 5 or not int(ARGV[5], 0, MAXWANT) then
+  return redis.error_reply('ERR rtc read: malformed call')
+end
 local peers = KEYS[1]
 local leechers = redis.call('ZCOUNT', peers, ARGV[1], ARGV[2])
 local seeders = redis.call('ZCOUNT', peers, ARGV[3], ARGV[4])

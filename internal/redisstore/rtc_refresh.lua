@@ -10,9 +10,29 @@
 -- process, in the same class and with an older score: it never adds a peer
 -- (one that stopped or left since stays gone), never moves one between
 -- classes, never takes one from another process, never goes back in time.
--- Returns the peers not applied because they are gone or held by another
--- process (the caller sends their next announce to rtc_announce).
-if (#ARGV - 5) % 3 ~= 0 or #ARGV - 5 > 3 * MAXRTCREFRESH then
+-- Returns the peers not applied because they are gone, held by another
+-- process or held here in another class (the caller sends their next
+-- announce to rtc_announce).
+-- The whole call is checked before anything is written (as refresh.lua):
+-- the TTL, the cutoffs (the seeders' one the leechers' in the seeders'
+-- band), and each refresh's id, score and band start.
+local function check()
+  if #ARGV < 5 or (#ARGV - 5) % 3 ~= 0 or #ARGV - 5 > 3 * MAXRTCREFRESH then
+    return false
+  end
+  if not (int(ARGV[2], 1, MAXTTL * 1000) and int(ARGV[3], 0, B - 1) and int(ARGV[4], B, 2 * B)
+      and int(ARGV[5], 0, 3 * B) and tonumber(ARGV[5]) - tonumber(ARGV[4]) == tonumber(ARGV[3])) then
+    return false
+  end
+  for i = 6, #ARGV, 3 do
+    if #ARGV[i] ~= 20 or not int(ARGV[i + 1], 0, 3 * B - 1) or not int(ARGV[i + 2], 0, 2 * B)
+        or tonumber(ARGV[i + 2]) % B ~= 0 then
+      return false
+    end
+  end
+  return true
+end
+if not check() then
   return redis.error_reply('ERR rtc refresh: malformed or too many refreshes')
 end
 local peers, owners, proc = KEYS[1], KEYS[2], ARGV[1]
@@ -36,7 +56,12 @@ for i = 6, #ARGV, 3 do
     missing[#missing + 1] = m
   else
     local old, new, lo = tonumber(score), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    if old >= lo and old < new and new - lo < B then
+    if old < lo or old - lo >= B then
+      -- Held here in another class: what this process believes of the
+      -- peer is not what Redis holds, so its next announce goes to
+      -- rtc_announce, which writes the class it announces.
+      missing[#missing + 1] = m
+    elseif old < new and new - lo < B then
       redis.call('ZADD', peers, 'XX', new, m)
       applied = applied + 1
     end

@@ -2,8 +2,11 @@ package redisstore
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/testkit"
@@ -75,15 +78,22 @@ func TestRTCSoft(t *testing.T) {
 	rdb.PExpire(ctx, keys.Peers, time.Second)
 	gone, err := a.RefreshRTC(ctx, []bittorrent.RTCRefresh{
 		{InfoHash: ih, PeerID: p1, At: at},                // applied
-		{InfoHash: ih, PeerID: p2, Seeder: false, At: at}, // another class: not applied, not gone
+		{InfoHash: ih, PeerID: p2, Seeder: false, At: at}, // another class: not applied, returned
 		{InfoHash: ih, PeerID: p3, At: at},                // b's: gone for a
 		{InfoHash: ih, PeerID: p4, At: at},                // never joined: gone, not added
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(gone) != 2 || !(gone[0].PeerID == p3 && gone[1].PeerID == p4 || gone[0].PeerID == p4 && gone[1].PeerID == p3) {
-		t.Fatalf("gone: %+v", gone)
+	var ids []string
+	for _, g := range gone {
+		ids = append(ids, string(g.PeerID[:]))
+	}
+	slices.Sort(ids)
+	want := []string{string(p2[:]), string(p3[:]), string(p4[:])}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		t.Fatalf("returned %q, want p2 (another class), p3 (b's) and p4 (never joined): %q", ids, want)
 	}
 	if s := score(p1); s != PeerScore(bittorrent.OpLeecher, at) {
 		t.Fatalf("p1's score %v after its refresh, want %v", s, PeerScore(bittorrent.OpLeecher, at))
@@ -146,14 +156,44 @@ func TestRTCRefreshFunctionBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := []string{"tl:{n1:x}w", "tl:{n1:x}wo"}
-	args := []any{"proc", 60000, 0, 0, 0}
+	const id = "01234567890123456789"
+	cutoff := int64(1_700_000_000_000)
+	seeders := classBand(bittorrent.OpSeeder)
+	header := func() []any { return []any{"proc", 60000, cutoff, seeders, seeders + cutoff} }
+	refresh := []any{id, PeerScore(bittorrent.OpLeecher, cutoff+5), classBand(bittorrent.OpLeecher)}
+	call := func(args ...any) error { return rdb.FCall(ctx, library.rtcRefresh, keys, args...).Err() }
+	// A live peer held by another process, which a refused call must not
+	// trim.
+	rdb.ZAdd(ctx, keys[0], redis.Z{Score: float64(PeerScore(bittorrent.OpLeecher, cutoff+10)), Member: "live"})
+	if err := call(append(header(), refresh...)...); err != nil {
+		t.Fatalf("a well-formed refresh was refused: %v", err)
+	}
+	many := header()
 	for range maxRTCRefresh + 1 {
-		args = append(args, "01234567890123456789", 1, 0)
+		many = append(many, refresh...)
 	}
-	if err := rdb.FCall(ctx, library.rtcRefresh, keys, args...).Err(); err == nil {
-		t.Fatal("a refresh of more than maxRTCRefresh peers was taken")
+	for name, args := range map[string][]any{
+		"too many refreshes":           many,
+		"fewer than five arguments":    {"proc", 60000},
+		"a refresh cut short":          append(header(), id, 1),
+		"a TTL of 0":                   append([]any{"proc", 0, cutoff, seeders, seeders + cutoff}, refresh...),
+		"a cutoff past the band":       append([]any{"proc", 60000, band + 5, seeders, seeders + band + 5}, refresh...),
+		"cutoffs that disagree":        append([]any{"proc", 60000, cutoff, seeders, seeders + cutoff + 1}, refresh...),
+		"a short id":                   append(header(), "short", refresh[1], refresh[2]),
+		"a score that is not a number": append(header(), id, "x", refresh[2]),
+		"a band start off a band":      append(header(), id, refresh[1], 5),
+	} {
+		if err := call(args...); err == nil {
+			t.Errorf("%s: taken", name)
+		}
 	}
-	if err := rdb.FCall(ctx, library.rtcRefresh, keys, "proc", 60000, 0, 0, 0, "x", 1).Err(); err == nil {
-		t.Fatal("a malformed refresh was taken")
+	if rdb.ZScore(ctx, keys[0], "live").Err() != nil {
+		t.Fatal("a refused call trimmed a live peer")
+	}
+	if err := rdb.FCall(ctx, library.rtcRead, keys, "(0", "(1", "(2", "(3").Err(); err == nil {
+		t.Error("rtc_read without its limit: taken")
+	}
+	if err := rdb.FCall(ctx, library.rtcRead, keys, "(0", "(1", "(2", "(3", maxWant+1).Err(); err == nil {
+		t.Error("rtc_read with a limit past maxWant: taken")
 	}
 }

@@ -96,6 +96,12 @@ var announceSrc string
 //go:embed swarm.lua
 var swarmSrc string
 
+// checksSrc is how the functions check their numbers (digits, int), at the
+// library's top level.
+//
+//go:embed checks.lua
+var checksSrc string
+
 // New returns a store on rdb. It does not talk to Redis.
 func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	ks, err := NewKeyspace(cfg.Prefix, cfg.NodeID)

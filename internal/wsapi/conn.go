@@ -457,9 +457,10 @@ func (c *conn) answer(req *request) {
 		return
 	}
 	sig := bittorrent.Signal{Kind: bittorrent.SignalAnswer, To: req.toPeer, InfoHash: ih, From: req.peerID, OfferID: req.offerID, Payload: req.answer}
-	if s.soft != nil && s.lookup(member{ih, req.toPeer}) != nil {
+	if to := (member{ih, req.toPeer}); s.soft != nil && s.soft.holds(to, s.lookup(to)) {
 		// The peer answered is on a socket of this process, in this
-		// swarm, now: no need to ask the store.
+		// swarm, and this process wrote it there lately: no need to ask
+		// the store.
 		s.m.answers.WithLabelValues("local").Inc()
 		s.deliver(&sig, true)
 		return

@@ -149,14 +149,36 @@ func (sf *soft) joined(m member, c *conn, seeder bool) {
 	lp.c, lp.known = c, now
 }
 
+// holds says whether this process wrote (or queued) peer m as c's within
+// the time it trusts that (knownFor): then an answer to m may go to c
+// without asking the store. A peer the store may have let expire, or
+// that another process took over, is not held.
+func (sf *soft) holds(m member, c *conn) bool {
+	if c == nil {
+		return false
+	}
+	now := sf.now().UnixMilli()
+	sh := sf.shard(m.ih)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sw := sh.m[m.ih]
+	if sw == nil {
+		return false
+	}
+	lp := sw.local[m.peer]
+	return lp != nil && lp.c == c && lp.known != 0 && now-lp.known <= sf.knownFor
+}
+
 // left forgets the peer m of c's socket (stopped, or the socket closed),
 // and its waiting refresh.
 func (sf *soft) left(m member, c *conn) {
 	sh := sf.shard(m.ih)
 	sh.mu.Lock()
 	sw := sh.m[m.ih]
+	mine := false
 	if sw != nil {
 		if lp := sw.local[m.peer]; lp != nil && lp.c == c {
+			mine = true
 			sw.drop(lp)
 			if len(sw.local) == 0 {
 				delete(sh.m, m.ih)
@@ -164,7 +186,10 @@ func (sf *soft) left(m member, c *conn) {
 		}
 	}
 	sh.mu.Unlock()
-	if sf.queue != nil {
+	// A refresh queued for the peer is this socket's only if the peer is
+	// still this socket's: another socket of this process that took the
+	// peer over keeps its own.
+	if mine && sf.queue != nil {
 		sf.queue.Remove(m)
 	}
 }
@@ -206,6 +231,9 @@ func (sw *softSwarm) fill(proc string, r *bittorrent.RTCSwarm, now int64) {
 	for _, p := range r.Peers {
 		if p.Process == proc {
 			continue // held here: the local peers are fresher
+		}
+		if p.Process == "" {
+			continue // no socket recorded: nowhere to send an offer
 		}
 		if lp := sw.local[p.ID]; lp != nil {
 			// Another process took it since: this process's copy is

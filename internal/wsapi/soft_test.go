@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/embedded"
 	"github.com/tracklink/tracklink/internal/redisstore"
 	"github.com/tracklink/tracklink/internal/testkit"
@@ -207,5 +208,56 @@ func TestSoftCrashLosesOnlyRefreshes(t *testing.T) {
 	}
 	if _, ok := peerScore(t, rdb, ih, id20(42)); !ok {
 		t.Fatal("a join not in Redis after its reply")
+	}
+}
+
+// procStore is a SoftStore that only names its process.
+type procStore struct{ SoftStore }
+
+func (procStore) Process() string { return "here" }
+
+// TestSoftBookkeeping: an answer may skip the store only for a peer this
+// process holds on that socket and trusts; a peer read without a process
+// is never an offer target; a socket that lost its peer to another socket
+// of the process does not drop that socket's queued refresh when it goes.
+func TestSoftBookkeeping(t *testing.T) {
+	sf := newSoft(softConfig(time.Second), procStore{})
+	now := time.UnixMilli(1_000_000)
+	sf.now = func() time.Time { return now }
+	a, b := &conn{}, &conn{}
+	m := member{bittorrent.InfoHash{9}, bittorrent.PeerID{1}}
+
+	if sf.holds(m, a) || sf.holds(m, nil) {
+		t.Fatal("held before it joined")
+	}
+	sf.joined(m, a, false)
+	if !sf.holds(m, a) || sf.holds(m, b) {
+		t.Fatal("held by a: want true for a, false for b")
+	}
+	now = now.Add(time.Duration(sf.knownFor+1) * time.Millisecond)
+	if sf.holds(m, a) {
+		t.Fatal("still trusted past knownFor (the store may have let it expire)")
+	}
+
+	// b takes the peer over; a's going must not drop b's queued refresh.
+	sf.joined(m, b, false)
+	sf.queue.Add(m, bittorrent.RTCRefresh{InfoHash: m.ih, PeerID: m.peer, At: now.UnixMilli()})
+	sf.left(m, a)
+	if sf.queue.Len() != 1 {
+		t.Fatal("a's leaving dropped b's queued refresh")
+	}
+	sf.left(m, b)
+	if sf.queue.Len() != 0 {
+		t.Fatal("b's leaving kept its queued refresh")
+	}
+
+	// A peer read without a process is not kept as a remote target.
+	var sw softSwarm
+	sw.local = map[bittorrent.PeerID]*localPeer{}
+	sw.fill("here", &bittorrent.RTCSwarm{Leechers: 3, Whole: true, Peers: []bittorrent.RTCPeer{
+		{ID: bittorrent.PeerID{2}, Process: "there"}, {ID: bittorrent.PeerID{3}}, {ID: bittorrent.PeerID{4}, Process: "here"},
+	}}, now.UnixMilli())
+	if len(sw.remote) != 1 || sw.remote[0].ID != (bittorrent.PeerID{2}) || sw.remoteLeechers != 1 {
+		t.Fatalf("remote targets %+v (%d leechers), want only peer 2", sw.remote, sw.remoteLeechers)
 	}
 }

@@ -63,7 +63,7 @@ var library = newLibrary(swarmSrc, announceSrc, applySrc, rtcAnnounceSrc, rtcSig
 // as before.
 func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh, rtcRead, rtcRefresh string) Library {
 	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + rtcAnnounce + "\x00" + rtcSignal + "\x00" + refresh + "\x00" +
-		rtcRead + "\x00" + rtcRefresh + "\x00" + checksSrc + "\x00" + libraryTemplate + "\x00" + prelude()))
+		rtcRead + "\x00" + rtcRefresh + "\x00" + checksSrc + "\x00" + rtcCommonSrc + "\x00" + libraryTemplate + "\x00" + prelude()))
 	name := LibraryPrefix + hex.EncodeToString(sum[:4])
 	l := Library{Name: name, announce: name + "_announce", apply: name + "_apply", version: name + "_version",
 		rtcAnnounce: name + "_rtc_announce", rtcSignal: name + "_rtc_signal", refresh: name + "_refresh",
@@ -72,6 +72,7 @@ func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh, rtcRead
 		"{{name}}", name,
 		"{{prelude}}", prelude(),
 		"{{checks}}", checksSrc,
+		"{{rtc_common}}", rtcCommonSrc,
 		"{{announce}}", swarm+announce,
 		"{{apply}}", swarm+apply,
 		"{{rtc_announce}}", rtcAnnounce,
@@ -87,10 +88,11 @@ func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh, rtcRead
 // (read only) tells a process that its library is loaded.
 const libraryTemplate = `#!lua name={{name}}
 -- Tracklink's Redis functions: made by the tracker from
--- internal/redisstore's checks.lua, swarm.lua, announce.lua, apply.lua, refresh.lua and the rtc_*.lua, and loaded
+-- internal/redisstore's checks.lua, rtc_common.lua, swarm.lua, announce.lua, apply.lua, refresh.lua and the rtc_*.lua, and loaded
 -- by ` + "`tracker redis-setup`" + `.
 {{prelude}}
 {{checks}}
+{{rtc_common}}
 local function announce(KEYS, ARGV)
 {{announce}}
 end

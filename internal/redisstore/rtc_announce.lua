@@ -26,17 +26,8 @@ end
 local peers, owners = KEYS[1], KEYS[2]
 local self, op, proc = ARGV[1], ARGV[2], ARGV[3]
 
--- Trim some expired peers (bounded: the rest go with later writes or the
--- key's TTL), with their owners.
-local function trim(lo, hi)
-  local gone = redis.call('ZRANGEBYSCORE', peers, lo, hi, 'LIMIT', 0, 16)
-  if #gone > 0 then
-    redis.call('ZREM', peers, unpack(gone))
-    redis.call('HDEL', owners, unpack(gone))
-  end
-end
-trim('-inf', ARGV[10])
-trim(ARGV[11], ARGV[12])
+-- Trim some expired peers, with their owners (rtc_common.lua).
+rtc_trim(peers, owners, ARGV[10], ARGV[11], ARGV[12])
 
 if op == 'x' or (op == 'c' and redis.call('HGET', owners, self) == proc) then
   redis.call('ZREM', peers, self)

@@ -37,15 +37,7 @@ if not check() then
 end
 local peers, owners, proc = KEYS[1], KEYS[2], ARGV[1]
 
-local function trim(lo, hi)
-  local gone = redis.call('ZRANGEBYSCORE', peers, lo, hi, 'LIMIT', 0, 16)
-  if #gone > 0 then
-    redis.call('ZREM', peers, unpack(gone))
-    redis.call('HDEL', owners, unpack(gone))
-  end
-end
-trim('-inf', ARGV[3])
-trim(ARGV[4], ARGV[5])
+rtc_trim(peers, owners, ARGV[3], ARGV[4], ARGV[5])
 
 local missing = {}
 local applied = 0

@@ -102,6 +102,12 @@ var swarmSrc string
 //go:embed checks.lua
 var checksSrc string
 
+// rtcCommonSrc is what the WebRTC functions share (rtc_trim), at the
+// library's top level.
+//
+//go:embed rtc_common.lua
+var rtcCommonSrc string
+
 // New returns a store on rdb. It does not talk to Redis.
 func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	ks, err := NewKeyspace(cfg.Prefix, cfg.NodeID)

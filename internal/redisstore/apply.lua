@@ -132,16 +132,7 @@ local function applyPeer(sw, M, C, X, key, m, op, score, seen, sc, held, cur)
   end
   applied = applied + 1
   -- One ZADD moves a peer that changed class too.
-  local new = put(sw, key, m, score, sc, ttl)
-  if new == 1 and not sw.b then
-    -- The set's size is read once a call, then counted.
-    if sw.card then
-      sw.card = sw.card + 1
-    else
-      sw.card = redis.call('ZCARD', M)
-    end
-    sw.card = grow(sw, sw.card, GONE, ttl)
-  end
+  add(sw, key, m, score, sc, ttl, GONE)
   swarms[key] = sw
   wrote(key, seen)
   if op == COMPLETED and held ~= SEEDER then

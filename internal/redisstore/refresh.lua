@@ -63,7 +63,7 @@ if bad then
 end
 
 local ttl, cttl, cutoff = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local GONE = { { '0', ARGV[4] }, { '4398046511104', ARGV[5] }, { '8796093022208', ARGV[6] } }
+local GONE = { { BANDS[1][2], ARGV[4] }, { BANDS[2][2], ARGV[5] }, { BANDS[3][2], ARGV[6] } }
 local refreshed, added = 0, 0
 
 -- refreshOne applies one refresh (score, member m) to the swarm of set M
@@ -89,15 +89,7 @@ local function refreshOne(M, X, sw, score, m)
   if t and tonumber(t) >= seen then
     return sw, false
   end
-  local new = put(sw, key, m, score, false, ttl)
-  if new == 1 and not sw.b then
-    if sw.card then
-      sw.card = sw.card + 1
-    else
-      sw.card = redis.call('ZCARD', M)
-    end
-    sw.card = grow(sw, sw.card, GONE, ttl)
-  end
+  add(sw, key, m, score, false, ttl, GONE)
   added = added + 1
   return sw, true
 end

@@ -310,6 +310,23 @@ local function put(sw, key, m, sc, old, ttl)
   return new
 end
 
+-- add is put for a member that may be new to the swarm: a one-set
+-- swarm's members are counted as they come (its size read once a call,
+-- then counted), and the set is made buckets when due (grow, with gone).
+-- Returns what put does.
+local function add(sw, key, m, sc, old, ttl, gone)
+  local new = put(sw, key, m, sc, old, ttl)
+  if new == 1 and not sw.b then
+    if sw.card then
+      sw.card = sw.card + 1
+    else
+      sw.card = redis.call('ZCARD', sw.M)
+    end
+    sw.card = grow(sw, sw.card, gone, ttl)
+  end
+  return new
+end
+
 -- pack returns the pack of a class (band, a BANDS entry) in bucket i of
 -- a bucketed swarm, made from the bucket if there is none: a string of
 -- the members end to end, or false when some are not 6 bytes.

@@ -6,7 +6,7 @@
 #   scripts/bench-replicas.sh [replica counts...]     (default: 1 2 4)
 #
 # For each count: a fresh redis-server, that many `tracker` processes of
-# node "bench" on one port, and `tracker loadgen -rate 3000 -duration 20s
+# node "bench" on one port, and `tracker loadgen -rate $RATE (default 3000) -duration 20s
 # -torrents 5000 -peers 10 -conns 16 -sources 16` (16 loopback source
 # addresses, so that every replica serves some). Prints one line per count.
 #
@@ -73,9 +73,11 @@ for n in "${counts[@]}"; do
   fi
   for _ in $(seq 50); do curl -fs "http://127.0.0.1:$hport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   sleep 3 # the replicas read each other from the registry
-  out=$("${others_pin[@]}" "$work/tracker" loadgen -url "http://127.0.0.1:$hport/announce" -rate 3000 -duration 20s \
+  out=$("${others_pin[@]}" "$work/tracker" loadgen -url "http://127.0.0.1:$hport/announce" -rate "${RATE:-3000}" -duration 20s \
       -torrents "${TORRENTS:-5000}" -peers "${PEERS:-10}" -conns 16 -sources 16 -numwant 50 -redis "127.0.0.1:$rport")
   what=replicas; [ "${LINKED:-0}" = 1 ] && what=linked
   echo "$what=$n $(echo "$out" | tr '\n' ' ')"
+  # With STATS=1, Redis's command table (fill and measured phase together).
+  [ "${STATS:-0}" = 1 ] && redis-cli -p "$rport" info commandstats | grep '^cmdstat' | sort -t= -k3 -rn | head -12
   stop_all
 done

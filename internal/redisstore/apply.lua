@@ -63,22 +63,17 @@ local function check()
   end
 end
 
-local bad = check()
-if bad then
-  return redis.error_reply('ERR tracklink apply: ' .. bad)
-end
-
-local now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local GONE = { { BANDS[1][2], ARGV[5] }, { BANDS[2][2], ARGV[6] }, { BANDS[3][2], ARGV[7] } }
--- Buckets written, and sets made by a split or a merge, live the peer
--- lifetime.
-local ttl = num(math.floor(life / 1000) + 1)
-local applied = 0
+-- This file runs once, when the library loads (as announce.lua does):
+-- the function it returns is a call, and sets the call's values below
+-- before anything reads them.
+-- ttl: buckets written, and sets made by a split or a merge, live the
+-- peer lifetime.
+local now, cutoff, life, ttl, applied
+-- The expired ranges (band start, upper bound from the caller).
+local GONE = { { BANDS[1][2], false }, { BANDS[2][2], false }, { BANDS[3][2], false } }
 -- The newest change written per key: sets of peers (their swarm in
 -- swarms) and tombstones (in tombs).
-local newest = {}
-local swarms = {}
-local tombs = {}
+local newest, swarms, tombs
 -- At the same millisecond a peer may still move up in RANK (a leecher
 -- become a partial seed or a seeder), never down: that keeps duplicates
 -- harmless (redisstore.Supersedes is the rule, and RANK comes from it).
@@ -194,11 +189,25 @@ local function settle()
   end
 end
 
-local a = 8
-for k = 1, #KEYS, 3 do
-  local n = tonumber(ARGV[a])
-  applySwarm(KEYS[k], KEYS[k + 1], KEYS[k + 2], a + 1, n)
-  a = a + 1 + 3 * n
+return function(keys, argv)
+  KEYS, ARGV = keys, argv
+  local bad = check()
+  if bad then
+    return redis.error_reply('ERR tracklink apply: ' .. bad)
+  end
+  now, cutoff, life = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+  for i = 1, 3 do
+    GONE[i][2] = ARGV[4 + i]
+  end
+  ttl, applied = num(math.floor(life / 1000) + 1), 0
+  newest, swarms, tombs = {}, {}, {}
+  local a = 8
+  for k = 1, #KEYS, 3 do
+    local n = tonumber(ARGV[a])
+    applySwarm(KEYS[k], KEYS[k + 1], KEYS[k + 2], a + 1, n)
+    a = a + 1 + 3 * n
+  end
+  settle()
+  KEYS, ARGV, newest, swarms, tombs = nil, nil, nil, nil, nil
+  return applied
 end
-settle()
-return applied

@@ -17,6 +17,11 @@ import (
 // The store's scripts run in Redis as one library of Redis Functions
 // (Redis 7): announce.lua and apply.lua, each behind swarm.lua, become the
 // functions <library>_announce and <library>_apply, called with FCALL.
+// Those two files run once, when the library loads, and return the
+// function a call runs: what they make (their functions, swarm.lua's,
+// their tables) is not made again at every call, which cost more than
+// an announce's own work. The other files are still the body of their
+// function, run whole at every call.
 // Users of nodes and of the hub may call them but may not run scripts of
 // their own (EVAL, SCRIPT LOAD) or load functions (FUNCTION): a script of
 // their own could loop forever after a write, which nothing but SHUTDOWN
@@ -93,13 +98,15 @@ const libraryTemplate = `#!lua name={{name}}
 {{prelude}}
 {{checks}}
 {{rtc_common}}
-local function announce(KEYS, ARGV)
+local announce = (function()
+local KEYS, ARGV
 {{announce}}
-end
+end)()
 
-local function apply(KEYS, ARGV)
+local apply = (function()
+local KEYS, ARGV
 {{apply}}
-end
+end)()
 
 local function rtc_announce(KEYS, ARGV)
 {{rtc_announce}}

@@ -40,14 +40,18 @@
 
 -- num returns integer n as a string. A number passed to redis.call is
 -- turned into a string on every call, at about the cost of a cheap
--- command; here each is made once a script call (a batch's announces ask
--- for the same few offsets, counts and bucket numbers).
-local NUMS = {}
+-- command; here the small ones (the offsets, counts and bucket numbers
+-- that announces ask for again and again) are made once and kept, in a
+-- table of at most NUMS_MAX of them (announce.lua's is made when the
+-- library loads and kept across calls).
+local NUMS, NUMS_MAX = {}, 4096
 local function num(n)
   local s = NUMS[n]
   if not s then
     s = tostring(n)
-    NUMS[n] = s
+    if n >= 0 and n < NUMS_MAX and n % 1 == 0 then
+      NUMS[n] = s
+    end
   end
   return s
 end

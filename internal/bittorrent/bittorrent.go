@@ -339,6 +339,17 @@ const (
 // Valid reports whether op is one of the ops above.
 func (op ChangeOp) Valid() bool { return op >= OpLeecher && op <= OpPartial }
 
+// KeyCheck asks a store whether an announce that carries Key may refresh
+// peer Peer (binary form, see AppendBinary) of swarm InfoHash without
+// going through the store's announce: whether the store binds the peer to
+// that key, or binds it to none and the announce carries none. Any other
+// answer means the announce would change or be refused by the binding.
+type KeyCheck struct {
+	InfoHash InfoHash
+	Peer     string
+	Key      string
+}
+
 // PeerChange is one peer's change in one swarm, as the link carries it from
 // the node that saw it to the other nodes.
 type PeerChange struct {

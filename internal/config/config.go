@@ -218,6 +218,7 @@ func Load(environ []string) (Config, []string, error) {
 		c.PeerLifetime = c.Tracker.DefaultPeerLifetime()
 	}
 	c.Soft.PeerLifetime, c.Soft.PeerIDs, c.Soft.Sample = c.PeerLifetime, c.StorePeerIDs, c.Tracker.NumWantDefault
+	c.Soft.ReadLinger = c.RedisPipelineLinger
 	if err := c.validate(); err != nil {
 		return c, nil, err
 	}

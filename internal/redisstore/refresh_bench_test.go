@@ -66,7 +66,7 @@ func BenchmarkRedisCPUPerRefresh(b *testing.B) {
 			for j := range hashes {
 				hashes[j] = benchHash((i + j) % torrents)
 			}
-			if _, whole, err := s.ReadSwarms(ctx, hashes, 64); err != nil || !whole[0] {
+			if _, whole, _, err := s.ReadSwarms(ctx, hashes, 64, nil); err != nil || !whole[0] {
 				b.Fatal(err, whole[0])
 			}
 		}

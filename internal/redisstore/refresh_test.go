@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -333,7 +334,7 @@ func testReadSwarms(t *testing.T, su suite) {
 	su.rdb.ZAdd(ctx, s.ks.Swarm(bad).Peers, redis.Z{Score: 1, Member: "short"})
 	// One peer of the small swarm expired (not trimmed yet).
 	su.rdb.ZAdd(ctx, s.ks.Swarm(small).Peers, redis.Z{Score: float64(clk.Now().Add(-2 * time.Hour).UnixMilli()), Member: string(peer(9, false).AppendBinary(nil, false))})
-	out, whole, err := s.ReadSwarms(ctx, []bittorrent.InfoHash{small, big, bad, none}, 10)
+	out, whole, _, err := s.ReadSwarms(ctx, []bittorrent.InfoHash{small, big, bad, none}, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,6 +357,47 @@ func testReadSwarms(t *testing.T, su suite) {
 		if c.InfoHash != small || c.Seen != clk.Now().UnixMilli() {
 			t.Fatalf("read %+v, want swarm %x seen at %d", c, small, clk.Now().UnixMilli())
 		}
+	}
+}
+
+// TestReadSwarmsKeyChecks: in the read's round trip, a peer's key binding
+// agrees with the key it was bound to (in any case, as clients send hex),
+// and with no key only when none binds it; another key, no key for a
+// bound peer, or a key for an unbound one do not. Without bindings every
+// check agrees.
+func TestReadSwarmsKeyChecks(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, _ := newStore(t, suite{rdb: b.client(t)}, time.Hour)
+			s.bind = true
+			ih := hash("read-keys")
+			keyed, bare := req(ih, peer(1, false), 1, bittorrent.Started), req(ih, peer(2, false), 1, bittorrent.Started)
+			keyed.Key = "a1b2c3d4"
+			announce(t, s, keyed, 0)
+			announce(t, s, bare, 0)
+			m := func(r *bittorrent.AnnounceRequest) string { return string(r.Peer.AppendBinary(nil, false)) }
+			checks := []bittorrent.KeyCheck{
+				{InfoHash: ih, Peer: m(keyed), Key: "a1b2c3d4"},
+				{InfoHash: ih, Peer: m(keyed), Key: "A1B2C3D4"},
+				{InfoHash: ih, Peer: m(keyed), Key: "ffffffff"},
+				{InfoHash: ih, Peer: m(keyed), Key: ""},
+				{InfoHash: ih, Peer: m(bare), Key: ""},
+				{InfoHash: ih, Peer: m(bare), Key: "a1b2c3d4"},
+			}
+			want := []bool{true, true, false, false, true, false}
+			out, whole, ok, err := s.ReadSwarms(ctx, []bittorrent.InfoHash{ih}, 10, checks)
+			if err != nil || !whole[0] || len(out[0]) != 2 {
+				t.Fatalf("read: %v, whole %v, %d peers; want the swarm's 2", err, whole, len(out[0]))
+			}
+			if !slices.Equal(ok, want) {
+				t.Fatalf("key checks %v, want %v", ok, want)
+			}
+			s.bind = false
+			if _, _, ok, err = s.ReadSwarms(ctx, nil, 10, checks); err != nil || slices.Contains(ok, false) {
+				t.Fatalf("without bindings: %v %v, want every check to agree", ok, err)
+			}
+		})
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 // metrics are the soft state's counters (names in docs/soft-state.md).
 type metrics struct {
 	announceHit, announceMiss, announceRead      prometheus.Counter
+	adopted                                      prometheus.Counter
 	queued, writtenNow, full, written, addedBack prometheus.Counter
 	failed                                       prometheus.Counter
 	errLog                                       *logsample.Logger
@@ -18,9 +19,9 @@ type metrics struct {
 
 func (m *metrics) register(reg prometheus.Registerer, s *Store) error {
 	reads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracker_read_cache_total",
-		Help: "Announces of known peers (refreshes), by whether the read cache answered them (hit) or not (miss); of the misses, read: refreshes of a UDP batch answered after a plain read of their swarm."}, []string{"kind", "result"})
+		Help: "Announces of known peers (refreshes), by whether the read cache answered them (hit) or not (miss); read: refreshes answered after a plain read of their swarm; adopted: re-announces of peers this process did not know that such a read found in Redis, in their class and with their key, and made known."}, []string{"kind", "result"})
 	m.announceHit, m.announceMiss = reads.WithLabelValues("announce", "hit"), reads.WithLabelValues("announce", "miss")
-	m.announceRead = reads.WithLabelValues("announce", "read")
+	m.announceRead, m.adopted = reads.WithLabelValues("announce", "read"), reads.WithLabelValues("announce", "adopted")
 	behind := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tracker_write_behind_total",
 		Help: "Refreshes answered from the read cache, by what became of their write: queued (written behind), now (written before the answer: TRACKER_WRITE_BEHIND=0), full (queue full: the announce went to the store), written (refreshed in Redis), added_back (the peer was not in Redis and no stop was recorded: added again), failed (in writes that failed)."},
 		[]string{"result"})

@@ -18,43 +18,120 @@ import (
 // add their swarms, then reads them all and wakes the others, which wait
 // for it. A round's read is bounded by the store's timeout, so nobody
 // waits longer than that.
+//
+// Then, when the round holds fewer than readFill swarms, the leader waits
+// up to the linger (Config.ReadLinger) for more, as the store's pipeline
+// does for announces: each round trip costs Redis a fixed part (a system
+// call pair, a wake-up) far above a small swarm's read, and at a modest
+// rate spread over the replicas of a node, each replica's rounds would
+// hold one swarm, so that Redis's CPU per announce would grow with the
+// replicas (issue 29). Two lingers in a row that caught nothing (a lone
+// client) make the next 1, 2, 4, ... up to maxLingerSkip rounds go at
+// once, so that such a client pays the wait about once in maxLingerSkip
+// announces.
 type readGroup struct {
 	mu  sync.Mutex
 	cur *readRound // the round taking swarms; nil: none
+	// skip is how many rounds to send without lingering, backoff what
+	// the next linger that catches nothing sets it to, misses how many
+	// lingers in a row caught nothing.
+	skip, backoff, misses int
 }
 
 type readRound struct {
 	hashes []bittorrent.InfoHash
+	adopt  []adoptee
+	more   chan struct{} // a swarm joined (for the leader's linger)
 	done   chan struct{}
 }
 
-// readYields bounds how often a round's leader yields to gather swarms.
-const readYields = 4
+const (
+	// readYields bounds how often a round's leader yields to gather swarms.
+	readYields = 4
+	// readFill is the round a leader lingers for.
+	readFill = 4
+	// maxLingerSkip bounds the rounds sent at once after lingers that
+	// caught nothing.
+	maxLingerSkip = 64
+)
 
 // read reads hashes (and the swarms of the batches that join the round)
-// into the cache, and returns once they are read.
-func (s *Store) read(ctx context.Context, hashes []bittorrent.InfoHash, now time.Time) {
+// into the cache, checks adopt's peers (see adoptee), and returns once
+// they are read.
+func (s *Store) read(ctx context.Context, hashes []bittorrent.InfoHash, adopt []adoptee, now time.Time) {
 	g := &s.reads
 	g.mu.Lock()
 	r, lead := g.cur, false
 	if r == nil {
-		r, lead = &readRound{done: make(chan struct{})}, true
+		r, lead = &readRound{more: make(chan struct{}, 1), done: make(chan struct{})}, true
 		g.cur = r
 	}
 	r.hashes = append(r.hashes, hashes...)
+	r.adopt = append(r.adopt, adopt...)
 	g.mu.Unlock()
 	if !lead {
+		select {
+		case r.more <- struct{}{}:
+		default:
+		}
 		<-r.done
 		return
 	}
 	for range readYields {
 		runtime.Gosched()
 	}
+	s.linger(ctx, r)
 	g.mu.Lock()
 	g.cur = nil
-	all := r.hashes
+	all, adopt := r.hashes, r.adopt
 	g.mu.Unlock()
 	slices.SortFunc(all, func(a, b bittorrent.InfoHash) int { return bytes.Compare(a[:], b[:]) })
-	s.readSwarms(ctx, slices.Compact(all), now)
+	s.readSwarms(ctx, slices.Compact(all), adopt, now)
 	close(r.done)
+}
+
+// linger waits up to the linger for round r to hold readFill swarms (see
+// readGroup).
+func (s *Store) linger(ctx context.Context, r *readRound) {
+	g := &s.reads
+	if s.cfg.ReadLinger <= 0 {
+		return
+	}
+	g.mu.Lock()
+	n := len(r.hashes)
+	skip := g.skip > 0 && n < readFill
+	if skip {
+		g.skip--
+	}
+	g.mu.Unlock()
+	if skip || n >= readFill {
+		return
+	}
+	t := time.NewTimer(s.cfg.ReadLinger)
+	defer t.Stop()
+	caught := false
+	for n < readFill {
+		select {
+		case <-r.more:
+			caught = true
+			g.mu.Lock()
+			n = len(r.hashes)
+			g.mu.Unlock()
+			continue
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		break
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if caught {
+		g.backoff, g.misses = 0, 0
+		return
+	}
+	if g.misses++; g.misses < 2 {
+		return
+	}
+	g.backoff = min(max(1, 2*g.backoff), maxLingerSkip)
+	g.skip = g.backoff
 }

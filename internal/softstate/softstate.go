@@ -26,6 +26,7 @@
 package softstate
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -67,6 +68,10 @@ type Config struct {
 	PeerLifetime time.Duration `env:"-"`
 	// PeerIDs: the store's members carry the peer id.
 	PeerIDs bool `env:"-"`
+	// ReadLinger is how long a read of swarms waits for others to join
+	// it when it holds fewer than readFill (TRACKER_REDIS_PIPELINE_LINGER,
+	// as the store's pipeline waits for announces; see readGroup).
+	ReadLinger time.Duration `env:"-"`
 }
 
 // Validate checks the settings; errors name the variable.
@@ -104,9 +109,10 @@ type Refresher interface {
 // SwarmReader reads small swarms whole, without a script
 // (redisstore.Store.ReadSwarms): each swarm's live peers as changes
 // (class, last seen, member), whole[i] false for a swarm it did not read
-// whole (too large, in buckets, empty, or not readable).
+// whole (too large, in buckets, empty, or not readable); and, in the same
+// round trip, whether each check's key binding agrees (keyOK).
 type SwarmReader interface {
-	ReadSwarms(ctx context.Context, hashes []bittorrent.InfoHash, max int) (peers [][]bittorrent.PeerChange, whole []bool, err error)
+	ReadSwarms(ctx context.Context, hashes []bittorrent.InfoHash, max int, checks []bittorrent.KeyCheck) (peers [][]bittorrent.PeerChange, whole, keyOK []bool, err error)
 }
 
 // Store is the soft state in front of a store; it is a tracker.Store.
@@ -158,11 +164,24 @@ func (s *Store) Ping(ctx context.Context) error { return s.inner.Ping(ctx) }
 // sends anything else to the store.
 func (s *Store) Announce(ctx context.Context, req *bittorrent.AnnounceRequest, numWant int) (bittorrent.AnnounceResult, error) {
 	now := s.now()
-	if res, ok, _, err := s.hit(ctx, req, numWant, now, true); ok || err != nil {
+	res, ok, refresh, err := s.hit(ctx, req, numWant, now, true)
+	if ok || err != nil {
 		return res, err
 	}
+	if s.readable(req, now) {
+		// A regular re-announce whose swarm is not cached: the swarm is
+		// read (with the announces of other front ends that read now, in
+		// one round trip), and the announce answered from what was read.
+		s.read(ctx, []bittorrent.InfoHash{req.InfoHash}, s.adoptee(req, refresh), now)
+		if res, ok, _, err = s.hit(ctx, req, numWant, now, false); ok || err != nil {
+			if ok {
+				s.m.announceRead.Inc()
+			}
+			return res, err
+		}
+	}
 	s.unqueue(req)
-	res, err := s.inner.Announce(ctx, req, s.fetchWant(req, numWant))
+	res, err = s.inner.Announce(ctx, req, s.fetchWant(req, numWant))
 	if err == nil {
 		s.learn(req, &res, numWant, now)
 	}
@@ -197,16 +216,18 @@ func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 	var in bittorrent.StoreBatch
 	var aidx, sidx, ridx []int
 	var read []bittorrent.InfoHash
+	var adopt []adoptee
 	for i, req := range b.Announces {
 		res, ok, refresh, err := s.hit(ctx, req, b.NumWant[i], now, true)
 		if ok || err != nil {
 			b.AnnounceResults[i], b.AnnounceErrs[i] = res, err
 			continue
 		}
-		if refresh && s.reader != nil && !s.cache.large(req.InfoHash, now, s.cfg.ReadCache) {
+		if s.readable(req, now) {
 			if len(ridx) == 0 || !slices.Contains(read, req.InfoHash) {
 				read = append(read, req.InfoHash)
 			}
+			adopt = append(adopt, s.adoptee(req, refresh)...)
 			ridx = append(ridx, i)
 			continue
 		}
@@ -218,7 +239,7 @@ func (s *Store) Batch(ctx context.Context, b *bittorrent.StoreBatch) {
 	}
 	var reading sync.WaitGroup
 	if len(read) > 0 {
-		reading.Go(func() { s.read(ctx, read, now) })
+		reading.Go(func() { s.read(ctx, read, adopt, now) })
 	}
 	s.storeBatch(ctx, b, &in, aidx, sidx, now)
 	reading.Wait()
@@ -275,12 +296,51 @@ func (s *Store) storeBatch(ctx context.Context, b, in *bittorrent.StoreBatch, ai
 // larger swarm's refreshes go to the store.
 const readMax = 64
 
+// readable reports whether req is a regular re-announce (no event, or
+// paused) that a read of its swarm may answer: the store can read
+// swarms, and the swarm was not found too large to read within the
+// cache's age.
+func (s *Store) readable(req *bittorrent.AnnounceRequest, now time.Time) bool {
+	return s.reader != nil && s.cache != nil && (req.Event == bittorrent.None || req.Event == bittorrent.Paused) &&
+		!s.cache.large(req.InfoHash, now, s.cfg.ReadCache)
+}
+
+// adoptee is a regular re-announce of a peer this process does not know
+// (its earlier announces went to another replica of the node, or came
+// over the link): the read of its swarm also checks its key binding, and
+// a peer that the read finds live in the announce's class, with a binding
+// that agrees, is known from then on, as if this process had written it.
+// Redis is the authority on it: what it holds is what this process would
+// have written. So a regular re-announce costs a read whichever replica
+// it reaches, and the replicas of a node cost Redis what one process
+// does (issue 29), where an unknown peer's re-announce once went through
+// the store's announce.
+type adoptee struct {
+	check bittorrent.KeyCheck
+	op    bittorrent.ChangeOp
+}
+
+// adoptee returns req's adoptee, none when its peer is known (refresh).
+func (s *Store) adoptee(req *bittorrent.AnnounceRequest, known bool) []adoptee {
+	if known {
+		return nil
+	}
+	var buf [bittorrent.PeerLen6WithID]byte
+	m := req.Peer.AppendBinary(buf[:0], s.cfg.PeerIDs)
+	return []adoptee{{check: bittorrent.KeyCheck{InfoHash: req.InfoHash, Peer: string(m), Key: req.Key}, op: req.Op()}}
+}
+
 // readSwarms reads small swarms whole and caches what it read; a swarm
 // not read whole is marked large (for the cache age), so that its
-// refreshes go to the store without a read first. A read that failed is
+// refreshes go to the store without a read first. The adoptees whose
+// peers it finds (see adoptee) become known. A read that failed is
 // logged (sampled); its refreshes go to the store.
-func (s *Store) readSwarms(ctx context.Context, hashes []bittorrent.InfoHash, now time.Time) {
-	sw, whole, err := s.reader.ReadSwarms(ctx, hashes, readMax)
+func (s *Store) readSwarms(ctx context.Context, hashes []bittorrent.InfoHash, adopt []adoptee, now time.Time) {
+	checks := make([]bittorrent.KeyCheck, len(adopt))
+	for i, a := range adopt {
+		checks[i] = a.check
+	}
+	sw, whole, keyOK, err := s.reader.ReadSwarms(ctx, hashes, readMax, checks)
 	if err != nil {
 		s.m.errLog.Log(slog.LevelWarn, "swarm read for the read cache failed; announces go to the store", "err", err)
 		return
@@ -290,6 +350,21 @@ func (s *Store) readSwarms(ctx context.Context, hashes []bittorrent.InfoHash, no
 			s.cache.fill(ih, sw[i], now)
 		} else {
 			s.cache.markLarge(ih, now)
+		}
+	}
+	for i, a := range adopt {
+		j, found := slices.BinarySearchFunc(hashes, a.check.InfoHash, func(x, y bittorrent.InfoHash) int { return bytes.Compare(x[:], y[:]) })
+		if !keyOK[i] || !found || !whole[j] {
+			continue
+		}
+		for _, c := range sw[j] {
+			if c.Peer == a.check.Peer {
+				if c.Op == a.op {
+					s.known.record(a.check.InfoHash, []byte(c.Peer), a.op, a.check.Key, now)
+					s.m.adopted.Inc()
+				}
+				break
+			}
 		}
 	}
 }

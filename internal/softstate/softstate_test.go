@@ -178,12 +178,14 @@ func TestReadCache(t *testing.T) {
 			}
 		}
 	}
-	// Once the cache is older than ReadCache, the store answers.
+	// Once the cache is older than ReadCache, the swarm is read again (a
+	// plain read, not the store's announce) and answers.
 	clk = clk.Add(time.Second)
 	a1, _, _ := cs.counts()
+	r0 := testutil.ToFloat64(s.m.announceRead)
 	mustAnnounce(t, s, ann(ih, 7, 1, bittorrent.None))
-	if a, _, _ := cs.counts(); a != a1+1 {
-		t.Fatal("a stale cache answered")
+	if a, _, _ := cs.counts(); a != a1 || testutil.ToFloat64(s.m.announceRead) != r0+1 {
+		t.Fatal("a refresh with the cache stale was not answered from a read of its swarm")
 	}
 	if reads := testutil.CollectAndCount(reg, "tracker_read_cache_total"); reads == 0 {
 		t.Fatal("no read cache metrics")
@@ -313,11 +315,12 @@ func TestSeederViewDerived(t *testing.T) {
 		mustAnnounce(t, s, ann(ih, i, uint64(i%2), bittorrent.Started))
 	}
 	clk = clk.Add(time.Second)
-	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None)) // a leecher reads the store
+	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.Started)) // a leecher's answer from the store
 	a0, _, _ := cs.counts()
+	r0 := testutil.ToFloat64(s.m.announceRead)
 	res := mustAnnounce(t, s, ann(ih, 0, 0, bittorrent.None)) // a seeder: from the cache
-	if a, _, _ := cs.counts(); a != a0 {
-		t.Fatal("a seeder's refresh read the store after a leecher's answer held the whole swarm")
+	if a, _, _ := cs.counts(); a != a0 || testutil.ToFloat64(s.m.announceRead) != r0 {
+		t.Fatal("a seeder's refresh read the store or its swarm after a leecher's answer held the whole swarm")
 	}
 	if len(res.Peers) != 5 || res.Seeders != 5 || res.Leechers != 5 {
 		t.Fatalf("seeder's answer from the derived view: %d peers, %d seeders, %d leechers; want 5, 5, 5", len(res.Peers), res.Seeders, res.Leechers)
@@ -337,11 +340,72 @@ func TestSeederViewDerived(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk = clk.Add(time.Second)
-	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None))
+	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.Started))
 	a1, _, _ := cs.counts()
-	mustAnnounce(t, s, ann(ih, 0, 0, bittorrent.None))
-	if a, _, _ := cs.counts(); a != a1+1 {
+	r1 := testutil.ToFloat64(s.m.announceRead)
+	res = mustAnnounce(t, s, ann(ih, 0, 0, bittorrent.None))
+	if testutil.ToFloat64(s.m.announceRead) != r1+1 {
 		t.Fatal("a seeder's view was derived though a leecher of the swarm is not known here")
+	}
+	// The read that answered instead holds every class as Redis does.
+	if a, _, _ := cs.counts(); a != a1 || res.Leechers != 6 || len(res.Peers) != 6 {
+		t.Fatalf("the seeder's answer after a read: %d leechers, %d peers, %d store announces; want 6, 6, 0", res.Leechers, len(res.Peers), a-a1)
+	}
+}
+
+// TestAdoptsPeersOfOtherProcesses: a regular re-announce of a peer that
+// another process of the node wrote (a replica: same keyspace, its own
+// soft state) is answered from a read of its swarm, and the peer is known
+// here from then on (its next refresh a cache hit), when Redis holds it
+// live in the announce's class with the announce's key; with another key,
+// another class, or a peer Redis does not hold, the announce goes to the
+// store, which refuses or writes it as before. Over HTTP (Announce) and
+// in a front end's batch (Batch).
+func TestAdoptsPeersOfOtherProcesses(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second})
+	replica, err := New(Config{ReadCache: time.Second, WriteBehind: time.Second, CacheSwarms: 1024, WriteBehindQueue: 1024, PeerSlots: 1 << 20,
+		PeerLifetime: time.Hour, Sample: 50}, cs, cs, s.log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ih := bittorrent.InfoHash{9}
+	for i := range 8 {
+		if _, err := replica.Announce(context.Background(), ann(ih, i, uint64(i%2), bittorrent.Started), 50); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a0, _, _ := cs.counts()
+	res := mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a0 || res.Seeders != 4 || res.Leechers != 4 || len(res.Peers) != 7 {
+		t.Fatalf("a replica's peer's refresh: %d store announces, %+v; want 0, and 4 seeders, 4 leechers, 7 peers from a read", a-a0, res)
+	}
+	if got := testutil.ToFloat64(s.m.adopted); got != 1 {
+		t.Fatalf("adopted %v, want 1", got)
+	}
+	h0 := testutil.ToFloat64(s.m.announceHit)
+	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None))
+	if testutil.ToFloat64(s.m.announceHit) != h0+1 {
+		t.Fatal("an adopted peer's next refresh was not a cache hit")
+	}
+	// In a batch: peer 3, like peer 1.
+	b := &bittorrent.StoreBatch{Announces: []*bittorrent.AnnounceRequest{ann(ih, 3, 1, bittorrent.None)}, NumWant: []int{50},
+		AnnounceResults: make([]bittorrent.AnnounceResult, 1), AnnounceErrs: make([]error, 1)}
+	s.Batch(context.Background(), b)
+	if a, _, _ := cs.counts(); b.AnnounceErrs[0] != nil || a != a0 || testutil.ToFloat64(s.m.adopted) != 2 {
+		t.Fatalf("a batch's refresh of a replica's peer: %v, %d store announces, adopted %v; want none, 0, 2", b.AnnounceErrs[0], a-a0, testutil.ToFloat64(s.m.adopted))
+	}
+	// Not adopted: another key (refused by the store), another class (a
+	// leecher that reports left 0 without completing: written by the
+	// store), a peer Redis does not hold (written by the store).
+	other := ann(ih, 5, 1, bittorrent.None)
+	other.Key = "another"
+	if _, err := s.Announce(context.Background(), other, 50); err != bittorrent.ErrKeyMismatch {
+		t.Fatalf("another key: %v, want the store's refusal", err)
+	}
+	mustAnnounce(t, s, ann(ih, 7, 0, bittorrent.None))
+	mustAnnounce(t, s, ann(ih, 30, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a0+3 || testutil.ToFloat64(s.m.adopted) != 2 {
+		t.Fatalf("%d of 3 announces that are not refreshes of held peers reached the store; adopted %v, want 2", a-a0, testutil.ToFloat64(s.m.adopted))
 	}
 }
 

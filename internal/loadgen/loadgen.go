@@ -83,6 +83,8 @@ type Result struct {
 	RedisCPU      time.Duration // Redis CPU time per announce in the measured phase
 	NodeCPU       time.Duration // the node's CPU time per announce (its process_cpu_seconds_total)
 	Refreshes     float64       // of the measured announces, the share the node's soft state answered as refreshes (0 without it)
+	RedisReads    float64       // read events Redis processed per announce (INFO stats total_reads_processed): round trips, from every client
+	RedisCommands string        // the commands that took Redis longest in the measured phase, per announce
 	FilledPeers   int
 	FirstFailure  string
 }
@@ -100,6 +102,10 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "new redis connections during the measured phase: %d\n", r.NewRedisConns)
 		fmt.Fprintf(&b, "redis memory: %.1f bytes per peer (%d peers filled)\n", r.BytesPerPeer, r.FilledPeers)
 		fmt.Fprintf(&b, "redis CPU per announce: %s\n", r.RedisCPU)
+		fmt.Fprintf(&b, "redis read events per announce: %.3f (INFO total_reads_processed: round trips of every client)\n", r.RedisReads)
+		if r.RedisCommands != "" {
+			fmt.Fprintf(&b, "redis commands per announce (calls, µs): %s\n", r.RedisCommands)
+		}
 	}
 	if r.NodeCPU > 0 {
 		fmt.Fprintf(&b, "node CPU per announce: %s (node + redis: %s)\n", r.NodeCPU, r.NodeCPU+r.RedisCPU)
@@ -221,10 +227,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 
 	// Measure.
-	var connsBefore int64
+	var connsBefore, readsBefore int64
 	var cpuBefore float64
+	var cmdsBefore map[string]redisstore.CommandStat
 	if rdb != nil {
 		connsBefore = rdb.Info(ctx, "stats", "total_connections_received")
+		readsBefore = rdb.Info(ctx, "stats", "total_reads_processed")
+		cmdsBefore = rdb.Commands(ctx)
 		cpuBefore = rdb.CPU(ctx)
 	}
 	metricsErr := errors.New("no metrics URL")
@@ -320,6 +329,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.NewRedisConns = rdb.Info(ctx, "stats", "total_connections_received") - connsBefore
 		if res.Announces > 0 {
 			res.RedisCPU = time.Duration((rdb.CPU(ctx) - cpuBefore) / float64(res.Announces) * 1e9)
+			res.RedisReads = float64(rdb.Info(ctx, "stats", "total_reads_processed")-readsBefore) / float64(res.Announces)
+			res.RedisCommands = commandsPer(cmdsBefore, rdb.Commands(ctx), res.Announces)
 		}
 	}
 	if metricsErr == nil {
@@ -472,6 +483,29 @@ func do(ctx context.Context, hc *http.Client, u string) error {
 type RedisStats interface {
 	Info(ctx context.Context, section, field string) int64
 	CPU(ctx context.Context) float64
+	Commands(ctx context.Context) map[string]redisstore.CommandStat
 }
 
 var _ RedisStats = (*redisstore.Stats)(nil)
+
+// commandsPer formats the six commands that took Redis longest between
+// two readings of its command table, per announce: name, calls, µs.
+func commandsPer(before, after map[string]redisstore.CommandStat, announces int64) string {
+	type row struct {
+		name        string
+		calls, usec int64
+	}
+	var rows []row
+	for name, a := range after {
+		b := before[name]
+		if a.Calls > b.Calls {
+			rows = append(rows, row{name, a.Calls - b.Calls, a.Usec - b.Usec})
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].usec > rows[j].usec })
+	var parts []string
+	for _, r := range rows[:min(6, len(rows))] {
+		parts = append(parts, fmt.Sprintf("%s %.3f %.2f", r.name, float64(r.calls)/float64(announces), float64(r.usec)/float64(announces)))
+	}
+	return strings.Join(parts, ", ")
+}

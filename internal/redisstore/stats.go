@@ -40,6 +40,39 @@ func (s *Stats) Info(ctx context.Context, section, field string) int64 {
 	return 0
 }
 
+// CommandStat is one command's line of INFO commandstats: calls and the
+// microseconds they took.
+type CommandStat struct{ Calls, Usec int64 }
+
+// Commands returns INFO commandstats by command (nil when it cannot be
+// read).
+func (s *Stats) Commands(ctx context.Context) map[string]CommandStat {
+	v, err := s.rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil
+	}
+	out := map[string]CommandStat{}
+	for _, line := range strings.Split(v, "\r\n") {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":")
+		if !ok || len(name) == len(line) {
+			continue
+		}
+		var c CommandStat
+		for _, f := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				c.Calls = n
+			case "usec":
+				c.Usec = n
+			}
+		}
+		out[name] = c
+	}
+	return out
+}
+
 // CPU returns the CPU seconds Redis has used so far (user + system).
 func (s *Stats) CPU(ctx context.Context) float64 { return RedisCPU(ctx, s.rdb) }
 

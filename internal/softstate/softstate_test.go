@@ -21,6 +21,10 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
+// The Redis store reads swarms for the soft state (New finds it out by a
+// type assertion, which a changed signature would fail in silence).
+var _ SwarmReader = (*redisstore.Store)(nil)
+
 // countingStore is the real store, counting what reaches it.
 type countingStore struct {
 	*redisstore.Store

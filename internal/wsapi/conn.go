@@ -21,14 +21,15 @@ import (
 // conn is one client's socket. No goroutine waits on an idle one: the
 // poller (poll_linux.go) hands a readable socket to a new goroutine,
 // serve, which reads and handles its messages while any are buffered, then
-// arms the socket again and ends; so an idle connection holds this struct,
-// its socket and its index entries, and nothing else (no stack, no read
-// buffer, no timer). Where there is no poller (another system, or a
+// ends (the socket stays in the poller); so an idle connection holds this
+// struct, its socket and its index entries, and nothing else (no stack, no
+// read buffer, no timer). Where there is no poller (another system, or a
 // socket without a descriptor), serve reads until the socket closes.
 //
 // State, under mu: reading (a serve goroutine owns the socket's reads and
-// swarms) and dead (closed; the goroutine that ends it cleans up: serve
-// if reading, else kill). swarms is used by one goroutine at a time:
+// swarms), again (the poller said readable while it read: it reads again
+// before it ends) and dead (closed; the goroutine that ends it cleans up:
+// serve if reading, else kill). swarms is used by one goroutine at a time:
 // serve, then the cleanup. Writes come from serve, the delivery workers
 // and the pinger, serialised by wmu.
 type conn struct {
@@ -42,6 +43,7 @@ type conn struct {
 
 	mu        sync.Mutex
 	reading   bool
+	again     bool
 	dead      bool
 	reason    string // why it closed, for the metric (the first one set)
 	armedOnce bool   // in the poller's set
@@ -123,8 +125,11 @@ func (c *conn) serve() {
 		case c.pollID == 0, n == spare:
 			continue // no poller; or more may be waiting
 		}
-		if !c.idle() {
+		switch more, ok := c.idle(); {
+		case !ok:
 			c.end(nil) // killed meanwhile
+		case more:
+			continue
 		}
 		return
 	}
@@ -240,25 +245,35 @@ func (c *conn) frames(data []byte) (int, error) {
 // errHandled: a message closed the socket (its reason is set).
 var errHandled = errors.New("closed by the handler")
 
-// idle arms the socket in the poller; false: it was killed meanwhile.
-func (c *conn) idle() bool {
+// idle ends a burst of reads: the socket waits in the poller (added to
+// it the first time). ok false: it was killed meanwhile; more: the poller
+// said readable while it was read (bytes that came after the last read),
+// so the caller reads again instead.
+func (c *conn) idle() (more, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
-		return false
+		return false, false
 	}
 	if err := c.srv.poll.arm(c); err != nil {
 		c.setReason("error")
-		return false
+		return false, false
+	}
+	if c.again {
+		c.again = false
+		return true, true
 	}
 	c.reading = false
-	return true
+	return false, true
 }
 
-// wake is the poller's: the socket is readable.
+// wake is the poller's: the socket is readable. If a serve goroutine is
+// reading it, that one reads again before it ends (the poller reports
+// new bytes once, edge-triggered, poll_linux.go).
 func (c *conn) wake() {
 	c.mu.Lock()
 	if c.dead || c.reading {
+		c.again = c.reading
 		c.mu.Unlock()
 		return
 	}

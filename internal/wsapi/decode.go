@@ -15,7 +15,7 @@ import (
 // case. m's raw values (info_hash, left, offer, answer) are slices of
 // data.
 func decodeMessage(data []byte, m *message) error {
-	d := decoder{data: data}
+	d := decoder{data: data, strs: m.strs[:0]}
 	d.space()
 	if err := d.object(func(key []byte) error {
 		switch string(key) {
@@ -65,6 +65,7 @@ const maxDepth = 512
 type decoder struct {
 	data []byte
 	i    int
+	strs []string // where the strings read go, while it has room
 }
 
 func (d *decoder) space() {
@@ -169,13 +170,22 @@ func (d *decoder) stringOrNull() (*string, error) {
 		return nil, err
 	}
 	inner := d.data[start+1 : end-1]
-	var s string
-	if !esc && utf8.Valid(inner) {
-		s = string(inner)
-	} else if json.Unmarshal(d.data[start:end], &s) != nil { // escapes, or bytes that are not UTF-8 (replaced, as encoding/json does)
+	var s *string
+	if len(d.strs) < cap(d.strs) {
+		d.strs = d.strs[:len(d.strs)+1]
+		s = &d.strs[len(d.strs)-1]
+	} else {
+		s = new(string)
+	}
+	switch {
+	case !esc && string(inner) == "announce":
+		*s = "announce" // the action of most messages, not copied
+	case !esc && utf8.Valid(inner):
+		*s = string(inner)
+	case json.Unmarshal(d.data[start:end], s) != nil: // escapes, or bytes that are not UTF-8 (replaced, as encoding/json does)
 		return nil, errSyntax
 	}
-	return &s, nil
+	return s, nil
 }
 
 // offers reads null or an array of offers.

@@ -200,6 +200,11 @@ func (c *conn) frames(data []byte) (int, error) {
 	maxMsg := int64(c.srv.cfg.MaxMessageBytes)
 	off := 0
 	c.need = 0
+	// The clock is read once for the frames of one read, not twice a
+	// message (about 0.5 % of the process's CPU under the side-by-side
+	// load); a message handled later in the burst is stamped as read
+	// when the burst was (ms, for the idle and ping timeouts).
+	var now int64
 	for {
 		h, hlen, err := parseHeader(data[off:])
 		if err != nil || hlen == 0 {
@@ -216,7 +221,10 @@ func (c *conn) frames(data []byte) (int, error) {
 		p := data[off+hlen : off+total]
 		off += total
 		unmask(p, h.mask, 0)
-		c.lastSeen.Store(time.Now().UnixMilli())
+		if now == 0 {
+			now = time.Now().UnixMilli()
+		}
+		c.lastSeen.Store(now)
 		switch h.op {
 		case opPing:
 			c.send(opPong, p)
@@ -255,7 +263,7 @@ func (c *conn) frames(data []byte) (int, error) {
 			}
 			p, c.msg, c.started = c.msg, nil, false
 		}
-		c.lastMsg.Store(time.Now().UnixMilli())
+		c.lastMsg.Store(now)
 		if !c.handle(p) {
 			return off, errHandled
 		}

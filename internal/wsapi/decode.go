@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -15,7 +16,7 @@ import (
 // case. m's raw values (info_hash, left, offer, answer) are slices of
 // data.
 func decodeMessage(data []byte, m *message) error {
-	d := decoder{data: data}
+	d := decoder{data: data, strs: m.strs[:0]}
 	d.space()
 	if err := d.object(func(key []byte) error {
 		switch string(key) {
@@ -65,6 +66,7 @@ const maxDepth = 512
 type decoder struct {
 	data []byte
 	i    int
+	strs []string // where the strings read go, while it has room
 }
 
 func (d *decoder) space() {
@@ -169,13 +171,22 @@ func (d *decoder) stringOrNull() (*string, error) {
 		return nil, err
 	}
 	inner := d.data[start+1 : end-1]
-	var s string
-	if !esc && utf8.Valid(inner) {
-		s = string(inner)
-	} else if json.Unmarshal(d.data[start:end], &s) != nil { // escapes, or bytes that are not UTF-8 (replaced, as encoding/json does)
+	var s *string
+	if len(d.strs) < cap(d.strs) {
+		d.strs = d.strs[:len(d.strs)+1]
+		s = &d.strs[len(d.strs)-1]
+	} else {
+		s = new(string)
+	}
+	switch {
+	case !esc && string(inner) == "announce":
+		*s = "announce" // the action of most messages, not copied
+	case !esc && utf8.Valid(inner):
+		*s = string(inner)
+	case json.Unmarshal(d.data[start:end], s) != nil: // escapes, or bytes that are not UTF-8 (replaced, as encoding/json does)
 		return nil, errSyntax
 	}
-	return &s, nil
+	return s, nil
 }
 
 // offers reads null or an array of offers.
@@ -340,11 +351,21 @@ func (d *decoder) str() (start, end int, esc bool, err error) {
 	}
 	d.i++
 	for d.i < len(d.data) {
-		// Skip eight plain bytes at a time (most of a message is the
-		// offers' SDP text).
-		for d.i+8 <= len(d.data) && !special8(binary.LittleEndian.Uint64(d.data[d.i:])) {
-			d.i += 8
+		// Skip plain bytes eight at a time (most of a message is the
+		// offers' SDP text), and to the first special one of the eight
+		// that holds one: not one by one up to it. An SDP has an escape
+		// (\r\n) every line; skipping to it took decoding an announce
+		// with 5 offers from 2.9-4.0 µs to 2.0-2.9 (BenchmarkDecodeMessage,
+		// five runs each, run in turn).
+		i := d.i
+		for i+8 <= len(d.data) {
+			if m := specials(binary.LittleEndian.Uint64(d.data[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+			i += 8
 		}
+		d.i = i
 		if d.i >= len(d.data) {
 			break
 		}
@@ -383,14 +404,19 @@ func (d *decoder) str() (start, end int, esc bool, err error) {
 }
 
 // special8 reports whether any of the eight bytes of w ends or escapes a
-// string or is a control character ('"', '\\', or below 0x20): the
-// classic tests for a zero byte and a byte below n, on w and on w with
-// each quote or backslash made zero.
-func special8(w uint64) bool {
+// string or is a control character ('"', '\\', or below 0x20).
+func special8(w uint64) bool { return specials(w) != 0 }
+
+// specials marks with its high bit the first byte of w (little-endian)
+// that is special as special8 says, and maybe later ones: the classic
+// tests for a zero byte and a byte below n, on w and on w with each quote
+// or backslash made zero. A borrow runs only up from a byte that is
+// marked rightly, so the lowest mark is always right.
+func specials(w uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	q := w ^ (ones * '"')
 	b := w ^ (ones * '\\')
-	return ((q-ones)&^q|(b-ones)&^b|(w-ones*0x20)&^w)&highs != 0
+	return ((q-ones)&^q | (b-ones)&^b | (w-ones*0x20)&^w) & highs
 }
 
 func isHex(c byte) bool {

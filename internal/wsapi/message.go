@@ -31,6 +31,13 @@ type message struct {
 	Answer   json.RawMessage `json:"answer"`
 	ToPeerID *string         `json:"to_peer_id"`
 	OfferID  *string         `json:"offer_id"`
+
+	// strs holds the strings the fields above point to (decodeMessage),
+	// so that a message's strings are not each allocated twice (a
+	// pointer and its bytes): an announce with 5 offers took 13
+	// allocations for its 7 strings, now 6 (those beyond these are
+	// allocated).
+	strs [5 + MaxOffers]string
 }
 
 type offerIn struct {

@@ -10,12 +10,16 @@ import (
 )
 
 // poller waits for idle connections to become readable, with no goroutine
-// of their own: each socket is in one epoll set (one-shot: once it is
-// readable it is out until armed again), and that set's descriptor is
-// itself waited on by the Go runtime's poller (an epoll descriptor is
+// of their own: each socket is in one epoll set, and that set's descriptor
+// is itself waited on by the Go runtime's poller (an epoll descriptor is
 // readable when one of its sockets is), so no thread blocks in epoll_wait
 // either. A readable connection is handed to a new goroutine that reads and
-// handles its messages, then arms it again and ends.
+// handles its messages, then ends. The sockets are edge-triggered, added
+// once: bytes that arrive are reported once, and those that arrive while
+// a goroutine reads the socket make it read again (conn.again), so that a
+// socket needs no epoll_ctl after each message to wait again. (One-shot
+// and armed again after each burst, it cost a system call a message:
+// about 5 % of the process's CPU under the side-by-side load.)
 type poller struct {
 	f    *os.File // the epoll descriptor, closed by stop
 	rc   syscall.RawConn
@@ -41,6 +45,9 @@ func newPoller() (*poller, error) {
 	}
 	return &poller{f: f, rc: rc, byID: make(map[int32]*conn)}, nil
 }
+
+// epollET is EPOLLET as an event mask (syscall's constant is negative).
+const epollET = 1 << 31
 
 var errNotPollable = errors.New("connection has no descriptor to poll")
 
@@ -70,16 +77,17 @@ func (p *poller) add(c *conn) error {
 	return nil
 }
 
-// arm waits for c to be readable (once). It runs with c.mu held.
+// arm makes c wait in the poller: it adds the socket the first time
+// (bytes already there are reported then), and does nothing after. It
+// runs with c.mu held.
 func (p *poller) arm(c *conn) error {
+	if c.armedOnce {
+		return nil
+	}
 	var err error
 	cerr := c.rc.Control(func(fd uintptr) {
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: c.pollID}
-		op := syscall.EPOLL_CTL_MOD
-		if !c.armedOnce {
-			op = syscall.EPOLL_CTL_ADD
-		}
-		p.withFD(func(ep int) { err = syscall.EpollCtl(ep, op, int(fd), &ev) })
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollET, Fd: c.pollID}
+		p.withFD(func(ep int) { err = syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, int(fd), &ev) })
 	})
 	if cerr != nil {
 		return cerr

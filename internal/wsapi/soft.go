@@ -348,7 +348,8 @@ func (c *conn) refresh(req *request, m member) bool {
 	if unsent := len(req.offers) - len(targets); unsent > 0 {
 		s.m.dropped.WithLabelValues("no_peer").Add(float64(unsent))
 	}
-	c.write(announceReply(nil, m.ih, int(s.cfg.ClientInterval/time.Second), seeders, leechers))
+	var reply [replySize]byte
+	c.write(announceReply(reply[:0], m.ih, int(s.cfg.ClientInterval/time.Second), seeders, leechers))
 	return true
 }
 

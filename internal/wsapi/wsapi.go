@@ -266,8 +266,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A client may have sent its first message with the handshake: read
 	// it now; otherwise wait for one in the poller.
 	if c.pollID != 0 && pending == nil {
-		if !c.idle() {
+		switch more, ok := c.idle(); {
+		case !ok:
 			c.end(nil)
+		case more:
+			go c.serve()
 		}
 		return
 	}

@@ -61,11 +61,13 @@ func Functions() Library { return library }
 
 var library = newLibrary(swarmSrc, announceSrc, applySrc, rtcAnnounceSrc, rtcSignalSrc, refreshSrc, rtcReadSrc, rtcRefreshSrc)
 
-// newLibrary wraps each script, behind the swarm layout, in a function of
-// its own: a script's top-level locals (its reply, its caches) are then
-// made again on every call, as they were with EVAL, and never outlive it.
-// The functions take KEYS and ARGV as their arguments, so the scripts read
-// as before.
+// newLibrary makes the library: announce.lua and apply.lua (each behind
+// the swarm layout) run once when it loads, inside a function of their
+// own that returns the function a call runs; they set every per-call
+// value at the start of each call (see announce.lua). The other scripts
+// are each the body of their function, their top-level locals made again
+// on every call, as with EVAL. Either way the scripts read KEYS and ARGV,
+// the call's arguments.
 func newLibrary(swarm, announce, apply, rtcAnnounce, rtcSignal, refresh, rtcRead, rtcRefresh string) Library {
 	sum := sha256.Sum256([]byte(swarm + "\x00" + announce + "\x00" + apply + "\x00" + rtcAnnounce + "\x00" + rtcSignal + "\x00" + refresh + "\x00" +
 		rtcRead + "\x00" + rtcRefresh + "\x00" + checksSrc + "\x00" + rtcCommonSrc + "\x00" + libraryTemplate + "\x00" + prelude()))

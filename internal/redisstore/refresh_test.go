@@ -369,7 +369,8 @@ func TestReadSwarmsKeyChecks(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
-			s, _ := newStore(t, suite{rdb: b.client(t)}, time.Hour)
+			rdb := b.client(t)
+			s, _ := newStore(t, suite{rdb: rdb}, time.Hour)
 			s.bind = true
 			ih := hash("read-keys")
 			keyed, bare := req(ih, peer(1, false), 1, bittorrent.Started), req(ih, peer(2, false), 1, bittorrent.Started)
@@ -392,6 +393,15 @@ func TestReadSwarmsKeyChecks(t *testing.T) {
 			}
 			if !slices.Equal(ok, want) {
 				t.Fatalf("key checks %v, want %v", ok, want)
+			}
+			// A bindings key of another type (a hostile Redis user's)
+			// fails its check only.
+			odd := hash("read-keys-odd")
+			announce(t, s, req(odd, peer(3, false), 1, bittorrent.Started), 0)
+			rdb.Set(ctx, s.ks.Swarm(odd).Keys, "x", 0)
+			_, whole, ok, err = s.ReadSwarms(ctx, []bittorrent.InfoHash{ih, odd}, 10, append(checks[:1:1], bittorrent.KeyCheck{InfoHash: odd, Peer: m(bare), Key: ""}))
+			if err != nil || !whole[0] || !whole[1] || !ok[0] || ok[1] {
+				t.Fatalf("with a bindings key of another type: %v, whole %v, checks %v; want no error, both read, only its check false", err, whole, ok)
 			}
 			s.bind = false
 			if _, _, ok, err = s.ReadSwarms(ctx, nil, 10, checks); err != nil || slices.Contains(ok, false) {

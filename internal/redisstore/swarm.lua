@@ -48,7 +48,8 @@ local NUMS, NUMS_MAX = {}, 4096
 local function num(n)
   local s = NUMS[n]
   if not s then
-    s = tostring(n)
+    -- -0 is 0 as a key of NUMS, and "0" to Redis.
+    s = n == 0 and '0' or tostring(n)
     if n >= 0 and n < NUMS_MAX and n % 1 == 0 then
       NUMS[n] = s
     end

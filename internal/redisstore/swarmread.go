@@ -61,6 +61,8 @@ func (s *Store) ReadSwarms(ctx context.Context, hashes []bittorrent.InfoHash, ma
 		bound[i] = pipe.HGet(ctx, s.ks.Swarm(c.InfoHash).Keys, c.Peer)
 	}
 	pipe.Exec(ctx) // per-command errors are read below
+	// A binding that could not be read (a key of another type) leaves
+	// its check false, and fails nothing else of the round.
 	for i, c := range bound {
 		v, e := c.Result()
 		switch {
@@ -68,8 +70,6 @@ func (s *Store) ReadSwarms(ctx context.Context, hashes []bittorrent.InfoHash, ma
 			keyOK[i] = checks[i].Key == ""
 		case e == nil:
 			keyOK[i] = checks[i].Key != "" && v == keyDigest(checks[i].Key)
-		case err == nil:
-			err = fmt.Errorf("store read key bindings: %w", e)
 		}
 	}
 	for i, c := range cmds {

@@ -64,6 +64,13 @@ func (q *Queue[K, V]) Take(close bool) []V {
 	return out
 }
 
+// Full reports whether the queue takes no new key now (full or closed).
+func (q *Queue[K, V]) Full() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed || len(q.pending) >= q.max
+}
+
 // Len is how many writes wait.
 func (q *Queue[K, V]) Len() int {
 	q.mu.Lock()

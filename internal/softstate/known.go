@@ -9,7 +9,9 @@ import (
 )
 
 // knownPeers remembers, for each peer (torrent and member) whose change
-// this process wrote or queued, its class, a hash of its key and when:
+// this process wrote or queued, or that a read of its swarm found in
+// Redis in the class and with the key binding of its announce here
+// (adoptee), its class, a hash of its key and when:
 // what makes a regular re-announce a refresh (same class, same key,
 // within the peer lifetime). Like the tracker's peer table it is a
 // direct-mapped table of fixed size: a keyed hash picks the slot, and a

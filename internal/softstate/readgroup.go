@@ -17,7 +17,7 @@ import (
 // yields the processor a few times so that the batches that can run now
 // add their swarms, then reads them all and wakes the others, which wait
 // for it. A round's read is bounded by the store's timeout, so nobody
-// waits longer than that.
+// waits longer than that and the linger below.
 //
 // Then, when the round holds fewer than readFill swarms, the leader waits
 // up to the linger (Config.ReadLinger) for more, as the store's pipeline
@@ -74,9 +74,19 @@ func (s *Store) read(ctx context.Context, hashes []bittorrent.InfoHash, adopt []
 		case r.more <- struct{}{}:
 		default:
 		}
-		<-r.done
+		// A waiter whose own request ends stops waiting (what the round
+		// reads still fills the cache).
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+		}
 		return
 	}
+	defer close(r.done)
+	// The round reads for every announce in it: the leader's request
+	// ending (an HTTP client that hung up) must not fail the others'.
+	// The read is bounded by the store's timeout, the linger by its own.
+	ctx = context.WithoutCancel(ctx)
 	for range readYields {
 		runtime.Gosched()
 	}
@@ -87,7 +97,6 @@ func (s *Store) read(ctx context.Context, hashes []bittorrent.InfoHash, adopt []
 	g.mu.Unlock()
 	slices.SortFunc(all, func(a, b bittorrent.InfoHash) int { return bytes.Compare(a[:], b[:]) })
 	s.readSwarms(ctx, slices.Compact(all), adopt, now)
-	close(r.done)
 }
 
 // linger waits up to the linger for round r to hold readFill swarms (see

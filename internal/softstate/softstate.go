@@ -17,10 +17,18 @@
 //     with WriteBehind 0 it is written before the answer, still without
 //     reading the swarm. The link publishes the refresh as it publishes
 //     any local change.
+//   - A regular re-announce whose swarm is not cached reads the swarm
+//     (a plain read, merged with the reads of other announces into one
+//     round trip) and is answered from it when that read makes it a
+//     refresh: of a peer known here, or of one not known here (written by
+//     another replica, or relayed) that Redis holds live in the
+//     announce's class with the announce's key binding, which is then
+//     known here (adoptee).
 //   - Everything else (a join, a stop, a completion, paused from a
-//     leecher, a change of class or key, a peer not known here, a swarm
-//     not cached) goes to the store as before, and is written before the
-//     answer; its answer refills the cache.
+//     leecher, a change of class or key, a peer Redis does not hold so, a
+//     swarm too large to read whole, a full write-behind queue) goes to
+//     the store as before, and is written before the answer; its answer
+//     refills the cache.
 //
 // Scrapes always read Redis. docs/soft-state.md says what may be stale, and for how long.
 package softstate
@@ -300,9 +308,13 @@ const readMax = 64
 // paused) that a read of its swarm may answer: the store can read
 // swarms, and the swarm was not found too large to read within the
 // cache's age.
+//
+// Not while the write-behind queue is full: what a read found could not
+// be answered (its refresh would have nowhere to go), so the announce
+// goes to the store at once, as before.
 func (s *Store) readable(req *bittorrent.AnnounceRequest, now time.Time) bool {
 	return s.reader != nil && s.cache != nil && (req.Event == bittorrent.None || req.Event == bittorrent.Paused) &&
-		!s.cache.large(req.InfoHash, now, s.cfg.ReadCache)
+		(s.behind == nil || !s.behind.Full()) && !s.cache.large(req.InfoHash, now, s.cfg.ReadCache)
 }
 
 // adoptee is a regular re-announce of a peer this process does not know

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -500,5 +501,94 @@ func TestConcurrentBatchesShareReads(t *testing.T) {
 	wg.Wait()
 	if a, _, _ := cs.counts(); a != a0 {
 		t.Fatalf("%d announces reached the store; want 0", a-a0)
+	}
+}
+
+// countingReader counts the swarm reads (rounds) that reach the store.
+type countingReader struct {
+	SwarmReader
+	n atomic.Int64
+}
+
+func (c *countingReader) ReadSwarms(ctx context.Context, h []bittorrent.InfoHash, max int, checks []bittorrent.KeyCheck) ([][]bittorrent.PeerChange, []bool, []bool, error) {
+	c.n.Add(1)
+	return c.SwarmReader.ReadSwarms(ctx, h, max, checks)
+}
+
+// TestQueueFullGoesToStore: with the write-behind queue full, a known
+// peer's re-announce goes to the store at once, without reading its swarm
+// first (what the read found could not be answered), and is counted full
+// once.
+func TestQueueFullGoesToStore(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Minute, WriteBehind: time.Second, CacheSwarms: 1024, WriteBehindQueue: 1, PeerSlots: 1 << 20})
+	cr := &countingReader{SwarmReader: s.reader}
+	s.reader = cr
+	ih := bittorrent.InfoHash{0xee}
+	for i := range 4 {
+		mustAnnounce(t, s, ann(ih, i, 1, bittorrent.Started))
+	}
+	mustAnnounce(t, s, ann(ih, 0, 1, bittorrent.None)) // queued: the queue (1) is full now
+	a0, _, _ := cs.counts()
+	mustAnnounce(t, s, ann(ih, 1, 1, bittorrent.None))
+	if a, _, _ := cs.counts(); a != a0+1 || cr.n.Load() != 0 || testutil.ToFloat64(s.m.full) != 1 {
+		t.Fatalf("queue full: %d store announces, %d swarm reads, full counted %v; want 1, 0, 1", a-a0, cr.n.Load(), testutil.ToFloat64(s.m.full))
+	}
+}
+
+// TestReadRounds: with a linger, the reads of concurrent announces share
+// one round trip, and a leader whose request ends (an HTTP client that
+// hung up) does not fail the others' reads; a lone client's rounds stop
+// lingering after two that caught nothing.
+func TestReadRounds(t *testing.T) {
+	s, cs, _ := newSoft(t, Config{ReadCache: time.Second, WriteBehind: time.Second, ReadLinger: 200 * time.Millisecond})
+	cr := &countingReader{SwarmReader: s.reader}
+	s.reader = cr
+	clk := time.Now()
+	s.now = func() time.Time { return clk }
+	for h := range 8 {
+		for i := range 3 {
+			mustAnnounce(t, s, ann(bittorrent.InfoHash{0xe0, byte(h)}, i, 1, bittorrent.Started))
+		}
+	}
+	clk = clk.Add(2 * time.Second)
+	a0, _, _ := cs.counts()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { // the leader, whose request ends while it lingers
+		s.Announce(ctx, ann(bittorrent.InfoHash{0xe0, 0}, 1, 1, bittorrent.None), 50)
+	})
+	testkit.Eventually(t, time.Second, "a round led", func() bool {
+		s.reads.mu.Lock()
+		defer s.reads.mu.Unlock()
+		return s.reads.cur != nil
+	})
+	for h := 1; h < 3; h++ {
+		wg.Go(func() {
+			if _, err := s.Announce(context.Background(), ann(bittorrent.InfoHash{0xe0, byte(h)}, 1, 1, bittorrent.None), 50); err != nil {
+				t.Errorf("announce %d: %v", h, err)
+			}
+		})
+	}
+	testkit.Eventually(t, time.Second, "3 swarms in the round", func() bool {
+		s.reads.mu.Lock()
+		defer s.reads.mu.Unlock()
+		return s.reads.cur != nil && len(s.reads.cur.hashes) == 3
+	})
+	cancel()
+	wg.Wait()
+	if a, _, _ := cs.counts(); cr.n.Load() != 1 || testutil.ToFloat64(s.m.announceRead) < 2 || a != a0 {
+		t.Fatalf("%d rounds, %v read answers, %d store announces; want 1 round answering at least the 2 live requests, none to the store", cr.n.Load(), testutil.ToFloat64(s.m.announceRead), a-a0)
+	}
+	// A lone client: its first two rounds linger and catch nothing, the
+	// next goes at once.
+	for k := range 3 {
+		clk = clk.Add(2 * time.Second)
+		mustAnnounce(t, s, ann(bittorrent.InfoHash{0xe0, byte(3 + k)}, 1, 1, bittorrent.None))
+	}
+	s.reads.mu.Lock()
+	backoff, skip := s.reads.backoff, s.reads.skip
+	s.reads.mu.Unlock()
+	if backoff != 1 || skip != 0 {
+		t.Fatalf("after 3 lone rounds: backoff %d, skip %d; want 1 (two lingers caught nothing) and 0 (the third went at once)", backoff, skip)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/linger"
 )
 
 // Pipeliner sends concurrent announces to Redis in batches: each worker
@@ -39,19 +40,10 @@ type Pipeliner struct {
 	// yields bounds how many times a worker yields to gather a batch
 	// (maxYields; a benchmark sets 0 to compare).
 	yields int
-	// linger is how long a worker whose batch is below lingerFill waits
+	// linger is how long a worker whose batch is below linger.Fill waits
 	// for more (0: never; WithLinger).
 	linger time.Duration
 }
-
-// lingerFill is the batch a lingering worker waits for: as many
-// announces as make the round trip's fixed cost a small part of each
-// (see linger).
-const lingerFill = 4
-
-// maxLingerSkip bounds how many batches a worker sends at once after a
-// linger that caught nothing (see linger).
-const maxLingerSkip = 64
 
 // pipelinedCall is what a caller queues: one announce (HTTP) or a batch
 // of them (a UDP worker's), answered together. The worker writes only
@@ -89,7 +81,7 @@ func NewPipeliner(s *Store, workers, maxBatch, queue int) *Pipeliner {
 }
 
 // WithLinger has the workers wait up to d for more announces when a
-// batch holds fewer than lingerFill (see linger) and returns p. Call it
+// batch holds fewer than linger.Fill (see worker.linger) and returns p. Call it
 // before Run.
 func (p *Pipeliner) WithLinger(d time.Duration) *Pipeliner {
 	p.linger = max(d, 0)
@@ -215,10 +207,8 @@ type worker struct {
 	batch []*pipelinedCall
 	n     int // the batch's weight
 	timer *time.Timer
-	// skip is how many batches to send without lingering, backoff what
-	// the next linger that catches nothing sets it to, misses how many
-	// lingers in a row caught nothing.
-	skip, backoff, misses int
+	// lb says when not to linger (a lone client).
+	lb linger.Backoff
 }
 
 // fill adds what is queued now, up to maxBatch.
@@ -234,7 +224,7 @@ func (w *worker) fill() {
 	}
 }
 
-// linger waits up to p.linger for the batch to reach lingerFill. Each
+// linger waits up to p.linger for the batch to reach linger.Fill. Each
 // round trip costs Redis (and the node) a fixed part, a system call pair
 // and a wake-up, besides the script's work per announce; under load
 // batches are large and that part is small, but at a modest rate spread
@@ -242,57 +232,34 @@ func (w *worker) fill() {
 // so that Redis's CPU per announce grows with the replicas of a tracker
 // at the same load (issue 29: 74 µs with one replica, 100 µs with four,
 // at 3,000 announces/s; 0.49 against 0.83 round trips an announce). A
-// short wait makes every replica's batches about lingerFill whatever
+// short wait makes every replica's batches about linger.Fill whatever
 // their number, at the price of at most p.linger more latency, and only
 // when the load is light (a full batch does not wait).
 //
-// Two lingers in a row that caught nothing (a lone client announcing one
-// request at a time: nothing can arrive while it waits) make the worker
-// send at once for the next 1, 2, 4, ... up to maxLingerSkip batches, so
-// that such a client pays the wait about once in maxLingerSkip
-// announces; a linger that caught something resets it. One empty linger
-// alone is not taken for a lone client: at a few hundred announces a
-// second a replica's linger now and then catches nothing.
+// A lone client announcing one request at a time (nothing can arrive
+// while it waits) waits about once in linger.MaxSkip announces
+// (linger.Backoff).
 func (w *worker) linger(ctx context.Context) {
-	if w.timer == nil || w.n >= min(lingerFill, w.p.maxBatch) {
-		return
-	}
-	if w.skip > 0 {
-		w.skip--
+	if w.timer == nil || w.n >= min(linger.Fill, w.p.maxBatch) || !w.lb.Linger() {
 		return
 	}
 	w.timer.Reset(w.p.linger)
 	defer w.timer.Stop()
 	caught := false
-	for w.n < min(lingerFill, w.p.maxBatch) {
+	for w.n < min(linger.Fill, w.p.maxBatch) {
 		select {
 		case c := <-w.p.calls:
 			w.batch = append(w.batch, c)
 			w.n += c.weight()
 			caught = true
 		case <-w.timer.C:
-			w.settle(caught)
+			w.lb.Settle(caught)
 			return
 		case <-ctx.Done():
 			return
 		}
 	}
-	w.settle(caught)
-}
-
-// settle counts a linger that caught something or nothing and sets the
-// skip: none until two in a row caught nothing, then twice the last, up to
-// maxLingerSkip.
-func (w *worker) settle(caught bool) {
-	if caught {
-		w.backoff, w.misses = 0, 0
-		return
-	}
-	if w.misses++; w.misses < 2 {
-		return
-	}
-	w.backoff = min(max(1, 2*w.backoff), maxLingerSkip)
-	w.skip = w.backoff
+	w.lb.Settle(caught)
 }
 
 // maxYields bounds how many times a worker yields to gather a batch.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/linger"
 )
 
 // TestPipelinerLinger: announces that arrive apart, none while another is
@@ -29,7 +30,7 @@ func TestPipelinerLinger(t *testing.T) {
 		go p.Run(ctx)
 		before := scriptCallCount(t, rdb)
 		var wg sync.WaitGroup
-		for i := range lingerFill {
+		for i := range linger.Fill {
 			time.Sleep(apart)
 			wg.Go(func() {
 				res, err := p.Announce(ctx, req(benchHash(i), peer(i, false), 1, bittorrent.Started), 10)
@@ -40,7 +41,7 @@ func TestPipelinerLinger(t *testing.T) {
 		}
 		wg.Wait()
 		if n := scriptCallCount(t, rdb) - before; !tc.wantCalls(n) {
-			t.Errorf("linger %v: %d announces %v apart took %d script calls, want %s", tc.linger, lingerFill, apart, n, tc.want)
+			t.Errorf("linger %v: %d announces %v apart took %d script calls, want %s", tc.linger, linger.Fill, apart, n, tc.want)
 		}
 		cancel()
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tracklink/tracklink/internal/bittorrent"
+	"github.com/tracklink/tracklink/internal/linger"
 )
 
 // readGroup merges the swarm reads of front-end batches that want one at
@@ -19,23 +20,18 @@ import (
 // for it. A round's read is bounded by the store's timeout, so nobody
 // waits longer than that and the linger below.
 //
-// Then, when the round holds fewer than readFill swarms, the leader waits
+// Then, when the round holds fewer than linger.Fill swarms, the leader waits
 // up to the linger (Config.ReadLinger) for more, as the store's pipeline
 // does for announces: each round trip costs Redis a fixed part (a system
 // call pair, a wake-up) far above a small swarm's read, and at a modest
 // rate spread over the replicas of a node, each replica's rounds would
 // hold one swarm, so that Redis's CPU per announce would grow with the
-// replicas (issue 29). Two lingers in a row that caught nothing (a lone
-// client) make the next 1, 2, 4, ... up to maxLingerSkip rounds go at
-// once, so that such a client pays the wait about once in maxLingerSkip
-// announces.
+// replicas (issue 29). A lone client waits about once in
+// linger.MaxSkip announces (linger.Backoff).
 type readGroup struct {
 	mu  sync.Mutex
-	cur *readRound // the round taking swarms; nil: none
-	// skip is how many rounds to send without lingering, backoff what
-	// the next linger that catches nothing sets it to, misses how many
-	// lingers in a row caught nothing.
-	skip, backoff, misses int
+	cur *readRound     // the round taking swarms; nil: none
+	lb  linger.Backoff // under mu
 }
 
 type readRound struct {
@@ -45,15 +41,8 @@ type readRound struct {
 	done   chan struct{}
 }
 
-const (
-	// readYields bounds how often a round's leader yields to gather swarms.
-	readYields = 4
-	// readFill is the round a leader lingers for.
-	readFill = 4
-	// maxLingerSkip bounds the rounds sent at once after lingers that
-	// caught nothing.
-	maxLingerSkip = 64
-)
+// readYields bounds how often a round's leader yields to gather swarms.
+const readYields = 4
 
 // read reads hashes (and the swarms of the batches that join the round)
 // into the cache, checks adopt's peers (see adoptee), and returns once
@@ -99,8 +88,8 @@ func (s *Store) read(ctx context.Context, hashes []bittorrent.InfoHash, adopt []
 	s.readSwarms(ctx, slices.Compact(all), adopt, now)
 }
 
-// linger waits up to the linger for round r to hold readFill swarms (see
-// readGroup).
+// linger waits up to the linger for round r to hold linger.Fill swarms
+// (see readGroup).
 func (s *Store) linger(ctx context.Context, r *readRound) {
 	g := &s.reads
 	if s.cfg.ReadLinger <= 0 {
@@ -108,18 +97,15 @@ func (s *Store) linger(ctx context.Context, r *readRound) {
 	}
 	g.mu.Lock()
 	n := len(r.hashes)
-	skip := g.skip > 0 && n < readFill
-	if skip {
-		g.skip--
-	}
+	wait := n < linger.Fill && g.lb.Linger()
 	g.mu.Unlock()
-	if skip || n >= readFill {
+	if !wait {
 		return
 	}
 	t := time.NewTimer(s.cfg.ReadLinger)
 	defer t.Stop()
 	caught := false
-	for n < readFill {
+	for n < linger.Fill {
 		select {
 		case <-r.more:
 			caught = true
@@ -133,14 +119,6 @@ func (s *Store) linger(ctx context.Context, r *readRound) {
 		break
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if caught {
-		g.backoff, g.misses = 0, 0
-		return
-	}
-	if g.misses++; g.misses < 2 {
-		return
-	}
-	g.backoff = min(max(1, 2*g.backoff), maxLingerSkip)
-	g.skip = g.backoff
+	g.lb.Settle(caught)
+	g.mu.Unlock()
 }

@@ -77,7 +77,7 @@ type Config struct {
 	// PeerIDs: the store's members carry the peer id.
 	PeerIDs bool `env:"-"`
 	// ReadLinger is how long a read of swarms waits for others to join
-	// it when it holds fewer than readFill (TRACKER_REDIS_PIPELINE_LINGER,
+	// it when it holds fewer than linger.Fill (TRACKER_REDIS_PIPELINE_LINGER,
 	// as the store's pipeline waits for announces; see readGroup).
 	ReadLinger time.Duration `env:"-"`
 }

@@ -586,7 +586,7 @@ func TestReadRounds(t *testing.T) {
 		mustAnnounce(t, s, ann(bittorrent.InfoHash{0xe0, byte(3 + k)}, 1, 1, bittorrent.None))
 	}
 	s.reads.mu.Lock()
-	backoff, skip := s.reads.backoff, s.reads.skip
+	backoff, skip := s.reads.lb.Step, s.reads.lb.Skip
 	s.reads.mu.Unlock()
 	if backoff != 1 || skip != 0 {
 		t.Fatalf("after 3 lone rounds: backoff %d, skip %d; want 1 (two lingers caught nothing) and 0 (the third went at once)", backoff, skip)

@@ -196,48 +196,25 @@ func announce(ih, peer []byte, offers int, seq int) []byte {
 // a fraction of its one core: near 1, the client and not the server sets
 // the rate.
 func announceRate(t *testing.T, url string, d time.Duration) (rate, clientCPU float64) {
-	t.Helper()
-	const conns = 64
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	var replies atomic.Int64
-	var wg sync.WaitGroup
-	stop := time.Now().Add(d)
-	for i := range conns {
-		c, _, err := websocket.DefaultDialer.Dial(url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+	return drive(t, url, d, func(c *websocket.Conn, i int) func() bool {
 		nc := c.NetConn()
-		// A server that stops answering ends the run at this deadline.
-		nc.SetReadDeadline(stop.Add(5 * time.Second))
 		frame := maskedFrame(announce(benchID('h', i%8), benchID('p', i), 5, i), [4]byte{byte(i), 0x5a, 0xa5, byte(i >> 8)})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fr := frameReader{nc: nc, buf: make([]byte, 64<<10)}
-			for time.Now().Before(stop) {
-				if _, err := nc.Write(frame); err != nil {
-					return
-				}
-				for {
-					head, err := fr.next()
-					if err != nil {
-						return
-					}
-					if bytes.Contains(head, []byte(`"interval"`)) && !bytes.Contains(head, []byte(`"offer"`)) {
-						break
-					}
-				}
-				replies.Add(1)
+		fr := frameReader{nc: nc, buf: make([]byte, 64<<10)}
+		return func() bool {
+			if _, err := nc.Write(frame); err != nil {
+				return false
 			}
-		}()
-	}
-	start, cpu0 := time.Now(), selfCPU(t)
-	wg.Wait()
-	took := time.Since(start)
-	return float64(replies.Load()) / took.Seconds(), (selfCPU(t) - cpu0).Seconds() / took.Seconds()
+			for {
+				head, err := fr.next()
+				if err != nil {
+					return false
+				}
+				if isReply(head) {
+					return true
+				}
+			}
+		}
+	})
 }
 
 // announceRateGorilla is announceRate through gorilla/websocket's reader
@@ -247,6 +224,35 @@ func announceRate(t *testing.T, url string, d time.Duration) (rate, clientCPU fl
 // client changes neither server's rate where the client is not the
 // limit.
 func announceRateGorilla(t *testing.T, url string, d time.Duration) (rate, clientCPU float64) {
+	return drive(t, url, d, func(c *websocket.Conn, i int) func() bool {
+		msg := announce(benchID('h', i%8), benchID('p', i), 5, i)
+		head := make([]byte, 160) // holds a reply (its interval) or an offer's start
+		return func() bool {
+			if err := c.WriteMessage(websocket.TextMessage, msg); err != nil {
+				return false
+			}
+			for {
+				_, r, err := c.NextReader()
+				if err != nil {
+					return false
+				}
+				n, _ := io.ReadFull(r, head)
+				if n == len(head) {
+					io.Copy(io.Discard, r)
+				}
+				if isReply(head[:n]) {
+					return true
+				}
+			}
+		}
+	})
+}
+
+// drive opens the 64 connections of announceRate and, on each, calls the
+// round that conn makes for it until d has passed or a round fails; a
+// round announces once and reads up to its reply. It returns replies a
+// second and the client's CPU as a fraction of its core.
+func drive(t *testing.T, url string, d time.Duration, conn func(c *websocket.Conn, i int) (round func() bool)) (rate, clientCPU float64) {
 	t.Helper()
 	const conns = 64
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
@@ -262,28 +268,11 @@ func announceRateGorilla(t *testing.T, url string, d time.Duration) (rate, clien
 		defer c.Close()
 		// A server that stops answering ends the run at this deadline.
 		c.SetReadDeadline(stop.Add(5 * time.Second))
-		msg := announce(benchID('h', i%8), benchID('p', i), 5, i)
+		round := conn(c, i)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			head := make([]byte, 160) // holds a reply (its interval) or an offer's start
-			for time.Now().Before(stop) {
-				if err := c.WriteMessage(websocket.TextMessage, msg); err != nil {
-					return
-				}
-				for {
-					_, r, err := c.NextReader()
-					if err != nil {
-						return
-					}
-					n, _ := io.ReadFull(r, head)
-					if n == len(head) {
-						io.Copy(io.Discard, r)
-					}
-					if h := head[:n]; bytes.Contains(h, []byte(`"interval"`)) && !bytes.Contains(h, []byte(`"offer"`)) {
-						break
-					}
-				}
+			for time.Now().Before(stop) && round() {
 				replies.Add(1)
 			}
 		}()
@@ -292,6 +281,12 @@ func announceRateGorilla(t *testing.T, url string, d time.Duration) (rate, clien
 	wg.Wait()
 	took := time.Since(start)
 	return float64(replies.Load()) / took.Seconds(), (selfCPU(t) - cpu0).Seconds() / took.Seconds()
+}
+
+// isReply tells a reply to an announce (it carries the interval) from an
+// offer by the start of its payload.
+func isReply(head []byte) bool {
+	return bytes.Contains(head, []byte(`"interval"`)) && !bytes.Contains(head, []byte(`"offer"`))
 }
 
 // maskedFrame is payload as a client's text frame, masked with key.

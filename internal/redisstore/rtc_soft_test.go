@@ -18,20 +18,9 @@ import (
 // never takes one from another process, never changes its class, never
 // goes back in time; Publish reaches the process named.
 func TestRTCSoft(t *testing.T) {
-	rdb := testkit.StartRedis(t).Client(t)
-	ctx := context.Background()
-	cfg := RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second}
-	a, err := NewRTC(rdb, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := NewRTC(rdb, cfg)
-	if err := LoadFunctions(ctx, rdb); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
-	a.now = func() time.Time { return now }
-	b.now = a.now
+	rdb, a, b := newRTCPair(t, &now)
+	ctx := context.Background()
 	ih, big := bittorrent.InfoHash{1}, bittorrent.InfoHash{2}
 	p1, p2, p3, p4 := bittorrent.PeerID{1}, bittorrent.PeerID{2}, bittorrent.PeerID{3}, bittorrent.PeerID{4}
 	announce := func(r *RTC, ih bittorrent.InfoHash, p bittorrent.PeerID, op bittorrent.RTCOp) {

@@ -6,28 +6,38 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tracklink/tracklink/internal/bittorrent"
 	"github.com/tracklink/tracklink/internal/testkit"
 )
 
-// TestRTCPeers: WebRTC peers expire by score, a closed socket's leave
-// removes a peer only from the process that holds it, offers go to live
-// peers only, and the keys carry TTLs.
-func TestRTCPeers(t *testing.T) {
-	rdb := testkit.StartRedis(t).Client(t)
-	ctx := context.Background()
+// newRTCPair starts a Redis with the function library and returns two
+// processes of node n1 on it, whose clock is what clock holds.
+func newRTCPair(t *testing.T, clock *time.Time) (rdb *redis.Client, a, b *RTC) {
+	t.Helper()
+	rdb = testkit.StartRedis(t).Client(t)
 	cfg := RTCConfig{Prefix: "tl", NodeID: "n1", PeerLifetime: time.Minute, CompletedTTL: time.Hour, Timeout: time.Second}
 	a, err := NewRTC(rdb, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := NewRTC(rdb, cfg)
-	if err := LoadFunctions(ctx, rdb); err != nil {
+	b, _ = NewRTC(rdb, cfg)
+	if err := LoadFunctions(context.Background(), rdb); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	a.now = func() time.Time { return now }
+	a.now = func() time.Time { return *clock }
 	b.now = a.now
+	return rdb, a, b
+}
+
+// TestRTCPeers: WebRTC peers expire by score, a closed socket's leave
+// removes a peer only from the process that holds it, offers go to live
+// peers only, and the keys carry TTLs.
+func TestRTCPeers(t *testing.T) {
+	now := time.Now()
+	rdb, a, b := newRTCPair(t, &now)
+	ctx := context.Background()
 	ih := bittorrent.InfoHash{1}
 	p1, p2 := bittorrent.PeerID{1}, bittorrent.PeerID{2}
 	if _, err := a.Announce(ctx, &bittorrent.RTCAnnounce{InfoHash: ih, PeerID: p1, Op: bittorrent.RTCLeecher}); err != nil {

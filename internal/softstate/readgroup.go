@@ -74,12 +74,13 @@ func (s *Store) read(ctx context.Context, hashes []bittorrent.InfoHash, adopt []
 	defer close(r.done)
 	// The round reads for every announce in it: the leader's request
 	// ending (an HTTP client that hung up) must not fail the others'.
-	// The read is bounded by the store's timeout, the linger by its own.
+	// The read is bounded by the store's timeout, the linger by its own
+	// (it ends with no request).
 	ctx = context.WithoutCancel(ctx)
 	for range readYields {
 		runtime.Gosched()
 	}
-	s.linger(ctx, r)
+	s.linger(r)
 	g.mu.Lock()
 	g.cur = nil
 	all, adopt := r.hashes, r.adopt
@@ -90,7 +91,7 @@ func (s *Store) read(ctx context.Context, hashes []bittorrent.InfoHash, adopt []
 
 // linger waits up to the linger for round r to hold linger.Fill swarms
 // (see readGroup).
-func (s *Store) linger(ctx context.Context, r *readRound) {
+func (s *Store) linger(r *readRound) {
 	g := &s.reads
 	if s.cfg.ReadLinger <= 0 {
 		return
@@ -114,7 +115,6 @@ func (s *Store) linger(ctx context.Context, r *readRound) {
 			g.mu.Unlock()
 			continue
 		case <-t.C:
-		case <-ctx.Done():
 		}
 		break
 	}
